@@ -1,0 +1,1 @@
+//! Disk image assembly (owned by the image helper).

@@ -1,0 +1,3 @@
+//! build-image: recipe → secrets → bundle → image → outputs.
+
+pub mod image;

@@ -1,0 +1,173 @@
+//! The per-build symmetric image key and its public short id.
+
+use super::error::BundleError;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+const KEY_FILE_PREFIX: &str = "SEALED-IMAGE-KEY-1:";
+
+/// A 256-bit image key. Zeroized on drop; its `Debug` shows only the key id.
+#[derive(Clone)]
+pub struct ImageKey(Zeroizing<[u8; 32]>);
+
+/// First 8 bytes of SHA-256 over a domain tag and the key: identifies a key
+/// without revealing it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyId(pub [u8; 8]);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl KeyId {
+    /// Key id of arbitrary public material (an age recipient string).
+    pub fn of_public(tag: &str, material: &[u8]) -> KeyId {
+        let mut h = Sha256::new();
+        h.update(tag.as_bytes());
+        h.update(material);
+        let digest = h.finalize();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+}
+
+impl ImageKey {
+    /// A fresh random key from the operating system's CSPRNG.
+    pub fn generate() -> ImageKey {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        ImageKey(key)
+    }
+
+    pub fn from_bytes(bytes: &[u8; 32]) -> ImageKey {
+        ImageKey(Zeroizing::new(*bytes))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn id(&self) -> KeyId {
+        KeyId::of_public("sealed-image key id v1\0", self.0.as_ref())
+    }
+
+    /// The key file text: `SEALED-IMAGE-KEY-1:<64 hex digits>\n`.
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(KEY_FILE_PREFIX.len() + 65));
+        s.push_str(KEY_FILE_PREFIX);
+        for b in self.0.iter() {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 0xf) as usize] as char);
+        }
+        s.push('\n');
+        s
+    }
+
+    /// Parse a key file. Errors never echo the file's content.
+    pub fn from_file_text(text: &[u8]) -> Result<ImageKey, BundleError> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| BundleError::InvalidKey("key file is not text".into()))?;
+        let body = text
+            .trim_end_matches(['\n', '\r'])
+            .strip_prefix(KEY_FILE_PREFIX)
+            .ok_or_else(|| {
+                BundleError::InvalidKey(format!("key file does not start with {KEY_FILE_PREFIX}"))
+            })?;
+        if body.len() != 64 {
+            return Err(BundleError::InvalidKey(format!(
+                "expected 64 hex digits after the prefix, found {}",
+                body.len()
+            )));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        for (i, pair) in body.as_bytes().chunks(2).enumerate() {
+            let hi = unhex(pair[0]);
+            let lo = unhex(pair[1]);
+            match (hi, lo) {
+                (Some(h), Some(l)) => key[i] = (h << 4) | l,
+                _ => {
+                    key.zeroize();
+                    return Err(BundleError::InvalidKey("non-hex character in key".into()));
+                }
+            }
+        }
+        Ok(ImageKey(key))
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<ImageKey, BundleError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| BundleError::io(format!("reading image key {}", path.display()), e))?;
+        if meta.len() > 1024 {
+            return Err(BundleError::InvalidKey(format!(
+                "{} is {} bytes, too large for an image key file",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| BundleError::io(format!("reading image key {}", path.display()), e))?,
+        );
+        ImageKey::from_file_text(&bytes)
+    }
+}
+
+impl std::fmt::Debug for ImageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ImageKey(id {})", self.id())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn unhex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lower-case hex of public bytes (ids, hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trip_and_debug_hides_key() {
+        let key = ImageKey::generate();
+        let text = key.to_file_text();
+        let back = ImageKey::from_file_text(text.as_bytes()).unwrap();
+        assert_eq!(key.bytes(), back.bytes());
+        let dbg = format!("{key:?}");
+        assert!(!dbg.contains(&text[KEY_FILE_PREFIX.len()..KEY_FILE_PREFIX.len() + 64]));
+    }
+
+    #[test]
+    fn key_file_errors_do_not_echo_content() {
+        let err = ImageKey::from_file_text(b"SEALED-IMAGE-KEY-1:zz").unwrap_err();
+        assert!(!err.to_string().contains("zz"));
+        let err = ImageKey::from_file_text(b"hunter2").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

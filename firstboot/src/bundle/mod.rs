@@ -1,0 +1,39 @@
+//! The sealed bundle, format v1.
+//!
+//! A bundle is `header ‖ ciphertext`. The header is in clear and carries no
+//! names or paths; the ciphertext is XChaCha20-Poly1305 under a fresh 256-bit
+//! image key, with the whole header as associated data, over
+//! `zstd(tar(manifest.json + secrets/NAME…))`.
+//!
+//! The device defines what it accepts, so the format, its limits and the
+//! manifest rules all live here; the builder only calls [`seal`].
+
+mod error;
+mod header;
+mod key;
+mod manifest;
+mod open;
+mod payload;
+mod seal;
+
+pub use error::BundleError;
+pub use header::{Header, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use key::{ImageKey, KeyId};
+pub use manifest::{validate_device_path, validate_name, Manifest, SecretEntry, SecretType};
+pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
+pub use payload::Contents;
+pub use seal::{seal, seal_with, SealTo};
+
+/// Limits enforced while opening, before any allocation they bound.
+pub mod limits {
+    /// Largest bundle file accepted (header + ciphertext).
+    pub const MAX_BUNDLE_BYTES: u64 = 64 * 1024 * 1024;
+    /// Most secrets in one bundle.
+    pub const MAX_SECRETS: usize = 1024;
+    /// Largest single secret value, decompressed.
+    pub const MAX_SECRET_BYTES: u64 = 16 * 1024 * 1024;
+    /// Largest manifest, decompressed.
+    pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+    /// Largest decompressed archive (all members and tar overhead).
+    pub const MAX_TOTAL_BYTES: u64 = 128 * 1024 * 1024;
+}

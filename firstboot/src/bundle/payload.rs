@@ -1,0 +1,188 @@
+//! The plaintext of a bundle: `zstd(tar(manifest.json + secrets/NAME…))`,
+//! built and parsed with size limits checked before reading.
+
+use super::error::BundleError;
+use super::limits;
+use super::manifest::Manifest;
+use std::collections::BTreeMap;
+use std::io::Read;
+use zeroize::Zeroizing;
+
+const MANIFEST_MEMBER: &str = "manifest.json";
+const SECRET_PREFIX: &str = "secrets/";
+const ZSTD_LEVEL: i32 = 19;
+
+/// Manifest plus one value per manifest entry.
+pub struct Contents {
+    pub manifest: Manifest,
+    /// Secret values by name. Zeroized on drop.
+    pub values: BTreeMap<String, Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Contents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contents")
+            .field("manifest", &self.manifest)
+            .field("values", &format_args!("<{} redacted>", self.values.len()))
+            .finish()
+    }
+}
+
+impl Contents {
+    /// The manifest is valid and names exactly the values present.
+    pub fn validate(&self) -> Result<(), BundleError> {
+        self.manifest.validate()?;
+        for s in &self.manifest.secrets {
+            let v = self.values.get(&s.name).ok_or_else(|| {
+                BundleError::Manifest(format!("secret {} has no value in the bundle", s.name))
+            })?;
+            if v.len() as u64 > limits::MAX_SECRET_BYTES {
+                return Err(BundleError::Limit(format!(
+                    "secret {} is {} bytes (limit {})",
+                    s.name,
+                    v.len(),
+                    limits::MAX_SECRET_BYTES
+                )));
+            }
+        }
+        if self.values.len() != self.manifest.secrets.len() {
+            return Err(BundleError::Manifest(
+                "the bundle holds values that the manifest does not list".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Serialise to the compressed plaintext.
+    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, BundleError> {
+        self.validate()?;
+        let manifest = Zeroizing::new(
+            serde_json::to_vec_pretty(&self.manifest)
+                .map_err(|e| BundleError::Payload(format!("encoding manifest: {e}")))?,
+        );
+        // Size the buffer up front so it never reallocates and leaves
+        // unzeroized copies of secret bytes behind.
+        let padded = |n: usize| 512 + n.div_ceil(512) * 512;
+        let capacity = padded(manifest.len())
+            + self.values.values().map(|v| padded(v.len())).sum::<usize>()
+            + 1024;
+        let mut builder = tar::Builder::new(SecretBuf(Zeroizing::new(Vec::with_capacity(capacity))));
+        append(&mut builder, MANIFEST_MEMBER, &manifest)?;
+        for (name, value) in &self.values {
+            append(&mut builder, &format!("{SECRET_PREFIX}{name}"), value)?;
+        }
+        let SecretBuf(tar) = builder
+            .into_inner()
+            .map_err(|e| BundleError::Payload(format!("finishing archive: {e}")))?;
+        let bound = zstd::zstd_safe::compress_bound(tar.len());
+        let mut out = Zeroizing::new(vec![0u8; bound]);
+        let n = zstd::bulk::compress_to_buffer(&tar, &mut out[..], ZSTD_LEVEL)
+            .map_err(|e| BundleError::Payload(format!("compressing: {e}")))?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Parse the compressed plaintext, enforcing every limit while reading.
+    pub(crate) fn decode(compressed: &[u8]) -> Result<Contents, BundleError> {
+        let decoder = zstd::stream::read::Decoder::with_buffer(compressed)
+            .map_err(|e| BundleError::Payload(format!("zstd: {e}")))?;
+        let mut archive = tar::Archive::new(decoder.take(limits::MAX_TOTAL_BYTES));
+        let mut manifest: Option<Manifest> = None;
+        let mut values = BTreeMap::new();
+        let entries = archive
+            .entries()
+            .map_err(|e| BundleError::Payload(format!("archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| BundleError::Payload(format!("archive: {e}")))?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(BundleError::Payload("archive holds a non-regular member".into()));
+            }
+            let path = entry
+                .path_bytes()
+                .into_owned();
+            let path = String::from_utf8(path)
+                .map_err(|_| BundleError::Payload("member name is not UTF-8".into()))?;
+            let size = entry
+                .header()
+                .size()
+                .map_err(|e| BundleError::Payload(format!("member size: {e}")))?;
+            if path == MANIFEST_MEMBER {
+                if manifest.is_some() {
+                    return Err(BundleError::Payload("two manifests".into()));
+                }
+                if size > limits::MAX_MANIFEST_BYTES {
+                    return Err(BundleError::Limit(format!(
+                        "manifest is {size} bytes (limit {})",
+                        limits::MAX_MANIFEST_BYTES
+                    )));
+                }
+                let data = read_member(&mut entry, size)?;
+                manifest = Some(
+                    serde_json::from_slice(&data)
+                        .map_err(|e| BundleError::Manifest(e.to_string()))?,
+                );
+            } else if let Some(name) = path.strip_prefix(SECRET_PREFIX) {
+                if values.len() >= limits::MAX_SECRETS {
+                    return Err(BundleError::Limit(format!(
+                        "more than {} secrets",
+                        limits::MAX_SECRETS
+                    )));
+                }
+                if size > limits::MAX_SECRET_BYTES {
+                    return Err(BundleError::Limit(format!(
+                        "a secret is {size} bytes (limit {})",
+                        limits::MAX_SECRET_BYTES
+                    )));
+                }
+                let data = read_member(&mut entry, size)?;
+                if values.insert(name.to_string(), data).is_some() {
+                    return Err(BundleError::Payload(format!("secret {name} appears twice")));
+                }
+            } else {
+                return Err(BundleError::Payload(format!("unexpected member {path:?}")));
+            }
+        }
+        let manifest =
+            manifest.ok_or_else(|| BundleError::Payload("archive has no manifest".into()))?;
+        let contents = Contents { manifest, values };
+        contents.validate()?;
+        Ok(contents)
+    }
+}
+
+/// A write buffer that zeroizes its bytes on drop.
+struct SecretBuf(Zeroizing<Vec<u8>>);
+
+impl std::io::Write for SecretBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn append(
+    builder: &mut tar::Builder<SecretBuf>,
+    path: &str,
+    data: &[u8],
+) -> Result<(), BundleError> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o600);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, path, data)
+        .map_err(|e| BundleError::Payload(format!("archiving {path}: {e}")))
+}
+
+fn read_member<R: Read>(entry: &mut R, size: u64) -> Result<Zeroizing<Vec<u8>>, BundleError> {
+    // `size` was checked against a limit by the caller before this allocation.
+    let mut data = Zeroizing::new(vec![0u8; size as usize]);
+    entry
+        .read_exact(&mut data)
+        .map_err(|e| BundleError::Payload(format!("reading member: {e}")))?;
+    Ok(data)
+}

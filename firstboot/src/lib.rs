@@ -1,0 +1,10 @@
+//! Device side of sealed-image.
+//!
+//! Flow: [`bundle`] (the sealed format the builder writes) →
+//! [`identity`] (the device key) → [`store`] (secrets resealed to the device,
+//! on disk) → [`runtime`] (decrypted into `/run/secrets` at every boot).
+//! [`provision`] ties the first steps together.
+
+pub mod bundle;
+pub mod accounts;
+pub mod runtime;
