@@ -37,3 +37,6 @@ pub mod limits {
     /// Largest decompressed archive (all members and tar overhead).
     pub const MAX_TOTAL_BYTES: u64 = 128 * 1024 * 1024;
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,15 @@ pub fn seal_with(
     created_at: u64,
 ) -> Result<Vec<u8>, BundleError> {
     let plaintext = contents.encode()?;
+    seal_plaintext(to, &plaintext, created_at)
+}
+
+/// Seal an already encoded plaintext (also used by tests to build hostile bundles).
+pub(crate) fn seal_plaintext(
+    to: SealTo<'_>,
+    plaintext: &[u8],
+    created_at: u64,
+) -> Result<Vec<u8>, BundleError> {
     let mut bundle_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bundle_id);
     let mut header = Header {
@@ -50,7 +59,7 @@ pub fn seal_with(
                 .encrypt(
                     XNonce::from_slice(&header.nonce),
                     Payload {
-                        msg: &plaintext,
+                        msg: plaintext,
                         aad: &aad,
                     },
                 )
@@ -63,7 +72,7 @@ pub fn seal_with(
             // travels inside the age payload and must match on open.
             let mut inner = zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + plaintext.len()));
             inner.extend_from_slice(&header.to_bytes());
-            inner.extend_from_slice(&plaintext);
+            inner.extend_from_slice(plaintext);
             age::encrypt(recipient, &inner).map_err(|e| BundleError::Age(e.to_string()))?
         }
     };
