@@ -1,3 +1,14 @@
 //! build-image: recipe → secrets → bundle → image → outputs.
+//!
+//! [`recipe`] parses the recipe; [`sources`] fetch values; [`secrets`]
+//! checks and collects them (with [`process`]ing); the bundle format lives
+//! in `sealed_firstboot::bundle`; [`image`] assembles the disk; [`output`]
+//! writes checksums and moves results into place; [`build`] runs the flow.
 
+pub mod build;
 pub mod image;
+pub mod output;
+pub mod process;
+pub mod recipe;
+pub mod secrets;
+pub mod sources;

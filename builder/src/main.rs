@@ -1,1 +1,221 @@
-fn main() {}
+//! `build-image`: the CLI used in CI pipelines. Argument parsing and
+//! reporting only; the work is in the library.
+
+use anyhow::{Context, Result};
+use build_image::build::{self, BuildError, BuildOptions, KeyMode};
+use build_image::recipe::Recipe;
+use build_image::secrets::{self, SecretsError};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const RECIPE: u8 = 3;
+    pub const MISSING_SECRETS: u8 = 4;
+    pub const SECRET_INVALID: u8 = 5;
+    pub const IMAGE: u8 = 6;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "build-image",
+    version,
+    about = "Build device disk images with sealed secrets baked in",
+    long_about = "Build device disk images with sealed secrets baked in.\n\n\
+        build-image reads a recipe (TOML), collects the secrets it names from their \
+        sources (environment, files, commands, dotenv files), seals them under a fresh \
+        image key and writes them into a disk image it assembles (GPT or MBR, FAT boot \
+        partition, ext4 root). On first boot sealed-firstboot reseals them to the device.",
+    after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
+        4 required secrets missing   5 a secret value is invalid or its source failed\n  \
+        6 image assembly or output failed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a recipe
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image build image-recipes/demo/recipe.toml --out out/\n  \
+        WIFI_PSK=… build-image build recipe.toml --out out/ --json\n  \
+        build-image build recipe.toml --out out/ --recipient age1…\n\n\
+        OUTPUTS:\n  OUT/NAME.img     sparse disk image\n  \
+        OUT/NAME.key     image key (separate key mode, mode 0600): copy it onto the boot\n                   \
+        partition as sealed-secrets/image.key when flashing; keep it apart from the image\n  \
+        OUT/SHA256SUMS   checksums of the image (not of the key)")]
+    Build {
+        /// The recipe file (TOML)
+        recipe: PathBuf,
+        /// Output directory (created if needed)
+        #[arg(long, short, default_value = "out")]
+        out: PathBuf,
+        /// Store the image key on the boot partition: the image file alone then
+        /// reveals the secrets (weaker; for labs and demos)
+        #[arg(long, conflicts_with = "recipient")]
+        embed_key: bool,
+        /// Seal straight to a known device's age recipient (age1…): no image key
+        #[arg(long, value_name = "AGE1…")]
+        recipient: Option<String>,
+        /// Print a JSON summary on stdout (never values or keys)
+        #[arg(long)]
+        json: bool,
+        /// Print nothing on success
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check that every secret of a recipe can be found (never prints values)
+    #[command(after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
+        build-image check recipe.toml --json | jq '.[] | select(.present | not)'\n\n\
+        Exit code 4 when a required secret is missing, 5 when one is invalid.")]
+    Check {
+        /// The recipe file (TOML)
+        recipe: PathBuf,
+        /// Print the table as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("build-image: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(b) = cause.downcast_ref::<BuildError>() {
+            return match b {
+                BuildError::Recipe(_) => exit::RECIPE,
+                BuildError::Secrets(SecretsError::Missing(_)) => exit::MISSING_SECRETS,
+                BuildError::Secrets(_) => exit::SECRET_INVALID,
+                BuildError::Invalid(_) => exit::RECIPE,
+                _ => exit::IMAGE,
+            };
+        }
+        if cause.downcast_ref::<build_image::recipe::RecipeError>().is_some() {
+            return exit::RECIPE;
+        }
+    }
+    exit::FAILURE
+}
+
+fn created_at() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build {
+            recipe,
+            out,
+            embed_key,
+            recipient,
+            json,
+            quiet,
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let key_mode = match (embed_key, recipient) {
+                (_, Some(r)) => KeyMode::Recipient(
+                    age::x25519::Recipient::from_str(r.trim())
+                        .map_err(|e| anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}"))?,
+                ),
+                (true, None) => KeyMode::Embedded,
+                (false, None) => KeyMode::Separate,
+            };
+            let opts = BuildOptions {
+                out_dir: out,
+                key_mode,
+                created_at: created_at()?,
+            };
+            let report = build::build(&recipe, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                let err = std::io::stderr();
+                let _ = err.is_terminal();
+                eprintln!(
+                    "built {} ({} bytes, {} secrets, bundle {})",
+                    report.image.display(),
+                    report.image_size,
+                    report.secrets.len(),
+                    report.bundle_id
+                );
+                match &report.key {
+                    Some(k) => eprintln!(
+                        "image key: {} (mode 0600): keep it apart from the image; put it on the boot partition as sealed-secrets/image.key when flashing",
+                        k.display()
+                    ),
+                    None if report.key_mode == "embedded" => eprintln!(
+                        "image key embedded in the image: anyone with the image file can read the secrets"
+                    ),
+                    None => eprintln!("sealed to the device recipient: only that device can open it"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { recipe, json } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let rows = secrets::check(&recipe);
+            let missing = rows.iter().any(|r| r.required && !r.present);
+            let invalid = rows.iter().any(|r| r.error.is_some());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<2} {:<24} {:<11} {:<9} {:<34} DESCRIPTION", "", "SECRET", "TYPE", "REQUIRED", "SOURCE");
+                for r in &rows {
+                    let mark = if r.present && r.error.is_none() { "✓" } else { "✗" };
+                    println!(
+                        "{mark:<2} {:<24} {:<11} {:<9} {:<34} {}",
+                        r.name,
+                        r.kind.as_str(),
+                        if r.required { "required" } else { "optional" },
+                        r.source,
+                        r.description.as_deref().unwrap_or("")
+                    );
+                    if let Some(how) = &r.how {
+                        println!("   └ missing: {how}");
+                    }
+                    if let Some(e) = &r.error {
+                        println!("   └ invalid: {e}");
+                    }
+                }
+            }
+            Ok(if missing {
+                ExitCode::from(exit::MISSING_SECRETS)
+            } else if invalid {
+                ExitCode::from(exit::SECRET_INVALID)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

@@ -8,3 +8,7 @@
 pub mod bundle;
 pub mod accounts;
 pub mod runtime;
+pub mod fsutil;
+pub mod identity;
+pub mod store;
+pub mod provision;

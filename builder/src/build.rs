@@ -1,0 +1,275 @@
+//! `build-image build`: recipe → secrets → bundle → image → outputs.
+
+use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind};
+use crate::output::{staging::Staging, sums};
+use crate::recipe::{self, PartitionType, Recipe};
+use crate::secrets::{self, SecretsError};
+use sealed_firstboot::bundle::{self, BundleError, ImageKey, SealTo};
+use serde::Serialize;
+use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where the bundle and embedded key go on the boot partition.
+pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
+pub const EMBEDDED_KEY_PATH: &str = "sealed-secrets/image.key";
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("sealing the bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |source| BuildError::Io { context, source }
+}
+
+/// How the image key is handled.
+#[derive(Debug, Clone)]
+pub enum KeyMode {
+    /// `NAME.key` beside the image (0600); the default.
+    Separate,
+    /// The key is stored on the boot partition next to the bundle.
+    Embedded,
+    /// Sealed straight to a device's age recipient: no image key at all.
+    Recipient(age::x25519::Recipient),
+}
+
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    pub key_mode: KeyMode,
+    /// Unix seconds stamped into the bundle: `SOURCE_DATE_EPOCH` or now.
+    pub created_at: u64,
+}
+
+/// What a build produced (safe to print: no values, no key).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub image: PathBuf,
+    pub key: Option<PathBuf>,
+    pub key_mode: &'static str,
+    pub bundle_id: String,
+    pub key_id: String,
+    pub created_at: u64,
+    pub image_size: u64,
+    pub secrets: Vec<SecretSummary>,
+    pub files: Vec<OutputFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretSummary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFile {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// Run a whole build. On any error nothing is left in the output directory.
+pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let contents = secrets::collect(recipe)?;
+    let (bundle_bytes, key) = match &opts.key_mode {
+        KeyMode::Recipient(r) => (
+            bundle::seal_with(SealTo::Recipient(r), &contents, opts.created_at)?,
+            None,
+        ),
+        KeyMode::Separate | KeyMode::Embedded => {
+            let key = ImageKey::generate();
+            (bundle::seal(&key, &contents, opts.created_at)?, Some(key))
+        }
+    };
+    drop(contents);
+    let header = bundle::Header::parse(&bundle_bytes)?;
+
+    let name = &recipe.image.name;
+    let staging = Staging::new(&opts.out_dir, name)
+        .map_err(io_err(format!("creating {}", opts.out_dir.display())))?;
+    let img_name = format!("{name}.img");
+    let key_name = format!("{name}.key");
+
+    let mut boot_files = vec![FatFile {
+        path: BUNDLE_PATH.into(),
+        data: bundle_bytes,
+    }];
+    if let (KeyMode::Embedded, Some(k)) = (&opts.key_mode, &key) {
+        boot_files.push(FatFile {
+            path: EMBEDDED_KEY_PATH.into(),
+            data: k.to_file_text().as_bytes().to_vec(),
+        });
+    }
+    let layout = layout(recipe, boot_files)?;
+    let assembled = image::assemble(&staging.path(&img_name), &layout)?;
+    // The embedded key copy in `layout` is dropped here; the image holds it.
+    drop(layout);
+
+    let mut files = vec![img_name.clone()];
+    if let (KeyMode::Separate, Some(k)) = (&opts.key_mode, &key) {
+        let path = staging.path(&key_name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        f.write_all(k.to_file_text().as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        files.push(key_name.clone());
+    }
+    // The key is a secret: it is not listed in SHA256SUMS.
+    let sums = sums::write_sums(staging.dir(), &[img_name.clone()])
+        .map_err(io_err("writing SHA256SUMS".into()))?;
+    files.push("SHA256SUMS".into());
+    staging
+        .commit(&files)
+        .map_err(io_err(format!("moving outputs into {}", opts.out_dir.display())))?;
+
+    Ok(BuildReport {
+        image: opts.out_dir.join(&img_name),
+        key: matches!(opts.key_mode, KeyMode::Separate).then(|| opts.out_dir.join(&key_name)),
+        key_mode: match opts.key_mode {
+            KeyMode::Separate => "separate",
+            KeyMode::Embedded => "embedded",
+            KeyMode::Recipient(_) => "recipient",
+        },
+        bundle_id: header.bundle_id_hex(),
+        key_id: header.key_id.to_string(),
+        created_at: header.created_at,
+        image_size: assembled.size,
+        secrets: recipe
+            .secrets
+            .iter()
+            .map(|(n, s)| SecretSummary {
+                name: n.clone(),
+                kind: s.kind.to_string(),
+                path: recipe.device_path(n, s),
+            })
+            .collect(),
+        files: sums
+            .into_iter()
+            .map(|(name, sha256)| OutputFile { name, sha256 })
+            .collect(),
+    })
+}
+
+/// Turn the recipe's partitions into an image layout; the secrets partition
+/// receives `boot_files` in addition to its own files.
+pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, BuildError> {
+    let mut boot_files = Some(boot_files);
+    let mut partitions = Vec::new();
+    for p in &recipe.partitions {
+        let size = image::parse_size(&p.size)?;
+        let kind = match p.kind {
+            PartitionType::Esp => PartitionKind::Esp,
+            PartitionType::Fat => PartitionKind::Fat,
+            PartitionType::Linux => PartitionKind::LinuxFs,
+        };
+        let content = if let Some(img) = &p.image {
+            PartitionContent::ImageFile(recipe.resolve(img))
+        } else {
+            match p.kind {
+                PartitionType::Esp | PartitionType::Fat => {
+                    let mut files = Vec::new();
+                    for (dest, src) in &p.files {
+                        collect_fat_files(&recipe.resolve(src), dest.trim_matches('/'), &mut files)?;
+                    }
+                    if p.secrets {
+                        files.extend(boot_files.take().unwrap_or_default());
+                    }
+                    let volume_id = p
+                        .volume_id
+                        .as_deref()
+                        .map(recipe::parse_u32_id)
+                        .transpose()
+                        .map_err(|e| BuildError::Invalid(format!("partition {}: volume-id {e}", p.label)))?;
+                    PartitionContent::Fat {
+                        volume_label: p.label.to_uppercase().chars().take(11).collect(),
+                        volume_id,
+                        files,
+                    }
+                }
+                PartitionType::Linux => match &p.source {
+                    Some(src) => PartitionContent::Ext4 {
+                        source: recipe.resolve(src),
+                        fs_uuid: p.fs_uuid,
+                    },
+                    None => PartitionContent::Empty,
+                },
+            }
+        };
+        partitions.push(PartitionSpec {
+            label: p.label.clone(),
+            size,
+            kind,
+            uuid: p.uuid,
+            bootable: p.bootable,
+            content,
+        });
+    }
+    let disk_signature = recipe
+        .image
+        .disk_signature
+        .as_deref()
+        .map(recipe::parse_u32_id)
+        .transpose()
+        .map_err(|e| BuildError::Invalid(format!("image.disk-signature {e}")))?;
+    Ok(Layout {
+        table: match recipe.image.table {
+            recipe::TableKind::Gpt => TableKind::Gpt,
+            recipe::TableKind::Mbr => TableKind::Mbr,
+        },
+        disk_guid: recipe.image.disk_guid,
+        disk_signature,
+        partitions,
+        total_size: recipe
+            .image
+            .size
+            .as_deref()
+            .map(image::parse_size)
+            .transpose()?,
+    })
+}
+
+/// A file or a directory tree from the build host, placed at `dest` in FAT.
+fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), BuildError> {
+    let meta = std::fs::metadata(src).map_err(io_err(format!("boot file {}", src.display())))?;
+    if meta.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .map_err(io_err(format!("listing {}", src.display())))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(format!("listing {}", src.display())))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let d = if dest.is_empty() { name.clone() } else { format!("{dest}/{name}") };
+            collect_fat_files(&e.path(), &d, out)?;
+        }
+    } else {
+        let data = std::fs::read(src).map_err(io_err(format!("reading {}", src.display())))?;
+        out.push(FatFile {
+            path: dest.to_string(),
+            data,
+        });
+    }
+    Ok(())
+}

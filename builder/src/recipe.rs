@@ -1,0 +1,352 @@
+//! The recipe: a TOML file describing the image and the secrets it carries.
+//! Unknown fields are errors; every error names the file, line and column.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RecipeError {
+    #[error("reading recipe {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    pub image: ImageSection,
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<PartitionSection>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSection>,
+    /// Directory of the recipe file: relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageSection {
+    /// Output file stem: `NAME.img`, `NAME.key`.
+    pub name: String,
+    #[serde(default)]
+    pub table: TableKind,
+    /// Total size; default: the partitions plus alignment and GPT backup.
+    pub size: Option<String>,
+    /// GPT disk GUID (fix it for reproducible images).
+    pub disk_guid: Option<uuid::Uuid>,
+    /// MBR disk signature, e.g. "0x1234abcd".
+    pub disk_signature: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableKind {
+    #[default]
+    Gpt,
+    #[serde(alias = "dos")]
+    Mbr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionType {
+    /// EFI system partition (GPT C12A7328…, MBR 0xef).
+    Esp,
+    /// FAT data partition (GPT basic data, MBR 0x0c).
+    Fat,
+    /// Linux filesystem (GPT 0FC63DAF…, MBR 0x83).
+    Linux,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PartitionSection {
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: PartitionType,
+    pub size: String,
+    /// Partition UUID (GPT), fixed for reproducible images.
+    pub uuid: Option<uuid::Uuid>,
+    /// MBR bootable flag.
+    #[serde(default)]
+    pub bootable: bool,
+    /// This FAT partition receives `sealed-secrets/` (exactly one must).
+    #[serde(default)]
+    pub secrets: bool,
+    /// FAT: files to copy in, `"path/in/fat" = "source/path"`; a source
+    /// directory is copied recursively.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+    /// FAT volume id, e.g. "0x1234abcd".
+    pub volume_id: Option<String>,
+    /// ext4 from a directory or tarball (`mke2fs -d`).
+    pub source: Option<PathBuf>,
+    /// ext4 filesystem UUID.
+    pub fs_uuid: Option<uuid::Uuid>,
+    /// An existing partition image copied in as is.
+    pub image: Option<PathBuf>,
+}
+
+/// Secret types, as in the bundle.
+pub use sealed_firstboot::bundle::SecretType;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecretSection {
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    pub description: Option<String>,
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Where it goes on the device; default `/run/secrets/NAME`.
+    pub path: Option<String>,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    /// Octal string, default "0400".
+    #[serde(default = "mode_0400")]
+    pub mode: String,
+    /// Where the value comes from; default: the environment variable NAME.
+    pub source: Option<SourceSpec>,
+    /// Processing at build time.
+    #[serde(default)]
+    pub process: Process,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum SourceSpec {
+    /// `{ env = "VAR" }`
+    Env(String),
+    /// `{ file = "path" }`, relative to the recipe.
+    File(PathBuf),
+    /// `{ command = ["pass", "show", "wifi"] }`: its stdout.
+    Command(Vec<String>),
+    /// `{ dotenv = { file = ".env", key = "WIFI_PSK" } }`
+    Dotenv { file: PathBuf, key: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Process {
+    #[default]
+    None,
+    /// Hash the password with yescrypt at build time.
+    MkpasswdYescrypt,
+}
+
+fn yes() -> bool {
+    true
+}
+fn root() -> String {
+    "root".into()
+}
+fn mode_0400() -> String {
+    "0400".into()
+}
+
+impl Recipe {
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Recipe::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(text, &e),
+        })?;
+        recipe.path = path.to_path_buf();
+        recipe.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    fn invalid(&self, message: String) -> RecipeError {
+        RecipeError::Invalid {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    fn validate(&self) -> Result<(), RecipeError> {
+        let name_ok = !self.image.name.is_empty()
+            && self
+                .image
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+            && !self.image.name.starts_with('.');
+        if !name_ok {
+            return Err(self.invalid(format!(
+                "image.name {:?}: use letters, digits, '_', '-' or '.'",
+                self.image.name
+            )));
+        }
+        if self.partitions.is_empty() {
+            return Err(self.invalid("the recipe has no [[partition]]".into()));
+        }
+        let holders: Vec<_> = self.partitions.iter().filter(|p| p.secrets).collect();
+        if holders.len() != 1 {
+            return Err(self.invalid(format!(
+                "exactly one partition must have `secrets = true` (the FAT boot partition that receives sealed-secrets/), found {}",
+                holders.len()
+            )));
+        }
+        for p in &self.partitions {
+            let fat = matches!(p.kind, PartitionType::Esp | PartitionType::Fat);
+            let what = format!("partition {:?}", p.label);
+            if p.secrets && !fat {
+                return Err(self.invalid(format!("{what}: `secrets = true` needs a FAT partition (type esp or fat)")));
+            }
+            if fat && (p.source.is_some() || p.fs_uuid.is_some()) {
+                return Err(self.invalid(format!("{what}: `source`/`fs-uuid` build ext4; a FAT partition takes `files`")));
+            }
+            if !fat && (!p.files.is_empty() || p.volume_id.is_some()) {
+                return Err(self.invalid(format!("{what}: `files`/`volume-id` are for FAT partitions")));
+            }
+            if p.image.is_some() && (p.source.is_some() || !p.files.is_empty()) {
+                return Err(self.invalid(format!("{what}: `image` copies a partition image as is; it excludes `source` and `files`")));
+            }
+            if p.secrets && p.image.is_some() {
+                return Err(self.invalid(format!("{what}: the secrets partition is built by build-image; drop `image`")));
+            }
+        }
+        for (name, s) in &self.secrets {
+            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
+            let path = self.device_path(name, s);
+            sealed_firstboot::bundle::validate_device_path(&path)
+                .map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
+            if s.process == Process::MkpasswdYescrypt && s.kind != SecretType::SingleLine {
+                return Err(self.invalid(format!(
+                    "secret {name}: process = \"mkpasswd-yescrypt\" needs type = \"single-line\""
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The device path of a secret.
+    pub fn device_path(&self, name: &str, s: &SecretSection) -> String {
+        s.path
+            .clone()
+            .unwrap_or_else(|| format!("/run/secrets/{name}"))
+    }
+
+    /// A recipe-relative path made usable.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Parse an octal mode such as "0400" or "640".
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("mode {s:?} is not an octal number like \"0400\""))?;
+    if m > 0o777 {
+        return Err(format!("mode {s:?} has bits outside 0777"));
+    }
+    Ok(m)
+}
+
+/// Parse a hex or decimal 32-bit id such as "0x1234abcd".
+pub fn parse_u32_id(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a 32-bit number (e.g. \"0x1234abcd\")"))
+}
+
+/// toml's messages carry the line and column; make sure they do, and keep
+/// them on one readable block.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[image]
+name = "t"
+
+[[partition]]
+label = "ESP"
+type = "esp"
+size = "64MiB"
+secrets = true
+
+[secrets.wifi_psk]
+type = "single-line"
+description = "Wi-Fi passphrase"
+"#;
+
+    #[test]
+    fn minimal_recipe_parses_with_defaults() {
+        let r = Recipe::parse(MINIMAL, Path::new("dir/r.toml")).unwrap();
+        let s = &r.secrets["wifi_psk"];
+        assert!(s.required);
+        assert_eq!(s.owner, "root");
+        assert_eq!(parse_mode(&s.mode).unwrap(), 0o400);
+        assert_eq!(r.device_path("wifi_psk", s), "/run/secrets/wifi_psk");
+        assert_eq!(r.base_dir, PathBuf::from("dir"));
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_column() {
+        let text = MINIMAL.replace("description =", "colour = \"red\"\ndescription =");
+        let err = Recipe::parse(&text, Path::new("r.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("r.toml: line 14, column 1"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_paths_and_names_are_refused() {
+        for (from, to) in [
+            ("[secrets.wifi_psk]", "[secrets.\"../x\"]"),
+            ("description =", "path = \"/etc/shadow\"\ndescription ="),
+            ("description =", "path = \"/run/secrets/../../etc/x\"\ndescription ="),
+            ("description =", "mode = \"999\"\ndescription ="),
+            ("secrets = true", "secrets = false"),
+        ] {
+            let text = MINIMAL.replace(from, to);
+            assert!(Recipe::parse(&text, Path::new("r.toml")).is_err(), "{to} accepted");
+        }
+    }
+}

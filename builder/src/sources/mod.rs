@@ -1,0 +1,89 @@
+//! Where secret values come from. Each source either yields the value,
+//! reports it missing (with how to provide it), or fails with a reason that
+//! never contains the value.
+
+mod command;
+mod dotenv;
+mod env;
+mod file;
+
+use crate::recipe::{Recipe, SourceSpec};
+use std::path::PathBuf;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// The outcome of asking a source.
+pub enum Fetched {
+    Found(Zeroizing<Vec<u8>>),
+    /// Not there; the text says how to provide it.
+    Missing { how: String },
+}
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("secret {name}: command {program:?} failed ({status}); its stderr:\n{stderr}")]
+    CommandFailed {
+        name: String,
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("secret {name}: cannot run {program:?}: {source}")]
+    CommandSpawn {
+        name: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret {name}: reading {path}: {source}")]
+    Read {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret {name}: {path} line {line}: {reason}")]
+    Dotenv {
+        name: String,
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("secret {name}: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+/// The source in effect for a secret: the recipe's, or the environment
+/// variable named like the secret.
+pub fn effective(name: &str, spec: Option<&SourceSpec>) -> SourceSpec {
+    spec.cloned()
+        .unwrap_or_else(|| SourceSpec::Env(name.to_string()))
+}
+
+/// A short description of a source for tables and `--json` (never a value).
+pub fn describe(recipe: &Recipe, spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Env(var) => format!("env {var}"),
+        SourceSpec::File(p) => format!("file {}", recipe.resolve(p).display()),
+        SourceSpec::Command(argv) => format!("command {}", argv.first().map(String::as_str).unwrap_or("")),
+        SourceSpec::Dotenv { file, key } => format!(
+            "dotenv {} {}",
+            recipe.resolve(file).display(),
+            key.as_deref().unwrap_or("")
+        )
+        .trim_end()
+        .to_string(),
+    }
+}
+
+/// Ask the source of one secret for its value.
+pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, SourceError> {
+    match spec {
+        SourceSpec::Env(var) => Ok(env::fetch(var)),
+        SourceSpec::File(p) => file::fetch(name, &recipe.resolve(p)),
+        SourceSpec::Command(argv) => command::fetch(name, argv, &recipe.base_dir),
+        SourceSpec::Dotenv { file, key } => {
+            dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The device identity: an age X25519 key pair.
+//!
+//! Derived from `/etc/ssh/ssh_host_ed25519_key` when present, exactly as
+//! `ssh-to-age` does (the first 32 bytes of SHA-512 of the Ed25519 seed),
+//! so a controller can compute the device's recipient from `ssh-keyscan`.
+//! Otherwise generated once and kept at `/var/lib/sealed-secrets/identity`
+//! (0400, in `age-keygen` format so the `age` CLI can use it).
+
+use crate::fsutil;
+use age::secrecy::ExposeSecret;
+use base64::Engine;
+use sha2::{Digest, Sha512};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Where the SSH host key lives, relative to the root.
+pub const SSH_HOST_KEY: &str = "etc/ssh/ssh_host_ed25519_key";
+/// Where a generated identity lives, relative to the root.
+pub const IDENTITY_FILE: &str = "var/lib/sealed-secrets/identity";
+
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> IdentityError {
+    move |source| IdentityError::Io { context, source }
+}
+
+/// Where the identity came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    SshHostKey(PathBuf),
+    Stored(PathBuf),
+    Generated(PathBuf),
+}
+
+pub struct DeviceIdentity {
+    pub identity: age::x25519::Identity,
+    pub source: IdentitySource,
+}
+
+impl DeviceIdentity {
+    /// The `age1…` recipient of this device.
+    pub fn recipient(&self) -> age::x25519::Recipient {
+        self.identity.to_public()
+    }
+}
+
+/// Load the device identity without creating one.
+pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
+    let ssh = root.join(SSH_HOST_KEY);
+    if ssh.exists() {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&ssh).map_err(io_err(format!("reading {}", ssh.display())))?,
+        );
+        let identity = identity_from_openssh_ed25519(&text).map_err(|reason| {
+            IdentityError::Invalid {
+                path: ssh.clone(),
+                reason,
+            }
+        })?;
+        return Ok(Some(DeviceIdentity {
+            identity,
+            source: IdentitySource::SshHostKey(ssh),
+        }));
+    }
+    let file = root.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            let identity = parse_identity_file(&text).map_err(|reason| IdentityError::Invalid {
+                path: file.clone(),
+                reason,
+            })?;
+            Ok(Some(DeviceIdentity {
+                identity,
+                source: IdentitySource::Stored(file),
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(format!("reading {}", file.display()))(e)),
+    }
+}
+
+/// Load the device identity, generating and storing one when there is none.
+pub fn load_or_create(root: &Path) -> Result<DeviceIdentity, IdentityError> {
+    if let Some(id) = load(root)? {
+        return Ok(id);
+    }
+    let file = root.join(IDENTITY_FILE);
+    let dir = file.parent().unwrap_or(root);
+    fsutil::create_dir_all_mode(dir, 0o700).map_err(io_err(format!("creating {}", dir.display())))?;
+    let identity = age::x25519::Identity::generate();
+    let text = Zeroizing::new(format!(
+        "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{}\n",
+        identity.to_public(),
+        identity.to_string().expose_secret()
+    ));
+    fsutil::write_atomic(&file, text.as_bytes(), 0o400)
+        .map_err(io_err(format!("writing {}", file.display())))?;
+    Ok(DeviceIdentity {
+        identity,
+        source: IdentitySource::Generated(file),
+    })
+}
+
+/// Parse an `age-keygen` style file: the first `AGE-SECRET-KEY-1…` line.
+pub fn parse_identity_file(text: &str) -> Result<age::x25519::Identity, String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .ok_or("no AGE-SECRET-KEY-1 line")?;
+    age::x25519::Identity::from_str(line).map_err(|_| "malformed AGE-SECRET-KEY-1 line".to_string())
+}
+
+/// Derive the age identity from an unencrypted OpenSSH Ed25519 private key,
+/// as `ssh-to-age` does.
+pub fn identity_from_openssh_ed25519(pem: &str) -> Result<age::x25519::Identity, String> {
+    let body: Zeroizing<String> = Zeroizing::new(
+        pem.lines()
+            .map(str::trim)
+            .skip_while(|l| *l != "-----BEGIN OPENSSH PRIVATE KEY-----")
+            .skip(1)
+            .take_while(|l| *l != "-----END OPENSSH PRIVATE KEY-----")
+            .collect(),
+    );
+    if body.is_empty() {
+        return Err("not an OpenSSH private key (no BEGIN OPENSSH PRIVATE KEY block)".into());
+    }
+    let blob = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(body.as_bytes())
+            .map_err(|_| "OpenSSH private key is not valid base64".to_string())?,
+    );
+    let mut r = SshReader { buf: &blob, pos: 0 };
+    if r.bytes(15)? != b"openssh-key-v1\0" {
+        return Err("not an openssh-key-v1 key".into());
+    }
+    let cipher = r.string()?;
+    let _kdf = r.string()?;
+    let _kdf_opts = r.string()?;
+    if cipher != b"none" {
+        return Err("the SSH host key is passphrase-protected; a host key must not be".into());
+    }
+    if r.u32()? != 1 {
+        return Err("expected exactly one key".into());
+    }
+    let _public = r.string()?;
+    let private = r.string()?;
+    let mut p = SshReader {
+        buf: private,
+        pos: 0,
+    };
+    if p.u32()? != p.u32()? {
+        return Err("check integers differ (corrupt key)".into());
+    }
+    if p.string()? != b"ssh-ed25519" {
+        return Err("the SSH host key is not ssh-ed25519".into());
+    }
+    let _pk = p.string()?;
+    let sk = p.string()?;
+    if sk.len() != 64 {
+        return Err("ed25519 private key has the wrong length".into());
+    }
+    let hash = Zeroizing::new(Sha512::digest(&sk[..32]));
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    scalar.copy_from_slice(&hash[..32]);
+    identity_from_scalar(&scalar)
+}
+
+/// Encode 32 secret bytes as an `AGE-SECRET-KEY-1…` identity.
+fn identity_from_scalar(scalar: &[u8; 32]) -> Result<age::x25519::Identity, String> {
+    let hrp = bech32::Hrp::parse("age-secret-key-").map_err(|e| e.to_string())?;
+    let encoded = Zeroizing::new(
+        bech32::encode::<bech32::Bech32>(hrp, scalar)
+            .map_err(|e| e.to_string())?
+            .to_uppercase(),
+    );
+    age::x25519::Identity::from_str(&encoded).map_err(|e| e.to_string())
+}
+
+struct SshReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SshReader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or("OpenSSH key is truncated")?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn string(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.bytes(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_identity_is_kept_0400_and_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let a = load_or_create(root.path()).unwrap();
+        assert!(matches!(a.source, IdentitySource::Generated(_)));
+        let meta = std::fs::metadata(root.path().join(IDENTITY_FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        let b = load_or_create(root.path()).unwrap();
+        assert!(matches!(b.source, IdentitySource::Stored(_)));
+        assert_eq!(a.recipient().to_string(), b.recipient().to_string());
+    }
+
+    #[test]
+    fn garbage_identity_file_is_a_clear_error() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join(IDENTITY_FILE);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "hello").unwrap();
+        let err = load_or_create(root.path()).err().unwrap().to_string();
+        assert!(err.contains("no AGE-SECRET-KEY-1 line"), "{err}");
+    }
+}

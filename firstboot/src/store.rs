@@ -1,0 +1,252 @@
+//! The device store: each secret resealed to the device identity as a
+//! standard age file, plus the manifest (no values) and the state (which
+//! bundle was applied, for replay protection).
+//!
+//! Layout under `ROOT/var/lib/sealed-secrets/`:
+//! ```text
+//! identity                 device identity (unless derived from the SSH host key)
+//! current -> store-<id>    symlink, swapped atomically
+//! store-<id>/manifest.json
+//! store-<id>/state.json
+//! store-<id>/secrets/<name>.age
+//! ```
+//! A store directory is written completely and made durable under a
+//! temporary name, renamed, and only then does `current` point to it. A crash
+//! at any moment leaves `current` on a complete old or a complete new store.
+
+use crate::bundle::{Manifest, SecretEntry};
+use crate::fsutil::{self, failpoint};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+pub const STORE_DIR: &str = "var/lib/sealed-secrets";
+const CURRENT: &str = "current";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store is damaged: {0}")]
+    Damaged(String),
+    #[error("secret {name}: age: {reason}")]
+    Age { name: String, reason: String },
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |source| StoreError::Io { context, source }
+}
+
+/// Which bundle the store came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Hex bundle id.
+    pub bundle_id: String,
+    /// The bundle's created-at, unix seconds.
+    pub created_at: u64,
+    /// When the device applied it, unix seconds.
+    pub applied_at: u64,
+}
+
+/// A handle on the store directory of a root.
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// The committed store, opened for reading.
+pub struct Current {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub state: State,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store {
+            dir: root.join(STORE_DIR),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The committed store, if any.
+    pub fn current(&self) -> Result<Option<Current>, StoreError> {
+        let link = self.dir.join(CURRENT);
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(format!("reading {}", link.display()))(e)),
+        };
+        let name = target
+            .to_str()
+            .filter(|n| n.starts_with("store-") && !n.contains('/'))
+            .ok_or_else(|| StoreError::Damaged(format!("{} points outside the store", link.display())))?;
+        let dir = self.dir.join(name);
+        let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
+        manifest
+            .validate()
+            .map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let state: State = read_json(&dir.join("state.json"))?;
+        Ok(Some(Current {
+            dir,
+            manifest,
+            state,
+        }))
+    }
+
+    /// Reseal `values` to `recipient` into a new store and make it current.
+    /// Old stores are removed afterwards.
+    pub fn replace(
+        &self,
+        recipient: &age::x25519::Recipient,
+        manifest: &Manifest,
+        values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+        state: &State,
+    ) -> Result<(), StoreError> {
+        fsutil::create_dir_all_mode(&self.dir, 0o700)
+            .map_err(io_err(format!("creating {}", self.dir.display())))?;
+        let final_name = format!("store-{}", state.bundle_id);
+        let final_dir = self.dir.join(&final_name);
+        let tmp = self.dir.join(format!(".{final_name}.tmp"));
+        remove_dir_if_exists(&tmp)?;
+        if final_dir.exists() {
+            // A previous run renamed it but crashed before the swap: redo it
+            // from scratch, it is not current.
+            if self.current_name()?.as_deref() == Some(final_name.as_str()) {
+                return Err(StoreError::Damaged(format!(
+                    "{final_name} is already current"
+                )));
+            }
+            remove_dir_if_exists(&final_dir)?;
+        }
+        let secrets = tmp.join("secrets");
+        fsutil::create_dir_all_mode(&secrets, 0o700)
+            .map_err(io_err(format!("creating {}", secrets.display())))?;
+        for entry in &manifest.secrets {
+            let value = values.get(&entry.name).ok_or_else(|| {
+                StoreError::Damaged(format!("secret {} has no value", entry.name))
+            })?;
+            let sealed = age::encrypt(recipient, value).map_err(|e| StoreError::Age {
+                name: entry.name.clone(),
+                reason: e.to_string(),
+            })?;
+            let path = secrets.join(format!("{}.age", entry.name));
+            fsutil::write_new(&path, &sealed, 0o400)
+                .map_err(io_err(format!("writing {}", path.display())))?;
+            failpoint("store-secret-written");
+        }
+        fsutil::sync_dir(&secrets).map_err(io_err(format!("syncing {}", secrets.display())))?;
+        write_json_new(&tmp.join("manifest.json"), manifest)?;
+        write_json_new(&tmp.join("state.json"), state)?;
+        fsutil::sync_dir(&tmp).map_err(io_err(format!("syncing {}", tmp.display())))?;
+        failpoint("store-before-rename");
+        fs::rename(&tmp, &final_dir).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        fsutil::sync_dir(&self.dir).map_err(io_err(format!("syncing {}", self.dir.display())))?;
+        failpoint("store-before-swap");
+        let link_tmp = self.dir.join(".current.tmp");
+        let _ = fs::remove_file(&link_tmp);
+        std::os::unix::fs::symlink(&final_name, &link_tmp)
+            .map_err(io_err(format!("creating {}", link_tmp.display())))?;
+        fs::rename(&link_tmp, self.dir.join(CURRENT))
+            .map_err(io_err("swapping the current store".to_string()))?;
+        fsutil::sync_dir(&self.dir).map_err(io_err(format!("syncing {}", self.dir.display())))?;
+        failpoint("store-after-swap");
+        self.remove_stale()
+    }
+
+    fn current_name(&self) -> Result<Option<String>, StoreError> {
+        let link = self.dir.join(CURRENT);
+        match fs::read_link(&link) {
+            Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(format!("reading {}", link.display()))(e)),
+        }
+    }
+
+    /// Remove store directories that are not current, and leftover temp
+    /// entries from an interrupted run.
+    pub fn remove_stale(&self) -> Result<(), StoreError> {
+        let current = self.current_name()?;
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(format!("listing {}", self.dir.display()))(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("listing {}", self.dir.display())))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale_store = name.starts_with("store-") && Some(&name) != current.as_ref();
+            let leftover = name.starts_with(".store-") || name == ".current.tmp";
+            if stale_store || leftover {
+                let path = entry.path();
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    remove_dir_if_exists(&path)?;
+                } else {
+                    fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
+                }
+            }
+        }
+        fsutil::sync_dir(&self.dir).map_err(io_err(format!("syncing {}", self.dir.display())))
+    }
+}
+
+impl Current {
+    /// Decrypt one secret with the device identity.
+    pub fn decrypt(
+        &self,
+        identity: &age::x25519::Identity,
+        entry: &SecretEntry,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let path = self.dir.join("secrets").join(format!("{}.age", entry.name));
+        let sealed = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        age::decrypt(identity, &sealed)
+            .map(Zeroizing::new)
+            .map_err(|e| StoreError::Age {
+                name: entry.name.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Decrypt every secret of the manifest.
+    pub fn decrypt_all(
+        &self,
+        identity: &age::x25519::Identity,
+    ) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>, StoreError> {
+        self.manifest
+            .secrets
+            .iter()
+            .map(|e| Ok((e.name.clone(), self.decrypt(identity, e)?)))
+            .collect()
+    }
+}
+
+fn remove_dir_if_exists(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(format!("removing {}", path.display()))(e)),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let bytes = fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))
+}
+
+fn write_json_new<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StoreError::Damaged(format!("encoding {}: {e}", path.display())))?;
+    bytes.push(b'\n');
+    fsutil::write_new(path, &bytes, 0o600).map_err(io_err(format!("writing {}", path.display())))
+}
