@@ -1,0 +1,124 @@
+//! Errors of the unseal. They name the secret and the path, never a value.
+
+use crate::accounts::AccountError;
+use std::io;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why an unseal (or clear) failed.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// A secret's name, path or mode breaks a rule; nothing was written.
+    #[error("secret {name} ({path:?}): {reason}")]
+    InvalidSecret {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    /// Owners or groups that do not exist on the device; nothing was written.
+    #[error("{}", unresolved_message(.0))]
+    UnresolvedAccounts(Vec<UnresolvedAccount>),
+    /// A directory on the way to a secret's path is a symbolic link.
+    #[error("secret {name}: refusing to use {path:?}: {component:?} is a symbolic link, which is never followed")]
+    SymlinkInPath {
+        name: String,
+        path: String,
+        component: String,
+    },
+    /// A directory on the way to a secret's path exists but is something else.
+    #[error("secret {name}: refusing to use {path:?}: {component:?} exists and is {what}, not a directory")]
+    NotADirectory {
+        name: String,
+        path: String,
+        component: String,
+        what: &'static str,
+    },
+    /// The link location of a secret outside `/run/secrets` is taken by
+    /// something sealed-firstboot did not create.
+    #[error("secret {name}: refusing to replace {path:?}: it exists and is {what}, not a link created by sealed-firstboot")]
+    LinkOccupied {
+        name: String,
+        path: String,
+        what: String,
+    },
+    /// `/run/secrets` (or `/run/secrets.d`) is not what the runtime manages.
+    #[error("refusing to replace {path}: it is {what}; sealed-firstboot manages it as {expected} and will not destroy it (move it away first)")]
+    Occupied {
+        path: PathBuf,
+        what: &'static str,
+        expected: &'static str,
+    },
+    /// A file system operation on one secret failed.
+    #[error("secret {name} ({path:?}): cannot {op}: {source}")]
+    SecretIo {
+        name: String,
+        path: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// A file system operation on the runtime's own files failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// After mounting, `/run/secrets.d` is still not a ramfs.
+    #[error("{path} is not a ramfs after mounting (file system type {found:#x})")]
+    NotRamfs { path: PathBuf, found: u64 },
+    /// The generation counter cannot grow any more.
+    #[error("no generation number left in {path}")]
+    GenerationOverflow { path: PathBuf },
+}
+
+/// One secret whose owner or group did not resolve.
+#[derive(Debug)]
+pub struct UnresolvedAccount {
+    pub secret: String,
+    pub error: AccountError,
+}
+
+impl std::fmt::Display for UnresolvedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "secret {}: {}", self.secret, self.error)
+    }
+}
+
+fn unresolved_message(list: &[UnresolvedAccount]) -> String {
+    let items: Vec<String> = list.iter().map(ToString::to_string).collect();
+    format!(
+        "cannot resolve the owner or group of {} secret(s), nothing was written: {}",
+        list.len(),
+        items.join("; ")
+    )
+}
+
+impl RuntimeError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> Self {
+        RuntimeError::Io {
+            op,
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn secret_io(
+        name: &str,
+        path: &str,
+        op: &'static str,
+        source: impl Into<io::Error>,
+    ) -> Self {
+        RuntimeError::SecretIo {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            op,
+            source: source.into(),
+        }
+    }
+}
