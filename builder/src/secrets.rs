@@ -174,10 +174,11 @@ fn normalise(
     match kind {
         SecretType::File => Ok(v),
         SecretType::SingleLine => {
+            let len = v.len();
             if v.ends_with(b"\r\n") {
-                v.truncate(v.len() - 2);
+                v.truncate(len - 2);
             } else if v.ends_with(b"\n") {
-                v.truncate(v.len() - 1);
+                v.truncate(len - 1);
             }
             if std::str::from_utf8(&v).is_err() {
                 return Err(err("value is not UTF-8 text"));

@@ -118,6 +118,9 @@ pub fn boot_dir(root: &Path, explicit: Option<&Path>) -> Result<PathBuf, Provisi
 
 /// Apply the bundle in `boot_dir` (absolute, already under the root), if any.
 pub fn provision(root: &Path, boot_dir: &Path, now: u64) -> Result<Outcome, ProvisionError> {
+    // Finish the clean-up of a run interrupted after its store switch.
+    let store = Store::new(root);
+    store.remove_stale()?;
     let sub = boot_dir.join(BOOT_SUBDIR);
     let bundle_path = sub.join(BUNDLE_FILE);
     let key_path = sub.join(KEY_FILE);
@@ -134,7 +137,6 @@ pub fn provision(root: &Path, boot_dir: &Path, now: u64) -> Result<Outcome, Prov
     let header = Header::parse(&bytes).map_err(bundle_err)?;
     let bundle_id = header.bundle_id_hex();
 
-    let store = Store::new(root);
     if let Some(current) = store.current()? {
         if current.state.bundle_id == bundle_id {
             finish_wipe(&bundle_path, &key_path)?;

@@ -62,8 +62,18 @@ pub struct Transcript {
 impl Transcript {
     /// Run a command, record its stdout and stderr, and return its output.
     pub fn run(&mut self, cmd: &mut Command) -> Output {
-        let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-        self.text.extend_from_slice(format!("$ {cmd:?}\n").as_bytes());
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {:?}: {e}", cmd.get_program()));
+        // Program and arguments only: Command's Debug would show the
+        // environment, where tests pass secrets on purpose.
+        let mut line = format!("$ {}", cmd.get_program().to_string_lossy());
+        for a in cmd.get_args() {
+            line.push(' ');
+            line.push_str(&a.to_string_lossy());
+        }
+        line.push('\n');
+        self.text.extend_from_slice(line.as_bytes());
         self.text.extend_from_slice(&out.stdout);
         self.text.extend_from_slice(&out.stderr);
         out
@@ -74,7 +84,8 @@ impl Transcript {
         let out = self.run(cmd);
         assert!(
             out.status.success(),
-            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            "{:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            cmd.get_program(),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -166,4 +177,18 @@ pub fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &dest).unwrap();
         }
     }
+}
+
+/// A minimal device tree: `etc/passwd` and `etc/group` with root and the
+/// given extra `(name, id)` accounts (user and group of the same name).
+pub fn device_tree(root: &Path, extra: &[(&str, u32)]) {
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    for (name, id) in extra {
+        passwd.push_str(&format!("{name}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"));
+        group.push_str(&format!("{name}:x:{id}:\n"));
+    }
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(root.join("etc/group"), group).unwrap();
 }

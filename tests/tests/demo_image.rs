@@ -123,9 +123,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     std::fs::create_dir_all(&boot).unwrap();
     t.ok(Command::new("mcopy").args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"]).arg(boot.join("bundle")));
     std::fs::copy(&key, boot.join("image.key")).unwrap();
-    std::fs::create_dir_all(dev.join("etc")).unwrap();
-    std::fs::write(dev.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(dev.join("etc/group"), "root:x:0:\n").unwrap();
+    device_tree(&dev, &[]);
 
     let fb = bin("sealed-firstboot");
     t.ok(Command::new(&fb).arg("--root").arg(&dev).arg("provision"));
@@ -229,6 +227,7 @@ fn embedded_key_mode_provisions_from_the_esp_alone() {
     let dev = b.out.parent().unwrap().join("device");
     let boot = dev.join("boot/efi/sealed-secrets");
     std::fs::create_dir_all(&boot).unwrap();
+    device_tree(&dev, &[]);
     for f in ["bundle", "image.key"] {
         t.ok(Command::new("mcopy").args(["-n", "-i", &mimg, &format!("::/sealed-secrets/{f}")]).arg(boot.join(f)));
     }
@@ -280,7 +279,7 @@ fn unknown_recipe_field_is_a_precise_error() {
         .unwrap();
     assert_eq!(r.status.code(), Some(3));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("recipe.toml: line 10, column 1") && err.contains("colour"), "{err}");
+    assert!(err.contains("recipe.toml: line 9, column 1") && err.contains("colour"), "{err}");
 }
 
 #[test]

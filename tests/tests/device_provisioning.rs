@@ -1,0 +1,247 @@
+//! The device side against temp roots, through the real `sealed-firstboot`
+//! binary: crash safety by fault injection at every step, rotation,
+//! replay refusal, wrong keys and tampered bundles.
+
+use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest, SealTo, SecretEntry, SecretType};
+use sealed_image_tests::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use zeroize::Zeroizing;
+
+fn contents(secrets: &[(&str, &str)]) -> Contents {
+    let mut values = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (name, value) in secrets {
+        values.insert(name.to_string(), Zeroizing::new(value.as_bytes().to_vec()));
+        entries.push(SecretEntry {
+            name: name.to_string(),
+            kind: SecretType::SingleLine,
+            path: format!("/run/secrets/{name}"),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o400,
+            description: None,
+        });
+    }
+    Contents {
+        manifest: Manifest { secrets: entries },
+        values,
+    }
+}
+
+struct Device {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Device {
+    fn new() -> Device {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        device_tree(&root, &[]);
+        std::fs::create_dir_all(root.join("boot/efi")).unwrap();
+        Device { _tmp: tmp, root }
+    }
+
+    fn boot(&self) -> PathBuf {
+        self.root.join("boot/efi/sealed-secrets")
+    }
+
+    /// Put a bundle (and its key, if any) on the boot partition.
+    fn place(&self, bundle: &[u8], key: Option<&ImageKey>) {
+        std::fs::create_dir_all(self.boot()).unwrap();
+        std::fs::write(self.boot().join("bundle"), bundle).unwrap();
+        if let Some(k) = key {
+            std::fs::write(self.boot().join("image.key"), k.to_file_text().as_bytes()).unwrap();
+        }
+    }
+
+    fn firstboot(&self, cmd: &str, failpoint: Option<&str>) -> std::process::Output {
+        let mut c = Command::new(bin("sealed-firstboot"));
+        c.arg("--root").arg(&self.root).arg(cmd);
+        match failpoint {
+            Some(f) => c.env("SEALED_FIRSTBOOT_FAILPOINT", f),
+            None => c.env_remove("SEALED_FIRSTBOOT_FAILPOINT"),
+        };
+        c.output().unwrap()
+    }
+
+    fn ok(&self, cmd: &str) -> String {
+        let out = self.firstboot(cmd, None);
+        assert!(
+            out.status.success(),
+            "{cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The committed store, decrypted with the device identity, as name → value.
+    fn store(&self) -> BTreeMap<String, String> {
+        let store = sealed_firstboot::store::Store::new(&self.root);
+        let current = store.current().unwrap().expect("a committed store");
+        let id = sealed_firstboot::identity::load(&self.root).unwrap().unwrap();
+        current
+            .decrypt_all(&id.identity)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.to_vec()).unwrap()))
+            .collect()
+    }
+
+    fn live(&self) -> BTreeMap<String, String> {
+        let dir = self.root.join("run/secrets");
+        let mut m = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                m.insert(
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                );
+            }
+        }
+        m
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const OLD: &[(&str, &str)] = &[("wifi", "old-wifi"), ("token", "old-token")];
+const NEW: &[(&str, &str)] = &[("wifi", "new-wifi"), ("api", "new-api")];
+
+/// A device provisioned with OLD, then NEW placed on its boot partition.
+fn device_with_old_store_and_new_bundle() -> Device {
+    let d = Device::new();
+    let k1 = ImageKey::generate();
+    d.place(&bundle::seal(&k1, &contents(OLD), 1000).unwrap(), Some(&k1));
+    d.ok("run");
+    assert_eq!(d.live(), map(OLD));
+    let k2 = ImageKey::generate();
+    d.place(&bundle::seal(&k2, &contents(NEW), 2000).unwrap(), Some(&k2));
+    d
+}
+
+#[test]
+fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
+    let failpoints = [
+        "store-secret-written",
+        "store-before-rename",
+        "store-before-swap",
+        "store-after-swap",
+        "provision-before-wipe",
+        "provision-between-wipes",
+    ];
+    for fp in failpoints {
+        let d = device_with_old_store_and_new_bundle();
+        let out = d.firstboot("provision", Some(fp));
+        assert_eq!(out.status.code(), Some(86), "{fp}: failpoint not reached: {}", String::from_utf8_lossy(&out.stderr));
+
+        // After the crash: the store is the complete old or the complete new one.
+        let store = d.store();
+        assert!(store == map(OLD) || store == map(NEW), "{fp}: store is {store:?}");
+        // Bundle and key are only gone once the new store is durable.
+        if store == map(OLD) {
+            assert!(d.boot().join("bundle").exists(), "{fp}: bundle wiped before the store was replaced");
+            assert!(d.boot().join("image.key").exists(), "{fp}: key wiped before the store was replaced");
+        }
+        // The running system still unseals a complete set.
+        d.ok("unseal");
+        let live = d.live();
+        assert!(live == map(OLD) || live == map(NEW), "{fp}: live is {live:?}");
+
+        // A rerun finishes the job.
+        d.ok("run");
+        assert_eq!(d.store(), map(NEW), "{fp}");
+        assert_eq!(d.live(), map(NEW), "{fp}: rotated secrets not live (removed one still there?)");
+        assert!(!d.boot().join("bundle").exists(), "{fp}: bundle left");
+        assert!(!d.boot().join("image.key").exists(), "{fp}: key left");
+        // No leftovers in the store directory.
+        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.iter().filter(|n| n.starts_with("store-")).count(), 1, "{fp}: {names:?}");
+        assert!(!names.iter().any(|n| n.starts_with('.')), "{fp}: leftovers {names:?}");
+    }
+}
+
+#[test]
+fn older_or_replayed_bundles_are_refused() {
+    let d = Device::new();
+    let k1 = ImageKey::generate();
+    let b1 = bundle::seal(&k1, &contents(OLD), 1000).unwrap();
+    d.place(&b1, Some(&k1));
+    d.ok("run");
+    let k2 = ImageKey::generate();
+    d.place(&bundle::seal(&k2, &contents(NEW), 2000).unwrap(), Some(&k2));
+    d.ok("run");
+    assert_eq!(d.live(), map(NEW));
+
+    // Replaying the first image's bundle is refused; secrets stay NEW.
+    d.place(&b1, Some(&k1));
+    let out = d.firstboot("provision", None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing bundle") && err.contains("roll secrets back"), "{err}");
+    assert_eq!(d.store(), map(NEW));
+    // `run` reports it (exit 3) but still unseals the current store.
+    let out = d.firstboot("run", None);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(d.live(), map(NEW));
+    // Same created-at as the applied one is refused too.
+    let k3 = ImageKey::generate();
+    d.place(&bundle::seal(&k3, &contents(OLD), 2000).unwrap(), Some(&k3));
+    assert_eq!(d.firstboot("provision", None).status.code(), Some(1));
+    assert_eq!(d.store(), map(NEW));
+}
+
+#[test]
+fn wrong_key_tampered_or_truncated_bundles_change_nothing() {
+    let d = device_with_old_store_and_new_bundle();
+    let good = std::fs::read(d.boot().join("bundle")).unwrap();
+    let key = std::fs::read(d.boot().join("image.key")).unwrap();
+
+    let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+        (good.clone(), ImageKey::generate().to_file_text().as_bytes().to_vec(), "wrong image key"),
+        ({ let mut b = good.clone(); let n = b.len(); b[n - 1] ^= 1; b }, key.clone(), "modified or corrupted"),
+        (good[..good.len() - 7].to_vec(), key.clone(), "truncated"),
+        (good.clone(), b"not a key".to_vec(), "image key"),
+    ];
+    for (bundle_bytes, key_bytes, expect) in cases {
+        std::fs::write(d.boot().join("bundle"), &bundle_bytes).unwrap();
+        std::fs::write(d.boot().join("image.key"), &key_bytes).unwrap();
+        let out = d.firstboot("provision", None);
+        assert_eq!(out.status.code(), Some(1), "{expect}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "expected {expect:?}: {err}");
+        assert_eq!(d.store(), map(OLD), "{expect}: store changed");
+        // The refused bundle stays for inspection; nothing was wiped.
+        assert!(d.boot().join("bundle").exists());
+        assert!(!contains(&out.stderr, b"new-wifi") && !contains(&out.stderr, b"old-wifi"));
+    }
+    // A bundle without its key names the key file to provide.
+    std::fs::write(d.boot().join("bundle"), &good).unwrap();
+    std::fs::remove_file(d.boot().join("image.key")).unwrap();
+    let out = d.firstboot("provision", None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image key is not at"), "{err}");
+}
+
+#[test]
+fn bundle_sealed_to_the_device_recipient_needs_no_key() {
+    let d = Device::new();
+    let out = d.firstboot("pubkey", None);
+    let recipient: age::x25519::Recipient = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    d.place(
+        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 5).unwrap(),
+        None,
+    );
+    d.ok("run");
+    assert_eq!(d.live(), map(NEW));
+    assert!(!d.boot().join("bundle").exists());
+}
+
