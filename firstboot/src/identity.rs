@@ -179,6 +179,37 @@ pub fn identity_from_openssh_ed25519(pem: &str) -> Result<age::x25519::Identity,
     identity_from_scalar(&scalar)
 }
 
+/// The age recipient of an SSH Ed25519 public key, as `ssh-to-age` computes
+/// it: the Montgomery form of the Edwards point. Accepts an
+/// `authorized_keys` line (`ssh-ed25519 AAAA… comment`) or an `ssh-keyscan` /
+/// `known_hosts` line (`host ssh-ed25519 AAAA…`).
+pub fn recipient_from_ssh_public_key(line: &str) -> Result<age::x25519::Recipient, String> {
+    let mut tokens = line.split_whitespace();
+    tokens
+        .by_ref()
+        .find(|t| *t == "ssh-ed25519")
+        .ok_or("not an ssh-ed25519 public key line")?;
+    let b64 = tokens.next().ok_or("missing key data after ssh-ed25519")?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "ssh-ed25519 key data is not valid base64".to_string())?;
+    let mut r = SshReader { buf: &blob, pos: 0 };
+    if r.string()? != b"ssh-ed25519" {
+        return Err("key blob is not ssh-ed25519".into());
+    }
+    let pk: [u8; 32] = r
+        .string()?
+        .try_into()
+        .map_err(|_| "ed25519 public key has the wrong length".to_string())?;
+    let point = curve25519_dalek::edwards::CompressedEdwardsY(pk)
+        .decompress()
+        .ok_or("ed25519 public key is not a valid curve point")?;
+    let hrp = bech32::Hrp::parse("age").map_err(|e| e.to_string())?;
+    let encoded = bech32::encode::<bech32::Bech32>(hrp, point.to_montgomery().as_bytes())
+        .map_err(|e| e.to_string())?;
+    age::x25519::Recipient::from_str(&encoded).map_err(|e| e.to_string())
+}
+
 /// Encode 32 secret bytes as an `AGE-SECRET-KEY-1…` identity.
 fn identity_from_scalar(scalar: &[u8; 32]) -> Result<age::x25519::Identity, String> {
     let hrp = bech32::Hrp::parse("age-secret-key-").map_err(|e| e.to_string())?;
@@ -231,6 +262,62 @@ mod tests {
         let b = load_or_create(root.path()).unwrap();
         assert!(matches!(b.source, IdentitySource::Stored(_)));
         assert_eq!(a.recipient().to_string(), b.recipient().to_string());
+    }
+
+    const TEST_KEY: &str = include_str!("../tests/data/ssh_host_ed25519_key");
+    const TEST_PUB: &str = include_str!("../tests/data/ssh_host_ed25519_key.pub");
+
+    /// A vector produced by the real `ssh-to-age` (published in the
+    /// pgp2ssh README): public key line → recipient.
+    #[test]
+    fn public_conversion_matches_ssh_to_age() {
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICYvKXGcG4a19tTT0Rycbn+D0r/YlKltLJ9dY2gR/Fjx openpgp:0x47C9F3FF";
+        assert_eq!(
+            recipient_from_ssh_public_key(line).unwrap().to_string(),
+            "age18s8m9hvlrwvltgys4lafyyqe356ntc7e06t4kd2nccqm5amsaa2s878mju"
+        );
+        // The same key as ssh-keyscan prints it.
+        let scan = format!("device.local {}", &line[..line.rfind(' ').unwrap()]);
+        assert_eq!(
+            recipient_from_ssh_public_key(&scan).unwrap().to_string(),
+            "age18s8m9hvlrwvltgys4lafyyqe356ntc7e06t4kd2nccqm5amsaa2s878mju"
+        );
+    }
+
+    /// The identity derived from a host private key (ssh-keygen made the
+    /// fixed test key) belongs to the recipient derived from its public key.
+    #[test]
+    fn private_derivation_matches_public_derivation() {
+        let id = identity_from_openssh_ed25519(TEST_KEY).unwrap();
+        let from_pub = recipient_from_ssh_public_key(TEST_PUB).unwrap();
+        assert_eq!(id.to_public().to_string(), from_pub.to_string());
+        assert_eq!(
+            from_pub.to_string(),
+            "age1eyvyvvcp4urxwj56mjyhvnkvt69ntmg096npkukl24msxvuwgs0smz7cun"
+        );
+    }
+
+    #[test]
+    fn ssh_host_key_is_preferred_and_stable() {
+        let root = tempfile::tempdir().unwrap();
+        let ssh = root.path().join(SSH_HOST_KEY);
+        std::fs::create_dir_all(ssh.parent().unwrap()).unwrap();
+        std::fs::write(&ssh, TEST_KEY).unwrap();
+        let a = load_or_create(root.path()).unwrap();
+        assert!(matches!(a.source, IdentitySource::SshHostKey(_)));
+        assert!(!root.path().join(IDENTITY_FILE).exists(), "generated a key beside the host key");
+        assert_eq!(
+            a.recipient().to_string(),
+            recipient_from_ssh_public_key(TEST_PUB).unwrap().to_string()
+        );
+    }
+
+    #[test]
+    fn bad_ssh_inputs_are_clear_errors() {
+        assert!(recipient_from_ssh_public_key("ssh-rsa AAAAB3NzaC1yc2E").is_err());
+        assert!(recipient_from_ssh_public_key("ssh-ed25519 !!!").is_err());
+        assert!(identity_from_openssh_ed25519("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----").is_err());
+        assert!(identity_from_openssh_ed25519("hello").err().unwrap().contains("not an OpenSSH private key"));
     }
 
     #[test]
