@@ -28,6 +28,9 @@ pub struct Recipe {
     pub partitions: Vec<PartitionSection>,
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSection>,
+    /// Template files rendered on the device with `${SECRET:NAME}` filled in.
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateSection>,
     /// Directory of the recipe file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -124,6 +127,24 @@ pub struct SecretSection {
     /// Processing at build time.
     #[serde(default)]
     pub process: Process,
+}
+
+/// A template file: its text travels inside the bundle and is rendered into
+/// `path` at unseal, each `${SECRET:NAME}` replaced by that secret's value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TemplateSection {
+    /// The template file on the build host, relative to the recipe.
+    pub source: PathBuf,
+    /// Where the rendered file goes on the device (under /run).
+    pub path: String,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    #[serde(default = "mode_0400")]
+    pub mode: String,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -243,6 +264,17 @@ impl Recipe {
                     "secret {name}: process = \"mkpasswd-yescrypt\" needs type = \"single-line\""
                 )));
             }
+        }
+        for (name, t) in &self.templates {
+            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            if self.secrets.contains_key(name) {
+                return Err(self.invalid(format!(
+                    "template {name}: a secret has the same name; names are shared"
+                )));
+            }
+            parse_mode(&t.mode).map_err(|e| self.invalid(format!("template {name}: {e}")))?;
+            sealed_firstboot::bundle::validate_device_path(&t.path)
+                .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
         Ok(())
     }

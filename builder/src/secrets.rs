@@ -17,6 +17,8 @@ pub enum SecretsError {
     Missing(Vec<Missing>),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("template {name}: {reason}")]
+    Template { name: String, reason: String },
     #[error("secret {name} ({kind}): {reason}")]
     Invalid {
         name: String,
@@ -149,10 +151,65 @@ pub fn collect(recipe: &Recipe) -> Result<Contents, SecretsError> {
     if let Some(e) = first_error {
         return Err(e);
     }
+    let templates = collect_templates(recipe, &mut values)?;
     Ok(Contents {
-        manifest: Manifest { secrets: entries },
+        manifest: Manifest {
+            secrets: entries,
+            templates,
+        },
         values,
     })
+}
+
+/// Read every template, check that each placeholder names a secret that is
+/// present in this build, and add the texts to `values`.
+fn collect_templates(
+    recipe: &Recipe,
+    values: &mut BTreeMap<String, Zeroizing<Vec<u8>>>,
+) -> Result<Vec<SecretEntry>, SecretsError> {
+    let mut entries = Vec::new();
+    for (name, t) in &recipe.templates {
+        let err = |reason: String| SecretsError::Template {
+            name: name.clone(),
+            reason,
+        };
+        let path = recipe.resolve(&t.source);
+        let text = Zeroizing::new(
+            std::fs::read(&path).map_err(|e| err(format!("reading {}: {e}", path.display())))?,
+        );
+        if std::str::from_utf8(&text).is_err() {
+            return Err(err(format!("{} is not UTF-8 text", path.display())));
+        }
+        let names = sealed_firstboot::bundle::placeholders(&text).map_err(&err)?;
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|n| !recipe.secrets.contains_key(n.as_str()))
+            .map(|n| format!("${{SECRET:{n}}}"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(err(format!(
+                "unknown placeholder(s) {} in {}: the recipe has no such secret",
+                unknown.join(", "),
+                path.display()
+            )));
+        }
+        if let Some(absent) = names.iter().find(|n| !values.contains_key(n.as_str())) {
+            return Err(err(format!(
+                "uses ${{SECRET:{absent}}}, an optional secret that is not provided in this build"
+            )));
+        }
+        entries.push(SecretEntry {
+            name: name.clone(),
+            kind: SecretType::MultiLine,
+            path: t.path.clone(),
+            owner: t.owner.clone(),
+            group: t.group.clone(),
+            mode: parse_mode(&t.mode).map_err(err)?,
+            description: t.description.clone(),
+        });
+        values.insert(name.clone(), text);
+    }
+    Ok(entries)
 }
 
 fn invalid(name: &str, kind: SecretType, reason: String) -> SecretsError {

@@ -170,17 +170,24 @@ fn do_unseal(root: &Path) -> Result<()> {
         .context("loading the device identity")?
         .context("the store exists but the device identity is missing")?;
     let values = current.decrypt_all(&device.identity)?;
-    let files: Vec<SecretFile<'_>> = current
-        .manifest
-        .secrets
-        .iter()
-        .filter_map(|entry| {
-            values.get(&entry.name).map(|v| SecretFile {
-                entry,
-                value: v.as_slice(),
-            })
-        })
-        .collect();
+    let mut rendered = std::collections::BTreeMap::new();
+    for t in &current.manifest.templates {
+        let text = values.get(&t.name).map(|v| v.as_slice()).unwrap_or_default();
+        let out = sealed_firstboot::bundle::render(text, &values)
+            .map_err(|e| anyhow::anyhow!("rendering template {}: {e}", t.name))?;
+        rendered.insert(t.name.clone(), out);
+    }
+    let mut files: Vec<SecretFile<'_>> = Vec::new();
+    for entry in &current.manifest.secrets {
+        if let Some(v) = values.get(&entry.name) {
+            files.push(SecretFile { entry, value: v });
+        }
+    }
+    for entry in &current.manifest.templates {
+        if let Some(v) = rendered.get(&entry.name) {
+            files.push(SecretFile { entry, value: v });
+        }
+    }
     let is_root = rustix::process::geteuid().is_root();
     let opts = UnsealOptions {
         mount_ramfs: is_root && root == Path::new("/"),
@@ -206,7 +213,7 @@ fn status(root: &Path) -> Result<ExitCode> {
         current.state.bundle_id, current.state.created_at, current.state.applied_at
     );
     let mut all_ok = true;
-    for e in &current.manifest.secrets {
+    for e in current.manifest.entries() {
         let sealed = current.dir.join("secrets").join(format!("{}.age", e.name)).is_file();
         let rel = e.path.trim_start_matches('/');
         let live = root.join(rel).exists();

@@ -132,7 +132,7 @@ impl Store {
         let secrets = tmp.join("secrets");
         fsutil::create_dir_all_mode(&secrets, 0o700)
             .map_err(io_err(format!("creating {}", secrets.display())))?;
-        for entry in &manifest.secrets {
+        for entry in manifest.entries() {
             let value = values.get(&entry.name).ok_or_else(|| {
                 StoreError::Damaged(format!("secret {} has no value", entry.name))
             })?;
@@ -223,8 +223,7 @@ impl Current {
         identity: &age::x25519::Identity,
     ) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>, StoreError> {
         self.manifest
-            .secrets
-            .iter()
+            .entries()
             .map(|e| Ok((e.name.clone(), self.decrypt(identity, e)?)))
             .collect()
     }

@@ -147,6 +147,16 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     }
     assert!(std::fs::symlink_metadata(dev.join("run/secrets")).unwrap().file_type().is_symlink());
 
+    // The template is rendered with the secret and linked from outside /run/secrets.
+    let wpa = dev.join("run/wpa_supplicant/wpa_supplicant.conf");
+    let link = std::fs::read_link(&wpa).expect("template path is a symlink");
+    assert!(link.starts_with("/run/secrets/"), "{link:?}");
+    let rendered_path = dev.join(link.strip_prefix("/").unwrap());
+    let rendered = std::fs::read_to_string(&rendered_path).unwrap();
+    assert!(rendered.contains(&format!("psk=\"{MARKER}\"")), "{rendered}");
+    assert!(!rendered.contains("${SECRET:"), "{rendered}");
+    assert_eq!(std::fs::metadata(&rendered_path).unwrap().permissions().mode() & 0o777, 0o600);
+
     // The store holds standard age files the age CLI opens with the identity.
     let identity = dev.join("var/lib/sealed-secrets/identity");
     assert_eq!(std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777, 0o400);
@@ -159,7 +169,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     // status lists every secret with ✓ and no values.
     let st = t.ok(Command::new(&fb).arg("--root").arg(&dev).arg("status"));
     let st = String::from_utf8_lossy(&st.stdout).into_owned();
-    assert_eq!(st.matches('✓').count(), 5, "{st}");
+    assert_eq!(st.matches('✓').count(), 6, "{st}");
     // pubkey prints the recipient matching the identity file.
     let pk = t.ok(Command::new(&fb).arg("--root").arg(&dev).arg("pubkey"));
     let pk = String::from_utf8_lossy(&pk.stdout).trim().to_string();
@@ -280,6 +290,30 @@ fn unknown_recipe_field_is_a_precise_error() {
     assert_eq!(r.status.code(), Some(3));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("recipe.toml: line 9, column 1") && err.contains("colour"), "{err}");
+}
+
+#[test]
+fn unknown_template_placeholder_fails_the_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe_dir = tmp.path().join("demo");
+    copy_tree(&workspace().join("image-recipes/demo"), &recipe_dir);
+    std::fs::write(
+        recipe_dir.join("templates/wpa_supplicant.conf"),
+        "psk=${SECRET:wifi_psk} ${SECRET:no_such_secret}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let r = Command::new(bin("build-image"))
+        .arg("build")
+        .arg(recipe_dir.join("recipe.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("template wpa_supplicant") && err.contains("${SECRET:no_such_secret}"), "{err}");
+    assert!(!out.join("demo.img").exists());
 }
 
 #[test]

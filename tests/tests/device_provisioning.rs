@@ -25,7 +25,7 @@ fn contents(secrets: &[(&str, &str)]) -> Contents {
         });
     }
     Contents {
-        manifest: Manifest { secrets: entries },
+        manifest: Manifest { secrets: entries, ..Default::default() },
         values,
     }
 }

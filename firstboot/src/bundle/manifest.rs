@@ -55,26 +55,35 @@ pub struct SecretEntry {
 }
 
 /// The manifest of a bundle (and of the device store).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub secrets: Vec<SecretEntry>,
+    /// Template files with `${SECRET:NAME}` placeholders, rendered at unseal.
+    /// Their names share the namespace of the secrets; `kind` is `multi-line`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<SecretEntry>,
 }
 
 impl Manifest {
     /// Check every rule the device relies on: names, paths, modes, owners,
     /// uniqueness and count.
+    /// Secrets, then templates.
+    pub fn entries(&self) -> impl Iterator<Item = &SecretEntry> {
+        self.secrets.iter().chain(self.templates.iter())
+    }
+
     pub fn validate(&self) -> Result<(), BundleError> {
-        if self.secrets.len() > limits::MAX_SECRETS {
+        let count = self.secrets.len() + self.templates.len();
+        if count > limits::MAX_SECRETS {
             return Err(BundleError::Limit(format!(
-                "{} secrets (limit {})",
-                self.secrets.len(),
+                "{count} secrets and templates (limit {})",
                 limits::MAX_SECRETS
             )));
         }
         let mut names = BTreeSet::new();
         let mut paths = BTreeSet::new();
-        for s in &self.secrets {
+        for s in self.entries() {
             validate_name(&s.name).map_err(BundleError::Manifest)?;
             validate_device_path(&s.path)
                 .map_err(|e| BundleError::Manifest(format!("secret {}: {e}", s.name)))?;

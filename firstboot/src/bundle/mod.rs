@@ -15,6 +15,7 @@ mod manifest;
 mod open;
 mod payload;
 mod seal;
+mod template;
 
 pub use error::BundleError;
 pub use header::{Header, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
@@ -23,6 +24,7 @@ pub use manifest::{validate_device_path, validate_name, Manifest, SecretEntry, S
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
 pub use seal::{seal, seal_with, SealTo};
+pub use template::{placeholders, render};
 
 /// Limits enforced while opening, before any allocation they bound.
 pub mod limits {

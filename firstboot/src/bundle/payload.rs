@@ -32,7 +32,7 @@ impl Contents {
     /// The manifest is valid and names exactly the values present.
     pub fn validate(&self) -> Result<(), BundleError> {
         self.manifest.validate()?;
-        for s in &self.manifest.secrets {
+        for s in self.manifest.entries() {
             let v = self.values.get(&s.name).ok_or_else(|| {
                 BundleError::Manifest(format!("secret {} has no value in the bundle", s.name))
             })?;
@@ -45,10 +45,23 @@ impl Contents {
                 )));
             }
         }
-        if self.values.len() != self.manifest.secrets.len() {
+        if self.values.len() != self.manifest.secrets.len() + self.manifest.templates.len() {
             return Err(BundleError::Manifest(
                 "the bundle holds values that the manifest does not list".into(),
             ));
+        }
+        for t in &self.manifest.templates {
+            let text = self.values.get(&t.name).map(|v| v.as_slice()).unwrap_or_default();
+            for name in super::template::placeholders(text)
+                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?
+            {
+                if !self.manifest.secrets.iter().any(|s| s.name == name) {
+                    return Err(BundleError::Manifest(format!(
+                        "template {}: ${{SECRET:{name}}} names no secret of the bundle",
+                        t.name
+                    )));
+                }
+            }
         }
         Ok(())
     }

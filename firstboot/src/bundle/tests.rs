@@ -26,6 +26,7 @@ fn sample() -> Contents {
                 entry("wifi_psk", SecretType::SingleLine),
                 entry("cert", SecretType::File),
             ],
+            ..Default::default()
         },
         values,
     }
@@ -164,7 +165,7 @@ fn decompression_bomb_is_refused() {
         Zeroizing::new(vec![0u8; limits::MAX_SECRET_BYTES as usize]),
     );
     let mut contents = Contents {
-        manifest: Manifest { secrets: vec![entry("big", SecretType::File)] },
+        manifest: Manifest { secrets: vec![entry("big", SecretType::File)], ..Default::default() },
         values,
     };
     // One secret at the limit seals and opens.
