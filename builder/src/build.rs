@@ -2,6 +2,7 @@
 
 use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind};
 use crate::output::{staging::Staging, sums};
+use crate::progress::Progress;
 use crate::recipe::{self, PartitionType, Recipe};
 use crate::secrets::{self, SecretsError};
 use sealed_firstboot::bundle::{self, BundleError, ImageKey, SealTo};
@@ -86,8 +87,10 @@ pub struct OutputFile {
 }
 
 /// Run a whole build. On any error nothing is left in the output directory.
-pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
+    progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
+    progress.step("sealing the bundle");
     let (bundle_bytes, key) = match &opts.key_mode {
         KeyMode::Recipient(r) => (
             bundle::seal_with(SealTo::Recipient(r), &contents, opts.created_at)?,
@@ -118,6 +121,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildReport, BuildE
         });
     }
     let layout = layout(recipe, boot_files)?;
+    progress.step("assembling the image");
     let assembled = image::assemble(&staging.path(&img_name), &layout)?;
     // The embedded key copy in `layout` is dropped here; the image holds it.
     drop(layout);
@@ -136,6 +140,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildReport, BuildE
             .map_err(io_err(format!("writing {}", path.display())))?;
         files.push(key_name.clone());
     }
+    progress.step("writing checksums");
     // The key is a secret: it is not listed in SHA256SUMS.
     let sums = sums::write_sums(staging.dir(), &[img_name.clone()])
         .map_err(io_err("writing SHA256SUMS".into()))?;

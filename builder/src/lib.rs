@@ -7,8 +7,10 @@
 
 pub mod build;
 pub mod image;
+pub mod inspect;
 pub mod output;
 pub mod process;
+pub mod progress;
 pub mod recipe;
 pub mod secrets;
 pub mod sources;

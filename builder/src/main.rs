@@ -6,7 +6,7 @@ use build_image::build::{self, BuildError, BuildOptions, KeyMode};
 use build_image::recipe::Recipe;
 use build_image::secrets::{self, SecretsError};
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -70,6 +70,35 @@ enum Command {
         /// Print nothing on success
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Show an image's partitions, boot partition and bundle header; with
+    /// --key, its manifest (names, types, paths, owners; never values)
+    #[command(after_help = "EXAMPLES:\n  build-image inspect out/demo/demo.img\n  \
+        build-image inspect out/demo/demo.img --key out/demo/demo.key --json")]
+    Inspect {
+        /// The image file (.img)
+        image: PathBuf,
+        /// Image key file: also decrypt and show the manifest
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The FAT boot partition: its number, or its GPT name / FAT label
+        /// (default: the ESP, else the only FAT partition)
+        #[arg(long, value_name = "N|LABEL")]
+        partition: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute a device's age recipient from its SSH host public key
+    #[command(after_help = "EXAMPLES:\n  ssh-keyscan -t ed25519 device.local | build-image pubkey --ssh-pubkey -\n  \
+        build-image pubkey --ssh-pubkey /etc/ssh/ssh_host_ed25519_key.pub\n\n\
+        The recipient equals what `sealed-firstboot pubkey` prints on a device with that\n\
+        host key (and what ssh-to-age computes); seal to it with `build --recipient`.")]
+    Pubkey {
+        /// File with ssh-ed25519 public key lines (authorized_keys, known_hosts or
+        /// ssh-keyscan format), or - for standard input
+        #[arg(long, value_name = "FILE")]
+        ssh_pubkey: PathBuf,
     },
     /// Check that every secret of a recipe can be found (never prints values)
     #[command(after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
@@ -156,12 +185,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 key_mode,
                 created_at: created_at()?,
             };
-            let report = build::build(&recipe, &opts)?;
+            let progress = build_image::progress::Progress::new(quiet || json);
+            let report = build::build(&recipe, &opts, &progress)?;
+            progress.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if !quiet {
-                let err = std::io::stderr();
-                let _ = err.is_terminal();
                 eprintln!(
                     "built {} ({} bytes, {} secrets, bundle {})",
                     report.image.display(),
@@ -179,6 +208,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ),
                     None => eprintln!("sealed to the device recipient: only that device can open it"),
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            image,
+            key,
+            partition,
+            json,
+        } => {
+            let selector = match partition {
+                None => build_image::image::BootSelector::Auto,
+                Some(p) => match p.parse::<u32>() {
+                    Ok(n) => build_image::image::BootSelector::Index(n),
+                    Err(_) => build_image::image::BootSelector::Label(p),
+                },
+            };
+            let report = build_image::inspect::inspect(&image, &selector, key.as_deref())
+                .map_err(|e| anyhow::Error::new(e).context(format!("inspecting {}", image.display())))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", build_image::inspect::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pubkey { ssh_pubkey } => {
+            let mut text = String::new();
+            if ssh_pubkey.as_os_str() == "-" {
+                std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+            } else {
+                text = std::fs::read_to_string(&ssh_pubkey)
+                    .with_context(|| format!("reading {}", ssh_pubkey.display()))?;
+            }
+            let mut found = 0;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || !line.contains("ssh-ed25519") {
+                    continue;
+                }
+                let r = sealed_firstboot::identity::recipient_from_ssh_public_key(line)
+                    .map_err(|e| anyhow::anyhow!("{} line {}: {e}", ssh_pubkey.display(), n + 1))?;
+                println!("{r}");
+                found += 1;
+            }
+            if found == 0 {
+                anyhow::bail!("{}: no ssh-ed25519 public key found", ssh_pubkey.display());
             }
             Ok(ExitCode::SUCCESS)
         }
