@@ -8,6 +8,7 @@ use crate::secrets::{self, SecretsError};
 use sealed_firstboot::bundle::{self, BundleError, ImageKey, SealTo};
 use serde::Serialize;
 use std::os::unix::fs::OpenOptionsExt;
+use zeroize::Zeroize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -120,11 +121,16 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &Progress) -> Resul
             data: k.to_file_text().as_bytes().to_vec(),
         });
     }
-    let layout = layout(recipe, boot_files)?;
+    let mut layout = layout(recipe, boot_files)?;
     progress.step("assembling the image");
-    let assembled = image::assemble(&staging.path(&img_name), &layout)?;
-    // The embedded key copy in `layout` is dropped here; the image holds it.
-    drop(layout);
+    let assembled = image::assemble(&staging.path(&img_name), &layout);
+    // The embedded key's copy in the layout is zeroized whatever happened.
+    for p in &mut layout.partitions {
+        if let PartitionContent::Fat { files, .. } = &mut p.content {
+            files.iter_mut().for_each(|f| f.data.zeroize());
+        }
+    }
+    let assembled = assembled?;
 
     let mut files = vec![img_name.clone()];
     if let (KeyMode::Separate, Some(k)) = (&opts.key_mode, &key) {
@@ -142,7 +148,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &Progress) -> Resul
     }
     progress.step("writing checksums");
     // The key is a secret: it is not listed in SHA256SUMS.
-    let sums = sums::write_sums(staging.dir(), &[img_name.clone()])
+    let sums = sums::write_sums(staging.dir(), std::slice::from_ref(&img_name))
         .map_err(io_err("writing SHA256SUMS".into()))?;
     files.push("SHA256SUMS".into());
     staging

@@ -1,0 +1,445 @@
+//! Reading existing images: the partition table (GPT or MBR, including
+//! images this crate did not make, such as Raspberry Pi OS), the FAT boot
+//! partition, and file access inside it, in place, without root.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use gpt::disk::LogicalBlockSize;
+use gpt::GptConfig;
+
+use super::fat;
+use super::layout::{FatFile, TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
+use super::mbr;
+use super::ImageError;
+
+/// A partition table as found in an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskInfo {
+    pub table: TableKind,
+    /// GPT disk GUID (uppercase) or MBR signature (`0x1234abcd`).
+    pub disk_id: String,
+    /// Image size in bytes.
+    pub size: u64,
+    pub partitions: Vec<PartInfo>,
+}
+
+/// One partition of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Partition number (1-based; MBR logical partitions start at 5).
+    pub index: u32,
+    /// Byte offset.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// GPT type GUID (uppercase) or MBR type byte (`0x0c`).
+    pub type_id: String,
+    /// GPT partition name (MBR partitions have none: see `fs_label`).
+    pub label: Option<String>,
+    /// GPT partition GUID (uppercase) or MBR PARTUUID (`1234abcd-01`).
+    pub uuid: Option<String>,
+    /// FAT filesystem in a partition whose type says FAT or ESP.
+    pub is_fat_boot_candidate: bool,
+    /// Filesystem found at the start of the partition: `vfat`, `ext4`, `ext3`, `ext2`.
+    pub fs_type: Option<String>,
+    /// Filesystem label (FAT volume label or ext label), if any.
+    pub fs_label: Option<String>,
+}
+
+impl PartInfo {
+    /// An EFI system partition by type (GPT ESP GUID or MBR 0xef).
+    pub fn is_esp_type(&self) -> bool {
+        self.type_id == fmt_guid(&GPT_TYPE_ESP) || self.type_id == "0xef"
+    }
+
+    /// Whether a FAT filesystem was found in it.
+    pub fn is_fat(&self) -> bool {
+        self.fs_type.as_deref() == Some("vfat")
+    }
+
+    /// One-line description for messages and `inspect`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} (type {}", self.index, self.type_id);
+        if let Some(l) = &self.label {
+            s.push_str(&format!(", name {l:?}"));
+        }
+        if let Some(t) = &self.fs_type {
+            s.push_str(&format!(", {t}"));
+        }
+        if let Some(l) = &self.fs_label {
+            s.push_str(&format!(" {l:?}"));
+        }
+        s.push(')');
+        s
+    }
+}
+
+/// How to pick the FAT boot partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootSelector {
+    /// The ESP if there is one, else the only FAT partition of a FAT type.
+    Auto,
+    /// By GPT partition name, or by filesystem label (ASCII case ignored).
+    Label(String),
+    /// By partition number.
+    Index(u32),
+}
+
+pub(crate) fn fmt_guid(g: &uuid::Uuid) -> String {
+    g.hyphenated().to_string().to_uppercase()
+}
+
+fn is_fat_type_byte(t: u8) -> bool {
+    matches!(t, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e | 0xef)
+}
+
+fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
+    let file = File::open(image)
+        .map_err(|e| ImageError::io(format!("cannot open {}", image.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
+        .len();
+    Ok((file, len))
+}
+
+fn has_gpt_signature(file: &File, at: u64, len: u64) -> bool {
+    let mut sig = [0u8; 8];
+    at + 8 <= len && file.read_exact_at(&mut sig, at).is_ok() && &sig == b"EFI PART"
+}
+
+/// Read the partition table of an image file.
+pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
+    let (file, len) = open_ro(image)?;
+    let bad = |reason: String| ImageError::BadTable {
+        path: image.to_path_buf(),
+        reason,
+    };
+    let mbr = mbr::read(&file, len).map_err(bad)?;
+    let lb = if has_gpt_signature(&file, 512, len) {
+        Some(LogicalBlockSize::Lb512)
+    } else if has_gpt_signature(&file, 4096, len) {
+        Some(LogicalBlockSize::Lb4096)
+    } else if mbr.as_ref().is_some_and(|m| m.protective) {
+        // Primary header damaged: the backup may still be readable.
+        Some(LogicalBlockSize::Lb512)
+    } else {
+        None
+    };
+
+    let mut partitions = Vec::new();
+    let (table, disk_id) = if let Some(lb) = lb {
+        check_gpt_array_sizes(&file, lb.as_u64(), len).map_err(bad)?;
+        let f = file
+            .try_clone()
+            .map_err(|e| ImageError::io("cannot duplicate file handle", e))?;
+        let disk = GptConfig::new()
+            .writable(false)
+            .logical_block_size(lb)
+            .open_from_device(f)
+            .map_err(|e| bad(format!("unreadable GPT: {e}")))?;
+        let lbs = lb.as_u64();
+        for (&index, p) in disk.partitions().iter() {
+            if !p.is_used() {
+                continue;
+            }
+            let start = p.first_lba.checked_mul(lbs);
+            let size = p.sectors_len().ok().and_then(|n| n.checked_mul(lbs));
+            let (start, size) = match (start, size) {
+                (Some(s), Some(z)) if s.checked_add(z).is_some_and(|e| e <= len) => (s, z),
+                _ => {
+                    return Err(bad(format!(
+                        "GPT partition {index} (LBA {}..={}) lies outside the {len}-byte image",
+                        p.first_lba, p.last_lba
+                    )))
+                }
+            };
+            let type_guid = p.part_type_guid.guid;
+            let (fs_type, fs_label) = probe_fs(&file, start, size);
+            let candidate = fs_type.as_deref() == Some("vfat")
+                && (type_guid == GPT_TYPE_ESP || type_guid == GPT_TYPE_BASIC_DATA);
+            partitions.push(PartInfo {
+                index,
+                start,
+                size,
+                type_id: fmt_guid(&type_guid),
+                label: (!p.name.is_empty()).then(|| p.name.clone()),
+                uuid: Some(fmt_guid(&p.part_guid)),
+                is_fat_boot_candidate: candidate,
+                fs_type,
+                fs_label,
+            });
+        }
+        (TableKind::Gpt, fmt_guid(disk.guid()))
+    } else if let Some(m) = mbr {
+        for p in &m.partitions {
+            let start = p.start_lba * SECTOR;
+            let size = p.sectors * SECTOR;
+            let (fs_type, fs_label) = probe_fs(&file, start, size);
+            let candidate = fs_type.as_deref() == Some("vfat") && is_fat_type_byte(p.type_byte);
+            partitions.push(PartInfo {
+                index: p.index,
+                start,
+                size,
+                type_id: format!("0x{:02x}", p.type_byte),
+                label: None,
+                uuid: Some(format!("{:08x}-{:02x}", m.signature, p.index)),
+                is_fat_boot_candidate: candidate,
+                fs_type,
+                fs_label,
+            });
+        }
+        (TableKind::Mbr, format!("0x{:08x}", m.signature))
+    } else {
+        return Err(ImageError::NoPartitionTable(image.to_path_buf()));
+    };
+    partitions.sort_by_key(|p| p.index);
+    Ok(DiskInfo {
+        table,
+        disk_id,
+        size: len,
+        partitions,
+    })
+}
+
+/// Refuse partition arrays that would make the `gpt` crate allocate a huge
+/// buffer (a crafted header can claim 2^32 entries).
+fn check_gpt_array_sizes(file: &File, lb: u64, len: u64) -> Result<(), String> {
+    for at in [lb, len.saturating_sub(lb)] {
+        let mut h = [0u8; 92];
+        if at + 92 > len || file.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
+            continue;
+        }
+        let num = u64::from(u32::from_le_bytes([h[80], h[81], h[82], h[83]]));
+        let size = u64::from(u32::from_le_bytes([h[84], h[85], h[86], h[87]]));
+        if num * size > 1 << 20 || size < 128 {
+            return Err(format!(
+                "GPT header at byte {at} declares {num} entries of {size} bytes: not a sane GPT"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn trim_label(raw: &[u8]) -> Option<String> {
+    let end = raw
+        .iter()
+        .rposition(|&b| b != b' ' && b != 0)
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    let s = String::from_utf8_lossy(&raw[..end]).into_owned();
+    (!s.is_empty() && s != "NO NAME").then_some(s)
+}
+
+/// Look at the first bytes of a partition: FAT boot sector or ext superblock.
+fn probe_fs(file: &File, start: u64, size: u64) -> (Option<String>, Option<String>) {
+    let mut b = [0u8; 2048];
+    if size < 2048 || file.read_exact_at(&mut b, start).is_err() {
+        return (None, None);
+    }
+    // ext2/3/4: superblock at 1024, magic 0xEF53 at +56.
+    let sb = &b[1024..];
+    if sb[56] == 0x53 && sb[57] == 0xef {
+        let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+        let (compat, incompat) = (u32_at(92), u32_at(96));
+        let t = if incompat & 0x40 != 0 {
+            "ext4"
+        } else if compat & 0x4 != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
+        return (Some(t.into()), trim_label(&sb[120..136]));
+    }
+    // FAT: boot sector signature and a sane BPB.
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let bps = u16_at(11);
+    let spc = b[13];
+    let fats = b[16];
+    let sane = b[510] == 0x55
+        && b[511] == 0xaa
+        && matches!(bps, 512 | 1024 | 2048 | 4096)
+        && spc != 0
+        && spc.is_power_of_two()
+        && u16_at(14) >= 1
+        && (1..=2).contains(&fats)
+        && (b[21] == 0xf0 || b[21] >= 0xf8);
+    if !sane {
+        return (None, None);
+    }
+    let fat32 = u16_at(22) == 0;
+    let label = if fat32 && b[66] == 0x29 {
+        trim_label(&b[71..82])
+    } else if !fat32 && b[38] == 0x29 {
+        trim_label(&b[43..54])
+    } else {
+        None
+    };
+    (Some("vfat".into()), label)
+}
+
+fn listing(info: &DiskInfo) -> String {
+    if info.partitions.is_empty() {
+        return "the image has no partitions".into();
+    }
+    let parts: Vec<String> = info.partitions.iter().map(PartInfo::describe).collect();
+    format!("partitions: {}", parts.join("; "))
+}
+
+/// Pick the FAT boot partition.
+pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartInfo, ImageError> {
+    let chosen = match sel {
+        BootSelector::Index(i) => {
+            info.partitions
+                .iter()
+                .find(|p| p.index == *i)
+                .ok_or_else(|| {
+                    ImageError::NoBootPartition(format!("no partition {i}; {}", listing(info)))
+                })?
+        }
+        BootSelector::Label(l) => {
+            let hits: Vec<&PartInfo> = info
+                .partitions
+                .iter()
+                .filter(|p| {
+                    p.label.as_deref() == Some(l.as_str())
+                        || p.fs_label
+                            .as_deref()
+                            .is_some_and(|f| f.eq_ignore_ascii_case(l))
+                })
+                .collect();
+            match hits.as_slice() {
+                [] => {
+                    return Err(ImageError::NoBootPartition(format!(
+                        "no partition named or labelled {l:?}; {}",
+                        listing(info)
+                    )))
+                }
+                [one] => *one,
+                many => {
+                    return Err(ImageError::AmbiguousBootPartition(
+                        many.iter()
+                            .map(|p| p.describe())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ))
+                }
+            }
+        }
+        BootSelector::Auto => {
+            let candidates: Vec<&PartInfo> = info
+                .partitions
+                .iter()
+                .filter(|p| p.is_fat_boot_candidate)
+                .collect();
+            let esps: Vec<&PartInfo> = candidates
+                .iter()
+                .copied()
+                .filter(|p| p.is_esp_type())
+                .collect();
+            match (esps.as_slice(), candidates.as_slice()) {
+                ([one], _) => *one,
+                ([], [one]) => *one,
+                ([], []) => {
+                    return Err(ImageError::NoBootPartition(format!(
+                        "no FAT partition of type ESP or FAT; {}",
+                        listing(info)
+                    )))
+                }
+                (many, _) if many.len() > 1 => {
+                    return Err(ImageError::AmbiguousBootPartition(
+                        many.iter()
+                            .map(|p| p.describe())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ))
+                }
+                (_, many) => {
+                    return Err(ImageError::AmbiguousBootPartition(
+                        many.iter()
+                            .map(|p| p.describe())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ))
+                }
+            }
+        }
+    };
+    if !chosen.is_fat() {
+        return Err(ImageError::NotFat {
+            reason: format!("partition {} holds no FAT filesystem", chosen.describe()),
+        });
+    }
+    Ok(chosen.clone())
+}
+
+fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageError> {
+    match part.start.checked_add(part.size) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(ImageError::BadTable {
+            path: image.to_path_buf(),
+            reason: format!(
+                "partition {} ({}+{} bytes) lies outside the {len}-byte image",
+                part.index, part.start, part.size
+            ),
+        }),
+    }
+}
+
+fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| ImageError::io(format!("cannot open {} for writing", image.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
+        .len();
+    Ok((file, len))
+}
+
+/// Read a file from the partition's FAT filesystem; `Ok(None)` if absent.
+pub fn fat_read_file(
+    image: &Path,
+    part: &PartInfo,
+    path: &str,
+) -> Result<Option<Vec<u8>>, ImageError> {
+    let (file, len) = open_ro(image)?;
+    check_bounds(image, len, part)?;
+    let fs = fat::open(&file, part.start, part.size)?;
+    // Dropped, not closed: nothing was written, and the file is read-only.
+    fat::read_file(&fs, path)
+}
+
+/// Create or replace files (and directories) in the partition's FAT
+/// filesystem, in place.
+pub fn fat_write_files(image: &Path, part: &PartInfo, files: &[FatFile]) -> Result<(), ImageError> {
+    for f in files {
+        fat::entry_components(f)?;
+    }
+    let (file, len) = open_rw(image)?;
+    check_bounds(image, len, part)?;
+    let fs = fat::open(&file, part.start, part.size)?;
+    fat::write_files(&fs, files)?;
+    fat::close(fs)?;
+    fat::fix_dot_entries(&file, part.start)?;
+    file.sync_all()
+        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))
+}
+
+/// Overwrite with zeros and delete a file of the partition's FAT
+/// filesystem, in place. `Ok(false)` if it was not there.
+pub fn fat_remove_file(image: &Path, part: &PartInfo, path: &str) -> Result<bool, ImageError> {
+    fat::path_components(path)?;
+    let (file, len) = open_rw(image)?;
+    check_bounds(image, len, part)?;
+    let fs = fat::open(&file, part.start, part.size)?;
+    let removed = fat::remove_file(&fs, path)?;
+    fat::close(fs)?;
+    file.sync_all()
+        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))?;
+    Ok(removed)
+}
