@@ -238,19 +238,27 @@ impl Recipe {
             let fat = matches!(p.kind, PartitionType::Esp | PartitionType::Fat);
             let what = format!("partition {:?}", p.label);
             if p.secrets && !fat {
-                return Err(self.invalid(format!("{what}: `secrets = true` needs a FAT partition (type esp or fat)")));
+                return Err(self.invalid(format!(
+                    "{what}: `secrets = true` needs a FAT partition (type esp or fat)"
+                )));
             }
             if fat && (p.source.is_some() || p.fs_uuid.is_some()) {
-                return Err(self.invalid(format!("{what}: `source`/`fs-uuid` build ext4; a FAT partition takes `files`")));
+                return Err(self.invalid(format!(
+                    "{what}: `source`/`fs-uuid` build ext4; a FAT partition takes `files`"
+                )));
             }
             if !fat && (!p.files.is_empty() || p.volume_id.is_some()) {
-                return Err(self.invalid(format!("{what}: `files`/`volume-id` are for FAT partitions")));
+                return Err(self.invalid(format!(
+                    "{what}: `files`/`volume-id` are for FAT partitions"
+                )));
             }
             if p.image.is_some() && (p.source.is_some() || !p.files.is_empty()) {
                 return Err(self.invalid(format!("{what}: `image` copies a partition image as is; it excludes `source` and `files`")));
             }
             if p.secrets && p.image.is_some() {
-                return Err(self.invalid(format!("{what}: the secrets partition is built by build-image; drop `image`")));
+                return Err(self.invalid(format!(
+                    "{what}: the secrets partition is built by build-image; drop `image`"
+                )));
             }
         }
         for (name, s) in &self.secrets {
@@ -363,8 +371,10 @@ description = "Wi-Fi passphrase"
     #[test]
     fn unknown_field_names_file_line_and_column() {
         let text = MINIMAL.replace("description =", "colour = \"red\"\ndescription =");
-        let err = Recipe::parse(&text, Path::new("r.toml")).unwrap_err().to_string();
-        assert!(err.starts_with("r.toml: line 14, column 1"), "{err}");
+        let err = Recipe::parse(&text, Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("r.toml: line 13, column 1"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }
 
@@ -373,12 +383,18 @@ description = "Wi-Fi passphrase"
         for (from, to) in [
             ("[secrets.wifi_psk]", "[secrets.\"../x\"]"),
             ("description =", "path = \"/etc/shadow\"\ndescription ="),
-            ("description =", "path = \"/run/secrets/../../etc/x\"\ndescription ="),
+            (
+                "description =",
+                "path = \"/run/secrets/../../etc/x\"\ndescription =",
+            ),
             ("description =", "mode = \"999\"\ndescription ="),
             ("secrets = true", "secrets = false"),
         ] {
             let text = MINIMAL.replace(from, to);
-            assert!(Recipe::parse(&text, Path::new("r.toml")).is_err(), "{to} accepted");
+            assert!(
+                Recipe::parse(&text, Path::new("r.toml")).is_err(),
+                "{to} accepted"
+            );
         }
     }
 }

@@ -63,12 +63,11 @@ pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
         let text = Zeroizing::new(
             std::fs::read_to_string(&ssh).map_err(io_err(format!("reading {}", ssh.display())))?,
         );
-        let identity = identity_from_openssh_ed25519(&text).map_err(|reason| {
-            IdentityError::Invalid {
+        let identity =
+            identity_from_openssh_ed25519(&text).map_err(|reason| IdentityError::Invalid {
                 path: ssh.clone(),
                 reason,
-            }
-        })?;
+            })?;
         return Ok(Some(DeviceIdentity {
             identity,
             source: IdentitySource::SshHostKey(ssh),
@@ -99,7 +98,8 @@ pub fn load_or_create(root: &Path) -> Result<DeviceIdentity, IdentityError> {
     }
     let file = root.join(IDENTITY_FILE);
     let dir = file.parent().unwrap_or(root);
-    fsutil::create_dir_all_mode(dir, 0o700).map_err(io_err(format!("creating {}", dir.display())))?;
+    fsutil::create_dir_all_mode(dir, 0o700)
+        .map_err(io_err(format!("creating {}", dir.display())))?;
     let identity = age::x25519::Identity::generate();
     let text = Zeroizing::new(format!(
         "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{}\n",
@@ -305,7 +305,10 @@ mod tests {
         std::fs::write(&ssh, TEST_KEY).unwrap();
         let a = load_or_create(root.path()).unwrap();
         assert!(matches!(a.source, IdentitySource::SshHostKey(_)));
-        assert!(!root.path().join(IDENTITY_FILE).exists(), "generated a key beside the host key");
+        assert!(
+            !root.path().join(IDENTITY_FILE).exists(),
+            "generated a key beside the host key"
+        );
         assert_eq!(
             a.recipient().to_string(),
             recipient_from_ssh_public_key(TEST_PUB).unwrap().to_string()
@@ -316,8 +319,14 @@ mod tests {
     fn bad_ssh_inputs_are_clear_errors() {
         assert!(recipient_from_ssh_public_key("ssh-rsa AAAAB3NzaC1yc2E").is_err());
         assert!(recipient_from_ssh_public_key("ssh-ed25519 !!!").is_err());
-        assert!(identity_from_openssh_ed25519("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----").is_err());
-        assert!(identity_from_openssh_ed25519("hello").err().unwrap().contains("not an OpenSSH private key"));
+        assert!(identity_from_openssh_ed25519(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
+        )
+        .is_err());
+        assert!(identity_from_openssh_ed25519("hello")
+            .err()
+            .unwrap()
+            .contains("not an OpenSSH private key"));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! on disk) → [`runtime`] (decrypted into `/run/secrets` at every boot).
 //! [`provision`] ties the first steps together.
 
-pub mod bundle;
 pub mod accounts;
-pub mod runtime;
+pub mod bundle;
 pub mod fsutil;
 pub mod identity;
-pub mod store;
 pub mod provision;
+pub mod runtime;
+pub mod store;

@@ -68,7 +68,9 @@ fn parse_args() -> Result<Option<Args>, String> {
                 return Ok(None);
             }
             "--root" => root = it.next().ok_or("--root needs a directory")?.into(),
-            "--boot-dir" => boot_dir = Some(it.next().ok_or("--boot-dir needs a directory")?.into()),
+            "--boot-dir" => {
+                boot_dir = Some(it.next().ok_or("--boot-dir needs a directory")?.into())
+            }
             _ if s.starts_with("--root=") => root = PathBuf::from(&s["--root=".len()..]),
             _ if s.starts_with("--boot-dir=") => {
                 boot_dir = Some(PathBuf::from(&s["--boot-dir=".len()..]))
@@ -172,7 +174,10 @@ fn do_unseal(root: &Path) -> Result<()> {
     let values = current.decrypt_all(&device.identity)?;
     let mut rendered = std::collections::BTreeMap::new();
     for t in &current.manifest.templates {
-        let text = values.get(&t.name).map(|v| v.as_slice()).unwrap_or_default();
+        let text = values
+            .get(&t.name)
+            .map(|v| v.as_slice())
+            .unwrap_or_default();
         let out = sealed_firstboot::bundle::render(text, &values)
             .map_err(|e| anyhow::anyhow!("rendering template {}: {e}", t.name))?;
         rendered.insert(t.name.clone(), out);
@@ -205,7 +210,10 @@ fn do_unseal(root: &Path) -> Result<()> {
 fn status(root: &Path) -> Result<ExitCode> {
     let store = Store::new(root);
     let Some(current) = store.current().context("opening the store")? else {
-        println!("no secrets provisioned (store {} is empty)", store::STORE_DIR);
+        println!(
+            "no secrets provisioned (store {} is empty)",
+            store::STORE_DIR
+        );
         return Ok(ExitCode::FAILURE);
     };
     println!(
@@ -214,9 +222,12 @@ fn status(root: &Path) -> Result<ExitCode> {
     );
     let mut all_ok = true;
     for e in current.manifest.entries() {
-        let sealed = current.dir.join("secrets").join(format!("{}.age", e.name)).is_file();
-        let rel = e.path.trim_start_matches('/');
-        let live = root.join(rel).exists();
+        let sealed = current
+            .dir
+            .join("secrets")
+            .join(format!("{}.age", e.name))
+            .is_file();
+        let live = exists_in_root(root, &e.path);
         let ok = sealed && live;
         all_ok &= ok;
         println!(
@@ -242,4 +253,27 @@ fn status(root: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether a device path exists inside `root`, resolving symlinks whose
+/// absolute targets are device paths (as `/run/x -> /run/secrets/...`).
+fn exists_in_root(root: &Path, device_path: &str) -> bool {
+    let mut path = root.join(device_path.trim_start_matches('/'));
+    for _ in 0..8 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&path) {
+                Ok(t) if t.is_absolute() => {
+                    path = root.join(t.strip_prefix("/").unwrap_or(&t));
+                }
+                Ok(t) => {
+                    let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    path = parent.join(t);
+                }
+                Err(_) => return false,
+            },
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
 }

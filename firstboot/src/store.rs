@@ -90,7 +90,9 @@ impl Store {
         let name = target
             .to_str()
             .filter(|n| n.starts_with("store-") && !n.contains('/'))
-            .ok_or_else(|| StoreError::Damaged(format!("{} points outside the store", link.display())))?;
+            .ok_or_else(|| {
+                StoreError::Damaged(format!("{} points outside the store", link.display()))
+            })?;
         let dir = self.dir.join(name);
         let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
         manifest
@@ -192,7 +194,8 @@ impl Store {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     remove_dir_if_exists(&path)?;
                 } else {
-                    fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
+                    fs::remove_file(&path)
+                        .map_err(io_err(format!("removing {}", path.display())))?;
                 }
             }
         }

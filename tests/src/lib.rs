@@ -27,7 +27,15 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bins", "-p", "build-image", "-p", "sealed-firstboot"])
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "build-image",
+                "-p",
+                "sealed-firstboot",
+            ])
             .current_dir(workspace())
             .status()
             .expect("running cargo build");
@@ -105,7 +113,9 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
@@ -121,7 +131,9 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 /// Whether a file contains `needle` (streamed, overlap-safe).
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
     let mut buf = vec![0u8; 4 << 20];
     let keep = needle.len().saturating_sub(1);
     let mut filled = 0;
@@ -157,7 +169,11 @@ pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
         .arg(image)
         .output()
         .expect("sfdisk");
-    assert!(out.status.success(), "sfdisk --json failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sfdisk --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
     v["partitiontable"]["partitions"]
         .as_array()
@@ -186,7 +202,9 @@ pub fn device_tree(root: &Path, extra: &[(&str, u32)]) {
     let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
     let mut group = String::from("root:x:0:\n");
     for (name, id) in extra {
-        passwd.push_str(&format!("{name}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"));
+        passwd.push_str(&format!(
+            "{name}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"
+        ));
         group.push_str(&format!("{name}:x:{id}:\n"));
     }
     std::fs::write(root.join("etc/passwd"), passwd).unwrap();

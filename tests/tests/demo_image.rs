@@ -25,18 +25,20 @@ fn build_demo(extra: &[&str]) -> Built {
     let tmp = tempfile::tempdir().unwrap();
     let recipe_dir = tmp.path().join("demo");
     copy_tree(&workspace().join("image-recipes/demo"), &recipe_dir);
-    std::fs::write(recipe_dir.join("secrets/wifi_psk.txt"), format!("{MARKER}\n")).unwrap();
+    std::fs::write(
+        recipe_dir.join("secrets/wifi_psk.txt"),
+        format!("{MARKER}\n"),
+    )
+    .unwrap();
     let out = tmp.path().join("out");
     let mut transcript = Transcript::default();
-    let built = transcript.ok(
-        Command::new(bin("build-image"))
-            .arg("build")
-            .arg(recipe_dir.join("recipe.toml"))
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .env("DEMO_MOTD", format!("hello\n{ENV_MARKER}\n")),
-    );
+    let built = transcript.ok(Command::new(bin("build-image"))
+        .arg("build")
+        .arg(recipe_dir.join("recipe.toml"))
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .env("DEMO_MOTD", format!("hello\n{ENV_MARKER}\n")));
     let image = out.join("demo.img");
     Built {
         _tmp: tmp,
@@ -79,7 +81,10 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let t = &mut b.transcript;
     let key = b.out.join("demo.key");
     assert!(b.image.is_file());
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // The image is sparse: far fewer blocks than its size.
     use std::os::unix::fs::MetadataExt;
@@ -106,7 +111,10 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let listing = t.ok(Command::new("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]));
     let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
     assert!(listing.contains("bundle"), "mdir: {listing}");
-    assert!(!listing.contains("image.key"), "separate key mode put the key on the ESP");
+    assert!(
+        !listing.contains("image.key"),
+        "separate key mode put the key on the ESP"
+    );
     let readme = t.ok(Command::new("mtype").args(["-i", &mimg, "::/README.TXT"]));
     assert!(String::from_utf8_lossy(&readme.stdout).contains("sealed-image demo"));
 
@@ -121,7 +129,9 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let dev = b.out.parent().unwrap().join("device");
     let boot = dev.join("boot/efi/sealed-secrets");
     std::fs::create_dir_all(&boot).unwrap();
-    t.ok(Command::new("mcopy").args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"]).arg(boot.join("bundle")));
+    t.ok(Command::new("mcopy")
+        .args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"])
+        .arg(boot.join("bundle")));
     std::fs::copy(&key, boot.join("image.key")).unwrap();
     device_tree(&dev, &[]);
 
@@ -135,17 +145,40 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let src = &b.recipe_dir;
     let expect: Vec<(&str, Vec<u8>, u32)> = vec![
         ("run/secrets/wifi_psk", MARKER.as_bytes().to_vec(), 0o400),
-        ("run/secrets/api_token", b"demo-api-token-0000-NOT-A-REAL-SECRET".to_vec(), 0o440),
-        ("run/secrets/app/app.env", std::fs::read(src.join("secrets/app.env")).unwrap(), 0o400),
-        ("run/secrets/device_tls_key", std::fs::read(src.join("secrets/device_tls_key.pem")).unwrap(), 0o400),
-        ("run/secrets/motd", format!("hello\n{ENV_MARKER}\n").into_bytes(), 0o444),
+        (
+            "run/secrets/api_token",
+            b"demo-api-token-0000-NOT-A-REAL-SECRET".to_vec(),
+            0o440,
+        ),
+        (
+            "run/secrets/app/app.env",
+            std::fs::read(src.join("secrets/app.env")).unwrap(),
+            0o400,
+        ),
+        (
+            "run/secrets/device_tls_key",
+            std::fs::read(src.join("secrets/device_tls_key.pem")).unwrap(),
+            0o400,
+        ),
+        (
+            "run/secrets/motd",
+            format!("hello\n{ENV_MARKER}\n").into_bytes(),
+            0o444,
+        ),
     ];
     for (path, value, mode) in &expect {
         let p = dev.join(path);
         assert_eq!(&std::fs::read(&p).unwrap(), value, "{path}");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, *mode, "{path}");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            *mode,
+            "{path}"
+        );
     }
-    assert!(std::fs::symlink_metadata(dev.join("run/secrets")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(dev.join("run/secrets"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 
     // The template is rendered with the secret and linked from outside /run/secrets.
     let wpa = dev.join("run/wpa_supplicant/wpa_supplicant.conf");
@@ -153,17 +186,40 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     assert!(link.starts_with("/run/secrets/"), "{link:?}");
     let rendered_path = dev.join(link.strip_prefix("/").unwrap());
     let rendered = std::fs::read_to_string(&rendered_path).unwrap();
-    assert!(rendered.contains(&format!("psk=\"{MARKER}\"")), "{rendered}");
+    assert!(
+        rendered.contains(&format!("psk=\"{MARKER}\"")),
+        "{rendered}"
+    );
     assert!(!rendered.contains("${SECRET:"), "{rendered}");
-    assert_eq!(std::fs::metadata(&rendered_path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&rendered_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 
     // The store holds standard age files the age CLI opens with the identity.
     let identity = dev.join("var/lib/sealed-secrets/identity");
-    assert_eq!(std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777, 0o400);
+    assert_eq!(
+        std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
     let store = dev.join("var/lib/sealed-secrets/current/secrets/wifi_psk.age");
     // (Deliberately outside the transcript: this prints the secret.)
-    let dec = Command::new("age").arg("-d").arg("-i").arg(&identity).arg(&store).output().unwrap();
-    assert!(dec.status.success(), "age -d: {}", String::from_utf8_lossy(&dec.stderr));
+    let dec = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&identity)
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        dec.status.success(),
+        "age -d: {}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
     assert_eq!(dec.stdout, MARKER.as_bytes());
 
     // status lists every secret with ✓ and no values.
@@ -178,20 +234,29 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
 
     // A second provision finds no bundle and changes nothing.
     t.ok(Command::new(&fb).arg("--root").arg(&dev).arg("run"));
-    assert_eq!(std::fs::read(dev.join("run/secrets/wifi_psk")).unwrap(), MARKER.as_bytes());
+    assert_eq!(
+        std::fs::read(dev.join("run/secrets/wifi_psk")).unwrap(),
+        MARKER.as_bytes()
+    );
 
     // The markers appear nowhere in clear: not in the image, not in any
     // output file, not in the store, not in anything printed. (Only the
     // decrypted /run/secrets and the recipe's own source hold them.)
     for marker in [MARKER, ENV_MARKER] {
-        assert!(!file_contains(&b.image, marker.as_bytes()), "{marker} in the image");
+        assert!(
+            !file_contains(&b.image, marker.as_bytes()),
+            "{marker} in the image"
+        );
         let hits = files_containing(&b.out, marker.as_bytes());
         assert!(hits.is_empty(), "{marker} in outputs: {hits:?}");
         let hits = files_containing(&dev.join("var"), marker.as_bytes());
         assert!(hits.is_empty(), "{marker} in the store: {hits:?}");
         let hits = files_containing(&dev.join("boot"), marker.as_bytes());
         assert!(hits.is_empty(), "{marker} on the boot partition: {hits:?}");
-        assert!(!contains(&t.text, marker.as_bytes()), "{marker} printed by a command");
+        assert!(
+            !contains(&t.text, marker.as_bytes()),
+            "{marker} printed by a command"
+        );
     }
 }
 
@@ -206,22 +271,39 @@ fn nothing_printed_or_written_contains_a_secret() {
             .arg(b.recipe_dir.join("recipe.toml"))
             .env("DEMO_MOTD", ENV_MARKER),
     );
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let table = String::from_utf8_lossy(&check.stdout);
     assert_eq!(table.matches('✓').count(), 5, "{table}");
     let printed = &t.text;
     for marker in [MARKER, ENV_MARKER] {
         assert!(!contains(printed, marker.as_bytes()), "{marker} printed");
-        assert!(!file_contains(&b.image, marker.as_bytes()), "{marker} in image");
+        assert!(
+            !file_contains(&b.image, marker.as_bytes()),
+            "{marker} in image"
+        );
     }
     // The JSON summary names secrets and paths, never values or the key.
     let json: serde_json::Value = serde_json::from_slice(&b.stdout).expect("--json prints JSON");
     let key_text = std::fs::read_to_string(b.out.join("demo.key")).unwrap();
     let key_hex = key_text.trim().rsplit(':').next().unwrap();
     assert!(!contains(printed, key_hex.as_bytes()), "image key printed");
-    assert!(!file_contains(&b.image, key_hex.as_bytes()), "image key in the image");
-    assert!(!contains(&std::fs::read(b.out.join("SHA256SUMS")).unwrap(), key_hex.as_bytes()));
-    assert_eq!(json["secrets"].as_array().map(|a| a.len()), Some(5), "{json}");
+    assert!(
+        !file_contains(&b.image, key_hex.as_bytes()),
+        "image key in the image"
+    );
+    assert!(!contains(
+        &std::fs::read(b.out.join("SHA256SUMS")).unwrap(),
+        key_hex.as_bytes()
+    ));
+    assert_eq!(
+        json["secrets"].as_array().map(|a| a.len()),
+        Some(5),
+        "{json}"
+    );
 }
 
 #[test]
@@ -231,7 +313,10 @@ fn embedded_key_mode_provisions_from_the_esp_alone() {
     }
     let mut b = build_demo(&["--embed-key"]);
     let t = &mut b.transcript;
-    assert!(!b.out.join("demo.key").exists(), "embedded mode wrote a separate key");
+    assert!(
+        !b.out.join("demo.key").exists(),
+        "embedded mode wrote a separate key"
+    );
     let (esp_start, _) = partition(&b.image, "ESP");
     let mimg = format!("{}@@{esp_start}", b.image.display());
     let dev = b.out.parent().unwrap().join("device");
@@ -239,10 +324,18 @@ fn embedded_key_mode_provisions_from_the_esp_alone() {
     std::fs::create_dir_all(&boot).unwrap();
     device_tree(&dev, &[]);
     for f in ["bundle", "image.key"] {
-        t.ok(Command::new("mcopy").args(["-n", "-i", &mimg, &format!("::/sealed-secrets/{f}")]).arg(boot.join(f)));
+        t.ok(Command::new("mcopy")
+            .args(["-n", "-i", &mimg, &format!("::/sealed-secrets/{f}")])
+            .arg(boot.join(f)));
     }
-    t.ok(Command::new(bin("sealed-firstboot")).arg("--root").arg(&dev).arg("run"));
-    assert_eq!(std::fs::read(dev.join("run/secrets/wifi_psk")).unwrap(), MARKER.as_bytes());
+    t.ok(Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(&dev)
+        .arg("run"));
+    assert_eq!(
+        std::fs::read(dev.join("run/secrets/wifi_psk")).unwrap(),
+        MARKER.as_bytes()
+    );
     assert!(!boot.exists() || std::fs::read_dir(&boot).unwrap().next().is_none());
 }
 
@@ -267,8 +360,13 @@ fn missing_secrets_are_listed_together_and_nothing_is_written() {
     assert!(err.contains("2 required secret(s) missing"), "{err}");
     assert!(err.contains("wifi_psk") && err.contains("app_env"), "{err}");
     assert!(err.contains("create the file"), "{err}");
-    assert!(!err.contains("motd"), "optional secret reported missing: {err}");
-    let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(
+        !err.contains("motd"),
+        "optional secret reported missing: {err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "a failed build left {left:?}");
 }
 
@@ -278,7 +376,9 @@ fn unknown_recipe_field_is_a_precise_error() {
     let recipe_dir = tmp.path().join("demo");
     copy_tree(&workspace().join("image-recipes/demo"), &recipe_dir);
     let p = recipe_dir.join("recipe.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace("table = \"gpt\"", "table = \"gpt\"\ncolour = 1");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("table = \"gpt\"", "table = \"gpt\"\ncolour = 1");
     std::fs::write(&p, text).unwrap();
     let r = Command::new(bin("build-image"))
         .arg("build")
@@ -289,7 +389,10 @@ fn unknown_recipe_field_is_a_precise_error() {
         .unwrap();
     assert_eq!(r.status.code(), Some(3));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("recipe.toml: line 9, column 1") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("recipe.toml: line 9, column 1") && err.contains("colour"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -312,7 +415,10 @@ fn unknown_template_placeholder_fails_the_build() {
         .unwrap();
     assert_eq!(r.status.code(), Some(5));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("template wpa_supplicant") && err.contains("${SECRET:no_such_secret}"), "{err}");
+    assert!(
+        err.contains("template wpa_supplicant") && err.contains("${SECRET:no_such_secret}"),
+        "{err}"
+    );
     assert!(!out.join("demo.img").exists());
 }
 
@@ -325,7 +431,11 @@ fn unit_file_passes_systemd_analyze_verify() {
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
-    std::fs::copy(bin("sealed-firstboot"), root.path().join("usr/bin/sealed-firstboot")).unwrap();
+    std::fs::copy(
+        bin("sealed-firstboot"),
+        root.path().join("usr/bin/sealed-firstboot"),
+    )
+    .unwrap();
     std::fs::copy(
         workspace().join("firstboot/sealed-firstboot.service"),
         units.join("sealed-firstboot.service"),
@@ -337,9 +447,19 @@ fn unit_file_passes_systemd_analyze_verify() {
         .arg("sealed-firstboot.service")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "systemd-analyze verify failed: {text}");
-    assert!(!text.contains("sealed-firstboot"), "systemd-analyze verify warned: {text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {text}"
+    );
+    assert!(
+        !text.contains("sealed-firstboot"),
+        "systemd-analyze verify warned: {text}"
+    );
     // The check is real: without the binary it fails.
     std::fs::remove_file(root.path().join("usr/bin/sealed-firstboot")).unwrap();
     let out = Command::new("systemd-analyze")

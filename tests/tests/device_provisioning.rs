@@ -2,7 +2,9 @@
 //! binary: crash safety by fault injection at every step, rotation,
 //! replay refusal, wrong keys and tampered bundles.
 
-use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest, SealTo, SecretEntry, SecretType};
+use sealed_firstboot::bundle::{
+    self, Contents, ImageKey, Manifest, SealTo, SecretEntry, SecretType,
+};
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +27,10 @@ fn contents(secrets: &[(&str, &str)]) -> Contents {
         });
     }
     Contents {
-        manifest: Manifest { secrets: entries, ..Default::default() },
+        manifest: Manifest {
+            secrets: entries,
+            ..Default::default()
+        },
         values,
     }
 }
@@ -81,7 +86,9 @@ impl Device {
     fn store(&self) -> BTreeMap<String, String> {
         let store = sealed_firstboot::store::Store::new(&self.root);
         let current = store.current().unwrap().expect("a committed store");
-        let id = sealed_firstboot::identity::load(&self.root).unwrap().unwrap();
+        let id = sealed_firstboot::identity::load(&self.root)
+            .unwrap()
+            .unwrap();
         current
             .decrypt_all(&id.identity)
             .unwrap()
@@ -106,7 +113,10 @@ impl Device {
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 const OLD: &[(&str, &str)] = &[("wifi", "old-wifi"), ("token", "old-token")];
@@ -137,25 +147,46 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
     for fp in failpoints {
         let d = device_with_old_store_and_new_bundle();
         let out = d.firstboot("provision", Some(fp));
-        assert_eq!(out.status.code(), Some(86), "{fp}: failpoint not reached: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(86),
+            "{fp}: failpoint not reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // After the crash: the store is the complete old or the complete new one.
         let store = d.store();
-        assert!(store == map(OLD) || store == map(NEW), "{fp}: store is {store:?}");
+        assert!(
+            store == map(OLD) || store == map(NEW),
+            "{fp}: store is {store:?}"
+        );
         // Bundle and key are only gone once the new store is durable.
         if store == map(OLD) {
-            assert!(d.boot().join("bundle").exists(), "{fp}: bundle wiped before the store was replaced");
-            assert!(d.boot().join("image.key").exists(), "{fp}: key wiped before the store was replaced");
+            assert!(
+                d.boot().join("bundle").exists(),
+                "{fp}: bundle wiped before the store was replaced"
+            );
+            assert!(
+                d.boot().join("image.key").exists(),
+                "{fp}: key wiped before the store was replaced"
+            );
         }
         // The running system still unseals a complete set.
         d.ok("unseal");
         let live = d.live();
-        assert!(live == map(OLD) || live == map(NEW), "{fp}: live is {live:?}");
+        assert!(
+            live == map(OLD) || live == map(NEW),
+            "{fp}: live is {live:?}"
+        );
 
         // A rerun finishes the job.
         d.ok("run");
         assert_eq!(d.store(), map(NEW), "{fp}");
-        assert_eq!(d.live(), map(NEW), "{fp}: rotated secrets not live (removed one still there?)");
+        assert_eq!(
+            d.live(),
+            map(NEW),
+            "{fp}: rotated secrets not live (removed one still there?)"
+        );
         assert!(!d.boot().join("bundle").exists(), "{fp}: bundle left");
         assert!(!d.boot().join("image.key").exists(), "{fp}: key left");
         // No leftovers in the store directory.
@@ -164,8 +195,15 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.iter().filter(|n| n.starts_with("store-")).count(), 1, "{fp}: {names:?}");
-        assert!(!names.iter().any(|n| n.starts_with('.')), "{fp}: leftovers {names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("store-")).count(),
+            1,
+            "{fp}: {names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.starts_with('.')),
+            "{fp}: leftovers {names:?}"
+        );
     }
 }
 
@@ -186,7 +224,10 @@ fn older_or_replayed_bundles_are_refused() {
     let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing bundle") && err.contains("roll secrets back"), "{err}");
+    assert!(
+        err.contains("refusing bundle") && err.contains("roll secrets back"),
+        "{err}"
+    );
     assert_eq!(d.store(), map(NEW));
     // `run` reports it (exit 3) but still unseals the current store.
     let out = d.firstboot("run", None);
@@ -206,8 +247,21 @@ fn wrong_key_tampered_or_truncated_bundles_change_nothing() {
     let key = std::fs::read(d.boot().join("image.key")).unwrap();
 
     let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
-        (good.clone(), ImageKey::generate().to_file_text().as_bytes().to_vec(), "wrong image key"),
-        ({ let mut b = good.clone(); let n = b.len(); b[n - 1] ^= 1; b }, key.clone(), "modified or corrupted"),
+        (
+            good.clone(),
+            ImageKey::generate().to_file_text().as_bytes().to_vec(),
+            "wrong image key",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                let n = b.len();
+                b[n - 1] ^= 1;
+                b
+            },
+            key.clone(),
+            "modified or corrupted",
+        ),
         (good[..good.len() - 7].to_vec(), key.clone(), "truncated"),
         (good.clone(), b"not a key".to_vec(), "image key"),
     ];
@@ -235,7 +289,8 @@ fn wrong_key_tampered_or_truncated_bundles_change_nothing() {
 fn bundle_sealed_to_the_device_recipient_needs_no_key() {
     let d = Device::new();
     let out = d.firstboot("pubkey", None);
-    let recipient: age::x25519::Recipient = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let recipient: age::x25519::Recipient =
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     d.place(
         &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 5).unwrap(),
         None,
@@ -244,4 +299,3 @@ fn bundle_sealed_to_the_device_recipient_needs_no_key() {
     assert_eq!(d.live(), map(NEW));
     assert!(!d.boot().join("bundle").exists());
 }
-

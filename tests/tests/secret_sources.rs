@@ -25,7 +25,11 @@ fn write_recipe(dir: &Path, secrets: &str) -> PathBuf {
 
 fn build(recipe: &Path, out: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut c = Command::new(bin("build-image"));
-    c.arg("build").arg(recipe).arg("--out").arg(out).arg("--embed-key");
+    c.arg("build")
+        .arg(recipe)
+        .arg("--out")
+        .arg(out)
+        .arg("--embed-key");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -49,8 +53,17 @@ fn provision(out: &Path, root: &Path) {
             .unwrap();
         assert!(st.success());
     }
-    let out = Command::new(bin("sealed-firstboot")).arg("--root").arg(root).arg("run").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(root)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -59,7 +72,11 @@ fn command_and_dotenv_sources() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("site.env"), "# comment\nexport TOKEN='tok-MARKER-dotenv'\n").unwrap();
+    std::fs::write(
+        tmp.path().join("site.env"),
+        "# comment\nexport TOKEN='tok-MARKER-dotenv'\n",
+    )
+    .unwrap();
     let recipe = write_recipe(
         tmp.path(),
         r#"
@@ -79,8 +96,14 @@ type = "multi-line"
     let r = build(&recipe, &out, &[("from_env", "line1\nenv-MARKER\n")]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     for m in ["cmd-MARKER-value", "tok-MARKER-dotenv", "env-MARKER"] {
-        assert!(!contains(&r.stdout, m.as_bytes()) && !contains(&r.stderr, m.as_bytes()), "{m} printed");
-        assert!(!file_contains(&out.join("t.img"), m.as_bytes()), "{m} in clear in the image");
+        assert!(
+            !contains(&r.stdout, m.as_bytes()) && !contains(&r.stderr, m.as_bytes()),
+            "{m} printed"
+        );
+        assert!(
+            !file_contains(&out.join("t.img"), m.as_bytes()),
+            "{m} in clear in the image"
+        );
     }
     let root = tmp.path().join("dev");
     provision(&out, &root);
@@ -107,7 +130,10 @@ source = { command = ["sh", "-c", "echo half-MARKER-secret; echo 'vault: permiss
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("vault: permission denied"), "{err}");
     assert!(err.contains("secret vault"), "{err}");
-    assert!(!err.contains("half-MARKER-secret"), "stdout of a failed command shown: {err}");
+    assert!(
+        !err.contains("half-MARKER-secret"),
+        "stdout of a failed command shown: {err}"
+    );
     assert!(!out.join("t.img").exists());
 }
 
@@ -125,12 +151,23 @@ type = "env"
 "#,
     );
     let out = tmp.path().join("out");
-    let r = build(&recipe, &out, &[("one", "a-MARKER\nsecond-line"), ("envf", "A=1\n")]);
+    let r = build(
+        &recipe,
+        &out,
+        &[("one", "a-MARKER\nsecond-line"), ("envf", "A=1\n")],
+    );
     assert_eq!(r.status.code(), Some(5));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("secret one (single-line)") && err.contains("line break"), "{err}");
+    assert!(
+        err.contains("secret one (single-line)") && err.contains("line break"),
+        "{err}"
+    );
     assert!(!err.contains("a-MARKER"), "{err}");
-    let r = build(&recipe, &out, &[("one", "ok"), ("envf", "A=1\nnot an assignment-MARKER\n")]);
+    let r = build(
+        &recipe,
+        &out,
+        &[("one", "ok"), ("envf", "A=1\nnot an assignment-MARKER\n")],
+    );
     assert_eq!(r.status.code(), Some(5));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("line 2 is not KEY=VALUE"), "{err}");
@@ -172,8 +209,14 @@ required = false
     assert_eq!(out.status.code(), Some(4));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(!table.contains("value-MARKER"));
-    assert!(table.contains("set the environment variable SI_TEST_ABSENT"), "{table}");
-    assert!(table.contains("create the file") && table.contains("nope.pem"), "{table}");
+    assert!(
+        table.contains("set the environment variable SI_TEST_ABSENT"),
+        "{table}"
+    );
+    assert!(
+        table.contains("create the file") && table.contains("nope.pem"),
+        "{table}"
+    );
     assert_eq!(table.matches('✓').count(), 1, "{table}");
     assert_eq!(table.matches('✗').count(), 3, "{table}");
     let json = Command::new(bin("build-image"))
@@ -196,7 +239,12 @@ required = false
 
 #[test]
 fn yescrypt_password_is_hashed_at_build_time_and_verifies_with_crypt() {
-    for (t, p) in [("mcopy", "mtools"), ("sfdisk", "fdisk"), ("perl", "perl"), ("mkpasswd", "whois")] {
+    for (t, p) in [
+        ("mcopy", "mtools"),
+        ("sfdisk", "fdisk"),
+        ("perl", "perl"),
+        ("mkpasswd", "whois"),
+    ] {
         if !require_tool(t, p) {
             return;
         }
@@ -222,7 +270,12 @@ description = "hash for chpasswd -e / usermod -p"
     // libxcrypt's crypt(3), through perl, accepts the hash for the password…
     let verify = |pw: &str| {
         let o = Command::new("perl")
-            .args(["-e", "print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 'ok' : 'no'", pw, &hash])
+            .args([
+                "-e",
+                "print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 'ok' : 'no'",
+                pw,
+                &hash,
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -235,15 +288,30 @@ description = "hash for chpasswd -e / usermod -p"
     let salt = &setting[setting.rfind('$').unwrap() + 1..];
     let params = setting.split('$').nth(2).unwrap();
     let o = Command::new("mkpasswd")
-        .args(["-m", "yescrypt", "-R", &params_rounds(params), "-S", salt, password])
+        .args([
+            "-m",
+            "yescrypt",
+            "-R",
+            &params_rounds(params),
+            "-S",
+            salt,
+            password,
+        ])
         .output()
         .unwrap();
     if o.status.success() {
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), hash, "mkpasswd disagrees");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            hash,
+            "mkpasswd disagrees"
+        );
     }
     // The plaintext password reached neither the image nor the device.
     assert!(!file_contains(&out.join("t.img"), password.as_bytes()));
-    assert!(files_containing(&root, password.as_bytes()).is_empty(), "plaintext on the device");
+    assert!(
+        files_containing(&root, password.as_bytes()).is_empty(),
+        "plaintext on the device"
+    );
 }
 
 /// mkpasswd's -R for yescrypt is the cost factor encoded in `j9T`'s middle

@@ -18,7 +18,9 @@ pub enum BundleError {
     TrailingData { extra: u64 },
     #[error("bundle is too large: {size} bytes (limit {limit})")]
     TooLarge { size: u64, limit: u64 },
-    #[error("wrong image key: the bundle was sealed under key id {expected}, this key has id {actual}")]
+    #[error(
+        "wrong image key: the bundle was sealed under key id {expected}, this key has id {actual}"
+    )]
     WrongKey { expected: String, actual: String },
     #[error("bundle failed authentication: it was modified or corrupted after sealing")]
     Tampered,

@@ -33,7 +33,10 @@ pub struct Header {
 impl Header {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
-        let mut w = Writer { buf: &mut out, pos: 0 };
+        let mut w = Writer {
+            buf: &mut out,
+            pos: 0,
+        };
         w.put(&MAGIC);
         w.put(&self.version.to_le_bytes());
         w.put(&self.flags.to_le_bytes());

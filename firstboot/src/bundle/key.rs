@@ -114,10 +114,10 @@ impl ImageKey {
                 meta.len()
             )));
         }
-        let bytes = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| BundleError::io(format!("reading image key {}", path.display()), e))?,
-        );
+        let bytes =
+            Zeroizing::new(std::fs::read(path).map_err(|e| {
+                BundleError::io(format!("reading image key {}", path.display()), e)
+            })?);
         ImageKey::from_file_text(&bytes)
     }
 }

@@ -98,7 +98,10 @@ impl Manifest {
             validate_account(&s.group)
                 .map_err(|e| BundleError::Manifest(format!("secret {}: group {e}", s.name)))?;
             if !names.insert(s.name.as_str()) {
-                return Err(BundleError::Manifest(format!("duplicate secret name {}", s.name)));
+                return Err(BundleError::Manifest(format!(
+                    "duplicate secret name {}",
+                    s.name
+                )));
             }
             if !paths.insert(s.path.as_str()) {
                 return Err(BundleError::Manifest(format!(

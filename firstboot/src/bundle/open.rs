@@ -69,15 +69,14 @@ pub fn open_with(bytes: &[u8], with: OpenWith<'_>) -> Result<Opened, BundleError
                     actual: expected.to_string(),
                 });
             }
-            let mut inner = Zeroizing::new(age::decrypt(identity, ciphertext).map_err(|e| {
-                match e {
+            let mut inner =
+                Zeroizing::new(age::decrypt(identity, ciphertext).map_err(|e| match e {
                     age::DecryptError::NoMatchingKeys => BundleError::WrongKey {
                         expected: header.key_id.to_string(),
                         actual: expected.to_string(),
                     },
                     _ => BundleError::Tampered,
-                }
-            })?);
+                })?);
             // age does not cover the clear header: the sealed copy must match.
             let mut bound = header.clone();
             bound.ciphertext_len = 0;

@@ -51,7 +51,11 @@ impl Contents {
             ));
         }
         for t in &self.manifest.templates {
-            let text = self.values.get(&t.name).map(|v| v.as_slice()).unwrap_or_default();
+            let text = self
+                .values
+                .get(&t.name)
+                .map(|v| v.as_slice())
+                .unwrap_or_default();
             for name in super::template::placeholders(text)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?
             {
@@ -79,7 +83,8 @@ impl Contents {
         let capacity = padded(manifest.len())
             + self.values.values().map(|v| padded(v.len())).sum::<usize>()
             + 1024;
-        let mut builder = tar::Builder::new(SecretBuf(Zeroizing::new(Vec::with_capacity(capacity))));
+        let mut builder =
+            tar::Builder::new(SecretBuf(Zeroizing::new(Vec::with_capacity(capacity))));
         append(&mut builder, MANIFEST_MEMBER, &manifest)?;
         for (name, value) in &self.values {
             append(&mut builder, &format!("{SECRET_PREFIX}{name}"), value)?;
@@ -108,11 +113,11 @@ impl Contents {
         for entry in entries {
             let mut entry = entry.map_err(|e| BundleError::Payload(format!("archive: {e}")))?;
             if entry.header().entry_type() != tar::EntryType::Regular {
-                return Err(BundleError::Payload("archive holds a non-regular member".into()));
+                return Err(BundleError::Payload(
+                    "archive holds a non-regular member".into(),
+                ));
             }
-            let path = entry
-                .path_bytes()
-                .into_owned();
+            let path = entry.path_bytes().into_owned();
             let path = String::from_utf8(path)
                 .map_err(|_| BundleError::Payload("member name is not UTF-8".into()))?;
             let size = entry

@@ -70,7 +70,8 @@ pub(crate) fn seal_plaintext(
             header.key_id = recipient_key_id(recipient);
             // age does not authenticate our clear header, so a copy of it
             // travels inside the age payload and must match on open.
-            let mut inner = zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + plaintext.len()));
+            let mut inner =
+                zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + plaintext.len()));
             inner.extend_from_slice(&header.to_bytes());
             inner.extend_from_slice(plaintext);
             age::encrypt(recipient, &inner).map_err(|e| BundleError::Age(e.to_string()))?
@@ -84,5 +85,8 @@ pub(crate) fn seal_plaintext(
 }
 
 pub(crate) fn recipient_key_id(recipient: &age::x25519::Recipient) -> KeyId {
-    KeyId::of_public("sealed-image recipient id v1\0", recipient.to_string().as_bytes())
+    KeyId::of_public(
+        "sealed-image recipient id v1\0",
+        recipient.to_string().as_bytes(),
+    )
 }

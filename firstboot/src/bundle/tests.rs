@@ -18,7 +18,10 @@ fn entry(name: &str, kind: SecretType) -> SecretEntry {
 
 fn sample() -> Contents {
     let mut values = BTreeMap::new();
-    values.insert("wifi_psk".to_string(), Zeroizing::new(b"MARKER-psk".to_vec()));
+    values.insert(
+        "wifi_psk".to_string(),
+        Zeroizing::new(b"MARKER-psk".to_vec()),
+    );
     values.insert("cert".to_string(), Zeroizing::new(vec![0u8, 1, 2, 255]));
     Contents {
         manifest: Manifest {
@@ -128,7 +131,11 @@ fn unknown_version_is_named() {
     let mut bundle = seal(&key, &sample(), 42).unwrap();
     bundle[8..10].copy_from_slice(&2u16.to_le_bytes());
     let err = open(&bundle, &key).unwrap_err();
-    assert!(err.to_string().contains("unsupported bundle format version 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unsupported bundle format version 2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,10 +143,26 @@ fn errors_are_distinct() {
     let msgs = [
         BundleError::BadMagic.to_string(),
         BundleError::Tampered.to_string(),
-        BundleError::TruncatedHeader { len: 1, header: HEADER_LEN }.to_string(),
-        BundleError::TruncatedCiphertext { declared: 2, actual: 1 }.to_string(),
-        BundleError::UnsupportedVersion { found: 2, supported: 1 }.to_string(),
-        BundleError::WrongKey { expected: "a".into(), actual: "b".into() }.to_string(),
+        BundleError::TruncatedHeader {
+            len: 1,
+            header: HEADER_LEN,
+        }
+        .to_string(),
+        BundleError::TruncatedCiphertext {
+            declared: 2,
+            actual: 1,
+        }
+        .to_string(),
+        BundleError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        }
+        .to_string(),
+        BundleError::WrongKey {
+            expected: "a".into(),
+            actual: "b".into(),
+        }
+        .to_string(),
     ];
     let unique: std::collections::BTreeSet<_> = msgs.iter().collect();
     assert_eq!(unique.len(), msgs.len());
@@ -165,7 +188,10 @@ fn decompression_bomb_is_refused() {
         Zeroizing::new(vec![0u8; limits::MAX_SECRET_BYTES as usize]),
     );
     let mut contents = Contents {
-        manifest: Manifest { secrets: vec![entry("big", SecretType::File)], ..Default::default() },
+        manifest: Manifest {
+            secrets: vec![entry("big", SecretType::File)],
+            ..Default::default()
+        },
         values,
     };
     // One secret at the limit seals and opens.
@@ -175,7 +201,10 @@ fn decompression_bomb_is_refused() {
     // One byte more is refused at sealing, and a hand-made bundle with it
     // is refused at opening from the tar header, before allocation.
     contents.values.get_mut(&name).unwrap().push(0);
-    assert!(matches!(seal(&key, &contents, 1), Err(BundleError::Limit(_))));
+    assert!(matches!(
+        seal(&key, &contents, 1),
+        Err(BundleError::Limit(_))
+    ));
 }
 
 fn hostile(members: &[(&str, u64)]) -> Vec<u8> {
@@ -185,7 +214,8 @@ fn hostile(members: &[(&str, u64)]) -> Vec<u8> {
         h.set_size(*size);
         h.set_mode(0o600);
         h.set_cksum();
-        tar.append_data(&mut h, path, std::io::repeat(0).take(*size)).unwrap();
+        tar.append_data(&mut h, path, std::io::repeat(0).take(*size))
+            .unwrap();
     }
     let tar = tar.into_inner().unwrap();
     zstd::bulk::compress(&tar, 3).unwrap()
@@ -197,8 +227,14 @@ use std::io::Read;
 fn hostile_payloads_are_refused() {
     let key = ImageKey::generate();
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (hostile(&[("secrets/big", limits::MAX_SECRET_BYTES + 1)]), "limit"),
-        (hostile(&[("manifest.json", limits::MAX_MANIFEST_BYTES + 1)]), "limit"),
+        (
+            hostile(&[("secrets/big", limits::MAX_SECRET_BYTES + 1)]),
+            "limit",
+        ),
+        (
+            hostile(&[("manifest.json", limits::MAX_MANIFEST_BYTES + 1)]),
+            "limit",
+        ),
         (hostile(&[("etc/passwd", 4)]), "unexpected member"),
         (hostile(&[("secrets/a", 4)]), "no manifest"),
         (b"not zstd".to_vec(), "payload"),
@@ -206,11 +242,15 @@ fn hostile_payloads_are_refused() {
     for (plaintext, expect) in cases {
         let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &plaintext, 1).unwrap();
         let err = open(&bundle, &key).expect_err("hostile payload accepted");
-        assert!(err.to_string().contains(expect), "expected {expect:?}, got {err}");
+        assert!(
+            err.to_string().contains(expect),
+            "expected {expect:?}, got {err}"
+        );
     }
     // Many small members past the count limit.
-    let many: Vec<(String, u64)> =
-        (0..=limits::MAX_SECRETS).map(|i| (format!("secrets/s{i}"), 1)).collect();
+    let many: Vec<(String, u64)> = (0..=limits::MAX_SECRETS)
+        .map(|i| (format!("secrets/s{i}"), 1))
+        .collect();
     let refs: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &hostile(&refs), 1).unwrap();
     let err = open(&bundle, &key).unwrap_err();
