@@ -1,17 +1,19 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
-use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind};
+use crate::image::{
+    self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
+};
 use crate::output::{staging::Staging, sums};
 use crate::progress::Progress;
 use crate::recipe::{self, PartitionType, Recipe};
 use crate::secrets::{self, SecretsError};
 use sealed_firstboot::bundle::{self, BundleError, ImageKey, SealTo};
 use serde::Serialize;
-use std::os::unix::fs::OpenOptionsExt;
-use zeroize::Zeroize;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use zeroize::Zeroize;
 
 /// Where the bundle and embedded key go on the boot partition.
 pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
@@ -88,7 +90,11 @@ pub struct OutputFile {
 }
 
 /// Run a whole build. On any error nothing is left in the output directory.
-pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
+pub fn build(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    progress: &Progress,
+) -> Result<BuildReport, BuildError> {
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
@@ -151,9 +157,10 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &Progress) -> Resul
     let sums = sums::write_sums(staging.dir(), std::slice::from_ref(&img_name))
         .map_err(io_err("writing SHA256SUMS".into()))?;
     files.push("SHA256SUMS".into());
-    staging
-        .commit(&files)
-        .map_err(io_err(format!("moving outputs into {}", opts.out_dir.display())))?;
+    staging.commit(&files).map_err(io_err(format!(
+        "moving outputs into {}",
+        opts.out_dir.display()
+    )))?;
 
     Ok(BuildReport {
         image: opts.out_dir.join(&img_name),
@@ -202,7 +209,11 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
                 PartitionType::Esp | PartitionType::Fat => {
                     let mut files = Vec::new();
                     for (dest, src) in &p.files {
-                        collect_fat_files(&recipe.resolve(src), dest.trim_matches('/'), &mut files)?;
+                        collect_fat_files(
+                            &recipe.resolve(src),
+                            dest.trim_matches('/'),
+                            &mut files,
+                        )?;
                     }
                     if p.secrets {
                         files.extend(boot_files.take().unwrap_or_default());
@@ -212,7 +223,9 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
                         .as_deref()
                         .map(recipe::parse_u32_id)
                         .transpose()
-                        .map_err(|e| BuildError::Invalid(format!("partition {}: volume-id {e}", p.label)))?;
+                        .map_err(|e| {
+                            BuildError::Invalid(format!("partition {}: volume-id {e}", p.label))
+                        })?;
                     PartitionContent::Fat {
                         volume_label: p.label.to_uppercase().chars().take(11).collect(),
                         volume_id,
@@ -272,7 +285,11 @@ fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
-            let d = if dest.is_empty() { name.clone() } else { format!("{dest}/{name}") };
+            let d = if dest.is_empty() {
+                name.clone()
+            } else {
+                format!("{dest}/{name}")
+            };
             collect_fat_files(&e.path(), &d, out)?;
         }
     } else {

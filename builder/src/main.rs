@@ -90,10 +90,12 @@ enum Command {
         json: bool,
     },
     /// Compute a device's age recipient from its SSH host public key
-    #[command(after_help = "EXAMPLES:\n  ssh-keyscan -t ed25519 device.local | build-image pubkey --ssh-pubkey -\n  \
+    #[command(
+        after_help = "EXAMPLES:\n  ssh-keyscan -t ed25519 device.local | build-image pubkey --ssh-pubkey -\n  \
         build-image pubkey --ssh-pubkey /etc/ssh/ssh_host_ed25519_key.pub\n\n\
         The recipient equals what `sealed-firstboot pubkey` prints on a device with that\n\
-        host key (and what ssh-to-age computes); seal to it with `build --recipient`.")]
+        host key (and what ssh-to-age computes); seal to it with `build --recipient`."
+    )]
     Pubkey {
         /// File with ssh-ed25519 public key lines (authorized_keys, known_hosts or
         /// ssh-keyscan format), or - for standard input
@@ -101,9 +103,11 @@ enum Command {
         ssh_pubkey: PathBuf,
     },
     /// Check that every secret of a recipe can be found (never prints values)
-    #[command(after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
+    #[command(
+        after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
         build-image check recipe.toml --json | jq '.[] | select(.present | not)'\n\n\
-        Exit code 4 when a required secret is missing, 5 when one is invalid.")]
+        Exit code 4 when a required secret is missing, 5 when one is invalid."
+    )]
     Check {
         /// The recipe file (TOML)
         recipe: PathBuf,
@@ -141,7 +145,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 _ => exit::IMAGE,
             };
         }
-        if cause.downcast_ref::<build_image::recipe::RecipeError>().is_some() {
+        if cause
+            .downcast_ref::<build_image::recipe::RecipeError>()
+            .is_some()
+        {
             return exit::RECIPE;
         }
     }
@@ -173,10 +180,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let key_mode = match (embed_key, recipient) {
-                (_, Some(r)) => KeyMode::Recipient(
-                    age::x25519::Recipient::from_str(r.trim())
-                        .map_err(|e| anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}"))?,
-                ),
+                (_, Some(r)) => {
+                    KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
+                        anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}")
+                    })?)
+                }
                 (true, None) => KeyMode::Embedded,
                 (false, None) => KeyMode::Separate,
             };
@@ -224,8 +232,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Err(_) => build_image::image::BootSelector::Label(p),
                 },
             };
-            let report = build_image::inspect::inspect(&image, &selector, key.as_deref())
-                .map_err(|e| anyhow::Error::new(e).context(format!("inspecting {}", image.display())))?;
+            let report =
+                build_image::inspect::inspect(&image, &selector, key.as_deref()).map_err(|e| {
+                    anyhow::Error::new(e).context(format!("inspecting {}", image.display()))
+                })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -236,7 +246,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pubkey { ssh_pubkey } => {
             let mut text = String::new();
             if ssh_pubkey.as_os_str() == "-" {
-                std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading standard input")?;
             } else {
                 text = std::fs::read_to_string(&ssh_pubkey)
                     .with_context(|| format!("reading {}", ssh_pubkey.display()))?;
@@ -265,9 +277,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<2} {:<24} {:<11} {:<9} {:<34} DESCRIPTION", "", "SECRET", "TYPE", "REQUIRED", "SOURCE");
+                println!(
+                    "{:<2} {:<24} {:<11} {:<9} {:<34} DESCRIPTION",
+                    "", "SECRET", "TYPE", "REQUIRED", "SOURCE"
+                );
                 for r in &rows {
-                    let mark = if r.present && r.error.is_none() { "✓" } else { "✗" };
+                    let mark = if r.present && r.error.is_none() {
+                        "✓"
+                    } else {
+                        "✗"
+                    };
                     println!(
                         "{mark:<2} {:<24} {:<11} {:<9} {:<34} {}",
                         r.name,

@@ -124,9 +124,9 @@ pub fn collect(recipe: &Recipe) -> Result<Contents, SecretsError> {
                 continue;
             }
         };
-        let value = match normalise(name, s.kind, value)
-            .and_then(|v| process::apply(s.process, v).map_err(|reason| invalid(name, s.kind, reason)))
-        {
+        let value = match normalise(name, s.kind, value).and_then(|v| {
+            process::apply(s.process, v).map_err(|reason| invalid(name, s.kind, reason))
+        }) {
             Ok(v) => v,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -241,7 +241,9 @@ fn normalise(
                 return Err(err("value is not UTF-8 text"));
             }
             if v.iter().any(|&c| c == b'\n' || c == b'\r') {
-                return Err(err("value contains a line break; use type = \"multi-line\""));
+                return Err(err(
+                    "value contains a line break; use type = \"multi-line\"",
+                ));
             }
             if v.is_empty() {
                 return Err(err("value is empty"));
@@ -261,14 +263,13 @@ fn normalise(
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let key = line.split_once('=').map(|(k, _)| k).ok_or_else(|| {
-                    err(&format!("line {} is not KEY=VALUE", i + 1))
-                })?;
-                let key_ok = key
-                    .bytes()
-                    .enumerate()
-                    .all(|(j, c)| c == b'_' || c.is_ascii_alphabetic() || (j > 0 && c.is_ascii_digit()))
-                    && !key.is_empty();
+                let key = line
+                    .split_once('=')
+                    .map(|(k, _)| k)
+                    .ok_or_else(|| err(&format!("line {} is not KEY=VALUE", i + 1)))?;
+                let key_ok = key.bytes().enumerate().all(|(j, c)| {
+                    c == b'_' || c.is_ascii_alphabetic() || (j > 0 && c.is_ascii_digit())
+                }) && !key.is_empty();
                 if !key_ok {
                     return Err(err(&format!(
                         "line {}: key is not a valid environment variable name",

@@ -29,7 +29,9 @@ pub fn fetch(name: &str, argv: &[String], cwd: &Path) -> Result<Fetched, SourceE
             name: name.into(),
             program: program.clone(),
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim_end().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr)
+                .trim_end()
+                .to_string(),
         });
     }
     Ok(Fetched::Found(stdout))

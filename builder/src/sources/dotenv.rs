@@ -43,7 +43,8 @@ pub fn fetch(name: &str, path: &Path, key: &str) -> Result<Fetched, SourceError>
         }
         let v = v.trim();
         let value = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {

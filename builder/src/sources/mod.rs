@@ -16,7 +16,9 @@ use zeroize::Zeroizing;
 pub enum Fetched {
     Found(Zeroizing<Vec<u8>>),
     /// Not there; the text says how to provide it.
-    Missing { how: String },
+    Missing {
+        how: String,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -65,7 +67,9 @@ pub fn describe(recipe: &Recipe, spec: &SourceSpec) -> String {
     match spec {
         SourceSpec::Env(var) => format!("env {var}"),
         SourceSpec::File(p) => format!("file {}", recipe.resolve(p).display()),
-        SourceSpec::Command(argv) => format!("command {}", argv.first().map(String::as_str).unwrap_or("")),
+        SourceSpec::Command(argv) => {
+            format!("command {}", argv.first().map(String::as_str).unwrap_or(""))
+        }
         SourceSpec::Dotenv { file, key } => format!(
             "dotenv {} {}",
             recipe.resolve(file).display(),
