@@ -5,19 +5,15 @@ use crate::image::{
 };
 use crate::output::{staging::Staging, sums};
 use crate::progress::Progress;
+use crate::seal;
 use crate::recipe::{self, PartitionType, Recipe};
 use crate::secrets::{self, SecretsError};
-use sealed_firstboot::bundle::{self, BundleError, ImageKey, SealTo};
+use sealed_firstboot::bundle::BundleError;
 use serde::Serialize;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use zeroize::Zeroize;
 
-/// Where the bundle and embedded key go on the boot partition.
-pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
-pub const EMBEDDED_KEY_PATH: &str = "sealed-secrets/image.key";
+pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -37,21 +33,12 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("{} device(s) cannot be built:\n{}", .0.len(), .0.iter().map(|(d, e)| format!("device {d}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Fleet(Vec<(String, SecretsError)>),
 }
 
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
+pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
     move |source| BuildError::Io { context, source }
-}
-
-/// How the image key is handled.
-#[derive(Debug, Clone)]
-pub enum KeyMode {
-    /// `NAME.key` beside the image (0600); the default.
-    Separate,
-    /// The key is stored on the boot partition next to the bundle.
-    Embedded,
-    /// Sealed straight to a device's age recipient: no image key at all.
-    Recipient(age::x25519::Recipient),
 }
 
 pub struct BuildOptions {
@@ -95,21 +82,13 @@ pub fn build(
     opts: &BuildOptions,
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
+    recipe.validate_layout()?;
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
-    let (bundle_bytes, key) = match &opts.key_mode {
-        KeyMode::Recipient(r) => (
-            bundle::seal_with(SealTo::Recipient(r), &contents, opts.created_at)?,
-            None,
-        ),
-        KeyMode::Separate | KeyMode::Embedded => {
-            let key = ImageKey::generate();
-            (bundle::seal(&key, &contents, opts.created_at)?, Some(key))
-        }
-    };
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
     drop(contents);
-    let header = bundle::Header::parse(&bundle_bytes)?;
+    let header = &sealed.header;
 
     let name = &recipe.image.name;
     let staging = Staging::new(&opts.out_dir, name)
@@ -117,39 +96,23 @@ pub fn build(
     let img_name = format!("{name}.img");
     let key_name = format!("{name}.key");
 
-    let mut boot_files = vec![FatFile {
-        path: BUNDLE_PATH.into(),
-        data: bundle_bytes,
-    }];
-    if let (KeyMode::Embedded, Some(k)) = (&opts.key_mode, &key) {
-        boot_files.push(FatFile {
-            path: EMBEDDED_KEY_PATH.into(),
-            data: k.to_file_text().as_bytes().to_vec(),
-        });
-    }
-    let mut layout = layout(recipe, boot_files)?;
+    let mut layout = layout(recipe, sealed.boot_files())?;
     progress.step("assembling the image");
     let assembled = image::assemble(&staging.path(&img_name), &layout);
     // The embedded key's copy in the layout is zeroized whatever happened.
     for p in &mut layout.partitions {
         if let PartitionContent::Fat { files, .. } = &mut p.content {
-            files.iter_mut().for_each(|f| f.data.zeroize());
+            seal::zeroize_files(files);
         }
     }
     let assembled = assembled?;
 
     let mut files = vec![img_name.clone()];
-    if let (KeyMode::Separate, Some(k)) = (&opts.key_mode, &key) {
-        let path = staging.path(&key_name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(format!("writing {}", path.display())))?;
-        f.write_all(k.to_file_text().as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(io_err(format!("writing {}", path.display())))?;
+    let key_path = staging.path(&key_name);
+    if sealed
+        .write_key_file(&key_path)
+        .map_err(io_err(format!("writing {}", key_path.display())))?
+    {
         files.push(key_name.clone());
     }
     progress.step("writing checksums");
@@ -165,29 +128,30 @@ pub fn build(
     Ok(BuildReport {
         image: opts.out_dir.join(&img_name),
         key: matches!(opts.key_mode, KeyMode::Separate).then(|| opts.out_dir.join(&key_name)),
-        key_mode: match opts.key_mode {
-            KeyMode::Separate => "separate",
-            KeyMode::Embedded => "embedded",
-            KeyMode::Recipient(_) => "recipient",
-        },
+        key_mode: opts.key_mode.name(),
         bundle_id: header.bundle_id_hex(),
         key_id: header.key_id.to_string(),
         created_at: header.created_at,
         image_size: assembled.size,
-        secrets: recipe
-            .secrets
-            .iter()
-            .map(|(n, s)| SecretSummary {
-                name: n.clone(),
-                kind: s.kind.to_string(),
-                path: recipe.device_path(n, s),
-            })
-            .collect(),
+        secrets: secret_summaries(recipe),
         files: sums
             .into_iter()
             .map(|(name, sha256)| OutputFile { name, sha256 })
             .collect(),
     })
+}
+
+/// Names, types and device paths of a recipe's secrets (never values).
+pub fn secret_summaries(recipe: &Recipe) -> Vec<SecretSummary> {
+    recipe
+        .secrets
+        .iter()
+        .map(|(n, s)| SecretSummary {
+            name: n.clone(),
+            kind: s.kind.to_string(),
+            path: recipe.device_path(n, s),
+        })
+        .collect()
 }
 
 /// Turn the recipe's partitions into an image layout; the secrets partition

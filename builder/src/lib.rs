@@ -6,11 +6,15 @@
 //! writes checksums and moves results into place; [`build`] runs the flow.
 
 pub mod build;
+pub mod devices;
+pub mod fleet;
 pub mod image;
+pub mod inject;
 pub mod inspect;
 pub mod output;
 pub mod process;
 pub mod progress;
 pub mod recipe;
+pub mod seal;
 pub mod secrets;
 pub mod sources;

@@ -70,6 +70,54 @@ enum Command {
         /// Print nothing on success
         #[arg(long, short)]
         quiet: bool,
+        /// Fleet build: one image per device listed in FILE (TOML or .csv), each
+        /// with its own image key, into OUT/DEVICE/
+        #[arg(long, value_name = "FILE")]
+        devices: Option<PathBuf>,
+        /// With --devices: build only shard I of N (1-based), for a CI job matrix
+        #[arg(long, value_name = "I/N", requires = "devices")]
+        shard: Option<String>,
+        /// With --devices: write OUT/DEVICE/sealed-secrets/bundle (+ key) instead
+        /// of images, for `inject` or `flash`
+        #[arg(long, requires = "devices")]
+        bundles_only: bool,
+    },
+    /// Seal a recipe's secrets into an existing image (.img or .img.zst)
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image inject raspios-lite.img.zst --recipe pi.toml\n      \
+        → raspios-lite.sealed.img.zst and raspios-lite.sealed.key\n  \
+        build-image inject disk.img --recipe r.toml --in-place --partition bootfs\n\n\
+        The FAT boot partition is written in place (no root, no loop device, no mount);\n\
+        every other byte of the image stays identical. The recipe's [[partition]]\n\
+        tables are not needed: only [image] name and the secrets.")]
+    Inject {
+        /// The existing image: .img, or .img.zst (then the output is .img.zst too)
+        image: PathBuf,
+        /// The recipe with the secrets
+        #[arg(long, value_name = "FILE")]
+        recipe: PathBuf,
+        /// Output image (default: NAME.sealed.img[.zst] beside the input)
+        #[arg(long, short, value_name = "FILE", conflicts_with = "in_place")]
+        output: Option<PathBuf>,
+        /// Replace the input image (atomically, through a temporary copy)
+        #[arg(long)]
+        in_place: bool,
+        /// The FAT boot partition: its number, or its GPT name / FAT label
+        /// (default: the ESP, else the only FAT partition)
+        #[arg(long, value_name = "N|LABEL")]
+        partition: Option<String>,
+        /// Store the image key on the boot partition (weaker, see README)
+        #[arg(long, conflicts_with = "recipient")]
+        embed_key: bool,
+        /// Seal straight to a known device's age recipient
+        #[arg(long, value_name = "AGE1…")]
+        recipient: Option<String>,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+        /// Print nothing on success
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Show an image's partitions, boot partition and bundle header; with
     /// --key, its manifest (names, types, paths, owners; never values)
@@ -135,6 +183,9 @@ fn main() -> ExitCode {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
     for cause in e.chain() {
         if let Some(b) = cause.downcast_ref::<BuildError>() {
             return match b {
@@ -142,6 +193,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 BuildError::Secrets(SecretsError::Missing(_)) => exit::MISSING_SECRETS,
                 BuildError::Secrets(_) => exit::SECRET_INVALID,
                 BuildError::Invalid(_) => exit::RECIPE,
+                BuildError::Fleet(f) if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) => {
+                    exit::MISSING_SECRETS
+                }
+                BuildError::Fleet(_) => exit::SECRET_INVALID,
                 _ => exit::IMAGE,
             };
         }
@@ -168,6 +223,36 @@ fn created_at() -> Result<u64> {
     }
 }
 
+/// Marks an error as a usage error (exit code 2).
+#[derive(Debug)]
+struct UsageError;
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid arguments")
+    }
+}
+
+fn key_mode(embed_key: bool, recipient: Option<String>) -> Result<KeyMode> {
+    Ok(match (embed_key, recipient) {
+        (_, Some(r)) => KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
+            anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}").context(UsageError)
+        })?),
+        (true, None) => KeyMode::Embedded,
+        (false, None) => KeyMode::Separate,
+    })
+}
+
+fn selector(partition: Option<String>) -> build_image::image::BootSelector {
+    match partition {
+        None => build_image::image::BootSelector::Auto,
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) => build_image::image::BootSelector::Index(n),
+            Err(_) => build_image::image::BootSelector::Label(p),
+        },
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build {
@@ -177,17 +262,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             recipient,
             json,
             quiet,
+            devices,
+            shard,
+            bundles_only,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
-            let key_mode = match (embed_key, recipient) {
-                (_, Some(r)) => {
-                    KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
-                        anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}")
-                    })?)
+            let key_mode = key_mode(embed_key, recipient)?;
+            if let Some(devices) = devices {
+                let names = recipe.secrets.keys().cloned().collect();
+                let list = build_image::devices::load(&devices, &names)
+                    .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+                let shard = shard
+                    .as_deref()
+                    .map(build_image::devices::parse_shard)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
+                let list = build_image::devices::shard(list, shard);
+                let opts = build_image::fleet::FleetOptions {
+                    out_dir: out,
+                    key_mode,
+                    created_at: created_at()?,
+                    bundles_only,
+                };
+                let progress = build_image::progress::Progress::new(quiet || json);
+                let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
+                progress.finish();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else if !quiet {
+                    for d in &report.devices {
+                        eprintln!("built {} ({}, bundle {})", d.dir.display(), d.key_mode, d.bundle_id);
+                    }
                 }
-                (true, None) => KeyMode::Embedded,
-                (false, None) => KeyMode::Separate,
-            };
+                return Ok(ExitCode::SUCCESS);
+            }
             let opts = BuildOptions {
                 out_dir: out,
                 key_mode,
@@ -215,6 +323,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "image key embedded in the image: anyone with the image file can read the secrets"
                     ),
                     None => eprintln!("sealed to the device recipient: only that device can open it"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject {
+            image,
+            recipe,
+            output,
+            in_place,
+            partition,
+            embed_key,
+            recipient,
+            json,
+            quiet,
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let opts = build_image::inject::InjectOptions {
+                output,
+                in_place,
+                selector: selector(partition),
+                key_mode: key_mode(embed_key, recipient)?,
+                created_at: created_at()?,
+            };
+            let progress = build_image::progress::Progress::new(quiet || json);
+            let report = build_image::inject::inject(&recipe, &image, &opts, &Default::default(), &progress)?;
+            progress.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                eprintln!(
+                    "sealed {} secrets into {} (boot partition {}, bundle {})",
+                    report.secrets.len(),
+                    report.image.display(),
+                    report.boot_partition,
+                    report.bundle_id
+                );
+                if let Some(k) = &report.key {
+                    eprintln!("image key: {} (mode 0600): keep it apart from the image", k.display());
                 }
             }
             Ok(ExitCode::SUCCESS)

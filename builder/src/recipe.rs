@@ -224,8 +224,36 @@ impl Recipe {
                 self.image.name
             )));
         }
+        for (name, s) in &self.secrets {
+            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
+            let path = self.device_path(name, s);
+            sealed_firstboot::bundle::validate_device_path(&path)
+                .map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
+            if s.process == Process::MkpasswdYescrypt && s.kind != SecretType::SingleLine {
+                return Err(self.invalid(format!(
+                    "secret {name}: process = \"mkpasswd-yescrypt\" needs type = \"single-line\""
+                )));
+            }
+        }
+        for (name, t) in &self.templates {
+            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            if self.secrets.contains_key(name) {
+                return Err(self.invalid(format!(
+                    "template {name}: a secret has the same name; names are shared"
+                )));
+            }
+            parse_mode(&t.mode).map_err(|e| self.invalid(format!("template {name}: {e}")))?;
+            sealed_firstboot::bundle::validate_device_path(&t.path)
+                .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The partition rules `build` needs (`inject` uses only the secrets).
+    pub fn validate_layout(&self) -> Result<(), RecipeError> {
         if self.partitions.is_empty() {
-            return Err(self.invalid("the recipe has no [[partition]]".into()));
+            return Err(self.invalid("the recipe has no [[partition]]: `build` assembles an image from them (use `inject` to seal into an existing image)".into()));
         }
         let holders: Vec<_> = self.partitions.iter().filter(|p| p.secrets).collect();
         if holders.len() != 1 {
@@ -260,29 +288,6 @@ impl Recipe {
                     "{what}: the secrets partition is built by build-image; drop `image`"
                 )));
             }
-        }
-        for (name, s) in &self.secrets {
-            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
-            parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
-            let path = self.device_path(name, s);
-            sealed_firstboot::bundle::validate_device_path(&path)
-                .map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
-            if s.process == Process::MkpasswdYescrypt && s.kind != SecretType::SingleLine {
-                return Err(self.invalid(format!(
-                    "secret {name}: process = \"mkpasswd-yescrypt\" needs type = \"single-line\""
-                )));
-            }
-        }
-        for (name, t) in &self.templates {
-            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
-            if self.secrets.contains_key(name) {
-                return Err(self.invalid(format!(
-                    "template {name}: a secret has the same name; names are shared"
-                )));
-            }
-            parse_mode(&t.mode).map_err(|e| self.invalid(format!("template {name}: {e}")))?;
-            sealed_firstboot::bundle::validate_device_path(&t.path)
-                .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
         Ok(())
     }

@@ -95,16 +95,36 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
         .collect()
 }
 
+/// A per-device value or source that replaces the recipe's source of a
+/// secret (fleet builds).
+pub enum Override {
+    Value(Zeroizing<Vec<u8>>),
+    Source(SourceSpec),
+}
+
 /// Collect all values into bundle contents, or fail listing every missing
 /// required secret.
 pub fn collect(recipe: &Recipe) -> Result<Contents, SecretsError> {
+    collect_with(recipe, &BTreeMap::new())
+}
+
+/// [`collect`], with per-device overrides taking the place of the recipe's
+/// sources.
+pub fn collect_with(
+    recipe: &Recipe,
+    overrides: &BTreeMap<String, Override>,
+) -> Result<Contents, SecretsError> {
     let mut missing = Vec::new();
     let mut values = BTreeMap::new();
     let mut entries = Vec::new();
     let mut first_error = None;
     for (name, s) in &recipe.secrets {
-        let spec: SourceSpec = sources::effective(name, s.source.as_ref());
-        let fetched = match sources::fetch(recipe, name, &spec) {
+        let fetched = match overrides.get(name) {
+            Some(Override::Value(v)) => Ok(Fetched::Found(v.clone())),
+            Some(Override::Source(spec)) => sources::fetch(recipe, name, spec),
+            None => sources::fetch(recipe, name, &sources::effective(name, s.source.as_ref())),
+        };
+        let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {
                 first_error.get_or_insert(SecretsError::Source(e));

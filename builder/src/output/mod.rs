@@ -1,5 +1,9 @@
 //! Build outputs beside the image: checksums (and later .img.zst, .bmap,
 //! build.json).
 
+pub mod bmap;
+pub mod manifest;
+pub mod sparse;
 pub mod staging;
 pub mod sums;
+pub mod zst;

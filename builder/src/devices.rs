@@ -1,0 +1,320 @@
+//! The devices file of a fleet build: one entry per device with its name,
+//! optional known age recipient, and per-device secret values or sources.
+//!
+//! TOML:
+//! ```toml
+//! [[device]]
+//! name = "kiosk-001"
+//! recipient = "age1…"                       # optional: seal straight to it
+//! secrets.api_token = { env = "KIOSK_001_TOKEN" }
+//! secrets.wifi_psk = { value = "…" }
+//! secrets.tls_key = { file = "certs/kiosk-001.pem" }
+//! ```
+//! CSV (header row; columns `name`, optional `recipient`, then one column
+//! per secret holding literal values; an empty cell keeps the recipe's source):
+//! ```text
+//! name,recipient,api_token
+//! kiosk-001,,tok-1
+//! ```
+
+use crate::recipe::SourceSpec;
+use crate::secrets::Override;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Error)]
+pub enum DevicesError {
+    #[error("reading devices file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesToml {
+    device: Vec<DeviceToml>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceToml {
+    name: String,
+    recipient: Option<String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, DeviceSecret>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum DeviceSecret {
+    Value(String),
+    Env(String),
+    File(PathBuf),
+    Command(Vec<String>),
+    Dotenv { file: PathBuf, key: Option<String> },
+}
+
+impl std::fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceSecret(..)")
+    }
+}
+
+/// One device of the fleet.
+pub struct Device {
+    pub name: String,
+    pub recipient: Option<age::x25519::Recipient>,
+    pub overrides: BTreeMap<String, Override>,
+}
+
+/// Read a devices file (`.csv` by extension, TOML otherwise). `secrets` are
+/// the recipe's secret names: a device may only set those.
+pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, DevicesError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        DevicesError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?);
+    let invalid = |message: String| DevicesError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let devices = if path.extension().is_some_and(|e| e == "csv") {
+        parse_csv(&text).map_err(invalid)?
+    } else {
+        let parsed: DevicesToml = toml::from_str(&text).map_err(|e| {
+            // toml errors quote the offending line, which may hold a value.
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            invalid(match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            })
+        })?;
+        parsed
+            .device
+            .into_iter()
+            .map(|d| {
+                let overrides = d
+                    .secrets
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let o = match v {
+                            DeviceSecret::Value(s) => Override::Value(Zeroizing::new(s.into_bytes())),
+                            DeviceSecret::Env(v) => Override::Source(SourceSpec::Env(v)),
+                            DeviceSecret::File(p) => Override::Source(SourceSpec::File(base.join(p))),
+                            DeviceSecret::Command(c) => Override::Source(SourceSpec::Command(c)),
+                            DeviceSecret::Dotenv { file, key } => Override::Source(SourceSpec::Dotenv {
+                                file: base.join(file),
+                                key,
+                            }),
+                        };
+                        (k, o)
+                    })
+                    .collect();
+                (d.name, d.recipient, overrides)
+            })
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (name, recipient, overrides) in devices {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(invalid(format!(
+                "device name {name:?}: use letters, digits, '_', '-' or '.' (it names a directory)"
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(invalid(format!("device {name} is listed twice")));
+        }
+        for k in overrides.keys() {
+            if !secrets.contains(k) {
+                return Err(invalid(format!(
+                    "device {name}: secret {k} is not in the recipe"
+                )));
+            }
+        }
+        let recipient = match recipient.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            None => None,
+            Some(r) => Some(age::x25519::Recipient::from_str(r).map_err(|e| {
+                invalid(format!("device {name}: recipient is not an age X25519 recipient: {e}"))
+            })?),
+        };
+        out.push(Device {
+            name,
+            recipient,
+            overrides,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid("no devices listed".into()));
+    }
+    Ok(out)
+}
+
+type Parsed = (String, Option<String>, BTreeMap<String, Override>);
+
+fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or("the CSV file is empty")?;
+    let header = split_csv(header).map_err(|e| format!("line 1: {e}"))?;
+    if header.first().map(String::as_str) != Some("name") {
+        return Err("line 1: the first column must be `name`".into());
+    }
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        let cells = split_csv(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if cells.len() != header.len() {
+            return Err(format!(
+                "line {}: {} cells, the header has {}",
+                i + 1,
+                cells.len(),
+                header.len()
+            ));
+        }
+        let mut name = String::new();
+        let mut recipient = None;
+        let mut overrides = BTreeMap::new();
+        for (col, cell) in header.iter().zip(cells) {
+            match col.as_str() {
+                "name" => name = cell,
+                "recipient" => recipient = Some(cell),
+                secret if !cell.is_empty() => {
+                    overrides.insert(secret.to_string(), Override::Value(Zeroizing::new(cell.into_bytes())));
+                }
+                _ => {}
+            }
+        }
+        out.push((name, recipient, overrides));
+    }
+    Ok(out)
+}
+
+/// Split one CSV line: commas, double-quoted cells with `""` escapes.
+fn split_csv(line: &str) -> Result<Vec<String>, String> {
+    let mut cells = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if cur.is_empty() => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            ('"', true) => {
+                quoted = false;
+                if !matches!(chars.peek(), None | Some(',')) {
+                    return Err("text after a closing quote".into());
+                }
+            }
+            (',', false) => cells.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    cells.push(cur);
+    Ok(cells)
+}
+
+/// Parse `--shard i/n` (1-based).
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or("--shard takes I/N, e.g. 2/4")?;
+    let i: usize = i.trim().parse().map_err(|_| "--shard: I is not a number")?;
+    let n: usize = n.trim().parse().map_err(|_| "--shard: N is not a number")?;
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("--shard {s}: need 1 <= I <= N"));
+    }
+    Ok((i, n))
+}
+
+/// The devices of shard `i` of `n`: every n-th device starting at i-1, so
+/// shards stay balanced and stable when devices are appended.
+pub fn shard<T>(devices: Vec<T>, shard: Option<(usize, usize)>) -> Vec<T> {
+    match shard {
+        None => devices,
+        Some((i, n)) => devices
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i - 1)
+            .map(|(_, d)| d)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> BTreeSet<String> {
+        ["wifi", "token"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn toml_and_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("d.toml");
+        std::fs::write(
+            &t,
+            "[[device]]\nname = \"a\"\nsecrets.token = { value = \"t-a\" }\n\n[[device]]\nname = \"b\"\nsecrets.wifi = { env = \"B_WIFI\" }\n",
+        )
+        .unwrap();
+        let d = load(&t, &names()).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(matches!(d[0].overrides["token"], Override::Value(ref v) if &v[..] == b"t-a"));
+        assert!(matches!(d[1].overrides["wifi"], Override::Source(SourceSpec::Env(ref v)) if v == "B_WIFI"));
+        let c = dir.path().join("d.csv");
+        std::fs::write(&c, "name,token,wifi\na,\"t,1\",\nb,t2,w2\n").unwrap();
+        let d = load(&c, &names()).unwrap();
+        assert!(matches!(d[0].overrides["token"], Override::Value(ref v) if &v[..] == b"t,1"));
+        assert!(!d[0].overrides.contains_key("wifi"));
+        assert_eq!(d[1].overrides.len(), 2);
+    }
+
+    #[test]
+    fn errors_never_quote_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("d.toml");
+        std::fs::write(&t, "[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n").unwrap();
+        let e = load(&t, &names()).unwrap_err().to_string();
+        assert!(e.contains("secret nope is not in the recipe") && !e.contains("s3cr3t"), "{e}");
+        std::fs::write(&t, "[[device]]\nname = \"a\"\nsecrets.token = { valu = \"s3cr3t-y\" }\n").unwrap();
+        let e = load(&t, &names()).unwrap_err().to_string();
+        assert!(e.contains("line 3") && !e.contains("s3cr3t"), "{e}");
+        std::fs::write(&t, "[[device]]\nname = \"../x\"\n").unwrap();
+        assert!(load(&t, &names()).is_err());
+    }
+
+    #[test]
+    fn shards_partition_the_fleet() {
+        let all: Vec<usize> = (0..10).collect();
+        let mut seen = Vec::new();
+        for i in 1..=3 {
+            seen.extend(shard(all.clone(), Some((i, 3))));
+        }
+        seen.sort();
+        assert_eq!(seen, all);
+        assert_eq!(shard(all.clone(), Some((2, 3))), vec![1, 4, 7]);
+        assert!(parse_shard("0/3").is_err() && parse_shard("4/3").is_err() && parse_shard("x").is_err());
+        assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
+    }
+}

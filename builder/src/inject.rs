@@ -1,0 +1,208 @@
+//! `build-image inject`: seal the recipe's secrets into an existing image
+//! (`.img` or `.img.zst`, GPT or MBR) by writing into its FAT boot partition
+//! in place: no root, no loop devices, no mounting. Every byte outside the
+//! files written stays as it was.
+//!
+//! The work happens on a sparse copy beside the output, renamed into place
+//! at the end, so a failure (or `--in-place`) never leaves a half-written
+//! image behind.
+
+use crate::build::{io_err, BuildError, SecretSummary};
+use crate::image::{self, BootSelector};
+use crate::output::{sparse, zst};
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::seal::{self, KeyMode};
+use crate::secrets::{self, Override};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub struct InjectOptions {
+    /// Output image; default `NAME.sealed.img[.zst]` beside the input.
+    pub output: Option<PathBuf>,
+    /// Replace the input image (atomically) instead of writing a new one.
+    pub in_place: bool,
+    pub selector: BootSelector,
+    pub key_mode: KeyMode,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectReport {
+    pub image: PathBuf,
+    pub key: Option<PathBuf>,
+    pub key_mode: &'static str,
+    pub compressed: bool,
+    pub boot_partition: u32,
+    pub bundle_id: String,
+    pub key_id: String,
+    pub created_at: u64,
+    pub secrets: Vec<SecretSummary>,
+}
+
+/// `foo.img.zst` → (`foo`, true); `foo.img` → (`foo`, false); `foo` → (`foo`, false).
+fn split_name(path: &Path) -> (String, bool) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(stem) = name.strip_suffix(".img.zst") {
+        (stem.to_string(), true)
+    } else if let Some(stem) = name.strip_suffix(".zst") {
+        (stem.to_string(), true)
+    } else if let Some(stem) = name.strip_suffix(".img") {
+        (stem.to_string(), false)
+    } else {
+        (name, false)
+    }
+}
+
+/// Where the output image and key go.
+pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
+    let (stem, zst) = split_name(input);
+    let dir = input.parent().unwrap_or(Path::new("."));
+    let output = if opts.in_place {
+        input.to_path_buf()
+    } else {
+        opts.output.clone().unwrap_or_else(|| {
+            dir.join(format!("{stem}.sealed.img{}", if zst { ".zst" } else { "" }))
+        })
+    };
+    let (out_stem, _) = split_name(&output);
+    let key = output
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{out_stem}.key"));
+    (output, key)
+}
+
+/// Seal the recipe's secrets into `input`.
+pub fn inject(
+    recipe: &Recipe,
+    input: &Path,
+    opts: &InjectOptions,
+    overrides: &BTreeMap<String, Override>,
+    progress: &Progress,
+) -> Result<InjectReport, BuildError> {
+    let (_, compressed) = split_name(input);
+    let (output, key_path) = output_paths(input, opts);
+    if output.exists() && !opts.in_place {
+        return Err(BuildError::Invalid(format!(
+            "{} exists; remove it, choose --output, or use --in-place",
+            output.display()
+        )));
+    }
+    if matches!(opts.key_mode, KeyMode::Separate) && key_path.exists() {
+        return Err(BuildError::Invalid(format!(
+            "{} exists; it may be the key of another image, refusing to overwrite it",
+            key_path.display()
+        )));
+    }
+    fs::metadata(input).map_err(io_err(format!("reading {}", input.display())))?;
+
+    progress.step("collecting secrets");
+    let contents = secrets::collect_with(recipe, overrides)?;
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    drop(contents);
+
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let work = Temp(dir.join(format!(".inject-{}.img.tmp", std::process::id())));
+    progress.step("copying the image");
+    if compressed {
+        decompress_sparse(input, &work.0)
+            .map_err(io_err(format!("decompressing {}", input.display())))?;
+    } else {
+        sparse::sparse_copy(input, &work.0)
+            .map_err(io_err(format!("copying {}", input.display())))?;
+    }
+
+    progress.step("writing the boot partition");
+    let info = image::read_table(&work.0)?;
+    let part = image::find_boot_partition(&info, &opts.selector)?;
+    let mut files = sealed.boot_files();
+    let written = image::fat_write_files(&work.0, &part, &files);
+    seal::zeroize_files(&mut files);
+    written?;
+
+    let final_tmp = if compressed {
+        progress.step("compressing");
+        let z = Temp(dir.join(format!(".inject-{}.img.zst.tmp", std::process::id())));
+        let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        zst::compress_image(&work.0, &z.0, 19, threads)
+            .map_err(io_err(format!("compressing {}", output.display())))?;
+        z
+    } else {
+        work
+    };
+    let key_tmp = Temp(dir.join(format!(".inject-{}.key.tmp", std::process::id())));
+    let wrote_key = sealed
+        .write_key_file(&key_tmp.0)
+        .map_err(io_err(format!("writing {}", key_path.display())))?;
+    if wrote_key {
+        fs::rename(&key_tmp.0, &key_path).map_err(io_err(format!("writing {}", key_path.display())))?;
+    }
+    fs::rename(&final_tmp.0, &output).map_err(io_err(format!("writing {}", output.display())))?;
+
+    Ok(InjectReport {
+        image: output,
+        key: wrote_key.then_some(key_path),
+        key_mode: opts.key_mode.name(),
+        compressed,
+        boot_partition: part.index,
+        bundle_id: sealed.header.bundle_id_hex(),
+        key_id: sealed.header.key_id.to_string(),
+        created_at: sealed.header.created_at,
+        secrets: crate::build::secret_summaries(recipe),
+    })
+}
+
+/// A temporary path removed on drop unless it was renamed away.
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Decompress a `.zst` image into a sparse file: all-zero 4 KiB blocks
+/// become holes.
+pub fn decompress_sparse(src: &Path, dst: &Path) -> std::io::Result<u64> {
+    let input = fs::File::open(src)?;
+    let mut dec = zstd::stream::read::Decoder::new(input)?;
+    let mut out = fs::File::create(dst)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: u64 = 0;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = dec.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        for chunk in buf[..filled].chunks(4096) {
+            if chunk.iter().all(|&b| b == 0) {
+                pos += chunk.len() as u64;
+            } else {
+                out.seek(SeekFrom::Start(pos))?;
+                out.write_all(chunk)?;
+                pos += chunk.len() as u64;
+            }
+        }
+        if filled < buf.len() {
+            break;
+        }
+    }
+    out.set_len(pos)?;
+    out.sync_all()?;
+    Ok(pos)
+}

@@ -1,0 +1,103 @@
+//! Sealing collected secrets for an image: under a fresh image key
+//! (separate or embedded) or straight to a device recipient; the files that
+//! go onto the boot partition; the key file that stays apart.
+
+use crate::image::FatFile;
+use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use zeroize::Zeroize;
+
+/// Where the bundle and an embedded key go on the boot partition.
+pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
+pub const EMBEDDED_KEY_PATH: &str = "sealed-secrets/image.key";
+
+/// How the image key is handled.
+#[derive(Debug, Clone)]
+pub enum KeyMode {
+    /// `NAME.key` beside the image (0600); the default.
+    Separate,
+    /// The key is stored on the boot partition next to the bundle.
+    Embedded,
+    /// Sealed straight to a device's age recipient: no image key at all.
+    Recipient(age::x25519::Recipient),
+}
+
+impl KeyMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyMode::Separate => "separate",
+            KeyMode::Embedded => "embedded",
+            KeyMode::Recipient(_) => "recipient",
+        }
+    }
+}
+
+/// A sealed bundle and, unless sealed to a recipient, its image key.
+pub struct Sealed {
+    pub bundle: Vec<u8>,
+    pub key: Option<ImageKey>,
+    pub header: Header,
+    pub mode: KeyMode,
+}
+
+/// Seal `contents` (a fresh image key per call).
+pub fn seal(contents: &Contents, mode: &KeyMode, created_at: u64) -> Result<Sealed, BundleError> {
+    let (bundle, key) = match mode {
+        KeyMode::Recipient(r) => (
+            bundle::seal_with(SealTo::Recipient(r), contents, created_at)?,
+            None,
+        ),
+        KeyMode::Separate | KeyMode::Embedded => {
+            let key = ImageKey::generate();
+            (bundle::seal(&key, contents, created_at)?, Some(key))
+        }
+    };
+    let header = Header::parse(&bundle)?;
+    Ok(Sealed {
+        bundle,
+        key,
+        header,
+        mode: mode.clone(),
+    })
+}
+
+impl Sealed {
+    /// The files for the boot partition: the bundle, and the key when embedded.
+    /// Zeroize them with [`zeroize_files`] once written.
+    pub fn boot_files(&self) -> Vec<FatFile> {
+        let mut files = vec![FatFile {
+            path: BUNDLE_PATH.into(),
+            data: self.bundle.clone(),
+        }];
+        if let (KeyMode::Embedded, Some(k)) = (&self.mode, &self.key) {
+            files.push(FatFile {
+                path: EMBEDDED_KEY_PATH.into(),
+                data: k.to_file_text().as_bytes().to_vec(),
+            });
+        }
+        files
+    }
+
+    /// In separate key mode, write the key file (new file, 0600, fsynced).
+    /// Returns whether a key file was written.
+    pub fn write_key_file(&self, path: &Path) -> std::io::Result<bool> {
+        let (KeyMode::Separate, Some(k)) = (&self.mode, &self.key) else {
+            return Ok(false);
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(k.to_file_text().as_bytes())?;
+        f.sync_all()?;
+        Ok(true)
+    }
+}
+
+/// Overwrite the data of boot files (which may hold an embedded key).
+pub fn zeroize_files(files: &mut [FatFile]) {
+    files.iter_mut().for_each(|f| f.data.zeroize());
+}
