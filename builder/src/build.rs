@@ -33,6 +33,8 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("{path} exists; {hint}")]
+    OutputExists { path: PathBuf, hint: &'static str },
     #[error("{} device(s) cannot be built:\n{}", .0.len(), .0.iter().map(|(d, e)| format!("device {d}: {e}")).collect::<Vec<_>>().join("\n"))]
     Fleet(Vec<(String, SecretsError)>),
 }

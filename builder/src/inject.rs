@@ -90,16 +90,16 @@ pub fn inject(
     let (_, compressed) = split_name(input);
     let (output, key_path) = output_paths(input, opts);
     if output.exists() && !opts.in_place {
-        return Err(BuildError::Invalid(format!(
-            "{} exists; remove it, choose --output, or use --in-place",
-            output.display()
-        )));
+        return Err(BuildError::OutputExists {
+            path: output,
+            hint: "remove it, choose --output, or use --in-place",
+        });
     }
     if matches!(opts.key_mode, KeyMode::Separate) && key_path.exists() {
-        return Err(BuildError::Invalid(format!(
-            "{} exists; it may be the key of another image, refusing to overwrite it",
-            key_path.display()
-        )));
+        return Err(BuildError::OutputExists {
+            path: key_path,
+            hint: "it may be the key of another image; refusing to overwrite it",
+        });
     }
     fs::metadata(input).map_err(io_err(format!("reading {}", input.display())))?;
 

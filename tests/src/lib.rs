@@ -175,10 +175,17 @@ pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
-    v["partitiontable"]["partitions"]
+    // Without the device node names, which repeat the file name.
+    let mut parts = v["partitiontable"]["partitions"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    for p in &mut parts {
+        if let Some(o) = p.as_object_mut() {
+            o.remove("node");
+        }
+    }
+    parts
 }
 
 /// Copy a directory tree (regular files and directories only).

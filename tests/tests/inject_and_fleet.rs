@@ -1,0 +1,325 @@
+//! `inject` into a Raspberry Pi OS style image made by sfdisk, mkfs.vfat and
+//! mke2fs, and fleet builds: checked with sfdisk, fsck.vfat, mtools, zstd
+//! and the real sealed-firstboot.
+
+use sealed_image_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MARKER: &str = "MARKER-inject-5f0c-psk";
+const SECTOR: u64 = 512;
+const BOOT_START: u64 = 8192; // sectors: 4 MiB, as Raspberry Pi OS
+const BOOT_SECTORS: u64 = 131072; // 64 MiB
+
+fn sh(script: &str, dir: &Path) {
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// MBR, FAT32 "bootfs" at 4 MiB with a config.txt, ext4 "rootfs" after it.
+fn raspios_like(dir: &Path) -> PathBuf {
+    let img = dir.join("raspios.img");
+    sh(
+        &format!(
+            "truncate -s 160M raspios.img
+             printf 'label: dos\\nlabel-id: 0x1234abcd\\nstart={BOOT_START}, size={BOOT_SECTORS}, type=c, bootable\\nstart={}, type=83\\n' | sfdisk -q raspios.img
+             PATH=$PATH:/usr/sbin:/sbin
+             mkfs.vfat -F 32 -n bootfs --offset {BOOT_START} raspios.img {} >/dev/null
+             echo 'arm_64bit=1' > config.txt
+             mcopy -i raspios.img@@{} config.txt ::/config.txt
+             mkdir -p root/etc && echo pi > root/etc/hostname
+             mke2fs -q -t ext4 -L rootfs -d root -E offset={} raspios.img 20M",
+            BOOT_START + BOOT_SECTORS,
+            BOOT_SECTORS / 2,
+            BOOT_START * SECTOR,
+            (BOOT_START + BOOT_SECTORS) * SECTOR,
+        ),
+        dir,
+    );
+    img
+}
+
+fn inject(args: &[&str], env_psk: &str) -> std::process::Output {
+    Command::new(bin("build-image"))
+        .arg("inject")
+        .args(args)
+        .arg("--recipe")
+        .arg(workspace().join("image-recipes/raspberry-pi/inject.toml"))
+        .env("WIFI_PSK", env_psk)
+        .output()
+        .unwrap()
+}
+
+/// Provision a device from the boot partition of `image` plus `key`.
+fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
+    let mimg = format!("{}@@{}", image.display(), BOOT_START * SECTOR);
+    let boot = root.join("boot/firmware/sealed-secrets");
+    std::fs::create_dir_all(&boot).unwrap();
+    device_tree(root, &[]);
+    let st = Command::new("mcopy")
+        .args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"])
+        .arg(boot.join("bundle"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    if let Some(k) = key {
+        std::fs::copy(k, boot.join("image.key")).unwrap();
+    }
+    let out = Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(root)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn tools() -> bool {
+    [("sfdisk", "fdisk"), ("mkfs.vfat", "dosfstools"), ("fsck.vfat", "dosfstools"), ("mcopy", "mtools"), ("mke2fs", "e2fsprogs"), ("zstd", "zstd")]
+        .iter()
+        .all(|(t, p)| require_tool(t, p))
+}
+
+#[test]
+fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = raspios_like(tmp.path());
+    let before = std::fs::read(&img).unwrap();
+    let table_before = sfdisk_partitions(&img);
+    let out = inject(&[img.to_str().unwrap()], MARKER);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!contains(&out.stderr, MARKER.as_bytes()) && !contains(&out.stdout, MARKER.as_bytes()));
+    let sealed = tmp.path().join("raspios.sealed.img");
+    let key = tmp.path().join("raspios.sealed.key");
+    assert!(sealed.is_file() && key.is_file());
+    assert_eq!(std::fs::read(&img).unwrap(), before, "the input was modified");
+
+    // Same partition table; every byte outside the boot partition identical.
+    assert_eq!(sfdisk_partitions(&sealed), table_before);
+    let after = std::fs::read(&sealed).unwrap();
+    assert_eq!(after.len(), before.len());
+    let (b0, b1) = ((BOOT_START * SECTOR) as usize, ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize);
+    assert!(after[..b0] == before[..b0], "bytes before the boot partition changed");
+    assert!(after[b1..] == before[b1..], "bytes after the boot partition changed");
+
+    // The FAT is clean, keeps its files, and holds the bundle (no key).
+    let fat = tmp.path().join("fat.part");
+    std::fs::write(&fat, &after[b0..b1]).unwrap();
+    let fsck = Command::new("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let mimg = format!("{}@@{b0}", sealed.display());
+    let cfg = Command::new("mtype").args(["-i", &mimg, "::/config.txt"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&cfg.stdout).trim(), "arm_64bit=1");
+    let dir = Command::new("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]).output().unwrap();
+    let dir = String::from_utf8_lossy(&dir.stdout).to_lowercase();
+    assert!(dir.contains("bundle") && !dir.contains("image.key"), "{dir}");
+    assert!(!file_contains(&sealed, MARKER.as_bytes()));
+
+    // The device gets the secret and the rendered template.
+    let root = tmp.path().join("dev");
+    provision_from(&sealed, Some(&key), &root);
+    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
+    let wpa = std::fs::read_link(root.join("run/wpa_supplicant/wpa_supplicant-wlan0.conf")).unwrap();
+    let wpa = std::fs::read_to_string(root.join(wpa.strip_prefix("/").unwrap())).unwrap();
+    assert!(wpa.contains(MARKER));
+
+    // A second inject does not clobber the first output or its key.
+    let again = inject(&[img.to_str().unwrap()], MARKER);
+    assert_eq!(again.status.code(), Some(6), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+}
+
+#[test]
+fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = raspios_like(tmp.path());
+    let before = std::fs::read(&img).unwrap();
+    sh("zstd -q raspios.img -o raspios.img.zst", tmp.path());
+    let zin = tmp.path().join("raspios.img.zst");
+    let out = inject(&[zin.to_str().unwrap(), "--partition", "bootfs"], MARKER);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let zout = tmp.path().join("raspios.sealed.img.zst");
+    let t = Command::new("zstd").arg("-t").arg(&zout).output().unwrap();
+    assert!(t.status.success(), "zstd -t: {}", String::from_utf8_lossy(&t.stderr));
+    sh("zstd -q -d raspios.sealed.img.zst -o unpacked.img", tmp.path());
+    let unpacked = std::fs::read(tmp.path().join("unpacked.img")).unwrap();
+    let (b0, b1) = ((BOOT_START * SECTOR) as usize, ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize);
+    assert!(unpacked[..b0] == before[..b0] && unpacked[b1..] == before[b1..]);
+    assert!(!file_contains(&zout, MARKER.as_bytes()));
+    let root = tmp.path().join("dev");
+    provision_from(&tmp.path().join("unpacked.img"), Some(&tmp.path().join("raspios.sealed.key")), &root);
+    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
+
+    // --in-place with --embed-key: the input itself now carries bundle and key.
+    let out = inject(&[img.to_str().unwrap(), "--in-place", "--embed-key"], MARKER);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".inject"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let root = tmp.path().join("dev2");
+    let boot = root.join("boot/firmware/sealed-secrets");
+    std::fs::create_dir_all(&boot).unwrap();
+    let mimg = format!("{}@@{}", img.display(), BOOT_START * SECTOR);
+    let st = Command::new("mcopy")
+        .args(["-n", "-i", &mimg, "::/sealed-secrets/image.key"])
+        .arg(boot.join("image.key"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "embedded key missing");
+    provision_from(&img, None, &root);
+    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
+}
+
+#[test]
+fn inject_refuses_an_image_without_a_fat_boot_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("blank.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let out = inject(&[img.to_str().unwrap()], MARKER);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no partition table"));
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["blank.img"], "a failed inject left files behind");
+}
+
+fn fleet(args: &[&str], devices: &Path, out: &Path) -> std::process::Output {
+    Command::new(bin("build-image"))
+        .arg("build")
+        .arg(workspace().join("image-recipes/demo/recipe.toml"))
+        .arg("--devices")
+        .arg(devices)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fleet_build_gives_each_device_its_own_key_and_values() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = tmp.path().join("devices.toml");
+    std::fs::write(
+        &devices,
+        "[[device]]\nname = \"kiosk-001\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-one\" }\n\n\
+         [[device]]\nname = \"kiosk-002\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-two\" }\n\n\
+         [[device]]\nname = \"kiosk-003\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let r = fleet(&["--json"], &devices, &out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let ids: std::collections::BTreeSet<_> = report["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["bundle_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "bundle ids not distinct");
+    let keys: std::collections::BTreeSet<_> = ["kiosk-001", "kiosk-002", "kiosk-003"]
+        .iter()
+        .map(|d| std::fs::read(out.join(d).join("demo.key")).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "image keys not distinct");
+
+    for (dev, expect) in [
+        ("kiosk-001", "MARKER-fleet-one"),
+        ("kiosk-002", "MARKER-fleet-two"),
+        ("kiosk-003", "demo-wifi-passphrase-NOT-A-REAL-SECRET"),
+    ] {
+        let img = out.join(dev).join("demo.img");
+        let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
+        assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
+        assert!(!file_contains(&img, b"MARKER-fleet"), "{dev}: value in clear");
+        let sums = std::fs::read_to_string(out.join(dev).join("SHA256SUMS")).unwrap();
+        let c = Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out.join(dev)).output().unwrap();
+        assert!(c.status.success(), "{dev}: {sums}");
+        let parts = sfdisk_partitions(&img);
+        let esp = parts[0]["start"].as_u64().unwrap() * 512;
+        let root = tmp.path().join(format!("dev-{dev}"));
+        let boot = root.join("boot/efi/sealed-secrets");
+        std::fs::create_dir_all(&boot).unwrap();
+        device_tree(&root, &[]);
+        let st = Command::new("mcopy")
+            .args(["-n", "-i", &format!("{}@@{esp}", img.display()), "::/sealed-secrets/bundle"])
+            .arg(boot.join("bundle"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // Another device's key is refused.
+        let other = if dev == "kiosk-001" { "kiosk-002" } else { "kiosk-001" };
+        std::fs::copy(out.join(other).join("demo.key"), boot.join("image.key")).unwrap();
+        let o = Command::new(bin("sealed-firstboot")).arg("--root").arg(&root).arg("provision").output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stderr).contains("wrong image key"), "{dev}");
+        std::fs::copy(out.join(dev).join("demo.key"), boot.join("image.key")).unwrap();
+        let o = Command::new(bin("sealed-firstboot")).arg("--root").arg(&root).arg("run").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), expect, "{dev}");
+    }
+}
+
+#[test]
+fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = tmp.path().join("devices.csv");
+    std::fs::write(&devices, "name,wifi_psk\na,p-a\nb,p-b\nc,p-c\nd,p-d\ne,p-e\n").unwrap();
+    let mut all = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let out = tmp.path().join(format!("out-{}", &shard[..1]));
+        let r = fleet(&["--shard", shard, "--bundles-only"], &devices, &out);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in &names {
+            assert!(out.join(n).join("sealed-secrets/bundle").is_file());
+            assert!(out.join(n).join("demo.key").is_file());
+        }
+        all.extend(names);
+    }
+    all.sort();
+    assert_eq!(all, ["a", "b", "c", "d", "e"]);
+    assert!(fleet(&["--shard", "3/2"], &devices, &tmp.path().join("x")).status.code() == Some(2));
+
+    // A device whose required secret is missing: every one is listed, nothing written.
+    let recipe_dir = tmp.path().join("demo");
+    copy_tree(&workspace().join("image-recipes/demo"), &recipe_dir);
+    std::fs::remove_file(recipe_dir.join("secrets/wifi_psk.txt")).unwrap();
+    std::fs::write(&devices, "name,wifi_psk\nhas,p\nlacks-1,\nlacks-2,\n").unwrap();
+    let out = tmp.path().join("out-missing");
+    let r = Command::new(bin("build-image"))
+        .arg("build")
+        .arg(recipe_dir.join("recipe.toml"))
+        .arg("--devices")
+        .arg(&devices)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("device lacks-1") && err.contains("device lacks-2") && !err.contains("device has:"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
