@@ -470,3 +470,48 @@ fn unit_file_passes_systemd_analyze_verify() {
         .unwrap();
     assert!(!out.status.success(), "verify passed without the binary");
 }
+
+#[test]
+fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
+    if !require_tool("mcopy", "mtools") {
+        return;
+    }
+    let build = |out: &Path| {
+        let r = Command::new(bin("build-image"))
+            .arg("build")
+            .arg(workspace().join("image-recipes/demo/recipe.toml"))
+            .arg("--out")
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env_remove("DEMO_MOTD")
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let img = out.join("demo.img");
+        let (esp, _) = partition(&img, "ESP");
+        let bundle = out.join("bundle");
+        let st = Command::new("mcopy")
+            .args(["-n", "-i", &format!("{}@@{esp}", img.display()), "::/sealed-secrets/bundle"])
+            .arg(&bundle)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (std::fs::read(&img).unwrap(), std::fs::read(&bundle).unwrap())
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut a, bundle_a) = build(&tmp.path().join("a"));
+    let (mut b, bundle_b) = build(&tmp.path().join("b"));
+    assert_ne!(bundle_a, bundle_b, "bundle id, nonce and key must be fresh per build");
+    assert_eq!(bundle_a.len(), bundle_b.len());
+    assert_eq!(a.len(), b.len());
+    // Blank each image's bundle where it lies; everything else must match.
+    for (img, bundle) in [(&mut a, &bundle_a), (&mut b, &bundle_b)] {
+        let at = img
+            .windows(bundle.len())
+            .position(|w| w == &bundle[..])
+            .expect("bundle stored contiguously in the image");
+        img[at..at + bundle.len()].fill(0);
+    }
+    let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+    assert_eq!(first_diff, None, "images differ outside the bundle at byte {first_diff:?}");
+}
