@@ -163,11 +163,23 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
     let mut partitions = Vec::new();
     for p in &recipe.partitions {
         let size = image::parse_size(&p.size)?;
-        let kind = match p.kind {
+        let mut kind = match p.kind {
             PartitionType::Esp => PartitionKind::Esp,
             PartitionType::Fat => PartitionKind::Fat,
             PartitionType::Linux => PartitionKind::LinuxFs,
         };
+        if p.type_guid.is_some() || p.mbr_type.is_some() {
+            let mbr_type = match &p.mbr_type {
+                Some(t) => recipe::parse_u8_id(t).map_err(|e| {
+                    BuildError::Invalid(format!("partition {}: mbr-type {e}", p.label))
+                })?,
+                None => kind.mbr_type(),
+            };
+            kind = PartitionKind::Other {
+                gpt_type: p.type_guid.unwrap_or_else(|| kind.gpt_type()),
+                mbr_type,
+            };
+        }
         let content = if let Some(img) = &p.image {
             PartitionContent::ImageFile(recipe.resolve(img))
         } else {

@@ -80,6 +80,11 @@ pub struct PartitionSection {
     #[serde(rename = "type")]
     pub kind: PartitionType,
     pub size: String,
+    /// Override the partition type GUID (GPT), e.g. the root partition type
+    /// of the Discoverable Partitions Specification.
+    pub type_guid: Option<uuid::Uuid>,
+    /// Override the partition type byte (MBR), e.g. "0x0e".
+    pub mbr_type: Option<String>,
     /// Partition UUID (GPT), fixed for reproducible images.
     pub uuid: Option<uuid::Uuid>,
     /// MBR bootable flag.
@@ -283,6 +288,9 @@ impl Recipe {
             if p.image.is_some() && (p.source.is_some() || !p.files.is_empty()) {
                 return Err(self.invalid(format!("{what}: `image` copies a partition image as is; it excludes `source` and `files`")));
             }
+            if let Some(t) = &p.mbr_type {
+                parse_u8_id(t).map_err(|e| self.invalid(format!("{what}: mbr-type {e}")))?;
+            }
             if p.secrets && p.image.is_some() {
                 return Err(self.invalid(format!(
                     "{what}: the secrets partition is built by build-image; drop `image`"
@@ -317,6 +325,15 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
         return Err(format!("mode {s:?} has bits outside 0777"));
     }
     Ok(m)
+}
+
+/// Parse a partition type byte such as "0x83".
+pub fn parse_u8_id(s: &str) -> Result<u8, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a byte (e.g. \"0x83\")"))
 }
 
 /// Parse a hex or decimal 32-bit id such as "0x1234abcd".
