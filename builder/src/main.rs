@@ -40,6 +40,29 @@ struct Cli {
     command: Command,
 }
 
+/// How the bundle is sealed (default: a fresh image key written beside the image).
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Store the image key on the boot partition: the image file alone then
+    /// reveals the secrets (weaker; for labs and demos)
+    #[arg(long, conflicts_with = "recipient")]
+    embed_key: bool,
+    /// Seal straight to a known device's age recipient (age1…): no image key
+    #[arg(long, value_name = "AGE1…")]
+    recipient: Option<String>,
+}
+
+/// What is printed on success.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Print a JSON summary on stdout (never values or keys)
+    #[arg(long)]
+    json: bool,
+    /// Print nothing on success
+    #[arg(long, short)]
+    quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a recipe
@@ -57,19 +80,10 @@ enum Command {
         /// Output directory (created if needed)
         #[arg(long, short, default_value = "out")]
         out: PathBuf,
-        /// Store the image key on the boot partition: the image file alone then
-        /// reveals the secrets (weaker; for labs and demos)
-        #[arg(long, conflicts_with = "recipient")]
-        embed_key: bool,
-        /// Seal straight to a known device's age recipient (age1…): no image key
-        #[arg(long, value_name = "AGE1…")]
-        recipient: Option<String>,
-        /// Print a JSON summary on stdout (never values or keys)
-        #[arg(long)]
-        json: bool,
-        /// Print nothing on success
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        report: ReportArgs,
         /// Fleet build: one image per device listed in FILE (TOML or .csv), each
         /// with its own image key, into OUT/DEVICE/
         #[arg(long, value_name = "FILE")]
@@ -106,18 +120,10 @@ enum Command {
         /// (default: the ESP, else the only FAT partition)
         #[arg(long, value_name = "N|LABEL")]
         partition: Option<String>,
-        /// Store the image key on the boot partition (weaker, see README)
-        #[arg(long, conflicts_with = "recipient")]
-        embed_key: bool,
-        /// Seal straight to a known device's age recipient
-        #[arg(long, value_name = "AGE1…")]
-        recipient: Option<String>,
-        /// Print a JSON summary on stdout
-        #[arg(long)]
-        json: bool,
-        /// Print nothing on success
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Show an image's partitions, boot partition and bundle header; with
     /// --key, its manifest (names, types, paths, owners; never values)
@@ -193,7 +199,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 BuildError::Secrets(SecretsError::Missing(_)) => exit::MISSING_SECRETS,
                 BuildError::Secrets(_) => exit::SECRET_INVALID,
                 BuildError::Invalid(_) => exit::RECIPE,
-                BuildError::Fleet(f) if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) => {
+                BuildError::Fleet(f)
+                    if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>
+                {
                     exit::MISSING_SECRETS
                 }
                 BuildError::Fleet(_) => exit::SECRET_INVALID,
@@ -233,11 +241,14 @@ impl std::fmt::Display for UsageError {
     }
 }
 
-fn key_mode(embed_key: bool, recipient: Option<String>) -> Result<KeyMode> {
-    Ok(match (embed_key, recipient) {
-        (_, Some(r)) => KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
-            anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}").context(UsageError)
-        })?),
+fn key_mode(key: KeyArgs) -> Result<KeyMode> {
+    Ok(match (key.embed_key, key.recipient) {
+        (_, Some(r)) => {
+            KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
+                anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}")
+                    .context(UsageError)
+            })?)
+        }
         (true, None) => KeyMode::Embedded,
         (false, None) => KeyMode::Separate,
     })
@@ -258,16 +269,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build {
             recipe,
             out,
-            embed_key,
-            recipient,
-            json,
-            quiet,
+            key,
+            report: ReportArgs { json, quiet },
             devices,
             shard,
             bundles_only,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
-            let key_mode = key_mode(embed_key, recipient)?;
+            let key_mode = key_mode(key)?;
             if let Some(devices) = devices {
                 let names = recipe.secrets.keys().cloned().collect();
                 let list = build_image::devices::load(&devices, &names)
@@ -291,7 +300,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else if !quiet {
                     for d in &report.devices {
-                        eprintln!("built {} ({}, bundle {})", d.dir.display(), d.key_mode, d.bundle_id);
+                        eprintln!(
+                            "built {} ({}, bundle {})",
+                            d.dir.display(),
+                            d.key_mode,
+                            d.bundle_id
+                        );
                     }
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -333,21 +347,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             in_place,
             partition,
-            embed_key,
-            recipient,
-            json,
-            quiet,
+            key,
+            report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let opts = build_image::inject::InjectOptions {
                 output,
                 in_place,
                 selector: selector(partition),
-                key_mode: key_mode(embed_key, recipient)?,
+                key_mode: key_mode(key)?,
                 created_at: created_at()?,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
-            let report = build_image::inject::inject(&recipe, &image, &opts, &Default::default(), &progress)?;
+            let report = build_image::inject::inject(
+                &recipe,
+                &image,
+                &opts,
+                &Default::default(),
+                &progress,
+            )?;
             progress.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -360,7 +378,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     report.bundle_id
                 );
                 if let Some(k) = &report.key {
-                    eprintln!("image key: {} (mode 0600): keep it apart from the image", k.display());
+                    eprintln!(
+                        "image key: {} (mode 0600): keep it apart from the image",
+                        k.display()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -217,3 +217,22 @@ pub fn device_tree(root: &Path, extra: &[(&str, u32)]) {
     std::fs::write(root.join("etc/passwd"), passwd).unwrap();
     std::fs::write(root.join("etc/group"), group).unwrap();
 }
+
+/// Copy `sealed-secrets/FILE` for each of `files` out of the FAT partition
+/// starting at byte `offset` of `image` into `dest` (created), with mtools.
+pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for f in files {
+        let out = Command::new("mcopy")
+            .args(["-n", "-i", &format!("{}@@{offset}", image.display())])
+            .arg(format!("::/sealed-secrets/{f}"))
+            .arg(dest.join(f))
+            .output()
+            .expect("running mcopy");
+        assert!(
+            out.status.success(),
+            "mcopy {f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

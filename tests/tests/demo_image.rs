@@ -128,10 +128,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     // A device tree with the ESP's sealed-secrets/ and the separate key.
     let dev = b.out.parent().unwrap().join("device");
     let boot = dev.join("boot/efi/sealed-secrets");
-    std::fs::create_dir_all(&boot).unwrap();
-    t.ok(Command::new("mcopy")
-        .args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"])
-        .arg(boot.join("bundle")));
+    copy_sealed_out(&b.image, esp_start, &["bundle"], &boot);
     std::fs::copy(&key, boot.join("image.key")).unwrap();
     device_tree(&dev, &[]);
 
@@ -323,11 +320,7 @@ fn embedded_key_mode_provisions_from_the_esp_alone() {
     let boot = dev.join("boot/efi/sealed-secrets");
     std::fs::create_dir_all(&boot).unwrap();
     device_tree(&dev, &[]);
-    for f in ["bundle", "image.key"] {
-        t.ok(Command::new("mcopy")
-            .args(["-n", "-i", &mimg, &format!("::/sealed-secrets/{f}")])
-            .arg(boot.join(f)));
-    }
+    copy_sealed_out(&b.image, esp_start, &["bundle", "image.key"], &boot);
     t.ok(Command::new(bin("sealed-firstboot"))
         .arg("--root")
         .arg(&dev)
@@ -489,19 +482,19 @@ fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let img = out.join("demo.img");
         let (esp, _) = partition(&img, "ESP");
-        let bundle = out.join("bundle");
-        let st = Command::new("mcopy")
-            .args(["-n", "-i", &format!("{}@@{esp}", img.display()), "::/sealed-secrets/bundle"])
-            .arg(&bundle)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        (std::fs::read(&img).unwrap(), std::fs::read(&bundle).unwrap())
+        copy_sealed_out(&img, esp, &["bundle"], out);
+        (
+            std::fs::read(&img).unwrap(),
+            std::fs::read(out.join("bundle")).unwrap(),
+        )
     };
     let tmp = tempfile::tempdir().unwrap();
     let (mut a, bundle_a) = build(&tmp.path().join("a"));
     let (mut b, bundle_b) = build(&tmp.path().join("b"));
-    assert_ne!(bundle_a, bundle_b, "bundle id, nonce and key must be fresh per build");
+    assert_ne!(
+        bundle_a, bundle_b,
+        "bundle id, nonce and key must be fresh per build"
+    );
     assert_eq!(bundle_a.len(), bundle_b.len());
     assert_eq!(a.len(), b.len());
     // Blank each image's bundle where it lies; everything else must match.
@@ -513,5 +506,8 @@ fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
         img[at..at + bundle.len()].fill(0);
     }
     let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
-    assert_eq!(first_diff, None, "images differ outside the bundle at byte {first_diff:?}");
+    assert_eq!(
+        first_diff, None,
+        "images differ outside the bundle at byte {first_diff:?}"
+    );
 }

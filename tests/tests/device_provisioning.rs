@@ -305,12 +305,23 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
     let d = Device::new();
     let data = workspace().join("firstboot/tests/data");
     std::fs::create_dir_all(d.root.join("etc/ssh")).unwrap();
-    std::fs::copy(data.join("ssh_host_ed25519_key"), d.root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    std::fs::copy(
+        data.join("ssh_host_ed25519_key"),
+        d.root.join("etc/ssh/ssh_host_ed25519_key"),
+    )
+    .unwrap();
     let device_side = d.firstboot("pubkey", None);
     assert!(device_side.status.success());
     // As a controller would get it: `ssh-keyscan` format on standard input.
     let publine = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub")).unwrap();
-    let keyscan = format!("device.local {}", publine.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let keyscan = format!(
+        "device.local {}",
+        publine
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mut child = Command::new(bin("build-image"))
         .args(["pubkey", "--ssh-pubkey", "-"])
         .stdin(std::process::Stdio::piped())
@@ -318,7 +329,12 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(keyscan.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(keyscan.as_bytes())
+        .unwrap();
     let build_side = child.wait_with_output().unwrap();
     assert!(build_side.status.success());
     assert_eq!(build_side.stdout, device_side.stdout);
@@ -326,8 +342,14 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
     assert!(!d.root.join("var/lib/sealed-secrets/identity").exists());
 
     // A bundle sealed to that recipient provisions on the device.
-    let recipient: age::x25519::Recipient = String::from_utf8_lossy(&build_side.stdout).trim().parse().unwrap();
-    d.place(&bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 9).unwrap(), None);
+    let recipient: age::x25519::Recipient = String::from_utf8_lossy(&build_side.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    d.place(
+        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 9).unwrap(),
+        None,
+    );
     d.ok("run");
     assert_eq!(d.live(), map(NEW));
 }
@@ -336,10 +358,22 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
 fn boot_dir_comes_from_the_config_file() {
     let d = Device::new();
     std::fs::create_dir_all(d.root.join("boot/firmware/sealed-secrets")).unwrap();
-    std::fs::write(d.root.join("etc/sealed-firstboot.conf"), "# where the FAT is\nboot_dir=/boot/firmware\n").unwrap();
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "# where the FAT is\nboot_dir=/boot/firmware\n",
+    )
+    .unwrap();
     let k = ImageKey::generate();
-    std::fs::write(d.root.join("boot/firmware/sealed-secrets/bundle"), bundle::seal(&k, &contents(OLD), 1).unwrap()).unwrap();
-    std::fs::write(d.root.join("boot/firmware/sealed-secrets/image.key"), k.to_file_text().as_bytes()).unwrap();
+    std::fs::write(
+        d.root.join("boot/firmware/sealed-secrets/bundle"),
+        bundle::seal(&k, &contents(OLD), 1).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.root.join("boot/firmware/sealed-secrets/image.key"),
+        k.to_file_text().as_bytes(),
+    )
+    .unwrap();
     d.ok("run");
     assert_eq!(d.live(), map(OLD));
     assert!(!d.root.join("boot/firmware/sealed-secrets/bundle").exists());
@@ -348,5 +382,8 @@ fn boot_dir_comes_from_the_config_file() {
     let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sealed-firstboot.conf") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("sealed-firstboot.conf") && err.contains("line 1"),
+        "{err}"
+    );
 }

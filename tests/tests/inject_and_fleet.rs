@@ -12,8 +12,17 @@ const BOOT_START: u64 = 8192; // sectors: 4 MiB, as Raspberry Pi OS
 const BOOT_SECTORS: u64 = 131072; // 64 MiB
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// MBR, FAT32 "bootfs" at 4 MiB with a config.txt, ext4 "rootfs" after it.
@@ -52,16 +61,9 @@ fn inject(args: &[&str], env_psk: &str) -> std::process::Output {
 
 /// Provision a device from the boot partition of `image` plus `key`.
 fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
-    let mimg = format!("{}@@{}", image.display(), BOOT_START * SECTOR);
     let boot = root.join("boot/firmware/sealed-secrets");
-    std::fs::create_dir_all(&boot).unwrap();
     device_tree(root, &[]);
-    let st = Command::new("mcopy")
-        .args(["-n", "-i", &mimg, "::/sealed-secrets/bundle"])
-        .arg(boot.join("bundle"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    copy_sealed_out(image, BOOT_START * SECTOR, &["bundle"], &boot);
     if let Some(k) = key {
         std::fs::copy(k, boot.join("image.key")).unwrap();
     }
@@ -71,13 +73,24 @@ fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
         .arg("run")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn tools() -> bool {
-    [("sfdisk", "fdisk"), ("mkfs.vfat", "dosfstools"), ("fsck.vfat", "dosfstools"), ("mcopy", "mtools"), ("mke2fs", "e2fsprogs"), ("zstd", "zstd")]
-        .iter()
-        .all(|(t, p)| require_tool(t, p))
+    [
+        ("sfdisk", "fdisk"),
+        ("mkfs.vfat", "dosfstools"),
+        ("fsck.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("mke2fs", "e2fsprogs"),
+        ("zstd", "zstd"),
+    ]
+    .iter()
+    .all(|(t, p)| require_tool(t, p))
 }
 
 #[test]
@@ -90,45 +103,88 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     let before = std::fs::read(&img).unwrap();
     let table_before = sfdisk_partitions(&img);
     let out = inject(&[img.to_str().unwrap()], MARKER);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!contains(&out.stderr, MARKER.as_bytes()) && !contains(&out.stdout, MARKER.as_bytes()));
     let sealed = tmp.path().join("raspios.sealed.img");
     let key = tmp.path().join("raspios.sealed.key");
     assert!(sealed.is_file() && key.is_file());
-    assert_eq!(std::fs::read(&img).unwrap(), before, "the input was modified");
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "the input was modified"
+    );
 
     // Same partition table; every byte outside the boot partition identical.
     assert_eq!(sfdisk_partitions(&sealed), table_before);
     let after = std::fs::read(&sealed).unwrap();
     assert_eq!(after.len(), before.len());
-    let (b0, b1) = ((BOOT_START * SECTOR) as usize, ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize);
-    assert!(after[..b0] == before[..b0], "bytes before the boot partition changed");
-    assert!(after[b1..] == before[b1..], "bytes after the boot partition changed");
+    let (b0, b1) = (
+        (BOOT_START * SECTOR) as usize,
+        ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize,
+    );
+    assert!(
+        after[..b0] == before[..b0],
+        "bytes before the boot partition changed"
+    );
+    assert!(
+        after[b1..] == before[b1..],
+        "bytes after the boot partition changed"
+    );
 
     // The FAT is clean, keeps its files, and holds the bundle (no key).
     let fat = tmp.path().join("fat.part");
     std::fs::write(&fat, &after[b0..b1]).unwrap();
-    let fsck = Command::new("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let mimg = format!("{}@@{b0}", sealed.display());
-    let cfg = Command::new("mtype").args(["-i", &mimg, "::/config.txt"]).output().unwrap();
+    let cfg = Command::new("mtype")
+        .args(["-i", &mimg, "::/config.txt"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&cfg.stdout).trim(), "arm_64bit=1");
-    let dir = Command::new("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]).output().unwrap();
+    let dir = Command::new("mdir")
+        .args(["-b", "-i", &mimg, "::/sealed-secrets"])
+        .output()
+        .unwrap();
     let dir = String::from_utf8_lossy(&dir.stdout).to_lowercase();
-    assert!(dir.contains("bundle") && !dir.contains("image.key"), "{dir}");
+    assert!(
+        dir.contains("bundle") && !dir.contains("image.key"),
+        "{dir}"
+    );
     assert!(!file_contains(&sealed, MARKER.as_bytes()));
 
     // The device gets the secret and the rendered template.
     let root = tmp.path().join("dev");
     provision_from(&sealed, Some(&key), &root);
-    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
-    let wpa = std::fs::read_link(root.join("run/wpa_supplicant/wpa_supplicant-wlan0.conf")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
+        MARKER
+    );
+    let wpa =
+        std::fs::read_link(root.join("run/wpa_supplicant/wpa_supplicant-wlan0.conf")).unwrap();
     let wpa = std::fs::read_to_string(root.join(wpa.strip_prefix("/").unwrap())).unwrap();
     assert!(wpa.contains(MARKER));
 
     // A second inject does not clobber the first output or its key.
     let again = inject(&[img.to_str().unwrap()], MARKER);
-    assert_eq!(again.status.code(), Some(6), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(
+        again.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
 
@@ -143,22 +199,50 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
     sh("zstd -q raspios.img -o raspios.img.zst", tmp.path());
     let zin = tmp.path().join("raspios.img.zst");
     let out = inject(&[zin.to_str().unwrap(), "--partition", "bootfs"], MARKER);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let zout = tmp.path().join("raspios.sealed.img.zst");
     let t = Command::new("zstd").arg("-t").arg(&zout).output().unwrap();
-    assert!(t.status.success(), "zstd -t: {}", String::from_utf8_lossy(&t.stderr));
-    sh("zstd -q -d raspios.sealed.img.zst -o unpacked.img", tmp.path());
+    assert!(
+        t.status.success(),
+        "zstd -t: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+    sh(
+        "zstd -q -d raspios.sealed.img.zst -o unpacked.img",
+        tmp.path(),
+    );
     let unpacked = std::fs::read(tmp.path().join("unpacked.img")).unwrap();
-    let (b0, b1) = ((BOOT_START * SECTOR) as usize, ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize);
+    let (b0, b1) = (
+        (BOOT_START * SECTOR) as usize,
+        ((BOOT_START + BOOT_SECTORS) * SECTOR) as usize,
+    );
     assert!(unpacked[..b0] == before[..b0] && unpacked[b1..] == before[b1..]);
     assert!(!file_contains(&zout, MARKER.as_bytes()));
     let root = tmp.path().join("dev");
-    provision_from(&tmp.path().join("unpacked.img"), Some(&tmp.path().join("raspios.sealed.key")), &root);
-    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
+    provision_from(
+        &tmp.path().join("unpacked.img"),
+        Some(&tmp.path().join("raspios.sealed.key")),
+        &root,
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
+        MARKER
+    );
 
     // --in-place with --embed-key: the input itself now carries bundle and key.
-    let out = inject(&[img.to_str().unwrap(), "--in-place", "--embed-key"], MARKER);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = inject(
+        &[img.to_str().unwrap(), "--in-place", "--embed-key"],
+        MARKER,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .flatten()
@@ -166,17 +250,18 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let root = tmp.path().join("dev2");
-    let boot = root.join("boot/firmware/sealed-secrets");
-    std::fs::create_dir_all(&boot).unwrap();
-    let mimg = format!("{}@@{}", img.display(), BOOT_START * SECTOR);
-    let st = Command::new("mcopy")
-        .args(["-n", "-i", &mimg, "::/sealed-secrets/image.key"])
-        .arg(boot.join("image.key"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "embedded key missing");
+    // The embedded key is on the boot partition.
+    copy_sealed_out(
+        &img,
+        BOOT_START * SECTOR,
+        &["image.key"],
+        &root.join("boot/firmware/sealed-secrets"),
+    );
     provision_from(&img, None, &root);
-    assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), MARKER);
+    assert_eq!(
+        std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
+        MARKER
+    );
 }
 
 #[test]
@@ -192,7 +277,11 @@ fn inject_refuses_an_image_without_a_fat_boot_partition() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["blank.img"], "a failed inject left files behind");
+    assert_eq!(
+        names,
+        vec!["blank.img"],
+        "a failed inject left files behind"
+    );
 }
 
 fn fleet(args: &[&str], devices: &Path, out: &Path) -> std::process::Output {
@@ -248,31 +337,54 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         let img = out.join(dev).join("demo.img");
         let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
-        assert!(!file_contains(&img, b"MARKER-fleet"), "{dev}: value in clear");
+        assert!(
+            !file_contains(&img, b"MARKER-fleet"),
+            "{dev}: value in clear"
+        );
         let sums = std::fs::read_to_string(out.join(dev).join("SHA256SUMS")).unwrap();
-        let c = Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out.join(dev)).output().unwrap();
+        let c = Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(out.join(dev))
+            .output()
+            .unwrap();
         assert!(c.status.success(), "{dev}: {sums}");
         let parts = sfdisk_partitions(&img);
         let esp = parts[0]["start"].as_u64().unwrap() * 512;
         let root = tmp.path().join(format!("dev-{dev}"));
         let boot = root.join("boot/efi/sealed-secrets");
-        std::fs::create_dir_all(&boot).unwrap();
         device_tree(&root, &[]);
-        let st = Command::new("mcopy")
-            .args(["-n", "-i", &format!("{}@@{esp}", img.display()), "::/sealed-secrets/bundle"])
-            .arg(boot.join("bundle"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_sealed_out(&img, esp, &["bundle"], &boot);
         // Another device's key is refused.
-        let other = if dev == "kiosk-001" { "kiosk-002" } else { "kiosk-001" };
+        let other = if dev == "kiosk-001" {
+            "kiosk-002"
+        } else {
+            "kiosk-001"
+        };
         std::fs::copy(out.join(other).join("demo.key"), boot.join("image.key")).unwrap();
-        let o = Command::new(bin("sealed-firstboot")).arg("--root").arg(&root).arg("provision").output().unwrap();
-        assert!(String::from_utf8_lossy(&o.stderr).contains("wrong image key"), "{dev}");
+        let o = Command::new(bin("sealed-firstboot"))
+            .arg("--root")
+            .arg(&root)
+            .arg("provision")
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("wrong image key"),
+            "{dev}"
+        );
         std::fs::copy(out.join(dev).join("demo.key"), boot.join("image.key")).unwrap();
-        let o = Command::new(bin("sealed-firstboot")).arg("--root").arg(&root).arg("run").output().unwrap();
+        let o = Command::new(bin("sealed-firstboot"))
+            .arg("--root")
+            .arg(&root)
+            .arg("run")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(), expect, "{dev}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
+            expect,
+            "{dev}"
+        );
     }
 }
 
@@ -280,7 +392,11 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
 fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let devices = tmp.path().join("devices.csv");
-    std::fs::write(&devices, "name,wifi_psk\na,p-a\nb,p-b\nc,p-c\nd,p-d\ne,p-e\n").unwrap();
+    std::fs::write(
+        &devices,
+        "name,wifi_psk\na,p-a\nb,p-b\nc,p-c\nd,p-d\ne,p-e\n",
+    )
+    .unwrap();
     let mut all = Vec::new();
     for shard in ["1/2", "2/2"] {
         let out = tmp.path().join(format!("out-{}", &shard[..1]));
@@ -300,7 +416,12 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     }
     all.sort();
     assert_eq!(all, ["a", "b", "c", "d", "e"]);
-    assert!(fleet(&["--shard", "3/2"], &devices, &tmp.path().join("x")).status.code() == Some(2));
+    assert!(
+        fleet(&["--shard", "3/2"], &devices, &tmp.path().join("x"))
+            .status
+            .code()
+            == Some(2)
+    );
 
     // A device whose required secret is missing: every one is listed, nothing written.
     let recipe_dir = tmp.path().join("demo");
@@ -319,7 +440,14 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
         .unwrap();
     assert_eq!(r.status.code(), Some(4));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("device lacks-1") && err.contains("device lacks-2") && !err.contains("device has:"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(
+        err.contains("device lacks-1")
+            && err.contains("device lacks-2")
+            && !err.contains("device has:"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }

@@ -6,7 +6,12 @@ use std::process::Command;
 
 #[test]
 fn raspberry_pi_recipe_builds_an_mbr_image() {
-    for (t, p) in [("sfdisk", "fdisk"), ("fsck.vfat", "dosfstools"), ("mtype", "mtools"), ("e2fsck", "e2fsprogs")] {
+    for (t, p) in [
+        ("sfdisk", "fdisk"),
+        ("fsck.vfat", "dosfstools"),
+        ("mtype", "mtools"),
+        ("e2fsck", "e2fsprogs"),
+    ] {
         if !require_tool(t, p) {
             return;
         }
@@ -24,7 +29,11 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let img = out.join("pi.img");
-    let o = Command::new("sfdisk").arg("--json").arg(&img).output().unwrap();
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&img)
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = &v["partitiontable"];
     assert_eq!(t["label"], "dos");
@@ -34,25 +43,57 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     assert_eq!(parts[0]["type"], "c");
     assert_eq!(parts[0]["bootable"], true);
     assert_eq!(parts[1]["type"], "83");
-    let verify = Command::new("sfdisk").arg("--verify").arg(&img).output().unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let verify = Command::new("sfdisk")
+        .arg("--verify")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     let start = parts[0]["start"].as_u64().unwrap() * 512;
     let size = parts[0]["size"].as_u64().unwrap() * 512;
     let fat = tmp.path().join("boot.part");
     std::fs::write(&fat, read_range(&img, start, size)).unwrap();
-    let f = Command::new("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
+    let f = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
     assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
-    let label = Command::new("mlabel").args(["-s", "-i"]).arg(format!("{}@@{start}", img.display())).arg("::").output().unwrap();
-    assert!(String::from_utf8_lossy(&label.stdout).contains("BOOTFS"), "{}", String::from_utf8_lossy(&label.stdout));
-    let cfg = Command::new("mtype").args(["-i", &format!("{}@@{start}", img.display()), "::/config.txt"]).output().unwrap();
+    let label = Command::new("mlabel")
+        .args(["-s", "-i"])
+        .arg(format!("{}@@{start}", img.display()))
+        .arg("::")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&label.stdout).contains("BOOTFS"),
+        "{}",
+        String::from_utf8_lossy(&label.stdout)
+    );
+    let cfg = Command::new("mtype")
+        .args([
+            "-i",
+            &format!("{}@@{start}", img.display()),
+            "::/config.txt",
+        ])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&cfg.stdout).contains("arm_64bit=1"));
 
     let rstart = parts[1]["start"].as_u64().unwrap() * 512;
     let rsize = parts[1]["size"].as_u64().unwrap() * 512;
     let rootfs = tmp.path().join("root.part");
     std::fs::write(&rootfs, read_range(&img, rstart, rsize)).unwrap();
-    let e = Command::new("e2fsck").arg("-fn").arg(&rootfs).output().unwrap();
+    let e = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&rootfs)
+        .output()
+        .unwrap();
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stdout));
 
     for m in ["MARKER-pi-psk", "MARKER-pi-password"] {
@@ -76,12 +117,27 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     assert_eq!(j["table"], "mbr");
     assert_eq!(j["boot_partition"], 1);
     assert_eq!(j["bundle"]["sealed_to"], "image-key");
-    let names: Vec<&str> = j["manifest"]["secrets"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = j["manifest"]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["pi_password", "wifi_psk"]);
     // With a wrong key, inspect refuses rather than guessing.
     let wrong = tmp.path().join("wrong.key");
-    std::fs::write(&wrong, "SEALED-IMAGE-KEY-1:0000000000000000000000000000000000000000000000000000000000000000\n").unwrap();
-    let i = Command::new(bin("build-image")).arg("inspect").arg(&img).arg("--key").arg(&wrong).output().unwrap();
+    std::fs::write(
+        &wrong,
+        "SEALED-IMAGE-KEY-1:0000000000000000000000000000000000000000000000000000000000000000\n",
+    )
+    .unwrap();
+    let i = Command::new(bin("build-image"))
+        .arg("inspect")
+        .arg(&img)
+        .arg("--key")
+        .arg(&wrong)
+        .output()
+        .unwrap();
     assert!(!i.status.success());
     assert!(String::from_utf8_lossy(&i.stderr).contains("wrong image key"));
 }

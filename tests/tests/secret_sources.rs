@@ -41,18 +41,13 @@ fn provision(out: &Path, root: &Path) {
     let image = out.join("t.img");
     let parts = sfdisk_partitions(&image);
     let start = parts[0]["start"].as_u64().unwrap() * 512;
-    let mimg = format!("{}@@{start}", image.display());
-    let boot = root.join("boot/efi/sealed-secrets");
-    std::fs::create_dir_all(&boot).unwrap();
     device_tree(root, &[]);
-    for f in ["bundle", "image.key"] {
-        let st = Command::new("mcopy")
-            .args(["-n", "-i", &mimg, &format!("::/sealed-secrets/{f}")])
-            .arg(boot.join(f))
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
+    copy_sealed_out(
+        &image,
+        start,
+        &["bundle", "image.key"],
+        &root.join("boot/efi/sealed-secrets"),
+    );
     let out = Command::new(bin("sealed-firstboot"))
         .arg("--root")
         .arg(root)
