@@ -79,12 +79,13 @@ pub struct Device {
 /// Read a devices file (`.csv` by extension, TOML otherwise). `secrets` are
 /// the recipe's secret names: a device may only set those.
 pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, DevicesError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        DevicesError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?);
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| DevicesError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
     let invalid = |message: String| DevicesError::Invalid {
         path: path.to_path_buf(),
         message,
@@ -112,14 +113,20 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                     .into_iter()
                     .map(|(k, v)| {
                         let o = match v {
-                            DeviceSecret::Value(s) => Override::Value(Zeroizing::new(s.into_bytes())),
+                            DeviceSecret::Value(s) => {
+                                Override::Value(Zeroizing::new(s.into_bytes()))
+                            }
                             DeviceSecret::Env(v) => Override::Source(SourceSpec::Env(v)),
-                            DeviceSecret::File(p) => Override::Source(SourceSpec::File(base.join(p))),
+                            DeviceSecret::File(p) => {
+                                Override::Source(SourceSpec::File(base.join(p)))
+                            }
                             DeviceSecret::Command(c) => Override::Source(SourceSpec::Command(c)),
-                            DeviceSecret::Dotenv { file, key } => Override::Source(SourceSpec::Dotenv {
-                                file: base.join(file),
-                                key,
-                            }),
+                            DeviceSecret::Dotenv { file, key } => {
+                                Override::Source(SourceSpec::Dotenv {
+                                    file: base.join(file),
+                                    key,
+                                })
+                            }
                         };
                         (k, o)
                     })
@@ -133,7 +140,9 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
     for (name, recipient, overrides) in devices {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
             && !name.starts_with('.');
         if !ok {
             return Err(invalid(format!(
@@ -150,10 +159,16 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                 )));
             }
         }
-        let recipient = match recipient.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        let recipient = match recipient
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
             None => None,
             Some(r) => Some(age::x25519::Recipient::from_str(r).map_err(|e| {
-                invalid(format!("device {name}: recipient is not an age X25519 recipient: {e}"))
+                invalid(format!(
+                    "device {name}: recipient is not an age X25519 recipient: {e}"
+                ))
             })?),
         };
         out.push(Device {
@@ -171,7 +186,10 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
 type Parsed = (String, Option<String>, BTreeMap<String, Override>);
 
 fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines.next().ok_or("the CSV file is empty")?;
     let header = split_csv(header).map_err(|e| format!("line 1: {e}"))?;
     if header.first().map(String::as_str) != Some("name") {
@@ -196,7 +214,10 @@ fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
                 "name" => name = cell,
                 "recipient" => recipient = Some(cell),
                 secret if !cell.is_empty() => {
-                    overrides.insert(secret.to_string(), Override::Value(Zeroizing::new(cell.into_bytes())));
+                    overrides.insert(
+                        secret.to_string(),
+                        Override::Value(Zeroizing::new(cell.into_bytes())),
+                    );
                 }
                 _ => {}
             }
@@ -281,7 +302,9 @@ mod tests {
         let d = load(&t, &names()).unwrap();
         assert_eq!(d.len(), 2);
         assert!(matches!(d[0].overrides["token"], Override::Value(ref v) if &v[..] == b"t-a"));
-        assert!(matches!(d[1].overrides["wifi"], Override::Source(SourceSpec::Env(ref v)) if v == "B_WIFI"));
+        assert!(
+            matches!(d[1].overrides["wifi"], Override::Source(SourceSpec::Env(ref v)) if v == "B_WIFI")
+        );
         let c = dir.path().join("d.csv");
         std::fs::write(&c, "name,token,wifi\na,\"t,1\",\nb,t2,w2\n").unwrap();
         let d = load(&c, &names()).unwrap();
@@ -294,11 +317,22 @@ mod tests {
     fn errors_never_quote_values() {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("d.toml");
-        std::fs::write(&t, "[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n").unwrap();
-        let e = load(&t, &names()).unwrap_err().to_string();
-        assert!(e.contains("secret nope is not in the recipe") && !e.contains("s3cr3t"), "{e}");
-        std::fs::write(&t, "[[device]]\nname = \"a\"\nsecrets.token = { valu = \"s3cr3t-y\" }\n").unwrap();
-        let e = load(&t, &names()).unwrap_err().to_string();
+        std::fs::write(
+            &t,
+            "[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n",
+        )
+        .unwrap();
+        let e = load(&t, &names()).err().unwrap().to_string();
+        assert!(
+            e.contains("secret nope is not in the recipe") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+        std::fs::write(
+            &t,
+            "[[device]]\nname = \"a\"\nsecrets.token = { valu = \"s3cr3t-y\" }\n",
+        )
+        .unwrap();
+        let e = load(&t, &names()).err().unwrap().to_string();
         assert!(e.contains("line 3") && !e.contains("s3cr3t"), "{e}");
         std::fs::write(&t, "[[device]]\nname = \"../x\"\n").unwrap();
         assert!(load(&t, &names()).is_err());
@@ -314,7 +348,9 @@ mod tests {
         seen.sort();
         assert_eq!(seen, all);
         assert_eq!(shard(all.clone(), Some((2, 3))), vec![1, 4, 7]);
-        assert!(parse_shard("0/3").is_err() && parse_shard("4/3").is_err() && parse_shard("x").is_err());
+        assert!(
+            parse_shard("0/3").is_err() && parse_shard("4/3").is_err() && parse_shard("x").is_err()
+        );
         assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
     }
 }

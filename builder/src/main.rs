@@ -19,6 +19,7 @@ mod exit {
     pub const MISSING_SECRETS: u8 = 4;
     pub const SECRET_INVALID: u8 = 5;
     pub const IMAGE: u8 = 6;
+    pub const REFUSED: u8 = 7;
 }
 
 #[derive(Parser)]
@@ -33,7 +34,7 @@ mod exit {
         partition, ext4 root). On first boot sealed-firstboot reseals them to the device.",
     after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
         4 required secrets missing   5 a secret value is invalid or its source failed\n  \
-        6 image assembly or output failed"
+        6 image assembly or output failed   7 flash refused the target (nothing written)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -125,6 +126,43 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Write an image to a disk (bmap-aware), put the image key on its boot
+    /// partition, verify by reading back
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image flash out/demo/demo.img /dev/sdX --key out/demo/demo.key\n  \
+        build-image flash raspios.sealed.img.zst /dev/disk/by-id/usb-… --key raspios.sealed.key\n  \
+        build-image flash disk.img copy.img        (a regular file: written sparse)\n\n\
+        A bmap beside the image (IMAGE.bmap, X.img.bmap for X.img.zst, or N.bmap) is used:\n\
+        only mapped blocks are written, each range checked against its SHA-256.\n\
+        Refused (exit code 7), with nothing written: the system disk (/ or swap), anything\n\
+        mounted or busy, a read-only or too small device, and without --yes a partition\n\
+        or a non-removable disk.")]
+    Flash {
+        /// The image: .img or .img.zst
+        image: PathBuf,
+        /// A whole-disk block device (/dev/sdX, /dev/mmcblkN, /dev/disk/by-id/…) or a file
+        target: PathBuf,
+        /// Image key file, written onto the boot partition as sealed-secrets/image.key
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Block map (bmaptool 2.x) to use instead of the one found beside the image
+        #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+        bmap: Option<PathBuf>,
+        /// Ignore any bmap: write the whole image
+        #[arg(long)]
+        no_bmap: bool,
+        /// The FAT boot partition for the key: its number, or its GPT name / FAT label
+        #[arg(long, value_name = "N|LABEL", requires = "key")]
+        partition: Option<String>,
+        /// Allow a non-removable disk or a partition as target
+        #[arg(long, short)]
+        yes: bool,
+        /// Do not read back and compare
+        #[arg(long)]
+        no_verify: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Show an image's partitions, boot partition and bundle header; with
     /// --key, its manifest (names, types, paths, owners; never values)
     #[command(after_help = "EXAMPLES:\n  build-image inspect out/demo/demo.img\n  \
@@ -191,6 +229,13 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return exit::USAGE;
+    }
+    if let Some(f) = e.downcast_ref::<build_image::flash::FlashError>() {
+        return if f.is_refusal() {
+            exit::REFUSED
+        } else {
+            exit::IMAGE
+        };
     }
     for cause in e.chain() {
         if let Some(b) = cause.downcast_ref::<BuildError>() {
@@ -383,6 +428,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         k.display()
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flash {
+            image,
+            target,
+            key,
+            bmap,
+            no_bmap,
+            partition,
+            yes,
+            no_verify,
+            report: ReportArgs { json, quiet },
+        } => {
+            use std::io::IsTerminal;
+            let opts = build_image::flash::FlashOptions {
+                bmap,
+                no_bmap,
+                key,
+                yes,
+                verify: !no_verify,
+                progress: !quiet && !json && std::io::stderr().is_terminal(),
+                partition: selector(partition),
+            };
+            let r = build_image::flash::flash(&image, &target, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if !quiet {
+                eprintln!(
+                    "wrote {} ({} of {} bytes{}) to {}{}{}",
+                    image.display(),
+                    r.bytes_written,
+                    r.image_size,
+                    if r.used_bmap { ", bmap" } else { "" },
+                    r.target.display(),
+                    if r.key_written {
+                        ", key on the boot partition"
+                    } else {
+                        ""
+                    },
+                    if r.verified { ", verified" } else { "" }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

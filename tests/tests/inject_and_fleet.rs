@@ -451,3 +451,85 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
+    if !require_tool("mcopy", "mtools") || !require_tool("sfdisk", "fdisk") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let r = Command::new(bin("build-image"))
+        .args(["build", "-q"])
+        .arg(workspace().join("image-recipes/demo/recipe.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let target = tmp.path().join("card.img");
+    let f = Command::new(bin("build-image"))
+        .arg("flash")
+        .arg(out.join("demo.img"))
+        .arg(&target)
+        .arg("--key")
+        .arg(out.join("demo.key"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    let key_text = std::fs::read_to_string(out.join("demo.key")).unwrap();
+    assert!(
+        !contains(&f.stdout, key_text.trim().as_bytes()),
+        "key printed"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    assert_eq!(report["key_written"], true);
+    assert_eq!(report["verified"], true);
+    // The card provisions on its own: bundle and key are on its ESP.
+    let parts = sfdisk_partitions(&target);
+    let esp = parts[0]["start"].as_u64().unwrap() * 512;
+    let root = tmp.path().join("dev");
+    device_tree(&root, &[]);
+    copy_sealed_out(
+        &target,
+        esp,
+        &["bundle", "image.key"],
+        &root.join("boot/efi/sealed-secrets"),
+    );
+    let o = Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(&root)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
+        "demo-wifi-passphrase-NOT-A-REAL-SECRET"
+    );
+
+    // The disk the system runs from is refused with exit code 7.
+    let src = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "/"])
+        .output()
+        .unwrap();
+    let src = String::from_utf8_lossy(&src.stdout).trim().to_string();
+    if !src.starts_with("/dev/") {
+        eprintln!("SKIP system-disk refusal: / is on {src:?}, not a block device");
+        return;
+    }
+    let f = Command::new(bin("build-image"))
+        .arg("flash")
+        .arg(out.join("demo.img"))
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(
+        f.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&f.stderr)
+    );
+    assert!(String::from_utf8_lossy(&f.stderr).contains("refusing"));
+}

@@ -182,6 +182,46 @@ pub fn set_hidden_sectors(file: &File, start: u64, fat_type: FatType) -> Result<
     Ok(())
 }
 
+/// Make the boot sectors, FATs and (FAT12/16) root directory region real
+/// data in the sparse image, zeros included. Left as holes, a bmap would
+/// mark them unmapped and flashing onto a card with old data would leave
+/// garbage in the FATs. Returns the length of the region.
+pub fn allocate_metadata(file: &File, start: u64) -> Result<u64, ImageError> {
+    let io = |e| ImageError::io("cannot allocate the FAT metadata region", e);
+    let len = metadata_len(file, start)?;
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut pos = 0;
+    while pos < len {
+        let n = CHUNK.min(len - pos) as usize;
+        // Rewrite what is there: data stays, holes become allocated zeros.
+        file.read_exact_at(&mut buf[..n], start + pos).map_err(io)?;
+        file.write_all_at(&buf[..n], start + pos).map_err(io)?;
+        pos += n as u64;
+    }
+    Ok(len)
+}
+
+/// Length of the boot sectors, FATs and FAT12/16 root directory region of
+/// the FAT filesystem at `start`, from its BPB.
+pub fn metadata_len(file: &File, start: u64) -> Result<u64, ImageError> {
+    let io = |e| ImageError::io("cannot read the FAT boot sector", e);
+    let mut bpb = [0u8; 64];
+    file.read_exact_at(&mut bpb, start).map_err(io)?;
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bpb[o], bpb[o + 1]]));
+    let bytes_per_sector = u16_at(0x0b);
+    let reserved = u16_at(0x0e);
+    let fats = u64::from(bpb[0x10]);
+    let root_entries = u16_at(0x11);
+    let fat_size = match u16_at(0x16) {
+        0 => u64::from(u32::from_le_bytes([
+            bpb[0x24], bpb[0x25], bpb[0x26], bpb[0x27],
+        ])),
+        n => n,
+    };
+    Ok((reserved + fats * fat_size) * bytes_per_sector + root_entries * 32)
+}
+
 fn clone(file: &File) -> Result<File, ImageError> {
     file.try_clone()
         .map_err(|e| ImageError::io("cannot duplicate the image file handle", e))

@@ -469,6 +469,7 @@ fn write_content(
             fat::close(fs)?;
             fat::fix_dot_entries(file, p.start)?;
             fat::set_hidden_sectors(file, p.start, fat_type)?;
+            fat::allocate_metadata(file, p.start)?;
             Ok(Some(fat::volume_id_string(vid)))
         }
         PartitionContent::Ext4 { source, .. } => {

@@ -697,6 +697,25 @@ fn a_one_gib_image_is_sparse() {
     eprintln!("1 GiB image: {used} bytes ({} KiB) allocated", used / 1024);
     assert_eq!(meta.len(), 1 << 30);
     assert!(used < 8 << 20, "{used} bytes allocated for a 1 GiB image");
+
+    // The FAT's boot sectors and both FATs are data, not holes: a bmap must
+    // map them, or flashing onto a used card leaves garbage in the FATs.
+    let esp = &a.partitions[0];
+    let file = fs::File::open(&img).unwrap();
+    let meta_len = fat::metadata_len(&file, esp.start).unwrap();
+    assert!(
+        meta_len > 64 * 1024,
+        "FAT metadata region of {meta_len} bytes"
+    );
+    let segs = crate::output::sparse::data_segments(&file, meta.len()).unwrap();
+    let covered = segs
+        .iter()
+        .any(|&(s, e)| s <= esp.start && esp.start + meta_len <= e);
+    assert!(
+        covered,
+        "FAT metadata [{}, +{meta_len}) not fully data: {segs:?}",
+        esp.start
+    );
 }
 
 /// A Raspberry Pi OS style image made by sfdisk + mkfs.vfat + mke2fs.

@@ -1,0 +1,870 @@
+//! A reader for bmaptool block maps (format 2.x, SHA-256 checksums).
+//!
+//! The format is a small XML file:
+//!
+//! ```xml
+//! <bmap version="2.0">
+//!     <ImageSize> 821752 </ImageSize>
+//!     <BlockSize> 4096 </BlockSize>
+//!     <BlocksCount> 201 </BlocksCount>
+//!     <MappedBlocksCount> 117 </MappedBlocksCount>
+//!     <ChecksumType> sha256 </ChecksumType>
+//!     <BmapFileChecksum> 64 hex digits </BmapFileChecksum>
+//!     <BlockMap>
+//!         <Range chksum="64 hex digits"> 0-1 </Range>
+//!         <Range chksum="64 hex digits"> 3 </Range>
+//!     </BlockMap>
+//! </bmap>
+//! ```
+//!
+//! It is parsed here without an XML library: a tokenizer for the subset
+//! bmaptool writes (declaration, comments, elements, attributes, text, the
+//! five predefined entities) and a strict walk over the expected structure.
+//! Anything else (DTDs, CDATA, misnested or unclosed tags, bad numbers,
+//! overlapping or unsorted ranges, counts that disagree) is an error naming
+//! the line.
+
+use sha2::{Digest, Sha256};
+
+/// Largest bmap file accepted (a multi-terabyte image with a fragmented map
+/// stays far below this).
+pub const MAX_BMAP_BYTES: u64 = 128 << 20;
+
+/// A parsed and checked block map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bmap {
+    /// The `version` attribute, e.g. `2.0`.
+    pub version: String,
+    /// Size of the (uncompressed) image in bytes.
+    pub image_size: u64,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Blocks in the image: `ceil(image_size / block_size)`.
+    pub blocks_count: u64,
+    /// Mapped ranges, sorted, not overlapping.
+    pub ranges: Vec<BmapRange>,
+}
+
+/// A range of mapped blocks, inclusive at both ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BmapRange {
+    pub first: u64,
+    pub last: u64,
+    /// SHA-256 of the range's bytes (the last range stops at the image end).
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Bmap {
+    /// Byte offsets `[start, end)` of a range (clipped to the image size).
+    pub fn byte_range(&self, r: &BmapRange) -> (u64, u64) {
+        let start = r.first * self.block_size;
+        let end = ((r.last + 1) * self.block_size).min(self.image_size);
+        (start, end)
+    }
+
+    /// Number of mapped bytes.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|r| {
+                let (s, e) = self.byte_range(r);
+                e - s
+            })
+            .sum()
+    }
+
+    /// Number of mapped blocks.
+    pub fn mapped_blocks(&self) -> u64 {
+        self.ranges.iter().map(|r| r.last - r.first + 1).sum()
+    }
+
+    /// Parse and check a bmap file's text. Errors say what is wrong and on
+    /// which line.
+    pub fn parse(text: &str) -> Result<Bmap, String> {
+        let doc = parse_document(text)?;
+        let bmap = build(text, &doc)?;
+        Ok(bmap)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tokenizer
+
+#[derive(Debug)]
+enum Tok<'a> {
+    Open {
+        name: &'a str,
+        attrs: Vec<(&'a str, String)>,
+        empty: bool,
+        at: usize,
+    },
+    Close {
+        name: &'a str,
+        at: usize,
+    },
+    Text {
+        text: &'a str,
+        at: usize,
+    },
+}
+
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
+}
+
+fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
+    if !raw.contains('&') {
+        return Ok(raw.to_string());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(p) = rest.find('&') {
+        out.push_str(&rest[..p]);
+        let tail = &rest[p..];
+        let end = tail.find(';').ok_or_else(|| {
+            format!(
+                "line {}: '&' that does not start an entity",
+                line_of(text, at)
+            )
+        })?;
+        let ent = &tail[1..end];
+        let c = match ent {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let num = if let Some(h) = ent.strip_prefix("#x") {
+                    u32::from_str_radix(h, 16).ok()
+                } else if let Some(d) = ent.strip_prefix('#') {
+                    d.parse::<u32>().ok()
+                } else {
+                    None
+                };
+                num.and_then(char::from_u32)
+                    .ok_or_else(|| format!("line {}: unknown entity &{ent};", line_of(text, at)))?
+            }
+        };
+        out.push(c);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
+    let mut toks = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    // A UTF-8 byte order mark is allowed before anything else.
+    if text.starts_with('\u{feff}') {
+        i = 3;
+    }
+    while i < b.len() {
+        if b[i] != b'<' {
+            let end = text[i..].find('<').map_or(b.len(), |p| i + p);
+            let raw = &text[i..end];
+            if raw.contains('>') {
+                return Err(format!("line {}: stray '>' in text", line_of(text, i)));
+            }
+            toks.push(Tok::Text { text: raw, at: i });
+            i = end;
+            continue;
+        }
+        let rest = &text[i..];
+        if rest.starts_with("<?") {
+            let end = rest
+                .find("?>")
+                .ok_or_else(|| format!("line {}: unterminated <? declaration", line_of(text, i)))?;
+            // The declaration and processing instructions carry nothing we use.
+            i += end + 2;
+        } else if let Some(comment) = rest.strip_prefix("<!--") {
+            let end = comment
+                .find("-->")
+                .ok_or_else(|| format!("line {}: unterminated comment", line_of(text, i)))?;
+            i += 4 + end + 3;
+        } else if rest.starts_with("<!") {
+            return Err(format!(
+                "line {}: unsupported XML construct (DTD or CDATA section)",
+                line_of(text, i)
+            ));
+        } else if let Some(r) = rest.strip_prefix("</") {
+            let end = r
+                .find('>')
+                .ok_or_else(|| format!("line {}: unterminated closing tag", line_of(text, i)))?;
+            let name = r[..end].trim_end();
+            if name.is_empty() || !name.chars().all(is_name_char) {
+                return Err(format!(
+                    "line {}: malformed closing tag </{}>",
+                    line_of(text, i),
+                    &r[..end]
+                ));
+            }
+            toks.push(Tok::Close { name, at: i });
+            i += 2 + end + 1;
+        } else {
+            let (tok, len) = open_tag(text, i)?;
+            toks.push(tok);
+            i += len;
+        }
+    }
+    Ok(toks)
+}
+
+/// Parse `<name a="v" b='w'>` or `<name/>` at `at`; returns the token and
+/// its length in bytes.
+fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
+    let line = line_of(text, at);
+    let s = &text[at + 1..];
+    let name_len = s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
+    let name = &s[..name_len];
+    if name.is_empty() {
+        return Err(format!("line {line}: '<' that does not start a tag"));
+    }
+    let mut p = name_len;
+    let mut attrs = Vec::new();
+    loop {
+        let ws = s[p..]
+            .find(|c: char| !c.is_ascii_whitespace())
+            .ok_or_else(|| format!("line {line}: unterminated tag <{name}"))?;
+        let had_ws = ws > 0;
+        p += ws;
+        let r = &s[p..];
+        if r.starts_with("/>") {
+            return Ok((
+                Tok::Open {
+                    name,
+                    attrs,
+                    empty: true,
+                    at,
+                },
+                1 + p + 2,
+            ));
+        }
+        if r.starts_with('>') {
+            return Ok((
+                Tok::Open {
+                    name,
+                    attrs,
+                    empty: false,
+                    at,
+                },
+                1 + p + 1,
+            ));
+        }
+        if !had_ws {
+            return Err(format!("line {line}: malformed tag <{name}"));
+        }
+        let an_len = r.find(|c: char| !is_name_char(c)).unwrap_or(r.len());
+        let an = &r[..an_len];
+        if an.is_empty() {
+            return Err(format!("line {line}: malformed attribute in <{name}>"));
+        }
+        p += an_len;
+        let r = s[p..].trim_start();
+        p = s.len() - r.len();
+        let r = r
+            .strip_prefix('=')
+            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> has no value"))?;
+        p += 1;
+        let r2 = r.trim_start();
+        p += r.len() - r2.len();
+        let quote = r2
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> is not quoted"))?;
+        let vend = r2[1..]
+            .find(quote)
+            .ok_or_else(|| format!("line {line}: unterminated value of attribute {an}"))?;
+        let raw = &r2[1..1 + vend];
+        if raw.contains('<') {
+            return Err(format!("line {line}: '<' in the value of attribute {an}"));
+        }
+        if attrs.iter().any(|(n, _)| *n == an) {
+            return Err(format!("line {line}: attribute {an} repeated in <{name}>"));
+        }
+        attrs.push((an, decode_entities(raw, text, at)?));
+        p += 1 + vend + 1;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tree
+
+#[derive(Debug)]
+struct Element<'a> {
+    name: &'a str,
+    attrs: Vec<(&'a str, String)>,
+    /// Concatenated, entity-decoded text directly inside the element.
+    text: String,
+    children: Vec<Element<'a>>,
+    at: usize,
+}
+
+impl Element<'_> {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Element nesting deeper than this is not a bmap.
+const MAX_DEPTH: usize = 16;
+
+fn parse_document(text: &str) -> Result<Element<'_>, String> {
+    let toks = tokenize(text)?;
+    let mut stack: Vec<Element<'_>> = Vec::new();
+    let mut root: Option<Element<'_>> = None;
+    for tok in toks {
+        match tok {
+            Tok::Text { text: t, at } => match stack.last_mut() {
+                Some(el) => el.text.push_str(&decode_entities(t, text, at)?),
+                None if t.trim().is_empty() => {}
+                None => {
+                    return Err(format!(
+                        "line {}: text outside the <bmap> element",
+                        line_of(text, at)
+                    ))
+                }
+            },
+            Tok::Open {
+                name,
+                attrs,
+                empty,
+                at,
+            } => {
+                if stack.is_empty() && root.is_some() {
+                    return Err(format!(
+                        "line {}: a second top-level element <{name}>",
+                        line_of(text, at)
+                    ));
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(format!(
+                        "line {}: elements nested too deeply",
+                        line_of(text, at)
+                    ));
+                }
+                let el = Element {
+                    name,
+                    attrs,
+                    text: String::new(),
+                    children: Vec::new(),
+                    at,
+                };
+                if empty {
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(el),
+                        None => root = Some(el),
+                    }
+                } else {
+                    stack.push(el);
+                }
+            }
+            Tok::Close { name, at } => {
+                let el = stack.pop().ok_or_else(|| {
+                    format!(
+                        "line {}: closing tag </{name}> without an opening tag",
+                        line_of(text, at)
+                    )
+                })?;
+                if el.name != name {
+                    return Err(format!(
+                        "line {}: </{name}> closes <{}> opened on line {}",
+                        line_of(text, at),
+                        el.name,
+                        line_of(text, el.at)
+                    ));
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => root = Some(el),
+                }
+            }
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(format!(
+            "<{}> opened on line {} is never closed (truncated file?)",
+            open.name,
+            line_of(text, open.at)
+        ));
+    }
+    root.ok_or_else(|| "no <bmap> element (empty or not a bmap file)".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Structure and checks
+
+fn number(text: &str, el: &Element<'_>) -> Result<u64, String> {
+    let v = el.text.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "line {}: <{}> must be a decimal number, found {:?}",
+            line_of(text, el.at),
+            el.name,
+            v
+        ));
+    }
+    v.parse::<u64>().map_err(|_| {
+        format!(
+            "line {}: <{}> value {v} is too large",
+            line_of(text, el.at),
+            el.name
+        )
+    })
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, String> {
+    if let Some(c) = el.children.first() {
+        return Err(format!(
+            "line {}: unexpected <{}> inside <{}>",
+            line_of(text, c.at),
+            c.name,
+            el.name
+        ));
+    }
+    Ok(el)
+}
+
+fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, String> {
+    let line = line_of(text, el.at);
+    let el = leaf(text, el)?;
+    let v = el.text.trim();
+    let num = |s: &str| -> Result<u64, String> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "line {line}: <Range> must be \"FIRST-LAST\" or \"BLOCK\" (decimal), found {v:?}"
+            ));
+        }
+        s.parse::<u64>()
+            .map_err(|_| format!("line {line}: block number {s} is too large"))
+    };
+    let (first, last) = match v.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(v)?;
+            (n, n)
+        }
+    };
+    if last < first {
+        return Err(format!(
+            "line {line}: range {first}-{last} ends before it starts"
+        ));
+    }
+    let sha256 = match el.attr("chksum") {
+        None => None,
+        Some(c) => Some(parse_sha256(c).ok_or_else(|| {
+            format!("line {line}: chksum {c:?} is not a SHA-256 (64 hex digits)")
+        })?),
+    };
+    for (n, _) in &el.attrs {
+        if *n != "chksum" {
+            return Err(format!("line {line}: unknown attribute {n} on <Range>"));
+        }
+    }
+    Ok(BmapRange {
+        first,
+        last,
+        sha256,
+    })
+}
+
+fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
+    if root.name != "bmap" {
+        return Err(format!(
+            "line {}: the top-level element is <{}>, not <bmap>",
+            line_of(text, root.at),
+            root.name
+        ));
+    }
+    if !root.text.trim().is_empty() {
+        return Err(format!(
+            "line {}: text directly inside <bmap>",
+            line_of(text, root.at)
+        ));
+    }
+    let version = root
+        .attr("version")
+        .ok_or_else(|| "<bmap> has no version attribute".to_string())?
+        .trim()
+        .to_string();
+    let major = version.split('.').next().unwrap_or("");
+    if major != "2" {
+        return Err(format!(
+            "bmap format version {version} is not supported (this reader handles 2.x, \
+             with SHA-256 checksums; recreate it with a current bmaptool)"
+        ));
+    }
+
+    let mut image_size = None;
+    let mut block_size = None;
+    let mut blocks_count = None;
+    let mut mapped_count = None;
+    let mut checksum_type = None;
+    let mut file_checksum = None;
+    let mut block_map: Option<&Element<'_>> = None;
+    for child in &root.children {
+        let slot_dup = |seen: bool| -> Result<(), String> {
+            if seen {
+                Err(format!(
+                    "line {}: <{}> appears twice",
+                    line_of(text, child.at),
+                    child.name
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match child.name {
+            "ImageSize" => {
+                slot_dup(image_size.is_some())?;
+                image_size = Some(number(text, leaf(text, child)?)?);
+            }
+            "BlockSize" => {
+                slot_dup(block_size.is_some())?;
+                block_size = Some(number(text, leaf(text, child)?)?);
+            }
+            "BlocksCount" => {
+                slot_dup(blocks_count.is_some())?;
+                blocks_count = Some(number(text, leaf(text, child)?)?);
+            }
+            "MappedBlocksCount" => {
+                slot_dup(mapped_count.is_some())?;
+                mapped_count = Some(number(text, leaf(text, child)?)?);
+            }
+            "ChecksumType" => {
+                slot_dup(checksum_type.is_some())?;
+                checksum_type = Some(leaf(text, child)?.text.trim().to_string());
+            }
+            "BmapFileChecksum" => {
+                slot_dup(file_checksum.is_some())?;
+                file_checksum = Some((leaf(text, child)?.text.trim().to_string(), child.at));
+            }
+            "BlockMap" => {
+                slot_dup(block_map.is_some())?;
+                block_map = Some(child);
+            }
+            // Newer minor versions may add elements: ignore them.
+            _ => {}
+        }
+    }
+    let missing = |what: &str| format!("the bmap has no <{what}>");
+    let image_size = image_size.ok_or_else(|| missing("ImageSize"))?;
+    let block_size = block_size.ok_or_else(|| missing("BlockSize"))?;
+    let blocks_count = blocks_count.ok_or_else(|| missing("BlocksCount"))?;
+    let checksum_type = checksum_type.ok_or_else(|| missing("ChecksumType"))?;
+    let block_map = block_map.ok_or_else(|| missing("BlockMap"))?;
+
+    if !checksum_type.eq_ignore_ascii_case("sha256") {
+        return Err(format!(
+            "checksum type {checksum_type:?} is not supported (only sha256)"
+        ));
+    }
+    if block_size == 0 {
+        return Err("<BlockSize> is 0".into());
+    }
+    let expected_blocks = image_size.div_ceil(block_size);
+    if blocks_count != expected_blocks {
+        return Err(format!(
+            "<BlocksCount> is {blocks_count}, but an image of {image_size} bytes has \
+             {expected_blocks} blocks of {block_size} bytes"
+        ));
+    }
+    if !block_map.text.trim().is_empty() {
+        return Err(format!(
+            "line {}: text directly inside <BlockMap>",
+            line_of(text, block_map.at)
+        ));
+    }
+
+    let mut ranges: Vec<BmapRange> = Vec::with_capacity(block_map.children.len());
+    for el in &block_map.children {
+        if el.name != "Range" {
+            return Err(format!(
+                "line {}: unexpected <{}> inside <BlockMap>",
+                line_of(text, el.at),
+                el.name
+            ));
+        }
+        let r = parse_range(text, el)?;
+        if r.last >= blocks_count {
+            return Err(format!(
+                "line {}: range {}-{} lies past the image's last block {}",
+                line_of(text, el.at),
+                r.first,
+                r.last,
+                blocks_count.saturating_sub(1)
+            ));
+        }
+        if let Some(prev) = ranges.last() {
+            if r.first <= prev.last {
+                return Err(format!(
+                    "line {}: range {}-{} overlaps or precedes the range before it ({}-{})",
+                    line_of(text, el.at),
+                    r.first,
+                    r.last,
+                    prev.first,
+                    prev.last
+                ));
+            }
+        }
+        ranges.push(r);
+    }
+    let bmap = Bmap {
+        version,
+        image_size,
+        block_size,
+        blocks_count,
+        ranges,
+    };
+    if let Some(m) = mapped_count {
+        if m != bmap.mapped_blocks() {
+            return Err(format!(
+                "<MappedBlocksCount> is {m}, but the ranges map {} blocks",
+                bmap.mapped_blocks()
+            ));
+        }
+    }
+    if let Some((sum, at)) = file_checksum {
+        let expected = parse_sha256(&sum).ok_or_else(|| {
+            format!(
+                "line {}: <BmapFileChecksum> {sum:?} is not a SHA-256",
+                line_of(text, at)
+            )
+        })?;
+        // As bmaptool: the checksum of the file with its own value replaced by zeros.
+        let zeroed = text.replace(&sum, &"0".repeat(sum.len()));
+        let actual: [u8; 32] = Sha256::digest(zeroed.as_bytes()).into();
+        if actual != expected {
+            return Err(format!(
+                "the bmap file's checksum does not match its content (expected {}, computed {}): \
+                 the file was modified or damaged",
+                hex(&expected),
+                hex(&actual)
+            ));
+        }
+    }
+    Ok(bmap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_checksum(body: &str) -> String {
+        // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
+        let sum = hex(&Sha256::digest(body.as_bytes()));
+        body.replace(&"0".repeat(64), &sum)
+    }
+
+    fn sample(ranges: &str, image_size: u64, blocks: u64, mapped: u64) -> String {
+        format!(
+            "<?xml version=\"1.0\" ?>\n<!-- comment with <tags> & stuff -->\n\
+             <bmap version=\"2.0\">\n  <ImageSize> {image_size} </ImageSize>\n  \
+             <BlockSize> 4096 </BlockSize>\n  <BlocksCount> {blocks} </BlocksCount>\n  \
+             <MappedBlocksCount> {mapped} </MappedBlocksCount>\n  \
+             <ChecksumType> sha256 </ChecksumType>\n  <BlockMap>\n{ranges}  </BlockMap>\n</bmap>\n"
+        )
+    }
+
+    const SUM: &str = "b15056c9a8db77ab5708d19b7f330fe13d88eeae3d0ab271081d3438c0f46264";
+
+    #[test]
+    fn parses_ranges_and_single_blocks() {
+        let text = sample(
+            &format!(
+                "    <Range chksum=\"{SUM}\"> 0-1 </Range>\n    <Range chksum='{SUM}'>3</Range>\n    <Range> 9 </Range>\n"
+            ),
+            10 * 4096 - 100,
+            10,
+            4,
+        );
+        let b = Bmap::parse(&text).unwrap();
+        assert_eq!(b.image_size, 10 * 4096 - 100);
+        assert_eq!(b.block_size, 4096);
+        assert_eq!(b.ranges.len(), 3);
+        assert_eq!((b.ranges[0].first, b.ranges[0].last), (0, 1));
+        assert_eq!((b.ranges[1].first, b.ranges[1].last), (3, 3));
+        assert!(b.ranges[2].sha256.is_none());
+        assert_eq!(hex(&b.ranges[0].sha256.unwrap()), SUM);
+        // The last block is partial.
+        assert_eq!(b.byte_range(&b.ranges[2]), (9 * 4096, 10 * 4096 - 100));
+        assert_eq!(b.mapped_bytes(), 3 * 4096 + 4096 - 100);
+        assert_eq!(b.mapped_blocks(), 4);
+    }
+
+    #[test]
+    fn verifies_the_file_checksum() {
+        let body = sample(
+            &format!("<Range chksum=\"{SUM}\">2</Range>\n"),
+            4096 * 4,
+            4,
+            1,
+        )
+        .replace(
+            "<BlockMap>",
+            &format!(
+                "<BmapFileChecksum> {} </BmapFileChecksum>\n<BlockMap>",
+                "0".repeat(64)
+            ),
+        );
+        let good = with_checksum(&body);
+        Bmap::parse(&good).unwrap();
+        let tampered = good.replace(">2</Range>", ">3</Range>");
+        let e = Bmap::parse(&tampered).unwrap_err();
+        assert!(e.contains("checksum does not match"), "{e}");
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        let ok_range = format!("<Range chksum=\"{SUM}\">1</Range>\n");
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "no <bmap>"),
+            ("<bmap version=\"2.0\">".into(), "never closed"),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("</BlockMap>", "</Blockmap>"),
+                "closes <BlockMap>",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("version=\"2.0\"", "version=\"1.4\""),
+                "not supported",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("sha256", "sha1"),
+                "only sha256",
+            ),
+            (sample(&ok_range, 8192, 3, 1), "<BlocksCount> is 3"),
+            (sample(&ok_range, 8192, 2, 2), "<MappedBlocksCount> is 2"),
+            (
+                sample("<Range>2</Range>\n", 8192, 2, 1),
+                "past the image's last block",
+            ),
+            (
+                sample("<Range>1</Range><Range>0</Range>\n", 8192, 2, 2),
+                "overlaps or precedes",
+            ),
+            (
+                sample("<Range>0-1</Range><Range>1</Range>\n", 8192, 2, 3),
+                "overlaps or precedes",
+            ),
+            (sample("<Range>1-0</Range>\n", 8192, 2, 0), "ends before"),
+            (sample("<Range>x</Range>\n", 8192, 2, 1), "FIRST-LAST"),
+            (sample("<Range>-1</Range>\n", 8192, 2, 1), "FIRST-LAST"),
+            (
+                sample("<Range chksum=\"abc\">1</Range>\n", 8192, 2, 1),
+                "not a SHA-256",
+            ),
+            (
+                sample("<Range chksum=abc>1</Range>\n", 8192, 2, 1),
+                "not quoted",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace(" 8192 ", " 8x92 "),
+                "decimal number",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace(" 8192 ", " 99999999999999999999999999 "),
+                "too large",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("<BlockSize> 4096 </BlockSize>", ""),
+                "no <BlockSize>",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace(
+                    "<BlockSize> 4096 </BlockSize>",
+                    "<BlockSize> 4096 </BlockSize><BlockSize>4096</BlockSize>",
+                ),
+                "appears twice",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("<BlockMap>", "<!DOCTYPE x><BlockMap>"),
+                "unsupported XML",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("</bmap>", "</bmap><bmap/>"),
+                "second top-level",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("</bmap>", "</bmap> junk"),
+                "text outside",
+            ),
+            (
+                sample("<Range>1<x/></Range>\n", 8192, 2, 1),
+                "unexpected <x> inside <Range>",
+            ),
+            (
+                sample("<Other>1</Other>\n", 8192, 2, 0),
+                "unexpected <Other> inside <BlockMap>",
+            ),
+            (
+                sample("<Range>&bogus;</Range>\n", 8192, 2, 1),
+                "unknown entity",
+            ),
+            (
+                sample(&ok_range, 8192, 2, 1).replace("<bmap ", "<bmap version=\"2.0\" "),
+                "repeated",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Bmap::parse(&text).expect_err(want);
+            assert!(e.contains(want), "expected {want:?} in error {e:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = sample("<Range>zz</Range>\n", 8192, 2, 1);
+        let e = Bmap::parse(&text).unwrap_err();
+        let line = text.lines().position(|l| l.contains("zz")).unwrap() + 1;
+        assert!(e.starts_with(&format!("line {line}:")), "{e}");
+    }
+
+    #[test]
+    fn unknown_elements_are_ignored_and_entities_decoded() {
+        let text = sample(
+            &format!("<Range chksum=\"{SUM}\">&#49;</Range>\n"),
+            8192,
+            2,
+            1,
+        )
+        .replace(
+            "<BlockMap>",
+            "<FutureThing a='1'><x/></FutureThing><BlockMap>",
+        );
+        let b = Bmap::parse(&text).unwrap();
+        assert_eq!(b.ranges[0].first, 1);
+    }
+}

@@ -1,0 +1,982 @@
+//! Flash tests: regular file targets (always), loop devices (when the
+//! kernel lets us have them), checked with the real tools (bmaptool,
+//! sfdisk, mtools, fsck.vfat). A missing tool skips with a reason, or fails
+//! under `CI=true`; a kernel that refuses loop devices skips with a reason
+//! in any case.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
+
+use super::*;
+use crate::image::ext4::find_tool;
+use crate::image::{
+    assemble_with, fat_read_file, fat_write_files, find_boot_partition, read_table,
+    AssembleOptions, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
+};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+fn require(names: &[&str]) -> bool {
+    for n in names {
+        if find_tool(n).is_none() {
+            if ci() {
+                panic!("{n} is required (CI=true) but not installed");
+            }
+            eprintln!("skipping: {n} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+fn run(tool: &str, args: &[&str]) -> Output {
+    let path = find_tool(tool).unwrap_or_else(|| panic!("{tool} not found"));
+    Command::new(path)
+        .args(args)
+        .env("LC_ALL", "C")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+fn run_ok(tool: &str, args: &[&str]) -> Output {
+    let out = run(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 test path")
+}
+
+/// Assert two byte strings are equal, reporting the first difference.
+fn assert_same(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+const EPOCH: AssembleOptions = AssembleOptions {
+    source_date_epoch: Some(1_700_000_000),
+};
+
+/// A bundle sealed to `key` (empty manifest: only the header matters here).
+fn real_bundle(key: &ImageKey) -> Vec<u8> {
+    let contents = Contents {
+        manifest: Manifest::default(),
+        values: BTreeMap::new(),
+    };
+    bundle::seal(key, &contents, 1_700_000_000).unwrap()
+}
+
+/// A test image: FAT boot partition (ESP for GPT, 0x0c for MBR) holding
+/// `bundle`, a data partition copied from a file with holes, an empty one.
+fn make_image(dir: &Path, name: &str, table: TableKind, bundle: &[u8]) -> PathBuf {
+    let data = dir.join(format!("{name}.data"));
+    let mut v = vec![0u8; (3 << 20) + 1000];
+    v[..5000].fill(0xab);
+    v[2 << 20..].fill(0xcd);
+    v[700_001] = 1;
+    fs::write(&data, v).unwrap();
+    let boot_kind = match table {
+        TableKind::Gpt => PartitionKind::Esp,
+        TableKind::Mbr => PartitionKind::Fat,
+    };
+    let layout = Layout {
+        table,
+        disk_guid: Some(uuid::uuid!("11111111-2222-4333-8444-555555555555")),
+        disk_signature: Some(0x1234_abcd),
+        partitions: vec![
+            PartitionSpec {
+                label: "BOOT".into(),
+                size: 40 << 20,
+                kind: boot_kind,
+                uuid: Some(uuid::uuid!("AAAAAAAA-0000-4000-8000-000000000001")),
+                bootable: true,
+                content: PartitionContent::Fat {
+                    volume_label: "BOOT".into(),
+                    volume_id: Some(0x1234_abcd),
+                    files: vec![
+                        FatFile::file(crate::seal::BUNDLE_PATH, bundle.to_vec()),
+                        FatFile::file("EFI/BOOT/BOOTX64.EFI", vec![0x4d; 70_000]),
+                        FatFile::file("config.txt", b"# nothing\n".to_vec()),
+                    ],
+                },
+            },
+            PartitionSpec {
+                label: "data".into(),
+                size: 4 << 20,
+                kind: PartitionKind::LinuxFs,
+                uuid: Some(uuid::uuid!("AAAAAAAA-0000-4000-8000-000000000002")),
+                bootable: false,
+                content: PartitionContent::ImageFile(data),
+            },
+            PartitionSpec {
+                label: "spare".into(),
+                size: 1 << 20,
+                kind: PartitionKind::LinuxFs,
+                uuid: Some(uuid::uuid!("AAAAAAAA-0000-4000-8000-000000000003")),
+                bootable: false,
+                content: PartitionContent::Empty,
+            },
+        ],
+        total_size: None,
+    };
+    let img = dir.join(format!("{name}.img"));
+    assemble_with(&img, &layout, &EPOCH).unwrap();
+    img
+}
+
+/// `bmaptool create IMAGE -o OUT`.
+fn make_bmap(img: &Path, out: &Path) {
+    run_ok("bmaptool", &["create", s(img), "-o", s(out)]);
+}
+
+/// Compress like the zstd CLI does a file: one frame that declares its size.
+fn compress(img: &Path, out: &Path) {
+    let mut src = fs::File::open(img).unwrap();
+    let len = src.metadata().unwrap().len();
+    let mut enc = zstd::stream::write::Encoder::new(fs::File::create(out).unwrap(), 3).unwrap();
+    enc.include_contentsize(true).unwrap();
+    enc.set_pledged_src_size(Some(len)).unwrap();
+    std::io::copy(&mut src, &mut enc).unwrap();
+    enc.finish().unwrap();
+}
+
+fn write_key_file(dir: &Path, key: &ImageKey) -> PathBuf {
+    let p = dir.join("image.key");
+    fs::write(&p, key.to_file_text().as_bytes()).unwrap();
+    p
+}
+
+/// What the target must hold: the image with the key file written into its
+/// boot partition by the image module (FAT timestamps are fixed, so this is
+/// byte-exact).
+fn expected_with_key(img: &Path, key: &ImageKey, dir: &Path) -> PathBuf {
+    let exp = dir.join("expected.img");
+    fs::copy(img, &exp).unwrap();
+    let info = read_table(&exp).unwrap();
+    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    fat_write_files(
+        &exp,
+        &boot,
+        &[FatFile::file(
+            crate::seal::EMBEDDED_KEY_PATH,
+            key.to_file_text().as_bytes().to_vec(),
+        )],
+    )
+    .unwrap();
+    exp
+}
+
+/// The key file reads back with mtools, and `fsck.vfat -n` finds the boot
+/// partition clean, in the disk image `view`.
+fn check_key_fat(view: &Path, boot: &crate::image::PartInfo, key: &ImageKey, dir: &Path) {
+    let spec = format!("{}@@{}", s(view), boot.start);
+    let out = run_ok("mtype", &["-i", &spec, "::/sealed-secrets/image.key"]);
+    assert_eq!(out.stdout, key.to_file_text().as_bytes());
+    let part = dir.join("boot.part");
+    let bytes = fs::read(view).unwrap();
+    fs::write(
+        &part,
+        &bytes[boot.start as usize..(boot.start + boot.size) as usize],
+    )
+    .unwrap();
+    let out = run("fsck.vfat", &["-n", s(&part)]);
+    assert!(
+        out.status.success(),
+        "fsck.vfat -n: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// On a flashed file target: the key file and a clean FAT, the bundle
+/// untouched, and every byte outside the boot partition equal to the image.
+fn check_key_on_target(target: &Path, img: &Path, key: &ImageKey, dir: &Path) {
+    let info = read_table(img).unwrap();
+    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let (a, b) = (fs::read(target).unwrap(), fs::read(img).unwrap());
+    assert_eq!(a.len(), b.len());
+    let (s0, s1) = (boot.start as usize, (boot.start + boot.size) as usize);
+    assert_same(&a[..s0], &b[..s0], "before the boot partition");
+    assert_same(&a[s1..], &b[s1..], "after the boot partition");
+    check_key_fat(target, &boot, key, dir);
+    assert_eq!(
+        fat_read_file(target, &boot, crate::seal::BUNDLE_PATH).unwrap(),
+        fat_read_file(img, &boot, crate::seal::BUNDLE_PATH).unwrap()
+    );
+}
+
+fn allocated(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+fn opts() -> FlashOptions {
+    FlashOptions::default()
+}
+
+// ---------------------------------------------------------------------------
+// Regular file targets
+
+#[test]
+fn bmap_flash_equals_the_image_and_bmaptool_copy() {
+    if !require(&["bmaptool", "sfdisk"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"not a bundle");
+    let bmap_path = dir.path().join("disk.img.bmap");
+    make_bmap(&img, &bmap_path);
+    let target = dir.path().join("target.img");
+    let report = flash(
+        &img,
+        &target,
+        &FlashOptions {
+            progress: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+
+    let bm = load_bmap(&bmap_path).unwrap();
+    assert!(report.used_bmap);
+    assert_eq!(report.bmap.as_deref(), Some(bmap_path.as_path()));
+    assert_eq!(report.mapped_bytes, bm.mapped_bytes());
+    assert_eq!(report.bytes_written, bm.mapped_bytes());
+    assert_eq!(report.image_size, fs::metadata(&img).unwrap().len());
+    assert!(report.verified && !report.key_written);
+    assert_eq!(report.target_kind, "file");
+    assert_eq!(report.target, fs::canonicalize(&target).unwrap());
+    assert_eq!(report.sha256_mapped.len(), 64);
+
+    let ours = fs::read(&target).unwrap();
+    assert_same(&ours, &fs::read(&img).unwrap(), "target vs image");
+    assert!(
+        allocated(&target) <= bm.mapped_bytes() + (1 << 20),
+        "target not sparse: {} bytes allocated for {} mapped",
+        allocated(&target),
+        bm.mapped_bytes()
+    );
+
+    // bmaptool's own copy is byte-identical.
+    let theirs = dir.path().join("bmaptool.img");
+    run_ok(
+        "bmaptool",
+        &["copy", "--bmap", s(&bmap_path), s(&img), s(&theirs)],
+    );
+    assert_same(&ours, &fs::read(&theirs).unwrap(), "ours vs bmaptool copy");
+
+    // --no-bmap: the bmap beside the image is ignored.
+    let whole = dir.path().join("whole.img");
+    let r = flash(
+        &img,
+        &whole,
+        &FlashOptions {
+            no_bmap: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(!r.used_bmap && r.bmap.is_none());
+    assert_eq!(r.mapped_bytes, r.image_size);
+    assert_same(&fs::read(&whole).unwrap(), &ours, "--no-bmap vs bmap");
+
+    // sfdisk reads the table of the target.
+    let out = run_ok("sfdisk", &["--json", s(&target)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts = v["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(v["partitiontable"]["label"], "gpt");
+    assert_eq!(parts[0]["name"], "BOOT");
+}
+
+#[test]
+fn no_bmap_writes_everything_but_zero_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Mbr, b"x");
+    let target = dir.path().join("out.img");
+    // A pre-existing, longer target file is truncated first.
+    fs::write(&target, vec![0xee; 80 << 20]).unwrap();
+    let report = flash(&img, &target, &opts()).unwrap();
+    let size = fs::metadata(&img).unwrap().len();
+    assert!(!report.used_bmap && report.bmap.is_none());
+    assert_eq!(report.mapped_bytes, size);
+    assert_eq!(report.image_size, size);
+    assert!(report.bytes_written < size / 4, "{report:?}");
+    assert_eq!(fs::metadata(&target).unwrap().len(), size);
+    assert_same(
+        &fs::read(&target).unwrap(),
+        &fs::read(&img).unwrap(),
+        "target vs image",
+    );
+    assert!(allocated(&target) < size / 2);
+    // sha256_mapped is the image's SHA-256.
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(fs::read(&img).unwrap());
+    assert_eq!(report.sha256_mapped, bmap::hex(&sum));
+}
+
+#[test]
+fn key_goes_onto_the_boot_partition() {
+    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+        return;
+    }
+    for table in [TableKind::Gpt, TableKind::Mbr] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ImageKey::generate();
+        let img = make_image(dir.path(), "disk", table, &real_bundle(&key));
+        make_bmap(&img, &dir.path().join("disk.bmap")); // found as N.bmap
+        let keyf = write_key_file(dir.path(), &key);
+        let target = dir.path().join("target.img");
+        let report = flash(
+            &img,
+            &target,
+            &FlashOptions {
+                key: Some(keyf),
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(report.used_bmap && report.key_written && report.verified);
+        assert_eq!(report.boot_partition, Some(1));
+        let exp = expected_with_key(&img, &key, dir.path());
+        assert_same(
+            &fs::read(&target).unwrap(),
+            &fs::read(&exp).unwrap(),
+            "target vs image + key",
+        );
+        check_key_on_target(&target, &img, &key, dir.path());
+    }
+}
+
+#[test]
+fn zstd_images_with_and_without_bmap() {
+    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = ImageKey::generate();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, &real_bundle(&key));
+    let zst = dir.path().join("disk.img.zst");
+    compress(&img, &zst);
+    let keyf = write_key_file(dir.path(), &key);
+    let exp = fs::read(expected_with_key(&img, &key, dir.path())).unwrap();
+
+    // Without a bmap (none beside the image).
+    let t1 = dir.path().join("t1.img");
+    let r1 = flash(
+        &zst,
+        &t1,
+        &FlashOptions {
+            key: Some(keyf.clone()),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(!r1.used_bmap && r1.key_written);
+    assert_eq!(r1.image_size, exp.len() as u64);
+    assert_same(&fs::read(&t1).unwrap(), &exp, "zst without bmap");
+
+    // With the bmap of the uncompressed image, found beside it as disk.img.bmap.
+    make_bmap(&img, &dir.path().join("disk.img.bmap"));
+    let t2 = dir.path().join("t2.img");
+    let r2 = flash(
+        &zst,
+        &t2,
+        &FlashOptions {
+            key: Some(keyf),
+            progress: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(r2.used_bmap && r2.key_written);
+    assert_eq!(r2.bmap, Some(dir.path().join("disk.img.bmap")));
+    assert_same(&fs::read(&t2).unwrap(), &exp, "zst with bmap");
+    check_key_on_target(&t2, &img, &key, dir.path());
+
+    // Same data checksum as from the plain image.
+    let t3 = dir.path().join("t3.img");
+    let r3 = flash(&img, &t3, &opts()).unwrap();
+    assert_eq!(r3.sha256_mapped, r2.sha256_mapped);
+}
+
+#[test]
+fn corrupted_image_data_fails_the_range_checksum() {
+    if !require(&["bmaptool"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let bmap_path = dir.path().join("disk.img.bmap");
+    make_bmap(&img, &bmap_path);
+    let bm = load_bmap(&bmap_path).unwrap();
+    // Flip a byte inside the second mapped range.
+    let (start, _) = bm.byte_range(&bm.ranges[1]);
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0x5a], start + 7).unwrap();
+    drop(f);
+    let target = dir.path().join("t.img");
+    let e = flash(&img, &target, &opts()).unwrap_err();
+    match &e {
+        FlashError::ChecksumMismatch { blocks, .. } => {
+            assert!(blocks.contains(&format!("(bytes {start}..")), "{blocks}")
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!e.is_refusal());
+    assert!(e.to_string().contains("partial image"), "{e}");
+
+    // The same through zstd.
+    let zst = dir.path().join("disk.img.zst");
+    compress(&img, &zst);
+    let e = flash(&zst, &target, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::ChecksumMismatch { .. }), "{e}");
+}
+
+#[test]
+fn edited_or_foreign_bmaps_are_refused_before_writing() {
+    if !require(&["bmaptool"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let bmap_path = dir.path().join("good.bmap");
+    make_bmap(&img, &bmap_path);
+    let target = dir.path().join("t.img");
+
+    // An edited range checksum breaks the file checksum.
+    let text = fs::read_to_string(&bmap_path).unwrap();
+    let at = text.find("chksum=\"").unwrap() + 8;
+    let mut edited = text.clone();
+    let c = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    edited.replace_range(at..at + 1, c);
+    let bad = dir.path().join("edited.bmap");
+    fs::write(&bad, edited).unwrap();
+    let e = flash(
+        &img,
+        &target,
+        &FlashOptions {
+            bmap: Some(bad),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
+    assert!(e.to_string().contains("modified or damaged"), "{e}");
+    assert!(e.is_refusal());
+    assert!(!target.exists());
+
+    // Truncated file.
+    let cut = dir.path().join("cut.bmap");
+    fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let e = flash(
+        &img,
+        &target,
+        &FlashOptions {
+            bmap: Some(cut),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
+    assert!(!target.exists());
+
+    // The bmap of another image (different size).
+    let other = dir.path().join("other.img");
+    fs::copy(&img, &other).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_len(fs::metadata(&img).unwrap().len() + 4096)
+        .unwrap();
+    let e = flash(
+        &other,
+        &target,
+        &FlashOptions {
+            bmap: Some(bmap_path.clone()),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
+    assert!(!target.exists());
+
+    // A compressed image longer than the bmap says (declared in the frame
+    // header: refused before writing).
+    let zst = dir.path().join("other.img.zst");
+    compress(&other, &zst);
+    let e = flash(
+        &zst,
+        &target,
+        &FlashOptions {
+            bmap: Some(bmap_path),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
+    assert!(!target.exists());
+
+    // A missing explicit bmap.
+    let e = flash(
+        &img,
+        &target,
+        &FlashOptions {
+            bmap: Some(dir.path().join("nope.bmap")),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::BmapOpen { .. }), "{e}");
+}
+
+#[test]
+fn zstd_stream_longer_than_the_bmap_fails_after_the_stream() {
+    if !require(&["bmaptool"]) {
+        return;
+    }
+    // A multi-frame .zst whose first frame matches the bmap but a second
+    // frame appends data: detected when the stream ends.
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let bmap_path = dir.path().join("disk.img.bmap");
+    make_bmap(&img, &bmap_path);
+    let zst = dir.path().join("disk.img.zst");
+    compress(&img, &zst);
+    let mut bytes = fs::read(&zst).unwrap();
+    bytes.extend(zstd::encode_all(&[1u8; 100][..], 3).unwrap());
+    fs::write(&zst, bytes).unwrap();
+    let target = dir.path().join("t.img");
+    let e = flash(&zst, &target, &opts()).unwrap_err();
+    match &e {
+        FlashError::ImageLength {
+            partially_written, ..
+        } => assert!(partially_written.is_some()),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ImageKey::generate();
+    let other = ImageKey::generate();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, &real_bundle(&key));
+    let wrong = write_key_file(dir.path(), &other);
+    let target = dir.path().join("t.img");
+    let o = FlashOptions {
+        key: Some(wrong),
+        ..opts()
+    };
+    // Plain image: refused before anything is written.
+    let e = flash(&img, &target, &o).unwrap_err();
+    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&other.id().to_string()), "{e}");
+    assert!(e.is_refusal());
+    assert!(!target.exists());
+
+    // Compressed image: found on the target after writing; no key written.
+    let zst = dir.path().join("disk.img.zst");
+    compress(&img, &zst);
+    let e = flash(&zst, &target, &o).unwrap_err();
+    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("the key was not"), "{e}");
+    assert!(!e.is_refusal());
+    assert_same(
+        &fs::read(&target).unwrap(),
+        &fs::read(&img).unwrap(),
+        "image written, no key",
+    );
+
+    // No bundle at all.
+    let bare = make_image(dir.path(), "bare", TableKind::Gpt, b"not a bundle");
+    let e = flash(
+        &bare,
+        &target,
+        &FlashOptions {
+            key: Some(write_key_file(dir.path(), &key)),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+}
+
+#[test]
+fn bad_inputs_and_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let before = fs::read(&img).unwrap();
+
+    // Missing image.
+    let e = flash(&dir.path().join("nope.img"), &dir.path().join("t"), &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::ImageOpen { .. }), "{e}");
+    // A directory as image.
+    let e = flash(dir.path(), &dir.path().join("t"), &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::ImageNotFile { .. }), "{e}");
+    // Invalid key file.
+    let badkey = dir.path().join("bad.key");
+    fs::write(&badkey, "hello\n").unwrap();
+    let e = flash(
+        &img,
+        &dir.path().join("t"),
+        &FlashOptions {
+            key: Some(badkey),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
+    assert!(
+        !e.to_string().contains("hello"),
+        "never echo key content: {e}"
+    );
+
+    // The image itself (directly, through a symlink, through a hard link).
+    let e = flash(&img, &img, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    let e = flash(&img, &link, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    assert!(e.to_string().contains("given as"), "{e}");
+    let hard = dir.path().join("hard.img");
+    fs::hard_link(&img, &hard).unwrap();
+    let e = flash(&img, &hard, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    assert_eq!(fs::read(&img).unwrap(), before, "the image was modified");
+
+    // A device node that is not there: never created as a file.
+    let e = flash(&img, Path::new("/dev/sdzz-flash-test"), &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetMissing { .. }), "{e}");
+    assert!(!Path::new("/dev/sdzz-flash-test").exists());
+    // A dangling symlink.
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink("/dev/disk/by-id/usb-nothing-here", &dangling).unwrap();
+    let e = flash(&img, &dangling, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetMissing { .. }), "{e}");
+    // A regular file in /dev (an earlier copy to an absent device).
+    let stray = PathBuf::from(format!("/dev/flash-test-stray-{}", std::process::id()));
+    if fs::write(&stray, b"").is_ok() {
+        let e = flash(&img, &stray, &opts()).unwrap_err();
+        let _ = fs::remove_file(&stray);
+        assert!(matches!(e, FlashError::TargetKind { .. }), "{e}");
+        assert!(e.to_string().contains("under /dev"), "{e}");
+    }
+    // A character device, a directory.
+    let e = flash(&img, Path::new("/dev/null"), &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetKind { .. }), "{e}");
+    let e = flash(&img, dir.path(), &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::TargetKind { .. }), "{e}");
+}
+
+#[test]
+fn default_bmap_lookup_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let zst = d.join("n.img.zst");
+    assert_eq!(default_bmap(&zst), None);
+    fs::write(d.join("n.bmap"), "").unwrap();
+    assert_eq!(default_bmap(&zst), Some(d.join("n.bmap")));
+    fs::write(d.join("n.img.bmap"), "").unwrap();
+    assert_eq!(default_bmap(&zst), Some(d.join("n.img.bmap")));
+    fs::write(d.join("n.img.zst.bmap"), "").unwrap();
+    assert_eq!(default_bmap(&zst), Some(d.join("n.img.zst.bmap")));
+    assert_eq!(default_bmap(&d.join("n.img")), Some(d.join("n.img.bmap")));
+}
+
+#[test]
+fn table_read_through_the_shadow_matches_read_table() {
+    // GPT and MBR images from the assembler, and an MBR with logical
+    // partitions made by sfdisk (EBR chain).
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = vec![
+        make_image(dir.path(), "g", TableKind::Gpt, b"x"),
+        make_image(dir.path(), "m", TableKind::Mbr, b"x"),
+    ];
+    if require(&["sfdisk"]) {
+        let ext = dir.path().join("ext.img");
+        fs::File::create(&ext).unwrap().set_len(64 << 20).unwrap();
+        let script = "label: dos\n,8M,c\n,8M,83\n,,5\n,8M,83\n,8M,83\n,,83\n";
+        let mut child = Command::new(find_tool("sfdisk").unwrap())
+            .arg(s(&ext))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        images.push(ext);
+    }
+    for img in images {
+        let f = fs::File::open(&img).unwrap();
+        let size = f.metadata().unwrap().len();
+        let shadow = boot::read_table_of(&f, size).unwrap();
+        assert_eq!(shadow, read_table(&img).unwrap(), "{}", img.display());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loop devices
+
+/// A loop device over a file, detached on drop.
+struct Loop {
+    dev: PathBuf,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = run("losetup", &["-d", s(&self.dev)]);
+    }
+}
+
+/// Attach `backing` to a free loop device, or say why not (and skip).
+fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
+    if !require(&["losetup"]) {
+        return None;
+    }
+    if !rustix::process::geteuid().is_root() {
+        if ci() {
+            panic!("loop device tests need root (CI=true)");
+        }
+        eprintln!("skipping: loop devices need root");
+        return None;
+    }
+    let mut args = vec!["-f", "--show"];
+    if partscan {
+        args.push("-P");
+    }
+    args.push(s(backing));
+    let out = run("losetup", &args);
+    if !out.status.success() {
+        // Not a missing tool: the kernel (or the sandbox) refuses loop
+        // devices. Skip even under CI=true, and say so.
+        eprintln!(
+            "skipping: the kernel refused a loop device (losetup: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Some(Loop { dev })
+}
+
+fn sparse_file(p: &Path, len: u64) {
+    fs::File::create(p).unwrap().set_len(len).unwrap();
+}
+
+#[test]
+fn loop_device_flash_with_key() {
+    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = ImageKey::generate();
+    // with/ holds the image, its bmap and its .zst; without/ the same
+    // images and no bmap.
+    let with = dir.path().join("with");
+    let without = dir.path().join("without");
+    fs::create_dir_all(&with).unwrap();
+    fs::create_dir_all(&without).unwrap();
+    let img = make_image(&with, "disk", TableKind::Gpt, &real_bundle(&key));
+    let bmap_path = with.join("disk.img.bmap");
+    make_bmap(&img, &bmap_path);
+    let bm = load_bmap(&bmap_path).unwrap();
+    compress(&img, &with.join("disk.img.zst"));
+    fs::copy(&img, without.join("disk.img")).unwrap();
+    fs::copy(with.join("disk.img.zst"), without.join("disk.img.zst")).unwrap();
+    let keyf = write_key_file(dir.path(), &key);
+    let size = fs::metadata(&img).unwrap().len();
+    let exp = fs::read(expected_with_key(&img, &key, dir.path())).unwrap();
+    let info = read_table(&img).unwrap();
+    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let spare = info.partitions[2].clone();
+
+    for (n, image) in [
+        with.join("disk.img"),
+        with.join("disk.img.zst"),
+        without.join("disk.img"),
+        without.join("disk.img.zst"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let use_bmap = image.starts_with(&with);
+        let backing = dir.path().join(format!("backing{n}"));
+        // Bigger than the image. Without a bmap, full of old data that must
+        // not survive anywhere. With one, like a fresh (erased) card, but
+        // with old data in the empty third partition, which the bmap does
+        // not map and which must therefore stay as it was.
+        // (Old data everywhere would also stay in the unmapped, all-zero
+        // parts of the FAT tables: see the report about sparse FATs.)
+        let old = if use_bmap { 0u8 } else { 0x77 };
+        fs::write(&backing, vec![old; (size + (8 << 20)) as usize]).unwrap();
+        if use_bmap {
+            let f = fs::OpenOptions::new().write(true).open(&backing).unwrap();
+            f.write_all_at(&[0x77; 8192], spare.start).unwrap();
+        }
+        let Some(lo) = attach(&backing, false) else {
+            return;
+        };
+        // Through a symlink, like /dev/disk/by-id/...
+        let link = dir.path().join(format!("by-id-{n}"));
+        std::os::unix::fs::symlink(&lo.dev, &link).unwrap();
+        let r = flash(
+            image,
+            &link,
+            &FlashOptions {
+                key: Some(keyf.clone()),
+                yes: true, // loop devices are not removable
+                ..opts()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+        assert_eq!(r.target, lo.dev, "the report names the real device");
+        assert_eq!(r.target_kind, "block-device");
+        assert!(r.key_written && r.verified);
+        assert_eq!(r.used_bmap, use_bmap, "{}", image.display());
+        assert_eq!(r.boot_partition, Some(boot.index));
+
+        // Read through the device itself (what a reader of the disk sees).
+        let f = fs::File::open(&lo.dev).unwrap();
+        let mut got = vec![0u8; size as usize];
+        f.read_exact_at(&mut got, 0).unwrap();
+        drop(f);
+        if use_bmap {
+            assert_eq!(r.bytes_written, bm.mapped_bytes());
+            // Unmapped blocks keep the old data; mapped ones hold the
+            // image with the key written.
+            for rg in &bm.ranges {
+                let (a, b) = bm.byte_range(rg);
+                let (a, b) = (a as usize, b as usize);
+                assert_same(&got[a..b], &exp[a..b], "mapped range");
+            }
+            let at = spare.start as usize;
+            assert!(
+                got[at..at + 8192].iter().all(|&b| b == 0x77),
+                "unmapped blocks were written"
+            );
+            got[at..at + 8192].fill(0);
+            assert_same(&got, &exp, "device vs image + key");
+        } else {
+            assert_eq!(r.bytes_written, size, "all blocks written to a device");
+            assert_same(&got, &exp, "device vs image + key");
+        }
+        // The key reads back with mtools, the FAT is clean.
+        let view = dir.path().join("view.img");
+        fs::write(&view, &got).unwrap();
+        check_key_fat(&view, &boot, &key, dir.path());
+    }
+}
+
+#[test]
+fn loop_device_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let size = fs::metadata(&img).unwrap().len();
+
+    // Too small: refused from sysfs before writing, even with --yes.
+    let small = dir.path().join("small");
+    sparse_file(&small, size - (1 << 20));
+    let Some(lo) = attach(&small, false) else {
+        return;
+    };
+    let e = flash(
+        &img,
+        &lo.dev,
+        &FlashOptions {
+            yes: true,
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::TargetTooSmall { .. }), "{e}");
+    assert!(e.is_refusal());
+    assert_eq!(allocated(&small), 0, "something was written");
+    drop(lo);
+
+    // Not removable: refused without --yes.
+    let big = dir.path().join("big");
+    sparse_file(&big, size + (1 << 20));
+    let Some(lo) = attach(&big, true) else {
+        return;
+    };
+    let e = flash(&img, &lo.dev, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::NotRemovable { .. }), "{e}");
+
+    // Busy: someone holds it exclusively (the kernel says no).
+    let holder = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .open(&lo.dev)
+        .unwrap();
+    let e = flash(
+        &img,
+        &lo.dev,
+        &FlashOptions {
+            yes: true,
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, FlashError::Busy { .. }), "{e}");
+    drop(holder);
+    assert_eq!(allocated(&big), 0, "something was written");
+
+    // Write it for real, then its partitions show up (partition scan):
+    // a partition as target is refused without --yes.
+    flash(
+        &img,
+        &lo.dev,
+        &FlashOptions {
+            yes: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let _ = run("blockdev", &["--rereadpt", s(&lo.dev)]);
+    let part = PathBuf::from(format!("{}p1", s(&lo.dev)));
+    let mut waited = 0;
+    while !part.exists() && waited < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    if !part.exists() {
+        eprintln!(
+            "skipping the partition check: no {} after a partition rescan",
+            part.display()
+        );
+        return;
+    }
+    let e = flash(&img, &part, &opts()).unwrap_err();
+    assert!(matches!(e, FlashError::IsPartition { .. }), "{e}");
+    let loop_name = lo.dev.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(e.to_string().contains(&loop_name), "{e}");
+}
