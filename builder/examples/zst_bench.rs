@@ -12,9 +12,20 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: zst_bench IMAGE OUT.zst [LEVEL [THREADS]]");
         std::process::exit(2);
     }
-    let level = args.get(3).map_or(Ok(zst::DEFAULT_LEVEL), |s| s.parse()).expect("LEVEL: a number");
-    let threads = args.get(4).map_or(Ok(0), |s| s.parse()).expect("THREADS: a number");
-    let n = zst::compress_image(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]), level, threads)?;
+    let level = args
+        .get(3)
+        .map_or(Ok(zst::DEFAULT_LEVEL), |s| s.parse())
+        .expect("LEVEL: a number");
+    let threads = args
+        .get(4)
+        .map_or(Ok(0), |s| s.parse())
+        .expect("THREADS: a number");
+    let n = zst::compress_image(
+        &PathBuf::from(&args[1]),
+        &PathBuf::from(&args[2]),
+        level,
+        threads,
+    )?;
     println!("{n}");
     Ok(())
 }

@@ -3,10 +3,10 @@
 use crate::image::{
     self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
 };
-use crate::output::{staging::Staging, sums};
+use crate::output::{bmap, manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
-use crate::seal;
 use crate::recipe::{self, PartitionType, Recipe};
+use crate::seal;
 use crate::secrets::{self, SecretsError};
 use sealed_firstboot::bundle::BundleError;
 use serde::Serialize;
@@ -48,6 +48,8 @@ pub struct BuildOptions {
     pub key_mode: KeyMode,
     /// Unix seconds stamped into the bundle: `SOURCE_DATE_EPOCH` or now.
     pub created_at: u64,
+    /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
+    pub zst_level: Option<i32>,
 }
 
 /// What a build produced (safe to print: no values, no key).
@@ -89,6 +91,8 @@ pub fn build(
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
     let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    // Names and paths only, for build.json; the values go with `contents`.
+    let bundled = contents.manifest.clone();
     drop(contents);
     let header = &sealed.header;
 
@@ -109,19 +113,62 @@ pub fn build(
     }
     let assembled = assembled?;
 
+    let img = staging.path(&img_name);
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
-    if sealed
+    let wrote_key = sealed
         .write_key_file(&key_path)
-        .map_err(io_err(format!("writing {}", key_path.display())))?
-    {
-        files.push(key_name.clone());
+        .map_err(io_err(format!("writing {}", key_path.display())))?;
+
+    progress.step("writing the block map");
+    let bmap_name = format!("{name}.bmap");
+    bmap::write_bmap(&img, &staging.path(&bmap_name))
+        .map_err(io_err(format!("writing {bmap_name}")))?;
+    let mut hashed = vec![img_name.clone(), bmap_name];
+    if let Some(level) = opts.zst_level {
+        progress.step("compressing");
+        let zst_name = format!("{name}.img.zst");
+        zst::compress_image(&img, &staging.path(&zst_name), level, 0)
+            .map_err(io_err(format!("writing {zst_name}")))?;
+        hashed.push(zst_name);
     }
     progress.step("writing checksums");
-    // The key is a secret: it is not listed in SHA256SUMS.
-    let sums = sums::write_sums(staging.dir(), std::slice::from_ref(&img_name))
-        .map_err(io_err("writing SHA256SUMS".into()))?;
+    // The key is a secret: it is not listed in SHA256SUMS or build.json.
+    let sums =
+        sums::write_sums(staging.dir(), &hashed).map_err(io_err("writing SHA256SUMS".into()))?;
+
+    let recipe_info = manifest::RecipeInfo::from_file(&recipe.path)
+        .map_err(io_err(format!("hashing {}", recipe.path.display())))?;
+    let image_info = manifest::ImageInfo::from_assembled(name, &img_name, &layout, &assembled);
+    let mut m = manifest::BuildManifest::new(
+        recipe_info,
+        image_info,
+        &header.bundle_id_hex(),
+        &header.key_id.to_string(),
+        opts.key_mode.name(),
+        header.created_at,
+    );
+    m.partitions = manifest::partitions_from(&layout, &assembled);
+    m.secrets = manifest::secrets_from(recipe, &bundled);
+    m.templates = manifest::templates_from(recipe, &bundled);
+    m.key_file = wrote_key.then(|| key_name.clone());
+    if let KeyMode::Recipient(r) = &opts.key_mode {
+        m.recipient = Some(r.to_string());
+    }
+    m.outputs = sums
+        .iter()
+        .map(|(n, h)| manifest::OutputFile::with_sha256(staging.dir(), n, h))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("sizing outputs".into()))?;
+    manifest::write_build_json(&staging.path(manifest::BUILD_JSON_NAME), &m)
+        .map_err(io_err("writing build.json".into()))?;
+
+    files.extend(hashed.iter().skip(1).cloned());
+    if wrote_key {
+        files.push(key_name.clone());
+    }
     files.push("SHA256SUMS".into());
+    files.push(manifest::BUILD_JSON_NAME.into());
     staging.commit(&files).map_err(io_err(format!(
         "moving outputs into {}",
         opts.out_dir.display()

@@ -87,7 +87,10 @@ pub fn build_fleet(
             .map(|i| i as u32 + 1)
             .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))?;
         let info = image::read_table(&base)?;
-        Some(image::find_boot_partition(&info, &BootSelector::Index(index))?)
+        Some(image::find_boot_partition(
+            &info,
+            &BootSelector::Index(index),
+        )?)
     };
 
     let mut reports = Vec::new();
@@ -102,12 +105,15 @@ pub fn build_fleet(
                 let img = dir.join(&img_name);
                 sparse::sparse_copy(&base, &img)
                     .map_err(io_err(format!("copying the base image for {}", d.name)))
-                    .and_then(|_| image::fat_write_files(&img, part, &files).map_err(BuildError::from))
+                    .and_then(|_| {
+                        image::fat_write_files(&img, part, &files).map_err(BuildError::from)
+                    })
             }
             None => files.iter().try_for_each(|f| {
                 let p = dir.join(&f.path);
                 if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(io_err(format!("creating {}", parent.display())))?;
                 }
                 write_private(&p, &f.data).map_err(io_err(format!("writing {}", p.display())))
             }),
@@ -136,12 +142,14 @@ pub fn build_fleet(
     for n in &moved {
         let dest = opts.out_dir.join(n);
         if dest.exists() {
-            std::fs::remove_dir_all(&dest).map_err(io_err(format!("replacing {}", dest.display())))?;
+            std::fs::remove_dir_all(&dest)
+                .map_err(io_err(format!("replacing {}", dest.display())))?;
         }
     }
-    staging
-        .commit(&moved)
-        .map_err(io_err(format!("moving outputs into {}", opts.out_dir.display())))?;
+    staging.commit(&moved).map_err(io_err(format!(
+        "moving outputs into {}",
+        opts.out_dir.display()
+    )))?;
     Ok(FleetReport { devices: reports })
 }
 

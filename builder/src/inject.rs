@@ -68,7 +68,10 @@ pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
         input.to_path_buf()
     } else {
         opts.output.clone().unwrap_or_else(|| {
-            dir.join(format!("{stem}.sealed.img{}", if zst { ".zst" } else { "" }))
+            dir.join(format!(
+                "{stem}.sealed.img{}",
+                if zst { ".zst" } else { "" }
+            ))
         })
     };
     let (out_stem, _) = split_name(&output);
@@ -109,7 +112,11 @@ pub fn inject(
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let work = Temp(dir.join(format!(".inject-{}.img.tmp", std::process::id())));
     progress.step("copying the image");
     if compressed {
@@ -131,7 +138,9 @@ pub fn inject(
     let final_tmp = if compressed {
         progress.step("compressing");
         let z = Temp(dir.join(format!(".inject-{}.img.zst.tmp", std::process::id())));
-        let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
         zst::compress_image(&work.0, &z.0, 19, threads)
             .map_err(io_err(format!("compressing {}", output.display())))?;
         z
@@ -143,7 +152,8 @@ pub fn inject(
         .write_key_file(&key_tmp.0)
         .map_err(io_err(format!("writing {}", key_path.display())))?;
     if wrote_key {
-        fs::rename(&key_tmp.0, &key_path).map_err(io_err(format!("writing {}", key_path.display())))?;
+        fs::rename(&key_tmp.0, &key_path)
+            .map_err(io_err(format!("writing {}", key_path.display())))?;
     }
     fs::rename(&final_tmp.0, &output).map_err(io_err(format!("writing {}", output.display())))?;
 

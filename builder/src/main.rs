@@ -72,9 +72,13 @@ enum Command {
         WIFI_PSK=… build-image build recipe.toml --out out/ --json\n  \
         build-image build recipe.toml --out out/ --recipient age1…\n\n\
         OUTPUTS:\n  OUT/NAME.img     sparse disk image\n  \
+        OUT/NAME.img.zst the image compressed with zstd (multithreaded; --no-zst skips it)\n  \
+        OUT/NAME.bmap    block map (bmaptool format 2.0): `bmaptool copy` and `flash` write only mapped blocks\n  \
+        OUT/build.json   what was built: recipe hash, partitions, secret names and paths, bundle id,\n                   \
+        output hashes (never values or keys)\n  \
         OUT/NAME.key     image key (separate key mode, mode 0600): copy it onto the boot\n                   \
         partition as sealed-secrets/image.key when flashing; keep it apart from the image\n  \
-        OUT/SHA256SUMS   checksums of the image (not of the key)")]
+        OUT/SHA256SUMS   checksums of the image, .img.zst and .bmap (not of the key)")]
     Build {
         /// The recipe file (TOML)
         recipe: PathBuf,
@@ -96,6 +100,13 @@ enum Command {
         /// of images, for `inject` or `flash`
         #[arg(long, requires = "devices")]
         bundles_only: bool,
+        /// zstd level of NAME.img.zst (1-22)
+        #[arg(long, value_name = "N", default_value_t = build_image::output::zst::DEFAULT_LEVEL,
+              value_parser = clap::value_parser!(i32).range(1..=22))]
+        zst_level: i32,
+        /// Do not write NAME.img.zst
+        #[arg(long)]
+        no_zst: bool,
     },
     /// Seal a recipe's secrets into an existing image (.img or .img.zst)
     #[command(after_help = "EXAMPLES:\n  \
@@ -319,6 +330,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             devices,
             shard,
             bundles_only,
+            zst_level,
+            no_zst,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let key_mode = key_mode(key)?;
@@ -359,6 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out_dir: out,
                 key_mode,
                 created_at: created_at()?,
+                zst_level: (!no_zst).then_some(zst_level),
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;

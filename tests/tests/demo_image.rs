@@ -91,6 +91,61 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let meta = std::fs::metadata(&b.image).unwrap();
     assert!(meta.blocks() * 512 < meta.len() / 2, "image is not sparse");
 
+    // The other outputs: checksums verify, the .zst decompresses to the
+    // image, bmaptool copies it byte for byte with the .bmap, and build.json
+    // describes it.
+    t.ok(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&b.out));
+    let sums = std::fs::read_to_string(b.out.join("SHA256SUMS")).unwrap();
+    for f in ["demo.img", "demo.img.zst", "demo.bmap"] {
+        assert!(
+            sums.contains(&format!("  {f}\n")),
+            "{f} not in SHA256SUMS: {sums}"
+        );
+    }
+    assert!(!sums.contains("demo.key"));
+    if require_tool("zstd", "zstd") {
+        t.ok(Command::new("zstd")
+            .arg("-t")
+            .arg(b.out.join("demo.img.zst")));
+        let unpacked = b.out.join("unpacked.img");
+        t.ok(Command::new("zstd")
+            .args(["-q", "-d"])
+            .arg(b.out.join("demo.img.zst"))
+            .arg("-o")
+            .arg(&unpacked));
+        assert!(std::fs::read(&unpacked).unwrap() == std::fs::read(&b.image).unwrap());
+        std::fs::remove_file(&unpacked).unwrap();
+    }
+    if require_tool("bmaptool", "bmap-tools") {
+        let copy = b.out.join("copy.img");
+        t.ok(Command::new("bmaptool")
+            .arg("copy")
+            .arg("--bmap")
+            .arg(b.out.join("demo.bmap"))
+            .arg(&b.image)
+            .arg(&copy));
+        assert!(std::fs::read(&copy).unwrap() == std::fs::read(&b.image).unwrap());
+        std::fs::remove_file(&copy).unwrap();
+    }
+    let build_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.out.join("build.json")).unwrap()).unwrap();
+    assert_eq!(build_json["key_mode"], "separate");
+    assert_eq!(build_json["key_file"], "demo.key");
+    assert_eq!(build_json["secrets"].as_array().unwrap().len(), 5);
+    assert_eq!(build_json["partitions"].as_array().unwrap().len(), 2);
+    let outputs: Vec<&str> = build_json["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        outputs.contains(&"demo.img") && !outputs.contains(&"demo.key"),
+        "{outputs:?}"
+    );
+
     // Partition table: sgdisk finds no problem; sfdisk sees both partitions.
     let v = t.ok(Command::new("sgdisk").arg("-v").arg(&b.image));
     let v = String::from_utf8_lossy(&v.stdout);

@@ -93,15 +93,23 @@ fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<
         .min(blocks.len())
         .max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<io::Result<String>>>> = Mutex::new((0..blocks.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<io::Result<String>>>> =
+        Mutex::new((0..blocks.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(first, last)) = blocks.get(i) else { break };
-                    let r = hash_range(file, first * BLOCK_SIZE, ((last + 1) * BLOCK_SIZE).min(size), &mut buf);
+                    let Some(&(first, last)) = blocks.get(i) else {
+                        break;
+                    };
+                    let r = hash_range(
+                        file,
+                        first * BLOCK_SIZE,
+                        ((last + 1) * BLOCK_SIZE).min(size),
+                        &mut buf,
+                    );
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
@@ -195,10 +203,17 @@ fn render(size: u64, ranges: &[MappedRange]) -> (Vec<u8>, BmapSummary) {
     t += &format!("    <BlocksCount> {blocks} </BlocksCount>\n\n");
     t += "    <!-- Count of mapped blocks: ";
     let pos1 = t.len();
-    t += &format!("{} or {}   -->\n", " ".repeat(image_human.len()), " ".repeat("100.0%".len()));
+    t += &format!(
+        "{} or {}   -->\n",
+        " ".repeat(image_human.len()),
+        " ".repeat("100.0%".len())
+    );
     t += "    <MappedBlocksCount> ";
     let pos2 = t.len();
-    t += &format!("{} </MappedBlocksCount>\n\n", " ".repeat(blocks.to_string().len()));
+    t += &format!(
+        "{} </MappedBlocksCount>\n\n",
+        " ".repeat(blocks.to_string().len())
+    );
     t += "    <!-- Type of checksum used in this file -->\n";
     t += "    <ChecksumType> sha256 </ChecksumType>\n\n";
     t += "    <!-- The checksum of this bmap file. When it is calculated, the value of\n";
@@ -213,16 +228,26 @@ fn render(size: u64, ranges: &[MappedRange]) -> (Vec<u8>, BmapSummary) {
     t += "    <BlockMap>\n";
     for r in ranges {
         if r.first == r.last {
-            t += &format!("        <Range chksum=\"{}\"> {} </Range>\n", r.sha256, r.first);
+            t += &format!(
+                "        <Range chksum=\"{}\"> {} </Range>\n",
+                r.sha256, r.first
+            );
         } else {
-            t += &format!("        <Range chksum=\"{}\"> {}-{} </Range>\n", r.sha256, r.first, r.last);
+            t += &format!(
+                "        <Range chksum=\"{}\"> {}-{} </Range>\n",
+                r.sha256, r.first, r.last
+            );
         }
     }
     t += "    </BlockMap>\n</bmap>\n";
 
     let mut b = t.into_bytes();
     let percent = (mapped as f64 * 100.0) / blocks as f64;
-    overwrite(&mut b, pos1, &format!("{} or {percent:.1}%", human_size(mapped * BLOCK_SIZE)));
+    overwrite(
+        &mut b,
+        pos1,
+        &format!("{} or {percent:.1}%", human_size(mapped * BLOCK_SIZE)),
+    );
     overwrite(&mut b, pos2, &mapped.to_string());
     let checksum = format!("{:x}", Sha256::digest(&b));
     overwrite(&mut b, pos3, &checksum);
@@ -278,7 +303,11 @@ mod tests {
     fn parse(path: &Path) -> Parsed {
         let text = std::fs::read_to_string(path).unwrap();
         let mut ranges = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| l.starts_with("<Range")) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("<Range"))
+        {
             let q = line.find("chksum=\"").unwrap() + 8;
             let sum = line[q..q + 64].to_string();
             let body = line[line.find('>').unwrap() + 1..line.rfind("</").unwrap()].trim();
@@ -321,16 +350,27 @@ mod tests {
 
     #[test]
     fn bmaptool_copy_reproduces_the_image() {
-        let Some((dir, bmaptool, img, bmap)) = setup() else { return };
+        let Some((dir, bmaptool, img, bmap)) = setup() else {
+            return;
+        };
         let dest = dir.path().join("copy.img");
         let out = copy(&bmaptool, &bmap, &img, &dest);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(same_contents(&img, &dest), "bmaptool copy differs from the image");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            same_contents(&img, &dest),
+            "bmaptool copy differs from the image"
+        );
     }
 
     #[test]
     fn summary_matches_the_file() {
-        let Some((_dir, _b, img, bmap)) = setup() else { return };
+        let Some((_dir, _b, img, bmap)) = setup() else {
+            return;
+        };
         let again = write_bmap(&img, &bmap).unwrap();
         let p = parse(&bmap);
         assert_eq!(p.image_size, again.image_size);
@@ -340,13 +380,18 @@ mod tests {
         assert_eq!(p.ranges.len(), again.ranges);
         assert!(p.mapped < p.blocks / 4, "holes are not mapped: {p:?}");
         let text = std::fs::read_to_string(&bmap).unwrap();
-        assert!(text.contains(&format!("<BmapFileChecksum> {} </BmapFileChecksum>", again.bmap_checksum)));
+        assert!(text.contains(&format!(
+            "<BmapFileChecksum> {} </BmapFileChecksum>",
+            again.bmap_checksum
+        )));
         assert!(text.contains("<bmap version=\"2.0\">"));
     }
 
     #[test]
     fn bmaptool_checks_range_checksums() {
-        let Some((dir, bmaptool, img, bmap)) = setup() else { return };
+        let Some((dir, bmaptool, img, bmap)) = setup() else {
+            return;
+        };
         // Change one range checksum and fix up the file checksum, so that only
         // the range check can catch it.
         let text = std::fs::read_to_string(&bmap).unwrap();
@@ -355,21 +400,38 @@ mod tests {
         let bad_sum: String = range_sum
             .chars()
             .enumerate()
-            .map(|(i, c)| if i == 0 { if c == '0' { '1' } else { '0' } } else { c })
+            .map(|(i, c)| {
+                if i == 0 {
+                    if c == '0' {
+                        '1'
+                    } else {
+                        '0'
+                    }
+                } else {
+                    c
+                }
+            })
             .collect();
-        let zeroed = text.replace(&range_sum, &bad_sum).replace(&file_sum, &"0".repeat(64));
+        let zeroed = text
+            .replace(&range_sum, &bad_sum)
+            .replace(&file_sum, &"0".repeat(64));
         let new_sum = format!("{:x}", Sha256::digest(zeroed.as_bytes()));
         let forged = dir.path().join("forged.bmap");
         std::fs::write(&forged, zeroed.replace(&"0".repeat(64), &new_sum)).unwrap();
         let out = copy(&bmaptool, &forged, &img, &dir.path().join("x.img"));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "bmaptool accepted a wrong range checksum");
+        assert!(
+            !out.status.success(),
+            "bmaptool accepted a wrong range checksum"
+        );
         assert!(err.contains("checksum mismatch for blocks range"), "{err}");
     }
 
     #[test]
     fn bmaptool_checks_the_file_checksum() {
-        let Some((dir, bmaptool, img, bmap)) = setup() else { return };
+        let Some((dir, bmaptool, img, bmap)) = setup() else {
+            return;
+        };
         let text = std::fs::read_to_string(&bmap).unwrap();
         let range_sum = parse(&bmap).ranges[0].2.clone();
         let tampered = dir.path().join("tampered.bmap");
@@ -382,7 +444,9 @@ mod tests {
 
     #[test]
     fn bmaptool_refuses_a_modified_image() {
-        let Some((dir, bmaptool, img, bmap)) = setup() else { return };
+        let Some((dir, bmaptool, img, bmap)) = setup() else {
+            return;
+        };
         let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"X", 100).unwrap();
         let out = copy(&bmaptool, &bmap, &img, &dir.path().join("x.img"));
@@ -392,15 +456,21 @@ mod tests {
 
     #[test]
     fn same_map_as_bmaptool_create() {
-        let Some(bmaptool) = tool("bmaptool") else { return };
+        let Some(bmaptool) = tool("bmaptool") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         const MIB: u64 = 1 << 20;
-        let images: [(&str, u64, Vec<(u64, Vec<u8>)>); 3] = [
+        let images: [(&str, u64, Chunks); 3] = [
             ("like.img", 0, vec![]),
             // One data block at the very end, size a multiple of 4096.
             ("tail.img", 8 * MIB, vec![(8 * MIB - 4096, noise(4096, 7))]),
             // Size not a multiple of 512, data in the partial last block.
-            ("odd.img", 2 * MIB + 77, vec![(0, noise(600, 8)), (2 * MIB, noise(77, 9))]),
+            (
+                "odd.img",
+                2 * MIB + 77,
+                vec![(0, noise(600, 8)), (2 * MIB, noise(77, 9))],
+            ),
         ];
         for (name, size, chunks) in images {
             let img = dir.path().join(name);
@@ -429,7 +499,11 @@ mod tests {
             );
             let dest = dir.path().join(format!("{name}.copy"));
             let out = copy(&bmaptool, &ours, &img, &dest);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(same_contents(&img, &dest), "{name}");
         }
     }

@@ -123,7 +123,12 @@ pub struct ImageInfo {
 
 impl ImageInfo {
     /// From the recipe name and what `image::assemble` returned.
-    pub fn from_assembled(name: &str, file: &str, layout: &Layout, assembled: &Assembled) -> ImageInfo {
+    pub fn from_assembled(
+        name: &str,
+        file: &str,
+        layout: &Layout,
+        assembled: &Assembled,
+    ) -> ImageInfo {
         ImageInfo {
             name: name.into(),
             file: file.into(),
@@ -240,7 +245,10 @@ fn octal(mode: &str) -> String {
 /// Every secret of `recipe`; `bundled` is the bundle's manifest
 /// (`contents.manifest` before the contents are dropped; it holds no
 /// values), which says which ones were included.
-pub fn secrets_from(recipe: &Recipe, bundled: &sealed_firstboot::bundle::Manifest) -> Vec<SecretInfo> {
+pub fn secrets_from(
+    recipe: &Recipe,
+    bundled: &sealed_firstboot::bundle::Manifest,
+) -> Vec<SecretInfo> {
     recipe
         .secrets
         .iter()
@@ -264,7 +272,10 @@ pub fn secrets_from(recipe: &Recipe, bundled: &sealed_firstboot::bundle::Manifes
 }
 
 /// Every template of `recipe` (see [`secrets_from`] for `bundled`).
-pub fn templates_from(recipe: &Recipe, bundled: &sealed_firstboot::bundle::Manifest) -> Vec<TemplateInfo> {
+pub fn templates_from(
+    recipe: &Recipe,
+    bundled: &sealed_firstboot::bundle::Manifest,
+) -> Vec<TemplateInfo> {
     recipe
         .templates
         .iter()
@@ -487,7 +498,10 @@ mod tests {
         assert_eq!(v["recipe"]["sha256"].as_str().unwrap().len(), 64);
         assert_eq!(v["image"]["table"], "gpt");
         assert_eq!(v["partitions"][0]["type"], "esp");
-        assert_eq!(v["partitions"][0]["type_id"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(
+            v["partitions"][0]["type_id"],
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+        );
         assert_eq!(v["partitions"][1]["type"], "linux");
         assert_eq!(v["partitions"][1]["start"], 65 << 20);
         assert_eq!(v["created_at_utc"], "2023-11-14T22:13:20Z");
@@ -504,16 +518,30 @@ mod tests {
         assert_eq!(wifi["required"], true);
         assert_eq!(wifi["included"], true);
         let motd = secrets.iter().find(|s| s["name"] == "motd").unwrap();
-        assert_eq!((motd["required"].clone(), motd["included"].clone()), (false.into(), false.into()));
+        assert_eq!(
+            (motd["required"].clone(), motd["included"].clone()),
+            (false.into(), false.into())
+        );
         let app = secrets.iter().find(|s| s["name"] == "app_env").unwrap();
         assert_eq!(app["path"], "/run/secrets/app/app.env");
-        assert_eq!(v["templates"][0]["path"], "/run/wpa_supplicant/wpa_supplicant.conf");
+        assert_eq!(
+            v["templates"][0]["path"],
+            "/run/wpa_supplicant/wpa_supplicant.conf"
+        );
         assert_eq!(v["templates"][0]["mode"], "0600");
         for s in secrets {
             for key in s.as_object().unwrap().keys() {
                 assert!(
                     [
-                        "name", "type", "path", "owner", "group", "mode", "required", "included", "process",
+                        "name",
+                        "type",
+                        "path",
+                        "owner",
+                        "group",
+                        "mode",
+                        "required",
+                        "included",
+                        "process",
                         "description"
                     ]
                     .contains(&key.as_str()),
@@ -535,7 +563,11 @@ mod tests {
             values.extend(data.lines().map(str::to_string));
         }
         let env = std::fs::read_to_string(demo_dir().join("demo.env")).unwrap();
-        values.extend(env.lines().filter_map(|l| l.split_once('=')).map(|(_, v)| v.to_string()));
+        values.extend(
+            env.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(_, v)| v.to_string()),
+        );
         let values: Vec<_> = values
             .into_iter()
             .map(|v| v.trim().trim_matches('"').to_string())
@@ -543,7 +575,10 @@ mod tests {
             .collect();
         assert!(!values.is_empty());
         for v in values {
-            assert!(!text.contains(&v), "build.json contains the secret value {v:?}");
+            assert!(
+                !text.contains(&v),
+                "build.json contains the secret value {v:?}"
+            );
         }
     }
 }

@@ -64,7 +64,10 @@ pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Res
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the file ended before byte {}: did it change while being read?", offset + buf.len() as u64),
+                format!(
+                    "the file ended before byte {}: did it change while being read?",
+                    offset + buf.len() as u64
+                ),
             )
         } else {
             e
@@ -124,7 +127,13 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<u64> {
 }
 
 /// Copy bytes `[start, end)` of `input` to the same offsets of `out`.
-fn copy_range(input: &File, out: &File, start: u64, end: u64, kernel_copy: &mut bool) -> io::Result<()> {
+fn copy_range(
+    input: &File,
+    out: &File,
+    start: u64,
+    end: u64,
+    kernel_copy: &mut bool,
+) -> io::Result<()> {
     let mut pos = start;
     while *kernel_copy && pos < end {
         let (mut off_in, mut off_out) = (pos, pos);
@@ -133,7 +142,9 @@ fn copy_range(input: &File, out: &File, start: u64, end: u64, kernel_copy: &mut 
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("the source ended before byte {end}: did it change while being copied?"),
+                    format!(
+                        "the source ended before byte {end}: did it change while being copied?"
+                    ),
                 ))
             }
             Ok(n) => pos += n as u64,
@@ -218,6 +229,9 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// Data to write: `(offset, bytes)` pairs.
+    pub type Chunks = Vec<(u64, Vec<u8>)>;
+
     /// A sparse file of `size` bytes with `chunks` written at their offsets;
     /// the rest are holes.
     pub fn sparse_file(path: &Path, size: u64, chunks: &[(u64, Vec<u8>)]) {
@@ -275,14 +289,24 @@ mod tests {
     fn data_segments_find_the_written_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        sparse_file(&p, 16 * MIB, &[(4096, vec![1; 4096]), (8 * MIB, vec![2; 10])]);
+        sparse_file(
+            &p,
+            16 * MIB,
+            &[(4096, vec![1; 4096]), (8 * MIB, vec![2; 10])],
+        );
         let f = File::open(&p).unwrap();
         let segs = data_segments(&f, 16 * MIB).unwrap();
         // Filesystem blocks are at most 64 KiB: each segment covers its write
         // and stays within a block of it.
         assert_eq!(segs.len(), 2, "{segs:?}");
-        assert!(segs[0].0 <= 4096 && segs[0].1 >= 8192 && segs[0].1 <= 8192 + 65536, "{segs:?}");
-        assert!(segs[1].0 <= 8 * MIB && segs[1].0 + 65536 > 8 * MIB && segs[1].1 >= 8 * MIB + 10, "{segs:?}");
+        assert!(
+            segs[0].0 <= 4096 && segs[0].1 >= 8192 && segs[0].1 <= 8192 + 65536,
+            "{segs:?}"
+        );
+        assert!(
+            segs[1].0 <= 8 * MIB && segs[1].0 + 65536 > 8 * MIB && segs[1].1 >= 8 * MIB + 10,
+            "{segs:?}"
+        );
     }
 
     #[test]
@@ -290,9 +314,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         sparse_file(&p, 0, &[]);
-        assert!(data_segments(&File::open(&p).unwrap(), 0).unwrap().is_empty());
+        assert!(data_segments(&File::open(&p).unwrap(), 0)
+            .unwrap()
+            .is_empty());
         sparse_file(&p, 8 * MIB, &[]);
-        assert!(data_segments(&File::open(&p).unwrap(), 8 * MIB).unwrap().is_empty());
+        assert!(data_segments(&File::open(&p).unwrap(), 8 * MIB)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -304,15 +332,27 @@ mod tests {
         std::fs::write(&dst, vec![7u8; (size + 12345) as usize]).unwrap();
         let copied = sparse_copy(&src, &dst).unwrap();
         assert!(same_contents(&src, &dst));
-        let (sm, dm) = (std::fs::metadata(&src).unwrap(), std::fs::metadata(&dst).unwrap());
+        let (sm, dm) = (
+            std::fs::metadata(&src).unwrap(),
+            std::fs::metadata(&dst).unwrap(),
+        );
         assert_eq!(dm.len(), size);
         let src_segs = data_segments(&File::open(&src).unwrap(), size).unwrap();
         let dst_segs = data_segments(&File::open(&dst).unwrap(), size).unwrap();
         assert_eq!(copied, src_segs.iter().map(|(a, b)| b - a).sum::<u64>());
         assert_eq!(src_segs, dst_segs, "the copy has the source's holes");
-        assert!(dm.blocks() <= sm.blocks() + 8, "copy allocates {} blocks, source {}", dm.blocks(), sm.blocks());
+        assert!(
+            dm.blocks() <= sm.blocks() + 8,
+            "copy allocates {} blocks, source {}",
+            dm.blocks(),
+            sm.blocks()
+        );
         assert!(dm.blocks() * 512 < size / 4, "the copy is sparse");
-        assert_eq!(dm.mode() & 0o777 & !sm.mode(), 0, "no permission beyond the source's");
+        assert_eq!(
+            dm.mode() & 0o777 & !sm.mode(),
+            0,
+            "no permission beyond the source's"
+        );
     }
 
     #[test]
@@ -321,7 +361,11 @@ mod tests {
         let src = dir.path().join("src.img");
         sparse_file(&src, MIB, &[(0, vec![1; 10])]);
         assert!(sparse_copy(&src, &src).is_err());
-        assert_eq!(std::fs::read(&src).unwrap()[..10], [1; 10], "source untouched");
+        assert_eq!(
+            std::fs::read(&src).unwrap()[..10],
+            [1; 10],
+            "source untouched"
+        );
         assert!(sparse_copy(dir.path(), &dir.path().join("x")).is_err());
         assert!(sparse_copy(&src, dir.path()).is_err());
     }
@@ -330,7 +374,11 @@ mod tests {
     fn sparse_copy_matches_cp() {
         let Some(cp) = tool("cp") else { return };
         let dir = tempfile::tempdir().unwrap();
-        let (src, ours, theirs) = (dir.path().join("s"), dir.path().join("o"), dir.path().join("t"));
+        let (src, ours, theirs) = (
+            dir.path().join("s"),
+            dir.path().join("o"),
+            dir.path().join("t"),
+        );
         image_like(&src);
         sparse_copy(&src, &ours).unwrap();
         run_ok(&cp, &["--sparse=always", s(&src), s(&theirs)]);

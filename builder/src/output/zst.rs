@@ -42,7 +42,11 @@ fn compress(img: &Path, out: &Path, level: i32, threads: u32) -> io::Result<u64>
     let input = File::open(img)?;
     let size = input.metadata()?.len();
     let segs = data_segments(&input, size)?;
-    let threads = if threads == 0 { default_threads() } else { threads };
+    let threads = if threads == 0 {
+        default_threads()
+    } else {
+        threads
+    };
 
     let mut enc = zstd::stream::write::Encoder::new(File::create(out)?, level)?;
     enc.multithread(threads)?;
@@ -102,7 +106,10 @@ mod tests {
             let zst = dir.path().join(format!("a-{level}-{threads}.img.zst"));
             let n = compress_image(&img, &zst, level, threads).unwrap();
             assert_eq!(n, std::fs::metadata(&zst).unwrap().len());
-            assert!(n < original.len() as u64 / 4, "holes and text compress: {n}");
+            assert!(
+                n < original.len() as u64 / 4,
+                "holes and text compress: {n}"
+            );
             assert!(decode(&zst) == original, "level {level}, {threads} threads");
         }
     }
@@ -137,7 +144,7 @@ mod tests {
     fn empty_all_hole_and_dense_files() {
         let Some(zstd) = tool("zstd") else { return };
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, u64, Vec<(u64, Vec<u8>)>); 3] = [
+        let cases: [(&str, u64, Chunks); 3] = [
             ("empty", 0, vec![]),
             ("holes", 9 << 20, vec![]),
             ("dense", 3 << 20, vec![(0, noise(3 << 20, 9))]),
