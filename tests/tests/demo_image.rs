@@ -370,7 +370,6 @@ fn embedded_key_mode_provisions_from_the_esp_alone() {
         "embedded mode wrote a separate key"
     );
     let (esp_start, _) = partition(&b.image, "ESP");
-    let mimg = format!("{}@@{esp_start}", b.image.display());
     let dev = b.out.parent().unwrap().join("device");
     let boot = dev.join("boot/efi/sealed-secrets");
     std::fs::create_dir_all(&boot).unwrap();
