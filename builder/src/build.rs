@@ -72,6 +72,8 @@ pub struct SecretSummary {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: String,
+    /// False for an optional secret that was not provided (not in the bundle).
+    pub included: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,7 +184,7 @@ pub fn build(
         key_id: header.key_id.to_string(),
         created_at: header.created_at,
         image_size: assembled.size,
-        secrets: secret_summaries(recipe),
+        secrets: secret_summaries(recipe, &bundled),
         files: sums
             .into_iter()
             .map(|(name, sha256)| OutputFile { name, sha256 })
@@ -190,8 +192,12 @@ pub fn build(
     })
 }
 
-/// Names, types and device paths of a recipe's secrets (never values).
-pub fn secret_summaries(recipe: &Recipe) -> Vec<SecretSummary> {
+/// Names, types and device paths of a recipe's secrets (never values), and
+/// whether each made it into the bundle whose manifest is `bundled`.
+pub fn secret_summaries(
+    recipe: &Recipe,
+    bundled: &sealed_firstboot::bundle::Manifest,
+) -> Vec<SecretSummary> {
     recipe
         .secrets
         .iter()
@@ -199,6 +205,7 @@ pub fn secret_summaries(recipe: &Recipe) -> Vec<SecretSummary> {
             name: n.clone(),
             kind: s.kind.to_string(),
             path: recipe.device_path(n, s),
+            included: bundled.secrets.iter().any(|e| &e.name == n),
         })
         .collect()
 }

@@ -109,6 +109,7 @@ pub fn inject(
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
     let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let secrets = crate::build::secret_summaries(recipe, &contents.manifest);
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));
@@ -166,7 +167,7 @@ pub fn inject(
         bundle_id: sealed.header.bundle_id_hex(),
         key_id: sealed.header.key_id.to_string(),
         created_at: sealed.header.created_at,
-        secrets: crate::build::secret_summaries(recipe),
+        secrets,
     })
 }
 

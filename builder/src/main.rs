@@ -384,7 +384,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "built {} ({} bytes, {} secrets, bundle {})",
                     report.image.display(),
                     report.image_size,
-                    report.secrets.len(),
+                    report.secrets.iter().filter(|s| s.included).count(),
                     report.bundle_id
                 );
                 match &report.key {
@@ -431,7 +431,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else if !quiet {
                 eprintln!(
                     "sealed {} secrets into {} (boot partition {}, bundle {})",
-                    report.secrets.len(),
+                    report.secrets.iter().filter(|s| s.included).count(),
                     report.image.display(),
                     report.boot_partition,
                     report.bundle_id

@@ -356,6 +356,15 @@ fn nothing_printed_or_written_contains_a_secret() {
         Some(5),
         "{json}"
     );
+    // DEMO_MOTD was set by build_demo: every secret is in the bundle.
+    assert!(
+        json["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["included"] == true),
+        "{json}"
+    );
 }
 
 #[test]
