@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
 
@@ -26,45 +26,7 @@ fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
-fn require(names: &[&str]) -> bool {
-    for n in names {
-        if find_tool(n).is_none() {
-            if ci() {
-                panic!("{n} is required (CI=true) but not installed");
-            }
-            eprintln!("skipping: {n} is not installed");
-            return false;
-        }
-    }
-    true
-}
-
-fn run(tool: &str, args: &[&str]) -> Output {
-    let path = find_tool(tool).unwrap_or_else(|| panic!("{tool} not found"));
-    Command::new(path)
-        .args(args)
-        .env("LC_ALL", "C")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
-}
-
-fn run_ok(tool: &str, args: &[&str]) -> Output {
-    let out = run(tool, args);
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 test path")
-}
+use crate::image::testutil::{require_tools as require, run, run_ok, s};
 
 /// Assert two byte strings are equal, reporting the first difference.
 fn assert_same(a: &[u8], b: &[u8], what: &str) {

@@ -26,7 +26,7 @@ pub mod slice;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
