@@ -387,6 +387,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     report.secrets.iter().filter(|s| s.included).count(),
                     report.bundle_id
                 );
+                let absent: Vec<&str> = report
+                    .secrets
+                    .iter()
+                    .filter(|s| !s.included)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !absent.is_empty() {
+                    eprintln!("optional secrets not provided: {}", absent.join(", "));
+                }
                 match &report.key {
                     Some(k) => eprintln!(
                         "image key: {} (mode 0600): keep it apart from the image; put it on the boot partition as sealed-secrets/image.key when flashing",
