@@ -236,3 +236,24 @@ pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
         );
     }
 }
+
+/// Run `sealed-firstboot --root ROOT CMD` and return its output.
+pub fn firstboot(root: &Path, cmd: &str) -> Output {
+    Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(root)
+        .arg(cmd)
+        .output()
+        .expect("running sealed-firstboot")
+}
+
+/// [`firstboot`] that must succeed.
+pub fn firstboot_ok(root: &Path, cmd: &str) -> Output {
+    let out = firstboot(root, cmd);
+    assert!(
+        out.status.success(),
+        "sealed-firstboot {cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

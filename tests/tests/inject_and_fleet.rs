@@ -67,17 +67,7 @@ fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
     if let Some(k) = key {
         std::fs::copy(k, boot.join("image.key")).unwrap();
     }
-    let out = Command::new(bin("sealed-firstboot"))
-        .arg("--root")
-        .arg(root)
-        .arg("run")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    firstboot_ok(root, "run");
 }
 
 fn tools() -> bool {
@@ -362,24 +352,13 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             "kiosk-001"
         };
         std::fs::copy(out.join(other).join("demo.key"), boot.join("image.key")).unwrap();
-        let o = Command::new(bin("sealed-firstboot"))
-            .arg("--root")
-            .arg(&root)
-            .arg("provision")
-            .output()
-            .unwrap();
+        let o = firstboot(&root, "provision");
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("wrong image key"),
             "{dev}"
         );
         std::fs::copy(out.join(dev).join("demo.key"), boot.join("image.key")).unwrap();
-        let o = Command::new(bin("sealed-firstboot"))
-            .arg("--root")
-            .arg(&root)
-            .arg("run")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        firstboot_ok(&root, "run");
         assert_eq!(
             std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
             expect,
@@ -497,13 +476,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         &["bundle", "image.key"],
         &root.join("boot/efi/sealed-secrets"),
     );
-    let o = Command::new(bin("sealed-firstboot"))
-        .arg("--root")
-        .arg(&root)
-        .arg("run")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    firstboot_ok(&root, "run");
     assert_eq!(
         std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
         "demo-wifi-passphrase-NOT-A-REAL-SECRET"

@@ -48,17 +48,7 @@ fn provision(out: &Path, root: &Path) {
         &["bundle", "image.key"],
         &root.join("boot/efi/sealed-secrets"),
     );
-    let out = Command::new(bin("sealed-firstboot"))
-        .arg("--root")
-        .arg(root)
-        .arg("run")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    firstboot_ok(root, "run");
 }
 
 #[test]
