@@ -49,6 +49,9 @@ struct DevicesToml {
 struct DeviceToml {
     name: String,
     recipient: Option<String>,
+    /// Groups for store scopes (`tag:NAME`).
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(default)]
     secrets: BTreeMap<String, DeviceSecret>,
 }
@@ -74,6 +77,8 @@ pub struct Device {
     pub name: String,
     pub recipient: Option<age::x25519::Recipient>,
     pub overrides: BTreeMap<String, Override>,
+    /// Tags, for store values scoped `tag:NAME` (device > tag > global).
+    pub tags: Vec<String>,
 }
 
 /// Read a devices file (`.csv` by extension, TOML otherwise). `secrets` are
@@ -131,13 +136,13 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                         (k, o)
                     })
                     .collect();
-                (d.name, d.recipient, overrides)
+                (d.name, d.recipient, overrides, d.tags)
             })
             .collect()
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for (name, recipient, overrides) in devices {
+    for (name, recipient, overrides, tags) in devices {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name
@@ -171,10 +176,15 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                 ))
             })?),
         };
+        for t in &tags {
+            crate::store::Scope::parse(&format!("tag:{t}"))
+                .map_err(|e| invalid(format!("device {name}: {e}")))?;
+        }
         out.push(Device {
             name,
             recipient,
             overrides,
+            tags,
         });
     }
     if out.is_empty() {
@@ -183,7 +193,12 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
     Ok(out)
 }
 
-type Parsed = (String, Option<String>, BTreeMap<String, Override>);
+type Parsed = (
+    String,
+    Option<String>,
+    BTreeMap<String, Override>,
+    Vec<String>,
+);
 
 fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
     let mut lines = text
@@ -209,10 +224,13 @@ fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
         let mut name = String::new();
         let mut recipient = None;
         let mut overrides = BTreeMap::new();
+        let mut tags = Vec::new();
         for (col, cell) in header.iter().zip(cells) {
             match col.as_str() {
                 "name" => name = cell,
                 "recipient" => recipient = Some(cell),
+                // Space-separated, e.g. "lobby north".
+                "tags" => tags = cell.split_whitespace().map(String::from).collect(),
                 secret if !cell.is_empty() => {
                     overrides.insert(
                         secret.to_string(),
@@ -222,7 +240,7 @@ fn parse_csv(text: &str) -> Result<Vec<Parsed>, String> {
                 _ => {}
             }
         }
-        out.push((name, recipient, overrides));
+        out.push((name, recipient, overrides, tags));
     }
     Ok(out)
 }

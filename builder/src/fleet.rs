@@ -52,7 +52,14 @@ pub fn build_fleet(
     let mut sealed: Vec<Sealed> = Vec::new();
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
     for d in devices {
-        match secrets::collect_with(recipe, &d.overrides) {
+        let overrides = match crate::store::recipe::device_overrides(recipe, d) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push((d.name.clone(), SecretsError::Source(e)));
+                continue;
+            }
+        };
+        match secrets::collect_with(recipe, &overrides) {
             Ok(contents) => {
                 let mode = match &d.recipient {
                     Some(r) => KeyMode::Recipient(r.clone()),

@@ -34,7 +34,8 @@ mod exit {
         partition, ext4 root). On first boot sealed-firstboot reseals them to the device.",
     after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
         4 required secrets missing   5 a secret value is invalid or its source failed\n  \
-        6 image assembly or output failed   7 flash refused the target (nothing written)"
+        6 image assembly or output failed   7 flash refused the target (nothing written)\n  \
+        8 store: the name already exists   9 store: no such secret   10 store: no identity or it cannot decrypt"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -217,7 +218,13 @@ enum Command {
         /// Print the table as JSON
         #[arg(long)]
         json: bool,
+        /// Show the device × secret matrix of this devices file (TOML or .csv)
+        #[arg(long, value_name = "FILE")]
+        devices: Option<PathBuf>,
     },
+    /// The team secrets store: encrypted values with descriptions, versions,
+    /// scopes and an audit log (see `build-image store --help`)
+    Store(build_image::store::cli::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -249,6 +256,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         };
     }
     for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<build_image::store::StoreError>() {
+            return s.exit_code();
+        }
         if let Some(b) = cause.downcast_ref::<BuildError>() {
             return match b {
                 BuildError::Recipe(_) => exit::RECIPE,
@@ -546,7 +556,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { recipe, json } => {
+        Command::Store(args) => {
+            build_image::store::cli::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            recipe,
+            json,
+            devices: Some(devices),
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let names = recipe.secrets.keys().cloned().collect();
+            let list = build_image::devices::load(&devices, &names)
+                .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+            let rows = build_image::store::recipe::matrix(&recipe, &list);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!(
+                    "{}",
+                    build_image::store::recipe::render_matrix(&recipe, &rows)
+                );
+            }
+            let missing = rows.iter().any(|r| {
+                r.secrets.iter().any(|c| {
+                    !c.present && recipe.secrets.get(&c.secret).is_some_and(|s| s.required)
+                })
+            });
+            Ok(if missing {
+                ExitCode::from(exit::MISSING_SECRETS)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check { recipe, json, .. } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let rows = secrets::check(&recipe);
             let missing = rows.iter().any(|r| r.required && !r.present);

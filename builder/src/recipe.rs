@@ -31,11 +31,21 @@ pub struct Recipe {
     /// Template files rendered on the device with `${SECRET:NAME}` filled in.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateSection>,
+    /// The team secrets store (`source = { store = "NAME" }`).
+    pub store: Option<StoreSection>,
     /// Directory of the recipe file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[store]`: where the secrets store is (default `secrets-store/` beside
+/// the recipe).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreSection {
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +173,8 @@ pub enum SourceSpec {
     Command(Vec<String>),
     /// `{ dotenv = { file = ".env", key = "WIFI_PSK" } }`
     Dotenv { file: PathBuf, key: Option<String> },
+    /// `{ store = "WIFI_PSK" }`: the team secrets store.
+    Store(String),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -232,6 +244,10 @@ impl Recipe {
         for (name, s) in &self.secrets {
             sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
             parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
+            if let Some(SourceSpec::Store(n)) = &s.source {
+                crate::store::validate_name(n)
+                    .map_err(|e| self.invalid(format!("secret {name}: source store: {e}")))?;
+            }
             let path = self.device_path(name, s);
             sealed_firstboot::bundle::validate_device_path(&path)
                 .map_err(|e| self.invalid(format!("secret {name}: {e}")))?;

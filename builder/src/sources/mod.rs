@@ -77,6 +77,7 @@ pub fn describe(recipe: &Recipe, spec: &SourceSpec) -> String {
         )
         .trim_end()
         .to_string(),
+        SourceSpec::Store(n) => format!("store {n}"),
     }
 }
 
@@ -89,5 +90,6 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
         SourceSpec::Dotenv { file, key } => {
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }
+        SourceSpec::Store(n) => crate::store::recipe::fetch(recipe, name, n),
     }
 }

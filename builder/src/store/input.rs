@@ -1,0 +1,159 @@
+//! Where a new value comes from: standard input (not echoed on a
+//! terminal), a file, or a random generator. Never the command line.
+
+use super::metadata::Generator;
+use super::StoreError;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Largest value accepted (bundles carry config files and certificates,
+/// not disk images).
+pub const MAX_VALUE: u64 = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub enum ValueInput {
+    /// Standard input: the whole stream, or one hidden line on a terminal.
+    Stdin,
+    File(PathBuf),
+    Generate(Generator),
+}
+
+/// Character sets for `--generate`.
+pub const CHARSETS: &[(&str, &str)] = &[
+    (
+        "alnum",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    ),
+    ("hex", "0123456789abcdef"),
+    (
+        "base64url",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+    ),
+    ("digits", "0123456789"),
+    (
+        "ascii",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~",
+    ),
+];
+
+/// Check a generator's options.
+pub fn generator(charset: &str, length: usize) -> Result<Generator, StoreError> {
+    if !CHARSETS.iter().any(|(n, _)| *n == charset) {
+        let names: Vec<&str> = CHARSETS.iter().map(|(n, _)| *n).collect();
+        return Err(StoreError::Value(format!(
+            "--charset {charset:?}: use one of {}",
+            names.join(", ")
+        )));
+    }
+    if !(8..=4096).contains(&length) {
+        return Err(StoreError::Value(format!(
+            "--length {length}: use 8 to 4096 characters"
+        )));
+    }
+    Ok(Generator {
+        charset: charset.into(),
+        length,
+    })
+}
+
+/// A random value: each character drawn uniformly from the set (OsRng).
+pub fn generate(g: &Generator) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    use rand::Rng;
+    let set = CHARSETS
+        .iter()
+        .find(|(n, _)| *n == g.charset)
+        .map(|(_, s)| s.as_bytes())
+        .ok_or_else(|| StoreError::Value(format!("unknown charset {:?}", g.charset)))?;
+    let mut rng = rand::rngs::OsRng;
+    let mut out = Zeroizing::new(Vec::with_capacity(g.length));
+    for _ in 0..g.length {
+        out.push(set[rng.gen_range(0..set.len())]);
+    }
+    Ok(out)
+}
+
+/// Read the value. `name` only labels the prompt.
+pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let value = match input {
+        ValueInput::Generate(g) => generate(g)?,
+        ValueInput::File(p) => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?;
+            let mut v = Zeroizing::new(Vec::new());
+            f.take(MAX_VALUE + 1)
+                .read_to_end(&mut v)
+                .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?;
+            v
+        }
+        ValueInput::Stdin if std::io::stdin().is_terminal() => {
+            let first = prompt_hidden(&format!("value for {name} (not shown): "))?;
+            let again = prompt_hidden(&format!("again, to confirm {name}: "))?;
+            if first != again {
+                return Err(StoreError::Value(
+                    "the two entries differ; nothing was stored".into(),
+                ));
+            }
+            first
+        }
+        ValueInput::Stdin => {
+            let mut v = Zeroizing::new(Vec::new());
+            std::io::stdin()
+                .lock()
+                .take(MAX_VALUE + 1)
+                .read_to_end(&mut v)
+                .map_err(|e| StoreError::Value(format!("reading standard input: {e}")))?;
+            v
+        }
+    };
+    if value.len() as u64 > MAX_VALUE {
+        return Err(StoreError::Value(format!(
+            "the value is larger than {MAX_VALUE} bytes"
+        )));
+    }
+    if value.is_empty() {
+        return Err(StoreError::Value(
+            "the value is empty; pipe it on standard input, or use --from-file FILE or --generate"
+                .into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// Prompt on stderr and read one line from the terminal with echo off.
+fn prompt_hidden(prompt: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let err = |e: std::io::Error| StoreError::Value(format!("reading the terminal: {e}"));
+    let saved = tcgetattr(&stdin).map_err(|e| err(e.into()))?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    tcsetattr(&stdin, OptionalActions::Flush, &quiet).map_err(|e| err(e.into()))?;
+    let mut line = Zeroizing::new(String::new());
+    let r = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    r.map_err(err)?;
+    let trimmed = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(trimmed);
+    Ok(Zeroizing::new(line.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_values_use_the_charset_and_length() {
+        let g = generator("hex", 40).unwrap();
+        let a = generate(&g).unwrap();
+        let b = generate(&g).unwrap();
+        assert_eq!(a.len(), 40);
+        assert!(a.iter().all(|c| b"0123456789abcdef".contains(c)));
+        assert_ne!(a, b);
+        assert!(generator("emoji", 20).is_err());
+        assert!(generator("alnum", 4).is_err());
+    }
+}
