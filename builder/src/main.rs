@@ -573,10 +573,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!(
-                    "{}",
-                    build_image::store::recipe::render_matrix(&recipe, &rows)
-                );
+                print!("{}", build_image::store::recipe::render_matrix(&rows));
             }
             let missing = rows.iter().any(|r| {
                 r.secrets.iter().any(|c| {

@@ -245,16 +245,15 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Vec<DeviceRow> {
 }
 
 /// The matrix as a text table.
-pub fn render_matrix(recipe: &Recipe, rows: &[DeviceRow]) -> String {
+pub fn render_matrix(rows: &[DeviceRow]) -> String {
     let mut out = String::new();
-    let names: Vec<&String> = recipe.secrets.keys().collect();
     for row in rows {
-        out.push_str(&format!("{}", row.device));
+        out.push_str(&row.device);
         if !row.tags.is_empty() {
             out.push_str(&format!("  (tags: {})", row.tags.join(", ")));
         }
         out.push('\n');
-        for (cell, _) in row.secrets.iter().zip(&names) {
+        for cell in &row.secrets {
             let mark = if cell.present { "✓" } else { "✗" };
             out.push_str(&format!("  {mark} {:<24} {}\n", cell.secret, cell.from));
             if let Some(how) = &cell.how {
