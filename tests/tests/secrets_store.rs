@@ -766,3 +766,83 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
         }
     }
 }
+
+/// The committed demo store: its files open with the demo identity and the
+/// `age` CLI, and the README's demo flow works (on a copy: builds append to
+/// the audit log).
+#[test]
+fn the_demo_store_flow_from_the_readme() {
+    if !require_tool("age", "age") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("store-demo");
+    copy_tree(&workspace().join("image-recipes/store-demo"), &demo);
+    let key = demo.join("DEMO-ONLY-identity.txt");
+    assert!(std::fs::read_to_string(&key).unwrap().contains("DEMO ONLY"));
+    assert_eq!(
+        age_decrypt(
+            &key,
+            &demo.join("secrets-store/secrets/WIFI_PSK/global/v1.age")
+        ),
+        b"demo-wifi-global-NOT-A-SECRET"
+    );
+    let mut t = Transcript::default();
+    let run = |t: &mut Transcript, args: &[&str]| {
+        let mut c = Command::new(bin("build-image"));
+        c.args(args)
+            .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &key)
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+            .current_dir(tmp.path());
+        t.run(&mut c)
+    };
+    let o = run(
+        &mut t,
+        &[
+            "check",
+            "store-demo/recipe.toml",
+            "--devices",
+            "store-demo/devices.toml",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("store WIFI_PSK device:kiosk-003 v1"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        &mut t,
+        &["store", "--recipe", "store-demo/recipe.toml", "list"],
+    );
+    assert!(
+        text(&o).contains("API_TOKEN") && text(&o).contains("tag:lobby"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        &mut t,
+        &[
+            "build",
+            "store-demo/recipe.toml",
+            "--devices",
+            "store-demo/devices.toml",
+            "--bundles-only",
+            "--out",
+            "out",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let key1 = sealed_firstboot::bundle::ImageKey::from_file(
+        &tmp.path().join("out/kiosk-001/store-demo.key"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(tmp.path().join("out/kiosk-001/sealed-secrets/bundle")).unwrap();
+    let opened = sealed_firstboot::bundle::open(&bytes, &key1).unwrap();
+    assert_eq!(
+        &opened.contents.values["wifi_psk"][..],
+        b"demo-wifi-lobby-NOT-A-SECRET"
+    );
+    assert_eq!(opened.contents.values["api_token"].len(), 40);
+    assert!(!contains(&t.text, b"NOT-A-SECRET"));
+}
