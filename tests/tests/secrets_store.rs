@@ -846,3 +846,61 @@ fn the_demo_store_flow_from_the_readme() {
     assert_eq!(opened.contents.values["api_token"].len(), 40);
     assert!(!contains(&t.text, b"NOT-A-SECRET"));
 }
+
+/// Typed on a terminal (a real pty from `script`): asked twice, never echoed.
+#[test]
+fn a_value_typed_on_a_terminal_is_not_echoed() {
+    if !require_tool("script", "bsdutils") || !require_tool("age", "age") {
+        return;
+    }
+    use std::io::Read;
+    let f = fixture();
+    let mut t = Transcript::default();
+    init(&f, &mut t);
+    let command = format!(
+        "{} store --store {} set TYPED_SECRET",
+        bin("build-image").display(),
+        f.store.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("USER", "alice")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    // Answer each prompt once it is shown (echo is off by then).
+    for prompt in ["(not shown): ", "to confirm TYPED_SECRET: "] {
+        let mut buf = [0u8; 256];
+        while !contains(&seen, prompt.as_bytes()) {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        stdin.write_all(format!("{MARKER}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        seen.clear();
+    }
+    stdout.read_to_end(&mut seen).unwrap();
+    drop(stdin);
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    t.text.extend_from_slice(&seen);
+    assert!(
+        contains(&seen, b"stored TYPED_SECRET"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert_eq!(
+        age_decrypt(&f.key, &f.store.join("secrets/TYPED_SECRET/global/v1.age")),
+        MARKER.as_bytes()
+    );
+    assert_no_marker(&f, &t, &[MARKER]);
+}

@@ -129,9 +129,10 @@ fn prompt_hidden(prompt: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off before the prompt appears: whoever sees the prompt can type.
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| err(e.into()))?;
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
-    tcsetattr(&stdin, OptionalActions::Flush, &quiet).map_err(|e| err(e.into()))?;
     let mut line = Zeroizing::new(String::new());
     let r = stdin.read_line(&mut line);
     let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
