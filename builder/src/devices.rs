@@ -6,6 +6,7 @@
 //! [[device]]
 //! name = "kiosk-001"
 //! recipient = "age1…"                       # optional: seal straight to it
+//! tags = ["lobby"]                          # optional: store values scoped tag:NAME
 //! secrets.api_token = { env = "KIOSK_001_TOKEN" }
 //! secrets.wifi_psk = { value = "…" }
 //! secrets.tls_key = { file = "certs/kiosk-001.pem" }

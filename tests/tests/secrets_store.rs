@@ -239,6 +239,33 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
     .output()
     .unwrap();
     assert_eq!(got.stdout, MARKER2.as_bytes(), "{}", text(&got));
+    // --json never prints a value: get needs --output with it.
+    let o = t.run(&mut cmd(
+        &f,
+        &["get", "WIFI_PSK", "--json", "--identity", key],
+    ));
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    let out_file = f.dir.join("psk.out");
+    let o = t.ok(&mut cmd(
+        &f,
+        &[
+            "get",
+            "WIFI_PSK",
+            "--json",
+            "--identity",
+            key,
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+    ));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["version"], 2);
+    assert_eq!(std::fs::read(&out_file).unwrap(), MARKER2.as_bytes());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // A key that is not a recipient: exit 10.
     let other = f.dir.join("other.key");
     std::fs::write(&other, secret_string(&age::x25519::Identity::generate())).unwrap();
@@ -330,7 +357,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
         .collect();
     assert_eq!(
         ops,
-        ["init", "set", "update", "get", "get", "get", "rotate", "rm"],
+        ["init", "set", "update", "get", "get", "get", "get", "rotate", "rm"],
         "{a}"
     );
     let get = &a["log"][4];

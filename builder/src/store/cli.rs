@@ -264,12 +264,23 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             output,
         } => {
             super::validate_name(name)?;
+            if args.json && output.is_none() {
+                return Err(StoreError::Value(
+                    "--json prints metadata only: with get it needs --output FILE for the value"
+                        .into(),
+                ));
+            }
             let store = Store::open(&dir)?;
             let id = identity()?;
             let (value, v) = commands::get(&store, &id, name, scope, *version)?;
             match output {
                 Some(f) => {
                     write_atomic(f, &value, 0o600)?;
+                    if args.json {
+                        print_json(&serde_json::json!({
+                            "name": name, "scope": scope.to_string(), "version": v, "output": f
+                        }));
+                    }
                     say(format!(
                         "wrote {name} ({scope}) version {v} to {}",
                         f.display()

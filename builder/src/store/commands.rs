@@ -451,3 +451,102 @@ fn no_scope(meta: &SecretMeta, scope: &Scope) -> StoreError {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::metadata::rfc3339;
+
+    fn scope_meta(current: u32) -> ScopeMeta {
+        ScopeMeta {
+            created_at: rfc3339(0),
+            created_by: "t".into(),
+            current,
+            generator: None,
+            updated_at: rfc3339(0),
+            updated_by: "t".into(),
+            versions: (1..=current)
+                .map(|version| VersionMeta {
+                    created_at: rfc3339(0),
+                    created_by: "t".into(),
+                    operation: "set".into(),
+                    recipients: String::new(),
+                    version,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn resolution_is_device_then_tags_in_order_then_global() {
+        let mut meta = SecretMeta {
+            description: String::new(),
+            name: "WIFI_PSK".into(),
+            scopes: BTreeMap::new(),
+        };
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(resolve(&meta, "d1", &tags(&["a"])), None);
+        meta.scopes.insert("global".into(), scope_meta(3));
+        assert_eq!(
+            resolve(&meta, "d1", &tags(&["a"])),
+            Some((Scope::Global, 3))
+        );
+        meta.scopes.insert("tag:b".into(), scope_meta(1));
+        meta.scopes.insert("tag:a".into(), scope_meta(2));
+        assert_eq!(
+            resolve(&meta, "d1", &tags(&["b", "a"])),
+            Some((Scope::Tag("b".into()), 1))
+        );
+        assert_eq!(
+            resolve(&meta, "d1", &tags(&["a", "b"])),
+            Some((Scope::Tag("a".into()), 2))
+        );
+        meta.scopes.insert("device:d1".into(), scope_meta(1));
+        assert_eq!(
+            resolve(&meta, "d1", &tags(&["a"])),
+            Some((Scope::Device("d1".into()), 1))
+        );
+        assert_eq!(resolve(&meta, "d2", &[]), Some((Scope::Global, 3)));
+    }
+
+    #[test]
+    fn set_update_rm_in_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        init(tmp.path(), &[id.to_public().to_string()]).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let file = tmp.path().join("v");
+        std::fs::write(&file, "value-1").unwrap();
+        let input = ValueInput::File(file.clone());
+        let w = set(&store, "A_B", &Scope::Global, Some("d"), false, &input).unwrap();
+        assert_eq!(w.version, 1);
+        assert!(matches!(
+            set(&store, "A_B", &Scope::Global, None, false, &input),
+            Err(StoreError::Exists { .. })
+        ));
+        let w = set(&store, "A_B", &Scope::Tag("x".into()), None, false, &input).unwrap();
+        assert_eq!((w.scope.as_str(), w.version), ("tag:x", 1));
+        std::fs::write(&file, "value-2").unwrap();
+        let w = set(&store, "A_B", &Scope::Global, None, true, &input).unwrap();
+        assert_eq!(w.version, 2);
+        let identity = Identity::parse(&secret(&id), "t").unwrap();
+        let (v, n) = get(&store, &identity, "A_B", &Scope::Global, None).unwrap();
+        assert_eq!((&v[..], n), (&b"value-2"[..], 2));
+        assert_eq!(
+            rm(&store, "A_B", Some(&Scope::Tag("x".into()))).unwrap(),
+            ["tag:x"]
+        );
+        assert!(!store.name_dir("A_B").join("tag.x").exists());
+        assert_eq!(rm(&store, "A_B", None).unwrap(), ["global"]);
+        assert!(matches!(
+            get(&store, &identity, "A_B", &Scope::Global, None),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(list(&store).unwrap().is_empty());
+    }
+
+    fn secret(id: &age::x25519::Identity) -> String {
+        use age::secrecy::ExposeSecret;
+        id.to_string().expose_secret().to_string()
+    }
+}
