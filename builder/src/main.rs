@@ -209,7 +209,8 @@ enum Command {
     /// Check that every secret of a recipe can be found (never prints values)
     #[command(
         after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
-        build-image check recipe.toml --json | jq '.[] | select(.present | not)'\n\n\
+        build-image check recipe.toml --json | jq '.[] | select(.present | not)'\n  \
+        build-image check recipe.toml --devices devices.toml   (device × secret matrix)\n\n\
         Exit code 4 when a required secret is missing, 5 when one is invalid."
     )]
     Check {
