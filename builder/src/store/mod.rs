@@ -71,7 +71,7 @@ pub enum StoreError {
     },
     #[error("{path} is not a secrets store (no recipients.txt): create it with `build-image store init --store {path} --recipient age1…`")]
     NotAStore { path: PathBuf },
-    #[error("no identity to decrypt the store: pass --identity FILE, or set SEALED_IMAGE_STORE_IDENTITY (the key itself) or SEALED_IMAGE_STORE_IDENTITY_FILE")]
+    #[error("no identity to decrypt the store: set SEALED_IMAGE_STORE_IDENTITY (the key itself) or SEALED_IMAGE_STORE_IDENTITY_FILE, or pass --identity FILE to `build-image store`")]
     NoIdentity,
     #[error("identity {from}: {reason}")]
     BadIdentity { from: String, reason: String },
