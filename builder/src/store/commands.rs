@@ -72,6 +72,15 @@ pub fn set(
             ),
         ));
     }
+    if let (Some(m), Some(d), false) = (&meta, description, update) {
+        if m.description != d {
+            return Err(StoreError::Conflict(format!(
+                "secret {name} already exists (scopes: {}) with another description: \
+                 change it with `build-image store set {name} --update --description …`",
+                m.scopes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     let recipients = Recipients::load(&store.recipients_file())?;
     let generator = match value {
         ValueInput::Generate(g) => Some(g.clone()),
@@ -523,6 +532,17 @@ mod tests {
         assert!(matches!(
             set(&store, "A_B", &Scope::Global, None, false, &input),
             Err(StoreError::Exists { .. })
+        ));
+        assert!(matches!(
+            set(
+                &store,
+                "A_B",
+                &Scope::Tag("x".into()),
+                Some("other"),
+                false,
+                &input
+            ),
+            Err(StoreError::Conflict(_))
         ));
         let w = set(&store, "A_B", &Scope::Tag("x".into()), None, false, &input).unwrap();
         assert_eq!((w.scope.as_str(), w.version), ("tag:x", 1));

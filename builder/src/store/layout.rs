@@ -75,6 +75,8 @@ impl Store {
                 source: e.into(),
             }
         })?;
+        // Holding the lock, nobody else stages: leftovers of a crash go.
+        let _ = std::fs::remove_dir_all(root.join(TMP));
         Ok(Store {
             root: root.to_path_buf(),
             _lock: lock,
