@@ -46,8 +46,8 @@ pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildErr
 pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub key_mode: KeyMode,
-    /// Unix seconds stamped into the bundle: `SOURCE_DATE_EPOCH` or now.
-    pub created_at: u64,
+    /// When the bundle is sealed (the real clock, never `SOURCE_DATE_EPOCH`) and its sequence number: orders bundles on the device.
+    pub created_at: sealed_firstboot::bundle::Stamp,
     /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
     pub zst_level: Option<i32>,
 }

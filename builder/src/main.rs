@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use sealed_firstboot::bundle::Stamp;
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -51,6 +52,12 @@ struct KeyArgs {
     /// Seal straight to a known device's age recipient (age1…): no image key
     #[arg(long, value_name = "AGE1…")]
     recipient: Option<String>,
+    /// Order the bundle by this sequence number before its sealing time: a
+    /// device applies a bundle only when its (sequence, sealing time) is
+    /// newer than what it holds. Without it, the real clock at sealing
+    /// (nanoseconds; never SOURCE_DATE_EPOCH) orders bundles
+    #[arg(long, value_name = "N")]
+    sequence: Option<u64>,
 }
 
 /// What is printed on success.
@@ -274,17 +281,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-fn created_at() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
-        Err(_) => Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)),
-    }
+/// The bundle's stamp: the real clock now (never `SOURCE_DATE_EPOCH`, which
+/// CI pins for reproducible images and would make every rotation look like
+/// a replay), and the user's sequence number.
+fn created_at(sequence: Option<u64>) -> Stamp {
+    Stamp::now().with_sequence(sequence.unwrap_or(0))
 }
 
 /// Marks an error as a usage error (exit code 2).
@@ -334,6 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_zst,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let sequence = key.sequence;
             let key_mode = key_mode(key)?;
             if let Some(devices) = devices {
                 let names = recipe.secrets.keys().cloned().collect();
@@ -348,7 +350,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let opts = build_image::fleet::FleetOptions {
                     out_dir: out,
                     key_mode,
-                    created_at: created_at()?,
+                    created_at: created_at(sequence),
                     bundles_only,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
@@ -371,7 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = BuildOptions {
                 out_dir: out,
                 key_mode,
-                created_at: created_at()?,
+                created_at: created_at(sequence),
                 zst_level: (!no_zst).then_some(zst_level),
             };
             let progress = build_image::progress::Progress::new(quiet || json);
@@ -423,8 +425,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output,
                 in_place,
                 selector: selector(partition),
+                created_at: created_at(key.sequence),
                 key_mode: key_mode(key)?,
-                created_at: created_at()?,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build_image::inject::inject(

@@ -252,7 +252,56 @@ impl Recipe {
             sealed_firstboot::bundle::validate_device_path(&t.path)
                 .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
+        // Every rule the device applies to a manifest (owners and groups,
+        // reserved paths, lengths, duplicate paths, file/directory clashes)
+        // lives once, in the firstboot library: what builds also applies.
+        let mut entries = Vec::new();
+        for (name, s) in &self.secrets {
+            entries.push(self.secret_entry(name, s).map_err(|e| self.invalid(e))?);
+        }
+        for (name, t) in &self.templates {
+            entries.push(self.template_entry(name, t).map_err(|e| self.invalid(e))?);
+        }
+        for e in &entries {
+            sealed_firstboot::bundle::validate_entry(e).map_err(|e| self.invalid(e.to_string()))?;
+        }
+        sealed_firstboot::bundle::check_clashes(&entries)
+            .map_err(|e| self.invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// The manifest entry of a secret (what the device is told; no value).
+    pub fn secret_entry(
+        &self,
+        name: &str,
+        s: &SecretSection,
+    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
+        Ok(sealed_firstboot::bundle::SecretEntry {
+            name: name.to_owned(),
+            kind: s.kind,
+            path: self.device_path(name, s),
+            owner: s.owner.clone(),
+            group: s.group.clone(),
+            mode: parse_mode(&s.mode).map_err(|e| format!("secret {name}: {e}"))?,
+            description: s.description.clone(),
+        })
+    }
+
+    /// The manifest entry of a template (its text travels as the value).
+    pub fn template_entry(
+        &self,
+        name: &str,
+        t: &TemplateSection,
+    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
+        Ok(sealed_firstboot::bundle::SecretEntry {
+            name: name.to_owned(),
+            kind: SecretType::MultiLine,
+            path: t.path.clone(),
+            owner: t.owner.clone(),
+            group: t.group.clone(),
+            mode: parse_mode(&t.mode).map_err(|e| format!("template {name}: {e}"))?,
+            description: t.description.clone(),
+        })
     }
 
     /// The partition rules `build` needs (`inject` uses only the secrets).

@@ -1,9 +1,11 @@
 //! `sealed-firstboot`: the device side. Deliberately small: no CLI framework.
 
 use anyhow::{bail, Context, Result};
+use sealed_firstboot::config::{self, Config};
 use sealed_firstboot::provision::{self, Outcome};
-use sealed_firstboot::runtime::{self, SecretFile, UnsealOptions};
+use sealed_firstboot::runtime::UnsealOptions;
 use sealed_firstboot::store::Store;
+use sealed_firstboot::unseal::{self, UnsealOutcome};
 use sealed_firstboot::{identity, store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +23,8 @@ COMMANDS:
                reseal every secret to the device identity into the store,
                then overwrite and delete bundle and key from the boot partition
     unseal     decrypt the store into /run/secrets (new generation, atomic swap)
-    pubkey     print the device's age recipient (age1...)
+    pubkey     print the device's age recipient (age1...); creates the
+               persisted identity if there is none yet
     status     list the secrets in the store with ✓/✗ for /run/secrets (never values)
 
 OPTIONS:
@@ -38,6 +41,12 @@ EXIT CODES:
     2  usage error
     3  run: the bundle was refused or could not be applied, but the secrets
        already in the store were unsealed
+    4  run, unseal: some secrets could not be unsealed (each is named: an
+       owner or group missing on the device, a damaged store file); every
+       other secret is in /run/secrets
+
+Every command takes the device lock (/var/lib/sealed-secrets/.lock): a
+second sealed-firstboot waits for the first (up to 5 minutes).
 
 EXAMPLES:
     sealed-firstboot run
@@ -107,37 +116,71 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code: some secrets could not be unsealed, the others were.
+const EXIT_PARTIAL: u8 = 4;
+/// Exit code: the bundle was refused, the existing secrets were unsealed.
+const EXIT_REFUSED: u8 = 3;
+
 fn dispatch(args: &Args) -> Result<ExitCode> {
     let root = &args.root;
+    let store = Store::new(root);
+    let lock_path = store.dir().join(".lock");
+    let _lock = store
+        .lock(store::LOCK_WAIT, || {
+            eprintln!(
+                "sealed-firstboot: waiting for another sealed-firstboot to finish (lock {})",
+                lock_path.display()
+            )
+        })
+        .context("taking the device lock")?;
+    let config = config::load(root)?;
     match args.command.as_str() {
         "provision" => {
-            do_provision(args)?;
+            do_provision(args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
-        "unseal" => {
-            do_unseal(root)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        "unseal" => Ok(exit_for(do_unseal(root)?, false)),
         "run" => {
-            let provisioned = do_provision(args);
+            let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
                 eprintln!("sealed-firstboot: error: {e:#}");
-                eprintln!("sealed-firstboot: unsealing the secrets already in the store");
             }
-            do_unseal(root)?;
-            Ok(if provisioned.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            })
+            let outcome = do_unseal(root)?;
+            if provisioned.is_err() && !outcome.had_store {
+                bail!("the bundle was not applied and there are no earlier secrets to unseal");
+            }
+            if provisioned.is_err() {
+                eprintln!("sealed-firstboot: the secrets already in the store were unsealed");
+            }
+            Ok(exit_for(outcome, provisioned.is_err()))
         }
         "pubkey" => {
-            let device = identity::load_or_create(root).context("loading the device identity")?;
+            let device = identity::load_or_create(root, config.identity)
+                .context("loading the device identity")?;
             println!("{}", device.recipient());
+            if let Some(derived) = identity::ssh_derived(root).unwrap_or(None) {
+                let derived = derived.to_public().to_string();
+                if derived != device.recipient().to_string() {
+                    eprintln!(
+                        "sealed-firstboot: note: this is the persisted identity ({}); the SSH host key now derives another recipient, {derived}, which only opens bundles sealed to it and is never used for the store",
+                        device.source.map_or("origin not recorded", |s| s.as_str())
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         "status" => status(root),
         other => bail!("unknown command {other}"),
+    }
+}
+
+fn exit_for(outcome: UnsealOutcome, refused: bool) -> ExitCode {
+    if !outcome.failed.is_empty() {
+        ExitCode::from(EXIT_PARTIAL)
+    } else if refused {
+        ExitCode::from(EXIT_REFUSED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -148,9 +191,9 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn do_provision(args: &Args) -> Result<()> {
-    let boot = provision::boot_dir(&args.root, args.boot_dir.as_deref())?;
-    match provision::provision(&args.root, &boot, now()).context("provisioning")? {
+fn do_provision(args: &Args, config: &Config) -> Result<()> {
+    let boot = provision::boot_dir_with(&args.root, args.boot_dir.as_deref(), config);
+    match provision::provision_with(&args.root, &boot, now(), config).context("provisioning")? {
         Outcome::NoBundle => eprintln!("sealed-firstboot: no bundle in {}", boot.display()),
         Outcome::Applied { bundle_id, secrets } => eprintln!(
             "sealed-firstboot: applied bundle {bundle_id} ({secrets} secrets); bundle and key wiped"
@@ -158,53 +201,37 @@ fn do_provision(args: &Args) -> Result<()> {
         Outcome::AlreadyApplied { bundle_id } => eprintln!(
             "sealed-firstboot: bundle {bundle_id} was already applied; bundle and key wiped"
         ),
+        Outcome::WipedLeftover => eprintln!(
+            "sealed-firstboot: removed the remains of an interrupted wipe from {}",
+            boot.display()
+        ),
     }
     Ok(())
 }
 
-fn do_unseal(root: &Path) -> Result<()> {
-    let store = Store::new(root);
-    let Some(current) = store.current().context("opening the store")? else {
-        eprintln!("sealed-firstboot: the store is empty; nothing to unseal");
-        return Ok(());
-    };
-    let device = identity::load(root)
-        .context("loading the device identity")?
-        .context("the store exists but the device identity is missing")?;
-    let values = current.decrypt_all(&device.identity)?;
-    let mut rendered = std::collections::BTreeMap::new();
-    for t in &current.manifest.templates {
-        let text = values
-            .get(&t.name)
-            .map(|v| v.as_slice())
-            .unwrap_or_default();
-        let out = sealed_firstboot::bundle::render(text, &values)
-            .map_err(|e| anyhow::anyhow!("rendering template {}: {e}", t.name))?;
-        rendered.insert(t.name.clone(), out);
-    }
-    let mut files: Vec<SecretFile<'_>> = Vec::new();
-    for entry in &current.manifest.secrets {
-        if let Some(v) = values.get(&entry.name) {
-            files.push(SecretFile { entry, value: v });
-        }
-    }
-    for entry in &current.manifest.templates {
-        if let Some(v) = rendered.get(&entry.name) {
-            files.push(SecretFile { entry, value: v });
-        }
-    }
+fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
     let is_root = rustix::process::geteuid().is_root();
     let opts = UnsealOptions {
         mount_ramfs: is_root && root == Path::new("/"),
         apply_ownership: is_root,
     };
-    let report = runtime::unseal(root, &files, &opts).context("unsealing")?;
+    let outcome = unseal::unseal_store(root, &opts).context("unsealing")?;
+    for note in &outcome.notes {
+        eprintln!("sealed-firstboot: {note}");
+    }
+    if !outcome.had_store {
+        eprintln!("sealed-firstboot: the store is empty; nothing to unseal");
+        return Ok(outcome);
+    }
     eprintln!(
         "sealed-firstboot: unsealed {} secrets into /run/secrets (generation {})",
-        report.written.len(),
-        report.generation
+        outcome.written.len(),
+        outcome.generation
     );
-    Ok(())
+    for (name, why) in &outcome.failed {
+        eprintln!("sealed-firstboot: error: secret {name} was not unsealed: {why}");
+    }
+    Ok(outcome)
 }
 
 fn status(root: &Path) -> Result<ExitCode> {

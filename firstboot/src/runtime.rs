@@ -33,10 +33,10 @@ pub use links::{OUTSIDE_DIR, STATE_FILE};
 pub use mount::RAMFS_MAGIC;
 
 use crate::accounts::Accounts;
-use crate::bundle::{validate_device_path, validate_name, SecretEntry};
+use crate::bundle::{check_clashes, validate_entry, SecretEntry};
 use fsops::{Kind, StepError};
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -92,8 +92,11 @@ impl std::fmt::Debug for SecretFile<'_> {
 }
 
 /// What an unseal did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct UnsealReport {
+    /// Secrets left out because their owner or group does not exist on
+    /// the device (every other secret was written).
+    pub failed: Vec<UnresolvedAccount>,
     /// The generation now behind `/run/secrets`.
     pub generation: u64,
     /// Names of the secrets written, in input order.
@@ -125,7 +128,7 @@ pub fn unseal(
     opts: &UnsealOptions,
 ) -> Result<UnsealReport, RuntimeError> {
     // 1. Check and resolve everything; nothing is written yet.
-    let plan = plan(root, files)?;
+    let (plan, unresolved) = plan(root, files)?;
     let run = open_run(root, true)?.ok_or_else(|| {
         RuntimeError::io(
             "open",
@@ -209,6 +212,7 @@ pub fn unseal(
 
     Ok(UnsealReport {
         generation,
+        failed: unresolved,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
         links: plan
             .iter()
@@ -250,10 +254,24 @@ pub fn clear(root: &Path) -> Result<(), RuntimeError> {
     remove_swap_temps(run, root)
 }
 
-/// Check every secret and resolve every owner and group.
-fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>, RuntimeError> {
-    let mut names = BTreeSet::new();
-    let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+/// Check every secret and resolve every owner and group. Secrets whose
+/// owner or group does not resolve are left out and returned apart.
+#[allow(clippy::type_complexity)]
+fn plan<'a>(
+    root: &Path,
+    files: &'a [SecretFile<'a>],
+) -> Result<(Vec<Planned<'a>>, Vec<UnresolvedAccount>), RuntimeError> {
+    // The manifest's own rules (the one home of them), checked again as
+    // defence in depth: the manifest was validated when opened.
+    let entry_err = |e: crate::bundle::EntryError| RuntimeError::InvalidSecret {
+        name: e.name,
+        path: e.path,
+        reason: e.reason,
+    };
+    for f in files {
+        validate_entry(f.entry).map_err(entry_err)?;
+    }
+    check_clashes(files.iter().map(|f| f.entry)).map_err(entry_err)?;
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let e = f.entry;
@@ -262,18 +280,6 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             path: e.path.clone(),
             reason,
         };
-        validate_name(&e.name).map_err(invalid)?;
-        // Defence in depth: the manifest was validated when opened.
-        validate_device_path(&e.path).map_err(invalid)?;
-        if e.mode & !0o777 != 0 {
-            return Err(invalid(format!("mode {:o} has bits outside 0777", e.mode)));
-        }
-        if !names.insert(e.name.as_str()) {
-            return Err(invalid("the name is used by two secrets".into()));
-        }
-        if let Some(other) = paths.insert(e.path.as_str(), e.name.as_str()) {
-            return Err(invalid(format!("the path is also used by secret {other}")));
-        }
         let rest = e
             .path
             .strip_prefix("/run/")
@@ -318,29 +324,18 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             link: planned.2,
         });
     }
-    // A path cannot be a file and the directory of another.
-    for (path, name) in &paths {
-        let prefix = format!("{path}/");
-        if let Some((other, _)) = paths
-            .range(prefix.as_str()..)
-            .next()
-            .filter(|(o, _)| o.starts_with(&prefix))
-        {
-            return Err(RuntimeError::InvalidSecret {
-                name: (*name).to_owned(),
-                path: (*path).to_owned(),
-                reason: format!("the path is a file but {other} needs it as a directory"),
-            });
-        }
-    }
-
+    // An owner or group missing on the device fails that secret only.
     let accounts = Accounts::new(root);
     let mut unresolved = Vec::new();
-    for (p, f) in out.iter_mut().zip(files) {
+    let mut planned = Vec::with_capacity(out.len());
+    for (mut p, f) in out.into_iter().zip(files) {
         let uid = accounts.user(&f.entry.owner);
         let gid = accounts.group(&f.entry.group);
         match (uid, gid) {
-            (Ok(uid), Ok(gid)) => p.owner = (uid, gid),
+            (Ok(uid), Ok(gid)) => {
+                p.owner = (uid, gid);
+                planned.push(p);
+            }
             (uid, gid) => {
                 for error in [uid.err(), gid.err()].into_iter().flatten() {
                     unresolved.push(UnresolvedAccount {
@@ -351,10 +346,7 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             }
         }
     }
-    if !unresolved.is_empty() {
-        return Err(RuntimeError::UnresolvedAccounts(unresolved));
-    }
-    Ok(out)
+    Ok((planned, unresolved))
 }
 
 /// Open `ROOT/run` (creating it, 0755, when `create`), never through a
