@@ -6,11 +6,11 @@ use build_image::build::{self, BuildError, BuildOptions, KeyMode};
 use build_image::recipe::Recipe;
 use build_image::secrets::{self, SecretsError};
 use clap::{Parser, Subcommand};
+use sealed_firstboot::bundle::Stamp;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
-use sealed_firstboot::bundle::Stamp;
 
 /// Exit codes, documented in the README.
 mod exit {

@@ -133,8 +133,14 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         assert_eq!(parse("\nboot_dir=relative").unwrap_err().0, 2);
-        assert!(parse("identity = both").unwrap_err().1.contains("generated or ssh-host-key"));
-        assert!(parse("colour = blue").unwrap_err().1.contains("unknown key"));
+        assert!(parse("identity = both")
+            .unwrap_err()
+            .1
+            .contains("generated or ssh-host-key"));
+        assert!(parse("colour = blue")
+            .unwrap_err()
+            .1
+            .contains("unknown key"));
         assert!(parse("just words").unwrap_err().1.contains("key = value"));
     }
 }

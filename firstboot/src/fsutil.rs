@@ -84,7 +84,10 @@ pub fn shred_and_remove(path: &Path) -> io::Result<bool> {
             .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)?;
-        let zeros = vec![0u8; 64 * 1024];
+        // At least two writes, so that the fail point below sees a file
+        // that is partly overwritten.
+        let chunk = meta.len().div_ceil(2).clamp(1, 64 * 1024) as usize;
+        let zeros = vec![0u8; chunk];
         let mut left = meta.len();
         let mut first = true;
         while left > 0 {
@@ -93,7 +96,9 @@ pub fn shred_and_remove(path: &Path) -> io::Result<bool> {
             left -= n as u64;
             if std::mem::take(&mut first) && left > 0 {
                 // A power cut with the file partly overwritten.
-                if std::env::var_os("SEALED_FIRSTBOOT_FAILPOINT").is_some_and(|v| v == "shred-partial") {
+                if std::env::var_os("SEALED_FIRSTBOOT_FAILPOINT")
+                    .is_some_and(|v| v == "shred-partial")
+                {
                     f.sync_all()?;
                 }
                 failpoint("shred-partial");

@@ -129,6 +129,7 @@ pub fn provision_with(
     if !exists(&bundle_path) {
         // A key without its bundle is of no use and must not stay readable.
         wipe(&key_path)?;
+        remove_if_empty(&sub);
         return Ok(Outcome::NoBundle);
     }
     let bundle_err = |source| ProvisionError::Bundle {
@@ -205,7 +206,15 @@ pub fn provision_with(
         }
     }
     let secrets = opened.contents.manifest.secrets.len();
-    apply(root, &store, &header, &opened.contents, now, config, persisted)?;
+    apply(
+        root,
+        &store,
+        &header,
+        &opened.contents,
+        now,
+        config,
+        persisted,
+    )?;
     failpoint("provision-before-wipe");
     finish_wipe(&bundle_path, &key_path)?;
     Ok(Outcome::Applied { bundle_id, secrets })
@@ -235,7 +244,12 @@ fn apply(
         recipient: Some(device.recipient().to_string()),
         identity: device.source.map(|s| s.as_str().to_owned()),
     };
-    store.replace(&device.recipient(), &contents.manifest, &contents.values, &state)?;
+    store.replace(
+        &device.recipient(),
+        &contents.manifest,
+        &contents.values,
+        &state,
+    )?;
     Ok(())
 }
 
@@ -261,10 +275,14 @@ fn finish_wipe(bundle: &Path, key: &Path) -> Result<(), ProvisionError> {
     failpoint("provision-between-wipes");
     wipe(bundle)?;
     if let Some(dir) = bundle.parent() {
-        // Leave no empty directory behind; a non-empty one holds user files.
-        let _ = std::fs::remove_dir(dir);
+        remove_if_empty(dir);
     }
     Ok(())
+}
+
+/// Leave no empty `sealed-secrets/` behind; a non-empty one holds user files.
+fn remove_if_empty(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Rename to `NAME.wipe` (so a crash mid-overwrite is recognised), then

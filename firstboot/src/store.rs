@@ -261,9 +261,8 @@ impl Current {
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let path = self.dir.join("secrets").join(format!("{}.age", entry.name));
         let limit = crate::bundle::limits::MAX_SECRET_BYTES + 1024 * 1024;
-        let sealed = fsutil::read_regular_bounded(&path, limit).map_err(|e| {
-            StoreError::Damaged(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let sealed = fsutil::read_regular_bounded(&path, limit)
+            .map_err(|e| StoreError::Damaged(format!("cannot read {}: {e}", path.display())))?;
         age::decrypt(identity, &sealed)
             .map(Zeroizing::new)
             .map_err(|e| StoreError::Age {

@@ -101,9 +101,12 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
     let report = runtime::unseal(root, &files, opts)?;
     outcome.generation = report.generation;
     outcome.written = report.written;
-    outcome
-        .failed
-        .extend(report.failed.iter().map(|u| (u.secret.clone(), u.error.to_string())));
+    outcome.failed.extend(
+        report
+            .failed
+            .iter()
+            .map(|u| (u.secret.clone(), u.error.to_string())),
+    );
     Ok(outcome)
 }
 

@@ -233,9 +233,7 @@ pub fn validate_account(name: &str) -> Result<(), String> {
     if !name.is_empty() && name.bytes().all(|c| c.is_ascii_digit()) {
         return match name.parse::<u32>() {
             Ok(id) if id <= MAX_ACCOUNT_ID => Ok(()),
-            _ => Err(format!(
-                "id {name} is out of range (0 to {MAX_ACCOUNT_ID})"
-            )),
+            _ => Err(format!("id {name} is out of range (0 to {MAX_ACCOUNT_ID})")),
         };
     }
     let ok = !name.is_empty()
@@ -290,7 +288,14 @@ mod tests {
         for ok in ["root", "_apt", "systemd-network", "0", "4242", "4294967294"] {
             assert!(validate_account(ok).is_ok(), "{ok} refused");
         }
-        for bad in ["", "-x", "a b", "4294967295", "99999999999", &"u".repeat(33)] {
+        for bad in [
+            "",
+            "-x",
+            "a b",
+            "4294967295",
+            "99999999999",
+            &"u".repeat(33),
+        ] {
             assert!(validate_account(bad).is_err(), "{bad} accepted");
         }
     }

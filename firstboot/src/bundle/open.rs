@@ -113,7 +113,9 @@ pub(crate) fn read_boot_file(path: &Path, limit: u64, what: &str) -> Result<Vec<
         ReadError::TooLarge { size, limit } if what == "bundle" => {
             BundleError::TooLarge { size, limit }
         }
-        ReadError::Io(source) => BundleError::io(format!("reading {what} {}", path.display()), source),
+        ReadError::Io(source) => {
+            BundleError::io(format!("reading {what} {}", path.display()), source)
+        }
         other => BundleError::NotReadable {
             path: path.display().to_string(),
             reason: other.to_string(),

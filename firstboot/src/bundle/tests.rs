@@ -242,7 +242,8 @@ fn hostile_payloads_are_refused() {
         (b"not zstd".to_vec(), "payload"),
     ];
     for (plaintext, expect) in cases {
-        let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &plaintext, super::Stamp::at(1)).unwrap();
+        let bundle =
+            seal::seal_plaintext(SealTo::ImageKey(&key), &plaintext, super::Stamp::at(1)).unwrap();
         let err = open(&bundle, &key).expect_err("hostile payload accepted");
         assert!(
             err.to_string().contains(expect),
@@ -254,7 +255,8 @@ fn hostile_payloads_are_refused() {
         .map(|i| (format!("secrets/s{i}"), 1))
         .collect();
     let refs: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
-    let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &hostile(&refs), super::Stamp::at(1)).unwrap();
+    let bundle =
+        seal::seal_plaintext(SealTo::ImageKey(&key), &hostile(&refs), super::Stamp::at(1)).unwrap();
     let err = open(&bundle, &key).unwrap_err();
     assert!(err.to_string().contains("more than"), "{err}");
 }
