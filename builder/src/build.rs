@@ -64,6 +64,9 @@ pub struct BuildReport {
     pub image_size: u64,
     pub secrets: Vec<SecretSummary>,
     pub files: Vec<OutputFile>,
+    /// Warnings about the image (SSH host keys shipped in the root, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +92,7 @@ pub fn build(
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
     recipe.validate_layout()?;
+    let warnings = crate::image::host_keys::warnings(recipe);
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
@@ -154,6 +158,7 @@ pub fn build(
     m.secrets = manifest::secrets_from(recipe, &bundled);
     m.templates = manifest::templates_from(recipe, &bundled);
     m.key_file = wrote_key.then(|| key_name.clone());
+    m.warnings = warnings.clone();
     if let KeyMode::Recipient(r) = &opts.key_mode {
         m.recipient = Some(r.to_string());
     }
@@ -189,6 +194,7 @@ pub fn build(
             .into_iter()
             .map(|(name, sha256)| OutputFile { name, sha256 })
             .collect(),
+        warnings,
     })
 }
 

@@ -347,6 +347,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
                 let list = build_image::devices::shard(list, shard);
+                for w in build_image::image::host_keys::warnings(&recipe) {
+                    eprintln!("build-image: warning: {w}");
+                }
                 let opts = build_image::fleet::FleetOptions {
                     out_dir: out,
                     key_mode,
@@ -379,6 +382,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;
             progress.finish();
+            for w in &report.warnings {
+                eprintln!("build-image: warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if !quiet {
@@ -551,6 +557,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { recipe, json } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let rows = secrets::check(&recipe);
+            for w in build_image::image::host_keys::warnings(&recipe) {
+                eprintln!("build-image: warning: {w}");
+            }
             let missing = rows.iter().any(|r| r.required && !r.present);
             let invalid = rows.iter().any(|r| r.error.is_some());
             if json {

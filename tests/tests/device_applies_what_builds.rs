@@ -259,3 +259,57 @@ fn in_root(root: &Path, device_path: &str) -> std::path::PathBuf {
     }
     path
 }
+
+/// A root filesystem that ships SSH host keys gives every device the same
+/// host key: `build`, `check` and `build.json` say so.
+#[test]
+fn shared_ssh_host_keys_are_flagged_at_build_time() {
+    if !require_tool("mke2fs", "e2fsprogs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+    std::fs::write(root.join("etc/ssh/ssh_host_ed25519_key"), "not a real key").unwrap();
+    std::fs::write(root.join("etc/ssh/ssh_host_ed25519_key.pub"), "pub").unwrap();
+    std::fs::write(dir.join("a.txt"), "MARKER-value").unwrap();
+    let recipe = format!(
+        "{HEAD}[[partition]]\nlabel = \"root\"\ntype = \"linux\"\nsize = \"16MiB\"\nsource = \"rootfs\"\n\n{}",
+        secret("a", "/run/secrets/a", "root", "0400")
+    );
+    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
+    let expect = "ships SSH host keys (/etc/ssh/ssh_host_ed25519_key)";
+    let check = Command::new(bin("build-image"))
+        .arg("check")
+        .arg(dir.join("recipe.toml"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&check.stderr).contains(expect));
+    let out = Command::new(bin("build-image"))
+        .arg("build")
+        .arg(dir.join("recipe.toml"))
+        .args(["--no-zst", "--json", "--out"])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(expect));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["warnings"][0].as_str().unwrap().contains(expect));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/build.json")).unwrap()).unwrap();
+    assert!(manifest["warnings"][0].as_str().unwrap().contains(expect));
+    // Without the private key, no warning.
+    std::fs::remove_file(root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    let check = Command::new(bin("build-image"))
+        .arg("check")
+        .arg(dir.join("recipe.toml"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("host keys"));
+}
