@@ -19,3 +19,4 @@ pub mod recipe;
 pub mod seal;
 pub mod secrets;
 pub mod sources;
+pub mod update;

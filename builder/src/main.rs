@@ -212,6 +212,52 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         ssh_pubkey: PathBuf,
     },
+    /// Seal an update bundle for devices that are already deployed (no image)
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image bundle recipe.toml --out out/ --recipient age1…\n  \
+        build-image bundle recipe.toml --out out/ --ssh-recipient \"$(ssh-keyscan -t ed25519 kiosk-001 2>/dev/null)\"\n  \
+        build-image bundle recipe.toml --out out/ --devices devices.toml --only wifi_psk\n  \
+        ssh root@kiosk-001 sealed-firstboot apply - < out/kiosk-001.bundle\n\n\
+        OUTPUTS:\n  OUT/NAME.bundle    one device (NAME is the recipe's image name)\n  \
+        OUT/DEVICE.bundle  per device of --devices\n  \
+        OUT/*.key          the image key, when not sealed to a recipient (0600): copy it \
+        to the device and pass `apply --key`, or onto a boot partition as sealed-secrets/image.key\n\n\
+        The device applies a bundle only when it is newer than its store: the sealing \
+        time (real clock) or --sequence orders them. --only makes a partial bundle: the \
+        device replaces the listed secrets and keeps the others.")]
+    Bundle {
+        /// The recipe file (TOML)
+        recipe: PathBuf,
+        /// Output directory
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Seal to this device's age recipient (age1…)
+        #[arg(long, value_name = "AGE1…", conflicts_with_all = ["ssh_recipient", "devices"])]
+        recipient: Option<String>,
+        /// Seal to the recipient of this SSH host public key line
+        /// ("ssh-ed25519 AAAA…", as ssh-keyscan or ssh_host_ed25519_key.pub print it)
+        #[arg(long, value_name = "LINE", conflicts_with = "devices")]
+        ssh_recipient: Option<String>,
+        /// Devices file (TOML or CSV): one bundle per device, sealed to its
+        /// `recipient` (or under its own image key)
+        #[arg(long, value_name = "FILE")]
+        devices: Option<PathBuf>,
+        /// Only this shard of the devices (I/N)
+        #[arg(long, value_name = "I/N", requires = "devices")]
+        shard: Option<String>,
+        /// A partial bundle with only these secrets or templates (repeat or
+        /// separate with commas); the device keeps the rest of its store
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
+        /// Order the bundle by this sequence number before its sealing time
+        #[arg(long, value_name = "N")]
+        sequence: Option<u64>,
+        /// Replace existing bundle and key files in OUT
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Check that every secret of a recipe can be found (never prints values)
     #[command(
         after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
@@ -525,6 +571,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", build_image::inspect::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            recipe,
+            out,
+            recipient,
+            ssh_recipient,
+            devices,
+            shard,
+            only,
+            sequence,
+            force,
+            report: ReportArgs { json, quiet },
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let key_mode = match (recipient, ssh_recipient) {
+                (Some(r), _) => key_mode(KeyArgs {
+                    embed_key: false,
+                    recipient: Some(r),
+                    sequence,
+                })?,
+                (None, Some(line)) => KeyMode::Recipient(
+                    sealed_firstboot::identity::recipient_from_ssh_public_key(&line)
+                        .map_err(|e| anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError))?,
+                ),
+                (None, None) => KeyMode::Separate,
+            };
+            let opts = build_image::update::BundleOptions {
+                out_dir: out,
+                key_mode,
+                created_at: created_at(sequence),
+                only,
+                force,
+            };
+            let report = match devices {
+                Some(devices) => {
+                    let names = recipe.secrets.keys().cloned().collect();
+                    let list = build_image::devices::load(&devices, &names)
+                        .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+                    let shard = shard
+                        .as_deref()
+                        .map(build_image::devices::parse_shard)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
+                    let list = build_image::devices::shard(list, shard);
+                    build_image::update::fleet(&recipe, &list, &opts)?
+                }
+                None => build_image::update::single(&recipe, &opts)?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                for b in &report.bundles {
+                    eprintln!(
+                        "sealed {}{} ({}, {} bundle {}: {})",
+                        b.bundle.display(),
+                        b.key
+                            .as_ref()
+                            .map(|k| format!(" + {}", k.display()))
+                            .unwrap_or_default(),
+                        b.key_mode,
+                        if b.partial { "partial" } else { "full" },
+                        b.bundle_id,
+                        b.secrets.join(", ")
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

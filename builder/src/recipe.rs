@@ -132,6 +132,13 @@ pub struct SecretSection {
     /// Processing at build time.
     #[serde(default)]
     pub process: Process,
+    /// Units to `systemctl try-restart` when this secret changes on a
+    /// running device (`sealed-firstboot apply`).
+    #[serde(default)]
+    pub restart_units: Vec<String>,
+    /// Units to `systemctl try-reload-or-restart` when it changes.
+    #[serde(default)]
+    pub reload_units: Vec<String>,
 }
 
 /// A template file: its text travels inside the bundle and is rendered into
@@ -150,6 +157,12 @@ pub struct TemplateSection {
     #[serde(default = "mode_0400")]
     pub mode: String,
     pub description: Option<String>,
+    /// Units to restart when the rendered file changes (see secrets).
+    #[serde(default)]
+    pub restart_units: Vec<String>,
+    /// Units to reload when the rendered file changes.
+    #[serde(default)]
+    pub reload_units: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -284,6 +297,8 @@ impl Recipe {
             group: s.group.clone(),
             mode: parse_mode(&s.mode).map_err(|e| format!("secret {name}: {e}"))?,
             description: s.description.clone(),
+            restart_units: s.restart_units.clone(),
+            reload_units: s.reload_units.clone(),
         })
     }
 
@@ -301,6 +316,8 @@ impl Recipe {
             group: t.group.clone(),
             mode: parse_mode(&t.mode).map_err(|e| format!("template {name}: {e}"))?,
             description: t.description.clone(),
+            restart_units: t.restart_units.clone(),
+            reload_units: t.reload_units.clone(),
         })
     }
 

@@ -97,6 +97,7 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
 
 /// A per-device value or source that replaces the recipe's source of a
 /// secret (fleet builds).
+#[derive(Clone)]
 pub enum Override {
     Value(Zeroizing<Vec<u8>>),
     Source(SourceSpec),
@@ -170,6 +171,7 @@ pub fn collect_with(
         manifest: Manifest {
             secrets: entries,
             templates,
+            partial: false,
         },
         values,
     })

@@ -13,6 +13,8 @@ pub mod config;
 pub mod fsutil;
 pub mod identity;
 pub mod provision;
+pub mod restart;
 pub mod runtime;
+pub mod status;
 pub mod store;
 pub mod unseal;

@@ -1,12 +1,15 @@
-//! `sealed-firstboot`: the device side. Deliberately small: no CLI framework.
+//! `sealed-firstboot`: the device side. Deliberately small: no CLI
+//! framework; argument handling only, the flows live in the library.
 
 use anyhow::{bail, Context, Result};
+use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::config::{self, Config};
-use sealed_firstboot::provision::{self, Outcome};
+use sealed_firstboot::provision::{self, Applied, Outcome};
 use sealed_firstboot::runtime::UnsealOptions;
 use sealed_firstboot::store::Store;
 use sealed_firstboot::unseal::{self, UnsealOutcome};
-use sealed_firstboot::{identity, store};
+use sealed_firstboot::{identity, restart, status, store};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +17,7 @@ const USAGE: &str = "\
 sealed-firstboot: bind an image's sealed secrets to this device
 
 USAGE:
-    sealed-firstboot [--root DIR] [--boot-dir DIR] COMMAND
+    sealed-firstboot [--root DIR] [--boot-dir DIR] COMMAND [ARGS]
 
 COMMANDS:
     run        provision if a bundle is on the boot partition, then unseal
@@ -23,14 +26,23 @@ COMMANDS:
                reseal every secret to the device identity into the store,
                then overwrite and delete bundle and key from the boot partition
     unseal     decrypt the store into /run/secrets (new generation, atomic swap)
+    apply FILE|- [--key FILE] [--no-restart]
+               apply an update bundle (from `build-image bundle`) on a running
+               device, from a file or standard input, with the same rules as
+               provision (newer than the store, authenticated, crash-safe);
+               a partial bundle replaces only the secrets it lists. Then
+               unseal, and restart (try-restart) or reload the units that
+               the changed secrets name in restart-units / reload-units
     pubkey     print the device's age recipient (age1...); creates the
                persisted identity if there is none yet
-    status     list the secrets in the store with ✓/✗ for /run/secrets (never values)
+    status [--json]
+               the applied bundle, the identity and ✓/✗ per secret (in the
+               store, live under /run); never values
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep)
     --boot-dir DIR  the boot partition mount point, absolute on the device
-                    (default: boot_dir= in /etc/sealed-firstboot.conf, else the
+                    (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
     -h, --help      show this help
     -V, --version   show the version
@@ -41,9 +53,11 @@ EXIT CODES:
     2  usage error
     3  run: the bundle was refused or could not be applied, but the secrets
        already in the store were unsealed
-    4  run, unseal: some secrets could not be unsealed (each is named: an
-       owner or group missing on the device, a damaged store file); every
-       other secret is in /run/secrets
+    4  run, unseal, apply: some secrets could not be unsealed (each is named:
+       an owner or group missing on the device, a damaged store file), or a
+       unit could not be restarted; every other secret is in /run/secrets
+    5  status: something is not right (a secret missing from the store or
+       not live)
 
 Every command takes the device lock (/var/lib/sealed-secrets/.lock): a
 second sealed-firstboot waits for the first (up to 5 minutes).
@@ -51,22 +65,40 @@ second sealed-firstboot waits for the first (up to 5 minutes).
 EXAMPLES:
     sealed-firstboot run
     sealed-firstboot --root /mnt/device-root pubkey
-    sealed-firstboot --boot-dir /boot/firmware provision
+    ssh root@kiosk-001 sealed-firstboot apply - < kiosk-001.bundle
+    sealed-firstboot status --json
 ";
 
 struct Args {
     root: PathBuf,
     boot_dir: Option<PathBuf>,
     command: String,
+    /// `apply`: the bundle file, or `-` for standard input.
+    file: Option<String>,
+    key: Option<PathBuf>,
+    no_restart: bool,
+    json: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut root = PathBuf::from("/");
-    let mut boot_dir = None;
+    let mut args = Args {
+        root: PathBuf::from("/"),
+        boot_dir: None,
+        command: String::new(),
+        file: None,
+        key: None,
+        no_restart: false,
+        json: false,
+    };
     let mut command = None;
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
         let s = arg.to_string_lossy().into_owned();
+        let value = |it: &mut dyn Iterator<Item = std::ffi::OsString>, flag: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match s.as_str() {
             "-h" | "--help" | "help" => {
                 print!("{USAGE}");
@@ -76,26 +108,29 @@ fn parse_args() -> Result<Option<Args>, String> {
                 println!("sealed-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            "--root" => root = it.next().ok_or("--root needs a directory")?.into(),
-            "--boot-dir" => {
-                boot_dir = Some(it.next().ok_or("--boot-dir needs a directory")?.into())
-            }
-            _ if s.starts_with("--root=") => root = PathBuf::from(&s["--root=".len()..]),
+            "--root" => args.root = value(&mut it, "--root")?,
+            "--boot-dir" => args.boot_dir = Some(value(&mut it, "--boot-dir")?),
+            _ if s.starts_with("--root=") => args.root = PathBuf::from(&s["--root=".len()..]),
             _ if s.starts_with("--boot-dir=") => {
-                boot_dir = Some(PathBuf::from(&s["--boot-dir=".len()..]))
+                args.boot_dir = Some(PathBuf::from(&s["--boot-dir=".len()..]))
             }
-            "run" | "provision" | "unseal" | "pubkey" | "status" if command.is_none() => {
+            "--key" if command.as_deref() == Some("apply") => {
+                args.key = Some(value(&mut it, "--key")?)
+            }
+            "--no-restart" if command.as_deref() == Some("apply") => args.no_restart = true,
+            "--json" if command.as_deref() == Some("status") => args.json = true,
+            "run" | "provision" | "unseal" | "pubkey" | "status" | "apply" if command.is_none() => {
                 command = Some(s)
             }
+            _ if command.as_deref() == Some("apply") && args.file.is_none() => args.file = Some(s),
             _ => return Err(format!("unexpected argument {s:?}")),
         }
     }
-    let command = command.ok_or("no command given")?;
-    Ok(Some(Args {
-        root,
-        boot_dir,
-        command,
-    }))
+    args.command = command.ok_or("no command given")?;
+    if args.command == "apply" && args.file.is_none() {
+        return Err("apply needs a bundle file, or - for standard input".into());
+    }
+    Ok(Some(args))
 }
 
 fn main() -> ExitCode {
@@ -116,13 +151,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit code: some secrets could not be unsealed, the others were.
+/// Exit code: some secrets could not be unsealed (or a unit restarted),
+/// the others were.
 const EXIT_PARTIAL: u8 = 4;
 /// Exit code: the bundle was refused, the existing secrets were unsealed.
 const EXIT_REFUSED: u8 = 3;
+/// Exit code of `status`: something is not right.
+const EXIT_STATUS_NOT_OK: u8 = 5;
 
 fn dispatch(args: &Args) -> Result<ExitCode> {
     let root = &args.root;
+    // Read an update bundle before waiting for the lock: standard input
+    // may be a network stream.
+    let update = match (&args.command[..], &args.file) {
+        ("apply", Some(file)) => Some(read_update(file)?),
+        _ => None,
+    };
     let store = Store::new(root);
     let lock_path = store.dir().join(".lock");
     let _lock = store
@@ -139,7 +183,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             do_provision(args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
-        "unseal" => Ok(exit_for(do_unseal(root)?, false)),
+        "unseal" => Ok(exit_for(&do_unseal(root)?, false)),
         "run" => {
             let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
@@ -152,8 +196,9 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             if provisioned.is_err() {
                 eprintln!("sealed-firstboot: the secrets already in the store were unsealed");
             }
-            Ok(exit_for(outcome, provisioned.is_err()))
+            Ok(exit_for(&outcome, provisioned.is_err()))
         }
+        "apply" => do_apply(args, &config, update.as_deref().unwrap_or_default()),
         "pubkey" => {
             let device = identity::load_or_create(root, config.identity)
                 .context("loading the device identity")?;
@@ -169,12 +214,12 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "status" => status(root),
+        "status" => do_status(root, args.json),
         other => bail!("unknown command {other}"),
     }
 }
 
-fn exit_for(outcome: UnsealOutcome, refused: bool) -> ExitCode {
+fn exit_for(outcome: &UnsealOutcome, refused: bool) -> ExitCode {
     if !outcome.failed.is_empty() {
         ExitCode::from(EXIT_PARTIAL)
     } else if refused {
@@ -189,6 +234,24 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The update bundle from a file or standard input, bounded.
+fn read_update(file: &str) -> Result<Vec<u8>> {
+    let limit = bundle::limits::MAX_BUNDLE_BYTES;
+    if file == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .context("reading the bundle from standard input")?;
+        if bytes.len() as u64 > limit {
+            bail!("the bundle on standard input is larger than {limit} bytes");
+        }
+        return Ok(bytes);
+    }
+    bundle::read_bundle_file(Path::new(file)).with_context(|| format!("bundle {file}"))
 }
 
 fn do_provision(args: &Args, config: &Config) -> Result<()> {
@@ -207,6 +270,62 @@ fn do_provision(args: &Args, config: &Config) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
+    let key = match &args.key {
+        Some(path) => Some(
+            ImageKey::from_file(path).with_context(|| format!("image key {}", path.display()))?,
+        ),
+        None => None,
+    };
+    match provision::apply(&args.root, bytes, key.as_ref(), now(), config)
+        .context("applying the update bundle")?
+    {
+        Applied::AlreadyApplied { bundle_id } => {
+            eprintln!("sealed-firstboot: bundle {bundle_id} is already applied; nothing to do");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Applied::Applied {
+            bundle_id,
+            secrets,
+            partial,
+        } => eprintln!(
+            "sealed-firstboot: applied {} bundle {bundle_id} ({secrets} secrets)",
+            if partial { "partial" } else { "full" }
+        ),
+    }
+    let outcome = do_unseal(&args.root)?;
+    let mut code = exit_for(&outcome, false);
+    if outcome.changed.is_empty() {
+        eprintln!("sealed-firstboot: no secret changed");
+    } else {
+        eprintln!("sealed-firstboot: changed: {}", outcome.changed.join(", "));
+    }
+    let current = Store::new(&args.root).current()?;
+    let plan = current
+        .map(|c| restart::plan(&c.manifest, &outcome.changed))
+        .unwrap_or_default();
+    if args.no_restart {
+        if !plan.is_empty() {
+            eprintln!("sealed-firstboot: --no-restart: not restarting or reloading any unit");
+        }
+        return Ok(code);
+    }
+    for action in restart::run(&plan) {
+        match &action.error {
+            None => eprintln!(
+                "sealed-firstboot: systemctl {} {}",
+                action.verb,
+                action.units.join(" ")
+            ),
+            Some(e) => {
+                eprintln!("sealed-firstboot: error: {e}");
+                code = ExitCode::from(EXIT_PARTIAL);
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
@@ -234,73 +353,67 @@ fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
     Ok(outcome)
 }
 
-fn status(root: &Path) -> Result<ExitCode> {
-    let store = Store::new(root);
-    let Some(current) = store.current().context("opening the store")? else {
-        println!(
-            "no secrets provisioned (store {} is empty)",
-            store::STORE_DIR
-        );
-        return Ok(ExitCode::FAILURE);
+fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
+    let Some(st) = status::status(root).context("reading the store")? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "provisioned": false, "ok": false })
+            );
+        } else {
+            println!(
+                "no secrets provisioned (store {} is empty)",
+                store::STORE_DIR
+            );
+        }
+        return Ok(ExitCode::from(EXIT_STATUS_NOT_OK));
     };
-    println!(
-        "bundle {} (created {}, applied {})",
-        current.state.bundle_id, current.state.created_at, current.state.applied_at
-    );
-    let mut all_ok = true;
-    for e in current.manifest.entries() {
-        let sealed = current
-            .dir
-            .join("secrets")
-            .join(format!("{}.age", e.name))
-            .is_file();
-        let live = exists_in_root(root, &e.path);
-        let ok = sealed && live;
-        all_ok &= ok;
-        println!(
-            "{} {:<24} {:<11} {:<32} {}:{} {:04o}{}",
-            if ok { "✓" } else { "✗" },
-            e.name,
-            e.kind.as_str(),
-            e.path,
-            e.owner,
-            e.group,
-            e.mode,
-            if !sealed {
-                "  (missing from store)"
-            } else if !live {
-                "  (not unsealed)"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        v["provisioned"] = true.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Whether a device path exists inside `root`, resolving symlinks whose
-/// absolute targets are device paths (as `/run/x -> /run/secrets/...`).
-fn exists_in_root(root: &Path, device_path: &str) -> bool {
-    let mut path = root.join(device_path.trim_start_matches('/'));
-    for _ in 0..8 {
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&path) {
-                Ok(t) if t.is_absolute() => {
-                    path = root.join(t.strip_prefix("/").unwrap_or(&t));
-                }
-                Ok(t) => {
-                    let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    path = parent.join(t);
-                }
-                Err(_) => return false,
+        println!(
+            "bundle {} (sealed {}.{:09}{}, applied {})",
+            st.bundle_id,
+            st.created_at,
+            st.created_nanos,
+            if st.sequence != 0 {
+                format!(", sequence {}", st.sequence)
+            } else {
+                String::new()
             },
-            Ok(_) => return true,
-            Err(_) => return false,
+            st.applied_at
+        );
+        if let Some(r) = &st.recipient {
+            println!(
+                "identity {r} ({})",
+                st.identity.as_deref().unwrap_or("origin not recorded")
+            );
+        }
+        for s in &st.secrets {
+            println!(
+                "{} {:<24} {:<11} {:<32} {}:{} {}{}",
+                if s.ok { "✓" } else { "✗" },
+                s.name,
+                s.kind,
+                s.path,
+                s.owner,
+                s.group,
+                s.mode,
+                if !s.sealed {
+                    "  (missing from store)"
+                } else if !s.live {
+                    "  (not unsealed)"
+                } else {
+                    ""
+                }
+            );
         }
     }
-    false
+    Ok(if st.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_STATUS_NOT_OK)
+    })
 }

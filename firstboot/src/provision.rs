@@ -10,11 +10,11 @@
 //! bundle whose first bytes are zeros (a wipe interrupted by an older
 //! version) is recognised as such and removed too.
 
-use crate::bundle::{self, BundleError, Contents, Header, ImageKey, OpenWith, Stamp};
+use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
 use crate::config::{self, Config, ConfigError};
 use crate::fsutil::{self, failpoint};
 use crate::identity::{self, IdentityError};
-use crate::store::{State, Store, StoreError};
+use crate::store::{Current, State, Store, StoreError};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -45,13 +45,21 @@ pub enum ProvisionError {
     },
     #[error("a bundle is present at {bundle} but its image key is not at {key}: copy the build's NAME.key there (or use `build-image flash`, which does)")]
     KeyMissing { bundle: PathBuf, key: PathBuf },
-    #[error("refused bundle {bundle_id} sealed at {stamp}: the store already holds bundle {applied_id} sealed at {applied_stamp}; an older or equally old bundle would roll secrets back (the refused bundle and its key were wiped)")]
+    #[error("refused bundle {bundle_id} sealed at {stamp}: the store already holds bundle {applied_id} sealed at {applied_stamp}; an older or equally old bundle would roll secrets back{}", if *.wiped { " (the refused bundle and its key were wiped)" } else { "" })]
     Replay {
         bundle_id: String,
         stamp: Stamp,
         applied_id: String,
         applied_stamp: Stamp,
+        wiped: bool,
     },
+    #[error("bundle {bundle_id} is partial and does not fit the secrets in the store: {source} (the store is unchanged)")]
+    Merge {
+        bundle_id: String,
+        source: BundleError,
+    },
+    #[error("an update bundle sealed with an image key needs that key: pass --key FILE")]
+    KeyNeeded,
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -159,82 +167,192 @@ pub fn provision_with(
 
     // Open (and so authenticate) before judging the order: a bundle
     // refused as a replay is then wiped, anything else is kept.
-    let persisted = identity::load(root)?;
-    let opened = if header.is_age_recipient() {
-        // The persisted identity, or the one the SSH host key derives now
-        // (a controller may have sealed to `ssh-keyscan` output).
-        let derived = identity::ssh_derived(root)?;
-        let candidates: Vec<&age::x25519::Identity> = persisted
-            .iter()
-            .map(|d| &d.identity)
-            .chain(derived.iter())
-            .collect();
-        let mut result = Err(BundleError::WrongKey {
-            expected: header.key_id.to_string(),
-            actual: "none (no device identity yet and no SSH host key)".into(),
-        });
-        for id in candidates {
-            result = bundle::open_with(&bytes, OpenWith::Identity(id));
-            if !matches!(result, Err(BundleError::WrongKey { .. })) {
-                break;
-            }
-        }
-        result.map_err(bundle_err)?
-    } else {
+    let opened = open_bundle(root, &bytes, &header, || {
         if !exists(&key_path) {
             return Err(ProvisionError::KeyMissing {
-                bundle: bundle_path,
-                key: key_path,
+                bundle: bundle_path.clone(),
+                key: key_path.clone(),
             });
         }
-        let key = ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
+        ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
             path: key_path.clone(),
             source,
-        })?;
-        bundle::open(&bytes, &key).map_err(bundle_err)?
-    };
-    if let Some(current) = &current {
-        let applied = current.state.stamp();
-        if header.stamp() <= applied {
-            finish_wipe(&bundle_path, &key_path)?;
-            return Err(ProvisionError::Replay {
-                bundle_id,
-                stamp: header.stamp(),
-                applied_id: current.state.bundle_id.clone(),
-                applied_stamp: applied,
-            });
-        }
+        })
+    })
+    .map_err(|e| match e {
+        ProvisionError::Bundle { source, .. } => bundle_err(source),
+        other => other,
+    })?;
+    if let Err(e) = check_order(&header, current.as_ref(), true) {
+        finish_wipe(&bundle_path, &key_path)?;
+        return Err(e);
     }
-    let secrets = opened.contents.manifest.secrets.len();
-    apply(
+    let secrets = opened.contents.manifest.entries().count();
+    commit(
         root,
         &store,
         &header,
-        &opened.contents,
+        opened.contents,
         now,
         config,
-        persisted,
+        current.as_ref(),
     )?;
     failpoint("provision-before-wipe");
     finish_wipe(&bundle_path, &key_path)?;
     Ok(Outcome::Applied { bundle_id, secrets })
 }
 
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The bundle is now in the store.
+    Applied {
+        bundle_id: String,
+        secrets: usize,
+        partial: bool,
+    },
+    /// The store already holds this very bundle: nothing to do.
+    AlreadyApplied { bundle_id: String },
+}
+
+/// Apply an update bundle from anywhere (a file, standard input) on a
+/// running device, with the same rules as provisioning: authenticated with
+/// `key` (image-key bundles) or the device identity (recipient bundles),
+/// newer than the store, manifest validated, crash-safe. A partial bundle
+/// replaces only the secrets it lists. The caller holds the device lock.
+pub fn apply(
+    root: &Path,
+    bytes: &[u8],
+    key: Option<&ImageKey>,
+    now: u64,
+    config: &Config,
+) -> Result<Applied, ProvisionError> {
+    let store = Store::new(root);
+    store.remove_stale()?;
+    let bundle_err = |source| ProvisionError::Bundle {
+        path: PathBuf::from("(update bundle)"),
+        source,
+    };
+    if bytes.len() as u64 > bundle::limits::MAX_BUNDLE_BYTES {
+        return Err(bundle_err(BundleError::TooLarge {
+            size: bytes.len() as u64,
+            limit: bundle::limits::MAX_BUNDLE_BYTES,
+        }));
+    }
+    let header = Header::parse(bytes).map_err(bundle_err)?;
+    let bundle_id = header.bundle_id_hex();
+    let current = store.current()?;
+    if current
+        .as_ref()
+        .is_some_and(|c| c.state.bundle_id == bundle_id)
+    {
+        return Ok(Applied::AlreadyApplied { bundle_id });
+    }
+    let opened = open_bundle(root, bytes, &header, || {
+        key.cloned().ok_or(ProvisionError::KeyNeeded)
+    })?;
+    check_order(&header, current.as_ref(), false)?;
+    let partial = opened.contents.manifest.partial;
+    let secrets = opened.contents.manifest.entries().count();
+    commit(
+        root,
+        &store,
+        &header,
+        opened.contents,
+        now,
+        config,
+        current.as_ref(),
+    )?;
+    Ok(Applied::Applied {
+        bundle_id,
+        secrets,
+        partial,
+    })
+}
+
+/// Open (and so authenticate) a bundle: with the image key `key` gives
+/// (asked for only when the bundle is sealed with one), or with the
+/// persisted identity or, failing that, the one the SSH host key derives
+/// now (a controller may have sealed to `ssh-keyscan` output).
+fn open_bundle(
+    root: &Path,
+    bytes: &[u8],
+    header: &Header,
+    key: impl FnOnce() -> Result<ImageKey, ProvisionError>,
+) -> Result<bundle::Opened, ProvisionError> {
+    let bundle_err = |source| ProvisionError::Bundle {
+        path: PathBuf::from("(update bundle)"),
+        source,
+    };
+    if !header.is_age_recipient() {
+        let key = key()?;
+        return bundle::open(bytes, &key).map_err(bundle_err);
+    }
+    let persisted = identity::load(root)?;
+    let derived = identity::ssh_derived(root)?;
+    let candidates: Vec<&age::x25519::Identity> = persisted
+        .iter()
+        .map(|d| &d.identity)
+        .chain(derived.iter())
+        .collect();
+    let mut result = Err(BundleError::WrongKey {
+        expected: header.key_id.to_string(),
+        actual: "none (no device identity yet and no SSH host key)".into(),
+    });
+    for id in candidates {
+        result = bundle::open_with(bytes, OpenWith::Identity(id));
+        if !matches!(result, Err(BundleError::WrongKey { .. })) {
+            break;
+        }
+    }
+    result.map_err(bundle_err)
+}
+
+/// A bundle must be newer than the store: `(sequence, sealing time)`.
+fn check_order(
+    header: &Header,
+    current: Option<&Current>,
+    wiped: bool,
+) -> Result<(), ProvisionError> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let applied = current.state.stamp();
+    if header.stamp() <= applied {
+        return Err(ProvisionError::Replay {
+            bundle_id: header.bundle_id_hex(),
+            stamp: header.stamp(),
+            applied_id: current.state.bundle_id.clone(),
+            applied_stamp: applied,
+            wiped,
+        });
+    }
+    Ok(())
+}
+
 /// Reseal opened contents to the persisted identity (created now if there
-/// is none) and make them the current store.
-fn apply(
+/// is none) and make them the current store. A partial bundle is merged
+/// into the secrets already in the store first.
+fn commit(
     root: &Path,
     store: &Store,
     header: &Header,
-    contents: &Contents,
+    contents: Contents,
     now: u64,
     config: &Config,
-    persisted: Option<identity::DeviceIdentity>,
+    current: Option<&Current>,
 ) -> Result<(), ProvisionError> {
-    let device = match persisted {
-        Some(d) => d,
-        None => identity::load_or_create(root, config.identity)?,
+    let contents = match current {
+        Some(current) if contents.manifest.partial => merge(root, current, contents, header)?,
+        _ => Contents {
+            manifest: Manifest {
+                partial: false,
+                ..contents.manifest
+            },
+            values: contents.values,
+        },
     };
+    let device = identity::load_or_create(root, config.identity)?;
     let state = State {
         bundle_id: header.bundle_id_hex(),
         created_at: header.created_at,
@@ -251,6 +369,60 @@ fn apply(
         &state,
     )?;
     Ok(())
+}
+
+/// The store's secrets with those of a partial bundle replacing (or
+/// adding to) them, checked as a whole.
+fn merge(
+    root: &Path,
+    current: &Current,
+    update: Contents,
+    header: &Header,
+) -> Result<Contents, ProvisionError> {
+    let identity =
+        crate::unseal::store_identity(root, current, &mut Vec::new()).map_err(|e| match e {
+            crate::unseal::UnsealError::Store(e) => ProvisionError::Store(e),
+            crate::unseal::UnsealError::Identity(e) => ProvisionError::Identity(e),
+            crate::unseal::UnsealError::Runtime(e) => ProvisionError::Io {
+                context: "reading the store".into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        })?;
+    let mut values = current.decrypt_all(&identity)?;
+    let replaced: std::collections::BTreeSet<String> =
+        update.manifest.entries().map(|e| e.name.clone()).collect();
+    let keep = |e: &&bundle::SecretEntry| !replaced.contains(&e.name);
+    let mut manifest = Manifest {
+        secrets: current
+            .manifest
+            .secrets
+            .iter()
+            .filter(keep)
+            .cloned()
+            .collect(),
+        templates: current
+            .manifest
+            .templates
+            .iter()
+            .filter(keep)
+            .cloned()
+            .collect(),
+        partial: false,
+    };
+    values.retain(|k, _| !replaced.contains(k));
+    let Contents {
+        manifest: new,
+        values: new_values,
+    } = update;
+    manifest.secrets.extend(new.secrets);
+    manifest.templates.extend(new.templates);
+    values.extend(new_values);
+    let merged = Contents { manifest, values };
+    merged.validate().map_err(|source| ProvisionError::Merge {
+        bundle_id: header.bundle_id_hex(),
+        source,
+    })?;
+    Ok(merged)
 }
 
 /// A file whose first bytes are zeros is what an interrupted overwrite

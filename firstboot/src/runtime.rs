@@ -101,6 +101,9 @@ pub struct UnsealReport {
     pub generation: u64,
     /// Names of the secrets written, in input order.
     pub written: Vec<String>,
+    /// Names of the secrets whose bytes, mode or owner differ from the
+    /// generation that was live before (or that are new), in input order.
+    pub changed: Vec<String>,
     /// Device paths outside `/run/secrets` that are links into it.
     pub links: Vec<String>,
 }
@@ -195,12 +198,17 @@ pub fn unseal(
         for link in plan.iter().filter_map(|p| p.link.as_ref()) {
             links::install(run, link, &old_links, opts.apply_ownership)?;
         }
-        swap(run, root, generation)
+        let changed = changed_since_live(run, gens, &plan, opts);
+        swap(run, root, generation)?;
+        Ok(changed)
     })();
-    if let Err(e) = staged {
-        let _ = fsops::remove_tree(gens, &cstring(&gen_name));
-        return Err(e);
-    }
+    let changed = match staged {
+        Ok(changed) => changed,
+        Err(e) => {
+            let _ = fsops::remove_tree(gens, &cstring(&gen_name));
+            return Err(e);
+        }
+    };
 
     // 4. The new generation is live: clean up.
     for stale in old_links.difference(&new_links) {
@@ -212,6 +220,7 @@ pub fn unseal(
 
     Ok(UnsealReport {
         generation,
+        changed,
         failed: unresolved,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
         links: plan
@@ -495,6 +504,36 @@ fn remove_generations(
         }
     }
     Ok(())
+}
+
+/// The secrets of `plan` that differ from the live generation (the one
+/// `/run/secrets` points to before the swap): bytes, mode, owner, or new.
+fn changed_since_live(
+    run: BorrowedFd<'_>,
+    gens: BorrowedFd<'_>,
+    plan: &[Planned<'_>],
+    opts: &UnsealOptions,
+) -> Vec<String> {
+    let live = fsops::read_link(run, SECRETS_LINK)
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok())
+        .and_then(|t| {
+            t.strip_prefix(&format!("{GENERATIONS_DIR}/"))
+                .map(str::to_owned)
+        })
+        .filter(|n| parse_generation(&cstring(n)).is_some())
+        .and_then(|n| fsops::open_dir(gens, &n).ok().flatten());
+    plan.iter()
+        .filter(|p| {
+            let Some(live) = &live else { return true };
+            let Ok(Some(dir)) = fsops::walk_existing(live.as_fd(), &p.dirs) else {
+                return true;
+            };
+            let owner = opts.apply_ownership.then_some(p.owner);
+            !fsops::same_file(dir.as_fd(), p.file, p.value, p.mode, owner)
+        })
+        .map(|p| p.name.to_owned())
+        .collect()
 }
 
 /// Write one secret into the generation open at `gen`.

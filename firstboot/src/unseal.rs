@@ -33,6 +33,9 @@ pub struct UnsealOutcome {
     pub generation: u64,
     /// Names of the secrets and templates written.
     pub written: Vec<String>,
+    /// Names of those whose bytes, owner or mode differ from the generation
+    /// that was live before (or that are new).
+    pub changed: Vec<String>,
     /// Secrets that failed, each with why (never a value).
     pub failed: Vec<(String, String)>,
     /// Something the journal should say (an identity migration).
@@ -101,6 +104,7 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
     let report = runtime::unseal(root, &files, opts)?;
     outcome.generation = report.generation;
     outcome.written = report.written;
+    outcome.changed = report.changed;
     outcome.failed.extend(
         report
             .failed
@@ -114,7 +118,7 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
 /// before identities were persisted has no recipient in its state and no
 /// identity file: it was sealed to the identity the SSH host key derives,
 /// which is then persisted (migration) once it is seen to open the store.
-fn store_identity(
+pub(crate) fn store_identity(
     root: &Path,
     current: &Current,
     notes: &mut Vec<String>,

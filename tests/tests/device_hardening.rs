@@ -24,6 +24,8 @@ fn entry(name: &str, owner: &str) -> SecretEntry {
         group: "root".into(),
         mode: 0o400,
         description: None,
+        restart_units: Vec::new(),
+        reload_units: Vec::new(),
     }
 }
 

@@ -24,6 +24,8 @@ fn contents(secrets: &[(&str, &str)]) -> Contents {
             group: "root".into(),
             mode: 0o400,
             description: None,
+            restart_units: Vec::new(),
+            reload_units: Vec::new(),
         });
     }
     Contents {

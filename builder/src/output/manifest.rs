@@ -463,9 +463,12 @@ mod tests {
                     group: s.group.clone(),
                     mode: recipe::parse_mode(&s.mode).unwrap(),
                     description: None,
+                    restart_units: Vec::new(),
+                    reload_units: Vec::new(),
                 })
                 .collect(),
             templates: Vec::new(),
+            partial: false,
         };
         std::fs::write(dir.join("demo.img"), b"image bytes").unwrap();
         let mut m = BuildManifest::new(

@@ -52,6 +52,13 @@ pub struct SecretEntry {
     pub mode: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// systemd units to `try-restart` when this secret changes on a running
+    /// device (`sealed-firstboot apply`); never during boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_units: Vec<String>,
+    /// systemd units to `try-reload-or-restart` when this secret changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_units: Vec<String>,
 }
 
 /// The manifest of a bundle (and of the device store).
@@ -63,6 +70,11 @@ pub struct Manifest {
     /// Their names share the namespace of the secrets; `kind` is `multi-line`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<SecretEntry>,
+    /// A partial (update) bundle: the listed secrets and templates replace
+    /// those of the device's store, the others are kept. A full bundle
+    /// replaces the whole store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Manifest {
@@ -86,6 +98,12 @@ impl Manifest {
         }
         for s in self.entries() {
             validate_entry(s).map_err(|e| BundleError::Manifest(e.to_string()))?;
+            if s.restart_units.len() + s.reload_units.len() > MAX_UNITS_PER_SECRET {
+                return Err(BundleError::Manifest(format!(
+                    "secret {}: more than {MAX_UNITS_PER_SECRET} units to restart or reload",
+                    s.name
+                )));
+            }
         }
         check_clashes(self.entries()).map_err(|e| BundleError::Manifest(e.to_string()))
     }
@@ -119,7 +137,47 @@ pub fn validate_entry(s: &SecretEntry) -> Result<(), EntryError> {
     }
     validate_account(&s.owner).map_err(|e| err(format!("owner {e}")))?;
     validate_account(&s.group).map_err(|e| err(format!("group {e}")))?;
+    for unit in s.restart_units.iter().chain(&s.reload_units) {
+        validate_unit(unit).map_err(err)?;
+    }
     Ok(())
+}
+
+/// Most units a secret may name (restart and reload together).
+pub const MAX_UNITS_PER_SECRET: usize = 32;
+
+/// A systemd unit name: `NAME.TYPE` of at most 255 bytes, from
+/// `[A-Za-z0-9:_.\\@-]`, with a known unit type.
+pub fn validate_unit(unit: &str) -> Result<(), String> {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "target",
+        "path",
+        "timer",
+        "slice",
+        "scope",
+    ];
+    let ok = !unit.is_empty()
+        && unit.len() <= 255
+        && !unit.starts_with(['-', '.'])
+        && unit.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b':' | b'_' | b'.' | b'\\' | b'@' | b'-')
+        })
+        && unit
+            .rsplit_once('.')
+            .is_some_and(|(name, ty)| !name.is_empty() && TYPES.contains(&ty));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{unit:?} is not a systemd unit name (NAME.service, NAME.socket, …)"
+        ))
+    }
 }
 
 /// Names and paths are unique, and no path is the parent directory of

@@ -22,7 +22,7 @@ pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, 
 pub use key::{ImageKey, KeyId};
 pub use manifest::{
     check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
-    EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
+    validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
 };
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;

@@ -50,7 +50,14 @@ impl Contents {
                 "the bundle holds values that the manifest does not list".into(),
             ));
         }
-        for t in &self.manifest.templates {
+        // A partial bundle's templates may use secrets of the device's
+        // store: the device checks them once merged.
+        let templates: &[super::SecretEntry] = if self.manifest.partial {
+            &[]
+        } else {
+            &self.manifest.templates
+        };
+        for t in templates {
             let text = self
                 .values
                 .get(&t.name)

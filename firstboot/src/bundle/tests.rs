@@ -13,6 +13,8 @@ fn entry(name: &str, kind: SecretType) -> SecretEntry {
         group: "root".into(),
         mode: 0o400,
         description: None,
+        restart_units: Vec::new(),
+        reload_units: Vec::new(),
     }
 }
 

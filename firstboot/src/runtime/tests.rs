@@ -36,6 +36,8 @@ fn owned(name: &str, path: &str, mode: u32, owner: &str, group: &str) -> SecretE
         group: group.into(),
         mode,
         description: None,
+        restart_units: Vec::new(),
+        reload_units: Vec::new(),
     }
 }
 
