@@ -46,8 +46,8 @@ pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildErr
 pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub key_mode: KeyMode,
-    /// Unix seconds stamped into the bundle: `SOURCE_DATE_EPOCH` or now.
-    pub created_at: u64,
+    /// When the bundle is sealed (the real clock, never `SOURCE_DATE_EPOCH`) and its sequence number: orders bundles on the device.
+    pub created_at: sealed_firstboot::bundle::Stamp,
     /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
     pub zst_level: Option<i32>,
 }
@@ -64,6 +64,9 @@ pub struct BuildReport {
     pub image_size: u64,
     pub secrets: Vec<SecretSummary>,
     pub files: Vec<OutputFile>,
+    /// Warnings about the image (SSH host keys shipped in the root, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +92,7 @@ pub fn build(
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
     recipe.validate_layout()?;
+    let warnings = crate::image::host_keys::warnings(recipe);
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
@@ -154,6 +158,7 @@ pub fn build(
     m.secrets = manifest::secrets_from(recipe, &bundled);
     m.templates = manifest::templates_from(recipe, &bundled);
     m.key_file = wrote_key.then(|| key_name.clone());
+    m.warnings = warnings.clone();
     if let KeyMode::Recipient(r) = &opts.key_mode {
         m.recipient = Some(r.to_string());
     }
@@ -189,6 +194,7 @@ pub fn build(
             .into_iter()
             .map(|(name, sha256)| OutputFile { name, sha256 })
             .collect(),
+        warnings,
     })
 }
 

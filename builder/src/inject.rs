@@ -27,7 +27,7 @@ pub struct InjectOptions {
     pub in_place: bool,
     pub selector: BootSelector,
     pub key_mode: KeyMode,
-    pub created_at: u64,
+    pub created_at: sealed_firstboot::bundle::Stamp,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -20,3 +20,4 @@ pub mod seal;
 pub mod secrets;
 pub mod sources;
 pub mod store;
+pub mod update;

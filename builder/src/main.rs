@@ -6,6 +6,7 @@ use build_image::build::{self, BuildError, BuildOptions, KeyMode};
 use build_image::recipe::Recipe;
 use build_image::secrets::{self, SecretsError};
 use clap::{Parser, Subcommand};
+use sealed_firstboot::bundle::Stamp;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,12 @@ struct KeyArgs {
     /// Seal straight to a known device's age recipient (age1…): no image key
     #[arg(long, value_name = "AGE1…")]
     recipient: Option<String>,
+    /// Order the bundle by this sequence number before its sealing time: a
+    /// device applies a bundle only when its (sequence, sealing time) is
+    /// newer than what it holds. Without it, the real clock at sealing
+    /// (nanoseconds; never SOURCE_DATE_EPOCH) orders bundles
+    #[arg(long, value_name = "N")]
+    sequence: Option<u64>,
 }
 
 /// What is printed on success.
@@ -206,6 +213,52 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         ssh_pubkey: PathBuf,
     },
+    /// Seal an update bundle for devices that are already deployed (no image)
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image bundle recipe.toml --out out/ --recipient age1…\n  \
+        build-image bundle recipe.toml --out out/ --ssh-recipient \"$(ssh-keyscan -t ed25519 kiosk-001 2>/dev/null)\"\n  \
+        build-image bundle recipe.toml --out out/ --devices devices.toml --only wifi_psk\n  \
+        ssh root@kiosk-001 sealed-firstboot apply - < out/kiosk-001.bundle\n\n\
+        OUTPUTS:\n  OUT/NAME.bundle    one device (NAME is the recipe's image name)\n  \
+        OUT/DEVICE.bundle  per device of --devices\n  \
+        OUT/*.key          the image key, when not sealed to a recipient (0600): copy it \
+        to the device and pass `apply --key`, or onto a boot partition as sealed-secrets/image.key\n\n\
+        The device applies a bundle only when it is newer than its store: the sealing \
+        time (real clock) or --sequence orders them. --only makes a partial bundle: the \
+        device replaces the listed secrets and keeps the others.")]
+    Bundle {
+        /// The recipe file (TOML)
+        recipe: PathBuf,
+        /// Output directory
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Seal to this device's age recipient (age1…)
+        #[arg(long, value_name = "AGE1…", conflicts_with_all = ["ssh_recipient", "devices"])]
+        recipient: Option<String>,
+        /// Seal to the recipient of this SSH host public key line
+        /// ("ssh-ed25519 AAAA…", as ssh-keyscan or ssh_host_ed25519_key.pub print it)
+        #[arg(long, value_name = "LINE", conflicts_with = "devices")]
+        ssh_recipient: Option<String>,
+        /// Devices file (TOML or CSV): one bundle per device, sealed to its
+        /// `recipient` (or under its own image key)
+        #[arg(long, value_name = "FILE")]
+        devices: Option<PathBuf>,
+        /// Only this shard of the devices (I/N)
+        #[arg(long, value_name = "I/N", requires = "devices")]
+        shard: Option<String>,
+        /// A partial bundle with only these secrets or templates (repeat or
+        /// separate with commas); the device keeps the rest of its store
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
+        /// Order the bundle by this sequence number before its sealing time
+        #[arg(long, value_name = "N")]
+        sequence: Option<u64>,
+        /// Replace existing bundle and key files in OUT
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Check that every secret of a recipe can be found (never prints values)
     #[command(
         after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
@@ -285,17 +338,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-fn created_at() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
-        Err(_) => Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)),
-    }
+/// The bundle's stamp: the real clock now (never `SOURCE_DATE_EPOCH`, which
+/// CI pins for reproducible images and would make every rotation look like
+/// a replay), and the user's sequence number.
+fn created_at(sequence: Option<u64>) -> Stamp {
+    Stamp::now().with_sequence(sequence.unwrap_or(0))
 }
 
 /// Marks an error as a usage error (exit code 2).
@@ -345,6 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_zst,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let sequence = key.sequence;
             let key_mode = key_mode(key)?;
             if let Some(devices) = devices {
                 let names = recipe.secrets.keys().cloned().collect();
@@ -356,10 +404,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
                 let list = build_image::devices::shard(list, shard);
+                for w in build_image::image::host_keys::warnings(&recipe) {
+                    eprintln!("build-image: warning: {w}");
+                }
                 let opts = build_image::fleet::FleetOptions {
                     out_dir: out,
                     key_mode,
-                    created_at: created_at()?,
+                    created_at: created_at(sequence),
                     bundles_only,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
@@ -382,12 +433,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = BuildOptions {
                 out_dir: out,
                 key_mode,
-                created_at: created_at()?,
+                created_at: created_at(sequence),
                 zst_level: (!no_zst).then_some(zst_level),
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;
             progress.finish();
+            for w in &report.warnings {
+                eprintln!("build-image: warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if !quiet {
@@ -434,8 +488,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output,
                 in_place,
                 selector: selector(partition),
+                created_at: created_at(key.sequence),
                 key_mode: key_mode(key)?,
-                created_at: created_at()?,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build_image::inject::inject(
@@ -531,6 +585,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bundle {
+            recipe,
+            out,
+            recipient,
+            ssh_recipient,
+            devices,
+            shard,
+            only,
+            sequence,
+            force,
+            report: ReportArgs { json, quiet },
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let key_mode = match (recipient, ssh_recipient) {
+                (Some(r), _) => key_mode(KeyArgs {
+                    embed_key: false,
+                    recipient: Some(r),
+                    sequence,
+                })?,
+                (None, Some(line)) => KeyMode::Recipient(
+                    sealed_firstboot::identity::recipient_from_ssh_public_key(&line)
+                        .map_err(|e| anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError))?,
+                ),
+                (None, None) => KeyMode::Separate,
+            };
+            let opts = build_image::update::BundleOptions {
+                out_dir: out,
+                key_mode,
+                created_at: created_at(sequence),
+                only,
+                force,
+            };
+            let report = match devices {
+                Some(devices) => {
+                    let names = recipe.secrets.keys().cloned().collect();
+                    let list = build_image::devices::load(&devices, &names)
+                        .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+                    let shard = shard
+                        .as_deref()
+                        .map(build_image::devices::parse_shard)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
+                    let list = build_image::devices::shard(list, shard);
+                    build_image::update::fleet(&recipe, &list, &opts)?
+                }
+                None => build_image::update::single(&recipe, &opts)?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                for b in &report.bundles {
+                    eprintln!(
+                        "sealed {}{} ({}, {} bundle {}: {})",
+                        b.bundle.display(),
+                        b.key
+                            .as_ref()
+                            .map(|k| format!(" + {}", k.display()))
+                            .unwrap_or_default(),
+                        b.key_mode,
+                        if b.partial { "partial" } else { "full" },
+                        b.bundle_id,
+                        b.secrets.join(", ")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pubkey { ssh_pubkey } => {
             let mut text = String::new();
             if ssh_pubkey.as_os_str() == "-" {
@@ -590,6 +711,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { recipe, json, .. } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let rows = secrets::check(&recipe);
+            for w in build_image::image::host_keys::warnings(&recipe) {
+                eprintln!("build-image: warning: {w}");
+            }
             let missing = rows.iter().any(|r| r.required && !r.present);
             let invalid = rows.iter().any(|r| r.error.is_some());
             if json {

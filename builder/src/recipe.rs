@@ -142,6 +142,13 @@ pub struct SecretSection {
     /// Processing at build time.
     #[serde(default)]
     pub process: Process,
+    /// Units to `systemctl try-restart` when this secret changes on a
+    /// running device (`sealed-firstboot apply`).
+    #[serde(default)]
+    pub restart_units: Vec<String>,
+    /// Units to `systemctl try-reload-or-restart` when it changes.
+    #[serde(default)]
+    pub reload_units: Vec<String>,
 }
 
 /// A template file: its text travels inside the bundle and is rendered into
@@ -160,6 +167,12 @@ pub struct TemplateSection {
     #[serde(default = "mode_0400")]
     pub mode: String,
     pub description: Option<String>,
+    /// Units to restart when the rendered file changes (see secrets).
+    #[serde(default)]
+    pub restart_units: Vec<String>,
+    /// Units to reload when the rendered file changes.
+    #[serde(default)]
+    pub reload_units: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -268,7 +281,60 @@ impl Recipe {
             sealed_firstboot::bundle::validate_device_path(&t.path)
                 .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
+        // Every rule the device applies to a manifest (owners and groups,
+        // reserved paths, lengths, duplicate paths, file/directory clashes)
+        // lives once, in the firstboot library: what builds also applies.
+        let mut entries = Vec::new();
+        for (name, s) in &self.secrets {
+            entries.push(self.secret_entry(name, s).map_err(|e| self.invalid(e))?);
+        }
+        for (name, t) in &self.templates {
+            entries.push(self.template_entry(name, t).map_err(|e| self.invalid(e))?);
+        }
+        for e in &entries {
+            sealed_firstboot::bundle::validate_entry(e).map_err(|e| self.invalid(e.to_string()))?;
+        }
+        sealed_firstboot::bundle::check_clashes(&entries)
+            .map_err(|e| self.invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// The manifest entry of a secret (what the device is told; no value).
+    pub fn secret_entry(
+        &self,
+        name: &str,
+        s: &SecretSection,
+    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
+        Ok(sealed_firstboot::bundle::SecretEntry {
+            name: name.to_owned(),
+            kind: s.kind,
+            path: self.device_path(name, s),
+            owner: s.owner.clone(),
+            group: s.group.clone(),
+            mode: parse_mode(&s.mode).map_err(|e| format!("secret {name}: {e}"))?,
+            description: s.description.clone(),
+            restart_units: s.restart_units.clone(),
+            reload_units: s.reload_units.clone(),
+        })
+    }
+
+    /// The manifest entry of a template (its text travels as the value).
+    pub fn template_entry(
+        &self,
+        name: &str,
+        t: &TemplateSection,
+    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
+        Ok(sealed_firstboot::bundle::SecretEntry {
+            name: name.to_owned(),
+            kind: SecretType::MultiLine,
+            path: t.path.clone(),
+            owner: t.owner.clone(),
+            group: t.group.clone(),
+            mode: parse_mode(&t.mode).map_err(|e| format!("template {name}: {e}"))?,
+            description: t.description.clone(),
+            restart_units: t.restart_units.clone(),
+            reload_units: t.reload_units.clone(),
+        })
     }
 
     /// The partition rules `build` needs (`inject` uses only the secrets).

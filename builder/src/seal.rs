@@ -3,7 +3,7 @@
 //! go onto the boot partition; the key file that stays apart.
 
 use crate::image::FatFile;
-use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo};
+use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo, Stamp};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -42,16 +42,20 @@ pub struct Sealed {
     pub mode: KeyMode,
 }
 
-/// Seal `contents` (a fresh image key per call).
-pub fn seal(contents: &Contents, mode: &KeyMode, created_at: u64) -> Result<Sealed, BundleError> {
+/// Seal `contents` (a fresh image key per call). `stamp` orders bundles on
+/// the device: the real clock at sealing, never `SOURCE_DATE_EPOCH`.
+pub fn seal(contents: &Contents, mode: &KeyMode, stamp: Stamp) -> Result<Sealed, BundleError> {
     let (bundle, key) = match mode {
         KeyMode::Recipient(r) => (
-            bundle::seal_with(SealTo::Recipient(r), contents, created_at)?,
+            bundle::seal_stamped(SealTo::Recipient(r), contents, stamp)?,
             None,
         ),
         KeyMode::Separate | KeyMode::Embedded => {
             let key = ImageKey::generate();
-            (bundle::seal(&key, contents, created_at)?, Some(key))
+            (
+                bundle::seal_stamped(SealTo::ImageKey(&key), contents, stamp)?,
+                Some(key),
+            )
         }
     };
     let header = Header::parse(&bundle)?;

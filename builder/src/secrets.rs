@@ -3,7 +3,7 @@
 //! type, apply processing, and produce the bundle contents.
 
 use crate::process;
-use crate::recipe::{parse_mode, Recipe, SecretType, SourceSpec};
+use crate::recipe::{Recipe, SecretType, SourceSpec};
 use crate::sources::{self, Fetched, SourceError};
 use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
 use serde::Serialize;
@@ -154,16 +154,10 @@ pub fn collect_with(
                 continue;
             }
         };
-        let mode = parse_mode(&s.mode).map_err(|reason| invalid(name, s.kind, reason))?;
-        entries.push(SecretEntry {
-            name: name.clone(),
-            kind: s.kind,
-            path: recipe.device_path(name, s),
-            owner: s.owner.clone(),
-            group: s.group.clone(),
-            mode,
-            description: s.description.clone(),
-        });
+        let entry = recipe
+            .secret_entry(name, s)
+            .map_err(|reason| invalid(name, s.kind, reason))?;
+        entries.push(entry);
         values.insert(name.clone(), value);
     }
     if !missing.is_empty() {
@@ -177,6 +171,7 @@ pub fn collect_with(
         manifest: Manifest {
             secrets: entries,
             templates,
+            partial: false,
         },
         values,
     })
@@ -219,15 +214,7 @@ fn collect_templates(
                 "uses ${{SECRET:{absent}}}, an optional secret that is not provided in this build"
             )));
         }
-        entries.push(SecretEntry {
-            name: name.clone(),
-            kind: SecretType::MultiLine,
-            path: t.path.clone(),
-            owner: t.owner.clone(),
-            group: t.group.clone(),
-            mode: parse_mode(&t.mode).map_err(err)?,
-            description: t.description.clone(),
-        });
+        entries.push(recipe.template_entry(name, t).map_err(err)?);
         values.insert(name.clone(), text);
     }
     Ok(entries)

@@ -84,12 +84,25 @@ pub fn shred_and_remove(path: &Path) -> io::Result<bool> {
             .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)?;
-        let zeros = vec![0u8; 64 * 1024];
+        // At least two writes, so that the fail point below sees a file
+        // that is partly overwritten.
+        let chunk = meta.len().div_ceil(2).clamp(1, 64 * 1024) as usize;
+        let zeros = vec![0u8; chunk];
         let mut left = meta.len();
+        let mut first = true;
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
             f.write_all(&zeros[..n])?;
             left -= n as u64;
+            if std::mem::take(&mut first) && left > 0 {
+                // A power cut with the file partly overwritten.
+                if std::env::var_os("SEALED_FIRSTBOOT_FAILPOINT")
+                    .is_some_and(|v| v == "shred-partial")
+                {
+                    f.sync_all()?;
+                }
+                failpoint("shred-partial");
+            }
         }
         f.sync_all()?;
     }
@@ -98,4 +111,224 @@ pub fn shred_and_remove(path: &Path) -> io::Result<bool> {
         sync_dir(dir)?;
     }
     Ok(true)
+}
+
+/// Why a file could not be read by [`read_regular_bounded`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("it is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("it is {size} bytes, more than the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Read a regular file of at most `limit` bytes. The file is opened
+/// without following a final symbolic link and without blocking, so a
+/// FIFO, a device, a directory or a link is refused at once; the type is
+/// checked on the open descriptor and the read is bounded, so a file that
+/// grows meanwhile is still refused.
+pub fn read_regular_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read;
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(ReadError::NotRegular("a symbolic link")),
+        Err(e) => return Err(ReadError::Io(e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
+    let what = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        FileType::Symlink => Some("a symbolic link"),
+        FileType::Unknown => Some("of an unknown type"),
+    };
+    if let Some(what) = what {
+        return Err(ReadError::NotRegular(what));
+    }
+    let size = st.st_size as u64;
+    if size > limit {
+        return Err(ReadError::TooLarge { size, limit });
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    File::from(fd).take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        let size = out.len() as u64;
+        out.iter_mut().for_each(|b| *b = 0);
+        return Err(ReadError::TooLarge { size, limit });
+    }
+    Ok(out)
+}
+
+/// Create `path` with `data` only if it does not exist yet: written and
+/// fsynced under a private temporary name, then moved into place with
+/// `RENAME_NOREPLACE`, so an existing file is never replaced and nobody sees
+/// a partial one. Returns false (and leaves the existing file) when `path`
+/// already exists.
+pub fn create_exclusive(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.new-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        write_new(&tmp, data, mode)?;
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                sync_dir(dir)?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// An exclusive lock held until dropped (`flock` on a lock file).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Take the exclusive lock on `path` (created 0600 when missing), waiting
+/// at most `wait`. `on_wait` is called once if the lock is busy.
+pub fn lock_exclusive(
+    path: &Path,
+    wait: std::time::Duration,
+    on_wait: impl FnOnce(),
+) -> io::Result<Lock> {
+    use rustix::fs::{flock, FlockOperation};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .open(path)?;
+    let start = std::time::Instant::now();
+    let mut on_wait = Some(on_wait);
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Lock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
+                if let Some(f) = on_wait.take() {
+                    f();
+                }
+                if start.elapsed() >= wait {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another sealed-firstboot still holds the lock after {} s",
+                            wait.as_secs()
+                        ),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_read_refuses_fifos_dirs_links_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // A FIFO with no writer would block a plain read forever.
+        assert!(matches!(
+            read_regular_bounded(&fifo, 10),
+            Err(ReadError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            read_regular_bounded(dir.path(), 10),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        let file = dir.path().join("f");
+        fs::write(&file, b"0123456789").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(matches!(
+            read_regular_bounded(&link, 10),
+            Err(ReadError::NotRegular("a symbolic link"))
+        ));
+        assert!(matches!(
+            read_regular_bounded(&file, 9),
+            Err(ReadError::TooLarge { size: 10, limit: 9 })
+        ));
+        assert_eq!(read_regular_bounded(&file, 10).unwrap(), b"0123456789");
+        assert!(read_regular_bounded(&dir.path().join("missing"), 1)
+            .unwrap_err()
+            .is_not_found());
+        if std::path::Path::new("/dev/zero").exists() {
+            assert!(matches!(
+                read_regular_bounded(std::path::Path::new("/dev/zero"), 10),
+                Err(ReadError::NotRegular("a character device"))
+            ));
+        }
+    }
+
+    #[test]
+    fn create_exclusive_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("identity");
+        assert!(create_exclusive(&p, b"first", 0o400).unwrap());
+        assert!(!create_exclusive(&p, b"second", 0o400).unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp left");
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_waits_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let held = lock_exclusive(&p, std::time::Duration::from_secs(1), || {}).unwrap();
+        let mut waited = false;
+        let err = lock_exclusive(&p, std::time::Duration::from_millis(100), || waited = true)
+            .unwrap_err();
+        assert!(waited);
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(held);
+        lock_exclusive(&p, std::time::Duration::from_millis(100), || {}).unwrap();
+    }
 }

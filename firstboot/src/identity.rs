@@ -1,11 +1,17 @@
-//! The device identity: an age X25519 key pair.
+//! The device identity: one persisted age X25519 key pair per device.
 //!
-//! Derived from `/etc/ssh/ssh_host_ed25519_key` when present, exactly as
-//! `ssh-to-age` does (the first 32 bytes of SHA-512 of the Ed25519 seed),
-//! so a controller can compute the device's recipient from `ssh-keyscan`.
-//! Otherwise generated once and kept at `/var/lib/sealed-secrets/identity`
-//! (0400, in `age-keygen` format so the `age` CLI can use it).
+//! Created once, at the first provision (or the first `pubkey`), and kept
+//! at `/var/lib/sealed-secrets/identity` (0400, `age-keygen` format, so
+//! `age -d -i` can use it). How it is created follows
+//! `/etc/sealed-firstboot.conf`: generated (the default), or derived from
+//! `/etc/ssh/ssh_host_ed25519_key` exactly as `ssh-to-age` does (the first
+//! 32 bytes of SHA-512 of the Ed25519 seed) and then persisted. After that
+//! only the persisted file counts: an SSH host key that appears, changes or
+//! disappears later (Raspberry Pi OS and cloud-init create host keys on
+//! first boot) changes nothing. The file is created exclusively and never
+//! renamed over an existing one.
 
+use crate::config::IdentityMode;
 use crate::fsutil;
 use age::secrecy::ExposeSecret;
 use base64::Engine;
@@ -17,36 +23,81 @@ use zeroize::Zeroizing;
 
 /// Where the SSH host key lives, relative to the root.
 pub const SSH_HOST_KEY: &str = "etc/ssh/ssh_host_ed25519_key";
-/// Where a generated identity lives, relative to the root.
+/// Where the persisted identity lives, relative to the root.
 pub const IDENTITY_FILE: &str = "var/lib/sealed-secrets/identity";
+/// Largest identity or host key file read.
+const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
+/// The comment line that records where a persisted identity came from.
+const ORIGIN_PREFIX: &str = "# origin: ";
 
 #[derive(Debug, Error)]
 pub enum IdentityError {
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: fsutil::ReadError,
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("identity = ssh-host-key in the configuration, but {path} does not exist (yet): the identity is created from it at the first provision; create the host key before sealed-firstboot runs, or use identity = generated")]
+    NoHostKey { path: PathBuf },
+    #[error("the store exists but the device identity {path} is missing{hint}")]
+    Missing { path: PathBuf, hint: String },
 }
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> IdentityError {
     move |source| IdentityError::Io { context, source }
 }
 
-/// Where the identity came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the persisted identity came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentitySource {
-    SshHostKey(PathBuf),
-    Stored(PathBuf),
-    Generated(PathBuf),
+    /// Generated on the device.
+    Generated,
+    /// Derived from the SSH host key at creation, then persisted.
+    SshHostKey,
+    /// A store written before identities were persisted was sealed to the
+    /// host-key identity; it was persisted on the next run.
+    MigratedSshHostKey,
+}
+
+impl IdentitySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentitySource::Generated => "generated",
+            IdentitySource::SshHostKey => "ssh-host-key",
+            IdentitySource::MigratedSshHostKey => "ssh-host-key (migrated)",
+        }
+    }
+
+    fn parse(s: &str) -> Option<IdentitySource> {
+        [
+            IdentitySource::Generated,
+            IdentitySource::SshHostKey,
+            IdentitySource::MigratedSshHostKey,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for IdentitySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub struct DeviceIdentity {
     pub identity: age::x25519::Identity,
-    pub source: IdentitySource,
+    /// Where it came from (`None`: the file has no origin line).
+    pub source: Option<IdentitySource>,
+    /// Whether this call created the file.
+    pub created: bool,
 }
 
 impl DeviceIdentity {
@@ -56,61 +107,97 @@ impl DeviceIdentity {
     }
 }
 
-/// Load the device identity without creating one.
+/// The persisted identity, if there is one. Never creates one.
 pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
-    let ssh = root.join(SSH_HOST_KEY);
-    if ssh.exists() {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&ssh).map_err(io_err(format!("reading {}", ssh.display())))?,
-        );
-        let identity =
-            identity_from_openssh_ed25519(&text).map_err(|reason| IdentityError::Invalid {
-                path: ssh.clone(),
-                reason,
-            })?;
-        return Ok(Some(DeviceIdentity {
-            identity,
-            source: IdentitySource::SshHostKey(ssh),
-        }));
-    }
     let file = root.join(IDENTITY_FILE);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => {
-            let text = Zeroizing::new(text);
-            let identity = parse_identity_file(&text).map_err(|reason| IdentityError::Invalid {
-                path: file.clone(),
-                reason,
-            })?;
-            Ok(Some(DeviceIdentity {
-                identity,
-                source: IdentitySource::Stored(file),
-            }))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(format!("reading {}", file.display()))(e)),
-    }
+    let bytes = match fsutil::read_regular_bounded(&file, MAX_KEY_FILE_BYTES) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(source) => return Err(IdentityError::Read { path: file, source }),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| IdentityError::Invalid {
+        path: file.clone(),
+        reason: "not text".into(),
+    })?;
+    let identity = parse_identity_file(text).map_err(|reason| IdentityError::Invalid {
+        path: file.clone(),
+        reason,
+    })?;
+    let source = text
+        .lines()
+        .find_map(|l| l.strip_prefix(ORIGIN_PREFIX))
+        .and_then(|o| IdentitySource::parse(o.trim()));
+    Ok(Some(DeviceIdentity {
+        identity,
+        source,
+        created: false,
+    }))
 }
 
-/// Load the device identity, generating and storing one when there is none.
-pub fn load_or_create(root: &Path) -> Result<DeviceIdentity, IdentityError> {
+/// The identity the SSH host key derives now (as `ssh-to-age`), if the host
+/// key exists. Used to open bundles sealed to `ssh-keyscan` output and to
+/// tell when the host key no longer matches the persisted identity.
+pub fn ssh_derived(root: &Path) -> Result<Option<age::x25519::Identity>, IdentityError> {
+    let ssh = root.join(SSH_HOST_KEY);
+    let bytes = match fsutil::read_regular_bounded(&ssh, MAX_KEY_FILE_BYTES) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(source) => return Err(IdentityError::Read { path: ssh, source }),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    identity_from_openssh_ed25519(&text)
+        .map(Some)
+        .map_err(|reason| IdentityError::Invalid { path: ssh, reason })
+}
+
+/// The persisted identity, creating it as `mode` says when there is none.
+pub fn load_or_create(root: &Path, mode: IdentityMode) -> Result<DeviceIdentity, IdentityError> {
     if let Some(id) = load(root)? {
         return Ok(id);
     }
+    let (identity, source) = match mode {
+        IdentityMode::Generated => (age::x25519::Identity::generate(), IdentitySource::Generated),
+        IdentityMode::SshHostKey => match ssh_derived(root)? {
+            Some(id) => (id, IdentitySource::SshHostKey),
+            None => {
+                return Err(IdentityError::NoHostKey {
+                    path: root.join(SSH_HOST_KEY),
+                })
+            }
+        },
+    };
+    persist(root, identity, source)
+}
+
+/// Write `identity` as the persisted identity unless one exists already
+/// (then that one is returned: the first writer wins, nothing is replaced).
+pub fn persist(
+    root: &Path,
+    identity: age::x25519::Identity,
+    source: IdentitySource,
+) -> Result<DeviceIdentity, IdentityError> {
     let file = root.join(IDENTITY_FILE);
     let dir = file.parent().unwrap_or(root);
     fsutil::create_dir_all_mode(dir, 0o700)
         .map_err(io_err(format!("creating {}", dir.display())))?;
-    let identity = age::x25519::Identity::generate();
     let text = Zeroizing::new(format!(
-        "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{}\n",
+        "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{ORIGIN_PREFIX}{}\n{}\n",
         identity.to_public(),
+        source.as_str(),
         identity.to_string().expose_secret()
     ));
-    fsutil::write_atomic(&file, text.as_bytes(), 0o400)
+    let created = fsutil::create_exclusive(&file, text.as_bytes(), 0o400)
         .map_err(io_err(format!("writing {}", file.display())))?;
+    if !created {
+        return load(root)?.ok_or_else(|| IdentityError::Missing {
+            path: file,
+            hint: String::new(),
+        });
+    }
     Ok(DeviceIdentity {
         identity,
-        source: IdentitySource::Generated(file),
+        source: Some(source),
+        created: true,
     })
 }
 
@@ -254,13 +341,15 @@ mod tests {
     #[test]
     fn generated_identity_is_kept_0400_and_reused() {
         let root = tempfile::tempdir().unwrap();
-        let a = load_or_create(root.path()).unwrap();
-        assert!(matches!(a.source, IdentitySource::Generated(_)));
+        let a = load_or_create(root.path(), IdentityMode::Generated).unwrap();
+        assert!(a.created);
+        assert_eq!(a.source, Some(IdentitySource::Generated));
         let meta = std::fs::metadata(root.path().join(IDENTITY_FILE)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o400);
-        let b = load_or_create(root.path()).unwrap();
-        assert!(matches!(b.source, IdentitySource::Stored(_)));
+        let b = load_or_create(root.path(), IdentityMode::SshHostKey).unwrap();
+        assert!(!b.created);
+        assert_eq!(b.source, Some(IdentitySource::Generated));
         assert_eq!(a.recipient().to_string(), b.recipient().to_string());
     }
 
@@ -298,21 +387,56 @@ mod tests {
     }
 
     #[test]
-    fn ssh_host_key_is_preferred_and_stable() {
+    fn ssh_host_key_mode_derives_once_and_persists() {
         let root = tempfile::tempdir().unwrap();
+        let err = load_or_create(root.path(), IdentityMode::SshHostKey)
+            .err()
+            .unwrap();
+        assert!(matches!(err, IdentityError::NoHostKey { .. }), "{err}");
         let ssh = root.path().join(SSH_HOST_KEY);
         std::fs::create_dir_all(ssh.parent().unwrap()).unwrap();
         std::fs::write(&ssh, TEST_KEY).unwrap();
-        let a = load_or_create(root.path()).unwrap();
-        assert!(matches!(a.source, IdentitySource::SshHostKey(_)));
-        assert!(
-            !root.path().join(IDENTITY_FILE).exists(),
-            "generated a key beside the host key"
-        );
+        let a = load_or_create(root.path(), IdentityMode::SshHostKey).unwrap();
+        assert_eq!(a.source, Some(IdentitySource::SshHostKey));
         assert_eq!(
             a.recipient().to_string(),
             recipient_from_ssh_public_key(TEST_PUB).unwrap().to_string()
         );
+        // The host key goes away (or is regenerated): the identity stays.
+        std::fs::remove_file(&ssh).unwrap();
+        let b = load(root.path()).unwrap().unwrap();
+        assert_eq!(a.recipient().to_string(), b.recipient().to_string());
+        assert_eq!(b.source, Some(IdentitySource::SshHostKey));
+    }
+
+    #[test]
+    fn a_host_key_appearing_later_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let a = load_or_create(root.path(), IdentityMode::Generated).unwrap();
+        let ssh = root.path().join(SSH_HOST_KEY);
+        std::fs::create_dir_all(ssh.parent().unwrap()).unwrap();
+        std::fs::write(&ssh, TEST_KEY).unwrap();
+        for mode in [IdentityMode::Generated, IdentityMode::SshHostKey] {
+            let b = load_or_create(root.path(), mode).unwrap();
+            assert_eq!(a.recipient().to_string(), b.recipient().to_string());
+        }
+        assert!(ssh_derived(root.path()).unwrap().is_some());
+    }
+
+    #[test]
+    fn persist_never_replaces_an_existing_identity() {
+        let root = tempfile::tempdir().unwrap();
+        let first = age::x25519::Identity::generate();
+        let first_pub = first.to_public().to_string();
+        persist(root.path(), first, IdentitySource::Generated).unwrap();
+        let second = persist(
+            root.path(),
+            age::x25519::Identity::generate(),
+            IdentitySource::SshHostKey,
+        )
+        .unwrap();
+        assert!(!second.created);
+        assert_eq!(second.recipient().to_string(), first_pub);
     }
 
     #[test]
@@ -335,7 +459,10 @@ mod tests {
         let file = root.path().join(IDENTITY_FILE);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, "hello").unwrap();
-        let err = load_or_create(root.path()).err().unwrap().to_string();
+        let err = load_or_create(root.path(), IdentityMode::Generated)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("no AGE-SECRET-KEY-1 line"), "{err}");
     }
 }

@@ -3,12 +3,18 @@
 //! Flow: [`bundle`] (the sealed format the builder writes) →
 //! [`identity`] (the device key) → [`store`] (secrets resealed to the device,
 //! on disk) → [`runtime`] (decrypted into `/run/secrets` at every boot).
-//! [`provision`] ties the first steps together.
+//! [`provision`] ties the first steps together (boot bundle → store);
+//! [`unseal`] the last ones (store → runtime). [`config`] reads
+//! `/etc/sealed-firstboot.conf`.
 
 pub mod accounts;
 pub mod bundle;
+pub mod config;
 pub mod fsutil;
 pub mod identity;
 pub mod provision;
+pub mod restart;
 pub mod runtime;
+pub mod status;
 pub mod store;
+pub mod unseal;

@@ -1,10 +1,15 @@
-//! `sealed-firstboot`: the device side. Deliberately small: no CLI framework.
+//! `sealed-firstboot`: the device side. Deliberately small: no CLI
+//! framework; argument handling only, the flows live in the library.
 
 use anyhow::{bail, Context, Result};
-use sealed_firstboot::provision::{self, Outcome};
-use sealed_firstboot::runtime::{self, SecretFile, UnsealOptions};
+use sealed_firstboot::bundle::{self, ImageKey};
+use sealed_firstboot::config::{self, Config};
+use sealed_firstboot::provision::{self, Applied, Outcome};
+use sealed_firstboot::runtime::UnsealOptions;
 use sealed_firstboot::store::Store;
-use sealed_firstboot::{identity, store};
+use sealed_firstboot::unseal::{self, UnsealOutcome};
+use sealed_firstboot::{identity, restart, status, store};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,7 +17,7 @@ const USAGE: &str = "\
 sealed-firstboot: bind an image's sealed secrets to this device
 
 USAGE:
-    sealed-firstboot [--root DIR] [--boot-dir DIR] COMMAND
+    sealed-firstboot [--root DIR] [--boot-dir DIR] COMMAND [ARGS]
 
 COMMANDS:
     run        provision if a bundle is on the boot partition, then unseal
@@ -21,13 +26,23 @@ COMMANDS:
                reseal every secret to the device identity into the store,
                then overwrite and delete bundle and key from the boot partition
     unseal     decrypt the store into /run/secrets (new generation, atomic swap)
-    pubkey     print the device's age recipient (age1...)
-    status     list the secrets in the store with ✓/✗ for /run/secrets (never values)
+    apply FILE|- [--key FILE] [--no-restart]
+               apply an update bundle (from `build-image bundle`) on a running
+               device, from a file or standard input, with the same rules as
+               provision (newer than the store, authenticated, crash-safe);
+               a partial bundle replaces only the secrets it lists. Then
+               unseal, and restart (try-restart) or reload the units that
+               the changed secrets name in restart-units / reload-units
+    pubkey     print the device's age recipient (age1...); creates the
+               persisted identity if there is none yet
+    status [--json]
+               the applied bundle, the identity and ✓/✗ per secret (in the
+               store, live under /run); never values
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep)
     --boot-dir DIR  the boot partition mount point, absolute on the device
-                    (default: boot_dir= in /etc/sealed-firstboot.conf, else the
+                    (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
     -h, --help      show this help
     -V, --version   show the version
@@ -38,26 +53,52 @@ EXIT CODES:
     2  usage error
     3  run: the bundle was refused or could not be applied, but the secrets
        already in the store were unsealed
+    4  run, unseal, apply: some secrets could not be unsealed (each is named:
+       an owner or group missing on the device, a damaged store file), or a
+       unit could not be restarted; every other secret is in /run/secrets
+    5  status: something is not right (a secret missing from the store or
+       not live)
+
+Every command takes the device lock (/var/lib/sealed-secrets/.lock): a
+second sealed-firstboot waits for the first (up to 5 minutes).
 
 EXAMPLES:
     sealed-firstboot run
     sealed-firstboot --root /mnt/device-root pubkey
-    sealed-firstboot --boot-dir /boot/firmware provision
+    ssh root@kiosk-001 sealed-firstboot apply - < kiosk-001.bundle
+    sealed-firstboot status --json
 ";
 
 struct Args {
     root: PathBuf,
     boot_dir: Option<PathBuf>,
     command: String,
+    /// `apply`: the bundle file, or `-` for standard input.
+    file: Option<String>,
+    key: Option<PathBuf>,
+    no_restart: bool,
+    json: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut root = PathBuf::from("/");
-    let mut boot_dir = None;
+    let mut args = Args {
+        root: PathBuf::from("/"),
+        boot_dir: None,
+        command: String::new(),
+        file: None,
+        key: None,
+        no_restart: false,
+        json: false,
+    };
     let mut command = None;
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
         let s = arg.to_string_lossy().into_owned();
+        let value = |it: &mut dyn Iterator<Item = std::ffi::OsString>, flag: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match s.as_str() {
             "-h" | "--help" | "help" => {
                 print!("{USAGE}");
@@ -67,26 +108,29 @@ fn parse_args() -> Result<Option<Args>, String> {
                 println!("sealed-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            "--root" => root = it.next().ok_or("--root needs a directory")?.into(),
-            "--boot-dir" => {
-                boot_dir = Some(it.next().ok_or("--boot-dir needs a directory")?.into())
-            }
-            _ if s.starts_with("--root=") => root = PathBuf::from(&s["--root=".len()..]),
+            "--root" => args.root = value(&mut it, "--root")?,
+            "--boot-dir" => args.boot_dir = Some(value(&mut it, "--boot-dir")?),
+            _ if s.starts_with("--root=") => args.root = PathBuf::from(&s["--root=".len()..]),
             _ if s.starts_with("--boot-dir=") => {
-                boot_dir = Some(PathBuf::from(&s["--boot-dir=".len()..]))
+                args.boot_dir = Some(PathBuf::from(&s["--boot-dir=".len()..]))
             }
-            "run" | "provision" | "unseal" | "pubkey" | "status" if command.is_none() => {
+            "--key" if command.as_deref() == Some("apply") => {
+                args.key = Some(value(&mut it, "--key")?)
+            }
+            "--no-restart" if command.as_deref() == Some("apply") => args.no_restart = true,
+            "--json" if command.as_deref() == Some("status") => args.json = true,
+            "run" | "provision" | "unseal" | "pubkey" | "status" | "apply" if command.is_none() => {
                 command = Some(s)
             }
+            _ if command.as_deref() == Some("apply") && args.file.is_none() => args.file = Some(s),
             _ => return Err(format!("unexpected argument {s:?}")),
         }
     }
-    let command = command.ok_or("no command given")?;
-    Ok(Some(Args {
-        root,
-        boot_dir,
-        command,
-    }))
+    args.command = command.ok_or("no command given")?;
+    if args.command == "apply" && args.file.is_none() {
+        return Err("apply needs a bundle file, or - for standard input".into());
+    }
+    Ok(Some(args))
 }
 
 fn main() -> ExitCode {
@@ -107,37 +151,81 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code: some secrets could not be unsealed (or a unit restarted),
+/// the others were.
+const EXIT_PARTIAL: u8 = 4;
+/// Exit code: the bundle was refused, the existing secrets were unsealed.
+const EXIT_REFUSED: u8 = 3;
+/// Exit code of `status`: something is not right.
+const EXIT_STATUS_NOT_OK: u8 = 5;
+
 fn dispatch(args: &Args) -> Result<ExitCode> {
     let root = &args.root;
+    // Read an update bundle before waiting for the lock: standard input
+    // may be a network stream.
+    let update = match (&args.command[..], &args.file) {
+        ("apply", Some(file)) => Some(read_update(file)?),
+        _ => None,
+    };
+    let store = Store::new(root);
+    let lock_path = store.dir().join(".lock");
+    let _lock = store
+        .lock(store::LOCK_WAIT, || {
+            eprintln!(
+                "sealed-firstboot: waiting for another sealed-firstboot to finish (lock {})",
+                lock_path.display()
+            )
+        })
+        .context("taking the device lock")?;
+    let config = config::load(root)?;
     match args.command.as_str() {
         "provision" => {
-            do_provision(args)?;
+            do_provision(args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
-        "unseal" => {
-            do_unseal(root)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        "unseal" => Ok(exit_for(&do_unseal(root)?, false)),
         "run" => {
-            let provisioned = do_provision(args);
+            let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
                 eprintln!("sealed-firstboot: error: {e:#}");
-                eprintln!("sealed-firstboot: unsealing the secrets already in the store");
             }
-            do_unseal(root)?;
-            Ok(if provisioned.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            })
+            let outcome = do_unseal(root)?;
+            if provisioned.is_err() && !outcome.had_store {
+                bail!("the bundle was not applied and there are no earlier secrets to unseal");
+            }
+            if provisioned.is_err() {
+                eprintln!("sealed-firstboot: the secrets already in the store were unsealed");
+            }
+            Ok(exit_for(&outcome, provisioned.is_err()))
         }
+        "apply" => do_apply(args, &config, update.as_deref().unwrap_or_default()),
         "pubkey" => {
-            let device = identity::load_or_create(root).context("loading the device identity")?;
+            let device = identity::load_or_create(root, config.identity)
+                .context("loading the device identity")?;
             println!("{}", device.recipient());
+            if let Some(derived) = identity::ssh_derived(root).unwrap_or(None) {
+                let derived = derived.to_public().to_string();
+                if derived != device.recipient().to_string() {
+                    eprintln!(
+                        "sealed-firstboot: note: this is the persisted identity ({}); the SSH host key now derives another recipient, {derived}, which only opens bundles sealed to it and is never used for the store",
+                        device.source.map_or("origin not recorded", |s| s.as_str())
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
-        "status" => status(root),
+        "status" => do_status(root, args.json),
         other => bail!("unknown command {other}"),
+    }
+}
+
+fn exit_for(outcome: &UnsealOutcome, refused: bool) -> ExitCode {
+    if !outcome.failed.is_empty() {
+        ExitCode::from(EXIT_PARTIAL)
+    } else if refused {
+        ExitCode::from(EXIT_REFUSED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -148,9 +236,27 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn do_provision(args: &Args) -> Result<()> {
-    let boot = provision::boot_dir(&args.root, args.boot_dir.as_deref())?;
-    match provision::provision(&args.root, &boot, now()).context("provisioning")? {
+/// The update bundle from a file or standard input, bounded.
+fn read_update(file: &str) -> Result<Vec<u8>> {
+    let limit = bundle::limits::MAX_BUNDLE_BYTES;
+    if file == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .context("reading the bundle from standard input")?;
+        if bytes.len() as u64 > limit {
+            bail!("the bundle on standard input is larger than {limit} bytes");
+        }
+        return Ok(bytes);
+    }
+    bundle::read_bundle_file(Path::new(file)).with_context(|| format!("bundle {file}"))
+}
+
+fn do_provision(args: &Args, config: &Config) -> Result<()> {
+    let boot = provision::boot_dir_with(&args.root, args.boot_dir.as_deref(), config);
+    match provision::provision_with(&args.root, &boot, now(), config).context("provisioning")? {
         Outcome::NoBundle => eprintln!("sealed-firstboot: no bundle in {}", boot.display()),
         Outcome::Applied { bundle_id, secrets } => eprintln!(
             "sealed-firstboot: applied bundle {bundle_id} ({secrets} secrets); bundle and key wiped"
@@ -158,122 +264,156 @@ fn do_provision(args: &Args) -> Result<()> {
         Outcome::AlreadyApplied { bundle_id } => eprintln!(
             "sealed-firstboot: bundle {bundle_id} was already applied; bundle and key wiped"
         ),
+        Outcome::WipedLeftover => eprintln!(
+            "sealed-firstboot: removed the remains of an interrupted wipe from {}",
+            boot.display()
+        ),
     }
     Ok(())
 }
 
-fn do_unseal(root: &Path) -> Result<()> {
-    let store = Store::new(root);
-    let Some(current) = store.current().context("opening the store")? else {
-        eprintln!("sealed-firstboot: the store is empty; nothing to unseal");
-        return Ok(());
+fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
+    let key = match &args.key {
+        Some(path) => Some(
+            ImageKey::from_file(path).with_context(|| format!("image key {}", path.display()))?,
+        ),
+        None => None,
     };
-    let device = identity::load(root)
-        .context("loading the device identity")?
-        .context("the store exists but the device identity is missing")?;
-    let values = current.decrypt_all(&device.identity)?;
-    let mut rendered = std::collections::BTreeMap::new();
-    for t in &current.manifest.templates {
-        let text = values
-            .get(&t.name)
-            .map(|v| v.as_slice())
-            .unwrap_or_default();
-        let out = sealed_firstboot::bundle::render(text, &values)
-            .map_err(|e| anyhow::anyhow!("rendering template {}: {e}", t.name))?;
-        rendered.insert(t.name.clone(), out);
+    match provision::apply(&args.root, bytes, key.as_ref(), now(), config)
+        .context("applying the update bundle")?
+    {
+        Applied::AlreadyApplied { bundle_id } => {
+            eprintln!("sealed-firstboot: bundle {bundle_id} is already applied; nothing to do");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Applied::Applied {
+            bundle_id,
+            secrets,
+            partial,
+        } => eprintln!(
+            "sealed-firstboot: applied {} bundle {bundle_id} ({secrets} secrets)",
+            if partial { "partial" } else { "full" }
+        ),
     }
-    let mut files: Vec<SecretFile<'_>> = Vec::new();
-    for entry in &current.manifest.secrets {
-        if let Some(v) = values.get(&entry.name) {
-            files.push(SecretFile { entry, value: v });
+    let outcome = do_unseal(&args.root)?;
+    let mut code = exit_for(&outcome, false);
+    if outcome.changed.is_empty() {
+        eprintln!("sealed-firstboot: no secret changed");
+    } else {
+        eprintln!("sealed-firstboot: changed: {}", outcome.changed.join(", "));
+    }
+    let current = Store::new(&args.root).current()?;
+    let plan = current
+        .map(|c| restart::plan(&c.manifest, &outcome.changed))
+        .unwrap_or_default();
+    if args.no_restart {
+        if !plan.is_empty() {
+            eprintln!("sealed-firstboot: --no-restart: not restarting or reloading any unit");
+        }
+        return Ok(code);
+    }
+    for action in restart::run(&plan) {
+        match &action.error {
+            None => eprintln!(
+                "sealed-firstboot: systemctl {} {}",
+                action.verb,
+                action.units.join(" ")
+            ),
+            Some(e) => {
+                eprintln!("sealed-firstboot: error: {e}");
+                code = ExitCode::from(EXIT_PARTIAL);
+            }
         }
     }
-    for entry in &current.manifest.templates {
-        if let Some(v) = rendered.get(&entry.name) {
-            files.push(SecretFile { entry, value: v });
-        }
-    }
+    Ok(code)
+}
+
+fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
     let is_root = rustix::process::geteuid().is_root();
     let opts = UnsealOptions {
         mount_ramfs: is_root && root == Path::new("/"),
         apply_ownership: is_root,
     };
-    let report = runtime::unseal(root, &files, &opts).context("unsealing")?;
+    let outcome = unseal::unseal_store(root, &opts).context("unsealing")?;
+    for note in &outcome.notes {
+        eprintln!("sealed-firstboot: {note}");
+    }
+    if !outcome.had_store {
+        eprintln!("sealed-firstboot: the store is empty; nothing to unseal");
+        return Ok(outcome);
+    }
     eprintln!(
         "sealed-firstboot: unsealed {} secrets into /run/secrets (generation {})",
-        report.written.len(),
-        report.generation
+        outcome.written.len(),
+        outcome.generation
     );
-    Ok(())
-}
-
-fn status(root: &Path) -> Result<ExitCode> {
-    let store = Store::new(root);
-    let Some(current) = store.current().context("opening the store")? else {
-        println!(
-            "no secrets provisioned (store {} is empty)",
-            store::STORE_DIR
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    println!(
-        "bundle {} (created {}, applied {})",
-        current.state.bundle_id, current.state.created_at, current.state.applied_at
-    );
-    let mut all_ok = true;
-    for e in current.manifest.entries() {
-        let sealed = current
-            .dir
-            .join("secrets")
-            .join(format!("{}.age", e.name))
-            .is_file();
-        let live = exists_in_root(root, &e.path);
-        let ok = sealed && live;
-        all_ok &= ok;
-        println!(
-            "{} {:<24} {:<11} {:<32} {}:{} {:04o}{}",
-            if ok { "✓" } else { "✗" },
-            e.name,
-            e.kind.as_str(),
-            e.path,
-            e.owner,
-            e.group,
-            e.mode,
-            if !sealed {
-                "  (missing from store)"
-            } else if !live {
-                "  (not unsealed)"
-            } else {
-                ""
-            }
-        );
+    for (name, why) in &outcome.failed {
+        eprintln!("sealed-firstboot: error: secret {name} was not unsealed: {why}");
     }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(outcome)
 }
 
-/// Whether a device path exists inside `root`, resolving symlinks whose
-/// absolute targets are device paths (as `/run/x -> /run/secrets/...`).
-fn exists_in_root(root: &Path, device_path: &str) -> bool {
-    let mut path = root.join(device_path.trim_start_matches('/'));
-    for _ in 0..8 {
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&path) {
-                Ok(t) if t.is_absolute() => {
-                    path = root.join(t.strip_prefix("/").unwrap_or(&t));
-                }
-                Ok(t) => {
-                    let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    path = parent.join(t);
-                }
-                Err(_) => return false,
+fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
+    let Some(st) = status::status(root).context("reading the store")? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "provisioned": false, "ok": false })
+            );
+        } else {
+            println!(
+                "no secrets provisioned (store {} is empty)",
+                store::STORE_DIR
+            );
+        }
+        return Ok(ExitCode::from(EXIT_STATUS_NOT_OK));
+    };
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        v["provisioned"] = true.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "bundle {} (sealed {}.{:09}{}, applied {})",
+            st.bundle_id,
+            st.created_at,
+            st.created_nanos,
+            if st.sequence != 0 {
+                format!(", sequence {}", st.sequence)
+            } else {
+                String::new()
             },
-            Ok(_) => return true,
-            Err(_) => return false,
+            st.applied_at
+        );
+        if let Some(r) = &st.recipient {
+            println!(
+                "identity {r} ({})",
+                st.identity.as_deref().unwrap_or("origin not recorded")
+            );
+        }
+        for s in &st.secrets {
+            println!(
+                "{} {:<24} {:<11} {:<32} {}:{} {}{}",
+                if s.ok { "✓" } else { "✗" },
+                s.name,
+                s.kind,
+                s.path,
+                s.owner,
+                s.group,
+                s.mode,
+                if !s.sealed {
+                    "  (missing from store)"
+                } else if !s.live {
+                    "  (not unsealed)"
+                } else {
+                    ""
+                }
+            );
         }
     }
-    false
+    Ok(if st.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_STATUS_NOT_OK)
+    })
 }

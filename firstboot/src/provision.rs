@@ -1,11 +1,20 @@
 //! First boot (and re-provisioning): open the bundle found on the boot
 //! partition, reseal it to the device identity, replace the store, and only
 //! then wipe bundle and key from the boot partition.
+//!
+//! The caller holds the device lock ([`crate::store::Store::lock`]).
+//!
+//! Wiping is crash-safe: a file is first renamed to `NAME.wipe`, then
+//! overwritten with zeros, fsynced and removed; a `.wipe` file found later
+//! (its bundle had reached the store before the rename) is wiped again. A
+//! bundle whose first bytes are zeros (a wipe interrupted by an older
+//! version) is recognised as such and removed too.
 
-use crate::bundle::{self, BundleError, Header, ImageKey, OpenWith};
+use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
+use crate::config::{self, Config, ConfigError};
 use crate::fsutil::{self, failpoint};
 use crate::identity::{self, IdentityError};
-use crate::store::{State, Store, StoreError};
+use crate::store::{Current, State, Store, StoreError};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -13,20 +22,22 @@ use thiserror::Error;
 pub const BOOT_SUBDIR: &str = "sealed-secrets";
 pub const BUNDLE_FILE: &str = "bundle";
 pub const KEY_FILE: &str = "image.key";
+/// Suffix of a file being wiped.
+pub const WIPE_SUFFIX: &str = ".wipe";
 /// Candidate boot partition mount points, relative to the root, in order.
 pub const BOOT_DIR_CANDIDATES: [&str; 3] = ["boot/efi", "boot/firmware", "boot"];
 /// Optional configuration file, relative to the root.
-pub const CONFIG_FILE: &str = "etc/sealed-firstboot.conf";
+pub const CONFIG_FILE: &str = config::CONFIG_FILE;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
-    #[error("bundle {path}: {source}")]
+    #[error("bundle {path}: {source} (the bundle and its key are kept)")]
     Bundle {
         path: PathBuf,
         #[source]
         source: BundleError,
     },
-    #[error("image key {path}: {source}")]
+    #[error("image key {path}: {source} (the bundle and its key are kept)")]
     Key {
         path: PathBuf,
         #[source]
@@ -34,25 +45,32 @@ pub enum ProvisionError {
     },
     #[error("a bundle is present at {bundle} but its image key is not at {key}: copy the build's NAME.key there (or use `build-image flash`, which does)")]
     KeyMissing { bundle: PathBuf, key: PathBuf },
-    #[error("refusing bundle {bundle_id} created at {created_at}: the store already holds bundle {applied_id} created at {applied_at}; an older or equally old bundle would roll secrets back")]
+    #[error("refused bundle {bundle_id} sealed at {stamp}: the store already holds bundle {applied_id} sealed at {applied_stamp}; an older or equally old bundle would roll secrets back{}", if *.wiped { " (the refused bundle and its key were wiped)" } else { "" })]
     Replay {
         bundle_id: String,
-        created_at: u64,
+        stamp: Stamp,
         applied_id: String,
-        applied_at: u64,
+        applied_stamp: Stamp,
+        wiped: bool,
     },
+    #[error("bundle {bundle_id} is partial and does not fit the secrets in the store: {source} (the store is unchanged)")]
+    Merge {
+        bundle_id: String,
+        source: BundleError,
+    },
+    #[error("an update bundle sealed with an image key needs that key: pass --key FILE")]
+    KeyNeeded,
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {reason}")]
-    Config { path: PathBuf, reason: String },
 }
 
 /// What provisioning did.
@@ -64,69 +82,62 @@ pub enum Outcome {
     Applied { bundle_id: String, secrets: usize },
     /// The bundle was applied before a crash; only the wipe was left to do.
     AlreadyApplied { bundle_id: String },
+    /// What was on the boot partition was the remains of an interrupted
+    /// wipe; it is gone now.
+    WipedLeftover,
 }
 
 /// Resolve the boot partition directory (relative to `root`): the explicit
-/// choice, else `boot_dir=` in `/etc/sealed-firstboot.conf`, else the first
+/// choice, else `boot_dir` in `/etc/sealed-firstboot.conf`, else the first
 /// candidate holding a `sealed-secrets/` directory, else the first existing
 /// candidate.
 pub fn boot_dir(root: &Path, explicit: Option<&Path>) -> Result<PathBuf, ProvisionError> {
+    let config = config::load(root)?;
+    Ok(boot_dir_with(root, explicit, &config))
+}
+
+/// [`boot_dir`] with an already loaded configuration.
+pub fn boot_dir_with(root: &Path, explicit: Option<&Path>, config: &Config) -> PathBuf {
     let rel = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    if let Some(p) = explicit {
-        return Ok(rel(p));
-    }
-    let conf = root.join(CONFIG_FILE);
-    match std::fs::read_to_string(&conf) {
-        Ok(text) => {
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                match line.split_once('=') {
-                    Some(("boot_dir", v)) if v.trim().starts_with('/') => {
-                        return Ok(rel(Path::new(v.trim())))
-                    }
-                    _ => {
-                        return Err(ProvisionError::Config {
-                            path: conf,
-                            reason: format!(
-                                "line {}: expected boot_dir=/absolute/path, found {line:?}",
-                                n + 1
-                            ),
-                        })
-                    }
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(ProvisionError::Io {
-                context: format!("reading {}", conf.display()),
-                source: e,
-            })
-        }
+    if let Some(p) = explicit.or(config.boot_dir.as_deref()) {
+        return rel(p);
     }
     let candidates: Vec<PathBuf> = BOOT_DIR_CANDIDATES.iter().map(|c| root.join(c)).collect();
-    Ok(candidates
+    candidates
         .iter()
         .find(|c| c.join(BOOT_SUBDIR).is_dir())
         .or_else(|| candidates.iter().find(|c| c.is_dir()))
         .unwrap_or(&candidates[0])
-        .clone())
+        .clone()
 }
 
 /// Apply the bundle in `boot_dir` (absolute, already under the root), if any.
 pub fn provision(root: &Path, boot_dir: &Path, now: u64) -> Result<Outcome, ProvisionError> {
+    let config = config::load(root)?;
+    provision_with(root, boot_dir, now, &config)
+}
+
+/// [`provision`] with an already loaded configuration.
+pub fn provision_with(
+    root: &Path,
+    boot_dir: &Path,
+    now: u64,
+    config: &Config,
+) -> Result<Outcome, ProvisionError> {
     // Finish the clean-up of a run interrupted after its store switch.
     let store = Store::new(root);
     store.remove_stale()?;
     let sub = boot_dir.join(BOOT_SUBDIR);
     let bundle_path = sub.join(BUNDLE_FILE);
     let key_path = sub.join(KEY_FILE);
-    if !bundle_path.exists() {
+    // Files renamed for wiping belong to a bundle the store already holds.
+    for path in [&key_path, &bundle_path] {
+        shred(&wipe_name(path))?;
+    }
+    if !exists(&bundle_path) {
         // A key without its bundle is of no use and must not stay readable.
         wipe(&key_path)?;
+        remove_if_empty(&sub);
         return Ok(Outcome::NoBundle);
     }
     let bundle_err = |source| ProvisionError::Bundle {
@@ -134,57 +145,300 @@ pub fn provision(root: &Path, boot_dir: &Path, now: u64) -> Result<Outcome, Prov
         source,
     };
     let bytes = bundle::read_bundle_file(&bundle_path).map_err(bundle_err)?;
-    let header = Header::parse(&bytes).map_err(bundle_err)?;
+    let header = match Header::parse(&bytes) {
+        Ok(h) => h,
+        Err(BundleError::BadMagic | BundleError::TruncatedHeader { .. })
+            if is_wipe_leftover(&bytes) =>
+        {
+            finish_wipe(&bundle_path, &key_path)?;
+            return Ok(Outcome::WipedLeftover);
+        }
+        Err(e) => return Err(bundle_err(e)),
+    };
     let bundle_id = header.bundle_id_hex();
 
-    if let Some(current) = store.current()? {
+    let current = store.current()?;
+    if let Some(current) = &current {
         if current.state.bundle_id == bundle_id {
             finish_wipe(&bundle_path, &key_path)?;
             return Ok(Outcome::AlreadyApplied { bundle_id });
         }
-        if header.created_at <= current.state.created_at {
-            return Err(ProvisionError::Replay {
-                bundle_id,
-                created_at: header.created_at,
-                applied_id: current.state.bundle_id,
-                applied_at: current.state.created_at,
-            });
-        }
     }
 
-    let device = identity::load_or_create(root)?;
-    let opened = if header.is_age_recipient() {
-        bundle::open_with(&bytes, OpenWith::Identity(&device.identity)).map_err(bundle_err)?
-    } else {
-        if !key_path.exists() {
+    // Open (and so authenticate) before judging the order: a bundle
+    // refused as a replay is then wiped, anything else is kept.
+    let opened = open_bundle(root, &bytes, &header, || {
+        if !exists(&key_path) {
             return Err(ProvisionError::KeyMissing {
-                bundle: bundle_path,
-                key: key_path,
+                bundle: bundle_path.clone(),
+                key: key_path.clone(),
             });
         }
-        let key = ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
+        ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
             path: key_path.clone(),
             source,
-        })?;
-        bundle::open(&bytes, &key).map_err(bundle_err)?
-    };
-    let state = State {
-        bundle_id: bundle_id.clone(),
-        created_at: header.created_at,
-        applied_at: now,
-    };
-    store.replace(
-        &device.recipient(),
-        &opened.contents.manifest,
-        &opened.contents.values,
-        &state,
+        })
+    })
+    .map_err(|e| match e {
+        ProvisionError::Bundle { source, .. } => bundle_err(source),
+        other => other,
+    })?;
+    if let Err(e) = check_order(&header, current.as_ref(), true) {
+        finish_wipe(&bundle_path, &key_path)?;
+        return Err(e);
+    }
+    let secrets = opened.contents.manifest.entries().count();
+    commit(
+        root,
+        &store,
+        &header,
+        opened.contents,
+        now,
+        config,
+        current.as_ref(),
     )?;
     failpoint("provision-before-wipe");
     finish_wipe(&bundle_path, &key_path)?;
-    Ok(Outcome::Applied {
+    Ok(Outcome::Applied { bundle_id, secrets })
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The bundle is now in the store.
+    Applied {
+        bundle_id: String,
+        secrets: usize,
+        partial: bool,
+    },
+    /// The store already holds this very bundle: nothing to do.
+    AlreadyApplied { bundle_id: String },
+}
+
+/// Apply an update bundle from anywhere (a file, standard input) on a
+/// running device, with the same rules as provisioning: authenticated with
+/// `key` (image-key bundles) or the device identity (recipient bundles),
+/// newer than the store, manifest validated, crash-safe. A partial bundle
+/// replaces only the secrets it lists. The caller holds the device lock.
+pub fn apply(
+    root: &Path,
+    bytes: &[u8],
+    key: Option<&ImageKey>,
+    now: u64,
+    config: &Config,
+) -> Result<Applied, ProvisionError> {
+    let store = Store::new(root);
+    store.remove_stale()?;
+    let bundle_err = |source| ProvisionError::Bundle {
+        path: PathBuf::from("(update bundle)"),
+        source,
+    };
+    if bytes.len() as u64 > bundle::limits::MAX_BUNDLE_BYTES {
+        return Err(bundle_err(BundleError::TooLarge {
+            size: bytes.len() as u64,
+            limit: bundle::limits::MAX_BUNDLE_BYTES,
+        }));
+    }
+    let header = Header::parse(bytes).map_err(bundle_err)?;
+    let bundle_id = header.bundle_id_hex();
+    let current = store.current()?;
+    if current
+        .as_ref()
+        .is_some_and(|c| c.state.bundle_id == bundle_id)
+    {
+        return Ok(Applied::AlreadyApplied { bundle_id });
+    }
+    let opened = open_bundle(root, bytes, &header, || {
+        key.cloned().ok_or(ProvisionError::KeyNeeded)
+    })?;
+    check_order(&header, current.as_ref(), false)?;
+    let partial = opened.contents.manifest.partial;
+    let secrets = opened.contents.manifest.entries().count();
+    commit(
+        root,
+        &store,
+        &header,
+        opened.contents,
+        now,
+        config,
+        current.as_ref(),
+    )?;
+    Ok(Applied::Applied {
         bundle_id,
-        secrets: opened.contents.manifest.secrets.len(),
+        secrets,
+        partial,
     })
+}
+
+/// Open (and so authenticate) a bundle: with the image key `key` gives
+/// (asked for only when the bundle is sealed with one), or with the
+/// persisted identity or, failing that, the one the SSH host key derives
+/// now (a controller may have sealed to `ssh-keyscan` output).
+fn open_bundle(
+    root: &Path,
+    bytes: &[u8],
+    header: &Header,
+    key: impl FnOnce() -> Result<ImageKey, ProvisionError>,
+) -> Result<bundle::Opened, ProvisionError> {
+    let bundle_err = |source| ProvisionError::Bundle {
+        path: PathBuf::from("(update bundle)"),
+        source,
+    };
+    if !header.is_age_recipient() {
+        let key = key()?;
+        return bundle::open(bytes, &key).map_err(bundle_err);
+    }
+    let persisted = identity::load(root)?;
+    let derived = identity::ssh_derived(root)?;
+    let candidates: Vec<&age::x25519::Identity> = persisted
+        .iter()
+        .map(|d| &d.identity)
+        .chain(derived.iter())
+        .collect();
+    let mut result = Err(BundleError::WrongKey {
+        expected: header.key_id.to_string(),
+        actual: "none (no device identity yet and no SSH host key)".into(),
+    });
+    for id in candidates {
+        result = bundle::open_with(bytes, OpenWith::Identity(id));
+        if !matches!(result, Err(BundleError::WrongKey { .. })) {
+            break;
+        }
+    }
+    result.map_err(bundle_err)
+}
+
+/// A bundle must be newer than the store: `(sequence, sealing time)`.
+fn check_order(
+    header: &Header,
+    current: Option<&Current>,
+    wiped: bool,
+) -> Result<(), ProvisionError> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let applied = current.state.stamp();
+    if header.stamp() <= applied {
+        return Err(ProvisionError::Replay {
+            bundle_id: header.bundle_id_hex(),
+            stamp: header.stamp(),
+            applied_id: current.state.bundle_id.clone(),
+            applied_stamp: applied,
+            wiped,
+        });
+    }
+    Ok(())
+}
+
+/// Reseal opened contents to the persisted identity (created now if there
+/// is none) and make them the current store. A partial bundle is merged
+/// into the secrets already in the store first.
+fn commit(
+    root: &Path,
+    store: &Store,
+    header: &Header,
+    contents: Contents,
+    now: u64,
+    config: &Config,
+    current: Option<&Current>,
+) -> Result<(), ProvisionError> {
+    let contents = match current {
+        Some(current) if contents.manifest.partial => merge(root, current, contents, header)?,
+        _ => Contents {
+            manifest: Manifest {
+                partial: false,
+                ..contents.manifest
+            },
+            values: contents.values,
+        },
+    };
+    let device = identity::load_or_create(root, config.identity)?;
+    let state = State {
+        bundle_id: header.bundle_id_hex(),
+        created_at: header.created_at,
+        created_nanos: header.created_nanos,
+        sequence: header.sequence,
+        applied_at: now,
+        recipient: Some(device.recipient().to_string()),
+        identity: device.source.map(|s| s.as_str().to_owned()),
+    };
+    store.replace(
+        &device.recipient(),
+        &contents.manifest,
+        &contents.values,
+        &state,
+    )?;
+    Ok(())
+}
+
+/// The store's secrets with those of a partial bundle replacing (or
+/// adding to) them, checked as a whole.
+fn merge(
+    root: &Path,
+    current: &Current,
+    update: Contents,
+    header: &Header,
+) -> Result<Contents, ProvisionError> {
+    let identity =
+        crate::unseal::store_identity(root, current, &mut Vec::new()).map_err(|e| match e {
+            crate::unseal::UnsealError::Store(e) => ProvisionError::Store(e),
+            crate::unseal::UnsealError::Identity(e) => ProvisionError::Identity(e),
+            crate::unseal::UnsealError::Runtime(e) => ProvisionError::Io {
+                context: "reading the store".into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        })?;
+    let mut values = current.decrypt_all(&identity)?;
+    let replaced: std::collections::BTreeSet<String> =
+        update.manifest.entries().map(|e| e.name.clone()).collect();
+    let keep = |e: &&bundle::SecretEntry| !replaced.contains(&e.name);
+    let mut manifest = Manifest {
+        secrets: current
+            .manifest
+            .secrets
+            .iter()
+            .filter(keep)
+            .cloned()
+            .collect(),
+        templates: current
+            .manifest
+            .templates
+            .iter()
+            .filter(keep)
+            .cloned()
+            .collect(),
+        partial: false,
+    };
+    values.retain(|k, _| !replaced.contains(k));
+    let Contents {
+        manifest: new,
+        values: new_values,
+    } = update;
+    manifest.secrets.extend(new.secrets);
+    manifest.templates.extend(new.templates);
+    values.extend(new_values);
+    let merged = Contents { manifest, values };
+    merged.validate().map_err(|source| ProvisionError::Merge {
+        bundle_id: header.bundle_id_hex(),
+        source,
+    })?;
+    Ok(merged)
+}
+
+/// A file whose first bytes are zeros is what an interrupted overwrite
+/// leaves; no bundle starts that way (the magic is not zero).
+fn is_wipe_leftover(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().take(bundle::MAGIC.len()).all(|&b| b == 0)
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+fn wipe_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(WIPE_SUFFIX);
+    path.with_file_name(name)
 }
 
 /// Wipe the key first (it is the secret part), then the bundle.
@@ -193,13 +447,33 @@ fn finish_wipe(bundle: &Path, key: &Path) -> Result<(), ProvisionError> {
     failpoint("provision-between-wipes");
     wipe(bundle)?;
     if let Some(dir) = bundle.parent() {
-        // Leave no empty directory behind; a non-empty one holds user files.
-        let _ = std::fs::remove_dir(dir);
+        remove_if_empty(dir);
     }
     Ok(())
 }
 
+/// Leave no empty `sealed-secrets/` behind; a non-empty one holds user files.
+fn remove_if_empty(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Rename to `NAME.wipe` (so a crash mid-overwrite is recognised), then
+/// overwrite, fsync and remove.
 fn wipe(path: &Path) -> Result<(), ProvisionError> {
+    if !exists(path) {
+        return Ok(());
+    }
+    let target = wipe_name(path);
+    let io = |context: String| move |source| ProvisionError::Io { context, source };
+    std::fs::rename(path, &target).map_err(io(format!("renaming {}", path.display())))?;
+    if let Some(dir) = path.parent() {
+        fsutil::sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    }
+    failpoint("provision-wipe-renamed");
+    shred(&target)
+}
+
+fn shred(path: &Path) -> Result<(), ProvisionError> {
     fsutil::shred_and_remove(path)
         .map(|_| ())
         .map_err(|source| ProvisionError::Io {

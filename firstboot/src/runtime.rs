@@ -33,10 +33,10 @@ pub use links::{OUTSIDE_DIR, STATE_FILE};
 pub use mount::RAMFS_MAGIC;
 
 use crate::accounts::Accounts;
-use crate::bundle::{validate_device_path, validate_name, SecretEntry};
+use crate::bundle::{check_clashes, validate_entry, SecretEntry};
 use fsops::{Kind, StepError};
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -92,12 +92,18 @@ impl std::fmt::Debug for SecretFile<'_> {
 }
 
 /// What an unseal did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct UnsealReport {
+    /// Secrets left out because their owner or group does not exist on
+    /// the device (every other secret was written).
+    pub failed: Vec<UnresolvedAccount>,
     /// The generation now behind `/run/secrets`.
     pub generation: u64,
     /// Names of the secrets written, in input order.
     pub written: Vec<String>,
+    /// Names of the secrets whose bytes, mode or owner differ from the
+    /// generation that was live before (or that are new), in input order.
+    pub changed: Vec<String>,
     /// Device paths outside `/run/secrets` that are links into it.
     pub links: Vec<String>,
 }
@@ -125,7 +131,7 @@ pub fn unseal(
     opts: &UnsealOptions,
 ) -> Result<UnsealReport, RuntimeError> {
     // 1. Check and resolve everything; nothing is written yet.
-    let plan = plan(root, files)?;
+    let (plan, unresolved) = plan(root, files)?;
     let run = open_run(root, true)?.ok_or_else(|| {
         RuntimeError::io(
             "open",
@@ -192,12 +198,17 @@ pub fn unseal(
         for link in plan.iter().filter_map(|p| p.link.as_ref()) {
             links::install(run, link, &old_links, opts.apply_ownership)?;
         }
-        swap(run, root, generation)
+        let changed = changed_since_live(run, gens, &plan, opts);
+        swap(run, root, generation)?;
+        Ok(changed)
     })();
-    if let Err(e) = staged {
-        let _ = fsops::remove_tree(gens, &cstring(&gen_name));
-        return Err(e);
-    }
+    let changed = match staged {
+        Ok(changed) => changed,
+        Err(e) => {
+            let _ = fsops::remove_tree(gens, &cstring(&gen_name));
+            return Err(e);
+        }
+    };
 
     // 4. The new generation is live: clean up.
     for stale in old_links.difference(&new_links) {
@@ -209,6 +220,8 @@ pub fn unseal(
 
     Ok(UnsealReport {
         generation,
+        changed,
+        failed: unresolved,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
         links: plan
             .iter()
@@ -250,10 +263,24 @@ pub fn clear(root: &Path) -> Result<(), RuntimeError> {
     remove_swap_temps(run, root)
 }
 
-/// Check every secret and resolve every owner and group.
-fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>, RuntimeError> {
-    let mut names = BTreeSet::new();
-    let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+/// Check every secret and resolve every owner and group. Secrets whose
+/// owner or group does not resolve are left out and returned apart.
+#[allow(clippy::type_complexity)]
+fn plan<'a>(
+    root: &Path,
+    files: &'a [SecretFile<'a>],
+) -> Result<(Vec<Planned<'a>>, Vec<UnresolvedAccount>), RuntimeError> {
+    // The manifest's own rules (the one home of them), checked again as
+    // defence in depth: the manifest was validated when opened.
+    let entry_err = |e: crate::bundle::EntryError| RuntimeError::InvalidSecret {
+        name: e.name,
+        path: e.path,
+        reason: e.reason,
+    };
+    for f in files {
+        validate_entry(f.entry).map_err(entry_err)?;
+    }
+    check_clashes(files.iter().map(|f| f.entry)).map_err(entry_err)?;
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let e = f.entry;
@@ -262,18 +289,6 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             path: e.path.clone(),
             reason,
         };
-        validate_name(&e.name).map_err(invalid)?;
-        // Defence in depth: the manifest was validated when opened.
-        validate_device_path(&e.path).map_err(invalid)?;
-        if e.mode & !0o777 != 0 {
-            return Err(invalid(format!("mode {:o} has bits outside 0777", e.mode)));
-        }
-        if !names.insert(e.name.as_str()) {
-            return Err(invalid("the name is used by two secrets".into()));
-        }
-        if let Some(other) = paths.insert(e.path.as_str(), e.name.as_str()) {
-            return Err(invalid(format!("the path is also used by secret {other}")));
-        }
         let rest = e
             .path
             .strip_prefix("/run/")
@@ -318,29 +333,18 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             link: planned.2,
         });
     }
-    // A path cannot be a file and the directory of another.
-    for (path, name) in &paths {
-        let prefix = format!("{path}/");
-        if let Some((other, _)) = paths
-            .range(prefix.as_str()..)
-            .next()
-            .filter(|(o, _)| o.starts_with(&prefix))
-        {
-            return Err(RuntimeError::InvalidSecret {
-                name: (*name).to_owned(),
-                path: (*path).to_owned(),
-                reason: format!("the path is a file but {other} needs it as a directory"),
-            });
-        }
-    }
-
+    // An owner or group missing on the device fails that secret only.
     let accounts = Accounts::new(root);
     let mut unresolved = Vec::new();
-    for (p, f) in out.iter_mut().zip(files) {
+    let mut planned = Vec::with_capacity(out.len());
+    for (mut p, f) in out.into_iter().zip(files) {
         let uid = accounts.user(&f.entry.owner);
         let gid = accounts.group(&f.entry.group);
         match (uid, gid) {
-            (Ok(uid), Ok(gid)) => p.owner = (uid, gid),
+            (Ok(uid), Ok(gid)) => {
+                p.owner = (uid, gid);
+                planned.push(p);
+            }
             (uid, gid) => {
                 for error in [uid.err(), gid.err()].into_iter().flatten() {
                     unresolved.push(UnresolvedAccount {
@@ -351,10 +355,7 @@ fn plan<'a>(root: &Path, files: &'a [SecretFile<'a>]) -> Result<Vec<Planned<'a>>
             }
         }
     }
-    if !unresolved.is_empty() {
-        return Err(RuntimeError::UnresolvedAccounts(unresolved));
-    }
-    Ok(out)
+    Ok((planned, unresolved))
 }
 
 /// Open `ROOT/run` (creating it, 0755, when `create`), never through a
@@ -503,6 +504,36 @@ fn remove_generations(
         }
     }
     Ok(())
+}
+
+/// The secrets of `plan` that differ from the live generation (the one
+/// `/run/secrets` points to before the swap): bytes, mode, owner, or new.
+fn changed_since_live(
+    run: BorrowedFd<'_>,
+    gens: BorrowedFd<'_>,
+    plan: &[Planned<'_>],
+    opts: &UnsealOptions,
+) -> Vec<String> {
+    let live = fsops::read_link(run, SECRETS_LINK)
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok())
+        .and_then(|t| {
+            t.strip_prefix(&format!("{GENERATIONS_DIR}/"))
+                .map(str::to_owned)
+        })
+        .filter(|n| parse_generation(&cstring(n)).is_some())
+        .and_then(|n| fsops::open_dir(gens, &n).ok().flatten());
+    plan.iter()
+        .filter(|p| {
+            let Some(live) = &live else { return true };
+            let Ok(Some(dir)) = fsops::walk_existing(live.as_fd(), &p.dirs) else {
+                return true;
+            };
+            let owner = opts.apply_ownership.then_some(p.owner);
+            !fsops::same_file(dir.as_fd(), p.file, p.value, p.mode, owner)
+        })
+        .map(|p| p.name.to_owned())
+        .collect()
 }
 
 /// Write one secret into the generation open at `gen`.

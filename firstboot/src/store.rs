@@ -4,7 +4,8 @@
 //!
 //! Layout under `ROOT/var/lib/sealed-secrets/`:
 //! ```text
-//! identity                 device identity (unless derived from the SSH host key)
+//! identity                 the persisted device identity (see identity.rs)
+//! .lock                    held by every command (one runner at a time)
 //! current -> store-<id>    symlink, swapped atomically
 //! store-<id>/manifest.json
 //! store-<id>/state.json
@@ -14,7 +15,7 @@
 //! temporary name, renamed, and only then does `current` point to it. A crash
 //! at any moment leaves `current` on a complete old or a complete new store.
 
-use crate::bundle::{Manifest, SecretEntry};
+use crate::bundle::{Manifest, SecretEntry, Stamp};
 use crate::fsutil::{self, failpoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,7 +45,9 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Io { context, source }
 }
 
-/// Which bundle the store came from.
+/// Which bundle the store came from, and which identity it is sealed to.
+/// Fields added after the first release default, so older state files
+/// still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
@@ -52,9 +55,35 @@ pub struct State {
     pub bundle_id: String,
     /// The bundle's created-at, unix seconds.
     pub created_at: u64,
+    /// Nanoseconds within `created_at`.
+    #[serde(default)]
+    pub created_nanos: u32,
+    /// The bundle's sequence number (0: not set).
+    #[serde(default)]
+    pub sequence: u64,
     /// When the device applied it, unix seconds.
     pub applied_at: u64,
+    /// The `age1…` recipient every store file is sealed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Where that identity came from (generated, ssh-host-key, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
+
+impl State {
+    /// The applied bundle's place in the order of bundles.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            sequence: self.sequence,
+            seconds: self.created_at,
+            nanos: self.created_nanos,
+        }
+    }
+}
+
+/// How long a command waits for another sealed-firstboot to finish.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A handle on the store directory of a root.
 pub struct Store {
@@ -77,6 +106,22 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Take the device-wide exclusive lock (`.lock` in the store
+    /// directory): every command that reads or writes the store, the
+    /// identity or the boot partition's bundle holds it. Waits at most
+    /// `wait`, calling `on_wait` once when another runner holds it.
+    pub fn lock(
+        &self,
+        wait: std::time::Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<fsutil::Lock, StoreError> {
+        fsutil::create_dir_all_mode(&self.dir, 0o700)
+            .map_err(io_err(format!("creating {}", self.dir.display())))?;
+        let path = self.dir.join(".lock");
+        fsutil::lock_exclusive(&path, wait, on_wait)
+            .map_err(io_err(format!("locking {}", path.display())))
     }
 
     /// The committed store, if any.
@@ -119,7 +164,11 @@ impl Store {
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
         let final_name = format!("store-{}", state.bundle_id);
         let final_dir = self.dir.join(&final_name);
-        let tmp = self.dir.join(format!(".{final_name}.tmp"));
+        // Private to this process; leftovers of dead runs are removed by
+        // `remove_stale` under the lock.
+        let tmp = self
+            .dir
+            .join(format!(".{final_name}.tmp-{}", std::process::id()));
         remove_dir_if_exists(&tmp)?;
         if final_dir.exists() {
             // A previous run renamed it but crashed before the swap: redo it
@@ -211,7 +260,9 @@ impl Current {
         entry: &SecretEntry,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let path = self.dir.join("secrets").join(format!("{}.age", entry.name));
-        let sealed = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let limit = crate::bundle::limits::MAX_SECRET_BYTES + 1024 * 1024;
+        let sealed = fsutil::read_regular_bounded(&path, limit)
+            .map_err(|e| StoreError::Damaged(format!("cannot read {}: {e}", path.display())))?;
         age::decrypt(identity, &sealed)
             .map(Zeroizing::new)
             .map_err(|e| StoreError::Age {
@@ -241,7 +292,9 @@ fn remove_dir_if_exists(path: &Path) -> Result<(), StoreError> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
-    let bytes = fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
+    let limit = 2 * crate::bundle::limits::MAX_MANIFEST_BYTES;
+    let bytes = fsutil::read_regular_bounded(path, limit)
+        .map_err(|e| StoreError::Damaged(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))
 }

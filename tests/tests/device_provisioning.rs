@@ -24,6 +24,8 @@ fn contents(secrets: &[(&str, &str)]) -> Contents {
             group: "root".into(),
             mode: 0o400,
             description: None,
+            restart_units: Vec::new(),
+            reload_units: Vec::new(),
         });
     }
     Contents {
@@ -142,6 +144,8 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
         "store-before-swap",
         "store-after-swap",
         "provision-before-wipe",
+        "provision-wipe-renamed",
+        "shred-partial",
         "provision-between-wipes",
     ];
     for fp in failpoints {
@@ -187,8 +191,10 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
             map(NEW),
             "{fp}: rotated secrets not live (removed one still there?)"
         );
-        assert!(!d.boot().join("bundle").exists(), "{fp}: bundle left");
-        assert!(!d.boot().join("image.key").exists(), "{fp}: key left");
+        assert!(
+            !d.boot().exists(),
+            "{fp}: something of the bundle or key left"
+        );
         // No leftovers in the store directory.
         let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
             .unwrap()
@@ -201,7 +207,7 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
             "{fp}: {names:?}"
         );
         assert!(
-            !names.iter().any(|n| n.starts_with('.')),
+            !names.iter().any(|n| n.starts_with('.') && n != ".lock"),
             "{fp}: leftovers {names:?}"
         );
     }
@@ -219,25 +225,45 @@ fn older_or_replayed_bundles_are_refused() {
     d.ok("run");
     assert_eq!(d.live(), map(NEW));
 
-    // Replaying the first image's bundle is refused; secrets stay NEW.
+    // Replaying the first image's bundle is refused, and the replayed
+    // bundle and its key are wiped (they must not stay in clear on the
+    // boot partition); secrets stay NEW.
     d.place(&b1, Some(&k1));
     let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refusing bundle") && err.contains("roll secrets back"),
+        err.contains("refused bundle")
+            && err.contains("roll secrets back")
+            && err.contains("wiped"),
         "{err}"
     );
     assert_eq!(d.store(), map(NEW));
+    assert!(!d.boot().exists(), "replayed bundle or key left in clear");
     // `run` reports it (exit 3) but still unseals the current store.
+    d.place(&b1, Some(&k1));
     let out = d.firstboot("run", None);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(d.live(), map(NEW));
-    // Same created-at as the applied one is refused too.
+    assert!(!d.boot().exists());
+    // Same stamp as the applied one is refused too.
     let k3 = ImageKey::generate();
     d.place(&bundle::seal(&k3, &contents(OLD), 2000).unwrap(), Some(&k3));
     assert_eq!(d.firstboot("provision", None).status.code(), Some(1));
     assert_eq!(d.store(), map(NEW));
+    // A sequence number orders bundles before the time: a bundle sealed
+    // earlier but with a higher sequence is newer.
+    let k4 = ImageKey::generate();
+    let stamp = bundle::Stamp::at(1500).with_sequence(1);
+    let b4 = bundle::seal_stamped(SealTo::ImageKey(&k4), &contents(OLD), stamp).unwrap();
+    d.place(&b4, Some(&k4));
+    d.ok("run");
+    assert_eq!(d.live(), map(OLD));
+    // ... and a bundle without a sequence is now older, whatever its time.
+    let k5 = ImageKey::generate();
+    d.place(&bundle::seal(&k5, &contents(NEW), 9000).unwrap(), Some(&k5));
+    assert_eq!(d.firstboot("provision", None).status.code(), Some(1));
+    assert_eq!(d.store(), map(OLD));
 }
 
 #[test]
@@ -310,6 +336,12 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
         d.root.join("etc/ssh/ssh_host_ed25519_key"),
     )
     .unwrap();
+    // identity = ssh-host-key: derived from the host key, then persisted.
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = ssh-host-key\n",
+    )
+    .unwrap();
     let device_side = d.firstboot("pubkey", None);
     assert!(device_side.status.success());
     // As a controller would get it: `ssh-keyscan` format on standard input.
@@ -338,8 +370,10 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
     let build_side = child.wait_with_output().unwrap();
     assert!(build_side.status.success());
     assert_eq!(build_side.stdout, device_side.stdout);
-    // Nothing was generated beside the host key.
-    assert!(!d.root.join("var/lib/sealed-secrets/identity").exists());
+    // The derived identity is persisted, and says where it came from.
+    let persisted =
+        std::fs::read_to_string(d.root.join("var/lib/sealed-secrets/identity")).unwrap();
+    assert!(persisted.contains("# origin: ssh-host-key"), "{persisted}");
 
     // A bundle sealed to that recipient provisions on the device.
     let recipient: age::x25519::Recipient = String::from_utf8_lossy(&build_side.stdout)

@@ -767,6 +767,29 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
         let values = open_bundle(&out.join(device));
         assert_eq!(values["wifi_psk"], value.as_bytes(), "{device}");
     }
+    // Update bundles for deployed devices resolve the same way.
+    let upd = f.dir.join("upd");
+    let mut c = Command::new(bin("build-image"));
+    c.arg("bundle")
+        .arg(&recipe)
+        .arg("--devices")
+        .arg(&devices)
+        .arg("--out")
+        .arg(&upd)
+        .env("USER", "ci")
+        .env("SEALED_IMAGE_STORE_IDENTITY", &identity);
+    t.ok(&mut c);
+    for (device, value) in [("kiosk-001", "psk-lobby-B2"), ("kiosk-003", "psk-dev3-C3")] {
+        let key = sealed_firstboot::bundle::ImageKey::from_file(&upd.join(format!("{device}.key")))
+            .unwrap();
+        let bytes = std::fs::read(upd.join(format!("{device}.bundle"))).unwrap();
+        let opened = sealed_firstboot::bundle::open(&bytes, &key).unwrap();
+        assert_eq!(
+            &opened.contents.values["wifi_psk"][..],
+            value.as_bytes(),
+            "{device}"
+        );
+    }
     // A plain build takes the global value, and every read is audited.
     let o = build(
         &mut t,
@@ -780,13 +803,13 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
         .lines()
         .filter(|l| l.contains("\"op\":\"read\""))
         .collect();
-    assert_eq!(reads.len(), 4, "{log}");
+    assert_eq!(reads.len(), 7, "{log}");
     assert!(reads
         .iter()
         .any(|l| l.contains("device kiosk-003") && l.contains("device:kiosk-003")));
     assert!(reads.iter().all(|l| l.contains("\"by\":\"ci\"")), "{log}");
     assert_no_marker(&f, &t, &["psk-global-A1", "psk-lobby-B2", "psk-dev3-C3"]);
-    for out in ["fleet", "out1"] {
+    for out in ["fleet", "out1", "upd"] {
         for m in ["psk-global-A1", "psk-lobby-B2", "psk-dev3-C3"] {
             let leaks = files_containing(&f.dir.join(out), m.as_bytes());
             assert!(leaks.is_empty(), "{m} in {leaks:?}");

@@ -13,11 +13,22 @@ use std::os::unix::fs::FileExt;
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 
 use super::layout::{human_size, FatFile, SECTOR};
-use super::slice::PartitionSlice;
+use super::slice::{PartitionSlice, SliceHandle};
 use super::ImageError;
 
 /// A mounted FAT filesystem inside an image file.
-pub type Fat = FileSystem<PartitionSlice>;
+/// A mounted FAT filesystem and the handle that writes its cache back.
+pub struct Fat {
+    fs: FileSystem<PartitionSlice>,
+    cache: SliceHandle,
+}
+
+impl std::ops::Deref for Fat {
+    type Target = FileSystem<PartitionSlice>;
+    fn deref(&self) -> &Self::Target {
+        &self.fs
+    }
+}
 
 /// Characters a FAT volume label may not contain (besides lowercase and
 /// non-ASCII, which are rejected separately).
@@ -166,7 +177,11 @@ pub fn format(
     if let Some(l) = label {
         opts = opts.volume_label(l);
     }
-    fatfs::format_volume(slice, opts).map_err(|e| format_error(len, e))
+    let cache = slice.handle();
+    fatfs::format_volume(slice, opts).map_err(|e| format_error(len, e))?;
+    cache
+        .flush()
+        .map_err(|e| ImageError::io("cannot write the FAT filesystem", e))
 }
 
 /// Store the partition's first sector in the BPB "hidden sectors" field (as
@@ -231,14 +246,20 @@ fn clone(file: &File) -> Result<File, ImageError> {
 pub fn open(file: &File, start: u64, len: u64) -> Result<Fat, ImageError> {
     let slice = PartitionSlice::new(clone(file)?, start, len)
         .map_err(|e| ImageError::io("bad partition window", e))?;
-    FileSystem::new(slice, FsOptions::new()).map_err(|e| ImageError::NotFat {
+    let cache = slice.handle();
+    let fs = FileSystem::new(slice, FsOptions::new()).map_err(|e| ImageError::NotFat {
         reason: e.to_string(),
-    })
+    })?;
+    Ok(Fat { fs, cache })
 }
 
 /// Flush and unmount, reporting errors (dropping would swallow them).
-pub fn close(fs: Fat) -> Result<(), ImageError> {
+pub fn close(fat: Fat) -> Result<(), ImageError> {
+    let Fat { fs, cache } = fat;
     fs.unmount()
+        .map_err(|e| ImageError::io("cannot flush the FAT filesystem", e))?;
+    cache
+        .flush()
         .map_err(|e| ImageError::io("cannot flush the FAT filesystem", e))
 }
 

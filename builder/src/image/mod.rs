@@ -18,6 +18,7 @@
 pub mod ext4;
 pub mod fat;
 pub mod gpt;
+pub mod host_keys;
 pub mod layout;
 pub mod mbr;
 pub mod read;

@@ -58,14 +58,17 @@ pub struct BuildManifest {
     /// Recipient mode: the device's `age1…` recipient (a public key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
-    /// Creation time stamped into the bundle, unix seconds
-    /// (`SOURCE_DATE_EPOCH` when set).
+    /// When the bundle was sealed, unix seconds (the real clock: never
+    /// `SOURCE_DATE_EPOCH`, since the device orders bundles by it).
     pub created_at: u64,
     /// [`BuildManifest::created_at`] as RFC 3339 UTC (`2024-05-01T12:00:00Z`).
     pub created_at_utc: String,
     /// Output files beside `build.json` (not `build.json` itself, and not
     /// the key), with sizes and SHA-256.
     pub outputs: Vec<OutputFile>,
+    /// Warnings about the image (SSH host keys shipped in the root, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The program that wrote the file.
@@ -352,6 +355,7 @@ impl BuildManifest {
             created_at,
             created_at_utc: rfc3339_utc(created_at),
             outputs: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -459,9 +463,12 @@ mod tests {
                     group: s.group.clone(),
                     mode: recipe::parse_mode(&s.mode).unwrap(),
                     description: None,
+                    restart_units: Vec::new(),
+                    reload_units: Vec::new(),
                 })
                 .collect(),
             templates: Vec::new(),
+            partial: false,
         };
         std::fs::write(dir.join("demo.img"), b"image bytes").unwrap();
         let mut m = BuildManifest::new(

@@ -16,6 +16,10 @@ pub enum BundleError {
     TruncatedCiphertext { declared: u64, actual: u64 },
     #[error("bundle has {extra} unexpected bytes after the declared ciphertext")]
     TrailingData { extra: u64 },
+    #[error("bundle header has an invalid sealing time (nanoseconds out of range)")]
+    BadStamp,
+    #[error("{path}: refusing to read: {reason}")]
+    NotReadable { path: String, reason: String },
     #[error("bundle is too large: {size} bytes (limit {limit})")]
     TooLarge { size: u64, limit: u64 },
     #[error(

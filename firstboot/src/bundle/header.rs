@@ -5,15 +5,66 @@ use super::key::KeyId;
 
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"SEALIMG\x1a";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads. Version 2 added the
+/// sub-second sealing time and the sequence number that order bundles.
+pub const FORMAT_VERSION: u16 = 2;
 /// Flag: the ciphertext is an age file for a device recipient instead of
 /// XChaCha20-Poly1305 under an image key.
 pub const FLAG_AGE_RECIPIENT: u16 = 0x0001;
 const KNOWN_FLAGS: u16 = FLAG_AGE_RECIPIENT;
 
 /// Header length in bytes.
-pub const HEADER_LEN: usize = 8 + 2 + 2 + 16 + 8 + 8 + 24 + 8;
+pub const HEADER_LEN: usize = 8 + 2 + 2 + 16 + 8 + 4 + 8 + 8 + 24 + 8;
+
+/// When and in which order a bundle was sealed. Bundles are ordered by
+/// `(sequence, seconds, nanos)`: the real clock at sealing (never
+/// `SOURCE_DATE_EPOCH`), or a sequence number the user sets, which wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    /// User-chosen sequence number (0 when not set).
+    pub sequence: u64,
+    /// Unix seconds at sealing.
+    pub seconds: u64,
+    /// Nanoseconds within the second (0..1e9).
+    pub nanos: u32,
+}
+
+impl Stamp {
+    /// The real clock now, sequence 0.
+    pub fn now() -> Stamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Stamp {
+            sequence: 0,
+            seconds: d.as_secs(),
+            nanos: d.subsec_nanos(),
+        }
+    }
+
+    /// A stamp at whole seconds (tests, and stores written before version 2).
+    pub fn at(seconds: u64) -> Stamp {
+        Stamp {
+            sequence: 0,
+            seconds,
+            nanos: 0,
+        }
+    }
+
+    pub fn with_sequence(self, sequence: u64) -> Stamp {
+        Stamp { sequence, ..self }
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:09}", self.seconds, self.nanos)?;
+        if self.sequence != 0 {
+            write!(f, " (sequence {})", self.sequence)?;
+        }
+        Ok(())
+    }
+}
 
 /// The parsed clear header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +73,12 @@ pub struct Header {
     pub flags: u16,
     /// Random per bundle; used with `created_at` to refuse replays.
     pub bundle_id: [u8; 16],
-    /// Unix seconds at sealing.
+    /// Unix seconds at sealing (the real clock, never `SOURCE_DATE_EPOCH`).
     pub created_at: u64,
+    /// Nanoseconds within `created_at`.
+    pub created_nanos: u32,
+    /// User-chosen sequence number; 0 when not set.
+    pub sequence: u64,
     /// Short hash of the image key (or of the recipient) the bundle is sealed to.
     pub key_id: KeyId,
     pub nonce: [u8; 24],
@@ -42,6 +97,8 @@ impl Header {
         w.put(&self.flags.to_le_bytes());
         w.put(&self.bundle_id);
         w.put(&self.created_at.to_le_bytes());
+        w.put(&self.created_nanos.to_le_bytes());
+        w.put(&self.sequence.to_le_bytes());
         w.put(&self.key_id.0);
         w.put(&self.nonce);
         w.put(&self.ciphertext_len.to_le_bytes());
@@ -76,10 +133,15 @@ impl Header {
             flags,
             bundle_id: r.take(),
             created_at: u64::from_le_bytes(r.take()),
+            created_nanos: u32::from_le_bytes(r.take()),
+            sequence: u64::from_le_bytes(r.take()),
             key_id: KeyId(r.take()),
             nonce: r.take(),
             ciphertext_len: u64::from_le_bytes(r.take()),
         };
+        if header.created_nanos >= 1_000_000_000 {
+            return Err(BundleError::BadStamp);
+        }
         let actual = (bytes.len() - HEADER_LEN) as u64;
         if header.ciphertext_len > actual {
             return Err(BundleError::TruncatedCiphertext {
@@ -93,6 +155,15 @@ impl Header {
             });
         }
         Ok(header)
+    }
+
+    /// The bundle's place in the order of bundles.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            sequence: self.sequence,
+            seconds: self.created_at,
+            nanos: self.created_nanos,
+        }
     }
 
     pub fn is_age_recipient(&self) -> bool {

@@ -104,20 +104,10 @@ impl ImageKey {
         Ok(ImageKey(key))
     }
 
+    /// Read a key file: a regular file of at most 1 KiB (FIFOs, devices,
+    /// directories and symbolic links are refused at once).
     pub fn from_file(path: &std::path::Path) -> Result<ImageKey, BundleError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| BundleError::io(format!("reading image key {}", path.display()), e))?;
-        if meta.len() > 1024 {
-            return Err(BundleError::InvalidKey(format!(
-                "{} is {} bytes, too large for an image key file",
-                path.display(),
-                meta.len()
-            )));
-        }
-        let bytes =
-            Zeroizing::new(std::fs::read(path).map_err(|e| {
-                BundleError::io(format!("reading image key {}", path.display()), e)
-            })?);
+        let bytes = Zeroizing::new(super::open::read_boot_file(path, 1024, "image key")?);
         ImageKey::from_file_text(&bytes)
     }
 }

@@ -52,6 +52,13 @@ pub struct SecretEntry {
     pub mode: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// systemd units to `try-restart` when this secret changes on a running
+    /// device (`sealed-firstboot apply`); never during boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_units: Vec<String>,
+    /// systemd units to `try-reload-or-restart` when this secret changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_units: Vec<String>,
 }
 
 /// The manifest of a bundle (and of the device store).
@@ -63,16 +70,24 @@ pub struct Manifest {
     /// Their names share the namespace of the secrets; `kind` is `multi-line`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<SecretEntry>,
+    /// A partial (update) bundle: the listed secrets and templates replace
+    /// those of the device's store, the others are kept. A full bundle
+    /// replaces the whole store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Manifest {
-    /// Check every rule the device relies on: names, paths, modes, owners,
-    /// uniqueness and count.
     /// Secrets, then templates.
     pub fn entries(&self) -> impl Iterator<Item = &SecretEntry> {
         self.secrets.iter().chain(self.templates.iter())
     }
 
+    /// Check every rule the device relies on: names, paths, modes, owners,
+    /// uniqueness, path clashes and count. This is the one home of these
+    /// rules: the builder runs it before sealing (through
+    /// `Contents::encode`), the device when opening a bundle and again,
+    /// as defence in depth, when it plans an unseal.
     pub fn validate(&self) -> Result<(), BundleError> {
         let count = self.secrets.len() + self.templates.len();
         if count > limits::MAX_SECRETS {
@@ -81,46 +96,125 @@ impl Manifest {
                 limits::MAX_SECRETS
             )));
         }
-        let mut names = BTreeSet::new();
-        let mut paths = BTreeSet::new();
         for s in self.entries() {
-            validate_name(&s.name).map_err(BundleError::Manifest)?;
-            validate_device_path(&s.path)
-                .map_err(|e| BundleError::Manifest(format!("secret {}: {e}", s.name)))?;
-            if s.mode & !0o777 != 0 {
+            validate_entry(s).map_err(|e| BundleError::Manifest(e.to_string()))?;
+            if s.restart_units.len() + s.reload_units.len() > MAX_UNITS_PER_SECRET {
                 return Err(BundleError::Manifest(format!(
-                    "secret {}: mode {:o} has bits outside 0777",
-                    s.name, s.mode
-                )));
-            }
-            validate_account(&s.owner)
-                .map_err(|e| BundleError::Manifest(format!("secret {}: owner {e}", s.name)))?;
-            validate_account(&s.group)
-                .map_err(|e| BundleError::Manifest(format!("secret {}: group {e}", s.name)))?;
-            if !names.insert(s.name.as_str()) {
-                return Err(BundleError::Manifest(format!(
-                    "duplicate secret name {}",
+                    "secret {}: more than {MAX_UNITS_PER_SECRET} units to restart or reload",
                     s.name
                 )));
             }
-            if !paths.insert(s.path.as_str()) {
-                return Err(BundleError::Manifest(format!(
-                    "secret {}: path {} is used twice",
-                    s.name, s.path
-                )));
-            }
         }
-        // A path must not be a parent directory of another path.
-        for p in &paths {
-            let prefix = format!("{p}/");
-            if let Some(other) = paths.iter().find(|o| o.starts_with(&prefix)) {
-                return Err(BundleError::Manifest(format!(
-                    "path {p} is a file but {other} needs it as a directory"
-                )));
-            }
-        }
-        Ok(())
+        check_clashes(self.entries()).map_err(|e| BundleError::Manifest(e.to_string()))
     }
+}
+
+/// A rule a manifest entry breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    pub name: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for EntryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "secret {} ({:?}): {}", self.name, self.path, self.reason)
+    }
+}
+
+/// Check one entry on its own: name, device path, mode, owner and group.
+pub fn validate_entry(s: &SecretEntry) -> Result<(), EntryError> {
+    let err = |reason: String| EntryError {
+        name: s.name.clone(),
+        path: s.path.clone(),
+        reason,
+    };
+    validate_name(&s.name).map_err(err)?;
+    validate_device_path(&s.path).map_err(err)?;
+    if s.mode & !0o777 != 0 {
+        return Err(err(format!("mode {:o} has bits outside 0777", s.mode)));
+    }
+    validate_account(&s.owner).map_err(|e| err(format!("owner {e}")))?;
+    validate_account(&s.group).map_err(|e| err(format!("group {e}")))?;
+    for unit in s.restart_units.iter().chain(&s.reload_units) {
+        validate_unit(unit).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Most units a secret may name (restart and reload together).
+pub const MAX_UNITS_PER_SECRET: usize = 32;
+
+/// A systemd unit name: `NAME.TYPE` of at most 255 bytes, from
+/// `[A-Za-z0-9:_.\\@-]`, with a known unit type.
+pub fn validate_unit(unit: &str) -> Result<(), String> {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "target",
+        "path",
+        "timer",
+        "slice",
+        "scope",
+    ];
+    let ok = !unit.is_empty()
+        && unit.len() <= 255
+        && !unit.starts_with(['-', '.'])
+        && unit.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b':' | b'_' | b'.' | b'\\' | b'@' | b'-')
+        })
+        && unit
+            .rsplit_once('.')
+            .is_some_and(|(name, ty)| !name.is_empty() && TYPES.contains(&ty));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{unit:?} is not a systemd unit name (NAME.service, NAME.socket, …)"
+        ))
+    }
+}
+
+/// Names and paths are unique, and no path is the parent directory of
+/// another (a file cannot also be a directory).
+pub fn check_clashes<'a>(
+    entries: impl IntoIterator<Item = &'a SecretEntry>,
+) -> Result<(), EntryError> {
+    let mut names = BTreeSet::new();
+    let mut paths: std::collections::BTreeMap<&str, &str> = Default::default();
+    for s in entries {
+        let err = |reason: String| EntryError {
+            name: s.name.clone(),
+            path: s.path.clone(),
+            reason,
+        };
+        if !names.insert(s.name.as_str()) {
+            return Err(err("the name is used by two secrets or templates".into()));
+        }
+        if let Some(other) = paths.insert(s.path.as_str(), s.name.as_str()) {
+            return Err(err(format!("the path is also used by secret {other}")));
+        }
+    }
+    for (path, name) in &paths {
+        let prefix = format!("{path}/");
+        if let Some((other, _)) = paths
+            .range(prefix.as_str()..)
+            .next()
+            .filter(|(o, _)| o.starts_with(&prefix))
+        {
+            return Err(EntryError {
+                name: (*name).to_owned(),
+                path: (*path).to_owned(),
+                reason: format!("the path is a file but {other} needs it as a directory"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Secret names: 1 to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
@@ -136,16 +230,26 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest device path, and longest component (Linux `NAME_MAX`).
+pub const MAX_PATH_BYTES: usize = 1024;
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Names under `/run` and `/run/secrets` the runtime owns.
+pub const RESERVED_RUN_NAMES: [&str; 2] = ["secrets", "secrets.d"];
+pub const RESERVED_RUN_PREFIX: &str = "secrets.tmp-";
+pub const RESERVED_SECRETS_NAME: &str = ".outside";
+
 /// Device paths: absolute, normalised, strictly under `/run`, each component
-/// a plain name (no `.`, `..`, empty components or control characters), and
-/// not `/run/secrets` or `/run/secrets.d` themselves or anything inside
-/// `/run/secrets.d` (owned by the runtime).
+/// a plain name of at most 255 bytes (no `.`, `..`, empty components or
+/// control characters), and nothing the runtime owns: `/run/secrets` and
+/// `/run/secrets.d` themselves, anything in `/run/secrets.d`,
+/// `/run/secrets.tmp-*`, and `/run/secrets/.outside` (where secrets with
+/// paths elsewhere under `/run` live).
 pub fn validate_device_path(path: &str) -> Result<(), String> {
     let rest = path
         .strip_prefix("/run/")
         .ok_or_else(|| format!("path {path:?} must be absolute and under /run/"))?;
-    if path.len() > 1024 {
-        return Err("path is longer than 1024 bytes".into());
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
     }
     for comp in rest.split('/') {
         if comp.is_empty() || comp == "." || comp == ".." {
@@ -156,17 +260,40 @@ pub fn validate_device_path(path: &str) -> Result<(), String> {
         if comp.bytes().any(|c| c.is_ascii_control()) {
             return Err(format!("path {path:?} contains a control character"));
         }
+        if comp.len() > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "path {path:?} has a component of {} bytes (limit {MAX_COMPONENT_BYTES})",
+                comp.len()
+            ));
+        }
     }
-    if rest == "secrets" || rest == "secrets.d" || rest.starts_with("secrets.d/") {
+    let first = rest.split('/').next().unwrap_or_default();
+    let reserved = RESERVED_RUN_NAMES.contains(&rest)
+        || rest.starts_with("secrets.d/")
+        || first.starts_with(RESERVED_RUN_PREFIX)
+        || rest
+            .strip_prefix("secrets/")
+            .is_some_and(|r| r.split('/').next() == Some(RESERVED_SECRETS_NAME));
+    if reserved {
         return Err(format!(
-            "path {path:?} is reserved for the runtime; use a file under /run/secrets/"
+            "path {path:?} is reserved for the runtime (/run/secrets, /run/secrets.d, /run/secrets.tmp-*, /run/secrets/.outside); use a file under /run/secrets/"
         ));
     }
     Ok(())
 }
 
-/// User and group names (or numeric ids) as on Linux.
-fn validate_account(name: &str) -> Result<(), String> {
+/// Largest uid or gid (`(uid_t)-1` is not an id).
+pub const MAX_ACCOUNT_ID: u32 = u32::MAX - 1;
+
+/// User and group names as on Linux (1 to 32 of `[A-Za-z0-9_.-]`, not
+/// starting with `-`), or numeric ids from 0 to 4294967294.
+pub fn validate_account(name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.bytes().all(|c| c.is_ascii_digit()) {
+        return match name.parse::<u32>() {
+            Ok(id) if id <= MAX_ACCOUNT_ID => Ok(()),
+            _ => Err(format!("id {name} is out of range (0 to {MAX_ACCOUNT_ID})")),
+        };
+    }
     let ok = !name.is_empty()
         && name.len() <= 32
         && name
@@ -176,7 +303,9 @@ fn validate_account(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid user or group name"))
+        Err(format!(
+            "{name:?} is not a valid user or group name (1 to 32 letters, digits, '_', '-' or '.') or id"
+        ))
     }
 }
 
@@ -198,8 +327,34 @@ mod tests {
             "/run/secrets.d/1/x",
             "/run/",
             "/run/x/",
+            "/run/secrets/.outside/x",
+            "/run/secrets/.outside",
+            "/run/secrets.tmp-5",
+            "/run/secrets.tmp-5/x",
+            "/run/secrets.d",
+            &format!("/run/secrets/{}", "x".repeat(256)),
         ] {
             assert!(validate_device_path(bad).is_err(), "{bad} accepted");
+        }
+        assert!(validate_device_path(&format!("/run/secrets/{}", "x".repeat(255))).is_ok());
+        assert!(validate_device_path("/run/secrets/.outsider").is_ok());
+        assert!(validate_device_path("/run/secrets.tmp/x").is_ok());
+    }
+
+    #[test]
+    fn accounts() {
+        for ok in ["root", "_apt", "systemd-network", "0", "4242", "4294967294"] {
+            assert!(validate_account(ok).is_ok(), "{ok} refused");
+        }
+        for bad in [
+            "",
+            "-x",
+            "a b",
+            "4294967295",
+            "99999999999",
+            &"u".repeat(33),
+        ] {
+            assert!(validate_account(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -18,12 +18,15 @@ mod seal;
 mod template;
 
 pub use error::BundleError;
-pub use header::{Header, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use key::{ImageKey, KeyId};
-pub use manifest::{validate_device_path, validate_name, Manifest, SecretEntry, SecretType};
+pub use manifest::{
+    check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
+    validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
+};
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
-pub use seal::{seal, seal_with, SealTo};
+pub use seal::{seal, seal_stamped, seal_with, SealTo};
 pub use template::{placeholders, render};
 
 /// Limits enforced while opening, before any allocation they bound.

@@ -99,15 +99,26 @@ pub fn open_file(path: &Path, with: OpenWith<'_>) -> Result<Opened, BundleError>
     open_with(&bytes, with)
 }
 
-/// Read a bundle file, refusing one over the size limit before allocating.
+/// Read a bundle file: a regular file (a FIFO, device, directory or
+/// symbolic link is refused at once), checked against the size limit
+/// before anything is allocated.
 pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
-    let ctx = || format!("reading bundle {}", path.display());
-    let meta = std::fs::metadata(path).map_err(|e| BundleError::io(ctx(), e))?;
-    if meta.len() > limits::MAX_BUNDLE_BYTES {
-        return Err(BundleError::TooLarge {
-            size: meta.len(),
-            limit: limits::MAX_BUNDLE_BYTES,
-        });
-    }
-    std::fs::read(path).map_err(|e| BundleError::io(ctx(), e))
+    read_boot_file(path, limits::MAX_BUNDLE_BYTES, "bundle")
+}
+
+/// The one bounded reader for files found on the boot partition.
+pub(crate) fn read_boot_file(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, BundleError> {
+    use crate::fsutil::{read_regular_bounded, ReadError};
+    read_regular_bounded(path, limit).map_err(|e| match e {
+        ReadError::TooLarge { size, limit } if what == "bundle" => {
+            BundleError::TooLarge { size, limit }
+        }
+        ReadError::Io(source) => {
+            BundleError::io(format!("reading {what} {}", path.display()), source)
+        }
+        other => BundleError::NotReadable {
+            path: path.display().to_string(),
+            reason: other.to_string(),
+        },
+    })
 }

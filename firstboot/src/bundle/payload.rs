@@ -50,21 +50,51 @@ impl Contents {
                 "the bundle holds values that the manifest does not list".into(),
             ));
         }
-        for t in &self.manifest.templates {
+        // A partial bundle's templates may use secrets of the device's
+        // store: the device checks them once merged.
+        let templates: &[super::SecretEntry] = if self.manifest.partial {
+            &[]
+        } else {
+            &self.manifest.templates
+        };
+        for t in templates {
             let text = self
                 .values
                 .get(&t.name)
                 .map(|v| v.as_slice())
                 .unwrap_or_default();
-            for name in super::template::placeholders(text)
-                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?
-            {
+            let names = super::template::placeholders(text)
+                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
+            // Bound the rendering before doing it: many placeholders of a
+            // large secret must not allocate without limit.
+            let estimate = names.iter().fold(text.len() as u64, |n, name| {
+                n.saturating_add(self.values.get(name).map_or(0, |v| v.len() as u64))
+            });
+            if estimate > limits::MAX_SECRET_BYTES {
+                return Err(BundleError::Limit(format!(
+                    "template {} renders to at least {estimate} bytes (limit {})",
+                    t.name,
+                    limits::MAX_SECRET_BYTES
+                )));
+            }
+            for name in names {
                 if !self.manifest.secrets.iter().any(|s| s.name == name) {
                     return Err(BundleError::Manifest(format!(
                         "template {}: ${{SECRET:{name}}} names no secret of the bundle",
                         t.name
                     )));
                 }
+            }
+            // The device renders it at every unseal: it must fit there too.
+            let rendered = super::template::render(text, &self.values)
+                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
+            if rendered.len() as u64 > limits::MAX_SECRET_BYTES {
+                return Err(BundleError::Limit(format!(
+                    "template {} renders to {} bytes (limit {})",
+                    t.name,
+                    rendered.len(),
+                    limits::MAX_SECRET_BYTES
+                )));
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Sealing: contents → bundle bytes.
 
 use super::error::BundleError;
-use super::header::{Header, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN};
+use super::header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN};
 use super::key::{ImageKey, KeyId};
 use super::payload::Contents;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -16,26 +16,36 @@ pub enum SealTo<'a> {
     Recipient(&'a age::x25519::Recipient),
 }
 
-/// Seal `contents` under `key`, stamped with `created_at` (unix seconds).
+/// Seal `contents` under `key`, stamped with `created_at` (whole unix
+/// seconds; the builder uses [`seal_stamped`] with the real clock).
 pub fn seal(key: &ImageKey, contents: &Contents, created_at: u64) -> Result<Vec<u8>, BundleError> {
-    seal_with(SealTo::ImageKey(key), contents, created_at)
+    seal_stamped(SealTo::ImageKey(key), contents, Stamp::at(created_at))
 }
 
-/// Seal `contents` to an image key or to a device recipient.
+/// Seal `contents` to an image key or to a device recipient, at whole seconds.
 pub fn seal_with(
     to: SealTo<'_>,
     contents: &Contents,
     created_at: u64,
 ) -> Result<Vec<u8>, BundleError> {
+    seal_stamped(to, contents, Stamp::at(created_at))
+}
+
+/// Seal `contents` with a full [`Stamp`] (sub-second time and sequence).
+pub fn seal_stamped(
+    to: SealTo<'_>,
+    contents: &Contents,
+    stamp: Stamp,
+) -> Result<Vec<u8>, BundleError> {
     let plaintext = contents.encode()?;
-    seal_plaintext(to, &plaintext, created_at)
+    seal_plaintext(to, &plaintext, stamp)
 }
 
 /// Seal an already encoded plaintext (also used by tests to build hostile bundles).
 pub(crate) fn seal_plaintext(
     to: SealTo<'_>,
     plaintext: &[u8],
-    created_at: u64,
+    stamp: Stamp,
 ) -> Result<Vec<u8>, BundleError> {
     let mut bundle_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bundle_id);
@@ -43,7 +53,9 @@ pub(crate) fn seal_plaintext(
         version: FORMAT_VERSION,
         flags: 0,
         bundle_id,
-        created_at,
+        created_at: stamp.seconds,
+        created_nanos: stamp.nanos,
+        sequence: stamp.sequence,
         key_id: KeyId([0; 8]),
         nonce: [0; 24],
         ciphertext_len: 0,

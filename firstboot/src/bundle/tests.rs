@@ -13,6 +13,8 @@ fn entry(name: &str, kind: SecretType) -> SecretEntry {
         group: "root".into(),
         mode: 0o400,
         description: None,
+        restart_units: Vec::new(),
+        reload_units: Vec::new(),
     }
 }
 
@@ -84,8 +86,10 @@ fn every_bit_flip_is_refused_with_the_expected_error() {
                     err,
                     BundleError::UnsupportedFlags { .. } | BundleError::NeedsIdentity
                 ),
-                36..=43 => matches!(err, BundleError::WrongKey { .. }),
-                68..=75 => matches!(
+                // Nanoseconds: a value of 1e9 or more is refused before opening.
+                36..=39 => matches!(err, BundleError::Tampered | BundleError::BadStamp),
+                48..=55 => matches!(err, BundleError::WrongKey { .. }),
+                80..=87 => matches!(
                     err,
                     BundleError::TruncatedCiphertext { .. } | BundleError::TrailingData { .. }
                 ),
@@ -129,11 +133,11 @@ fn wrong_key_is_named() {
 fn unknown_version_is_named() {
     let key = ImageKey::generate();
     let mut bundle = seal(&key, &sample(), 42).unwrap();
-    bundle[8..10].copy_from_slice(&2u16.to_le_bytes());
+    bundle[8..10].copy_from_slice(&3u16.to_le_bytes());
     let err = open(&bundle, &key).unwrap_err();
     assert!(
         err.to_string()
-            .contains("unsupported bundle format version 2"),
+            .contains("unsupported bundle format version 3"),
         "{err}"
     );
 }
@@ -240,7 +244,8 @@ fn hostile_payloads_are_refused() {
         (b"not zstd".to_vec(), "payload"),
     ];
     for (plaintext, expect) in cases {
-        let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &plaintext, 1).unwrap();
+        let bundle =
+            seal::seal_plaintext(SealTo::ImageKey(&key), &plaintext, super::Stamp::at(1)).unwrap();
         let err = open(&bundle, &key).expect_err("hostile payload accepted");
         assert!(
             err.to_string().contains(expect),
@@ -252,7 +257,8 @@ fn hostile_payloads_are_refused() {
         .map(|i| (format!("secrets/s{i}"), 1))
         .collect();
     let refs: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
-    let bundle = seal::seal_plaintext(SealTo::ImageKey(&key), &hostile(&refs), 1).unwrap();
+    let bundle =
+        seal::seal_plaintext(SealTo::ImageKey(&key), &hostile(&refs), super::Stamp::at(1)).unwrap();
     let err = open(&bundle, &key).unwrap_err();
     assert!(err.to_string().contains("more than"), "{err}");
 }
@@ -269,6 +275,13 @@ fn recipient_mode_round_trip_and_header_binding() {
     bumped[28] ^= 1;
     assert!(matches!(
         open_with(&bumped, OpenWith::Identity(&identity)),
+        Err(BundleError::Tampered)
+    ));
+    // So is a raised sequence number.
+    let mut raised = bundle.clone();
+    raised[40] ^= 1;
+    assert!(matches!(
+        open_with(&raised, OpenWith::Identity(&identity)),
         Err(BundleError::Tampered)
     ));
     // Another device's identity is refused as a wrong key.

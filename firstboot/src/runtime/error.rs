@@ -15,9 +15,6 @@ pub enum RuntimeError {
         path: String,
         reason: String,
     },
-    /// Owners or groups that do not exist on the device; nothing was written.
-    #[error("{}", unresolved_message(.0))]
-    UnresolvedAccounts(Vec<UnresolvedAccount>),
     /// A directory on the way to a secret's path is a symbolic link.
     #[error("secret {name}: refusing to use {path:?}: {component:?} is a symbolic link, which is never followed")]
     SymlinkInPath {
@@ -84,15 +81,6 @@ impl std::fmt::Display for UnresolvedAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "secret {}: {}", self.secret, self.error)
     }
-}
-
-fn unresolved_message(list: &[UnresolvedAccount]) -> String {
-    let items: Vec<String> = list.iter().map(ToString::to_string).collect();
-    format!(
-        "cannot resolve the owner or group of {} secret(s), nothing was written: {}",
-        list.len(),
-        items.join("; ")
-    )
 }
 
 impl RuntimeError {

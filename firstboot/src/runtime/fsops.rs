@@ -221,3 +221,35 @@ pub(super) fn remove_tree(parent: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::
         Err(e) => Err(e.into()),
     }
 }
+
+/// Whether the file `name` in `dir` holds exactly `value` with `mode` (and,
+/// when given, `owner`). Anything unexpected (missing, a link, another
+/// type, unreadable) counts as different.
+pub(super) fn same_file(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    value: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> bool {
+    use std::io::Read;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
+        return false;
+    };
+    let Ok(st) = rfs::fstat(&fd) else {
+        return false;
+    };
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile
+        || st.st_mode & 0o7777 != mode
+        || st.st_size as u64 != value.len() as u64
+        || owner.is_some_and(|(u, g)| st.st_uid != u || st.st_gid != g)
+    {
+        return false;
+    }
+    let mut old = zeroize::Zeroizing::new(Vec::with_capacity(value.len()));
+    let read = File::from(fd)
+        .take(value.len() as u64 + 1)
+        .read_to_end(&mut old);
+    read.is_ok() && old.as_slice() == value
+}

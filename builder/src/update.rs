@@ -1,0 +1,231 @@
+//! `build-image bundle`: update bundles for devices that are already
+//! deployed, without building an image. The same collection, checks and
+//! sealing as `build`; the result is applied on the device with
+//! `sealed-firstboot apply FILE|-` (over SSH), or put on a boot partition
+//! by `inject`/`flash` in image-key mode.
+//!
+//! One device: sealed to its recipient (`--recipient`, `--ssh-recipient`)
+//! or under a fresh image key. A fleet: each device of a devices file with
+//! its own recipient (or image key) and values. `--only NAME…` makes a
+//! partial bundle: the device replaces the listed secrets and keeps the
+//! rest of its store.
+
+use crate::build::{io_err, BuildError};
+use crate::devices::Device;
+use crate::output::staging::Staging;
+use crate::recipe::Recipe;
+use crate::seal::{self, KeyMode, Sealed};
+use crate::secrets::{self, Override, SecretsError};
+use sealed_firstboot::bundle::{Contents, Stamp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct BundleOptions {
+    pub out_dir: PathBuf,
+    /// Separate (image key beside the bundle) or a recipient; devices of a
+    /// devices file with a recipient are sealed to it.
+    pub key_mode: KeyMode,
+    pub created_at: Stamp,
+    /// Names of the secrets and templates of a partial bundle; empty: a
+    /// full bundle that replaces the device's store.
+    pub only: Vec<String>,
+    /// Replace existing output files.
+    pub force: bool,
+}
+
+/// What was written (safe to print: no values, no key).
+#[derive(Debug, Serialize)]
+pub struct BundleReport {
+    pub bundles: Vec<BundleOutput>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BundleOutput {
+    /// The device, for fleet bundles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub bundle: PathBuf,
+    /// The image key file (image-key mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    pub key_mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    pub bundle_id: String,
+    pub sequence: u64,
+    pub partial: bool,
+    /// Names of the secrets and templates in the bundle.
+    pub secrets: Vec<String>,
+}
+
+/// The recipe reduced to what a partial bundle carries: the listed
+/// secrets and templates (and the secrets those templates use, which the
+/// builder checks exist). Unknown names are a recipe error.
+pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
+    if names.is_empty() {
+        return Ok(recipe.clone());
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| !recipe.secrets.contains_key(*n) && !recipe.templates.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = recipe
+            .secrets
+            .keys()
+            .chain(recipe.templates.keys())
+            .map(String::as_str)
+            .collect();
+        return Err(BuildError::Invalid(format!(
+            "--only names {} that the recipe does not have (it has: {})",
+            unknown.join(", "),
+            known.join(", ")
+        )));
+    }
+    let mut r = recipe.clone();
+    r.templates.retain(|n, _| names.contains(n));
+    // A listed template travels with the secrets it uses.
+    let mut keep: Vec<String> = names.to_vec();
+    for t in r.templates.values() {
+        let path = r.resolve(&t.source);
+        let text =
+            std::fs::read(&path).map_err(io_err(format!("reading template {}", path.display())))?;
+        keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
+    }
+    r.secrets.retain(|n, _| keep.contains(n));
+    Ok(r)
+}
+
+/// Seal one bundle for one device (or any device holding its image key).
+pub fn single(recipe: &Recipe, opts: &BundleOptions) -> Result<BundleReport, BuildError> {
+    let reduced = only(recipe, &opts.only)?;
+    let contents = collect(&reduced, &opts.only, &BTreeMap::new())?;
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let name = recipe.image.name.clone();
+    write(opts, vec![(None, name, sealed, names(&contents))])
+}
+
+/// Seal one bundle per device of a devices file (already sharded). Every
+/// device's secrets are collected first: a missing one fails all, nothing
+/// is written.
+pub fn fleet(
+    recipe: &Recipe,
+    devices: &[Device],
+    opts: &BundleOptions,
+) -> Result<BundleReport, BuildError> {
+    let reduced = only(recipe, &opts.only)?;
+    let mut sealed = Vec::new();
+    let mut failures: Vec<(String, SecretsError)> = Vec::new();
+    for d in devices {
+        // The device's own values, then its store values (device > tag > global).
+        let all = match crate::store::recipe::device_overrides(&reduced, d) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push((d.name.clone(), SecretsError::Source(e)));
+                continue;
+            }
+        };
+        let overrides: BTreeMap<String, Override> = all
+            .into_iter()
+            .filter(|(n, _)| reduced.secrets.contains_key(n))
+            .collect();
+        match collect(&reduced, &opts.only, &overrides) {
+            Ok(contents) => {
+                let mode = match &d.recipient {
+                    Some(r) => KeyMode::Recipient(r.clone()),
+                    None => opts.key_mode.clone(),
+                };
+                let s = seal::seal(&contents, &mode, opts.created_at)?;
+                sealed.push((Some(d.name.clone()), d.name.clone(), s, names(&contents)));
+            }
+            Err(BuildError::Secrets(e)) => failures.push((d.name.clone(), e)),
+            Err(e) => return Err(e),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(BuildError::Fleet(failures));
+    }
+    write(opts, sealed)
+}
+
+fn collect(
+    recipe: &Recipe,
+    only: &[String],
+    overrides: &BTreeMap<String, Override>,
+) -> Result<Contents, BuildError> {
+    let mut contents = secrets::collect_with(recipe, overrides)?;
+    contents.manifest.partial = !only.is_empty();
+    Ok(contents)
+}
+
+fn names(c: &Contents) -> Vec<String> {
+    c.manifest.entries().map(|e| e.name.clone()).collect()
+}
+
+/// Write `STEM.bundle` (+ `STEM.key`) for each, all or nothing.
+fn write(
+    opts: &BundleOptions,
+    sealed: Vec<(Option<String>, String, Sealed, Vec<String>)>,
+) -> Result<BundleReport, BuildError> {
+    let mut files = Vec::new();
+    for (_, stem, s, _) in &sealed {
+        files.push(format!("{stem}.bundle"));
+        if s.key.is_some() {
+            files.push(format!("{stem}.key"));
+        }
+    }
+    if !opts.force {
+        if let Some(f) = files.iter().find(|f| opts.out_dir.join(f).exists()) {
+            return Err(BuildError::OutputExists {
+                path: opts.out_dir.join(f),
+                hint: "pass --force to replace it",
+            });
+        }
+    }
+    let staging = Staging::new(&opts.out_dir, "bundle")
+        .map_err(io_err(format!("creating {}", opts.out_dir.display())))?;
+    let mut bundles = Vec::new();
+    for (device, stem, s, secrets) in &sealed {
+        let bundle_name = format!("{stem}.bundle");
+        write_private(&staging.path(&bundle_name), &s.bundle)
+            .map_err(io_err(format!("writing {bundle_name}")))?;
+        let key_name = format!("{stem}.key");
+        let wrote_key = s
+            .write_key_file(&staging.path(&key_name))
+            .map_err(io_err(format!("writing {key_name}")))?;
+        bundles.push(BundleOutput {
+            device: device.clone(),
+            bundle: opts.out_dir.join(&bundle_name),
+            key: wrote_key.then(|| opts.out_dir.join(&key_name)),
+            key_mode: s.mode.name(),
+            recipient: match &s.mode {
+                KeyMode::Recipient(r) => Some(r.to_string()),
+                _ => None,
+            },
+            bundle_id: s.header.bundle_id_hex(),
+            sequence: s.header.sequence,
+            partial: !opts.only.is_empty(),
+            secrets: secrets.clone(),
+        });
+    }
+    staging.commit(&files).map_err(io_err(format!(
+        "moving bundles into {}",
+        opts.out_dir.display()
+    )))?;
+    Ok(BundleReport { bundles })
+}
+
+/// A bundle file: created 0600 (it is sealed, but it is nobody else's).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}

@@ -1,0 +1,112 @@
+//! After an update on a running device: restart or reload the units that
+//! use a secret whose bytes, owner or mode changed (`restart-units`,
+//! `reload-units` in the recipe). Never during boot: the boot-time unseal
+//! runs before those units start, so only `apply` calls this.
+
+use crate::bundle::Manifest;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// The units to act on. A unit listed for restart is not also reloaded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub restart: BTreeSet<String>,
+    pub reload: BTreeSet<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.restart.is_empty() && self.reload.is_empty()
+    }
+}
+
+/// Which units the changed secrets and templates name.
+pub fn plan(manifest: &Manifest, changed: &[String]) -> Plan {
+    let mut plan = Plan::default();
+    for e in manifest.entries().filter(|e| changed.contains(&e.name)) {
+        plan.restart.extend(e.restart_units.iter().cloned());
+        plan.reload.extend(e.reload_units.iter().cloned());
+    }
+    let restart = plan.restart.clone();
+    plan.reload.retain(|u| !restart.contains(u));
+    plan
+}
+
+/// One `systemctl` call and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub verb: &'static str,
+    pub units: Vec<String>,
+    /// `None` on success, else why it failed.
+    pub error: Option<String>,
+}
+
+/// Run `systemctl try-restart` and `systemctl try-reload-or-restart` for
+/// the plan (units that are not running are left alone, as `try-` means).
+pub fn run(plan: &Plan) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (verb, units) in [
+        ("try-restart", &plan.restart),
+        ("try-reload-or-restart", &plan.reload),
+    ] {
+        if units.is_empty() {
+            continue;
+        }
+        let units: Vec<String> = units.iter().cloned().collect();
+        let error = match Command::new("systemctl")
+            .arg(verb)
+            .arg("--")
+            .args(&units)
+            .output()
+        {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "systemctl {verb} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("cannot run systemctl: {e}")),
+        };
+        actions.push(Action { verb, units, error });
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{SecretEntry, SecretType};
+
+    fn e(name: &str, restart: &[&str], reload: &[&str]) -> SecretEntry {
+        SecretEntry {
+            name: name.into(),
+            kind: SecretType::SingleLine,
+            path: format!("/run/secrets/{name}"),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o400,
+            description: None,
+            restart_units: restart.iter().map(|s| s.to_string()).collect(),
+            reload_units: reload.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_units_of_changed_secrets_restart_wins_over_reload() {
+        let m = Manifest {
+            secrets: vec![
+                e("a", &["app.service"], &["nginx.service"]),
+                e("b", &["db.service"], &[]),
+                e("c", &[], &["app.service", "proxy.service"]),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&m, &["a".into(), "c".into()]);
+        assert_eq!(p.restart.iter().collect::<Vec<_>>(), ["app.service"]);
+        assert_eq!(
+            p.reload.iter().collect::<Vec<_>>(),
+            ["nginx.service", "proxy.service"]
+        );
+        assert!(plan(&m, &[]).is_empty());
+    }
+}

@@ -1,0 +1,452 @@
+//! Rotation on deployed devices: `build-image bundle` seals update bundles
+//! (to a recipient, an SSH host key, per device of a fleet, or under an
+//! image key; full or partial), `sealed-firstboot apply FILE|-` applies them
+//! with the provisioning rules, restarts what uses a changed secret
+//! (checked through a fake `systemctl` on PATH), and `status --json`
+//! reports back. Values never appear in any output.
+
+use sealed_image_tests::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const RECIPE: &str = r#"[image]
+name = "kiosk"
+
+[[partition]]
+label = "boot"
+type = "fat"
+size = "8MiB"
+secrets = true
+
+[secrets.wifi_psk]
+type = "single-line"
+source = { file = "wifi.txt" }
+restart-units = ["wifi.service"]
+reload-units = ["nginx.service"]
+
+[secrets.api_token]
+type = "single-line"
+source = { file = "token.txt" }
+owner = "app"
+mode = "0440"
+restart-units = ["app.service"]
+
+[templates.app_env]
+source = "app.env.in"
+path = "/run/app/app.env"
+restart-units = ["app-env.service"]
+"#;
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+    fakebin: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("recipe");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("recipe.toml"), RECIPE).unwrap();
+        std::fs::write(dir.join("wifi.txt"), "MARKER-wifi-1").unwrap();
+        std::fs::write(dir.join("token.txt"), "MARKER-token-1").unwrap();
+        std::fs::write(dir.join("app.env.in"), "TOKEN=${SECRET:api_token}\n").unwrap();
+        let root = tmp.path().join("device");
+        device_tree(&root, &[("app", 1200)]);
+        // A fake systemctl that records its arguments.
+        let fakebin = tmp.path().join("bin");
+        std::fs::create_dir_all(&fakebin).unwrap();
+        let log = tmp.path().join("systemctl.log");
+        let script = fakebin.join("systemctl");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Setup {
+            _tmp: tmp,
+            dir,
+            root,
+            log,
+            fakebin,
+        }
+    }
+
+    fn path_env(&self) -> std::ffi::OsString {
+        let mut p = self.fakebin.clone().into_os_string();
+        p.push(":");
+        p.push(std::env::var_os("PATH").unwrap_or_default());
+        p
+    }
+
+    fn bundle(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin("build-image"))
+            .arg("bundle")
+            .arg(self.dir.join("recipe.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        no_marker(&out);
+        out
+    }
+
+    fn firstboot(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = Command::new(bin("sealed-firstboot"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env("PATH", self.path_env())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(data) = stdin {
+            child.stdin.take().unwrap().write_all(data).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        no_marker(&out);
+        out
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let out = self.firstboot(args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?} ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn live(&self, device_path: &str) -> String {
+        let mut path = self.root.join(device_path.trim_start_matches('/'));
+        if let Ok(t) = std::fs::read_link(&path) {
+            if t.is_absolute() {
+                path = self.root.join(t.strip_prefix("/").unwrap());
+            }
+        }
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The systemctl calls since the last look.
+    fn calls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn pubkey(&self) -> String {
+        String::from_utf8_lossy(&self.firstboot(&["pubkey"], None).stdout)
+            .trim()
+            .to_owned()
+    }
+}
+
+fn no_marker(out: &Output) {
+    for s in [&out.stdout, &out.stderr] {
+        assert!(
+            !contains(s, b"MARKER-"),
+            "a value was printed: {}",
+            String::from_utf8_lossy(s)
+        );
+    }
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
+    let s = Setup::new();
+    let recipient = s.pubkey();
+    let out_dir = |d: &str| s.dir.parent().unwrap().join(d);
+    let o = |d: &str| out_dir(d).to_string_lossy().into_owned();
+    let out = s.bundle(&["--out", &o("o1"), "--recipient", &recipient, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["bundles"][0]["key_mode"], "recipient");
+    assert_eq!(report["bundles"][0]["partial"], false);
+    let b1 = out_dir("o1").join("kiosk.bundle");
+    assert!(
+        !out_dir("o1").join("kiosk.key").exists(),
+        "no key in recipient mode"
+    );
+
+    // First apply, from standard input as over ssh: everything is new, but
+    // units are only restarted when they are running (try-restart).
+    s.ok(&["apply", "-"], Some(&read(&b1)));
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-1");
+    assert_eq!(s.live("/run/app/app.env"), "TOKEN=MARKER-token-1\n");
+    let calls = s.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("try-restart -- ")),
+        "{calls:?}"
+    );
+
+    // The boot-time run never restarts units.
+    s.ok(&["run"], None);
+    assert!(s.calls().is_empty());
+
+    // Rotate the Wi-Fi passphrase only: a partial bundle.
+    std::fs::write(s.dir.join("wifi.txt"), "MARKER-wifi-2").unwrap();
+    let out = s.bundle(&[
+        "--out",
+        &o("o2"),
+        "--recipient",
+        &recipient,
+        "--only",
+        "wifi_psk",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b2 = out_dir("o2").join("kiosk.bundle");
+    let err = s.ok(&["apply", b2.to_str().unwrap()], None);
+    assert!(err.contains("partial bundle"), "{err}");
+    assert!(
+        err.contains("changed: wifi_psk") && !err.contains("api_token"),
+        "{err}"
+    );
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-2");
+    assert_eq!(s.live("/run/secrets/api_token"), "MARKER-token-1", "kept");
+    assert_eq!(
+        s.calls(),
+        [
+            "try-restart -- wifi.service",
+            "try-reload-or-restart -- nginx.service"
+        ]
+    );
+    // No trace of the old value anywhere under /run.
+    assert!(files_containing(&s.root.join("run"), b"MARKER-wifi-1").is_empty());
+
+    // Rotate the token: the template that uses it changes too, so both
+    // units restart; a mode change alone also counts as a change.
+    std::fs::write(s.dir.join("token.txt"), "MARKER-token-2").unwrap();
+    let out = s.bundle(&[
+        "--out",
+        &o("o3"),
+        "--recipient",
+        &recipient,
+        "--only",
+        "api_token",
+    ]);
+    assert!(out.status.success());
+    s.ok(
+        &[
+            "apply",
+            out_dir("o3").join("kiosk.bundle").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(s.live("/run/app/app.env"), "TOKEN=MARKER-token-2\n");
+    assert_eq!(s.calls(), ["try-restart -- app-env.service app.service"]);
+
+    // Replaying an older bundle is refused and changes nothing.
+    let out = s.firstboot(&["apply", "-"], Some(&read(&b2)));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("roll secrets back"), "{err}");
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-2");
+    assert!(s.calls().is_empty());
+    // The same bundle again is a no-op.
+    let err = s.ok(
+        &["apply", "-"],
+        Some(&read(&out_dir("o3").join("kiosk.bundle"))),
+    );
+    assert!(err.contains("already applied"), "{err}");
+
+    // status --json: bundle id, sequence, recipient, ✓ per secret; no values.
+    let out = s.firstboot(&["status", "--json"], None);
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["recipient"], recipient.as_str());
+    assert_eq!(st["ok"], true);
+    assert_eq!(st["sequence"], 0);
+    assert!(st["bundle_id"].as_str().unwrap().len() == 32);
+    let mut names: Vec<&str> = st["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["api_token", "app_env", "wifi_psk"]);
+    assert!(st["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["ok"] == true));
+    let token = st["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "api_token")
+        .unwrap();
+    assert_eq!(token["mode"], "0440");
+    assert_eq!(token["owner"], "app");
+    // Something not live: status says so (exit 5).
+    std::fs::remove_file(s.root.join("run/secrets")).unwrap();
+    let out = s.firstboot(&["status", "--json"], None);
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn ssh_recipient_image_key_mode_and_fleets() {
+    let s = Setup::new();
+    // The device derives its identity from its SSH host key.
+    std::fs::create_dir_all(s.root.join("etc/ssh")).unwrap();
+    let data = workspace().join("firstboot/tests/data");
+    std::fs::copy(
+        data.join("ssh_host_ed25519_key"),
+        s.root.join("etc/ssh/ssh_host_ed25519_key"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.root.join("etc/sealed-firstboot.conf"),
+        "identity = ssh-host-key\n",
+    )
+    .unwrap();
+    let line = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path();
+    let out = s.bundle(&["--out", o.to_str().unwrap(), "--ssh-recipient", line.trim()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-1");
+    assert!(!s.calls().is_empty());
+
+    // Image-key mode: the key goes with the bundle (0600), apply needs it.
+    std::fs::write(s.dir.join("wifi.txt"), "MARKER-wifi-3").unwrap();
+    let k = tmp.path().join("k");
+    let out = s.bundle(&["--out", k.to_str().unwrap()]);
+    assert!(out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let key = k.join("kiosk.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bundle = k.join("kiosk.bundle");
+    let out = s.firstboot(&["apply", bundle.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
+    s.ok(
+        &[
+            "apply",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--no-restart",
+        ],
+        None,
+    );
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-3");
+    assert!(s.calls().is_empty(), "--no-restart");
+    // An existing output is not replaced without --force.
+    let out = s.bundle(&["--out", k.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // A fleet: one bundle per device, sealed to each recipient.
+    let other = age::x25519::Identity::generate();
+    let me = s.pubkey();
+    let devices = tmp.path().join("devices.toml");
+    std::fs::write(
+        &devices,
+        format!(
+            "[[device]]\nname = \"kiosk-001\"\nrecipient = \"{me}\"\n\n[[device]]\nname = \"kiosk-002\"\nrecipient = \"{}\"\n",
+            other.to_public()
+        ),
+    )
+    .unwrap();
+    std::fs::write(s.dir.join("wifi.txt"), "MARKER-wifi-4").unwrap();
+    let f = tmp.path().join("fleet");
+    let out = s.bundle(&[
+        "--out",
+        f.to_str().unwrap(),
+        "--devices",
+        devices.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(f.join("kiosk-001.bundle").is_file() && f.join("kiosk-002.bundle").is_file());
+    // Another device's bundle is refused.
+    let out = s.firstboot(
+        &["apply", f.join("kiosk-002.bundle").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong"));
+    s.ok(&["apply", "-"], Some(&read(&f.join("kiosk-001.bundle"))));
+    assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-4");
+    // Unknown --only names are a recipe error naming what exists.
+    let out = s.bundle(&["--out", f.to_str().unwrap(), "--only", "nope", "--force"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wifi_psk"));
+}
+
+/// A change of mode alone (same bytes) restarts the secret's units; an
+/// unchanged secret restarts nothing.
+#[test]
+fn a_mode_change_alone_counts_as_a_change() {
+    let s = Setup::new();
+    let recipient = s.pubkey();
+    let o = s.dir.parent().unwrap().join("out");
+    let out = s.bundle(&["--out", o.to_str().unwrap(), "--recipient", &recipient]);
+    assert!(out.status.success());
+    s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    s.calls();
+    // The same values again (a new bundle): nothing changed.
+    let out = s.bundle(&[
+        "--out",
+        o.to_str().unwrap(),
+        "--recipient",
+        &recipient,
+        "--force",
+    ]);
+    assert!(out.status.success());
+    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    assert!(err.contains("no secret changed"), "{err}");
+    assert!(s.calls().is_empty());
+    // Only the mode of api_token changes.
+    let recipe = RECIPE.replace("mode = \"0440\"", "mode = \"0400\"");
+    std::fs::write(s.dir.join("recipe.toml"), recipe).unwrap();
+    let out = s.bundle(&[
+        "--out",
+        o.to_str().unwrap(),
+        "--recipient",
+        &recipient,
+        "--force",
+    ]);
+    assert!(out.status.success());
+    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    assert!(err.contains("changed: api_token\n"), "{err}");
+    assert_eq!(s.calls(), ["try-restart -- app.service"]);
+}
