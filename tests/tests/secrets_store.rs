@@ -168,6 +168,13 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
     ));
     let recipients = std::fs::read_to_string(f.store.join("recipients.txt")).unwrap();
     assert!(recipients.contains(&f.recipient) && recipients.contains("ssh-ed25519"));
+    assert_eq!(
+        std::fs::read_to_string(f.store.join(".gitattributes")).unwrap(),
+        "*.age binary\n"
+    );
+    assert!(std::fs::read_to_string(f.store.join(".gitignore"))
+        .unwrap()
+        .contains(".lock"));
     // init again: refused, exit 8
     let o = t.run(&mut cmd(&f, &["init", "--recipient", &f.recipient]));
     assert_eq!(code(&o), Some(8), "{}", text(&o));

@@ -17,6 +17,8 @@ pub const TMP: &str = ".tmp";
 pub const LOCK: &str = ".lock";
 
 const GITIGNORE: &str = "# build-image store: local lock and staging files\n.lock\n.tmp/\n";
+/// Version files are binary: git shows them as changed, never as text diffs.
+const GITATTRIBUTES: &str = "*.age binary\n";
 
 /// An open store, locked exclusively for as long as it lives.
 pub struct Store {
@@ -52,6 +54,11 @@ impl Store {
             });
         }
         write_atomic(&root.join(".gitignore"), GITIGNORE.as_bytes(), 0o644)?;
+        write_atomic(
+            &root.join(".gitattributes"),
+            GITATTRIBUTES.as_bytes(),
+            0o644,
+        )?;
         let audit = root.join(AUDIT);
         if !audit.exists() {
             write_atomic(&audit, b"", 0o644)?;

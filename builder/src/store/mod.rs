@@ -8,6 +8,7 @@
 //!   secrets/NAME/meta.toml       description, scopes, versions, created/updated at and by (no values)
 //!   secrets/NAME/SCOPE/vN.age    one standard age file per version, to all recipients
 //!   .gitignore                   keeps .lock and .tmp/ out of git
+//!   .gitattributes               `*.age binary`: no text diffs of ciphertext
 //! ```
 //!
 //! [`layout`] knows the paths and writes atomically, [`names`] checks names
