@@ -126,22 +126,41 @@ pub fn build(
         .write_key_file(&key_path)
         .map_err(io_err(format!("writing {}", key_path.display())))?;
 
-    progress.step("writing the block map");
-    let bmap_name = format!("{name}.bmap");
-    bmap::write_bmap(&img, &staging.path(&bmap_name))
-        .map_err(io_err(format!("writing {bmap_name}")))?;
-    let mut hashed = vec![img_name.clone(), bmap_name];
-    if let Some(level) = opts.zst_level {
-        progress.step("compressing");
-        let zst_name = format!("{name}.img.zst");
-        zst::compress_image(&img, &staging.path(&zst_name), level, 0)
-            .map_err(io_err(format!("writing {zst_name}")))?;
-        hashed.push(zst_name);
+    // The image's SHA-256 (the longest single pass over it) runs on its own
+    // thread while the block map and the compressed copy are written.
+    let (img_hash, bmap_name, zst_name) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| sums::sha256_file(&img));
+        let outputs = (|| {
+            progress.step("writing the block map");
+            let bmap_name = format!("{name}.bmap");
+            bmap::write_bmap(&img, &staging.path(&bmap_name))
+                .map_err(io_err(format!("writing {bmap_name}")))?;
+            let mut zst_name = None;
+            if let Some(level) = opts.zst_level {
+                progress.step("compressing");
+                let z = format!("{name}.img.zst");
+                zst::compress_image(&img, &staging.path(&z), level, 0)
+                    .map_err(io_err(format!("writing {z}")))?;
+                zst_name = Some(z);
+            }
+            Ok::<_, BuildError>((bmap_name, zst_name))
+        })();
+        let img_hash = hasher
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
+            .map_err(io_err(format!("hashing {img_name}")));
+        outputs.and_then(|(b, z)| Ok((img_hash?, b, z)))
+    })?;
+    let mut hashed = vec![img_name.clone(), bmap_name.clone()];
+    let mut known = vec![(img_name.clone(), Some(img_hash)), (bmap_name, None)];
+    if let Some(z) = zst_name {
+        hashed.push(z.clone());
+        known.push((z, None));
     }
     progress.step("writing checksums");
     // The key is a secret: it is not listed in SHA256SUMS or build.json.
-    let sums =
-        sums::write_sums(staging.dir(), &hashed).map_err(io_err("writing SHA256SUMS".into()))?;
+    let sums = sums::write_sums_known(staging.dir(), &known)
+        .map_err(io_err("writing SHA256SUMS".into()))?;
 
     let recipe_info = manifest::RecipeInfo::from_file(&recipe.path)
         .map_err(io_err(format!("hashing {}", recipe.path.display())))?;

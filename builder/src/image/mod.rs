@@ -379,15 +379,41 @@ pub fn assemble_with(
         _ => PathBuf::from("."),
     };
 
-    for (i, (p, spec)) in result
-        .partitions
-        .iter_mut()
-        .zip(&layout.partitions)
-        .enumerate()
-    {
-        let fs_uuid = write_content(out, &file, p, spec, &ids, i, opts, &scratch)
-            .map_err(|e| e.in_partition(p))?;
-        p.fs_uuid = fs_uuid;
+    // Partitions are disjoint byte ranges of the file, written with
+    // positioned writes: ext4 partitions (an mke2fs child each, the longest
+    // step) run on their own threads while the FAT and raw partitions are
+    // written here.
+    let fs_uuids: Vec<Result<Option<String>, ImageError>> = std::thread::scope(|scope| {
+        let placed = &result.partitions;
+        let (file, ids, scratch) = (&file, &ids, &scratch);
+        let mut slots: Vec<Option<Result<Option<String>, ImageError>>> =
+            placed.iter().map(|_| None).collect();
+        let mut threads = Vec::new();
+        for (i, (p, spec)) in placed.iter().zip(&layout.partitions).enumerate() {
+            if matches!(spec.content, PartitionContent::Ext4 { .. }) {
+                threads.push((
+                    i,
+                    scope.spawn(move || write_content(out, file, p, spec, ids, i, opts, scratch)),
+                ));
+            }
+        }
+        for (i, (p, spec)) in placed.iter().zip(&layout.partitions).enumerate() {
+            if !matches!(spec.content, PartitionContent::Ext4 { .. }) {
+                slots[i] = Some(write_content(out, file, p, spec, ids, i, opts, scratch));
+            }
+        }
+        for (i, t) in threads {
+            slots[i] = Some(t.join().unwrap_or_else(|_| {
+                Err(ImageError::io(
+                    "writing the partition",
+                    std::io::Error::other("the worker thread panicked"),
+                ))
+            }));
+        }
+        slots.into_iter().map(|s| s.unwrap_or(Ok(None))).collect()
+    });
+    for (i, (p, fs_uuid)) in result.partitions.iter_mut().zip(fs_uuids).enumerate() {
+        p.fs_uuid = fs_uuid.map_err(|e| e.in_partition(p))?;
         p.part_uuid = Some(match layout.table {
             TableKind::Gpt => read::fmt_guid(&ids.part_uuids[i]),
             TableKind::Mbr => format!("{:08x}-{:02x}", ids.disk_signature, p.index),
