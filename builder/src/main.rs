@@ -164,14 +164,20 @@ enum Command {
         /// Image key file, written onto the boot partition as sealed-secrets/image.key
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
+        /// A device's bundle to put onto the boot partition of a base image:
+        /// a device directory of `build --devices … --bundles-only` (its
+        /// sealed-secrets/bundle and *.key) or a bundle file from
+        /// `build-image bundle` (with --key in image-key mode)
+        #[arg(long, value_name = "DIR|FILE")]
+        bundle: Option<PathBuf>,
         /// Block map (bmaptool 2.x) to use instead of the one found beside the image
         #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
         bmap: Option<PathBuf>,
         /// Ignore any bmap: write the whole image
         #[arg(long)]
         no_bmap: bool,
-        /// The FAT boot partition for the key: its number, or its GPT name / FAT label
-        #[arg(long, value_name = "N|LABEL", requires = "key")]
+        /// The FAT boot partition for the key and bundle: its number, or its GPT name / FAT label
+        #[arg(long, value_name = "N|LABEL")]
         partition: Option<String>,
         /// Allow a non-removable disk or a partition as target
         #[arg(long, short)]
@@ -523,6 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
             target,
             key,
+            bundle,
             bmap,
             no_bmap,
             partition,
@@ -539,6 +546,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 verify: !no_verify,
                 progress: !quiet && !json && std::io::stderr().is_terminal(),
                 partition: selector(partition),
+                bundle,
             };
             let r = build_image::flash::flash(&image, &target, &opts)?;
             if json {
@@ -551,10 +559,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.image_size,
                     if r.used_bmap { ", bmap" } else { "" },
                     r.target.display(),
-                    if r.key_written {
-                        ", key on the boot partition"
-                    } else {
-                        ""
+                    match (r.bundle_written, r.key_written) {
+                        (true, true) => ", bundle and key on the boot partition",
+                        (true, false) => ", bundle on the boot partition",
+                        (false, true) => ", key on the boot partition",
+                        (false, false) => "",
                     },
                     if r.verified { ", verified" } else { "" }
                 );

@@ -183,7 +183,18 @@ pub(crate) fn key_mismatch(bundle: Option<&[u8]>, key: &ImageKey) -> Option<Stri
 /// Write the key file into the FAT boot partition of `dev` (opened for
 /// writing), as [`image::fat_write_files`] does on an image path.
 pub(crate) fn write_key(dev: &File, boot: &PartInfo, text: &[u8]) -> Result<(), ImageError> {
-    let mut files = vec![FatFile::file(EMBEDDED_KEY_PATH, text.to_vec())];
+    write_boot_file(dev, boot, EMBEDDED_KEY_PATH, text)
+}
+
+/// Write one file (the key, a device bundle) into the FAT boot partition
+/// of `dev`; its copy in memory is zeroized afterwards.
+pub(crate) fn write_boot_file(
+    dev: &File,
+    boot: &PartInfo,
+    path: &str,
+    data: &[u8],
+) -> Result<(), ImageError> {
+    let mut files = vec![FatFile::file(path, data.to_vec())];
     let result = (|| {
         let fs = fat::open(dev, boot.start, boot.size)?;
         fat::write_files(&fs, &files)?;

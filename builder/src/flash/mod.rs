@@ -71,6 +71,13 @@ pub struct FlashOptions {
     pub progress: bool,
     /// Which partition receives the key (default: the ESP, else the only FAT one).
     pub partition: BootSelector,
+    /// A device's bundle to put onto the boot partition of the written
+    /// (base) image: a file (from `build-image bundle`), or a device
+    /// directory of a fleet build with `--bundles-only`
+    /// (`DIR/sealed-secrets/bundle`, whose `*.key` is taken unless `key` is
+    /// given). A fleet is then one base image plus one small directory per
+    /// device.
+    pub bundle: Option<PathBuf>,
 }
 
 impl Default for FlashOptions {
@@ -83,6 +90,7 @@ impl Default for FlashOptions {
             verify: true,
             progress: false,
             partition: BootSelector::Auto,
+            bundle: None,
         }
     }
 }
@@ -104,6 +112,8 @@ pub struct FlashReport {
     pub used_bmap: bool,
     pub bmap: Option<PathBuf>,
     pub key_written: bool,
+    /// Whether a device bundle (`--bundle`) was put onto the boot partition.
+    pub bundle_written: bool,
     /// Boot partition that received the key.
     pub boot_partition: Option<u32>,
     /// Whether the data (and the key) were read back and compared.
@@ -168,6 +178,10 @@ pub enum FlashError {
         actual: String,
         target: PathBuf,
     },
+    #[error("device bundle {}: {reason}", bundle.display())]
+    BundleInvalid { bundle: PathBuf, reason: String },
+    #[error("the device bundle written to {} does not read back identically", target.display())]
+    BundleVerifyFailed { target: PathBuf },
     #[error("cannot read the key file {}: {source}", key.display())]
     KeyOpen { key: PathBuf, source: io::Error },
     #[error("{} is not an image key file: {reason}", key.display())]
@@ -318,6 +332,7 @@ impl FlashError {
                 partially_written, ..
             } => partially_written.is_none(),
             KeyMismatch { image_written, .. } => !image_written,
+            BundleInvalid { .. } => true,
             _ => false,
         }
     }
@@ -372,6 +387,38 @@ pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
         bmap: path.to_path_buf(),
         reason,
     })
+}
+
+/// A device bundle for `--bundle`: the file, or `DIR/sealed-secrets/bundle`
+/// of a device directory (from `build --bundles-only`) with the only
+/// `*.key` of that directory. The clear header is checked here.
+fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), FlashError> {
+    let invalid = |reason: String| FlashError::BundleInvalid {
+        bundle: path.to_path_buf(),
+        reason,
+    };
+    let (file, key) = if path.is_dir() {
+        let keys: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| invalid(e.to_string()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "key") && p.is_file())
+            .collect();
+        if keys.len() > 1 {
+            return Err(invalid(format!(
+                "{} key files in the directory; name the one with --key",
+                keys.len()
+            )));
+        }
+        (path.join(BUNDLE_PATH), keys.into_iter().next())
+    } else {
+        (path.to_path_buf(), None)
+    };
+    let bytes = sealed_firstboot::bundle::read_bundle_file(&file)
+        .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+    sealed_firstboot::bundle::Header::parse(&bytes)
+        .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+    Ok((Zeroizing::new(bytes), key))
 }
 
 /// Read and parse a key file; the text written to the boot partition is
@@ -587,7 +634,13 @@ pub fn flash_with_roots(
         (None, false) => Some(image_md.len()),
         (None, true) => None,
     };
-    let key = opts.key.as_deref().map(load_key).transpose()?;
+    let device_bundle = opts.bundle.as_deref().map(load_bundle).transpose()?;
+    let key_path = opts.key.clone().or_else(|| {
+        device_bundle
+            .as_ref()
+            .and_then(|(_, k): &(Zeroizing<Vec<u8>>, Option<PathBuf>)| k.clone())
+    });
+    let key = key_path.as_deref().map(load_key).transpose()?;
 
     // 2. The target.
     let resolved = resolve_target(target)?;
@@ -599,7 +652,8 @@ pub fn flash_with_roots(
     let inputs: Vec<(&'static str, &Path)> = [
         Some(("image", image_path)),
         bmap_path.as_deref().map(|p| ("bmap", p)),
-        opts.key.as_deref().map(|p| ("key file", p)),
+        key_path.as_deref().map(|p| ("key file", p)),
+        opts.bundle.as_deref().map(|p| ("bundle", p)),
     ]
     .into_iter()
     .flatten()
@@ -636,8 +690,17 @@ pub fn flash_with_roots(
 
     // The key must fit the image: checked now for a plain image, after
     // writing (from the target) for a compressed one.
-    if let (Some((k, _)), false) = (&key, zstd) {
-        let keyp = opts.key.clone().unwrap_or_default();
+    if let (Some((bundle, _)), Some((k, _))) = (&device_bundle, &key) {
+        if let Some(reason) = boot::key_mismatch(Some(bundle.as_slice()), k) {
+            return Err(FlashError::KeyMismatch {
+                key: key_path.clone().unwrap_or_default(),
+                reason,
+                image_written: false,
+            });
+        }
+    }
+    if let (Some((k, _)), false, None) = (&key, zstd, &device_bundle) {
+        let keyp = key_path.clone().unwrap_or_default();
         let boot = image::read_table(image_path)
             .and_then(|info| image::find_boot_partition(&info, &opts.partition))
             .map_err(|e| FlashError::KeyMismatch {
@@ -740,8 +803,26 @@ pub fn flash_with_roots(
         b.finish_and_clear();
     }
 
-    // 5. The key.
+    // 5. The device bundle, then the key.
     let mut boot_partition = None;
+    if let Some((bundle, _)) = &device_bundle {
+        let place = |e| FlashError::BootPartition {
+            target: shown.clone(),
+            source: Box::new(e),
+        };
+        let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;
+        let (_, part) = boot::find_boot(&real, &ro, is_block, copied.image_size, &opts.partition)
+            .map_err(place)?;
+        boot::write_boot_file(&dst, &part, BUNDLE_PATH, bundle).map_err(place)?;
+        if opts.verify {
+            write::drop_cache(&ro);
+            let back = boot::read_boot_file(&ro, &part, BUNDLE_PATH).map_err(place)?;
+            if back.as_deref().map(|v| v.as_slice()) != Some(bundle.as_slice()) {
+                return Err(FlashError::BundleVerifyFailed { target: shown });
+            }
+        }
+        boot_partition = Some(part.index);
+    }
     if let Some((k, text)) = &key {
         let place = |e| FlashError::BootPartition {
             target: shown.clone(),
@@ -779,6 +860,7 @@ pub fn flash_with_roots(
         used_bmap: bmap.is_some(),
         bmap: bmap.is_some().then_some(bmap_path).flatten(),
         key_written: key.is_some(),
+        bundle_written: device_bundle.is_some(),
         boot_partition,
         verified: opts.verify,
         sha256_mapped: bmap::hex(&copied.sha256_mapped),
