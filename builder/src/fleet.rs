@@ -7,7 +7,7 @@
 use crate::build::{self, io_err, BuildError};
 use crate::devices::Device;
 use crate::image::{self, BootSelector};
-use crate::output::{sparse, staging::Staging, sums};
+use crate::output::{bmap, frames, sparse, staging::Staging, sums};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode, Sealed};
@@ -23,6 +23,11 @@ pub struct FleetOptions {
     /// Write `DEVICE/sealed-secrets/bundle` (+ key) instead of whole images,
     /// for `inject` or `flash`.
     pub bundles_only: bool,
+    /// zstd level of each device's `NAME.img.zst`; `None`: no `.img.zst`
+    /// (then raw images are written).
+    pub zst_level: Option<i32>,
+    /// Also write each device's raw `NAME.img`.
+    pub raw_images: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,7 +39,12 @@ pub struct FleetReport {
 pub struct DeviceReport {
     pub name: String,
     pub dir: PathBuf,
+    /// The raw image (`--raw-images`, or without `.img.zst`).
     pub image: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_zst: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bmap: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub key_mode: &'static str,
     pub bundle_id: String,
@@ -100,52 +110,159 @@ pub fn build_fleet(
         )?)
     };
 
-    let mut reports = Vec::new();
-    let mut moved = Vec::new();
-    for (d, s) in devices.iter().zip(&sealed) {
-        progress.step(&format!("device {}", d.name));
+    // Per-device images cost what differs from the base: the base is
+    // mapped and compressed once (frame by frame), each device's bundle is
+    // written into a scratch copy of the boot partition, and the blocks that
+    // changed make the device's .img.zst (base frames reused) and .bmap
+    // (base range hashes reused). Devices run in parallel.
+    let raw = opts.raw_images || opts.zst_level.is_none();
+    let shared = match &boot {
+        Some(_) => {
+            progress.step("mapping and compressing the base image");
+            let (size, ranges) =
+                bmap::ranges_of(&base).map_err(io_err("mapping the base image".into()))?;
+            let frames = match opts.zst_level {
+                Some(level) => Some(
+                    frames::compress_base(&base, &staging.path(".base.frames"), level, 0)
+                        .map_err(io_err("compressing the base image".into()))?,
+                ),
+                None => None,
+            };
+            Some((size, ranges, frames))
+        }
+        None => None,
+    };
+    let work = |d: &Device, s: &Sealed| -> Result<DeviceReport, BuildError> {
         let dir = staging.path(&d.name);
         std::fs::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let mut files = s.boot_files();
-        let result = match &boot {
-            Some(part) => {
-                let img = dir.join(&img_name);
-                sparse::sparse_copy(&base, &img)
-                    .map_err(io_err(format!("copying the base image for {}", d.name)))
-                    .and_then(|_| {
-                        image::fat_write_files(&img, part, &files).map_err(BuildError::from)
-                    })
-            }
-            None => files.iter().try_for_each(|f| {
-                let p = dir.join(&f.path);
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io_err(format!("creating {}", parent.display())))?;
-                }
-                write_private(&p, &f.data).map_err(io_err(format!("writing {}", p.display())))
-            }),
+        let final_dir = opts.out_dir.join(&d.name);
+        let mut report = DeviceReport {
+            name: d.name.clone(),
+            dir: final_dir.clone(),
+            image: None,
+            image_zst: None,
+            bmap: None,
+            key: None,
+            key_mode: s.mode.name(),
+            bundle_id: s.header.bundle_id_hex(),
         };
+        let result = (|| -> Result<(), BuildError> {
+            match (&boot, &shared) {
+                (Some(part), Some((size, base_ranges, frames))) => {
+                    let scratch_part = image::PartInfo {
+                        start: 0,
+                        ..part.clone()
+                    };
+                    let overlay = frames::overlay_of(
+                        &base,
+                        part.start,
+                        part.size,
+                        staging.dir(),
+                        |scratch| image::fat_write_files(scratch, &scratch_part, &files),
+                    )?;
+                    let mut known = Vec::new();
+                    if let Some(frames) = frames {
+                        let zst_name = format!("{img_name}.zst");
+                        let sha =
+                            frames::write_device_zst(&base, frames, &overlay, &dir.join(&zst_name))
+                                .map_err(io_err(format!("writing {zst_name} of {}", d.name)))?;
+                        known.push((zst_name.clone(), Some(sha)));
+                        report.image_zst = Some(final_dir.join(&zst_name));
+                    }
+                    let bmap_name = format!("{name}.bmap");
+                    let ranges = frames::device_ranges(&base, *size, base_ranges, &overlay)
+                        .map_err(io_err(format!("mapping the image of {}", d.name)))?;
+                    bmap::write_ranges(&dir.join(&bmap_name), *size, &ranges)
+                        .map_err(io_err(format!("writing {bmap_name} of {}", d.name)))?;
+                    known.push((bmap_name.clone(), None));
+                    report.bmap = Some(final_dir.join(&bmap_name));
+                    if raw {
+                        let img = dir.join(&img_name);
+                        sparse::sparse_copy(&base, &img)
+                            .map_err(io_err(format!("copying the base image for {}", d.name)))?;
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&img)
+                            .map_err(io_err(format!("opening the image of {}", d.name)))?;
+                        use std::os::unix::fs::FileExt;
+                        for (o, b) in &overlay.blocks {
+                            f.write_all_at(b, *o)
+                                .map_err(io_err(format!("writing the image of {}", d.name)))?;
+                        }
+                        known.insert(0, (img_name.clone(), None));
+                        report.image = Some(final_dir.join(&img_name));
+                    }
+                    sums::write_sums_known(&dir, &known)
+                        .map_err(io_err(format!("writing SHA256SUMS of {}", d.name)))?;
+                    Ok(())
+                }
+                _ => files.iter().try_for_each(|f| {
+                    let p = dir.join(&f.path);
+                    if let Some(parent) = p.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(io_err(format!("creating {}", parent.display())))?;
+                    }
+                    write_private(&p, &f.data).map_err(io_err(format!("writing {}", p.display())))
+                }),
+            }
+        })();
         seal::zeroize_files(&mut files);
         result?;
         let key = s
             .write_key_file(&dir.join(&key_name))
             .map_err(io_err(format!("writing the key of {}", d.name)))?;
-        if boot.is_some() {
-            sums::write_sums(&dir, std::slice::from_ref(&img_name))
-                .map_err(io_err(format!("writing SHA256SUMS of {}", d.name)))?;
+        report.key = key.then(|| final_dir.join(&key_name));
+        Ok(report)
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(devices.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<DeviceReport, BuildError>>>> =
+        std::sync::Mutex::new((0..devices.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (Some(d), Some(s)) = (devices.get(i), sealed.get(i)) else {
+                    break;
+                };
+                let r = work(d, s);
+                let failed = r.is_err();
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                if failed {
+                    // Stop handing out work; the others finish theirs.
+                    next.store(devices.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
         }
-        let final_dir = opts.out_dir.join(&d.name);
-        reports.push(DeviceReport {
-            name: d.name.clone(),
-            dir: final_dir.clone(),
-            image: boot.as_ref().map(|_| final_dir.join(&img_name)),
-            key: key.then(|| final_dir.join(&key_name)),
-            key_mode: s.mode.name(),
-            bundle_id: s.header.bundle_id_hex(),
-        });
-        moved.push(d.name.clone());
+    });
+    let mut reports = Vec::new();
+    let mut moved = Vec::new();
+    for (i, r) in results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .enumerate()
+    {
+        match r {
+            Some(r) => {
+                reports.push(r?);
+                moved.push(devices[i].name.clone());
+            }
+            None => {
+                return Err(BuildError::Invalid(format!(
+                    "device {} was not built (an earlier device failed)",
+                    devices[i].name
+                )))
+            }
+        }
     }
     let _ = std::fs::remove_file(&base);
+    let _ = std::fs::remove_file(staging.path(".base.frames"));
     for n in &moved {
         let dest = opts.out_dir.join(n);
         if dest.exists() {

@@ -108,6 +108,11 @@ enum Command {
         /// of images, for `inject` or `flash`
         #[arg(long, requires = "devices")]
         bundles_only: bool,
+        /// With --devices: also write each device's raw NAME.img (by default a
+        /// device gets NAME.img.zst and NAME.bmap, made from the base image's
+        /// compressed frames and range hashes; with --no-zst, raw images)
+        #[arg(long, requires = "devices", conflicts_with = "bundles_only")]
+        raw_images: bool,
         /// zstd level of NAME.img.zst (1-22)
         #[arg(long, value_name = "N", default_value_t = build_image::output::zst::DEFAULT_LEVEL,
               value_parser = clap::value_parser!(i32).range(1..=22))]
@@ -394,6 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             devices,
             shard,
             bundles_only,
+            raw_images,
             zst_level,
             no_zst,
         } => {
@@ -418,6 +424,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     key_mode,
                     created_at: created_at(sequence),
                     bundles_only,
+                    zst_level: (!no_zst).then_some(zst_level),
+                    raw_images,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
                 let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;

@@ -302,7 +302,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let r = fleet(&["--json"], &devices, &out);
+    let r = fleet(&["--json", "--raw-images"], &devices, &out);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
@@ -325,6 +325,46 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         ("kiosk-003", "demo-wifi-passphrase-NOT-A-REAL-SECRET"),
     ] {
         let img = out.join(dev).join("demo.img");
+        // The .img.zst (base frames reused, changed frames recompressed)
+        // decompresses to the raw image, and `bmaptool copy` of it with the
+        // device's .bmap (base range hashes reused) gives the same bytes.
+        let zst = out.join(dev).join("demo.img.zst");
+        let unpacked = tmp.path().join(format!("{dev}.unpacked.img"));
+        let z = Command::new("zstd")
+            .args(["-q", "-d", "-f"])
+            .arg(&zst)
+            .arg("-o")
+            .arg(&unpacked)
+            .output()
+            .unwrap();
+        assert!(
+            z.status.success(),
+            "{dev}: {}",
+            String::from_utf8_lossy(&z.stderr)
+        );
+        assert!(
+            std::fs::read(&unpacked).unwrap() == std::fs::read(&img).unwrap(),
+            "{dev}: .img.zst differs from .img"
+        );
+        if require_tool("bmaptool", "bmap-tools") {
+            let copied = tmp.path().join(format!("{dev}.bmapcopy.img"));
+            let b = Command::new("bmaptool")
+                .args(["-q", "copy", "--bmap"])
+                .arg(out.join(dev).join("demo.bmap"))
+                .arg(&zst)
+                .arg(&copied)
+                .output()
+                .unwrap();
+            assert!(
+                b.status.success(),
+                "{dev}: {}",
+                String::from_utf8_lossy(&b.stderr)
+            );
+            assert!(
+                std::fs::read(&copied).unwrap() == std::fs::read(&img).unwrap(),
+                "{dev}: bmaptool copy differs"
+            );
+        }
         let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
         assert!(
@@ -365,6 +405,25 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             "{dev}"
         );
     }
+    // By default a device gets no raw image: .img.zst, .bmap, key, sums.
+    let out2 = tmp.path().join("out2");
+    let r = fleet(&[], &devices, &out2);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(out2.join("kiosk-001"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["SHA256SUMS", "demo.bmap", "demo.img.zst", "demo.key"]
+    );
+    let c = Command::new("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(out2.join("kiosk-001"))
+        .output()
+        .unwrap();
+    assert!(c.status.success());
 }
 
 #[test]

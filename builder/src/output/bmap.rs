@@ -85,6 +85,22 @@ pub fn write_bmap(img: &Path, out: &Path) -> io::Result<BmapSummary> {
     Ok(summary)
 }
 
+/// The mapped ranges of an image with their SHA-256 (what a `.bmap` lists).
+pub fn ranges_of(img: &Path) -> io::Result<(u64, Vec<MappedRange>)> {
+    let file = File::open(img)?;
+    let size = file.metadata()?.len();
+    let ranges = hash_ranges(&file, size, &mapped_blocks(&file, size)?)?;
+    Ok((size, ranges))
+}
+
+/// Write a `.bmap` for an image of `size` bytes from ranges already hashed
+/// (fleet builds reuse the base image's hashes for unchanged ranges).
+pub fn write_ranges(out: &Path, size: u64, ranges: &[MappedRange]) -> io::Result<BmapSummary> {
+    let (text, summary) = render(size, ranges);
+    std::fs::write(out, text)?;
+    Ok(summary)
+}
+
 /// SHA-256 of each range, ranges spread over the available cores.
 fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<MappedRange>> {
     let threads = std::thread::available_parallelism()

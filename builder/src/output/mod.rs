@@ -2,6 +2,7 @@
 //! build.json).
 
 pub mod bmap;
+pub mod frames;
 pub mod manifest;
 pub mod sparse;
 pub mod staging;
