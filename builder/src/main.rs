@@ -379,6 +379,23 @@ fn key_mode(key: KeyArgs) -> Result<KeyMode> {
     })
 }
 
+/// The devices of a devices file (usage errors: exit 2), only shard
+/// `I/N` when given.
+fn load_devices(
+    recipe: &Recipe,
+    devices: &std::path::Path,
+    shard: Option<&str>,
+) -> Result<Vec<build_image::devices::Device>> {
+    let names = recipe.secrets.keys().cloned().collect();
+    let list = build_image::devices::load(devices, &names)
+        .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+    let shard = shard
+        .map(build_image::devices::parse_shard)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
+    Ok(build_image::devices::shard(list, shard))
+}
+
 fn selector(partition: Option<String>) -> build_image::image::BootSelector {
     match partition {
         None => build_image::image::BootSelector::Auto,
@@ -407,15 +424,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let sequence = key.sequence;
             let key_mode = key_mode(key)?;
             if let Some(devices) = devices {
-                let names = recipe.secrets.keys().cloned().collect();
-                let list = build_image::devices::load(&devices, &names)
-                    .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
-                let shard = shard
-                    .as_deref()
-                    .map(build_image::devices::parse_shard)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
-                let list = build_image::devices::shard(list, shard);
+                let list = load_devices(&recipe, &devices, shard.as_deref())?;
                 for w in build_image::image::host_keys::warnings(&recipe) {
                     eprintln!("build-image: warning: {w}");
                 }
@@ -636,15 +645,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = match devices {
                 Some(devices) => {
-                    let names = recipe.secrets.keys().cloned().collect();
-                    let list = build_image::devices::load(&devices, &names)
-                        .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
-                    let shard = shard
-                        .as_deref()
-                        .map(build_image::devices::parse_shard)
-                        .transpose()
-                        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
-                    let list = build_image::devices::shard(list, shard);
+                    let list = load_devices(&recipe, &devices, shard.as_deref())?;
                     build_image::update::fleet(&recipe, &list, &opts)?
                 }
                 None => build_image::update::single(&recipe, &opts)?,
@@ -705,9 +706,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             devices: Some(devices),
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
-            let names = recipe.secrets.keys().cloned().collect();
-            let list = build_image::devices::load(&devices, &names)
-                .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+            let list = load_devices(&recipe, &devices, None)?;
             let rows = build_image::store::recipe::matrix(&recipe, &list);
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -2,6 +2,8 @@
 //! run commands capturing everything they print, require real tools, and
 //! search artifacts for planted marker values.
 
+pub mod device;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -4,194 +4,18 @@
 //! with reproducible builds, bounded reads, partial failures that stay
 //! partial. Everything through the real `sealed-firstboot` binary.
 
-use sealed_firstboot::bundle::{
-    self, Contents, ImageKey, Manifest, SealTo, SecretEntry, SecretType,
-};
+use sealed_firstboot::bundle::{self, ImageKey, SealTo};
 use sealed_firstboot::store::{State, Store};
+use sealed_image_tests::device::{
+    assert_no_marker, contents, contents_owned, map, DeviceTree as Device,
+};
 use sealed_image_tests::*;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
-
-fn entry(name: &str, owner: &str) -> SecretEntry {
-    SecretEntry {
-        name: name.into(),
-        kind: SecretType::SingleLine,
-        path: format!("/run/secrets/{name}"),
-        owner: owner.into(),
-        group: "root".into(),
-        mode: 0o400,
-        description: None,
-        restart_units: Vec::new(),
-        reload_units: Vec::new(),
-    }
-}
-
-fn contents(secrets: &[(&str, &str)]) -> Contents {
-    contents_owned(
-        &secrets
-            .iter()
-            .map(|(n, v)| (*n, *v, "root"))
-            .collect::<Vec<_>>(),
-    )
-}
-
-fn contents_owned(secrets: &[(&str, &str, &str)]) -> Contents {
-    let mut values = BTreeMap::new();
-    let mut entries = Vec::new();
-    for (name, value, owner) in secrets {
-        values.insert(name.to_string(), Zeroizing::new(value.as_bytes().to_vec()));
-        entries.push(entry(name, owner));
-    }
-    Contents {
-        manifest: Manifest {
-            secrets: entries,
-            ..Default::default()
-        },
-        values,
-    }
-}
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 const OLD: &[(&str, &str)] = &[("wifi", "MARKER-old-wifi"), ("token", "MARKER-old-token")];
 const NEW: &[(&str, &str)] = &[("wifi", "MARKER-new-wifi"), ("api", "MARKER-new-api")];
-
-struct Device {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Device {
-    fn new() -> Device {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        device_tree(&root, &[]);
-        std::fs::create_dir_all(root.join("boot/efi")).unwrap();
-        Device { _tmp: tmp, root }
-    }
-
-    fn boot(&self) -> PathBuf {
-        self.root.join("boot/efi/sealed-secrets")
-    }
-
-    fn place(&self, bundle: &[u8], key: Option<&ImageKey>) {
-        std::fs::create_dir_all(self.boot()).unwrap();
-        std::fs::write(self.boot().join("bundle"), bundle).unwrap();
-        if let Some(k) = key {
-            std::fs::write(self.boot().join("image.key"), k.to_file_text().as_bytes()).unwrap();
-        }
-    }
-
-    fn cmd(&self, cmd: &str) -> Command {
-        let mut c = Command::new(bin("sealed-firstboot"));
-        c.arg("--root").arg(&self.root).arg(cmd);
-        c.env_remove("SEALED_FIRSTBOOT_FAILPOINT");
-        c
-    }
-
-    fn run(&self, cmd: &str) -> std::process::Output {
-        self.cmd(cmd).output().unwrap()
-    }
-
-    fn ok(&self, cmd: &str) -> String {
-        let out = self.run(cmd);
-        assert!(
-            out.status.success(),
-            "{cmd} failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_no_marker(&out);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn identity_file(&self) -> PathBuf {
-        self.root.join("var/lib/sealed-secrets/identity")
-    }
-
-    /// The store, decrypted with the `age` CLI and the persisted identity
-    /// (as a user would), keyed by secret name.
-    fn store_with_age_cli(&self) -> BTreeMap<String, String> {
-        let dir = self.root.join("var/lib/sealed-secrets/current/secrets");
-        let mut m = BTreeMap::new();
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let out = Command::new("age")
-                .arg("-d")
-                .arg("-i")
-                .arg(self.identity_file())
-                .arg(e.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "age -d {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            m.insert(
-                name.trim_end_matches(".age").to_owned(),
-                String::from_utf8(out.stdout).unwrap(),
-            );
-        }
-        m
-    }
-
-    /// The store decrypted with the library and the persisted identity.
-    fn store(&self) -> BTreeMap<String, String> {
-        let current = Store::new(&self.root).current().unwrap().unwrap();
-        let id = sealed_firstboot::identity::load(&self.root)
-            .unwrap()
-            .expect("a persisted identity");
-        current
-            .decrypt_all(&id.identity)
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v.to_vec()).unwrap()))
-            .collect()
-    }
-
-    fn state(&self) -> State {
-        Store::new(&self.root).current().unwrap().unwrap().state
-    }
-
-    fn live(&self) -> BTreeMap<String, String> {
-        let dir = self.root.join("run/secrets");
-        let mut m = BTreeMap::new();
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            if e.file_type().unwrap().is_file() {
-                m.insert(
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(e.path()).unwrap(),
-                );
-            }
-        }
-        m
-    }
-
-    fn install_host_key(&self, key: &Path) {
-        let dest = self.root.join("etc/ssh/ssh_host_ed25519_key");
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(key, dest).unwrap();
-    }
-}
-
-fn assert_no_marker(out: &std::process::Output) {
-    for stream in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(stream, b"MARKER-"),
-            "a secret value was printed: {}",
-            String::from_utf8_lossy(stream)
-        );
-    }
-}
 
 fn test_host_key() -> PathBuf {
     workspace().join("firstboot/tests/data/ssh_host_ed25519_key")
@@ -230,7 +54,7 @@ fn host_keys_created_after_first_boot_change_nothing() {
         .unwrap();
         d.ok("run");
         assert_eq!(d.live(), map(OLD), "identity = {mode}");
-        let out = d.run("pubkey");
+        let out = d.firstboot("pubkey", None);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), before);
         // pubkey says that the host key now derives another recipient.
         let err = String::from_utf8_lossy(&out.stderr);
@@ -274,7 +98,7 @@ fn stores_from_the_earlier_code_are_migrated() {
     assert!(!text.contains("recipient"), "{text}");
     assert!(!d.identity_file().exists());
 
-    let out = d.run("run");
+    let out = d.firstboot("run", None);
     assert!(
         out.status.success(),
         "{}",
@@ -494,7 +318,7 @@ fn a_half_zeroed_bundle_is_recognised_and_removed() {
     let mut half = b.clone();
     half[..b.len() / 2].fill(0);
     d.place(&half, None);
-    let out = d.run("run");
+    let out = d.firstboot("run", None);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -520,7 +344,7 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     let fifo = d.boot().join("bundle");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    let out = d.run("provision");
+    let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -532,14 +356,14 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     let k = ImageKey::generate();
     d.place(&bundle::seal(&k, &contents(OLD), 1000).unwrap(), None);
     std::fs::create_dir(d.boot().join("image.key")).unwrap();
-    let out = d.run("provision");
+    let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a directory"), "{err}");
     assert!(d.boot().join("bundle").exists(), "the bundle must be kept");
     std::fs::remove_dir(d.boot().join("image.key")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", d.boot().join("image.key")).unwrap();
-    let out = d.run("provision");
+    let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
 }
@@ -556,7 +380,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
         &bundle::seal(&k, &contents(OLD), 1000).unwrap(),
         Some(&ImageKey::generate()),
     );
-    let out = d.run("run");
+    let out = d.firstboot("run", None);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -570,7 +394,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
         ("numeric", "MARKER-c", "4242"),
     ]);
     d.place(&bundle::seal(&k, &c, 1000).unwrap(), Some(&k));
-    let out = d.run("run");
+    let out = d.firstboot("run", None);
     assert_no_marker(&out);
     assert_eq!(
         out.status.code(),
@@ -596,7 +420,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
         &bundle::seal(&k, &contents(NEW), 2000).unwrap(),
         Some(&ImageKey::generate()),
     );
-    assert_eq!(d.run("run").status.code(), Some(3));
+    assert_eq!(d.firstboot("run", None).status.code(), Some(3));
     assert!(
         d.boot().join("bundle").exists(),
         "a bundle refused for a wrong key is kept"

@@ -803,46 +803,44 @@ pub fn flash_with_roots(
         b.finish_and_clear();
     }
 
-    // 5. The device bundle, then the key.
+    // 5. The device bundle, then the key, into the written boot partition.
     let mut boot_partition = None;
-    if let Some((bundle, _)) = &device_bundle {
-        let place = |e| FlashError::BootPartition {
-            target: shown.clone(),
-            source: Box::new(e),
-        };
+    let place = |e| FlashError::BootPartition {
+        target: shown.clone(),
+        source: Box::new(e),
+    };
+    let written_boot = if device_bundle.is_some() || key.is_some() {
         let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;
         let (_, part) = boot::find_boot(&real, &ro, is_block, copied.image_size, &opts.partition)
             .map_err(place)?;
-        boot::write_boot_file(&dst, &part, BUNDLE_PATH, bundle).map_err(place)?;
+        Some((ro, part))
+    } else {
+        None
+    };
+    if let (Some((bundle, _)), Some((ro, part))) = (&device_bundle, &written_boot) {
+        boot::write_boot_file(&dst, part, BUNDLE_PATH, bundle).map_err(place)?;
         if opts.verify {
-            write::drop_cache(&ro);
-            let back = boot::read_boot_file(&ro, &part, BUNDLE_PATH).map_err(place)?;
+            write::drop_cache(ro);
+            let back = boot::read_boot_file(ro, part, BUNDLE_PATH).map_err(place)?;
             if back.as_deref().map(|v| v.as_slice()) != Some(bundle.as_slice()) {
                 return Err(FlashError::BundleVerifyFailed { target: shown });
             }
         }
         boot_partition = Some(part.index);
     }
-    if let Some((k, text)) = &key {
-        let place = |e| FlashError::BootPartition {
-            target: shown.clone(),
-            source: Box::new(e),
-        };
-        let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;
-        let (_, part) = boot::find_boot(&real, &ro, is_block, copied.image_size, &opts.partition)
-            .map_err(place)?;
-        let bundle = boot::read_boot_file(&ro, &part, BUNDLE_PATH).map_err(place)?;
+    if let (Some((k, text)), Some((ro, part))) = (&key, &written_boot) {
+        let bundle = boot::read_boot_file(ro, part, BUNDLE_PATH).map_err(place)?;
         if let Some(reason) = boot::key_mismatch(bundle.as_deref().map(|v| v.as_slice()), k) {
             return Err(FlashError::KeyMismatch {
-                key: opts.key.clone().unwrap_or_default(),
+                key: key_path.clone().unwrap_or_default(),
                 reason,
                 image_written: true,
             });
         }
-        boot::write_key(&dst, &part, text.as_bytes()).map_err(place)?;
+        boot::write_key(&dst, part, text.as_bytes()).map_err(place)?;
         if opts.verify {
-            write::drop_cache(&ro);
-            let back = boot::read_boot_file(&ro, &part, EMBEDDED_KEY_PATH).map_err(place)?;
+            write::drop_cache(ro);
+            let back = boot::read_boot_file(ro, part, EMBEDDED_KEY_PATH).map_err(place)?;
             if back.as_deref().map(|v| v.as_slice()) != Some(text.as_bytes()) {
                 return Err(FlashError::KeyVerifyFailed { target: shown });
             }
