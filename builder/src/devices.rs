@@ -100,16 +100,9 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
     let devices = if path.extension().is_some_and(|e| e == "csv") {
         parse_csv(&text).map_err(invalid)?
     } else {
-        let parsed: DevicesToml = toml::from_str(&text).map_err(|e| {
-            // toml errors quote the offending line, which may hold a value.
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            invalid(match line {
-                Some(l) => format!("line {l}: {}", e.message()),
-                None => e.message().to_string(),
-            })
-        })?;
+        // Errors name the line, column and key, never the offending value.
+        let parsed: DevicesToml = toml::from_str(&text)
+            .map_err(|e| invalid(crate::recipe::describe_toml_error(&text, &e)))?;
         parsed
             .device
             .into_iter()
@@ -151,19 +144,22 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
             && !name.starts_with('.');
         if !ok {
+            // The cell is not echoed: with columns out of place it may hold a value.
             return Err(invalid(format!(
-                "device name {name:?}: use letters, digits, '_', '-' or '.' (it names a directory)"
+                "device #{}: its name is not a valid device name: use 1 to 64 letters, digits, '_', '-' or '.' (it names a directory)",
+                out.len() + 1
             )));
         }
         if !seen.insert(name.clone()) {
             return Err(invalid(format!("device {name} is listed twice")));
         }
-        for k in overrides.keys() {
-            if !secrets.contains(k) {
-                return Err(invalid(format!(
-                    "device {name}: secret {k} is not in the recipe"
-                )));
-            }
+        if overrides.keys().any(|k| !secrets.contains(k)) {
+            // The key is not echoed: it may be a value in the wrong place.
+            let known: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            return Err(invalid(format!(
+                "device {name}: sets a secret the recipe does not have (the recipe has: {})",
+                known.join(", ")
+            )));
         }
         let recipient = match recipient
             .as_deref()

@@ -250,8 +250,7 @@ impl Recipe {
             && !self.image.name.starts_with('.');
         if !name_ok {
             return Err(self.invalid(format!(
-                "image.name {:?}: use letters, digits, '_', '-' or '.'",
-                self.image.name
+                "image.name: use letters, digits, '_', '-' or '.', not starting with '.'"
             )));
         }
         for (name, s) in &self.secrets {
@@ -291,11 +290,14 @@ impl Recipe {
         for (name, t) in &self.templates {
             entries.push(self.template_entry(name, t).map_err(|e| self.invalid(e))?);
         }
+        // Messages name the secret and the field, never a value.
+        let described = |e: sealed_firstboot::bundle::EntryError| {
+            self.invalid(format!("secret {}: {}", e.name, e.reason))
+        };
         for e in &entries {
-            sealed_firstboot::bundle::validate_entry(e).map_err(|e| self.invalid(e.to_string()))?;
+            sealed_firstboot::bundle::validate_entry(e).map_err(described)?;
         }
-        sealed_firstboot::bundle::check_clashes(&entries)
-            .map_err(|e| self.invalid(e.to_string()))?;
+        sealed_firstboot::bundle::check_clashes(&entries).map_err(described)?;
         Ok(())
     }
 
@@ -402,9 +404,9 @@ impl Recipe {
 /// Parse an octal mode such as "0400" or "640".
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("mode {s:?} is not an octal number like \"0400\""))?;
+        .map_err(|_| "mode is not an octal number like \"0400\"".to_string())?;
     if m > 0o777 {
-        return Err(format!("mode {s:?} has bits outside 0777"));
+        return Err("mode has bits outside 0777".to_string());
     }
     Ok(m)
 }
@@ -415,7 +417,7 @@ pub fn parse_u8_id(s: &str) -> Result<u8, String> {
         Some(h) => u8::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| format!("{s:?} is not a byte (e.g. \"0x83\")"))
+    r.map_err(|_| "not a byte (e.g. \"0x83\")".to_string())
 }
 
 /// Parse a hex or decimal 32-bit id such as "0x1234abcd".
@@ -424,22 +426,71 @@ pub fn parse_u32_id(s: &str) -> Result<u32, String> {
         Some(h) => u32::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| format!("{s:?} is not a 32-bit number (e.g. \"0x1234abcd\")"))
+    r.map_err(|_| "not a 32-bit number (e.g. \"0x1234abcd\")".to_string())
 }
 
 /// toml's messages carry the line and column; make sure they do, and keep
 /// them on one readable block.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message();
+/// A TOML error as "line L, column C (key K): what", without the offending
+/// value: serde's messages quote it (`unknown variant \`…\``, `invalid
+/// type: string "…"`), and it may be a secret put in the wrong place.
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = redact_quoted(e.message());
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!("line {line}, column {col}: {msg}")
+            let line_text = text.lines().nth(line - 1).unwrap_or_default();
+            // The key is named only when the schema knows it (a bad value
+            // of a known field): an unknown key may be a misplaced value.
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.len() <= 128 && !k.contains(['"', '\'']))
+                .filter(|_| !e.message().starts_with("unknown field"));
+            match key {
+                Some(k) => format!("line {line}, column {col} (key {k}): {msg}"),
+                None => format!("line {line}, column {col}: {msg}"),
+            }
         }
-        None => msg.to_string(),
+        None => msg,
     }
+}
+
+/// Drop every quoted literal (backticks or double quotes) before the
+/// `expected …` part of a serde message; what is expected names the
+/// schema, never input, and stays.
+pub fn redact_quoted(msg: &str) -> String {
+    let (head, tail) = match msg.find(", expected") {
+        Some(i) => msg.split_at(i),
+        None => (msg, ""),
+    };
+    let mut out = String::with_capacity(msg.len());
+    let mut quote = None;
+    let mut hidden = false;
+    for c in head.chars() {
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                if !hidden {
+                    out.push_str("(value not shown)");
+                    hidden = true;
+                }
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                quote = Some(c);
+                hidden = false;
+            }
+            None => out.push(c),
+        }
+    }
+    if quote.is_some() && !hidden {
+        out.push_str("(value not shown)");
+    }
+    out.push_str(tail);
+    out
 }
 
 #[cfg(test)]

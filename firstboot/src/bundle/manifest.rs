@@ -174,9 +174,7 @@ pub fn validate_unit(unit: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{unit:?} is not a systemd unit name (NAME.service, NAME.socket, …)"
-        ))
+        Err("a unit is not a systemd unit name (NAME.service, NAME.socket, …)".to_string())
     }
 }
 
@@ -223,9 +221,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         .bytes()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
     if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with(['.', '-']) {
-        return Err(format!(
-            "invalid secret name {name:?}: use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
-        ));
+        return Err(
+            "invalid secret name: use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.' or '-'".to_string(),
+        );
     }
     Ok(())
 }
@@ -247,22 +245,22 @@ pub const RESERVED_SECRETS_NAME: &str = ".outside";
 pub fn validate_device_path(path: &str) -> Result<(), String> {
     let rest = path
         .strip_prefix("/run/")
-        .ok_or_else(|| format!("path {path:?} must be absolute and under /run/"))?;
+        .ok_or_else(|| "the path must be absolute and under /run/".to_string())?;
     if path.len() > MAX_PATH_BYTES {
         return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
     }
     for comp in rest.split('/') {
         if comp.is_empty() || comp == "." || comp == ".." {
-            return Err(format!(
-                "path {path:?} must be normalised (no empty, '.' or '..' components)"
-            ));
+            return Err(
+                "the path must be normalised (no empty, '.' or '..' components)".to_string(),
+            );
         }
         if comp.bytes().any(|c| c.is_ascii_control()) {
-            return Err(format!("path {path:?} contains a control character"));
+            return Err("the path contains a control character".to_string());
         }
         if comp.len() > MAX_COMPONENT_BYTES {
             return Err(format!(
-                "path {path:?} has a component of {} bytes (limit {MAX_COMPONENT_BYTES})",
+                "the path has a component of {} bytes (limit {MAX_COMPONENT_BYTES})",
                 comp.len()
             ));
         }
@@ -275,9 +273,9 @@ pub fn validate_device_path(path: &str) -> Result<(), String> {
             .strip_prefix("secrets/")
             .is_some_and(|r| r.split('/').next() == Some(RESERVED_SECRETS_NAME));
     if reserved {
-        return Err(format!(
-            "path {path:?} is reserved for the runtime (/run/secrets, /run/secrets.d, /run/secrets.tmp-*, /run/secrets/.outside); use a file under /run/secrets/"
-        ));
+        return Err(
+            "the path is reserved for the runtime (/run/secrets, /run/secrets.d, /run/secrets.tmp-*, /run/secrets/.outside); use a file under /run/secrets/".to_string(),
+        );
     }
     Ok(())
 }
@@ -291,7 +289,7 @@ pub fn validate_account(name: &str) -> Result<(), String> {
     if !name.is_empty() && name.bytes().all(|c| c.is_ascii_digit()) {
         return match name.parse::<u32>() {
             Ok(id) if id <= MAX_ACCOUNT_ID => Ok(()),
-            _ => Err(format!("id {name} is out of range (0 to {MAX_ACCOUNT_ID})")),
+            _ => Err(format!("is an id out of range (0 to {MAX_ACCOUNT_ID})")),
         };
     }
     let ok = !name.is_empty()
@@ -303,9 +301,10 @@ pub fn validate_account(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a valid user or group name (1 to 32 letters, digits, '_', '-' or '.') or id"
-        ))
+        Err(
+            "is not a valid user or group name (1 to 32 letters, digits, '_', '-' or '.') or id"
+                .to_string(),
+        )
     }
 }
 

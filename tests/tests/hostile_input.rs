@@ -1,0 +1,227 @@
+//! build-image under hostile and careless input: a marker value planted in
+//! every wrong position of every input file never appears in anything
+//! printed (human or --json), and each error names where, not what.
+
+use sealed_image_tests::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const MARK: &str = "MRKhostile7731";
+
+const HEAD: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n";
+
+fn build_image(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("build-image"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn assert_clean(what: &str, out: &Output) {
+    for s in [&out.stdout, &out.stderr] {
+        assert!(
+            !contains(s, MARK.as_bytes()),
+            "{what}: the planted value was printed:\n{}",
+            String::from_utf8_lossy(s)
+        );
+    }
+}
+
+/// Recipes with the marker where a value does not belong: as an enum
+/// variant, a number, a table, a path, an owner, a mode, a source kind, an
+/// image name, a partition field, a key.
+#[test]
+fn recipe_errors_never_print_the_offending_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("a.txt"), "x").unwrap();
+    let secret = |body: &str| format!("{HEAD}[secrets.a]\n{body}\n");
+    let cases: Vec<(&str, String)> = vec![
+        ("type variant", secret(&format!("type = \"{MARK}\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("type as number", secret("type = 482913\nsource = { file = \"a.txt\" }").replace("482913", &format!("\"{MARK}\"").replace('"', ""))),
+        ("string where a table goes", format!("{HEAD}[secrets]\na = \"{MARK}\"\n")),
+        ("value as a source", secret(&format!("type = \"single-line\"\nsource = \"{MARK}\""))),
+        ("unknown source kind", secret(&format!("type = \"single-line\"\nsource = {{ {MARK} = \"x\" }}"))),
+        ("value in path", secret(&format!("type = \"single-line\"\npath = \"{MARK}\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("value as owner", secret(&format!("type = \"single-line\"\nowner = \"{MARK} x\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("value as mode", secret(&format!("type = \"single-line\"\nmode = \"{MARK}\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("value as required", secret(&format!("type = \"single-line\"\nrequired = \"{MARK}\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("value as process", secret(&format!("type = \"single-line\"\nprocess = \"{MARK}\"\nsource = {{ file = \"a.txt\" }}"))),
+        ("value as image name", format!("[image]\nname = \"{MARK}/x\"\n")),
+        ("value as a table size", format!("[image]\nname = \"r\"\nsize = \"{MARK}\"\n")),
+        ("value as a partition type", format!("[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"b\"\ntype = \"{MARK}\"\nsize = \"8MiB\"\n")),
+        ("value as a key", format!("{HEAD}{MARK} = 1\n")),
+        ("value as a unit", secret(&format!("type = \"single-line\"\nsource = {{ file = \"a.txt\" }}\nrestart-units = [\"{MARK} x\"]"))),
+    ];
+    for (what, recipe) in cases {
+        assert!(
+            recipe.contains(MARK),
+            "{what}: the case must plant the marker"
+        );
+        std::fs::write(d.join("recipe.toml"), &recipe).unwrap();
+        for args in [
+            &["check", "recipe.toml"][..],
+            &["check", "recipe.toml", "--json"][..],
+            &["build", "recipe.toml", "--out", "out", "--json"][..],
+        ] {
+            let out = build_image(d, args);
+            assert_clean(&format!("{what} {args:?}"), &out);
+            // `check` looks at the secrets only, not at the layout.
+            if args[0] == "check" && out.status.success() {
+                continue;
+            }
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{what} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("recipe.toml"),
+                "{what}: the file is named: {err}"
+            );
+        }
+        assert!(!d.join("out").exists(), "{what}: output left behind");
+    }
+}
+
+/// Devices files, TOML and CSV, with the marker in every wrong position;
+/// `--json` never uses a value as a device directory.
+#[test]
+fn devices_file_errors_never_print_the_offending_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("a.txt"), "x").unwrap();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!(
+            "{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"
+        ),
+    )
+    .unwrap();
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "toml variant",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\nsecrets.api_token = \"{MARK}\"\n"),
+        ),
+        (
+            "toml number",
+            "devices.toml",
+            "[[device]]\nname = \"k1\"\nsecrets.api_token = { value = 4829137731 }\n"
+                .replace("4829137731", &MARK.replace("MRKhostile", "")),
+        ),
+        (
+            "toml value as name",
+            "devices.toml",
+            format!("[[device]]\nname = \"{MARK}/\"\n"),
+        ),
+        (
+            "toml value as recipient",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\nrecipient = \"{MARK}\"\n"),
+        ),
+        (
+            "toml unknown secret",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\nsecrets.{MARK} = {{ value = \"x\" }}\n"),
+        ),
+        (
+            "toml value as a key",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\n{MARK} = \"x\"\n"),
+        ),
+        (
+            "csv value as name",
+            "devices.csv",
+            format!("name,api_token\n{MARK} x,k1\n"),
+        ),
+        (
+            "csv value as recipient",
+            "devices.csv",
+            format!("name,recipient\nk1,{MARK}\n"),
+        ),
+        (
+            "csv bad quote",
+            "devices.csv",
+            format!("name,api_token\nk1,\"{MARK}\"x\n"),
+        ),
+        (
+            "csv short row",
+            "devices.csv",
+            format!("name,api_token\n{MARK}\n"),
+        ),
+    ];
+    for (what, file, text) in cases {
+        std::fs::write(d.join(file), &text).unwrap();
+        for json in [false, true] {
+            let mut args = vec![
+                "build",
+                "recipe.toml",
+                "--devices",
+                file,
+                "--bundles-only",
+                "--out",
+                "out",
+            ];
+            if json {
+                args.push("--json");
+            }
+            let out = build_image(d, &args);
+            assert!(!out.status.success(), "{what}: accepted");
+            assert_clean(what, &out);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(file), "{what}: the file is named: {err}");
+        }
+        assert!(!d.join("out").exists(), "{what}: output left behind");
+        std::fs::remove_file(d.join(file)).unwrap();
+    }
+    // The number case really planted a number.
+    let text = "[[device]]\nname = \"k1\"\nsecrets.api_token = { value = 7731 }\n";
+    std::fs::write(d.join("devices.toml"), text).unwrap();
+    let out = build_image(
+        d,
+        &[
+            "build",
+            "recipe.toml",
+            "--devices",
+            "devices.toml",
+            "--bundles-only",
+            "--out",
+            "out",
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("7731"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+}
+
+/// A dotenv file with the marker in malformed lines: never echoed.
+#[test]
+fn dotenv_errors_never_print_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!("{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ dotenv = {{ file = \".env\", key = \"API_TOKEN\" }} }}\n"),
+    )
+    .unwrap();
+    for text in [
+        format!("{MARK}\n"),
+        format!("API_TOKEN=\"{MARK}\n"),
+        format!("export {MARK}\nAPI_TOKEN=x\nAPI_TOKEN={MARK}\n"),
+        format!("API_TOKEN={MARK}\nAPI_TOKEN=y\n"),
+        format!("API_TOKEN={MARK}\nline two\n").replace("API_TOKEN", "API_TOKEN "),
+    ] {
+        std::fs::write(d.join(".env"), &text).unwrap();
+        for args in [
+            &["check", "recipe.toml"][..],
+            &["build", "recipe.toml", "--out", "out"][..],
+        ] {
+            let out = build_image(d, args);
+            assert_clean(&format!("{text:?} {args:?}"), &out);
+        }
+        let _ = std::fs::remove_dir_all(d.join("out"));
+    }
+}
