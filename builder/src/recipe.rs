@@ -249,9 +249,10 @@ impl Recipe {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
             && !self.image.name.starts_with('.');
         if !name_ok {
-            return Err(self.invalid(format!(
+            return Err(self.invalid(
                 "image.name: use letters, digits, '_', '-' or '.', not starting with '.'"
-            )));
+                    .to_string(),
+            ));
         }
         for (name, s) in &self.secrets {
             sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
