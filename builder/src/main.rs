@@ -730,7 +730,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for w in build_image::image::host_keys::warnings(&recipe) {
                 eprintln!("build-image: warning: {w}");
             }
-            let missing = rows.iter().any(|r| r.required && !r.present);
+            // A source that failed (a command that exited non-zero, timed
+            // out, a FIFO) is failed, not missing.
+            let missing = rows
+                .iter()
+                .any(|r| r.required && !r.present && r.error.is_none());
             let invalid = rows.iter().any(|r| r.error.is_some());
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -757,14 +761,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         println!("   └ missing: {how}");
                     }
                     if let Some(e) = &r.error {
-                        println!("   └ invalid: {e}");
+                        let what = if r.present { "invalid" } else { "failed" };
+                        println!("   └ {what}: {e}");
                     }
                 }
             }
-            Ok(if missing {
-                ExitCode::from(exit::MISSING_SECRETS)
-            } else if invalid {
+            Ok(if invalid {
                 ExitCode::from(exit::SECRET_INVALID)
+            } else if missing {
+                ExitCode::from(exit::MISSING_SECRETS)
             } else {
                 ExitCode::SUCCESS
             })

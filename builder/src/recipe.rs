@@ -142,6 +142,8 @@ pub struct SecretSection {
     /// Processing at build time.
     #[serde(default)]
     pub process: Process,
+    /// Seconds a `command` source may run before it is killed (default 60).
+    pub timeout: Option<f64>,
     /// Units to `systemctl try-restart` when this secret changes on a
     /// running device (`sealed-firstboot apply`).
     #[serde(default)]
@@ -256,6 +258,11 @@ impl Recipe {
         }
         for (name, s) in &self.secrets {
             sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            if s.timeout.is_some_and(|t| !(t > 0.0 && t <= 86_400.0)) {
+                return Err(self.invalid(format!(
+                    "secret {name}: timeout must be a number of seconds from 0 to 86400"
+                )));
+            }
             parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
             if let Some(SourceSpec::Store(n)) = &s.source {
                 crate::store::validate_name(n)

@@ -225,3 +225,107 @@ fn dotenv_errors_never_print_lines() {
         let _ = std::fs::remove_dir_all(d.join("out"));
     }
 }
+
+/// Sources are bounded: a command that hangs or floods is killed (exit 5,
+/// a clear message, quickly and without reading it all), a file source
+/// that is a FIFO, a device or a directory is refused at once, and `check`
+/// reports a failing command as failed, not missing.
+#[test]
+fn sources_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let recipe = |source: &str, extra: &str| {
+        format!("{HEAD}[secrets.a]\ntype = \"file\"\nsource = {source}\n{extra}\n")
+    };
+    let run = |text: &str, args: &[&str]| {
+        std::fs::write(d.join("recipe.toml"), text).unwrap();
+        let t = std::time::Instant::now();
+        let out = build_image(d, args);
+        (out, t.elapsed())
+    };
+    // A command that never ends: killed after its timeout.
+    let (out, took) = run(
+        &recipe("{ command = [\"sleep\", \"1000\"] }", "timeout = 0.5"),
+        &["build", "recipe.toml", "--out", "out"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not finish within 0.5 s and was killed"),
+        "{err}"
+    );
+    // Not a timing test: a generous bound that only a hang would break.
+    assert!(took < std::time::Duration::from_secs(60));
+    assert!(!d.join("out").exists());
+    // A command that floods its stdout: killed at the secret size limit;
+    // its process group (here: `yes` under sh) goes too.
+    let (out, _) = run(
+        &recipe("{ command = [\"sh\", \"-c\", \"yes MRKhostile7731\"] }", ""),
+        &["build", "recipe.toml", "--out", "out"],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("printed more than") && err.contains("was killed"),
+        "{err}"
+    );
+    assert_clean("flood", &out);
+    let leftover = Command::new("pgrep")
+        .args(["-f", "yes MRKhostile7731"])
+        .output();
+    if let Ok(l) = leftover {
+        assert!(
+            !l.status.success(),
+            "the command's children were left running"
+        );
+    }
+    // check: a failing command is "failed" (exit 5), not missing (4).
+    let (out, _) = run(
+        &recipe(
+            "{ command = [\"sh\", \"-c\", \"echo oops >&2; exit 3\"] }",
+            "",
+        ),
+        &["check", "recipe.toml"],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("└ failed:"));
+    // File sources: a FIFO (would block forever), a device, a directory.
+    let fifo = d.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir(d.join("adir")).unwrap();
+    for (path, what) in [
+        ("fifo", "a FIFO"),
+        ("/dev/zero", "a character device"),
+        ("adir", "a directory"),
+    ] {
+        let (out, _) = run(
+            &recipe(&format!("{{ file = \"{path}\" }}"), ""),
+            &["build", "recipe.toml", "--out", "out"],
+        );
+        assert_eq!(out.status.code(), Some(5), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(what) && err.contains("not a regular file"),
+            "{path}: {err}"
+        );
+    }
+    // A file larger than a secret may be is refused without reading it all.
+    let big = d.join("big");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(17 << 20).unwrap();
+    let (out, _) = run(
+        &recipe("{ file = \"big\" }", ""),
+        &["build", "recipe.toml", "--out", "out"],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the limit of a secret"));
+}

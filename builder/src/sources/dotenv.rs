@@ -6,21 +6,28 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 pub fn fetch(name: &str, path: &Path, key: &str) -> Result<Fetched, SourceError> {
-    let text = match std::fs::read(path) {
-        Ok(t) => Zeroizing::new(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Fetched::Missing {
-                how: format!("create {} with a line {key}=…", path.display()),
-            })
-        }
-        Err(source) => {
-            return Err(SourceError::Read {
-                name: name.into(),
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
+    let text: Zeroizing<Vec<u8>> =
+        match super::bounded::read_file(path, super::bounded::MAX_VALUE_BYTES) {
+            Ok(t) => t,
+            Err(super::bounded::BoundedError::NotFound) => {
+                return Ok(Fetched::Missing {
+                    how: format!("create {} with a line {key}=…", path.display()),
+                })
+            }
+            Err(super::bounded::BoundedError::Io(source)) => {
+                return Err(SourceError::Read {
+                    name: name.into(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Err(e) => {
+                return Err(SourceError::Invalid {
+                    name: name.into(),
+                    reason: format!("{}: {e}", path.display()),
+                })
+            }
+        };
     let err = |line: usize, reason: &str| SourceError::Dotenv {
         name: name.into(),
         path: path.to_path_buf(),

@@ -1,19 +1,24 @@
-//! File source (relative to the recipe).
+//! File source (relative to the recipe): a regular file of at most a
+//! secret's size; a FIFO, device or directory is refused at once.
 
+use super::bounded::{self, BoundedError};
 use super::{Fetched, SourceError};
 use std::path::Path;
-use zeroize::Zeroizing;
 
 pub fn fetch(name: &str, path: &Path) -> Result<Fetched, SourceError> {
-    match std::fs::read(path) {
-        Ok(v) => Ok(Fetched::Found(Zeroizing::new(v))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Fetched::Missing {
+    match bounded::read_file(path, bounded::MAX_VALUE_BYTES) {
+        Ok(v) => Ok(Fetched::Found(v)),
+        Err(BoundedError::NotFound) => Ok(Fetched::Missing {
             how: format!("create the file {}", path.display()),
         }),
-        Err(source) => Err(SourceError::Read {
+        Err(BoundedError::Io(source)) => Err(SourceError::Read {
             name: name.into(),
             path: path.to_path_buf(),
             source,
+        }),
+        Err(e) => Err(SourceError::Invalid {
+            name: name.into(),
+            reason: format!("{}: {e}", path.display()),
         }),
     }
 }

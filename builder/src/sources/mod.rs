@@ -2,6 +2,7 @@
 //! reports it missing (with how to provide it), or fails with a reason that
 //! never contains the value.
 
+pub mod bounded;
 mod command;
 mod dotenv;
 mod env;
@@ -86,7 +87,14 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
     match spec {
         SourceSpec::Env(var) => Ok(env::fetch(var)),
         SourceSpec::File(p) => file::fetch(name, &recipe.resolve(p)),
-        SourceSpec::Command(argv) => command::fetch(name, argv, &recipe.base_dir),
+        SourceSpec::Command(argv) => {
+            let timeout = recipe
+                .secrets
+                .get(name)
+                .and_then(|s| s.timeout)
+                .map(std::time::Duration::from_secs_f64);
+            command::fetch(name, argv, &recipe.base_dir, timeout)
+        }
         SourceSpec::Dotenv { file, key } => {
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }

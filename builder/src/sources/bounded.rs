@@ -1,0 +1,191 @@
+//! Bounded reads of build-host files and programs: a source never reads
+//! more than a secret may hold, never blocks on a FIFO or a device, and a
+//! command that hangs or floods is killed.
+
+use sealed_firstboot::bundle::limits::MAX_SECRET_BYTES;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Largest value a source may give (the bundle's per-secret limit).
+pub const MAX_VALUE_BYTES: u64 = MAX_SECRET_BYTES;
+/// How long a `command` source may run unless its secret sets `timeout`.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a failing command's stderr is shown.
+const MAX_STDERR_BYTES: usize = 16 * 1024;
+
+/// Why a bounded read failed.
+#[derive(Debug)]
+pub enum BoundedError {
+    NotFound,
+    /// A FIFO, a device, a directory, a socket.
+    NotRegular(&'static str),
+    TooLarge {
+        limit: u64,
+    },
+    Io(io::Error),
+}
+
+impl std::fmt::Display for BoundedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundedError::NotFound => f.write_str("no such file"),
+            BoundedError::NotRegular(what) => write!(f, "it is {what}, not a regular file"),
+            BoundedError::TooLarge { limit } => {
+                write!(f, "it is larger than {limit} bytes, the limit of a secret")
+            }
+            BoundedError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Read a regular file (symbolic links followed) of at most `limit` bytes,
+/// refusing anything else at once (opened non-blocking, checked on the
+/// open descriptor), reading at most `limit + 1` bytes.
+pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Err(BoundedError::NotFound),
+        Err(e) => return Err(BoundedError::Io(e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
+    let what = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(what) = what {
+        return Err(BoundedError::NotRegular(what));
+    }
+    if st.st_size as u64 > limit {
+        return Err(BoundedError::TooLarge { limit });
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(st.st_size as usize));
+    std::fs::File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(BoundedError::Io)?;
+    if out.len() as u64 > limit {
+        return Err(BoundedError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// How a command source ended.
+pub enum CommandOutcome {
+    /// It exited; its stdout (bounded) and the tail of its stderr.
+    Exited {
+        status: ExitStatus,
+        stdout: Zeroizing<Vec<u8>>,
+        stderr: String,
+    },
+    /// Killed (with its process group) after `timeout`.
+    TimedOut,
+    /// Killed (with its process group) when its stdout passed `limit`.
+    TooLarge { limit: u64 },
+}
+
+/// Run `cmd` (stdin closed) in its own process group, reading at most
+/// `limit` bytes of stdout, for at most `timeout`.
+pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Result<CommandOutcome> {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let mut out_pipe = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout pipe"))?;
+    let mut err_pipe = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("no stderr pipe"))?;
+    let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over_flag = std::sync::Arc::clone(&over);
+    let out_reader = std::thread::spawn(move || -> io::Result<Zeroizing<Vec<u8>>> {
+        let mut buf = Zeroizing::new(Vec::new());
+        (&mut out_pipe).take(limit + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > limit {
+            buf.truncate(0);
+            over_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(buf)
+    });
+    let err_reader = std::thread::spawn(move || -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Keep the tail; drain everything so the child never blocks on it.
+        while let Ok(n) = err_pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 2 * MAX_STDERR_BYTES {
+                buf.drain(..buf.len() - MAX_STDERR_BYTES);
+            }
+        }
+        if buf.len() > MAX_STDERR_BYTES {
+            buf.drain(..buf.len() - MAX_STDERR_BYTES);
+        }
+        String::from_utf8_lossy(&buf).trim_end().to_string()
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if over.load(std::sync::atomic::Ordering::SeqCst) {
+            kill_group(&mut child);
+            break None;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            kill_group(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let status = match status {
+        Some(s) => s,
+        None => child.wait()?,
+    };
+    // The group is killed too when the command exits while children still
+    // hold its pipes open: the readers must end.
+    kill_group(&mut child);
+    let out = out_reader
+        .join()
+        .map_err(|_| io::Error::other("stdout reader panicked"))??;
+    let stderr = err_reader.join().unwrap_or_default();
+    if timed_out {
+        return Ok(CommandOutcome::TimedOut);
+    }
+    if over.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(CommandOutcome::TooLarge { limit });
+    }
+    Ok(CommandOutcome::Exited {
+        status,
+        stdout: out,
+        stderr,
+    })
+}
+
+fn kill_group(child: &mut Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+}
