@@ -50,6 +50,9 @@ pub struct BuildOptions {
     pub created_at: sealed_firstboot::bundle::Stamp,
     /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
     pub zst_level: Option<i32>,
+    /// Replace an existing `NAME.key` (it may be the only key of an image
+    /// already flashed: never replaced silently).
+    pub force: bool,
 }
 
 /// What a build produced (safe to print: no values, no key).
@@ -103,6 +106,13 @@ pub fn build(
     let header = &sealed.header;
 
     let name = &recipe.image.name;
+    let existing_key = opts.out_dir.join(format!("{name}.key"));
+    if !opts.force && std::fs::symlink_metadata(&existing_key).is_ok() {
+        return Err(BuildError::OutputExists {
+            path: existing_key,
+            hint: "it may be the key of an image already written; pass --force to replace it (and the other outputs)",
+        });
+    }
     let staging = Staging::new(&opts.out_dir, name)
         .map_err(io_err(format!("creating {}", opts.out_dir.display())))?;
     let img_name = format!("{name}.img");
@@ -195,7 +205,19 @@ pub fn build(
     }
     files.push("SHA256SUMS".into());
     files.push(manifest::BUILD_JSON_NAME.into());
-    staging.commit(&files).map_err(io_err(format!(
+    // Every output of a build of NAME, so that none of an earlier build
+    // (a `.img.zst` from a build with --no-zst now) stays beside this set.
+    let set: Vec<String> = [
+        img_name.clone(),
+        format!("{name}.img.zst"),
+        format!("{name}.bmap"),
+        key_name.clone(),
+        "SHA256SUMS".into(),
+        manifest::BUILD_JSON_NAME.into(),
+    ]
+    .into();
+    failpoint_commit()?;
+    staging.commit_set(&files, &set).map_err(io_err(format!(
         "moving outputs into {}",
         opts.out_dir.display()
     )))?;
@@ -215,6 +237,18 @@ pub fn build(
             .collect(),
         warnings,
     })
+}
+
+/// Test hook: `BUILD_IMAGE_FAILPOINT=before-commit` fails the build just
+/// before its outputs are committed (after every file was written).
+fn failpoint_commit() -> Result<(), BuildError> {
+    if std::env::var_os("BUILD_IMAGE_FAILPOINT").is_some_and(|v| v == "before-commit") {
+        return Err(BuildError::Io {
+            context: "failpoint before-commit".into(),
+            source: std::io::Error::other("injected failure"),
+        });
+    }
+    Ok(())
 }
 
 /// Names, types and device paths of a recipe's secrets (never values), and
@@ -333,6 +367,31 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
 
 /// A file or a directory tree from the build host, placed at `dest` in FAT.
 fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), BuildError> {
+    // The path the recipe names is taken as it is (links followed); inside
+    // a directory, a symbolic link is followed only when its target stays
+    // inside that directory: a `boot/x -> /etc/shadow` must never copy the
+    // build host's files into the image in clear.
+    let root =
+        std::fs::canonicalize(src).map_err(io_err(format!("boot file {}", src.display())))?;
+    collect_fat_tree(&root, &root, dest, out, 0)
+}
+
+fn collect_fat_tree(
+    root: &Path,
+    src: &Path,
+    dest: &str,
+    out: &mut Vec<FatFile>,
+    depth: usize,
+) -> Result<(), BuildError> {
+    let refuse = |path: &Path, why: String| {
+        BuildError::Invalid(format!("boot file {}: {why}", path.display()))
+    };
+    if depth > 64 {
+        return Err(refuse(
+            src,
+            "directories nested too deeply (a link loop?)".into(),
+        ));
+    }
     let meta = std::fs::metadata(src).map_err(io_err(format!("boot file {}", src.display())))?;
     if meta.is_dir() {
         let mut entries: Vec<_> = std::fs::read_dir(src)
@@ -347,14 +406,52 @@ fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(
             } else {
                 format!("{dest}/{name}")
             };
-            collect_fat_files(&e.path(), &d, out)?;
+            let path = e.path();
+            let lmeta = std::fs::symlink_metadata(&path)
+                .map_err(io_err(format!("boot file {}", path.display())))?;
+            let next = if lmeta.file_type().is_symlink() {
+                match std::fs::canonicalize(&path) {
+                    Ok(t) if t.starts_with(root) => t,
+                    Ok(_) => {
+                        return Err(refuse(
+                            &path,
+                            format!(
+                                "a symbolic link to a place outside {} is not followed (it would copy a file of the build host into the image)",
+                                root.display()
+                            ),
+                        ))
+                    }
+                    Err(_) => return Err(refuse(&path, "a dangling symbolic link".into())),
+                }
+            } else {
+                path
+            };
+            collect_fat_tree(root, &next, &d, out, depth + 1)?;
         }
-    } else {
-        let data = std::fs::read(src).map_err(io_err(format!("reading {}", src.display())))?;
-        out.push(FatFile {
-            path: dest.to_string(),
-            data,
-        });
+        return Ok(());
     }
+    if !meta.is_file() {
+        let ft = meta.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(refuse(
+            src,
+            format!("{what}: only regular files and directories go into a FAT partition"),
+        ));
+    }
+    // Opened non-blocking and checked again on the descriptor (the path
+    // could change in between).
+    let data = crate::sources::bounded::read_file(src, u32::MAX as u64)
+        .map_err(|e| refuse(src, e.to_string()))?;
+    out.push(FatFile {
+        path: dest.to_string(),
+        data: data.to_vec(),
+    });
     Ok(())
 }

@@ -339,7 +339,7 @@ mod tests {
         .unwrap();
         let e = load(&t, &names()).err().unwrap().to_string();
         assert!(
-            e.contains("secret nope is not in the recipe") && !e.contains("s3cr3t"),
+            e.contains("sets a secret the recipe does not have") && !e.contains("s3cr3t"),
             "{e}"
         );
         std::fs::write(

@@ -15,6 +15,10 @@ use crate::secrets::{self, SecretsError};
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// The file that marks a device directory as made by a fleet build (only
+/// such a directory is ever replaced).
+pub const DEVICE_DIR_MARKER: &str = ".sealed-image-device";
+
 pub struct FleetOptions {
     pub out_dir: PathBuf,
     /// Key mode of devices without a known recipient.
@@ -84,6 +88,20 @@ pub fn build_fleet(
         return Err(BuildError::Fleet(failures));
     }
 
+    // A device directory that exists must be one this tool made (it holds
+    // the marker file): never replace a user's directory named like a
+    // device (`--out .` with a device called `home`...).
+    for d in devices {
+        let dest = opts.out_dir.join(&d.name);
+        if std::fs::symlink_metadata(&dest).is_ok()
+            && !std::fs::symlink_metadata(dest.join(DEVICE_DIR_MARKER)).is_ok_and(|m| m.is_file())
+        {
+            return Err(BuildError::OutputExists {
+                path: dest,
+                hint: "it was not made by a fleet build of build-image (no .sealed-image-device marker); refusing to replace it: choose another --out or remove it",
+            });
+        }
+    }
     let name = &recipe.image.name;
     let staging = Staging::new(&opts.out_dir, &format!("fleet-{name}"))
         .map_err(io_err(format!("creating {}", opts.out_dir.display())))?;
@@ -135,6 +153,11 @@ pub fn build_fleet(
     let work = |d: &Device, s: &Sealed| -> Result<DeviceReport, BuildError> {
         let dir = staging.path(&d.name);
         std::fs::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        std::fs::write(
+            dir.join(DEVICE_DIR_MARKER),
+            "made by build-image build --devices; replaced by the next fleet build\n",
+        )
+        .map_err(io_err(format!("writing the marker in {}", dir.display())))?;
         let mut files = s.boot_files();
         let final_dir = opts.out_dir.join(&d.name);
         let mut report = DeviceReport {
@@ -263,13 +286,8 @@ pub fn build_fleet(
     }
     let _ = std::fs::remove_file(&base);
     let _ = std::fs::remove_file(staging.path(".base.frames"));
-    for n in &moved {
-        let dest = opts.out_dir.join(n);
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest)
-                .map_err(io_err(format!("replacing {}", dest.display())))?;
-        }
-    }
+    // Earlier device directories (checked to be ours above) are replaced
+    // as a set with the new ones.
     staging.commit(&moved).map_err(io_err(format!(
         "moving outputs into {}",
         opts.out_dir.display()

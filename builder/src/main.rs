@@ -120,6 +120,9 @@ enum Command {
         /// Do not write NAME.img.zst
         #[arg(long)]
         no_zst: bool,
+        /// Replace the outputs of an earlier build in OUT, NAME.key included
+        #[arg(long)]
+        force: bool,
     },
     /// Seal a recipe's secrets into an existing image (.img or .img.zst)
     #[command(after_help = "EXAMPLES:\n  \
@@ -419,6 +422,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             raw_images,
             zst_level,
             no_zst,
+            force,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let sequence = key.sequence;
@@ -458,6 +462,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 key_mode,
                 created_at: created_at(sequence),
                 zst_level: (!no_zst).then_some(zst_level),
+                force,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;

@@ -443,7 +443,27 @@ pub fn parse_u32_id(s: &str) -> Result<u32, String> {
 /// value: serde's messages quote it (`unknown variant \`…\``, `invalid
 /// type: string "…"`), and it may be a secret put in the wrong place.
 pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = redact_quoted(e.message());
+    let mut msg = redact_quoted(e.message());
+    // An unknown key is named when it looks like a field name (a typo such
+    // as `colour`, `sourec`), never when it could be a value in the wrong
+    // place (upper case, digits, long).
+    if let Some(key) = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        .filter(|k| {
+            (1..=32).contains(&k.len())
+                && k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c == b'-' || c == b'_')
+        })
+    {
+        msg = msg.replacen(
+            "unknown field (value not shown)",
+            &format!("unknown field `{key}`"),
+            1,
+        );
+    }
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -538,7 +558,18 @@ description = "Wi-Fi passphrase"
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("r.toml: line 13, column 1"), "{err}");
-        assert!(err.contains("colour"), "{err}");
+        // A key that looks like a field name (a typo) is named; one that
+        // could be a value is not. What the table expects is listed.
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+        let text = MINIMAL.replace("description =", "Tok3nValue9 = \"red\"\ndescription =");
+        let err = Recipe::parse(&text, Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("Tok3nValue9") && err.contains("unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

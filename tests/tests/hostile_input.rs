@@ -329,3 +329,231 @@ fn sources_are_bounded() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the limit of a secret"));
 }
+
+/// FAT `files` never leak the build host: a link out of the source tree is
+/// refused naming the link, one inside it is copied, a FIFO is refused.
+#[test]
+fn fat_files_never_follow_links_out_of_their_tree() {
+    if !require_tool("mcopy", "mtools") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("host-secret"), "MRKhostile7731 host shadow").unwrap();
+    let boot = d.join("boot");
+    std::fs::create_dir_all(boot.join("sub")).unwrap();
+    std::fs::write(boot.join("sub/real.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink("sub/real.txt", boot.join("inner-link")).unwrap();
+    std::os::unix::fs::symlink(d.join("host-secret"), boot.join("x")).unwrap();
+    let recipe = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\nfiles = { \"b\" = \"boot\" }\n\n[secrets.a]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n";
+    std::fs::write(d.join("recipe.toml"), recipe).unwrap();
+    std::fs::write(d.join("a.txt"), "v").unwrap();
+    let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("boot/x") && err.contains("outside"), "{err}");
+    assert_clean("link out", &out);
+    assert!(!d.join("out").exists());
+    // Without the outside link: the inside link is copied, as a file.
+    std::fs::remove_file(boot.join("x")).unwrap();
+    let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = d.join("out/r.img");
+    assert!(!file_contains(&img, b"MRKhostile7731"));
+    let off = sfdisk_partitions(&img)[0]["start"].as_u64().unwrap() * 512;
+    let t = Command::new("mtype")
+        .args([
+            "-i",
+            &format!("{}@@{off}", img.display()),
+            "::/b/inner-link",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&t.stdout), "inside");
+    // A FIFO in the tree is refused at once.
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(boot.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a FIFO"));
+}
+
+fn hashes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Outputs are committed as a set: a failing build leaves the previous
+/// set untouched; the staging directory of a killed build (an image and
+/// its key) is removed by the next run; an existing key is not replaced
+/// without --force; stale outputs of an earlier build do not stay beside a
+/// new set.
+#[test]
+fn outputs_are_committed_as_a_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("a.txt"), "v1").unwrap();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let out = build_image(d, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["build", "recipe.toml", "--out", "out"]);
+    let before = hashes(&d.join("out"));
+    assert!(before.iter().any(|(n, _)| n == "r.img.zst"));
+    // An existing key is not replaced silently.
+    std::fs::write(d.join("a.txt"), "v2").unwrap();
+    let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
+    assert_eq!(out.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("r.key") && err.contains("--force"), "{err}");
+    assert_eq!(hashes(&d.join("out")), before);
+    // A failure after every new file was written: the old set stays whole.
+    let out = Command::new(bin("build-image"))
+        .args([
+            "build",
+            "recipe.toml",
+            "--out",
+            "out",
+            "--no-zst",
+            "--force",
+        ])
+        .env("BUILD_IMAGE_FAILPOINT", "before-commit")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(
+        hashes(&d.join("out")),
+        before,
+        "a failed build changed the outputs"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind");
+    // A killed build's staging directory is removed by the next run.
+    let dead = d.join("out/.build-r.tmp-999999999");
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::write(dead.join("r.key"), "SEALED-IMAGE-KEY-1:00").unwrap();
+    // With --force the new set replaces the old one, and the old .img.zst
+    // (this build writes none) does not stay beside it.
+    ok(&[
+        "build",
+        "recipe.toml",
+        "--out",
+        "out",
+        "--no-zst",
+        "--force",
+    ]);
+    assert!(!dead.exists(), "a killed build's image and key stayed");
+    let after = hashes(&d.join("out"));
+    assert!(
+        !after.iter().any(|(n, _)| n == "r.img.zst"),
+        "stale .img.zst kept"
+    );
+    let c = Command::new("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(d.join("out"))
+        .output()
+        .unwrap();
+    assert!(c.status.success());
+}
+
+/// Fleet builds never delete what they did not create: a directory named
+/// like a device that is not a fleet output is refused, untouched.
+#[test]
+fn fleet_builds_never_replace_a_users_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!(
+            "{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"home/a.txt\" }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("home")).unwrap();
+    std::fs::write(d.join("home/a.txt"), "v").unwrap();
+    std::fs::write(d.join("devices.csv"), "name\nhome\nkiosk\n").unwrap();
+    let out = build_image(
+        d,
+        &[
+            "build",
+            "recipe.toml",
+            "--devices",
+            "devices.csv",
+            "--bundles-only",
+            "--out",
+            ".",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not made by a fleet build"));
+    assert_eq!(std::fs::read_to_string(d.join("home/a.txt")).unwrap(), "v");
+    assert!(
+        !d.join("kiosk").exists(),
+        "nothing is written when one device is refused"
+    );
+    // A fleet's own directories are replaced by the next fleet build.
+    std::fs::write(d.join("devices.csv"), "name\nkiosk\n").unwrap();
+    for _ in 0..2 {
+        let out = build_image(
+            d,
+            &[
+                "build",
+                "recipe.toml",
+                "--devices",
+                "devices.csv",
+                "--bundles-only",
+                "--out",
+                ".",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(d.join("kiosk/.sealed-image-device").is_file());
+}

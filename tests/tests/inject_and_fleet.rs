@@ -416,7 +416,13 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     names.sort();
     assert_eq!(
         names,
-        ["SHA256SUMS", "demo.bmap", "demo.img.zst", "demo.key"]
+        [
+            ".sealed-image-device",
+            "SHA256SUMS",
+            "demo.bmap",
+            "demo.img.zst",
+            "demo.key"
+        ]
     );
     let c = Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
