@@ -193,6 +193,9 @@ enum Command {
         /// Do not read back and compare
         #[arg(long)]
         no_verify: bool,
+        /// Overwrite an existing regular file that is not an earlier flash output
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -557,6 +560,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             partition,
             yes,
             no_verify,
+            force,
             report: ReportArgs { json, quiet },
         } => {
             use std::io::IsTerminal;
@@ -569,6 +573,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !quiet && !json && std::io::stderr().is_terminal(),
                 partition: selector(partition),
                 bundle,
+                force,
             };
             let r = build_image::flash::flash(&image, &target, &opts)?;
             if json {

@@ -557,3 +557,67 @@ fn fleet_builds_never_replace_a_users_directory() {
     }
     assert!(d.join("kiosk/.sealed-image-device").is_file());
 }
+
+/// flash to a regular file: created 0600 (it holds the bundle and the
+/// key), an existing file that is not an earlier flash output needs
+/// --force, an earlier flash output can be flashed again.
+#[test]
+fn flash_to_a_file_is_private_and_never_clobbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("a.txt"), "v").unwrap();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
+    )
+    .unwrap();
+    let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
+    assert!(out.status.success());
+    let flash = |target: &str, extra: &[&str]| {
+        let mut args = vec!["flash", "out/r.img", target, "--key", "out/r.key"];
+        args.extend_from_slice(extra);
+        build_image(d, &args)
+    };
+    let out = flash("card.img", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("card.img"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // Again onto the earlier flash output: fine.
+    let again = flash("card.img", &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // A user's file is not clobbered without --force.
+    std::fs::write(d.join("thesis.odt"), "years of work").unwrap();
+    let out = flash("thesis.odt", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(d.join("thesis.odt")).unwrap(),
+        "years of work"
+    );
+    let out = flash("thesis.odt", &["--force"]);
+    assert!(out.status.success());
+    let mode = std::fs::metadata(d.join("thesis.odt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}

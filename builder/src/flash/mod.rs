@@ -71,6 +71,9 @@ pub struct FlashOptions {
     pub progress: bool,
     /// Which partition receives the key (default: the ESP, else the only FAT one).
     pub partition: BootSelector,
+    /// Overwrite an existing regular file that is not an earlier flash
+    /// output.
+    pub force: bool,
     /// A device's bundle to put onto the boot partition of the written
     /// (base) image: a file (from `build-image bundle`), or a device
     /// directory of a fleet build with `--bundles-only`
@@ -91,6 +94,7 @@ impl Default for FlashOptions {
             progress: false,
             partition: BootSelector::Auto,
             bundle: None,
+            force: false,
         }
     }
 }
@@ -178,6 +182,11 @@ pub enum FlashError {
         actual: String,
         target: PathBuf,
     },
+    #[error(
+        "the target {} is an existing file that is not an earlier flash output; pass --force to overwrite it",
+        target.display()
+    )]
+    TargetFileExists { target: PathBuf },
     #[error("device bundle {}: {reason}", bundle.display())]
     BundleInvalid { bundle: PathBuf, reason: String },
     #[error("the device bundle written to {} does not read back identically", target.display())]
@@ -333,6 +342,7 @@ impl FlashError {
             } => partially_written.is_none(),
             KeyMismatch { image_written, .. } => !image_written,
             BundleInvalid { .. } => true,
+            TargetFileExists { .. } => true,
             _ => false,
         }
     }
@@ -387,6 +397,20 @@ pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
         bmap: path.to_path_buf(),
         reason,
     })
+}
+
+/// The extended attribute that marks a file as written by `flash`.
+const FLASH_OUTPUT_XATTR: &str = "user.sealed-image.flash-output";
+
+fn is_flash_output(path: &Path) -> bool {
+    let mut buf = [0u8; 8];
+    rustix::fs::getxattr(path, FLASH_OUTPUT_XATTR, &mut buf[..]).is_ok()
+}
+
+/// Best effort: a filesystem without user xattrs only means the next flash
+/// onto this file needs --force.
+fn mark_flash_output(f: &File) {
+    let _ = rustix::fs::fsetxattr(f, FLASH_OUTPUT_XATTR, b"1", rustix::fs::XattrFlags::empty());
 }
 
 /// A device bundle for `--bundle`: the file, or `DIR/sealed-secrets/bundle`
@@ -761,13 +785,25 @@ pub fn flash_with_roots(
         }
         f
     } else {
+        // A file target holds the bundle (and with --key the key): 0600,
+        // and an existing file is overwritten only when it is an earlier
+        // flash output (marked with an xattr) or with --force.
+        if let Ok(m) = std::fs::metadata(&real) {
+            if m.len() > 0 && !opts.force && !is_flash_output(&real) {
+                return Err(FlashError::TargetFileExists { target: shown });
+            }
+        }
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&real)
             .map_err(|e| io_err("cannot create", e))?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| io_err("cannot set the mode of", e))?;
+        mark_flash_output(&f);
         if let Some(n) = image_size {
             f.set_len(n).map_err(|e| io_err("cannot size", e))?;
         }

@@ -276,9 +276,22 @@ fn no_bmap_writes_everything_but_zero_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), "disk", TableKind::Mbr, b"x");
     let target = dir.path().join("out.img");
-    // A pre-existing, longer target file is truncated first.
+    // A pre-existing, longer target file is truncated first (with --force:
+    // it is not an earlier flash output).
     fs::write(&target, vec![0xee; 80 << 20]).unwrap();
-    let report = flash(&img, &target, &opts()).unwrap();
+    assert!(matches!(
+        flash(&img, &target, &opts()),
+        Err(FlashError::TargetFileExists { .. })
+    ));
+    let report = flash(
+        &img,
+        &target,
+        &FlashOptions {
+            force: true,
+            ..opts()
+        },
+    )
+    .unwrap();
     let size = fs::metadata(&img).unwrap().len();
     assert!(!report.used_bmap && report.bmap.is_none());
     assert_eq!(report.mapped_bytes, size);
