@@ -28,11 +28,13 @@ pub enum BuildError {
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
     #[error("{0}")]
     Invalid(String),
+    /// An error in a user's image, worded with its name.
+    #[error("{}: {message}", image.display())]
+    InImage { image: PathBuf, message: String },
     #[error("{path} exists; {hint}")]
     OutputExists { path: PathBuf, hint: &'static str },
     #[error("{} device(s) cannot be built:\n{}", .0.len(), .0.iter().map(|(d, e)| format!("device {d}: {e}")).collect::<Vec<_>>().join("\n"))]

@@ -32,7 +32,6 @@ pub enum DevicesError {
     #[error("reading devices file {path}: {source}")]
     Read {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}: {message}")]

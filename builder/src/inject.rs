@@ -92,6 +92,9 @@ pub fn inject(
 ) -> Result<InjectReport, BuildError> {
     let (_, compressed) = split_name(input);
     let (output, key_path) = output_paths(input, opts);
+    // The output's format follows its name: `-o x.img.zst` writes zstd
+    // whatever the input was.
+    let out_compressed = split_name(&output).1;
     if output.exists() && !opts.in_place {
         return Err(BuildError::OutputExists {
             path: output,
@@ -128,15 +131,40 @@ pub fn inject(
             .map_err(io_err(format!("copying {}", input.display())))?;
     }
 
+    // The working copy must be writable whatever the input's mode (a
+    // read-only input works for a non-root user); the output gets the
+    // input's mode back.
+    let input_mode = fs::metadata(input)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
+    fs::set_permissions(
+        &work.0,
+        std::os::unix::fs::PermissionsExt::from_mode(input_mode | 0o600),
+    )
+    .map_err(io_err(format!("writing {}", output.display())))?;
+
     progress.step("writing the boot partition");
-    let info = image::read_table(&work.0)?;
-    let part = image::find_boot_partition(&info, &opts.selector)?;
+    // Errors name the user's image, never the working copy.
+    let named = |e: image::ImageError| BuildError::InImage {
+        image: input.to_path_buf(),
+        message: e
+            .to_string()
+            .replace(&work.0.display().to_string(), &input.display().to_string()),
+    };
+    let info = image::read_table(&work.0).map_err(named)?;
+    let part = image::find_boot_partition(&info, &opts.selector).map_err(named)?;
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
     seal::zeroize_files(&mut files);
-    written?;
+    written.map_err(named)?;
+    // A key left by an earlier embedded-key injection would be taken for
+    // this bundle's key on the device ("wrong image key"): only embedded
+    // mode keeps a key on the boot partition.
+    if !matches!(opts.key_mode, KeyMode::Embedded) {
+        image::fat_remove_file(&work.0, &part, seal::EMBEDDED_KEY_PATH).map_err(named)?;
+    }
 
-    let final_tmp = if compressed {
+    let final_tmp = if out_compressed {
         progress.step("compressing");
         let z = Temp(dir.join(format!(".inject-{}.img.zst.tmp", std::process::id())));
         let threads = std::thread::available_parallelism()
@@ -156,13 +184,18 @@ pub fn inject(
         fs::rename(&key_tmp.0, &key_path)
             .map_err(io_err(format!("writing {}", key_path.display())))?;
     }
+    fs::set_permissions(
+        &final_tmp.0,
+        std::os::unix::fs::PermissionsExt::from_mode(input_mode),
+    )
+    .map_err(io_err(format!("writing {}", output.display())))?;
     fs::rename(&final_tmp.0, &output).map_err(io_err(format!("writing {}", output.display())))?;
 
     Ok(InjectReport {
         image: output,
         key: wrote_key.then_some(key_path),
         key_mode: opts.key_mode.name(),
-        compressed,
+        compressed: out_compressed,
         boot_partition: part.index,
         bundle_id: sealed.header.bundle_id_hex(),
         key_id: sealed.header.key_id.to_string(),

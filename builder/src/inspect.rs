@@ -14,11 +14,7 @@ pub enum InspectError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("bundle in {image}: {source}")]
-    Bundle {
-        image: String,
-        #[source]
-        source: BundleError,
-    },
+    Bundle { image: String, source: BundleError },
     #[error("--key: {0}")]
     Key(BundleError),
 }

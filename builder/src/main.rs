@@ -309,7 +309,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("build-image: error: {e:#}");
+            eprintln!("build-image: error: {}", chain_message(&e));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -785,4 +785,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// The error and its causes, each said once: a message that already holds
+/// its cause's text (`reading X: permission denied`) is not followed by it
+/// again (`…: permission denied: permission denied`).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

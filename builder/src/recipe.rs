@@ -11,7 +11,6 @@ pub enum RecipeError {
     #[error("reading recipe {path}: {source}")]
     Read {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}: {message}")]

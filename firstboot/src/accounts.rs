@@ -16,11 +16,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum AccountError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    Read { path: PathBuf, source: io::Error },
     #[error("user {name:?} not found in {path}")]
     UnknownUser { name: String, path: PathBuf },
     #[error("group {name:?} not found in {path}")]

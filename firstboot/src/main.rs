@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     match dispatch(&args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sealed-firstboot: error: {e:#}");
+            eprintln!("sealed-firstboot: error: {}", chain_message(&e));
             ExitCode::FAILURE
         }
     }
@@ -187,7 +187,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
         "run" => {
             let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
-                eprintln!("sealed-firstboot: error: {e:#}");
+                eprintln!("sealed-firstboot: error: {}", chain_message(e));
             }
             let outcome = do_unseal(root)?;
             if provisioned.is_err() && !outcome.had_store {
@@ -416,4 +416,22 @@ fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_STATUS_NOT_OK)
     })
+}
+
+/// The error and its causes, each said once: a message that already holds
+/// its cause's text (`reading X: permission denied`) is not followed by it
+/// again (`…: permission denied: permission denied`).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -32,17 +32,9 @@ pub const CONFIG_FILE: &str = config::CONFIG_FILE;
 #[derive(Debug, Error)]
 pub enum ProvisionError {
     #[error("bundle {path}: {source} (the bundle and its key are kept)")]
-    Bundle {
-        path: PathBuf,
-        #[source]
-        source: BundleError,
-    },
+    Bundle { path: PathBuf, source: BundleError },
     #[error("image key {path}: {source} (the bundle and its key are kept)")]
-    Key {
-        path: PathBuf,
-        #[source]
-        source: BundleError,
-    },
+    Key { path: PathBuf, source: BundleError },
     #[error("a bundle is present at {bundle} but its image key is not at {key}: copy the build's NAME.key there (or use `build-image flash`, which does)")]
     KeyMissing { bundle: PathBuf, key: PathBuf },
     #[error("refused bundle {bundle_id} sealed at {stamp}: the store already holds bundle {applied_id} sealed at {applied_stamp}; an older or equally old bundle would roll secrets back{}", if *.wiped { " (the refused bundle and its key were wiped)" } else { "" })]

@@ -32,7 +32,6 @@ pub enum StoreError {
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
     #[error("store is damaged: {0}")]

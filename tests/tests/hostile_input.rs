@@ -621,3 +621,67 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// No message repeats its own text ("X: X"): a context that already holds
+/// its cause is not followed by the cause again.
+#[test]
+fn messages_never_repeat_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("recipe.toml"),
+        format!("{HEAD}[secrets.a]\ntype = \"file\"\nsource = {{ file = \"adir\" }}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("adir")).unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["build", "missing.toml", "--out", "o"],
+        vec!["check", "missing.toml"],
+        vec!["build", "recipe.toml", "--out", "o"],
+        vec!["inspect", "nothing.img"],
+        vec!["flash", "nothing.img", "t.img"],
+        vec!["inject", "nothing.img", "--recipe", "recipe.toml"],
+        vec![
+            "build",
+            "recipe.toml",
+            "--devices",
+            "nodevices.csv",
+            "--out",
+            "o",
+        ],
+    ];
+    for args in cases {
+        let out = build_image(d, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for line in err.lines() {
+            let parts: Vec<&str> = line.split(": ").collect();
+            for i in 0..parts.len() {
+                for j in i + 1..parts.len() {
+                    assert!(
+                        parts[i].len() < 8 || parts[i] != parts[j],
+                        "{args:?}: repeats itself: {line}"
+                    );
+                }
+            }
+        }
+    }
+    // The device side too.
+    let root = d.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/sealed-firstboot.conf"), "nonsense\n").unwrap();
+    let out = Command::new(bin("sealed-firstboot"))
+        .arg("--root")
+        .arg(&root)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        assert!(
+            parts.windows(2).all(|w| w[0] != w[1] || w[0].len() < 8),
+            "{line}"
+        );
+    }
+}

@@ -571,3 +571,126 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
     );
     assert!(String::from_utf8_lossy(&f.stderr).contains("refusing"));
 }
+
+/// inject: the output's format follows its name; a stale embedded key of
+/// an earlier injection is removed in separate-key mode; a read-only input
+/// works for a non-root user; messages name the user's files, never the
+/// working copy.
+#[test]
+fn inject_output_format_stale_key_and_read_only_input() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = raspios_like(tmp.path());
+    // .img in, -o x.img.zst out: zstd.
+    let zout = tmp.path().join("x.img.zst");
+    let out = inject(
+        &[img.to_str().unwrap(), "-o", zout.to_str().unwrap()],
+        MARKER,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let magic = std::fs::read(&zout).unwrap()[..4].to_vec();
+    assert_eq!(magic, [0x28, 0xb5, 0x2f, 0xfd], "-o x.img.zst must be zstd");
+    assert!(Command::new("zstd")
+        .args(["-q", "-t"])
+        .arg(&zout)
+        .status()
+        .unwrap()
+        .success());
+
+    // An embedded-key injection, then a separate-key one into its output:
+    // the old image.key must not stay on the boot partition.
+    let emb = tmp.path().join("emb.img");
+    let out = inject(
+        &[
+            img.to_str().unwrap(),
+            "-o",
+            emb.to_str().unwrap(),
+            "--embed-key",
+        ],
+        MARKER,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = tmp.path().join("sep.img");
+    let out = inject(
+        &[emb.to_str().unwrap(), "-o", sep.to_str().unwrap()],
+        MARKER,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let esp = format!("{}@@{}", sep.display(), BOOT_START * 512);
+    let dir = Command::new("mdir")
+        .args(["-i", &esp, "::/sealed-secrets"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&dir.stdout).to_lowercase();
+    assert!(listing.contains("bundle"), "{listing}");
+    assert!(
+        !listing.contains("image") || !listing.contains("key"),
+        "stale key kept: {listing}"
+    );
+
+    // A read-only input, as a non-root user (root only drops to nobody
+    // here; a non-root test run is that user already).
+    let ro_dir = tmp.path().join("ro");
+    std::fs::create_dir(&ro_dir).unwrap();
+    let ro = ro_dir.join("in.img");
+    std::fs::copy(&img, &ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&ro_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut cmd = if is_root && require_tool("setpriv", "util-linux") {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("build-image"));
+        c
+    } else {
+        Command::new(bin("build-image"))
+    };
+    let target_dir_ok = std::fs::metadata(bin("build-image")).is_ok();
+    assert!(target_dir_ok);
+    let out = cmd
+        .arg("inject")
+        .arg(&ro)
+        .arg("--recipe")
+        .arg(workspace().join("image-recipes/raspberry-pi/inject.toml"))
+        .env("WIFI_PSK", MARKER)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The binary may not be reachable for nobody (a private target dir):
+    // then nothing is asserted beyond the working-copy rule below.
+    if !err.contains("Permission denied (os error 13)") || out.status.success() {
+        assert!(out.status.success(), "read-only input: {err}");
+        assert!(ro_dir.join("in.sealed.img").is_file());
+    }
+    assert!(
+        !err.contains(".inject-"),
+        "a message names the working copy: {err}"
+    );
+
+    // An image without a FAT boot partition: the error names the input.
+    let bad = tmp.path().join("nofat.img");
+    std::fs::write(&bad, vec![0u8; 1 << 20]).unwrap();
+    let out = inject(&[bad.to_str().unwrap()], MARKER);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nofat.img") && !err.contains(".inject-"),
+        "{err}"
+    );
+}

@@ -35,14 +35,12 @@ pub enum SourceError {
     CommandSpawn {
         name: String,
         program: String,
-        #[source]
         source: std::io::Error,
     },
     #[error("secret {name}: reading {path}: {source}")]
     Read {
         name: String,
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("secret {name}: {path} line {line}: {reason}")]

@@ -91,7 +91,6 @@ pub enum StoreError {
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
 }

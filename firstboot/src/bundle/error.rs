@@ -45,7 +45,6 @@ pub enum BundleError {
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
 }

@@ -51,7 +51,6 @@ pub enum RuntimeError {
         name: String,
         path: String,
         op: &'static str,
-        #[source]
         source: io::Error,
     },
     /// A file system operation on the runtime's own files failed.
@@ -59,7 +58,6 @@ pub enum RuntimeError {
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
         source: io::Error,
     },
     /// After mounting, `/run/secrets.d` is still not a ramfs.
