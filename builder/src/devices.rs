@@ -91,17 +91,27 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
                 source,
             })?,
         );
+    parse_text(&text, path, secrets)
+}
+
+/// Parse the text of a devices file named `path` (CSV when it ends in
+/// `.csv`, TOML otherwise); relative paths in it resolve beside `path`.
+pub fn parse_text(
+    text: &str,
+    path: &Path,
+    secrets: &BTreeSet<String>,
+) -> Result<Vec<Device>, DevicesError> {
     let invalid = |message: String| DevicesError::Invalid {
         path: path.to_path_buf(),
         message,
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let devices = if path.extension().is_some_and(|e| e == "csv") {
-        parse_csv(&text).map_err(invalid)?
+        parse_csv(text).map_err(invalid)?
     } else {
         // Errors name the line, column and key, never the offending value.
-        let parsed: DevicesToml = toml::from_str(&text)
-            .map_err(|e| invalid(crate::recipe::describe_toml_error(&text, &e)))?;
+        let parsed: DevicesToml = toml::from_str(text)
+            .map_err(|e| invalid(crate::recipe::describe_toml_error(text, &e)))?;
         parsed
             .device
             .into_iter()

@@ -131,7 +131,8 @@ impl Contents {
     }
 
     /// Parse the compressed plaintext, enforcing every limit while reading.
-    pub(crate) fn decode(compressed: &[u8]) -> Result<Contents, BundleError> {
+    /// Parse a decrypted payload (the fuzzers call this directly).
+    pub fn decode(compressed: &[u8]) -> Result<Contents, BundleError> {
         let decoder = zstd::stream::read::Decoder::with_buffer(compressed)
             .map_err(|e| BundleError::Payload(format!("zstd: {e}")))?;
         let mut archive = tar::Archive::new(decoder.take(limits::MAX_TOTAL_BYTES));
