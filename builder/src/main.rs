@@ -7,6 +7,7 @@ use build_image::recipe::Recipe;
 use build_image::secrets::{self, SecretsError};
 use clap::{Parser, Subcommand};
 use sealed_firstboot::bundle::Stamp;
+use sealed_firstboot::report::chain_message;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -785,22 +786,4 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
-}
-
-/// The error and its causes, each said once: a message that already holds
-/// its cause's text (`reading X: permission denied`) is not followed by it
-/// again (`…: permission denied: permission denied`).
-fn chain_message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

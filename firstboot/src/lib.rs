@@ -13,6 +13,7 @@ pub mod config;
 pub mod fsutil;
 pub mod identity;
 pub mod provision;
+pub mod report;
 pub mod restart;
 pub mod runtime;
 pub mod status;

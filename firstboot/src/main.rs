@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::config::{self, Config};
 use sealed_firstboot::provision::{self, Applied, Outcome};
+use sealed_firstboot::report::chain_message;
 use sealed_firstboot::runtime::UnsealOptions;
 use sealed_firstboot::store::Store;
 use sealed_firstboot::unseal::{self, UnsealOutcome};
@@ -416,22 +417,4 @@ fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_STATUS_NOT_OK)
     })
-}
-
-/// The error and its causes, each said once: a message that already holds
-/// its cause's text (`reading X: permission denied`) is not followed by it
-/// again (`…: permission denied: permission denied`).
-fn chain_message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
