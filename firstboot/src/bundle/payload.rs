@@ -10,7 +10,6 @@ use zeroize::Zeroizing;
 
 const MANIFEST_MEMBER: &str = "manifest.json";
 const SECRET_PREFIX: &str = "secrets/";
-const ZSTD_LEVEL: i32 = 19;
 
 /// Manifest plus one value per manifest entry.
 pub struct Contents {
@@ -122,18 +121,19 @@ impl Contents {
         let SecretBuf(tar) = builder
             .into_inner()
             .map_err(|e| BundleError::Payload(format!("finishing archive: {e}")))?;
-        let bound = zstd::zstd_safe::compress_bound(tar.len());
-        let mut out = Zeroizing::new(vec![0u8; bound]);
-        let n = zstd::bulk::compress_to_buffer(&tar, &mut out[..], ZSTD_LEVEL)
-            .map_err(|e| BundleError::Payload(format!("compressing: {e}")))?;
-        out.truncate(n);
+        // Bundles are small; ruzstd's level comparable to zstd -1 is plenty.
+        // SecretBuf grows without leaving unzeroized copies behind.
+        let mut out = SecretBuf(Zeroizing::new(Vec::with_capacity(tar.len() / 2 + 1024)));
+        ruzstd::encoding::compress(&tar[..], &mut out, ruzstd::encoding::CompressionLevel::Fastest);
+        let SecretBuf(out) = out;
         Ok(out)
     }
 
     /// Parse the compressed plaintext, enforcing every limit while reading.
     /// Parse a decrypted payload (the fuzzers call this directly).
     pub fn decode(compressed: &[u8]) -> Result<Contents, BundleError> {
-        let decoder = zstd::stream::read::Decoder::with_buffer(compressed)
+        let mut input = compressed;
+        let decoder = ruzstd::decoding::StreamingDecoder::new(&mut input)
             .map_err(|e| BundleError::Payload(format!("zstd: {e}")))?;
         let mut archive = tar::Archive::new(decoder.take(limits::MAX_TOTAL_BYTES));
         let mut manifest: Option<Manifest> = None;
@@ -204,6 +204,14 @@ struct SecretBuf(Zeroizing<Vec<u8>>);
 
 impl std::io::Write for SecretBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let need = self.0.len() + buf.len();
+        if need > self.0.capacity() {
+            // Move to a larger buffer ourselves: the old one is zeroized on
+            // drop, where Vec's own growth would free it as it is.
+            let mut bigger = Zeroizing::new(Vec::with_capacity(need.max(2 * self.0.capacity())));
+            bigger.extend_from_slice(&self.0);
+            self.0 = bigger;
+        }
         self.0.extend_from_slice(buf);
         Ok(buf.len())
     }
