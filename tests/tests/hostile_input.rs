@@ -153,6 +153,31 @@ fn devices_file_errors_never_print_the_offending_value() {
             "devices.csv",
             format!("name,api_token\n{MARK}\n"),
         ),
+        (
+            "csv swapped columns (a value as the name, a name as the recipient)",
+            "devices.csv",
+            format!("name,recipient,api_token\n{MARK},k1,age1qqq\n"),
+        ),
+        (
+            "csv value as a repeated name",
+            "devices.csv",
+            format!("name,api_token\n{MARK},x\n{MARK},y\n"),
+        ),
+        (
+            "csv value as tags",
+            "devices.csv",
+            format!("name,tags\nk1,{MARK}/x\n"),
+        ),
+        (
+            "toml value as a tag",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\ntags = [\"{MARK} x\"]\n"),
+        ),
+        (
+            "toml valid-looking value as the name, bad recipient",
+            "devices.toml",
+            format!("[[device]]\nname = \"{MARK}\"\nrecipient = \"k1\"\n"),
+        ),
     ];
     for (what, file, text) in cases {
         std::fs::write(d.join(file), &text).unwrap();
