@@ -24,7 +24,10 @@ pub enum Fetched {
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("secret {name}: command {program:?} failed ({status}); its stderr:\n{stderr}")]
+    #[error(
+        "secret {name}: command {program:?} failed ({status}){}",
+        stderr_part(stderr)
+    )]
     CommandFailed {
         name: String,
         program: String,
@@ -97,5 +100,37 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }
         SourceSpec::Store(n) => crate::store::recipe::fetch(recipe, name, n),
+    }
+}
+
+/// How a failed command's stderr is shown: its text, or that it printed none.
+fn stderr_part(stderr: &str) -> String {
+    if stderr.is_empty() {
+        " and printed nothing on stderr".into()
+    } else {
+        format!("; its stderr:\n{stderr}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_says_whether_it_printed_anything() {
+        let e = |stderr: &str| {
+            SourceError::CommandFailed {
+                name: "a".into(),
+                program: "false".into(),
+                status: "exit status: 1".into(),
+                stderr: stderr.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e(""),
+            "secret a: command \"false\" failed (exit status: 1) and printed nothing on stderr"
+        );
+        assert!(e("no such entry").ends_with("; its stderr:\nno such entry"));
     }
 }
