@@ -29,10 +29,10 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, Error)]
 pub enum DevicesError {
-    #[error("reading devices file {path}: {source}")]
+    #[error("reading devices file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -88,7 +88,7 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
         Zeroizing::new(
             std::fs::read_to_string(path).map_err(|source| DevicesError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })?,
         );
     parse_text(&text, path, secrets)

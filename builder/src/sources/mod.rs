@@ -34,17 +34,17 @@ pub enum SourceError {
         status: String,
         stderr: String,
     },
-    #[error("secret {name}: cannot run {program:?}: {source}")]
+    #[error("secret {name}: cannot run {program:?}: {cause}")]
     CommandSpawn {
         name: String,
         program: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("secret {name}: reading {path}: {source}")]
+    #[error("secret {name}: reading {path}: {cause}")]
     Read {
         name: String,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("secret {name}: {path} line {line}: {reason}")]
     Dotenv {
@@ -132,5 +132,46 @@ mod tests {
             "secret a: command \"false\" failed (exit status: 1) and printed nothing on stderr"
         );
         assert!(e("no such entry").ends_with("; its stderr:\nno such entry"));
+    }
+
+    /// A message that holds its cause does not also name it as its source:
+    /// anyhow's `{:#}` (and any chain printer) then says it once, not "X: X".
+    #[test]
+    fn chains_print_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let errors: Vec<anyhow::Error> = vec![
+            SourceError::Read {
+                name: "a".into(),
+                path: "a.txt".into(),
+                cause: io(),
+            }
+            .into(),
+            SourceError::CommandSpawn {
+                name: "a".into(),
+                program: "pass".into(),
+                cause: io(),
+            }
+            .into(),
+            crate::build::BuildError::Io {
+                context: "writing x".into(),
+                cause: io(),
+            }
+            .into(),
+            crate::build::BuildError::from(sealed_firstboot::bundle::BundleError::Io {
+                context: "reading b".into(),
+                source: io(),
+            })
+            .into(),
+            crate::flash::FlashError::KeyOpen {
+                key: "k".into(),
+                cause: io(),
+            }
+            .into(),
+        ];
+        let denied = io().to_string();
+        for e in errors {
+            let text = format!("{e:#}");
+            assert_eq!(text.matches(&denied).count(), 1, "{text}");
+        }
     }
 }
