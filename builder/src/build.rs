@@ -21,14 +21,16 @@ pub enum BuildError {
     Recipe(#[from] recipe::RecipeError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// Not marked as the source: the message already holds it, and a chain
+    /// printer (`{:#}`) would print it twice.
     #[error("sealing the bundle: {0}")]
-    Bundle(#[from] BundleError),
+    Bundle(BundleError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Invalid(String),
@@ -41,8 +43,17 @@ pub enum BuildError {
     Fleet(Vec<(String, SecretsError)>),
 }
 
+impl From<BundleError> for BuildError {
+    fn from(e: BundleError) -> Self {
+        BuildError::Bundle(e)
+    }
+}
+
 pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
-    move |source| BuildError::Io { context, source }
+    move |source| BuildError::Io {
+        context,
+        cause: source,
+    }
 }
 
 pub struct BuildOptions {
@@ -247,7 +258,7 @@ fn failpoint_commit() -> Result<(), BuildError> {
     if std::env::var_os("BUILD_IMAGE_FAILPOINT").is_some_and(|v| v == "before-commit") {
         return Err(BuildError::Io {
             context: "failpoint before-commit".into(),
-            source: std::io::Error::other("injected failure"),
+            cause: std::io::Error::other("injected failure"),
         });
     }
     Ok(())

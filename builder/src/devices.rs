@@ -29,10 +29,10 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, Error)]
 pub enum DevicesError {
-    #[error("reading devices file {path}: {source}")]
+    #[error("reading devices file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -88,7 +88,7 @@ pub fn load(path: &Path, secrets: &BTreeSet<String>) -> Result<Vec<Device>, Devi
         Zeroizing::new(
             std::fs::read_to_string(path).map_err(|source| DevicesError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })?,
         );
     parse_text(&text, path, secrets)
@@ -160,13 +160,18 @@ pub fn parse_text(
             )));
         }
         if !seen.insert(name.clone()) {
-            return Err(invalid(format!("device {name} is listed twice")));
+            // Named by position: with columns out of place the name may be a value.
+            return Err(invalid(format!(
+                "device #{}: its name is already used by an earlier device",
+                out.len() + 1
+            )));
         }
         if overrides.keys().any(|k| !secrets.contains(k)) {
             // The key is not echoed: it may be a value in the wrong place.
             let known: Vec<&str> = secrets.iter().map(String::as_str).collect();
             return Err(invalid(format!(
-                "device {name}: sets a secret the recipe does not have (the recipe has: {})",
+                "device #{}: sets a secret the recipe does not have (the recipe has: {})",
+                out.len() + 1,
                 known.join(", ")
             )));
         }
@@ -178,13 +183,19 @@ pub fn parse_text(
             None => None,
             Some(r) => Some(age::x25519::Recipient::from_str(r).map_err(|e| {
                 invalid(format!(
-                    "device {name}: recipient is not an age X25519 recipient: {e}"
+                    "device #{}: recipient is not an age X25519 recipient: {e}",
+                    out.len() + 1
                 ))
             })?),
         };
         for t in &tags {
-            crate::store::Scope::parse(&format!("tag:{t}"))
-                .map_err(|e| invalid(format!("device {name}: {e}")))?;
+            // The tag is not echoed: with columns out of place it may hold a value.
+            crate::store::Scope::parse(&format!("tag:{t}")).map_err(|_| {
+                invalid(format!(
+                    "device #{}: a tag is not a valid name: use letters, digits, '_', '-' or '.'",
+                    out.len() + 1
+                ))
+            })?;
         }
         out.push(Device {
             name,

@@ -32,6 +32,9 @@ pub struct FleetOptions {
     pub zst_level: Option<i32>,
     /// Also write each device's raw `NAME.img`.
     pub raw_images: bool,
+    /// Replace a device's existing `NAME.key` (perhaps the only key of an
+    /// image already flashed); without it such a device is refused.
+    pub force: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +102,13 @@ pub fn build_fleet(
             return Err(BuildError::OutputExists {
                 path: dest,
                 hint: "it was not made by a fleet build of build-image (no .sealed-image-device marker); refusing to replace it: choose another --out or remove it",
+            });
+        }
+        let existing_key = dest.join(format!("{}.key", recipe.image.name));
+        if !opts.force && std::fs::symlink_metadata(&existing_key).is_ok() {
+            return Err(BuildError::OutputExists {
+                path: existing_key,
+                hint: "it may be the key of an image already written; pass --force to replace it (and the device's other outputs)",
             });
         }
     }

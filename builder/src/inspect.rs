@@ -13,8 +13,8 @@ use thiserror::Error;
 pub enum InspectError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("bundle in {image}: {source}")]
-    Bundle { image: String, source: BundleError },
+    #[error("bundle in {image}: {cause}")]
+    Bundle { image: String, cause: BundleError },
     #[error("--key: {0}")]
     Key(BundleError),
 }
@@ -74,7 +74,7 @@ pub fn inspect(
         if let Some(bytes) = image::fat_read_file(image_path, part, BUNDLE_PATH)? {
             let bundle_err = |source| InspectError::Bundle {
                 image: image_path.display().to_string(),
-                source,
+                cause: source,
             };
             let header = Header::parse(&bytes).map_err(bundle_err)?;
             bundle_info = Some(BundleInfo {

@@ -443,6 +443,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     bundles_only,
                     zst_level: (!no_zst).then_some(zst_level),
                     raw_images,
+                    force,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
                 let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;

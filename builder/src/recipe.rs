@@ -8,10 +8,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RecipeError {
-    #[error("reading recipe {path}: {source}")]
+    #[error("reading recipe {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -214,7 +214,7 @@ impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Recipe::parse(&text, path)
     }

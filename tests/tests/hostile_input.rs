@@ -153,6 +153,31 @@ fn devices_file_errors_never_print_the_offending_value() {
             "devices.csv",
             format!("name,api_token\n{MARK}\n"),
         ),
+        (
+            "csv swapped columns (a value as the name, a name as the recipient)",
+            "devices.csv",
+            format!("name,recipient,api_token\n{MARK},k1,age1qqq\n"),
+        ),
+        (
+            "csv value as a repeated name",
+            "devices.csv",
+            format!("name,api_token\n{MARK},x\n{MARK},y\n"),
+        ),
+        (
+            "csv value as tags",
+            "devices.csv",
+            format!("name,tags\nk1,{MARK}/x\n"),
+        ),
+        (
+            "toml value as a tag",
+            "devices.toml",
+            format!("[[device]]\nname = \"k1\"\ntags = [\"{MARK} x\"]\n"),
+        ),
+        (
+            "toml valid-looking value as the name, bad recipient",
+            "devices.toml",
+            format!("[[device]]\nname = \"{MARK}\"\nrecipient = \"k1\"\n"),
+        ),
     ];
     for (what, file, text) in cases {
         std::fs::write(d.join(file), &text).unwrap();
@@ -534,27 +559,54 @@ fn fleet_builds_never_replace_a_users_directory() {
         !d.join("kiosk").exists(),
         "nothing is written when one device is refused"
     );
-    // A fleet's own directories are replaced by the next fleet build.
+    // A fleet's own directories are replaced by the next fleet build, but
+    // a device's key (perhaps the only key of an image already flashed)
+    // only with --force.
     std::fs::write(d.join("devices.csv"), "name\nkiosk\n").unwrap();
-    for _ in 0..2 {
-        let out = build_image(
-            d,
-            &[
-                "build",
-                "recipe.toml",
-                "--devices",
-                "devices.csv",
-                "--bundles-only",
-                "--out",
-                ".",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let fleet = |force: bool| {
+        let mut args = vec![
+            "build",
+            "recipe.toml",
+            "--devices",
+            "devices.csv",
+            "--bundles-only",
+            "--out",
+            ".",
+        ];
+        if force {
+            args.push("--force");
+        }
+        build_image(d, &args)
+    };
+    let out = fleet(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("kiosk/.sealed-image-device").is_file());
+    let key = d.join("kiosk/r.key");
+    let first_key = std::fs::read(&key).unwrap();
+    let out = fleet(false);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kiosk/r.key") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), first_key, "key kept");
+    let out = fleet(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(&key).unwrap(), first_key, "key replaced");
     assert!(d.join("kiosk/.sealed-image-device").is_file());
 }
 

@@ -130,15 +130,15 @@ pub struct FlashReport {
 /// happen before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum FlashError {
-    #[error("cannot read the image {}: {source}", image.display())]
-    ImageOpen { image: PathBuf, source: io::Error },
+    #[error("cannot read the image {}: {cause}", image.display())]
+    ImageOpen { image: PathBuf, cause: io::Error },
     #[error("the image {} is not a regular file", image.display())]
     ImageNotFile { image: PathBuf },
-    #[error("reading the image {} failed at byte {offset}: {source}", image.display())]
+    #[error("reading the image {} failed at byte {offset}: {cause}", image.display())]
     ImageRead {
         image: PathBuf,
         offset: u64,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(
         "the image {} is {actual}, but {expected} bytes were expected (the bmap's ImageSize, or \
@@ -152,8 +152,8 @@ pub enum FlashError {
         actual: String,
         partially_written: Option<PathBuf>,
     },
-    #[error("cannot read the bmap {}: {source}", bmap.display())]
-    BmapOpen { bmap: PathBuf, source: io::Error },
+    #[error("cannot read the bmap {}: {cause}", bmap.display())]
+    BmapOpen { bmap: PathBuf, cause: io::Error },
     #[error("malformed bmap {}: {reason}", bmap.display())]
     BmapMalformed { bmap: PathBuf, reason: String },
     #[error(
@@ -191,8 +191,8 @@ pub enum FlashError {
     BundleInvalid { bundle: PathBuf, reason: String },
     #[error("the device bundle written to {} does not read back identically", target.display())]
     BundleVerifyFailed { target: PathBuf },
-    #[error("cannot read the key file {}: {source}", key.display())]
-    KeyOpen { key: PathBuf, source: io::Error },
+    #[error("cannot read the key file {}: {cause}", key.display())]
+    KeyOpen { key: PathBuf, cause: io::Error },
     #[error("{} is not an image key file: {reason}", key.display())]
     KeyInvalid { key: PathBuf, reason: String },
     #[error(
@@ -228,8 +228,8 @@ pub enum FlashError {
         dev: String,
         sys: PathBuf,
     },
-    #[error("cannot read {}: {source}", path.display())]
-    SystemInfo { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {cause}", path.display())]
+    SystemInfo { path: PathBuf, cause: io::Error },
     #[error("refusing to write {}: disk {disk} is the system disk: {reason}", target.display())]
     SystemDisk {
         target: PathBuf,
@@ -248,10 +248,10 @@ pub enum FlashError {
     },
     #[error(
         "refusing to write {}: the kernel reports it busy (held by a mount, a device mapper, \
-         RAID, swap or another program): {source}",
+         RAID, swap or another program): {cause}",
         target.display()
     )]
-    Busy { target: PathBuf, source: io::Error },
+    Busy { target: PathBuf, cause: io::Error },
     #[error("refusing to write {}: it is read-only (write-protect switch?)", target.display())]
     ReadOnly { target: PathBuf },
     #[error(
@@ -275,11 +275,11 @@ pub enum FlashError {
         target.display()
     )]
     NotRemovable { target: PathBuf, disk: String },
-    #[error("{}: {what}: {source}", target.display())]
+    #[error("{}: {what}: {cause}", target.display())]
     TargetIo {
         target: PathBuf,
         what: String,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(
         "verification failed on {}: {what} read back with SHA-256 {actual}, expected {expected}",
@@ -291,10 +291,10 @@ pub enum FlashError {
         expected: String,
         actual: String,
     },
-    #[error("cannot place the key on {}: {source}", target.display())]
+    #[error("cannot place the key on {}: {cause}", target.display())]
     BootPartition {
         target: PathBuf,
-        source: Box<ImageError>,
+        cause: Box<ImageError>,
     },
     #[error(
         "verification failed on {}: {EMBEDDED_KEY_PATH} does not read back as written",
@@ -371,7 +371,7 @@ pub fn default_bmap(image: &Path) -> Option<PathBuf> {
 pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
     let open_err = |e| FlashError::BmapOpen {
         bmap: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let f = File::open(path).map_err(open_err)?;
     let mut text = String::new();
@@ -450,7 +450,7 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
 fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
     let f = File::open(path).map_err(|e| FlashError::KeyOpen {
         key: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     // Room for the largest accepted file: no reallocation leaves copies behind.
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
@@ -458,7 +458,7 @@ fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
         .read_to_end(&mut bytes)
         .map_err(|e| FlashError::KeyOpen {
             key: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
     if bytes.len() as u64 > MAX_KEY_FILE {
         return Err(FlashError::KeyInvalid {
@@ -478,7 +478,7 @@ fn is_zstd(path: &Path) -> Result<bool, FlashError> {
     let mut magic = [0u8; 4];
     let mut f = File::open(path).map_err(|e| FlashError::ImageOpen {
         image: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let mut got = 0;
     while got < 4 {
@@ -489,7 +489,7 @@ fn is_zstd(path: &Path) -> Result<bool, FlashError> {
             Err(e) => {
                 return Err(FlashError::ImageOpen {
                     image: path.to_path_buf(),
-                    source: e,
+                    cause: e,
                 })
             }
         }
@@ -521,7 +521,7 @@ fn resolve_target(target: &Path) -> Result<Target, FlashError> {
     let io_err = |what: &str, e| FlashError::TargetIo {
         target: target.to_path_buf(),
         what: what.to_string(),
-        source: e,
+        cause: e,
     };
     match std::fs::metadata(target) {
         Ok(md) => {
@@ -622,7 +622,7 @@ pub fn flash_with_roots(
     // 1. Inputs.
     let image_md = std::fs::metadata(image_path).map_err(|e| FlashError::ImageOpen {
         image: image_path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     if !image_md.is_file() {
         return Err(FlashError::ImageNotFile {
@@ -698,7 +698,7 @@ pub fn flash_with_roots(
             let n = write::measure_zstd(image_path, &b).map_err(|e| FlashError::ImageRead {
                 image: image_path.to_path_buf(),
                 offset: 0,
-                source: e,
+                cause: e,
             })?;
             b.finish_and_clear();
             if bt.size < n {
@@ -753,7 +753,7 @@ pub fn flash_with_roots(
     let io_err = |what: &str, e| FlashError::TargetIo {
         target: shown.clone(),
         what: what.to_string(),
-        source: e,
+        cause: e,
     };
     let dst = if is_block {
         let f = OpenOptions::new()
@@ -765,7 +765,7 @@ pub fn flash_with_roots(
                 if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
                     FlashError::Busy {
                         target: shown.clone(),
-                        source: e,
+                        cause: e,
                     }
                 } else {
                     io_err("cannot open for writing", e)
@@ -817,7 +817,7 @@ pub fn flash_with_roots(
     };
     let mut src = write::Source::open(image_path, zstd).map_err(|e| FlashError::ImageOpen {
         image: image_path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let total = bmap.as_ref().map(|b| b.mapped_bytes()).or(image_size);
     let b = bar(opts.progress, total, "writing");
@@ -843,7 +843,7 @@ pub fn flash_with_roots(
     let mut boot_partition = None;
     let place = |e| FlashError::BootPartition {
         target: shown.clone(),
-        source: Box::new(e),
+        cause: Box::new(e),
     };
     let written_boot = if device_bundle.is_some() || key.is_some() {
         let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;

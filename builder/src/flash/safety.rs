@@ -101,7 +101,7 @@ fn read_trim(p: &Path) -> Option<String> {
 fn sys_err(path: &Path, e: std::io::Error) -> FlashError {
     FlashError::SystemInfo {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     }
 }
 

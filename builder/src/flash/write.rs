@@ -162,7 +162,7 @@ impl Names<'_> {
         FlashError::ImageRead {
             image: self.image.to_path_buf(),
             offset,
-            source: e,
+            cause: e,
         }
     }
 
@@ -170,7 +170,7 @@ impl Names<'_> {
         FlashError::TargetIo {
             target: self.target.to_path_buf(),
             what: format!("cannot write at byte {offset}"),
-            source: e,
+            cause: e,
         }
     }
 
@@ -372,7 +372,7 @@ pub(crate) fn verify(
                 .map_err(|e| FlashError::TargetIo {
                     target: target.to_path_buf(),
                     what: format!("cannot read back byte {at}"),
-                    source: e,
+                    cause: e,
                 })?;
             h.update(&buf[..n]);
             total.update(&buf[..n]);

@@ -115,16 +115,27 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
         .ok_or_else(|| io::Error::other("no stderr pipe"))?;
     let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let over_flag = std::sync::Arc::clone(&over);
-    let out_reader = std::thread::spawn(move || -> io::Result<Zeroizing<Vec<u8>>> {
-        let mut buf = Zeroizing::new(Vec::new());
-        (&mut out_pipe).take(limit + 1).read_to_end(&mut buf)?;
-        if buf.len() as u64 > limit {
-            buf.truncate(0);
-            over_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(buf)
+    // The reader reports through a channel so that waiting for it is bounded
+    // by the deadline too: a grandchild that left the process group (setsid)
+    // may hold the pipe open long after the command itself exited.
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let read = (|| -> io::Result<Zeroizing<Vec<u8>>> {
+            let mut buf = Zeroizing::new(Vec::new());
+            (&mut out_pipe).take(limit + 1).read_to_end(&mut buf)?;
+            if buf.len() as u64 > limit {
+                buf.truncate(0);
+                over_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(buf)
+        })();
+        let _ = out_tx.send(read);
     });
-    let err_reader = std::thread::spawn(move || -> String {
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = err_tx.send(read_stderr_tail(&mut err_pipe));
+    });
+    fn read_stderr_tail(err_pipe: &mut impl Read) -> String {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         // Keep the tail; drain everything so the child never blocks on it.
@@ -141,7 +152,7 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
             buf.drain(..buf.len() - MAX_STDERR_BYTES);
         }
         String::from_utf8_lossy(&buf).trim_end().to_string()
-    });
+    }
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
@@ -166,13 +177,21 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
     // The group is killed too when the command exits while children still
     // hold its pipes open: the readers must end.
     kill_group(&mut child);
-    let out = out_reader
-        .join()
-        .map_err(|_| io::Error::other("stdout reader panicked"))??;
-    let stderr = err_reader.join().unwrap_or_default();
     if timed_out {
         return Ok(CommandOutcome::TimedOut);
     }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let out = match out_rx.recv_timeout(remaining) {
+        Ok(read) => read?,
+        // Its output is still held open by something outside its group.
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(CommandOutcome::TimedOut),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(io::Error::other("stdout reader panicked"))
+        }
+    };
+    // stderr is only a diagnostic: never wait past the deadline for it.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let stderr = err_rx.recv_timeout(remaining).unwrap_or_default();
     if over.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(CommandOutcome::TooLarge { limit });
     }
@@ -188,4 +207,36 @@ fn kill_group(child: &mut Child) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that exits at once but leaves a grandchild in its own
+    /// session holding stdout open: the wait for its output is bounded by
+    /// the timeout too (before, the build hung until the grandchild ended).
+    #[test]
+    fn a_grandchild_outside_the_group_cannot_hold_the_build() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("setsid sleep 20 & echo value");
+        let outcome = run_command(&mut cmd, Duration::from_millis(500), 1024).unwrap();
+        assert!(
+            matches!(outcome, CommandOutcome::TimedOut),
+            "a command whose output stays open must time out"
+        );
+    }
+
+    #[test]
+    fn a_command_within_its_limits_gives_its_output() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("printf value; echo oops >&2; exit 3");
+        match run_command(&mut cmd, Duration::from_secs(30), 1024).unwrap() {
+            CommandOutcome::Exited { status, stdout, .. } => {
+                assert_eq!(status.code(), Some(3));
+                assert_eq!(&stdout[..], b"value");
+            }
+            _ => panic!("expected an exit"),
+        }
+    }
 }

@@ -27,7 +27,7 @@ pub fn fetch(
             SourceError::CommandSpawn {
                 name: name.into(),
                 program: program.clone(),
-                source,
+                cause: source,
             }
         })?;
     match outcome {

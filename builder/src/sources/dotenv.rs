@@ -18,7 +18,7 @@ pub fn fetch(name: &str, path: &Path, key: &str) -> Result<Fetched, SourceError>
                 return Err(SourceError::Read {
                     name: name.into(),
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 })
             }
             Err(e) => {

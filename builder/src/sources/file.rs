@@ -14,7 +14,7 @@ pub fn fetch(name: &str, path: &Path) -> Result<Fetched, SourceError> {
         Err(BoundedError::Io(source)) => Err(SourceError::Read {
             name: name.into(),
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }),
         Err(e) => Err(SourceError::Invalid {
             name: name.into(),

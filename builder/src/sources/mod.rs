@@ -24,24 +24,27 @@ pub enum Fetched {
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("secret {name}: command {program:?} failed ({status}); its stderr:\n{stderr}")]
+    #[error(
+        "secret {name}: command {program:?} failed ({status}){}",
+        stderr_part(stderr)
+    )]
     CommandFailed {
         name: String,
         program: String,
         status: String,
         stderr: String,
     },
-    #[error("secret {name}: cannot run {program:?}: {source}")]
+    #[error("secret {name}: cannot run {program:?}: {cause}")]
     CommandSpawn {
         name: String,
         program: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("secret {name}: reading {path}: {source}")]
+    #[error("secret {name}: reading {path}: {cause}")]
     Read {
         name: String,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("secret {name}: {path} line {line}: {reason}")]
     Dotenv {
@@ -97,5 +100,78 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }
         SourceSpec::Store(n) => crate::store::recipe::fetch(recipe, name, n),
+    }
+}
+
+/// How a failed command's stderr is shown: its text, or that it printed none.
+fn stderr_part(stderr: &str) -> String {
+    if stderr.is_empty() {
+        " and printed nothing on stderr".into()
+    } else {
+        format!("; its stderr:\n{stderr}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_says_whether_it_printed_anything() {
+        let e = |stderr: &str| {
+            SourceError::CommandFailed {
+                name: "a".into(),
+                program: "false".into(),
+                status: "exit status: 1".into(),
+                stderr: stderr.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e(""),
+            "secret a: command \"false\" failed (exit status: 1) and printed nothing on stderr"
+        );
+        assert!(e("no such entry").ends_with("; its stderr:\nno such entry"));
+    }
+
+    /// A message that holds its cause does not also name it as its source:
+    /// anyhow's `{:#}` (and any chain printer) then says it once, not "X: X".
+    #[test]
+    fn chains_print_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let errors: Vec<anyhow::Error> = vec![
+            SourceError::Read {
+                name: "a".into(),
+                path: "a.txt".into(),
+                cause: io(),
+            }
+            .into(),
+            SourceError::CommandSpawn {
+                name: "a".into(),
+                program: "pass".into(),
+                cause: io(),
+            }
+            .into(),
+            crate::build::BuildError::Io {
+                context: "writing x".into(),
+                cause: io(),
+            }
+            .into(),
+            crate::build::BuildError::from(sealed_firstboot::bundle::BundleError::Io {
+                context: "reading b".into(),
+                source: io(),
+            })
+            .into(),
+            crate::flash::FlashError::KeyOpen {
+                key: "k".into(),
+                cause: io(),
+            }
+            .into(),
+        ];
+        let denied = io().to_string();
+        for e in errors {
+            let text = format!("{e:#}");
+            assert_eq!(text.matches(&denied).count(), 1, "{text}");
+        }
     }
 }

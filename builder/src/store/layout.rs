@@ -79,7 +79,7 @@ impl Store {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
             StoreError::Io {
                 context: format!("locking {}", root.display()),
-                source: e.into(),
+                cause: e.into(),
             }
         })?;
         // Holding the lock, nobody else stages: leftovers of a crash go.

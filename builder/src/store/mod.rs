@@ -88,10 +88,10 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{0}")]
     Value(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -116,5 +116,8 @@ impl StoreError {
 /// A closure turning an I/O error into [`StoreError::Io`] with context.
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     let context = context.into();
-    move |source| StoreError::Io { context, source }
+    move |source| StoreError::Io {
+        context,
+        cause: source,
+    }
 }
