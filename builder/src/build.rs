@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
+pub use crate::seal::KeyMode;
 
 #[derive(Debug, Error)]
 pub enum BuildError {

@@ -161,7 +161,8 @@ pub fn inject(
     // this bundle's key on the device ("wrong image key"): only embedded
     // mode keeps a key on the boot partition.
     if !matches!(opts.key_mode, KeyMode::Embedded) {
-        image::fat_remove_file(&work.0, &part, seal::EMBEDDED_KEY_PATH).map_err(named)?;
+        image::fat_remove_file(&work.0, &part, sealed_firstboot::bundle::boot::KEY_PATH)
+            .map_err(named)?;
     }
 
     let final_tmp = if out_compressed {

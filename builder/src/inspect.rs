@@ -2,8 +2,8 @@
 //! the partition table, the FAT boot partition, the bundle's clear header
 //! and, with the image key, the manifest (names, types, paths, owners).
 
-use crate::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 use crate::image::{self, BootSelector, ImageError};
+use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 use sealed_firstboot::bundle::{self, BundleError, Header, ImageKey, Manifest};
 use serde::Serialize;
 use std::path::Path;
@@ -70,7 +70,7 @@ pub fn inspect(
     let mut manifest = None;
     let mut embedded_key = false;
     if let Some(part) = &boot {
-        embedded_key = image::fat_read_file(image_path, part, EMBEDDED_KEY_PATH)?.is_some();
+        embedded_key = image::fat_read_file(image_path, part, KEY_PATH)?.is_some();
         if let Some(bytes) = image::fat_read_file(image_path, part, BUNDLE_PATH)? {
             let bundle_err = |source| InspectError::Bundle {
                 image: image_path.display().to_string(),

@@ -3,15 +3,12 @@
 //! go onto the boot partition; the key file that stays apart.
 
 use crate::image::FatFile;
+use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo, Stamp};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use zeroize::Zeroize;
-
-/// Where the bundle and an embedded key go on the boot partition.
-pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
-pub const EMBEDDED_KEY_PATH: &str = "sealed-secrets/image.key";
 
 /// How the image key is handled.
 #[derive(Debug, Clone)]
@@ -77,7 +74,7 @@ impl Sealed {
         }];
         if let (KeyMode::Embedded, Some(k)) = (&self.mode, &self.key) {
             files.push(FatFile {
-                path: EMBEDDED_KEY_PATH.into(),
+                path: KEY_PATH.into(),
                 data: k.to_file_text().as_bytes().to_vec(),
             });
         }

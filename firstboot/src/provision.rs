@@ -10,6 +10,7 @@
 //! bundle whose first bytes are zeros (a wipe interrupted by an older
 //! version) is recognised as such and removed too.
 
+use crate::bundle::boot::{BOOT_SUBDIR, BUNDLE_FILE, KEY_FILE};
 use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
 use crate::config::{self, Config, ConfigError};
 use crate::fsutil::{self, failpoint};
@@ -18,10 +19,6 @@ use crate::store::{Current, State, Store, StoreError};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Directory on the boot partition that holds the bundle and the key.
-pub const BOOT_SUBDIR: &str = "sealed-secrets";
-pub const BUNDLE_FILE: &str = "bundle";
-pub const KEY_FILE: &str = "image.key";
 /// Suffix of a file being wiped.
 pub const WIPE_SUFFIX: &str = ".wipe";
 /// Candidate boot partition mount points, relative to the root, in order.

@@ -11,7 +11,7 @@ use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use crate::image::{self, fat, BootSelector, DiskInfo, FatFile, ImageError, PartInfo};
-use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 
 const MIB: u64 = 1 << 20;
 const SECTOR: u64 = 512;
@@ -183,7 +183,7 @@ pub(crate) fn key_mismatch(bundle: Option<&[u8]>, key: &ImageKey) -> Option<Stri
 /// Write the key file into the FAT boot partition of `dev` (opened for
 /// writing), as [`image::fat_write_files`] does on an image path.
 pub(crate) fn write_key(dev: &File, boot: &PartInfo, text: &[u8]) -> Result<(), ImageError> {
-    write_boot_file(dev, boot, EMBEDDED_KEY_PATH, text)
+    write_boot_file(dev, boot, KEY_PATH, text)
 }
 
 /// Write one file (the key, a device bundle) into the FAT boot partition

@@ -39,18 +39,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sealed_firstboot::bundle::ImageKey;
+use sealed_firstboot::bundle::{read_key_file, ImageKey};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::image::{self, BootSelector, ImageError};
-use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 
 pub use bmap::Bmap;
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
-
-/// Largest key file read (a key file is 84 bytes).
-const MAX_KEY_FILE: u64 = 1024;
 
 /// Options of [`flash`].
 #[derive(Clone, Debug)]
@@ -297,7 +294,7 @@ pub enum FlashError {
         cause: Box<ImageError>,
     },
     #[error(
-        "verification failed on {}: {EMBEDDED_KEY_PATH} does not read back as written",
+        "verification failed on {}: {KEY_PATH} does not read back as written",
         target.display()
     )]
     KeyVerifyFailed { target: PathBuf },
@@ -445,27 +442,24 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     Ok((Zeroizing::new(bytes), key))
 }
 
-/// Read and parse a key file; the text written to the boot partition is
-/// the canonical key file text.
+/// Read (with the one bounded key-file reader) and parse a key file; the
+/// text written to the boot partition is the canonical key file text.
 fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
-    let f = File::open(path).map_err(|e| FlashError::KeyOpen {
-        key: path.to_path_buf(),
-        cause: e,
+    use sealed_firstboot::bundle::BundleError;
+    let bytes = read_key_file(path).map_err(|e| match e {
+        BundleError::Io { source, .. } => FlashError::KeyOpen {
+            key: path.to_path_buf(),
+            cause: source,
+        },
+        BundleError::NotReadable { reason, .. } => FlashError::KeyInvalid {
+            key: path.to_path_buf(),
+            reason,
+        },
+        other => FlashError::KeyInvalid {
+            key: path.to_path_buf(),
+            reason: other.to_string(),
+        },
     })?;
-    // Room for the largest accepted file: no reallocation leaves copies behind.
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
-    f.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| FlashError::KeyOpen {
-            key: path.to_path_buf(),
-            cause: e,
-        })?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(FlashError::KeyInvalid {
-            key: path.to_path_buf(),
-            reason: format!("larger than {MAX_KEY_FILE} bytes"),
-        });
-    }
     let key = ImageKey::from_file_text(&bytes).map_err(|e| FlashError::KeyInvalid {
         key: path.to_path_buf(),
         reason: e.to_string(),
@@ -876,7 +870,7 @@ pub fn flash_with_roots(
         boot::write_key(&dst, part, text.as_bytes()).map_err(place)?;
         if opts.verify {
             write::drop_cache(ro);
-            let back = boot::read_boot_file(ro, part, EMBEDDED_KEY_PATH).map_err(place)?;
+            let back = boot::read_boot_file(ro, part, KEY_PATH).map_err(place)?;
             if back.as_deref().map(|v| v.as_slice()) != Some(text.as_bytes()) {
                 return Err(FlashError::KeyVerifyFailed { target: shown });
             }

@@ -8,8 +8,10 @@
 //! The device defines what it accepts, so the format, its limits and the
 //! manifest rules all live here; the builder only calls [`seal`].
 
+pub mod boot;
 mod error;
 mod header;
+pub mod hex;
 mod key;
 mod manifest;
 mod open;
@@ -17,6 +19,7 @@ mod payload;
 mod seal;
 mod template;
 
+pub use boot::{read_bundle_file, read_key_file};
 pub use error::BundleError;
 pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use key::{ImageKey, KeyId};
@@ -24,7 +27,7 @@ pub use manifest::{
     check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
     validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
 };
-pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
+pub use open::{open, open_file, open_with, OpenWith, Opened};
 pub use payload::Contents;
 pub use seal::{seal, seal_stamped, seal_with, SealTo};
 pub use template::{placeholders, render};
