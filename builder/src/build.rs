@@ -1,9 +1,10 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
+use crate::bmap;
 use crate::image::{
     self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
 };
-use crate::output::{bmap, manifest, staging::Staging, sums, zst};
+use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::{self, PartitionType, Recipe};
 use crate::seal;

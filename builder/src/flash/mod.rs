@@ -4,7 +4,7 @@
 //!
 //! Order of work, so that a refusal never writes a byte:
 //!
-//! 1. the image, the bmap (own reader, [`bmap`]) and the key are opened and
+//! 1. the image, the bmap ([`crate::bmap`]) and the key are opened and
 //!    checked: a malformed bmap, a bmap whose `ImageSize` differs from the
 //!    image, an unreadable or invalid key, and (for a plain `.img`) a key
 //!    that does not belong to the image's bundle are refused;
@@ -24,7 +24,6 @@
 //!    there is checked against the key's id, `sealed-secrets/image.key` is
 //!    written in place and read back.
 
-pub mod bmap;
 mod boot;
 pub mod safety;
 mod write;
@@ -39,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sealed_firstboot::bundle::hex::hex;
 use sealed_firstboot::bundle::{read_key_file, ImageKey};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -46,7 +46,7 @@ use zeroize::Zeroizing;
 use crate::image::{self, BootSelector, ImageError};
 use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 
-pub use bmap::Bmap;
+pub use crate::bmap::{Bmap, BmapError};
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
 /// Options of [`flash`].
@@ -152,7 +152,7 @@ pub enum FlashError {
     #[error("cannot read the bmap {}: {cause}", bmap.display())]
     BmapOpen { bmap: PathBuf, cause: io::Error },
     #[error("malformed bmap {}: {reason}", bmap.display())]
-    BmapMalformed { bmap: PathBuf, reason: String },
+    BmapMalformed { bmap: PathBuf, reason: BmapError },
     #[error(
         "the bmap {} is for an image of {bmap_size} bytes, but {} is {image_size} bytes: \
          not the bmap of this image",
@@ -366,33 +366,15 @@ pub fn default_bmap(image: &Path) -> Option<PathBuf> {
 
 /// Load and check a bmap file.
 pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
-    let open_err = |e| FlashError::BmapOpen {
-        bmap: path.to_path_buf(),
-        cause: e,
-    };
-    let f = File::open(path).map_err(open_err)?;
-    let mut text = String::new();
-    f.take(bmap::MAX_BMAP_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::InvalidData {
-                FlashError::BmapMalformed {
-                    bmap: path.to_path_buf(),
-                    reason: "not UTF-8 text".into(),
-                }
-            } else {
-                open_err(e)
-            }
-        })?;
-    if text.len() as u64 > bmap::MAX_BMAP_BYTES {
-        return Err(FlashError::BmapMalformed {
+    crate::bmap::read_bmap(path).map_err(|e| match e {
+        BmapError::Io(cause) => FlashError::BmapOpen {
             bmap: path.to_path_buf(),
-            reason: format!("larger than {} bytes", bmap::MAX_BMAP_BYTES),
-        });
-    }
-    Bmap::parse(&text).map_err(|reason| FlashError::BmapMalformed {
-        bmap: path.to_path_buf(),
-        reason,
+            cause,
+        },
+        reason => FlashError::BmapMalformed {
+            bmap: path.to_path_buf(),
+            reason,
+        },
     })
 }
 
@@ -891,6 +873,6 @@ pub fn flash_with_roots(
         bundle_written: device_bundle.is_some(),
         boot_partition,
         verified: opts.verify,
-        sha256_mapped: bmap::hex(&copied.sha256_mapped),
+        sha256_mapped: hex(&copied.sha256_mapped),
     })
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
-use super::bmap::{hex, Bmap};
 use super::FlashError;
+use crate::bmap::Bmap;
 use crate::image::slice::is_zero;
+use sealed_firstboot::bundle::hex::hex;
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;
