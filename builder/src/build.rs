@@ -1,9 +1,7 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
 use crate::bmap;
-use crate::image::{
-    self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
-};
+use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
 use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::{self, PartitionType, Recipe};
@@ -363,10 +361,7 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
         .transpose()
         .map_err(|e| BuildError::Invalid(format!("image.disk-signature {e}")))?;
     Ok(Layout {
-        table: match recipe.image.table {
-            recipe::TableKind::Gpt => TableKind::Gpt,
-            recipe::TableKind::Mbr => TableKind::Mbr,
-        },
+        table: recipe.image.table,
         disk_guid: recipe.image.disk_guid,
         disk_signature,
         partitions,

@@ -16,7 +16,8 @@ use super::*;
 use crate::image::ext4::find_tool;
 use crate::image::{
     assemble_with, fat_read_file, fat_write_files, find_boot_partition, read_table,
-    AssembleOptions, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
+    read_table_from, AssembleOptions, DiskView, FatFile, Layout, PartitionContent, PartitionKind,
+    PartitionSpec, TableKind,
 };
 
 // ---------------------------------------------------------------------------
@@ -682,7 +683,7 @@ fn default_bmap_lookup_order() {
 }
 
 #[test]
-fn table_read_through_the_shadow_matches_read_table() {
+fn table_read_from_a_handle_matches_read_table() {
     // GPT and MBR images from the assembler, and an MBR with logical
     // partitions made by sfdisk (EBR chain).
     let dir = tempfile::tempdir().unwrap();
@@ -711,10 +712,21 @@ fn table_read_through_the_shadow_matches_read_table() {
         images.push(ext);
     }
     for img in images {
+        let want = read_table(&img).unwrap();
         let f = fs::File::open(&img).unwrap();
         let size = f.metadata().unwrap().len();
-        let shadow = boot::read_table_of(&f, size).unwrap();
-        assert_eq!(shadow, read_table(&img).unwrap(), "{}", img.display());
+        let got = read_table_from(DiskView::new(&f, size), &img).unwrap();
+        assert_eq!(got, want, "{}", img.display());
+        // A target larger than the image written onto it (a card): read
+        // as the image, not as the whole device.
+        let card = dir.path().join("card");
+        fs::copy(&img, &card).unwrap();
+        let c = fs::OpenOptions::new().write(true).open(&card).unwrap();
+        c.set_len(size + (4 << 20)).unwrap();
+        c.write_all_at(&[0xa5; 4096], size + 4096).unwrap();
+        let c = fs::File::open(&card).unwrap();
+        let got = read_table_from(DiskView::new(&c, size), &card).unwrap();
+        assert_eq!(got, want, "{} on a larger target", img.display());
     }
 }
 

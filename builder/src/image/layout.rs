@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use serde::Deserialize;
+
 use super::ImageError;
 
 /// Sector size used for every table this module writes.
@@ -22,12 +24,16 @@ pub const GPT_MAX_PARTITIONS: usize = 128;
 /// Most primary partitions of a DOS/MBR table.
 pub const MBR_MAX_PARTITIONS: usize = 4;
 
-/// Partition table kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Partition table kind: of a layout to build (the recipe's `table`,
+/// `gpt` by default, `mbr` or `dos`), or of an image read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     /// GUID partition table (UEFI), with protective MBR and backup at the end.
+    #[default]
     Gpt,
     /// Classic DOS/MBR table, up to 4 primary partitions.
+    #[serde(alias = "dos")]
     Mbr,
 }
 

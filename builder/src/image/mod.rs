@@ -5,8 +5,9 @@
 //!   copied in sparsely. One file per step: [`layout`] (types, sizes,
 //!   placement), [`gpt`], [`mbr`], [`fat`], [`ext4`], and [`slice`] (the
 //!   partition window `fatfs` works on).
-//! * [`read_table`], [`find_boot_partition`] and the `fat_*` functions read
-//!   any image's partition table (including ones made by other tools, such
+//! * [`read_table`] (of a file) or [`read_table_from`] (of any handle, such
+//!   as a block device: [`disk`]), [`find_boot_partition`] and the `fat_*`
+//!   functions read any image's partition table (including ones made by other tools, such
 //!   as Raspberry Pi OS) and read or change files in its FAT boot partition
 //!   in place ([`read`]).
 //!
@@ -15,6 +16,7 @@
 //! byte-identical. ext4 additionally needs `SOURCE_DATE_EPOCH` (it fixes
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
+pub mod disk;
 pub mod ext4;
 pub mod fat;
 pub mod gpt;
@@ -35,13 +37,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub use disk::DiskView;
 pub use layout::{
     human_size, parse_size, plan, Assembled, FatFile, Layout, PartitionContent, PartitionKind,
     PartitionSpec, Placed, TableKind,
 };
 pub use read::{
-    fat_read_file, fat_remove_file, fat_write_files, find_boot_partition, read_table, BootSelector,
-    DiskInfo, PartInfo,
+    fat_read_file, fat_remove_file, fat_write_files, find_boot_partition, read_table,
+    read_table_from, BootSelector, DiskInfo, PartInfo,
 };
 pub use slice::PartitionSlice;
 
