@@ -99,6 +99,11 @@ fn is_fat_type_byte(t: u8) -> bool {
 fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
     let file = File::open(image)
         .map_err(|e| ImageError::io(format!("cannot open {}", image.display()), e))?;
+    with_len(file, image)
+}
+
+/// The opened image and its length.
+fn with_len(file: File, image: &Path) -> Result<(File, u64), ImageError> {
     let len = file
         .metadata()
         .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
@@ -411,11 +416,7 @@ fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
         .write(true)
         .open(image)
         .map_err(|e| ImageError::io(format!("cannot open {} for writing", image.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
-        .len();
-    Ok((file, len))
+    with_len(file, image)
 }
 
 /// Read a file from the partition's FAT filesystem; `Ok(None)` if absent.
