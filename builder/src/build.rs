@@ -27,6 +27,8 @@ pub enum BuildError {
     Bundle(BundleError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Agent(#[from] image::agent::AgentError),
     #[error("{context}: {cause}")]
     Io {
         context: String,
@@ -66,6 +68,8 @@ pub struct BuildOptions {
     /// Replace an existing `NAME.key` (it may be the only key of an image
     /// already flashed: never replaced silently).
     pub force: bool,
+    /// Install sealed-firstboot into the root filesystem.
+    pub agent: Option<image::agent::AgentRequest>,
 }
 
 /// What a build produced (safe to print: no values, no key).
@@ -83,6 +87,9 @@ pub struct BuildReport {
     /// Warnings about the image (SSH host keys shipped in the root, …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The device agent installed into the root filesystem, if asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<image::agent::AgentReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +150,18 @@ pub fn build(
     let assembled = assembled?;
 
     let img = staging.path(&img_name);
+    let agent = match &opts.agent {
+        Some(req) => {
+            progress.step("installing sealed-firstboot");
+            Some(image::agent::install_built(
+                &img,
+                boot_index(recipe)?,
+                req,
+                staging.dir(),
+            )?)
+        }
+        None => None,
+    };
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
     let wrote_key = sealed
@@ -249,7 +268,18 @@ pub fn build(
             .map(|(name, sha256)| OutputFile { name, sha256 })
             .collect(),
         warnings,
+        agent,
     })
+}
+
+/// The number of the partition that holds the bundle.
+pub(crate) fn boot_index(recipe: &Recipe) -> Result<u32, BuildError> {
+    recipe
+        .partitions
+        .iter()
+        .position(|p| p.secrets)
+        .map(|i| i as u32 + 1)
+        .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))
 }
 
 /// Test hook: `BUILD_IMAGE_FAILPOINT=before-commit` fails the build just

@@ -35,6 +35,8 @@ pub struct FleetOptions {
     /// Replace a device's existing `NAME.key` (perhaps the only key of an
     /// image already flashed); without it such a device is refused.
     pub force: bool,
+    /// Install sealed-firstboot into the base image's root filesystem.
+    pub agent: Option<crate::image::agent::AgentRequest>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,12 +127,11 @@ pub fn build_fleet(
         progress.step("assembling the base image");
         let layout = build::layout(recipe, Vec::new())?;
         image::assemble(&base, &layout)?;
-        let index = recipe
-            .partitions
-            .iter()
-            .position(|p| p.secrets)
-            .map(|i| i as u32 + 1)
-            .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))?;
+        let index = build::boot_index(recipe)?;
+        if let Some(req) = &opts.agent {
+            progress.step("installing sealed-firstboot into the base image");
+            image::agent::install_built(&base, index, req, staging.dir())?;
+        }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
             &info,

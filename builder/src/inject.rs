@@ -28,6 +28,8 @@ pub struct InjectOptions {
     pub selector: BootSelector,
     pub key_mode: KeyMode,
     pub created_at: sealed_firstboot::bundle::Stamp,
+    /// Install sealed-firstboot into the image's root filesystem too.
+    pub agent: Option<image::agent::AgentRequest>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +43,9 @@ pub struct InjectReport {
     pub key_id: String,
     pub created_at: u64,
     pub secrets: Vec<SecretSummary>,
+    /// The device agent installed into the root filesystem, if asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<image::agent::AgentReport>,
 }
 
 /// `foo.img.zst` → (`foo`, true); `foo.img` → (`foo`, false); `foo` → (`foo`, false).
@@ -153,6 +158,23 @@ pub fn inject(
     };
     let info = image::read_table(&work.0).map_err(named)?;
     let part = image::find_boot_partition(&info, &opts.selector).map_err(named)?;
+    let agent = match &opts.agent {
+        Some(req) => {
+            progress.step("installing sealed-firstboot");
+            let epoch = image::AssembleOptions::from_env()?.source_date_epoch;
+            Some(
+                image::agent::install(&work.0, &info, &part, req, dir, epoch).map_err(|e| {
+                    BuildError::InImage {
+                        image: input.to_path_buf(),
+                        message: e
+                            .to_string()
+                            .replace(&work.0.display().to_string(), &input.display().to_string()),
+                    }
+                })?,
+            )
+        }
+        None => None,
+    };
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
     seal::zeroize_files(&mut files);
@@ -201,6 +223,7 @@ pub fn inject(
         key_id: sealed.header.key_id.to_string(),
         created_at: sealed.header.created_at,
         secrets,
+        agent,
     })
 }
 

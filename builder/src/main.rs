@@ -62,6 +62,33 @@ struct KeyArgs {
     sequence: Option<u64>,
 }
 
+/// Installing the device agent into the image's root filesystem.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Install sealed-firstboot into the image's ext4 root filesystem (no
+    /// root, loop device or mount: debugfs at the partition's offset): the
+    /// binary for the root's architecture (read from the ELF header of
+    /// /usr/bin/env), its unit enabled under sysinit.target.wants/, and
+    /// /etc/sealed-firstboot.conf with the boot partition's mount point.
+    /// Running it again updates in place. Same as `[agent] install = true`
+    #[arg(long)]
+    install_agent: bool,
+    /// The sealed-firstboot binary to install (implies --install-agent).
+    /// Default: sealed-firstboot-ARCH shipped with build-image (beside it,
+    /// in ../lib/sealed-image, or target/device from
+    /// scripts/build-device-binaries; $SEALED_IMAGE_AGENT_DIR first)
+    #[arg(long, value_name = "FILE")]
+    agent: Option<PathBuf>,
+    /// With --install-agent: where the device mounts the boot partition
+    /// (default: the image's /etc/fstab line for it, e.g. /boot/firmware)
+    #[arg(long, value_name = "DIR")]
+    boot_dir: Option<String>,
+    /// With --install-agent: the root partition, by number or GPT name /
+    /// ext label (default: the only ext4 partition besides the boot one)
+    #[arg(long, value_name = "N|LABEL")]
+    root_partition: Option<String>,
+}
+
 /// What is printed on success.
 #[derive(clap::Args)]
 struct ReportArgs {
@@ -124,6 +151,8 @@ enum Command {
         /// Replace the outputs of an earlier build in OUT, NAME.key included
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Seal a recipe's secrets into an existing image (.img or .img.zst)
     #[command(after_help = "EXAMPLES:\n  \
@@ -151,6 +180,8 @@ enum Command {
         partition: Option<String>,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -413,6 +444,34 @@ fn selector(partition: Option<String>) -> build_image::image::BootSelector {
     }
 }
 
+/// `--install-agent` and friends over the recipe's `[agent]` table.
+fn agent_request(
+    recipe: &Recipe,
+    args: AgentArgs,
+) -> Result<Option<build_image::image::agent::AgentRequest>> {
+    let table = &recipe.agent;
+    let install = args.install_agent || args.agent.is_some() || table.install;
+    if !install {
+        if args.boot_dir.is_some() || args.root_partition.is_some() {
+            return Err(
+                anyhow::anyhow!("--boot-dir and --root-partition need --install-agent")
+                    .context(UsageError),
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(build_image::image::agent::AgentRequest {
+        binary: args
+            .agent
+            .or_else(|| table.binary.as_deref().map(|b| recipe.resolve(b))),
+        boot_dir: args.boot_dir.or_else(|| table.boot_dir.clone()),
+        root: args
+            .root_partition
+            .or_else(|| table.root_partition.clone())
+            .map(|p| selector(Some(p))),
+    }))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build {
@@ -427,8 +486,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             zst_level,
             no_zst,
             force,
+            agent,
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let agent = agent_request(&recipe, agent)?;
             let sequence = key.sequence;
             let key_mode = key_mode(key)?;
             if let Some(devices) = devices {
@@ -444,6 +505,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     zst_level: (!no_zst).then_some(zst_level),
                     raw_images,
                     force,
+                    agent,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
                 let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
@@ -468,6 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 created_at: created_at(sequence),
                 zst_level: (!no_zst).then_some(zst_level),
                 force,
+                agent,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;
@@ -514,10 +577,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             in_place,
             partition,
             key,
+            agent,
             report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let agent = agent_request(&recipe, agent)?;
             let opts = build_image::inject::InjectOptions {
+                agent,
                 output,
                 in_place,
                 selector: selector(partition),

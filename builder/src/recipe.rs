@@ -32,11 +32,32 @@ pub struct Recipe {
     pub templates: BTreeMap<String, TemplateSection>,
     /// The team secrets store (`source = { store = "NAME" }`).
     pub store: Option<StoreSection>,
+    /// `[agent]`: install sealed-firstboot into the image's root filesystem.
+    #[serde(default)]
+    pub agent: AgentSection,
     /// Directory of the recipe file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[agent]`: install the device agent (`sealed-firstboot`, its unit and
+/// `/etc/sealed-firstboot.conf`) into the ext4 root filesystem, as
+/// `--install-agent` does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentSection {
+    #[serde(default)]
+    pub install: bool,
+    /// The binary to install (relative to the recipe); default the shipped
+    /// `sealed-firstboot-ARCH` for the root filesystem's architecture.
+    pub binary: Option<PathBuf>,
+    /// The boot partition's mount point on the device; default from the
+    /// image's `/etc/fstab`.
+    pub boot_dir: Option<String>,
+    /// The root partition (number or name); default the only ext one.
+    pub root_partition: Option<String>,
 }
 
 /// `[store]`: where the secrets store is (default `secrets-store/` beside

@@ -15,6 +15,7 @@
 //! byte-identical. ext4 additionally needs `SOURCE_DATE_EPOCH` (it fixes
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
+pub mod agent;
 pub mod ext4;
 pub mod fat;
 pub mod gpt;
