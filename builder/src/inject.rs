@@ -17,7 +17,7 @@ use crate::secrets::{self, Override};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+
 use std::path::{Path, PathBuf};
 
 pub struct InjectOptions {
@@ -48,26 +48,40 @@ pub struct InjectReport {
     pub agent: Option<image::agent::AgentReport>,
 }
 
-/// `foo.img.zst` → (`foo`, true); `foo.img` → (`foo`, false); `foo` → (`foo`, false).
-fn split_name(path: &Path) -> (String, bool) {
+/// How an image file name ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suffix {
+    Raw,
+    Zst,
+    Xz,
+}
+
+/// `foo.img.zst` → (`foo`, Zst); `foo.img.xz` → (`foo`, Xz); `foo.img` and
+/// `foo` → (`foo`, Raw).
+fn split_name(path: &Path) -> (String, Suffix) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Some(stem) = name.strip_suffix(".img.zst") {
-        (stem.to_string(), true)
-    } else if let Some(stem) = name.strip_suffix(".zst") {
-        (stem.to_string(), true)
-    } else if let Some(stem) = name.strip_suffix(".img") {
-        (stem.to_string(), false)
-    } else {
-        (name, false)
+    for (ext, suffix) in [
+        (".img.zst", Suffix::Zst),
+        (".zst", Suffix::Zst),
+        (".img.xz", Suffix::Xz),
+        (".xz", Suffix::Xz),
+        (".img", Suffix::Raw),
+    ] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            return (stem.to_string(), suffix);
+        }
     }
+    (name, Suffix::Raw)
 }
 
-/// Where the output image and key go.
+/// Where the output image and key go. A `.img.zst` input gives a
+/// `.sealed.img.zst`; a `.img.xz` input (build-image writes no xz) a sparse
+/// `.sealed.img`.
 pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
-    let (stem, zst) = split_name(input);
+    let (stem, suffix) = split_name(input);
     let dir = input.parent().unwrap_or(Path::new("."));
     let output = if opts.in_place {
         input.to_path_buf()
@@ -75,7 +89,7 @@ pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
         opts.output.clone().unwrap_or_else(|| {
             dir.join(format!(
                 "{stem}.sealed.img{}",
-                if zst { ".zst" } else { "" }
+                if suffix == Suffix::Zst { ".zst" } else { "" }
             ))
         })
     };
@@ -95,11 +109,19 @@ pub fn inject(
     overrides: &BTreeMap<String, Override>,
     progress: &Progress,
 ) -> Result<InjectReport, BuildError> {
-    let (_, compressed) = split_name(input);
     let (output, key_path) = output_paths(input, opts);
     // The output's format follows its name: `-o x.img.zst` writes zstd
     // whatever the input was.
-    let out_compressed = split_name(&output).1;
+    let out_compressed = match split_name(&output).1 {
+        Suffix::Zst => true,
+        Suffix::Raw => false,
+        Suffix::Xz => {
+            return Err(BuildError::Invalid(format!(
+                "{}: build-image does not write xz; name the output .img or .img.zst",
+                output.display()
+            )))
+        }
+    };
     if output.exists() && !opts.in_place {
         return Err(BuildError::OutputExists {
             path: output,
@@ -113,6 +135,10 @@ pub fn inject(
         });
     }
     fs::metadata(input).map_err(io_err(format!("reading {}", input.display())))?;
+    // The input's format from its magic number, not its name.
+    let compressed = crate::io::compressed::Format::detect(input)
+        .map_err(io_err(format!("reading {}", input.display())))?
+        .is_compressed();
 
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
@@ -129,7 +155,8 @@ pub fn inject(
     let work = Temp(dir.join(format!(".inject-{}.img.tmp", std::process::id())));
     progress.step("copying the image");
     if compressed {
-        decompress_sparse(input, &work.0)
+        crate::io::compressed::open(input)
+            .and_then(|(_, mut r)| crate::io::sparse_write::copy_to_sparse_file(&mut r, &work.0))
             .map_err(io_err(format!("decompressing {}", input.display())))?;
     } else {
         sparse::sparse_copy(input, &work.0)
@@ -234,42 +261,4 @@ impl Drop for Temp {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-/// Decompress a `.zst` image into a sparse file: all-zero 4 KiB blocks
-/// become holes.
-pub fn decompress_sparse(src: &Path, dst: &Path) -> std::io::Result<u64> {
-    let input = fs::File::open(src)?;
-    let mut dec = zstd::stream::read::Decoder::new(input)?;
-    let mut out = fs::File::create(dst)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos: u64 = 0;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = dec.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        for chunk in buf[..filled].chunks(4096) {
-            if chunk.iter().all(|&b| b == 0) {
-                pos += chunk.len() as u64;
-            } else {
-                out.seek(SeekFrom::Start(pos))?;
-                out.write_all(chunk)?;
-                pos += chunk.len() as u64;
-            }
-        }
-        if filled < buf.len() {
-            break;
-        }
-    }
-    out.set_len(pos)?;
-    out.sync_all()?;
-    Ok(pos)
 }

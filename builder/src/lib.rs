@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod image;
 pub mod inject;
 pub mod inspect;
+pub mod io;
 pub mod output;
 pub mod process;
 pub mod progress;

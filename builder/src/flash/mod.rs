@@ -44,6 +44,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::image::{self, BootSelector, ImageError};
+use crate::io::compressed::Format;
 use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub use bmap::Bmap;
@@ -474,27 +475,11 @@ fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
     Ok((key, text))
 }
 
-fn is_zstd(path: &Path) -> Result<bool, FlashError> {
-    let mut magic = [0u8; 4];
-    let mut f = File::open(path).map_err(|e| FlashError::ImageOpen {
+fn image_format(path: &Path) -> Result<Format, FlashError> {
+    Format::detect(path).map_err(|e| FlashError::ImageOpen {
         image: path.to_path_buf(),
         cause: e,
-    })?;
-    let mut got = 0;
-    while got < 4 {
-        match f.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(FlashError::ImageOpen {
-                    image: path.to_path_buf(),
-                    cause: e,
-                })
-            }
-        }
-    }
-    Ok(got == 4 && magic == write::ZSTD_MAGIC)
+    })
 }
 
 /// A resolved target.
@@ -629,7 +614,8 @@ pub fn flash_with_roots(
             image: image_path.to_path_buf(),
         });
     }
-    let zstd = is_zstd(image_path)?;
+    let format = image_format(image_path)?;
+    let zstd = format.is_compressed();
     let bmap_path = match (&opts.bmap, opts.no_bmap) {
         (_, true) => None,
         (Some(p), false) => Some(p.clone()),
@@ -640,7 +626,10 @@ pub fn flash_with_roots(
         let actual = if zstd {
             // Only a declared size larger than the bmap's is certainly wrong
             // (a multi-frame file declares the first frame only).
-            write::zstd_declared_size(image_path).filter(|&n| n > b.image_size)
+            (format == Format::Zstd)
+                .then(|| write::zstd_declared_size(image_path))
+                .flatten()
+                .filter(|&n| n > b.image_size)
         } else {
             Some(image_md.len()).filter(|&n| n != b.image_size)
         };
@@ -695,10 +684,12 @@ pub fn flash_with_roots(
         let bt = check_block_device(*dev, &shown, image_size, opts.yes, roots)?;
         if image_size.is_none() {
             let b = bar(opts.progress, None, "measuring the image");
-            let n = write::measure_zstd(image_path, &b).map_err(|e| FlashError::ImageRead {
-                image: image_path.to_path_buf(),
-                offset: 0,
-                cause: e,
+            let n = write::measure_stream(image_path, format, &b).map_err(|e| {
+                FlashError::ImageRead {
+                    image: image_path.to_path_buf(),
+                    offset: 0,
+                    cause: e,
+                }
             })?;
             b.finish_and_clear();
             if bt.size < n {
@@ -815,7 +806,7 @@ pub fn flash_with_roots(
         image: image_path,
         target: &shown,
     };
-    let mut src = write::Source::open(image_path, zstd).map_err(|e| FlashError::ImageOpen {
+    let mut src = write::Source::open(image_path, format).map_err(|e| FlashError::ImageOpen {
         image: image_path.to_path_buf(),
         cause: e,
     })?;

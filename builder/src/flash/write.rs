@@ -1,7 +1,7 @@
-//! Streaming an image (plain or zstd) onto a target, and reading it back.
+//! Streaming an image (plain, zstd or xz) onto a target, and reading it back.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -11,14 +11,12 @@ use sha2::{Digest, Sha256};
 use super::bmap::{hex, Bmap};
 use super::FlashError;
 use crate::image::slice::is_zero;
+use crate::io::compressed::{self, Format};
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;
 /// Granularity of the all-zero test when writing sparse files.
 const ZERO_BLOCK: usize = 4096;
-
-/// The zstd frame magic number, little-endian.
-pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The image as a forward-only byte stream.
 pub(crate) enum Source {
@@ -27,21 +25,19 @@ pub(crate) enum Source {
         len: u64,
         pos: u64,
     },
-    Zstd {
-        dec: Box<zstd::stream::read::Decoder<'static, BufReader<File>>>,
+    /// A compressed image, decoded on the fly.
+    Stream {
+        dec: Box<dyn Read + Send>,
         pos: u64,
     },
 }
 
 impl Source {
-    pub(crate) fn open(path: &Path, zstd: bool) -> io::Result<Source> {
+    pub(crate) fn open(path: &Path, format: Format) -> io::Result<Source> {
         let file = File::open(path)?;
-        if zstd {
-            let mut dec = zstd::stream::read::Decoder::new(file)?;
-            // Accept images compressed with --long (windows up to 2 GiB).
-            dec.window_log_max(31)?;
-            Ok(Source::Zstd {
-                dec: Box::new(dec),
+        if format.is_compressed() {
+            Ok(Source::Stream {
+                dec: compressed::decoder(file, format)?,
                 pos: 0,
             })
         } else {
@@ -52,7 +48,7 @@ impl Source {
 
     pub(crate) fn pos(&self) -> u64 {
         match self {
-            Source::Plain { pos, .. } | Source::Zstd { pos, .. } => *pos,
+            Source::Plain { pos, .. } | Source::Stream { pos, .. } => *pos,
         }
     }
 
@@ -62,7 +58,7 @@ impl Source {
         while filled < buf.len() {
             let r = match self {
                 Source::Plain { file, .. } => file.read(&mut buf[filled..]),
-                Source::Zstd { dec, .. } => dec.read(&mut buf[filled..]),
+                Source::Stream { dec, .. } => dec.read(&mut buf[filled..]),
             };
             match r {
                 Ok(0) => break,
@@ -72,7 +68,7 @@ impl Source {
             }
         }
         match self {
-            Source::Plain { pos, .. } | Source::Zstd { pos, .. } => *pos += filled as u64,
+            Source::Plain { pos, .. } | Source::Stream { pos, .. } => *pos += filled as u64,
         }
         Ok(filled)
     }
@@ -89,7 +85,7 @@ impl Source {
                 *pos = to;
                 Ok(moved)
             }
-            Source::Zstd { .. } => {
+            Source::Stream { .. } => {
                 let mut left = n;
                 while left > 0 {
                     let want = left.min(scratch.len() as u64) as usize;
@@ -105,9 +101,9 @@ impl Source {
     }
 }
 
-/// Decompress a zstd image once to learn its size.
-pub(crate) fn measure_zstd(path: &Path, bar: &ProgressBar) -> io::Result<u64> {
-    let mut src = Source::open(path, true)?;
+/// Decompress a compressed image once to learn its size.
+pub(crate) fn measure_stream(path: &Path, format: Format, bar: &ProgressBar) -> io::Result<u64> {
+    let mut src = Source::open(path, format)?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = src.read_full(&mut buf)?;

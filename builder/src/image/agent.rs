@@ -89,7 +89,9 @@ pub enum AgentError {
     Image(#[from] ImageError),
     #[error("no root filesystem to install sealed-firstboot into: {0}")]
     NoRoot(String),
-    #[error("several partitions could be the root filesystem: {0}; choose one with --root-partition")]
+    #[error(
+        "several partitions could be the root filesystem: {0}; choose one with --root-partition"
+    )]
     AmbiguousRoot(String),
     #[error(
         "partition {0} holds {1}, not ext4: sealed-firstboot can be installed only into an \
@@ -102,7 +104,10 @@ pub enum AgentError {
         "no sealed-firstboot binary for {arch}: looked for sealed-firstboot-{arch} in {searched}; \
          build them with scripts/build-device-binaries, or pass --agent FILE"
     )]
-    AgentMissing { arch: &'static str, searched: String },
+    AgentMissing {
+        arch: &'static str,
+        searched: String,
+    },
     #[error("agent {}: {reason}", path.display())]
     BadAgent { path: PathBuf, reason: String },
     #[error(
@@ -205,7 +210,10 @@ pub fn install(
     let mut made_dirs: Vec<String> = Vec::new();
     for (n, (path, want)) in wanted.iter().enumerate() {
         let have = stat(image, root.start, path)?;
-        if have.as_ref().is_some_and(|h| h.matches(want, image, root.start, path)) {
+        if have
+            .as_ref()
+            .is_some_and(|h| h.matches(want, image, root.start, path))
+        {
             continue;
         }
         if have.as_ref().is_some_and(|h| h.kind == Kind::Dir) {
@@ -445,8 +453,12 @@ pub fn find_root(
             .partitions
             .iter()
             .find(|p| {
-                p.label.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(l))
-                    || p.fs_label.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(l))
+                p.label
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(l))
+                    || p.fs_label
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(l))
             })
             .cloned(),
         Some(BootSelector::Auto) | None => None,
@@ -716,7 +728,10 @@ fn config_text(existing: Option<&[u8]>, boot_dir: &str) -> Result<String, AgentE
     let mut set = false;
     for l in text.lines() {
         let key = l.split('#').next().unwrap_or_default();
-        if key.split_once('=').is_some_and(|(k, _)| k.trim() == "boot_dir") {
+        if key
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == "boot_dir")
+        {
             if !set {
                 out.push_str(&setting);
                 out.push('\n');
@@ -771,7 +786,10 @@ mod tests {
             "# mine\nidentity = ssh-host-key\nboot_dir = /boot/efi\n"
         );
         // Idempotent.
-        assert_eq!(config_text(Some(merged.as_bytes()), "/boot/efi").unwrap(), merged);
+        assert_eq!(
+            config_text(Some(merged.as_bytes()), "/boot/efi").unwrap(),
+            merged
+        );
         assert!(matches!(
             config_text(Some(b"colour = blue\n"), "/boot"),
             Err(AgentError::BadConfig { line: 1, .. })

@@ -27,7 +27,7 @@ pub use manifest::{
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
 pub use seal::{seal, seal_stamped, seal_with, SealTo};
-pub use template::{placeholders, render};
+pub use template::{placeholders, render, rendered_bound, Escape};
 
 /// Limits enforced while opening, before any allocation they bound.
 pub mod limits {

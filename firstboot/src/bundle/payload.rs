@@ -66,9 +66,8 @@ impl Contents {
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
             // Bound the rendering before doing it: many placeholders of a
             // large secret must not allocate without limit.
-            let estimate = names.iter().fold(text.len() as u64, |n, name| {
-                n.saturating_add(self.values.get(name).map_or(0, |v| v.len() as u64))
-            });
+            let estimate = super::template::rendered_bound(text, &self.values)
+                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
             if estimate > limits::MAX_SECRET_BYTES {
                 return Err(BundleError::Limit(format!(
                     "template {} renders to at least {estimate} bytes (limit {})",
@@ -124,7 +123,11 @@ impl Contents {
         // Bundles are small; ruzstd's level comparable to zstd -1 is plenty.
         // SecretBuf grows without leaving unzeroized copies behind.
         let mut out = SecretBuf(Zeroizing::new(Vec::with_capacity(tar.len() / 2 + 1024)));
-        ruzstd::encoding::compress(&tar[..], &mut out, ruzstd::encoding::CompressionLevel::Fastest);
+        ruzstd::encoding::compress(
+            &tar[..],
+            &mut out,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         let SecretBuf(out) = out;
         Ok(out)
     }
