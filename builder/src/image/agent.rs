@@ -586,11 +586,13 @@ fn check_agent(path: &Path, arch: Arch) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Directories searched for `sealed-firstboot-ARCH`, in order.
+/// Directories searched for `sealed-firstboot-ARCH`, in order:
+/// `$SEALED_IMAGE_AGENT_DIR` alone when it is set.
 pub fn agent_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("SEALED_IMAGE_AGENT_DIR").filter(|d| !d.is_empty()) {
         dirs.push(PathBuf::from(d));
+        return dirs;
     }
     if let Some(exe_dir) = std::env::current_exe()
         .ok()
