@@ -193,10 +193,20 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
         after[..boot_off],
         "MBR and gap unchanged"
     );
-    assert_eq!(cat(&out_img, "/usr/bin/sealed-firstboot"), std::fs::read(agent).unwrap());
-    assert_eq!(cat(&out_img, "/usr/bin/env"), env_before, "other files unchanged");
+    assert_eq!(
+        cat(&out_img, "/usr/bin/sealed-firstboot"),
+        std::fs::read(agent).unwrap()
+    );
+    assert_eq!(
+        cat(&out_img, "/usr/bin/env"),
+        env_before,
+        "other files unchanged"
+    );
     let stat = debugfs(&out_img, "stat /usr/bin/sealed-firstboot");
-    assert!(stat.contains("Mode:  0755") && stat.contains("User:     0   Group:     0"), "{stat}");
+    assert!(
+        stat.contains("Mode:  0755") && stat.contains("User:     0   Group:     0"),
+        "{stat}"
+    );
     let link = debugfs(&out_img, &format!("stat {UNIT_LINK}"));
     assert!(
         link.contains("Type: symlink")
@@ -213,9 +223,15 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
         "/etc/systemd/system/sealed-firstboot.service.d/boot-dir.conf",
     ))
     .unwrap();
-    assert!(dropin.contains("RequiresMountsFor=/boot/firmware"), "{dropin}");
+    assert!(
+        dropin.contains("RequiresMountsFor=/boot/firmware"),
+        "{dropin}"
+    );
     let conf = String::from_utf8(cat(&out_img, "/etc/sealed-firstboot.conf")).unwrap();
-    assert!(conf.lines().any(|l| l == "boot_dir = /boot/firmware"), "{conf}");
+    assert!(
+        conf.lines().any(|l| l == "boot_dir = /boot/firmware"),
+        "{conf}"
+    );
 
     // Again, in place: the agent's files are as wanted, the root partition
     // stays byte for byte what it was.
@@ -237,7 +253,10 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
     ));
     assert_eq!(again["agent"]["changed"].as_array().unwrap().len(), 0);
     let root_after = std::fs::read(&out_img).unwrap()[ROOT_OFF as usize..].to_vec();
-    assert!(root_before == root_after, "the second run changed the root partition");
+    assert!(
+        root_before == root_after,
+        "the second run changed the root partition"
+    );
 }
 
 #[test]
@@ -287,7 +306,10 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
     );
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("--boot-dir"), "{}", stderr(&out));
-    assert!(std::fs::read(&img2).unwrap() == before, "a failed inject changed the image");
+    assert!(
+        std::fs::read(&img2).unwrap() == before,
+        "a failed inject changed the image"
+    );
     let ok = build_image(
         &[
             "inject",
@@ -316,12 +338,7 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
     let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
     let before = std::fs::read(&img).unwrap();
     let run = |extra: &[&str], env: &[(&str, &str)]| {
-        let mut args = vec![
-            "inject",
-            img.to_str().unwrap(),
-            "--in-place",
-            "--recipe",
-        ];
+        let mut args = vec!["inject", img.to_str().unwrap(), "--in-place", "--recipe"];
         let recipe = inject_recipe();
         args.push(&recipe);
         args.extend_from_slice(&["--install-agent", "--embed-key"]);
@@ -337,7 +354,10 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
     // An agent for another architecture.
     let elf = foreign_elf(t.path());
     let e = run(&["--agent", elf.to_str().unwrap()], &[]);
-    assert!(e.contains("aarch64") && e.contains(std::env::consts::ARCH), "{e}");
+    assert!(
+        e.contains("aarch64") && e.contains(std::env::consts::ARCH),
+        "{e}"
+    );
     // Not an ELF at all.
     let e = run(&["--agent", inject_recipe().as_str()], &[]);
     assert!(e.contains("not an ELF"), "{e}");
@@ -358,9 +378,7 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
     let img2 = stock(
         t2.path(),
         "PARTUUID=5ea1ed01-01",
-        &format!(
-            "mkfs.vfat -n ROOTFS --offset {ROOT_START} stock.img 40960 >/dev/null"
-        ),
+        &format!("mkfs.vfat -n ROOTFS --offset {ROOT_START} stock.img 40960 >/dev/null"),
     );
     let out = build_image(
         &[
@@ -499,7 +517,10 @@ fn xz_images_are_read_like_the_official_ones() {
         std::fs::metadata(&img).unwrap().len()
     );
     e2fsck_clean(&out);
-    assert_eq!(cat(&out, "/usr/bin/sealed-firstboot"), std::fs::read("/usr/bin/env").unwrap());
+    assert_eq!(
+        cat(&out, "/usr/bin/sealed-firstboot"),
+        std::fs::read("/usr/bin/env").unwrap()
+    );
     // Asking for xz output is refused up front.
     let refused = build_image(
         &[
@@ -513,5 +534,9 @@ fn xz_images_are_read_like_the_official_ones() {
         &[],
     );
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("does not write xz"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("does not write xz"),
+        "{}",
+        stderr(&refused)
+    );
 }
