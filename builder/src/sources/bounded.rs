@@ -219,7 +219,9 @@ mod tests {
     #[test]
     fn a_grandchild_outside_the_group_cannot_hold_the_build() {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg("setsid sleep 20 & echo value");
+        // The pause lets the grandchild leave the group before the command
+        // exits (else the group kill at exit may still reach it).
+        cmd.arg("-c").arg("setsid sleep 20 & sleep 0.2; echo value");
         let outcome = run_command(&mut cmd, Duration::from_millis(500), 1024).unwrap();
         assert!(
             matches!(outcome, CommandOutcome::TimedOut),
