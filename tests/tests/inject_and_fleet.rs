@@ -162,10 +162,13 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
         std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
         MARKER
     );
-    let wpa =
-        std::fs::read_link(root.join("run/wpa_supplicant/wpa_supplicant-wlan0.conf")).unwrap();
-    let wpa = std::fs::read_to_string(root.join(wpa.strip_prefix("/").unwrap())).unwrap();
-    assert!(wpa.contains(MARKER));
+    // The NetworkManager keyfile (a symlink into /run/secrets).
+    let nm = std::fs::read_link(
+        root.join("run/NetworkManager/system-connections/site-wifi.nmconnection"),
+    )
+    .unwrap();
+    let nm = std::fs::read_to_string(root.join(nm.strip_prefix("/").unwrap())).unwrap();
+    assert!(nm.contains(&format!("\npsk={MARKER}\n")), "{nm}");
 
     // A second inject does not clobber the first output or its key.
     let again = inject(&[img.to_str().unwrap()], MARKER);
