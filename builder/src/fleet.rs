@@ -4,7 +4,7 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
-use crate::build::{self, io_err, BuildError};
+use crate::build::{io_err, BuildError};
 use crate::devices::Device;
 use crate::image::{self, BootSelector};
 use crate::output::{bmap, frames, sparse, staging::Staging, sums};
@@ -37,6 +37,8 @@ pub struct FleetOptions {
     pub force: bool,
     /// Install sealed-firstboot into the base image's root filesystem.
     pub agent: Option<crate::image::agent::AgentRequest>,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller.
+    pub assemble: image::AssembleOptions,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,12 +127,18 @@ pub fn build_fleet(
         None
     } else {
         progress.step("assembling the base image");
-        let layout = build::layout(recipe, Vec::new())?;
-        image::assemble(&base, &layout)?;
-        let index = build::boot_index(recipe)?;
+        let layout = crate::plan::layout(recipe, Vec::new())?;
+        image::assemble_with(&base, &layout, &opts.assemble)?;
+        let index = crate::plan::boot_index(recipe)?;
         if let Some(req) = &opts.agent {
             progress.step("installing sealed-firstboot into the base image");
-            image::agent::install_built(&base, index, req, staging.dir())?;
+            image::agent::install_built(
+                &base,
+                index,
+                req,
+                staging.dir(),
+                opts.assemble.source_date_epoch,
+            )?;
         }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(

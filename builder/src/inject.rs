@@ -30,6 +30,8 @@ pub struct InjectOptions {
     pub created_at: sealed_firstboot::bundle::Stamp,
     /// Install sealed-firstboot into the image's root filesystem too.
     pub agent: Option<image::agent::AgentRequest>,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller.
+    pub assemble: image::AssembleOptions,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,7 +190,7 @@ pub fn inject(
     let agent = match &opts.agent {
         Some(req) => {
             progress.step("installing sealed-firstboot");
-            let epoch = image::AssembleOptions::from_env()?.source_date_epoch;
+            let epoch = opts.assemble.source_date_epoch;
             Some(
                 image::agent::install(&work.0, &info, &part, req, dir, epoch).map_err(|e| {
                     BuildError::InImage {

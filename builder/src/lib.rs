@@ -14,6 +14,7 @@ pub mod inject;
 pub mod inspect;
 pub mod io;
 pub mod output;
+pub mod plan;
 pub mod process;
 pub mod progress;
 pub mod recipe;

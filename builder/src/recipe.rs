@@ -83,14 +83,7 @@ pub struct ImageSection {
     pub disk_signature: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TableKind {
-    #[default]
-    Gpt,
-    #[serde(alias = "dos")]
-    Mbr,
-}
+pub use crate::image::TableKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -254,16 +254,17 @@ pub fn install(
 }
 
 /// Install into an image just assembled, whose boot partition is number
-/// `boot_index` (`SOURCE_DATE_EPOCH` fixes the new inodes' times).
+/// `boot_index` (`epoch`, from `SOURCE_DATE_EPOCH`, fixes the new inodes'
+/// times).
 pub fn install_built(
     image: &Path,
     boot_index: u32,
     req: &AgentRequest,
     scratch: &Path,
+    epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
     let info = super::read_table(image)?;
     let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
-    let epoch = super::AssembleOptions::from_env()?.source_date_epoch;
     install(image, &info, &boot, req, scratch, epoch)
 }
 

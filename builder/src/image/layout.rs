@@ -22,12 +22,16 @@ pub const GPT_MAX_PARTITIONS: usize = 128;
 /// Most primary partitions of a DOS/MBR table.
 pub const MBR_MAX_PARTITIONS: usize = 4;
 
-/// Partition table kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Partition table kind: of a layout, of an image read back, and the
+/// recipe's `[image] table` (`gpt`, `mbr` or `dos`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     /// GUID partition table (UEFI), with protective MBR and backup at the end.
+    #[default]
     Gpt,
     /// Classic DOS/MBR table, up to 4 primary partitions.
+    #[serde(alias = "dos")]
     Mbr,
 }
 

@@ -180,12 +180,6 @@ pub fn parse_source_date_epoch(v: &str) -> Result<u64, ImageError> {
         .map_err(|_| ImageError::InvalidSourceDateEpoch(v.to_string()))
 }
 
-/// Build `out` (created or truncated, sparse) from `layout`, with
-/// `SOURCE_DATE_EPOCH` taken from the environment. On error `out` is removed.
-pub fn assemble(out: &Path, layout: &Layout) -> Result<Assembled, ImageError> {
-    assemble_with(out, layout, &AssembleOptions::from_env()?)
-}
-
 /// Removes the output on drop unless disarmed.
 struct RemoveOnError<'a> {
     path: &'a Path,
@@ -350,7 +344,9 @@ fn precheck(layout: &Layout, placed: &[Placed]) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// [`assemble`] with explicit options.
+/// Build `out` (created or truncated, sparse) from `layout`. On error `out`
+/// is removed. `opts.source_date_epoch` (the caller reads `SOURCE_DATE_EPOCH`
+/// once) fixes the ext4 times.
 pub fn assemble_with(
     out: &Path,
     layout: &Layout,

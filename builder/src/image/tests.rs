@@ -390,7 +390,7 @@ fn mbr_image_checks_out_with_sfdisk() {
         ],
         total_size: Some(100 << 20),
     };
-    let a = assemble(&img, &layout).unwrap();
+    let a = assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     assert_eq!(a.size, 100 << 20);
     assert_eq!(a.disk_id, "0x5eedcafe");
     assert_eq!(a.partitions[1].part_uuid.as_deref(), Some("5eedcafe-02"));
@@ -941,7 +941,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
         total_size: None,
     };
     let img = dir.path().join("g.img");
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert_eq!(
         find_boot_partition(&info, &BootSelector::Auto)
@@ -957,7 +957,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     );
 
     layout.partitions[1] = fat("data2", PartitionKind::Fat);
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
         find_boot_partition(&info, &BootSelector::Auto),
@@ -968,7 +968,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
         content: PartitionContent::Empty,
         ..fat("esp", PartitionKind::Esp)
     }];
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
         find_boot_partition(&info, &BootSelector::Auto),
@@ -1122,7 +1122,7 @@ fn errors_are_precise_and_leave_nothing_behind() {
 
     // A GPT header claiming an absurd partition array is refused, not allocated.
     let img = dir.path().join("crafted.img");
-    assemble(&img, &layout(vec![esp(1 << 20, "ESP", vec![])])).unwrap();
+    assemble_with(&img, &layout(vec![esp(1 << 20, "ESP", vec![])]), &AssembleOptions::default()).unwrap();
     let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &u32::MAX.to_le_bytes(), 512 + 80).unwrap();
     drop(f);

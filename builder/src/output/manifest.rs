@@ -125,7 +125,7 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    /// From the recipe name and what `image::assemble` returned.
+    /// From the recipe name and what `image::assemble_with` returned.
     pub fn from_assembled(
         name: &str,
         file: &str,
