@@ -5,58 +5,16 @@ use crate::image::{
 };
 use crate::output::{bmap, manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
-use crate::recipe::{self, Recipe};
+use crate::recipe::Recipe;
 use crate::seal;
-use crate::secrets::{self, SecretsError};
-use sealed_firstboot::bundle::BundleError;
+use crate::secrets::{self};
 use serde::Serialize;
 use std::path::PathBuf;
-use thiserror::Error;
 
+pub use crate::error::BuildError;
+use crate::error::io_err;
 pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-#[derive(Debug, Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Recipe(#[from] recipe::RecipeError),
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    /// Not marked as the source: the message already holds it, and a chain
-    /// printer (`{:#}`) would print it twice.
-    #[error("sealing the bundle: {0}")]
-    Bundle(BundleError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Agent(#[from] image::agent::AgentError),
-    #[error("{context}: {cause}")]
-    Io {
-        context: String,
-        cause: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    /// An error in a user's image, worded with its name.
-    #[error("{}: {message}", image.display())]
-    InImage { image: PathBuf, message: String },
-    #[error("{path} exists; {hint}")]
-    OutputExists { path: PathBuf, hint: &'static str },
-    #[error("{} device(s) cannot be built:\n{}", .0.len(), .0.iter().map(|(d, e)| format!("device {d}: {e}")).collect::<Vec<_>>().join("\n"))]
-    Fleet(Vec<(String, SecretsError)>),
-}
-
-impl From<BundleError> for BuildError {
-    fn from(e: BundleError) -> Self {
-        BuildError::Bundle(e)
-    }
-}
-
-pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
-    move |source| BuildError::Io {
-        context,
-        cause: source,
-    }
-}
 
 pub struct BuildOptions {
     pub out_dir: PathBuf,
@@ -84,30 +42,16 @@ pub struct BuildReport {
     pub key_id: String,
     pub created_at: u64,
     pub image_size: u64,
-    pub secrets: Vec<SecretSummary>,
-    pub files: Vec<OutputFile>,
+    /// The recipe's secrets as build.json lists them (never values).
+    pub secrets: Vec<manifest::SecretInfo>,
+    /// The outputs as build.json and SHA256SUMS list them.
+    pub files: Vec<manifest::OutputFile>,
     /// Warnings about the image (SSH host keys shipped in the root, …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The device agent installed into the root filesystem, if asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<image::agent::AgentReport>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SecretSummary {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub path: String,
-    /// False for an optional secret that was not provided (not in the bundle).
-    pub included: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputFile {
-    pub name: String,
-    pub sha256: String,
 }
 
 /// Run a whole build. On any error nothing is left in the output directory.
@@ -265,11 +209,8 @@ pub fn build(
         key_id: header.key_id.to_string(),
         created_at: header.created_at,
         image_size: assembled.size,
-        secrets: secret_summaries(recipe, &bundled),
-        files: sums
-            .into_iter()
-            .map(|(name, sha256)| OutputFile { name, sha256 })
-            .collect(),
+        secrets: m.secrets,
+        files: m.outputs,
         warnings,
         agent,
     })
@@ -287,21 +228,4 @@ fn failpoint_commit() -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Names, types and device paths of a recipe's secrets (never values), and
-/// whether each made it into the bundle whose manifest is `bundled`.
-pub fn secret_summaries(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<SecretSummary> {
-    recipe
-        .secrets
-        .iter()
-        .map(|(n, s)| SecretSummary {
-            name: n.clone(),
-            kind: s.kind.to_string(),
-            path: recipe.device_path(n, s),
-            included: bundled.secrets.iter().any(|e| &e.name == n),
-        })
-        .collect()
-}
 

@@ -4,7 +4,7 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
-use crate::build::{io_err, BuildError};
+use crate::error::{io_err, BuildError};
 use crate::devices::Device;
 use crate::image::{self, BootSelector};
 use crate::output::{bmap, frames, sparse, staging::Staging, sums};

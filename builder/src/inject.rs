@@ -7,7 +7,8 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
-use crate::build::{io_err, BuildError, SecretSummary};
+use crate::output::manifest::{self, SecretInfo};
+use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::output::{sparse, zst};
 use crate::progress::Progress;
@@ -44,7 +45,7 @@ pub struct InjectReport {
     pub bundle_id: String,
     pub key_id: String,
     pub created_at: u64,
-    pub secrets: Vec<SecretSummary>,
+    pub secrets: Vec<SecretInfo>,
     /// The device agent installed into the root filesystem, if asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<image::agent::AgentReport>,
@@ -145,7 +146,7 @@ pub fn inject(
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
     let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
-    let secrets = crate::build::secret_summaries(recipe, &contents.manifest);
+    let secrets = manifest::secrets_from(recipe, &contents.manifest);
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod devices;
+pub mod error;
 pub mod flash;
 pub mod fleet;
 pub mod image;

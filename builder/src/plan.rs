@@ -2,7 +2,7 @@
 //! layout `image::assemble_with` builds (sizes, types, ids, FAT files from
 //! the build host).
 
-use crate::build::{io_err, BuildError};
+use crate::error::{io_err, BuildError};
 use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
 use crate::recipe::{self, PartitionType, Recipe};
 use std::path::Path;

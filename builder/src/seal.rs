@@ -9,9 +9,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use zeroize::Zeroize;
 
-/// Where the bundle and an embedded key go on the boot partition.
-pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
-pub const EMBEDDED_KEY_PATH: &str = "sealed-secrets/image.key";
+/// Where the bundle and an embedded key go on the boot partition (the
+/// contract lives in the device's bundle module).
+pub use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH as EMBEDDED_KEY_PATH};
 
 /// How the image key is handled.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 //! partial bundle: the device replaces the listed secrets and keeps the
 //! rest of its store.
 
-use crate::build::{io_err, BuildError};
+use crate::error::{io_err, BuildError};
 use crate::devices::Device;
 use crate::output::staging::Staging;
 use crate::recipe::Recipe;

@@ -18,10 +18,7 @@ use crate::store::{Current, State, Store, StoreError};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Directory on the boot partition that holds the bundle and the key.
-pub const BOOT_SUBDIR: &str = "sealed-secrets";
-pub const BUNDLE_FILE: &str = "bundle";
-pub const KEY_FILE: &str = "image.key";
+pub use crate::bundle::boot::{BUNDLE_FILE, KEY_FILE, SUBDIR as BOOT_SUBDIR};
 /// Suffix of a file being wiped.
 pub const WIPE_SUFFIX: &str = ".wipe";
 /// Candidate boot partition mount points, relative to the root, in order.

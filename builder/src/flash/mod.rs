@@ -51,7 +51,6 @@ pub use bmap::Bmap;
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
 /// Largest key file read (a key file is 84 bytes).
-const MAX_KEY_FILE: u64 = 1024;
 
 /// Options of [`flash`].
 #[derive(Clone, Debug)]
@@ -446,28 +445,11 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     Ok((Zeroizing::new(bytes), key))
 }
 
-/// Read and parse a key file; the text written to the boot partition is
-/// the canonical key file text.
+/// Read and parse a key file (bounded, regular files only: the device's
+/// own reader); the text written to the boot partition is the canonical
+/// key file text.
 fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
-    let f = File::open(path).map_err(|e| FlashError::KeyOpen {
-        key: path.to_path_buf(),
-        cause: e,
-    })?;
-    // Room for the largest accepted file: no reallocation leaves copies behind.
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
-    f.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| FlashError::KeyOpen {
-            key: path.to_path_buf(),
-            cause: e,
-        })?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(FlashError::KeyInvalid {
-            key: path.to_path_buf(),
-            reason: format!("larger than {MAX_KEY_FILE} bytes"),
-        });
-    }
-    let key = ImageKey::from_file_text(&bytes).map_err(|e| FlashError::KeyInvalid {
+    let key = ImageKey::from_file(path).map_err(|e| FlashError::KeyInvalid {
         key: path.to_path_buf(),
         reason: e.to_string(),
     })?;

@@ -107,7 +107,11 @@ impl ImageKey {
     /// Read a key file: a regular file of at most 1 KiB (FIFOs, devices,
     /// directories and symbolic links are refused at once).
     pub fn from_file(path: &std::path::Path) -> Result<ImageKey, BundleError> {
-        let bytes = Zeroizing::new(super::open::read_boot_file(path, 1024, "image key")?);
+        let bytes = Zeroizing::new(super::open::read_boot_file(
+            path,
+            super::boot::MAX_KEY_FILE_BYTES,
+            "image key",
+        )?);
         ImageKey::from_file_text(&bytes)
     }
 }

@@ -1,7 +1,7 @@
 //! Exit codes, decided in one place (documented in the README and in
 //! `--help`).
 
-use build_image::build::BuildError;
+use build_image::error::BuildError;
 use build_image::secrets::SecretsError;
 
 pub const FAILURE: u8 = 1;

@@ -1,7 +1,8 @@
 //! One function per command: load the inputs, call the library, report.
 
 use anyhow::{Context, Result};
-use build_image::build::{self, BuildError, BuildOptions, KeyMode};
+use build_image::build::{self, BuildOptions, KeyMode};
+use build_image::error::BuildError;
 use build_image::recipe::Recipe;
 use build_image::secrets;
 use sealed_firstboot::bundle::Stamp;
