@@ -1,20 +1,17 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
-use crate::image::{
-    self, PartitionContent,
-};
+use crate::image::{self, PartitionContent};
 use crate::output::{bmap, manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::seal;
+use crate::sealing;
 use crate::secrets::{self};
 use serde::Serialize;
 use std::path::PathBuf;
 
-pub use crate::error::BuildError;
 use crate::error::io_err;
-pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
-
+pub use crate::error::BuildError;
+pub use crate::sealing::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub struct BuildOptions {
     pub out_dir: PathBuf,
@@ -65,7 +62,7 @@ pub fn build(
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
     // Names and paths only, for build.json; the values go with `contents`.
     let bundled = contents.manifest.clone();
     drop(contents);
@@ -90,7 +87,7 @@ pub fn build(
     // The embedded key's copy in the layout is zeroized whatever happened.
     for p in &mut layout.partitions {
         if let PartitionContent::Fat { files, .. } = &mut p.content {
-            seal::zeroize_files(files);
+            sealing::zeroize_files(files);
         }
     }
     let assembled = assembled?;
@@ -227,5 +224,3 @@ fn failpoint_commit() -> Result<(), BuildError> {
     }
     Ok(())
 }
-
-

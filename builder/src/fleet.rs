@@ -4,13 +4,13 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
-use crate::error::{io_err, BuildError};
 use crate::devices::Device;
+use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::output::{bmap, frames, sparse, staging::Staging, sums};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode, Sealed};
+use crate::sealing::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub fn build_fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                sealed.push(seal::seal(&contents, &mode, opts.created_at)?);
+                sealed.push(sealing::seal(&contents, &mode, opts.created_at)?);
             }
             Err(e) => failures.push((d.name.clone(), e)),
         }
@@ -249,7 +249,7 @@ pub fn build_fleet(
                 }),
             }
         })();
-        seal::zeroize_files(&mut files);
+        sealing::zeroize_files(&mut files);
         result?;
         let key = s
             .write_key_file(&dir.join(&key_name))

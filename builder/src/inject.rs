@@ -7,13 +7,13 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
-use crate::output::manifest::{self, SecretInfo};
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
+use crate::output::manifest::{self, SecretInfo};
 use crate::output::{sparse, zst};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode};
+use crate::sealing::{self, KeyMode};
 use crate::secrets::{self, Override};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -145,7 +145,7 @@ pub fn inject(
 
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
     let secrets = manifest::secrets_from(recipe, &contents.manifest);
     drop(contents);
 
@@ -207,13 +207,13 @@ pub fn inject(
     };
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
-    seal::zeroize_files(&mut files);
+    sealing::zeroize_files(&mut files);
     written.map_err(named)?;
     // A key left by an earlier embedded-key injection would be taken for
     // this bundle's key on the device ("wrong image key"): only embedded
     // mode keeps a key on the boot partition.
     if !matches!(opts.key_mode, KeyMode::Embedded) {
-        image::fat_remove_file(&work.0, &part, seal::EMBEDDED_KEY_PATH).map_err(named)?;
+        image::fat_remove_file(&work.0, &part, sealing::EMBEDDED_KEY_PATH).map_err(named)?;
     }
 
     let final_tmp = if out_compressed {

@@ -10,11 +10,11 @@
 //! partial bundle: the device replaces the listed secrets and keeps the
 //! rest of its store.
 
-use crate::error::{io_err, BuildError};
 use crate::devices::Device;
+use crate::error::{io_err, BuildError};
 use crate::output::staging::Staging;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode, Sealed};
+use crate::sealing::{self, KeyMode, Sealed};
 use crate::secrets::{self, Override, SecretsError};
 use sealed_firstboot::bundle::{Contents, Stamp};
 use serde::Serialize;
@@ -102,7 +102,7 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
 pub fn single(recipe: &Recipe, opts: &BundleOptions) -> Result<BundleReport, BuildError> {
     let reduced = only(recipe, &opts.only)?;
     let contents = collect(&reduced, &opts.only, &BTreeMap::new())?;
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
     let name = recipe.image.name.clone();
     write(opts, vec![(None, name, sealed, names(&contents))])
 }
@@ -137,7 +137,7 @@ pub fn fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                let s = seal::seal(&contents, &mode, opts.created_at)?;
+                let s = sealing::seal(&contents, &mode, opts.created_at)?;
                 sealed.push((Some(d.name.clone()), d.name.clone(), s, names(&contents)));
             }
             Err(BuildError::Secrets(e)) => failures.push((d.name.clone(), e)),

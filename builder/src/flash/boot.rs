@@ -11,7 +11,7 @@ use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use crate::image::{self, fat, BootSelector, DiskInfo, FatFile, ImageError, PartInfo};
-use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 const MIB: u64 = 1 << 20;
 const SECTOR: u64 = 512;
@@ -203,6 +203,6 @@ pub(crate) fn write_boot_file(
         dev.sync_all()
             .map_err(|e| ImageError::io("cannot sync the target", e))
     })();
-    crate::seal::zeroize_files(&mut files);
+    crate::sealing::zeroize_files(&mut files);
     result
 }

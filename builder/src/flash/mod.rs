@@ -45,7 +45,7 @@ use zeroize::Zeroizing;
 
 use crate::image::{self, BootSelector, ImageError};
 use crate::io::compressed::Format;
-use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub use bmap::Bmap;
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};

@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod ext4;
 pub mod fat;
+pub mod fat_files;
 pub mod gpt;
 pub mod host_keys;
 pub mod layout;
@@ -36,14 +37,12 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub use fat_files::{fat_read_file, fat_remove_file, fat_write_files};
 pub use layout::{
     human_size, parse_size, plan, Assembled, FatFile, Layout, PartitionContent, PartitionKind,
     PartitionSpec, Placed, TableKind,
 };
-pub use read::{
-    fat_read_file, fat_remove_file, fat_write_files, find_boot_partition, read_table, BootSelector,
-    DiskInfo, PartInfo,
-};
+pub use read::{find_boot_partition, read_table, BootSelector, DiskInfo, PartInfo};
 pub use slice::PartitionSlice;
 
 use layout::SECTOR;

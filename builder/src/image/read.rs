@@ -1,16 +1,15 @@
 //! Reading existing images: the partition table (GPT or MBR, including
-//! images this crate did not make, such as Raspberry Pi OS), the FAT boot
-//! partition, and file access inside it, in place, without root.
+//! images this crate did not make, such as Raspberry Pi OS) and which
+//! partition is the FAT boot partition. Files inside it: `fat_files.rs`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use gpt::disk::LogicalBlockSize;
 use gpt::GptConfig;
 
-use super::fat;
-use super::layout::{FatFile, TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
+use super::layout::{TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
 use super::mbr;
 use super::ImageError;
 
@@ -95,7 +94,7 @@ fn is_fat_type_byte(t: u8) -> bool {
     matches!(t, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e | 0xef)
 }
 
-fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
+pub(super) fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
     let file = File::open(image)
         .map_err(|e| ImageError::io(format!("cannot open {}", image.display()), e))?;
     let len = file
@@ -375,7 +374,7 @@ pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartIn
     Ok(chosen.clone())
 }
 
-fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageError> {
+pub(super) fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageError> {
     match part.start.checked_add(part.size) {
         Some(end) if end <= len => Ok(()),
         _ => Err(ImageError::BadTable {
@@ -386,60 +385,4 @@ fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageErro
             ),
         }),
     }
-}
-
-fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .map_err(|e| ImageError::io(format!("cannot open {} for writing", image.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
-        .len();
-    Ok((file, len))
-}
-
-/// Read a file from the partition's FAT filesystem; `Ok(None)` if absent.
-pub fn fat_read_file(
-    image: &Path,
-    part: &PartInfo,
-    path: &str,
-) -> Result<Option<Vec<u8>>, ImageError> {
-    let (file, len) = open_ro(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    // Dropped, not closed: nothing was written, and the file is read-only.
-    fat::read_file(&fs, path)
-}
-
-/// Create or replace files (and directories) in the partition's FAT
-/// filesystem, in place.
-pub fn fat_write_files(image: &Path, part: &PartInfo, files: &[FatFile]) -> Result<(), ImageError> {
-    for f in files {
-        fat::entry_components(f)?;
-    }
-    let (file, len) = open_rw(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    fat::write_files(&fs, files)?;
-    fat::close(fs)?;
-    fat::fix_dot_entries(&file, part.start)?;
-    file.sync_all()
-        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))
-}
-
-/// Overwrite with zeros and delete a file of the partition's FAT
-/// filesystem, in place. `Ok(false)` if it was not there.
-pub fn fat_remove_file(image: &Path, part: &PartInfo, path: &str) -> Result<bool, ImageError> {
-    fat::path_components(path)?;
-    let (file, len) = open_rw(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    let removed = fat::remove_file(&fs, path)?;
-    fat::close(fs)?;
-    file.sync_all()
-        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))?;
-    Ok(removed)
 }

@@ -1122,7 +1122,12 @@ fn errors_are_precise_and_leave_nothing_behind() {
 
     // A GPT header claiming an absurd partition array is refused, not allocated.
     let img = dir.path().join("crafted.img");
-    assemble_with(&img, &layout(vec![esp(1 << 20, "ESP", vec![])]), &AssembleOptions::default()).unwrap();
+    assemble_with(
+        &img,
+        &layout(vec![esp(1 << 20, "ESP", vec![])]),
+        &AssembleOptions::default(),
+    )
+    .unwrap();
     let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &u32::MAX.to_le_bytes(), 512 + 80).unwrap();
     drop(f);
