@@ -50,7 +50,6 @@ use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 pub use bmap::Bmap;
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
-/// Largest key file read (a key file is 84 bytes).
 
 /// Options of [`flash`].
 #[derive(Clone, Debug)]
