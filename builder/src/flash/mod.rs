@@ -50,7 +50,6 @@ use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 pub use bmap::Bmap;
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
-
 /// Options of [`flash`].
 #[derive(Clone, Debug)]
 pub struct FlashOptions {
