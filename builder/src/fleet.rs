@@ -257,11 +257,7 @@ pub fn build_fleet(
         report.key = key.then(|| final_dir.join(&key_name));
         Ok(report)
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(devices.len())
-        .max(1);
+    let threads = crate::io::worker_threads().min(devices.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<DeviceReport, BuildError>>>> =
         std::sync::Mutex::new((0..devices.len()).map(|_| None).collect());

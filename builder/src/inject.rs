@@ -219,10 +219,7 @@ pub fn inject(
     let final_tmp = if out_compressed {
         progress.step("compressing");
         let z = Temp(dir.join(format!(".inject-{}.img.zst.tmp", std::process::id())));
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        zst::compress_image(&work.0, &z.0, 19, threads)
+        zst::compress_image(&work.0, &z.0, 19, 0)
             .map_err(io_err(format!("compressing {}", output.display())))?;
         z
     } else {

@@ -103,11 +103,7 @@ pub fn write_ranges(out: &Path, size: u64, ranges: &[MappedRange]) -> io::Result
 
 /// SHA-256 of each range, ranges spread over the available cores.
 fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<MappedRange>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(blocks.len())
-        .max(1);
+    let threads = crate::io::worker_threads().min(blocks.len()).max(1);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<io::Result<String>>>> =
         Mutex::new((0..blocks.len()).map(|_| None).collect());

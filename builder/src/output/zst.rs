@@ -19,9 +19,7 @@ const CHUNK: usize = 4 << 20;
 
 /// Worker threads used when `threads` is 0: the cores available to us.
 pub fn default_threads() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
+    u32::try_from(crate::io::worker_threads()).unwrap_or(1)
 }
 
 /// Compress the image `img` into `out` (created or truncated) at zstd
