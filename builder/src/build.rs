@@ -1,7 +1,8 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
+use crate::bmap;
 use crate::image::{self, PartitionContent};
-use crate::output::{bmap, manifest, staging::Staging, sums, zst};
+use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::sealing;

@@ -4,10 +4,11 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
+use crate::bmap;
 use crate::devices::Device;
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
-use crate::output::{bmap, frames, sparse, staging::Staging, sums};
+use crate::output::{frames, sparse, staging::Staging, sums};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::sealing::{self, KeyMode, Sealed};

@@ -5,6 +5,7 @@
 //! in `sealed_firstboot::bundle`; [`image`] assembles the disk; [`output`]
 //! writes checksums and moves results into place; [`build`] runs the flow.
 
+pub mod bmap;
 pub mod build;
 pub mod devices;
 pub mod error;

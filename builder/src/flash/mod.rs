@@ -24,7 +24,6 @@
 //!    there is checked against the key's id, `sealed-secrets/image.key` is
 //!    written in place and read back.
 
-pub mod bmap;
 mod boot;
 pub mod safety;
 mod write;
@@ -47,7 +46,7 @@ use crate::image::{self, BootSelector, ImageError};
 use crate::io::compressed::Format;
 use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-pub use bmap::Bmap;
+pub use crate::bmap::{self, Bmap};
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
 /// Options of [`flash`].
@@ -393,7 +392,7 @@ pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
     }
     Bmap::parse(&text).map_err(|reason| FlashError::BmapMalformed {
         bmap: path.to_path_buf(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 

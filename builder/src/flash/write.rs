@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
-use super::bmap::{hex, Bmap};
 use super::FlashError;
+use crate::bmap::{hex, Bmap};
 use crate::image::slice::is_zero;
 use crate::io::compressed::{self, Format};
 

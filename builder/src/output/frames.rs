@@ -9,8 +9,8 @@
 //! recompresses only the others, and its `.bmap` keeps the base's range
 //! hashes except for ranges that hold changed blocks.
 
-use super::bmap::{MappedRange, BLOCK_SIZE};
 use super::sparse::{data_segments, read_exact_at};
+use crate::bmap::{BmapRange, BLOCK_SIZE};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -229,13 +229,13 @@ pub fn write_device_zst(
 pub fn device_ranges(
     base_img: &Path,
     size: u64,
-    base_ranges: &[MappedRange],
+    base_ranges: &[BmapRange],
     overlay: &Overlay,
-) -> io::Result<Vec<MappedRange>> {
+) -> io::Result<Vec<BmapRange>> {
     let blocks = size.div_ceil(BLOCK_SIZE);
-    let mut spans: Vec<(u64, u64, Option<String>)> = base_ranges
+    let mut spans: Vec<(u64, u64, Option<[u8; 32]>)> = base_ranges
         .iter()
-        .map(|r| (r.first, r.last, Some(r.sha256.clone())))
+        .map(|r| (r.first, r.last, r.sha256))
         .collect();
     for (&o, b) in &overlay.blocks {
         let first = o / BLOCK_SIZE;
@@ -243,7 +243,7 @@ pub fn device_ranges(
         spans.push((first, last, None));
     }
     spans.sort_by_key(|s| (s.0, s.1));
-    let mut merged: Vec<(u64, u64, Option<String>)> = Vec::new();
+    let mut merged: Vec<(u64, u64, Option<[u8; 32]>)> = Vec::new();
     for (f, l, h) in spans {
         match merged.last_mut() {
             Some(m) if m.1 + 1 >= f => {
@@ -275,13 +275,13 @@ pub fn device_ranges(
                         h.update(&buf);
                         at = e;
                     }
-                    format!("{:x}", h.finalize())
+                    h.finalize().into()
                 }
             };
-            Ok(MappedRange {
+            Ok(BmapRange {
                 first,
                 last,
-                sha256,
+                sha256: Some(sha256),
             })
         })
         .collect()
@@ -436,8 +436,8 @@ mod tests {
             v
         };
         sparse_file(&full_img, size, &chunks);
-        let (_, base_ranges) = super::super::bmap::ranges_of(&base).unwrap();
-        let (_, want) = super::super::bmap::ranges_of(&full_img).unwrap();
+        let (_, base_ranges) = crate::bmap::ranges_of(&base).unwrap();
+        let (_, want) = crate::bmap::ranges_of(&full_img).unwrap();
         let got = device_ranges(&base, size, &base_ranges, &overlay).unwrap();
         assert_eq!(got, want);
     }

@@ -1,7 +1,6 @@
 //! Build outputs beside the image: checksums (and later .img.zst, .bmap,
 //! build.json).
 
-pub mod bmap;
 pub mod frames;
 pub mod manifest;
 pub mod sparse;

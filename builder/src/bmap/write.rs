@@ -11,7 +11,8 @@
 //! `bmaptool copy --bmap NAME.bmap NAME.img /dev/sdX` then writes only the
 //! mapped blocks and checks every range's checksum.
 
-use super::sparse::{data_segments, read_exact_at};
+use super::{hex, BmapRange, BLOCK_SIZE, BMAP_VERSION};
+use crate::output::sparse::{data_segments, read_exact_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -19,11 +20,6 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-/// Block size of the map (what bmaptool uses on ext4, xfs, btrfs, tmpfs).
-pub const BLOCK_SIZE: u64 = 4096;
-/// The format version written.
-pub const BMAP_VERSION: &str = "2.0";
 
 /// What [`write_bmap`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,15 +36,6 @@ pub struct BmapSummary {
     pub ranges: usize,
     /// The `BmapFileChecksum` (SHA-256, hex).
     pub bmap_checksum: String,
-}
-
-/// One `<Range>`: blocks `first..=last` and the SHA-256 of their bytes
-/// (up to the end of the image for a partial last block).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedRange {
-    pub first: u64,
-    pub last: u64,
-    pub sha256: String,
 }
 
 /// Mapped block ranges `(first, last)` (inclusive, in [`BLOCK_SIZE`] blocks)
@@ -86,7 +73,7 @@ pub fn write_bmap(img: &Path, out: &Path) -> io::Result<BmapSummary> {
 }
 
 /// The mapped ranges of an image with their SHA-256 (what a `.bmap` lists).
-pub fn ranges_of(img: &Path) -> io::Result<(u64, Vec<MappedRange>)> {
+pub fn ranges_of(img: &Path) -> io::Result<(u64, Vec<BmapRange>)> {
     let file = File::open(img)?;
     let size = file.metadata()?.len();
     let ranges = hash_ranges(&file, size, &mapped_blocks(&file, size)?)?;
@@ -95,17 +82,17 @@ pub fn ranges_of(img: &Path) -> io::Result<(u64, Vec<MappedRange>)> {
 
 /// Write a `.bmap` for an image of `size` bytes from ranges already hashed
 /// (fleet builds reuse the base image's hashes for unchanged ranges).
-pub fn write_ranges(out: &Path, size: u64, ranges: &[MappedRange]) -> io::Result<BmapSummary> {
+pub fn write_ranges(out: &Path, size: u64, ranges: &[BmapRange]) -> io::Result<BmapSummary> {
     let (text, summary) = render(size, ranges);
     std::fs::write(out, text)?;
     Ok(summary)
 }
 
 /// SHA-256 of each range, ranges spread over the available cores.
-fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<MappedRange>> {
+fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<BmapRange>> {
     let threads = crate::io::worker_threads().min(blocks.len()).max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<io::Result<String>>>> =
+    let results: Mutex<Vec<Option<io::Result<[u8; 32]>>>> =
         Mutex::new((0..blocks.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -132,16 +119,16 @@ fn hash_ranges(file: &File, size: u64, blocks: &[(u64, u64)]) -> io::Result<Vec<
         .iter()
         .zip(results)
         .map(|(&(first, last), r)| {
-            Ok(MappedRange {
+            Ok(BmapRange {
                 first,
                 last,
-                sha256: r.expect("every range hashed")?,
+                sha256: Some(r.expect("every range hashed")?),
             })
         })
         .collect()
 }
 
-fn hash_range(file: &File, start: u64, end: u64, buf: &mut [u8]) -> io::Result<String> {
+fn hash_range(file: &File, start: u64, end: u64, buf: &mut [u8]) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut pos = start;
     while pos < end {
@@ -150,7 +137,7 @@ fn hash_range(file: &File, start: u64, end: u64, buf: &mut [u8]) -> io::Result<S
         h.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(h.finalize().into())
 }
 
 /// bmaptool's `human_size`: `%.1f` of repeated divisions by 1024.0.
@@ -200,7 +187,7 @@ const HEADER: &str = r#"<?xml version="1.0" ?>
 /// The bmap text and its summary. Built the way `BmapCreate.py` builds it:
 /// placeholders first, then the counts and the checksum written over them
 /// (so the spacing is bmaptool's, quirks included).
-fn render(size: u64, ranges: &[MappedRange]) -> (Vec<u8>, BmapSummary) {
+fn render(size: u64, ranges: &[BmapRange]) -> (Vec<u8>, BmapSummary) {
     let blocks = size.div_ceil(BLOCK_SIZE);
     let mapped: u64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
     let image_human = human_size(size);
@@ -239,16 +226,14 @@ fn render(size: u64, ranges: &[MappedRange]) -> (Vec<u8>, BmapSummary) {
     t += "         (if present) is the checksum of this blocks range. -->\n";
     t += "    <BlockMap>\n";
     for r in ranges {
+        let chksum = r
+            .sha256
+            .map(|h| format!(" chksum=\"{}\"", hex(&h)))
+            .unwrap_or_default();
         if r.first == r.last {
-            t += &format!(
-                "        <Range chksum=\"{}\"> {} </Range>\n",
-                r.sha256, r.first
-            );
+            t += &format!("        <Range{chksum}> {} </Range>\n", r.first);
         } else {
-            t += &format!(
-                "        <Range chksum=\"{}\"> {}-{} </Range>\n",
-                r.sha256, r.first, r.last
-            );
+            t += &format!("        <Range{chksum}> {}-{} </Range>\n", r.first, r.last);
         }
     }
     t += "    </BlockMap>\n</bmap>\n";
@@ -287,8 +272,8 @@ fn overwrite(b: &mut Vec<u8>, pos: usize, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sparse::testing::*;
     use super::*;
+    use crate::output::sparse::testing::*;
     use std::path::PathBuf;
 
     /// (ImageSize, BlockSize, BlocksCount, MappedBlocksCount, ranges) of a

@@ -1,90 +1,13 @@
-//! A reader for bmaptool block maps (format 2.x, SHA-256 checksums).
-//!
-//! The format is a small XML file:
-//!
-//! ```xml
-//! <bmap version="2.0">
-//!     <ImageSize> 821752 </ImageSize>
-//!     <BlockSize> 4096 </BlockSize>
-//!     <BlocksCount> 201 </BlocksCount>
-//!     <MappedBlocksCount> 117 </MappedBlocksCount>
-//!     <ChecksumType> sha256 </ChecksumType>
-//!     <BmapFileChecksum> 64 hex digits </BmapFileChecksum>
-//!     <BlockMap>
-//!         <Range chksum="64 hex digits"> 0-1 </Range>
-//!         <Range chksum="64 hex digits"> 3 </Range>
-//!     </BlockMap>
-//! </bmap>
-//! ```
-//!
-//! It is parsed here without an XML library: a tokenizer for the subset
-//! bmaptool writes (declaration, comments, elements, attributes, text, the
-//! five predefined entities) and a strict walk over the expected structure.
-//! Anything else (DTDs, CDATA, misnested or unclosed tags, bad numbers,
-//! overlapping or unsorted ranges, counts that disagree) is an error naming
-//! the line.
+//! The bmap reader: a tokenizer for the XML subset bmaptool writes and a
+//! strict walk over the expected structure.
 
+use super::{hex, Bmap, BmapRange};
 use sha2::{Digest, Sha256};
 
-/// Largest bmap file accepted (a multi-terabyte image with a fragmented map
-/// stays far below this).
-pub const MAX_BMAP_BYTES: u64 = 128 << 20;
-
-/// A parsed and checked block map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bmap {
-    /// The `version` attribute, e.g. `2.0`.
-    pub version: String,
-    /// Size of the (uncompressed) image in bytes.
-    pub image_size: u64,
-    /// Block size in bytes.
-    pub block_size: u64,
-    /// Blocks in the image: `ceil(image_size / block_size)`.
-    pub blocks_count: u64,
-    /// Mapped ranges, sorted, not overlapping.
-    pub ranges: Vec<BmapRange>,
-}
-
-/// A range of mapped blocks, inclusive at both ends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BmapRange {
-    pub first: u64,
-    pub last: u64,
-    /// SHA-256 of the range's bytes (the last range stops at the image end).
-    pub sha256: Option<[u8; 32]>,
-}
-
-impl Bmap {
-    /// Byte offsets `[start, end)` of a range (clipped to the image size).
-    pub fn byte_range(&self, r: &BmapRange) -> (u64, u64) {
-        let start = r.first * self.block_size;
-        let end = ((r.last + 1) * self.block_size).min(self.image_size);
-        (start, end)
-    }
-
-    /// Number of mapped bytes.
-    pub fn mapped_bytes(&self) -> u64 {
-        self.ranges
-            .iter()
-            .map(|r| {
-                let (s, e) = self.byte_range(r);
-                e - s
-            })
-            .sum()
-    }
-
-    /// Number of mapped blocks.
-    pub fn mapped_blocks(&self) -> u64 {
-        self.ranges.iter().map(|r| r.last - r.first + 1).sum()
-    }
-
-    /// Parse and check a bmap file's text. Errors say what is wrong and on
-    /// which line.
-    pub fn parse(text: &str) -> Result<Bmap, String> {
-        let doc = parse_document(text)?;
-        let bmap = build(text, &doc)?;
-        Ok(bmap)
-    }
+/// Parse and check a bmap file's text.
+pub(super) fn parse(text: &str) -> Result<Bmap, String> {
+    let doc = parse_document(text)?;
+    build(text, &doc)
 }
 
 // ---------------------------------------------------------------------------
@@ -440,11 +363,6 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, String> {
     if let Some(c) = el.children.first() {
         return Err(format!(
@@ -743,7 +661,7 @@ mod tests {
         let good = with_checksum(&body);
         Bmap::parse(&good).unwrap();
         let tampered = good.replace(">2</Range>", ">3</Range>");
-        let e = Bmap::parse(&tampered).unwrap_err();
+        let e = Bmap::parse(&tampered).unwrap_err().to_string();
         assert!(e.contains("checksum does not match"), "{e}");
     }
 
@@ -839,7 +757,7 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let e = Bmap::parse(&text).expect_err(want);
+            let e = Bmap::parse(&text).expect_err(want).to_string();
             assert!(e.contains(want), "expected {want:?} in error {e:?}");
         }
     }
@@ -847,7 +765,7 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let text = sample("<Range>zz</Range>\n", 8192, 2, 1);
-        let e = Bmap::parse(&text).unwrap_err();
+        let e = Bmap::parse(&text).unwrap_err().to_string();
         let line = text.lines().position(|l| l.contains("zz")).unwrap() + 1;
         assert!(e.starts_with(&format!("line {line}:")), "{e}");
     }
