@@ -3,8 +3,6 @@
 //! bundle there, writing the key file and reading it back.
 
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sealed_firstboot::bundle::{Header, ImageKey};
@@ -13,108 +11,11 @@ use zeroize::Zeroizing;
 use crate::image::{self, fat, BootSelector, DiskInfo, FatFile, ImageError, PartInfo};
 use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-const MIB: u64 = 1 << 20;
-const SECTOR: u64 = 512;
-
-/// Copy `[start, start+len)` (clipped to `size`) from `dev` into `shadow`.
-fn copy_region(dev: &File, shadow: &File, start: u64, len: u64, size: u64) -> io::Result<()> {
-    if start >= size {
-        return Ok(());
-    }
-    let len = len.min(size - start);
-    let mut buf = vec![0u8; len as usize];
-    dev.read_exact_at(&mut buf, start)?;
-    shadow.write_all_at(&buf, start)
-}
-
-fn u32_le(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
-}
-
-/// GPT partition arrays wherever a header (primary or backup, 512 or 4096
-/// byte sectors) says they are.
-fn gpt_array_regions(dev: &File, size: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for lb in [512u64, 4096] {
-        for at in [lb, size.saturating_sub(lb)] {
-            let mut h = [0u8; 92];
-            if at + 92 > size || dev.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
-                continue;
-            }
-            let lba = u64::from_le_bytes(h[72..80].try_into().unwrap_or([0; 8]));
-            let bytes = u32_le(&h, 80) * u32_le(&h, 84);
-            if bytes <= MIB {
-                if let Some(start) = lba.checked_mul(lb) {
-                    out.push((start, bytes));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Every EBR of the extended partition's chain, if the MBR has one.
-fn ebr_regions(dev: &File, size: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut s = [0u8; 512];
-    if size < SECTOR || dev.read_exact_at(&mut s, 0).is_err() || s[510..] != [0x55, 0xaa] {
-        return out;
-    }
-    for i in 0..4 {
-        let o = 446 + 16 * i;
-        if !matches!(s[o + 4], 0x05 | 0x0f | 0x85) {
-            continue;
-        }
-        let ext = u32_le(&s, o + 8);
-        let mut ebr = ext;
-        for _ in 0..4096 {
-            let at = ebr * SECTOR;
-            let mut e = [0u8; 512];
-            if at + SECTOR > size || dev.read_exact_at(&mut e, at).is_err() {
-                break;
-            }
-            out.push((at, SECTOR));
-            if e[510..] != [0x55, 0xaa] || e[446 + 16 + 4] == 0 || u32_le(&e, 446 + 16 + 12) == 0 {
-                break;
-            }
-            ebr = ext + u32_le(&e, 446 + 16 + 8);
-        }
-    }
-    out
-}
-
 /// Read the partition table of the first `size` bytes of `dev` (a block
-/// device, or any file). [`image::read_table`] wants a path whose length is
-/// the disk size, which a block device does not have; so the table, the
-/// GPT arrays, the EBRs and the first bytes of every partition are copied
-/// into a sparse temporary file of `size` bytes and read from there.
-pub(crate) fn read_table_of(dev: &File, size: u64) -> Result<DiskInfo, ImageError> {
-    let shadow = tempfile::Builder::new()
-        .prefix("build-image-flash-table.")
-        .tempfile()
-        .map_err(|e| ImageError::io("cannot create a temporary file", e))?;
-    let sf = shadow.as_file();
-    sf.set_len(size)
-        .map_err(|e| ImageError::io("cannot size a temporary file", e))?;
-    let copy = |start: u64, len: u64| {
-        copy_region(dev, sf, start, len, size)
-            .map_err(|e| ImageError::io(format!("cannot read the target at byte {start}"), e))
-    };
-    copy(0, MIB)?;
-    copy(size.saturating_sub(MIB), MIB)?;
-    for (start, len) in gpt_array_regions(dev, size)
-        .into_iter()
-        .chain(ebr_regions(dev, size))
-    {
-        copy(start, len)?;
-    }
-    // First pass: where the partitions are; then their first bytes (for
-    // the filesystem probe), and the final answer.
-    let first = image::read_table(shadow.path())?;
-    for p in &first.partitions {
-        copy(p.start, p.size.min(64 << 10))?;
-    }
-    image::read_table(shadow.path())
+/// device, whose metadata length reads as 0, or any file) with the one
+/// table reader, on the handle.
+pub(crate) fn read_table_of(dev: &File, size: u64, name: &Path) -> Result<DiskInfo, ImageError> {
+    image::read::read_table_from(dev, size, name)
 }
 
 /// The boot partition of the target, as `sel` picks it.
@@ -126,7 +27,7 @@ pub(crate) fn find_boot(
     sel: &BootSelector,
 ) -> Result<(DiskInfo, PartInfo), ImageError> {
     let info = if is_block {
-        read_table_of(dev, size)?
+        read_table_of(dev, size, target_path)?
     } else {
         image::read_table(target_path)?
     };

@@ -713,8 +713,8 @@ fn table_read_through_the_shadow_matches_read_table() {
     for img in images {
         let f = fs::File::open(&img).unwrap();
         let size = f.metadata().unwrap().len();
-        let shadow = boot::read_table_of(&f, size).unwrap();
-        assert_eq!(shadow, read_table(&img).unwrap(), "{}", img.display());
+        let on_handle = boot::read_table_of(&f, size, &img).unwrap();
+        assert_eq!(on_handle, read_table(&img).unwrap(), "{}", img.display());
     }
 }
 

@@ -112,14 +112,21 @@ fn has_gpt_signature(file: &File, at: u64, len: u64) -> bool {
 /// Read the partition table of an image file.
 pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
     let (file, len) = open_ro(image)?;
+    read_table_from(&file, len, image)
+}
+
+/// Read the partition table of the first `len` bytes of an open image or
+/// block device (whose metadata length reads as 0); `image` names it in
+/// errors.
+pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, ImageError> {
     let bad = |reason: String| ImageError::BadTable {
         path: image.to_path_buf(),
         reason,
     };
-    let mbr = mbr::read(&file, len).map_err(bad)?;
-    let lb = if has_gpt_signature(&file, 512, len) {
+    let mbr = mbr::read(file, len).map_err(bad)?;
+    let lb = if has_gpt_signature(file, 512, len) {
         Some(LogicalBlockSize::Lb512)
-    } else if has_gpt_signature(&file, 4096, len) {
+    } else if has_gpt_signature(file, 4096, len) {
         Some(LogicalBlockSize::Lb4096)
     } else if mbr.as_ref().is_some_and(|m| m.protective) {
         // Primary header damaged: the backup may still be readable.
@@ -130,7 +137,7 @@ pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
 
     let mut partitions = Vec::new();
     let (table, disk_id) = if let Some(lb) = lb {
-        check_gpt_array_sizes(&file, lb.as_u64(), len).map_err(bad)?;
+        check_gpt_array_sizes(file, lb.as_u64(), len).map_err(bad)?;
         let f = file
             .try_clone()
             .map_err(|e| ImageError::io("cannot duplicate file handle", e))?;
@@ -156,7 +163,7 @@ pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
                 }
             };
             let type_guid = p.part_type_guid.guid;
-            let (fs_type, fs_label) = probe_fs(&file, start, size);
+            let (fs_type, fs_label) = probe_fs(file, start, size);
             let candidate = fs_type.as_deref() == Some("vfat")
                 && (type_guid == GPT_TYPE_ESP || type_guid == GPT_TYPE_BASIC_DATA);
             partitions.push(PartInfo {
@@ -176,7 +183,7 @@ pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
         for p in &m.partitions {
             let start = p.start_lba * SECTOR;
             let size = p.sectors * SECTOR;
-            let (fs_type, fs_label) = probe_fs(&file, start, size);
+            let (fs_type, fs_label) = probe_fs(file, start, size);
             let candidate = fs_type.as_deref() == Some("vfat") && is_fat_type_byte(p.type_byte);
             partitions.push(PartInfo {
                 index: p.index,
