@@ -147,9 +147,9 @@ pub struct SecretSection {
     pub owner: String,
     #[serde(default = "root")]
     pub group: String,
-    /// Octal string, default "0400".
+    /// Octal, default "0400"; checked when the recipe is read.
     #[serde(default = "mode_0400")]
-    pub mode: String,
+    pub mode: Mode,
     /// Where the value comes from; default: the environment variable NAME.
     pub source: Option<SourceSpec>,
     /// Processing at build time.
@@ -180,7 +180,7 @@ pub struct TemplateSection {
     #[serde(default = "root")]
     pub group: String,
     #[serde(default = "mode_0400")]
-    pub mode: String,
+    pub mode: Mode,
     pub description: Option<String>,
     /// Units to restart when the rendered file changes (see secrets).
     #[serde(default)]
@@ -220,8 +220,34 @@ fn yes() -> bool {
 fn root() -> String {
     "root".into()
 }
-fn mode_0400() -> String {
-    "0400".into()
+fn mode_0400() -> Mode {
+    Mode(0o400)
+}
+
+/// A permission mode from the recipe (`"0400"`, `"640"`, `"0o600"`), parsed
+/// once when the recipe is read: a bad one is a recipe error naming its
+/// line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(u32);
+
+impl Mode {
+    /// The permission bits (at most 0o777).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_mode(&s).map(Mode).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Recipe {
@@ -276,7 +302,6 @@ impl Recipe {
                     "secret {name}: timeout must be a number of seconds from 0 to 86400"
                 )));
             }
-            parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
             if let Some(SourceSpec::Store(n)) = &s.source {
                 crate::store::validate_name(n)
                     .map_err(|e| self.invalid(format!("secret {name}: source store: {e}")))?;
@@ -297,7 +322,6 @@ impl Recipe {
                     "template {name}: a secret has the same name; names are shared"
                 )));
             }
-            parse_mode(&t.mode).map_err(|e| self.invalid(format!("template {name}: {e}")))?;
             sealed_firstboot::bundle::validate_device_path(&t.path)
                 .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
@@ -334,7 +358,7 @@ impl Recipe {
             path: self.device_path(name, s),
             owner: s.owner.clone(),
             group: s.group.clone(),
-            mode: parse_mode(&s.mode).map_err(|e| format!("secret {name}: {e}"))?,
+            mode: s.mode.bits(),
             description: s.description.clone(),
             restart_units: s.restart_units.clone(),
             reload_units: s.reload_units.clone(),
@@ -353,7 +377,7 @@ impl Recipe {
             path: t.path.clone(),
             owner: t.owner.clone(),
             group: t.group.clone(),
-            mode: parse_mode(&t.mode).map_err(|e| format!("template {name}: {e}"))?,
+            mode: t.mode.bits(),
             description: t.description.clone(),
             restart_units: t.restart_units.clone(),
             reload_units: t.reload_units.clone(),
@@ -425,7 +449,7 @@ impl Recipe {
 /// Parse an octal mode such as "0400" or "640".
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .map_err(|_| "mode is not an octal number like \"0400\"".to_string())?;
+        .map_err(|_| "mode is not an octal number such as 0400 or 0640".to_string())?;
     if m > 0o777 {
         return Err("mode has bits outside 0777".to_string());
     }
@@ -559,7 +583,7 @@ description = "Wi-Fi passphrase"
         let s = &r.secrets["wifi_psk"];
         assert!(s.required);
         assert_eq!(s.owner, "root");
-        assert_eq!(parse_mode(&s.mode).unwrap(), 0o400);
+        assert_eq!(s.mode.bits(), 0o400);
         assert_eq!(r.device_path("wifi_psk", s), "/run/secrets/wifi_psk");
         assert_eq!(r.base_dir, PathBuf::from("dir"));
     }
