@@ -1,5 +1,6 @@
-//! Build outputs beside the image: checksums (and later .img.zst, .bmap,
-//! build.json).
+//! Build outputs beside the image: `NAME.img.zst` (and per-device frames),
+//! `SHA256SUMS`, `build.json`, sparse copies, and the staging directory that
+//! commits them as a set. The block map is in `crate::bmap`.
 
 pub mod frames;
 pub mod manifest;

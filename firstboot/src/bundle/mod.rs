@@ -1,4 +1,4 @@
-//! The sealed bundle, format v1.
+//! The sealed bundle, format v2 ([`FORMAT_VERSION`]).
 //!
 //! A bundle is `header ‖ ciphertext`. The header is in clear and carries no
 //! names or paths; the ciphertext is XChaCha20-Poly1305 under a fresh 256-bit
