@@ -83,6 +83,14 @@ fn build_image(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `build-image inject IMAGE --recipe (the Pi inject recipe) EXTRA…`
+fn inject(img: &Path, extra: &[&str]) -> Output {
+    let recipe = inject_recipe();
+    let mut args = vec!["inject", img.to_str().unwrap(), "--recipe", &recipe];
+    args.extend_from_slice(extra);
+    build_image(&args, &[])
+}
+
 fn inject_recipe() -> String {
     workspace()
         .join("image-recipes/raspberry-pi/inject.toml")
@@ -164,12 +172,9 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
     // The host's /usr/bin/env stands in for an agent of the root's
     // architecture (this machine's): the installation is what is tested.
     let agent = Path::new("/usr/bin/env");
-    let report = json(&build_image(
+    let report = json(&inject(
+        &img,
         &[
-            "inject",
-            img.to_str().unwrap(),
-            "--recipe",
-            &inject_recipe(),
             "--install-agent",
             "--agent",
             agent.to_str().unwrap(),
@@ -177,7 +182,6 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
             out_img.to_str().unwrap(),
             "--json",
         ],
-        &[],
     ));
     let a = &report["agent"];
     assert_eq!(a["arch"], std::env::consts::ARCH);
@@ -236,12 +240,9 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
     // Again, in place: the agent's files are as wanted, the root partition
     // stays byte for byte what it was.
     let root_before = after[ROOT_OFF as usize..].to_vec();
-    let again = json(&build_image(
+    let again = json(&inject(
+        &out_img,
         &[
-            "inject",
-            out_img.to_str().unwrap(),
-            "--recipe",
-            &inject_recipe(),
             "--install-agent",
             "--agent",
             agent.to_str().unwrap(),
@@ -249,7 +250,6 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
             "--json",
             "--embed-key",
         ],
-        &[],
     ));
     assert_eq!(again["agent"]["changed"].as_array().unwrap().len(), 0);
     let root_after = std::fs::read(&out_img).unwrap()[ROOT_OFF as usize..].to_vec();
@@ -268,19 +268,15 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
     // fstab names bootfs by its label; the image has its own config.
     sh("mkdir -p root/etc && printf 'identity = ssh-host-key\\nboot_dir = /boot\\n' > root/etc/sealed-firstboot.conf", t.path());
     let img = ext4_root(t.path(), "LABEL=bootfs");
-    let out = build_image(
+    let out = inject(
+        &img,
         &[
-            "inject",
-            img.to_str().unwrap(),
             "--in-place",
-            "--recipe",
-            &inject_recipe(),
             "--agent",
             "/usr/bin/env",
             "--json",
             "--embed-key",
         ],
-        &[],
     );
     assert_eq!(json(&out)["agent"]["boot_dir"], "/boot/firmware");
     let conf = String::from_utf8(cat(&img, "/etc/sealed-firstboot.conf")).unwrap();
@@ -291,18 +287,9 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
     let t2 = tempfile::tempdir().unwrap();
     let img2 = ext4_root(t2.path(), "/dev/sdz9");
     let before = std::fs::read(&img2).unwrap();
-    let out = build_image(
-        &[
-            "inject",
-            img2.to_str().unwrap(),
-            "--in-place",
-            "--recipe",
-            &inject_recipe(),
-            "--agent",
-            "/usr/bin/env",
-            "--embed-key",
-        ],
-        &[],
+    let out = inject(
+        &img2,
+        &["--in-place", "--agent", "/usr/bin/env", "--embed-key"],
     );
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("--boot-dir"), "{}", stderr(&out));
@@ -310,20 +297,16 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
         std::fs::read(&img2).unwrap() == before,
         "a failed inject changed the image"
     );
-    let ok = build_image(
+    let ok = inject(
+        &img2,
         &[
-            "inject",
-            img2.to_str().unwrap(),
             "--in-place",
-            "--recipe",
-            &inject_recipe(),
             "--agent",
             "/usr/bin/env",
             "--boot-dir",
             "/boot/firmware",
             "--embed-key",
         ],
-        &[],
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     e2fsck_clean(&img2);
@@ -380,35 +363,21 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
         "PARTUUID=5ea1ed01-01",
         &format!("mkfs.vfat -n ROOTFS --offset {ROOT_START} stock.img 40960 >/dev/null"),
     );
-    let out = build_image(
+    let out = inject(
+        &img2,
         &[
-            "inject",
-            img2.to_str().unwrap(),
             "--in-place",
-            "--recipe",
-            &inject_recipe(),
             "--agent",
             "/usr/bin/env",
             "--partition",
             "1",
             "--embed-key",
         ],
-        &[],
     );
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("not ext4"), "{}", stderr(&out));
     // Flags that need --install-agent say so (usage error).
-    let out = build_image(
-        &[
-            "inject",
-            img.to_str().unwrap(),
-            "--recipe",
-            &inject_recipe(),
-            "--boot-dir",
-            "/boot",
-        ],
-        &[],
-    );
+    let out = inject(&img, &["--boot-dir", "/boot"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
@@ -496,18 +465,7 @@ fn xz_images_are_read_like_the_official_ones() {
     let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
     sh("xz -T0 -1 -k stock.img", t.path());
     let xz = t.path().join("stock.img.xz");
-    let report = json(&build_image(
-        &[
-            "inject",
-            xz.to_str().unwrap(),
-            "--recipe",
-            &inject_recipe(),
-            "--agent",
-            "/usr/bin/env",
-            "--json",
-        ],
-        &[],
-    ));
+    let report = json(&inject(&xz, &["--agent", "/usr/bin/env", "--json"]));
     // Written raw and sparse beside it (build-image writes no xz).
     let out = t.path().join("stock.sealed.img");
     assert_eq!(report["image"], out.display().to_string());
@@ -522,17 +480,7 @@ fn xz_images_are_read_like_the_official_ones() {
         std::fs::read("/usr/bin/env").unwrap()
     );
     // Asking for xz output is refused up front.
-    let refused = build_image(
-        &[
-            "inject",
-            xz.to_str().unwrap(),
-            "--recipe",
-            &inject_recipe(),
-            "-o",
-            t.path().join("x.img.xz").to_str().unwrap(),
-        ],
-        &[],
-    );
+    let refused = inject(&xz, &["-o", t.path().join("x.img.xz").to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("does not write xz"),

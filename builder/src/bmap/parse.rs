@@ -668,21 +668,19 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         let ok_range = format!("<Range chksum=\"{SUM}\">1</Range>\n");
+        let ok = sample(&ok_range, 8192, 2, 1);
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "no <bmap>"),
             ("<bmap version=\"2.0\">".into(), "never closed"),
             (
-                sample(&ok_range, 8192, 2, 1).replace("</BlockMap>", "</Blockmap>"),
+                ok.replace("</BlockMap>", "</Blockmap>"),
                 "closes <BlockMap>",
             ),
             (
-                sample(&ok_range, 8192, 2, 1).replace("version=\"2.0\"", "version=\"1.4\""),
+                ok.replace("version=\"2.0\"", "version=\"1.4\""),
                 "not supported",
             ),
-            (
-                sample(&ok_range, 8192, 2, 1).replace("sha256", "sha1"),
-                "only sha256",
-            ),
+            (ok.replace("sha256", "sha1"), "only sha256"),
             (sample(&ok_range, 8192, 3, 1), "<BlocksCount> is 3"),
             (sample(&ok_range, 8192, 2, 2), "<MappedBlocksCount> is 2"),
             (
@@ -708,37 +706,28 @@ mod tests {
                 sample("<Range chksum=abc>1</Range>\n", 8192, 2, 1),
                 "not quoted",
             ),
+            (ok.replace(" 8192 ", " 8x92 "), "decimal number"),
             (
-                sample(&ok_range, 8192, 2, 1).replace(" 8192 ", " 8x92 "),
-                "decimal number",
-            ),
-            (
-                sample(&ok_range, 8192, 2, 1).replace(" 8192 ", " 99999999999999999999999999 "),
+                ok.replace(" 8192 ", " 99999999999999999999999999 "),
                 "too large",
             ),
             (
-                sample(&ok_range, 8192, 2, 1).replace("<BlockSize> 4096 </BlockSize>", ""),
+                ok.replace("<BlockSize> 4096 </BlockSize>", ""),
                 "no <BlockSize>",
             ),
             (
-                sample(&ok_range, 8192, 2, 1).replace(
+                ok.replace(
                     "<BlockSize> 4096 </BlockSize>",
                     "<BlockSize> 4096 </BlockSize><BlockSize>4096</BlockSize>",
                 ),
                 "appears twice",
             ),
             (
-                sample(&ok_range, 8192, 2, 1).replace("<BlockMap>", "<!DOCTYPE x><BlockMap>"),
+                ok.replace("<BlockMap>", "<!DOCTYPE x><BlockMap>"),
                 "unsupported XML",
             ),
-            (
-                sample(&ok_range, 8192, 2, 1).replace("</bmap>", "</bmap><bmap/>"),
-                "second top-level",
-            ),
-            (
-                sample(&ok_range, 8192, 2, 1).replace("</bmap>", "</bmap> junk"),
-                "text outside",
-            ),
+            (ok.replace("</bmap>", "</bmap><bmap/>"), "second top-level"),
+            (ok.replace("</bmap>", "</bmap> junk"), "text outside"),
             (
                 sample("<Range>1<x/></Range>\n", 8192, 2, 1),
                 "unexpected <x> inside <Range>",
@@ -751,10 +740,7 @@ mod tests {
                 sample("<Range>&bogus;</Range>\n", 8192, 2, 1),
                 "unknown entity",
             ),
-            (
-                sample(&ok_range, 8192, 2, 1).replace("<bmap ", "<bmap version=\"2.0\" "),
-                "repeated",
-            ),
+            (ok.replace("<bmap ", "<bmap version=\"2.0\" "), "repeated"),
         ];
         for (text, want) in cases {
             let e = Bmap::parse(&text).expect_err(want).to_string();

@@ -33,7 +33,7 @@ pub(crate) mod testutil;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -528,16 +528,7 @@ fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, I
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
-        // Fill the buffer (short reads happen on pipes and some filesystems).
-        let mut filled = 0;
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(err(e)),
-            }
-        }
+        let filled = crate::io::read_full(&mut input, &mut buf).map_err(err)?;
         if filled == 0 {
             return Ok(pos);
         }

@@ -36,16 +36,7 @@ impl Format {
     /// Read the magic of the file at `path`.
     pub fn detect(path: &Path) -> io::Result<Format> {
         let mut head = [0u8; 6];
-        let mut f = File::open(path)?;
-        let mut got = 0;
-        while got < head.len() {
-            match f.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let got = super::read_full(&mut File::open(path)?, &mut head)?;
         Ok(Format::of_magic(&head[..got]))
     }
 

@@ -61,15 +61,7 @@ pub fn copy_to_sparse_file(src: &mut dyn Read, dst: &Path) -> io::Result<u64> {
     let mut out = SparseWriter::new(File::create(dst)?);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match src.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = super::read_full(src, &mut buf)?;
         out.write_chunk(&buf[..filled])?;
         if filled < buf.len() {
             break;
