@@ -10,13 +10,11 @@ use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use crate::bmap::{hex, Bmap};
-use crate::image::slice::is_zero;
 use crate::io::compressed::{self, Format};
+use crate::io::sparse_write::write_nonzero_at;
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;
-/// Granularity of the all-zero test when writing sparse files.
-const ZERO_BLOCK: usize = 4096;
 
 /// The image as a forward-only byte stream.
 pub(crate) enum Source {
@@ -296,27 +294,8 @@ pub(crate) fn copy_all(
         let data = &buf[..n];
         total.update(data);
         if skip_zeros {
-            let mut run: Option<usize> = None;
-            for (k, block) in data.chunks(ZERO_BLOCK).enumerate() {
-                let at = k * ZERO_BLOCK;
-                match (is_zero(block), run) {
-                    (false, None) => run = Some(at),
-                    (true, Some(s)) => {
-                        let off = pos + s as u64;
-                        dst.write_all_at(&data[s..at], off)
-                            .map_err(|e| names.write_err(off, e))?;
-                        written += (at - s) as u64;
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = run {
-                let off = pos + s as u64;
-                dst.write_all_at(&data[s..], off)
-                    .map_err(|e| names.write_err(off, e))?;
-                written += (n - s) as u64;
-            }
+            written +=
+                write_nonzero_at(dst, data, pos).map_err(|(at, e)| names.write_err(at, e))?;
         } else {
             dst.write_all_at(data, pos)
                 .map_err(|e| names.write_err(pos, e))?;

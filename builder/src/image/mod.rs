@@ -34,7 +34,6 @@ pub(crate) mod testutil;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub use fat_files::{fat_read_file, fat_remove_file, fat_write_files};
@@ -524,7 +523,6 @@ fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, I
         reason: e.to_string(),
     };
     let mut input = File::open(src).map_err(err)?;
-    const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
@@ -538,26 +536,8 @@ fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, I
                 reason: format!("grew past the {limit}-byte partition while being copied"),
             });
         }
-        // Write maximal runs of non-zero blocks.
-        let data = &buf[..filled];
-        let mut run_start: Option<usize> = None;
-        for (k, block) in data.chunks(BLOCK).enumerate() {
-            let at = k * BLOCK;
-            let zero = slice::is_zero(block);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(at),
-                (true, Some(s)) => {
-                    dst.write_all_at(&data[s..at], offset + pos + s as u64)
-                        .map_err(|e| ImageError::io("cannot write to the image", e))?;
-                    run_start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = run_start {
-            dst.write_all_at(&data[s..], offset + pos + s as u64)
-                .map_err(|e| ImageError::io("cannot write to the image", e))?;
-        }
+        crate::io::sparse_write::write_nonzero_at(dst, &buf[..filled], offset + pos)
+            .map_err(|(_, e)| ImageError::io("cannot write to the image", e))?;
         pos += filled as u64;
         if filled < buf.len() {
             return Ok(pos);

@@ -3,7 +3,7 @@
 //! data on the disk.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 /// Granularity of the all-zero test (the usual filesystem block).
@@ -19,6 +19,37 @@ pub fn is_zero(b: &[u8]) -> bool {
         && chunks.remainder().iter().all(|&x| x == 0)
 }
 
+/// Write `data` at byte `offset` of `dst` in maximal runs of non-zero
+/// [`ZERO_BLOCK`] blocks; all-zero blocks are not written (in a fresh
+/// sparse file they stay holes). Returns the bytes written; an error comes
+/// with the offset of the write that failed.
+pub fn write_nonzero_at(dst: &File, data: &[u8], offset: u64) -> Result<u64, (u64, io::Error)> {
+    use std::os::unix::fs::FileExt;
+    let mut written = 0u64;
+    let mut run: Option<usize> = None;
+    let mut flush = |from: usize, to: usize| {
+        let at = offset + from as u64;
+        dst.write_all_at(&data[from..to], at).map_err(|e| (at, e))?;
+        written += (to - from) as u64;
+        Ok::<(), (u64, io::Error)>(())
+    };
+    for (k, block) in data.chunks(ZERO_BLOCK).enumerate() {
+        let at = k * ZERO_BLOCK;
+        match (is_zero(block), run) {
+            (false, None) => run = Some(at),
+            (true, Some(s)) => {
+                flush(s, at)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = run {
+        flush(s, data.len())?;
+    }
+    Ok(written)
+}
+
 /// A writer that turns all-zero blocks into holes.
 pub struct SparseWriter {
     file: File,
@@ -32,19 +63,8 @@ impl SparseWriter {
 
     /// Write `buf` at the current position, skipping its all-zero blocks.
     pub fn write_chunk(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut seek_needed = true;
-        for block in buf.chunks(ZERO_BLOCK) {
-            if is_zero(block) {
-                seek_needed = true;
-            } else {
-                if seek_needed {
-                    self.file.seek(SeekFrom::Start(self.pos))?;
-                    seek_needed = false;
-                }
-                self.file.write_all(block)?;
-            }
-            self.pos += block.len() as u64;
-        }
+        write_nonzero_at(&self.file, buf, self.pos).map_err(|(_, e)| e)?;
+        self.pos += buf.len() as u64;
         Ok(())
     }
 
