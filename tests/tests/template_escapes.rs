@@ -53,23 +53,30 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A python that has GLib's bindings (Debian's python3-gi installs them for
+/// /usr/bin/python3, which a pyenv or venv python3 on PATH may hide).
+fn python_with_glib() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|py| {
+        Command::new(py)
+            .args([
+                "-c",
+                "import gi; gi.require_version('GLib', '2.0'); from gi.repository import GLib",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
 #[test]
 fn rendered_files_parse_back_to_the_values() {
-    let glib = Command::new("python3")
-        .args([
-            "-c",
-            "import gi; gi.require_version('GLib', '2.0'); from gi.repository import GLib",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !glib {
+    let Some(python) = python_with_glib() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "python3-gi (GLib) missing under CI=true: scripts/test installs it"
         );
         eprintln!("SKIP: python3-gi not installed (Debian python3-gi, gir1.2-glib-2.0)");
         return;
-    }
+    };
     if !require_tool("dash", "dash") || !require_tool("bash", "bash") {
         return;
     }
@@ -118,11 +125,15 @@ path = "/run/secrets/app.sh"
     std::fs::copy(t.path().join("out/esc.key"), d.boot().join("image.key")).unwrap();
     d.ok("run");
 
-    let keyfile = d
+    // Outside /run/secrets the device puts a symlink whose target is
+    // absolute (/run/secrets.d/…): resolve it inside the device tree.
+    let link = d
         .root
         .join("run/NetworkManager/system-connections/wifi.nmconnection");
+    let target = std::fs::read_link(&link).unwrap();
+    let keyfile = d.root.join(target.strip_prefix("/").unwrap());
     let parsed = run(
-        "python3",
+        python,
         &[
             "-c",
             "import sys, gi; gi.require_version('GLib', '2.0'); from gi.repository import GLib\n\
