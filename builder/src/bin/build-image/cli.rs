@@ -56,7 +56,7 @@ pub(crate) struct AgentArgs {
     /// The sealed-firstboot binary to install (implies --install-agent).
     /// Default: sealed-firstboot-ARCH shipped with build-image (beside it,
     /// in ../lib/sealed-image, or target/device from
-    /// scripts/build-device-binaries; $SEALED_IMAGE_AGENT_DIR first)
+    /// scripts/build-device-binaries; only $SEALED_IMAGE_AGENT_DIR when set)
     #[arg(long, value_name = "FILE")]
     pub(crate) agent: Option<PathBuf>,
     /// With --install-agent: where the device mounts the boot partition
@@ -134,16 +134,21 @@ pub(crate) enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
-    /// Seal a recipe's secrets into an existing image (.img or .img.zst)
+    /// Seal a recipe's secrets into an existing image (.img, .img.zst or
+    /// .img.xz), optionally installing sealed-firstboot into it
     #[command(after_help = "EXAMPLES:\n  \
         build-image inject raspios-lite.img.zst --recipe pi.toml\n      \
         → raspios-lite.sealed.img.zst and raspios-lite.sealed.key\n  \
+        build-image inject 2024-11-19-raspios-bookworm-arm64-lite.img.xz --recipe pi.toml --install-agent\n      \
+        → …lite.sealed.img (sparse) with sealed-firstboot for aarch64 installed and enabled\n  \
         build-image inject disk.img --recipe r.toml --in-place --partition bootfs\n\n\
         The FAT boot partition is written in place (no root, no loop device, no mount);\n\
         every other byte of the image stays identical. The recipe's [[partition]]\n\
         tables are not needed: only [image] name and the secrets.")]
     Inject {
-        /// The existing image: .img, or .img.zst (then the output is .img.zst too)
+        /// The existing image: .img, .img.zst (then the output is .img.zst
+        /// too) or .img.xz (then a sparse .img); the format is read from its
+        /// magic number
         image: PathBuf,
         /// The recipe with the secrets
         #[arg(long, value_name = "FILE")]
@@ -177,7 +182,7 @@ pub(crate) enum Command {
         mounted or busy, a read-only or too small device, and without --yes a partition\n\
         or a non-removable disk.")]
     Flash {
-        /// The image: .img or .img.zst
+        /// The image: .img, .img.zst or .img.xz (read by its magic number)
         image: PathBuf,
         /// A whole-disk block device (/dev/sdX, /dev/mmcblkN, /dev/disk/by-id/…) or a file
         target: PathBuf,
