@@ -1,4 +1,4 @@
-//! `build-image flash IMAGE TARGET`: write an image (`.img` or `.img.zst`)
+//! `build-image flash IMAGE TARGET`: write an image (`.img`, `.img.zst`, `.img.xz`)
 //! to a disk or a file, bmap-aware; put the image key onto its boot
 //! partition; read everything back.
 //!
