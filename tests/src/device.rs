@@ -156,7 +156,7 @@ impl DeviceTree {
         let mut m = BTreeMap::new();
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let out = Command::new("age")
+            let out = crate::command("age")
                 .arg("-d")
                 .arg("-i")
                 .arg(self.identity_file())

@@ -65,17 +65,15 @@ fn partition(image: &Path, name: &str) -> (u64, u64) {
 
 #[test]
 fn demo_image_is_sound_and_provisions_on_a_device_tree() {
-    for (tool, pkg) in [
+    if !require_tools_from(&[
         ("sgdisk", "gdisk"),
         ("sfdisk", "fdisk"),
         ("fsck.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("e2fsck", "e2fsprogs"),
         ("age", "age"),
-    ] {
-        if !require_tool(tool, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let mut b = build_demo(&[]);
     let t = &mut b.transcript;
@@ -94,7 +92,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     // The other outputs: checksums verify, the .zst decompresses to the
     // image, bmaptool copies it byte for byte with the .bmap, and build.json
     // describes it.
-    t.ok(Command::new("sha256sum")
+    t.ok(command("sha256sum")
         .args(["-c", "SHA256SUMS"])
         .current_dir(&b.out));
     let sums = std::fs::read_to_string(b.out.join("SHA256SUMS")).unwrap();
@@ -105,12 +103,10 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         );
     }
     assert!(!sums.contains("demo.key"));
-    if require_tool("zstd", "zstd") {
-        t.ok(Command::new("zstd")
-            .arg("-t")
-            .arg(b.out.join("demo.img.zst")));
+    if require_tool_from("zstd", "zstd") {
+        t.ok(command("zstd").arg("-t").arg(b.out.join("demo.img.zst")));
         let unpacked = b.out.join("unpacked.img");
-        t.ok(Command::new("zstd")
+        t.ok(command("zstd")
             .args(["-q", "-d"])
             .arg(b.out.join("demo.img.zst"))
             .arg("-o")
@@ -118,9 +114,9 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         assert!(std::fs::read(&unpacked).unwrap() == std::fs::read(&b.image).unwrap());
         std::fs::remove_file(&unpacked).unwrap();
     }
-    if require_tool("bmaptool", "bmap-tools") {
+    if require_tool_from("bmaptool", "bmap-tools") {
         let copy = b.out.join("copy.img");
-        t.ok(Command::new("bmaptool")
+        t.ok(command("bmaptool")
             .arg("copy")
             .arg("--bmap")
             .arg(b.out.join("demo.bmap"))
@@ -147,7 +143,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     );
 
     // Partition table: sgdisk finds no problem; sfdisk sees both partitions.
-    let v = t.ok(Command::new("sgdisk").arg("-v").arg(&b.image));
+    let v = t.ok(command("sgdisk").arg("-v").arg(&b.image));
     let v = String::from_utf8_lossy(&v.stdout);
     assert!(v.contains("No problems found"), "sgdisk -v: {v}");
     let parts = sfdisk_partitions(&b.image);
@@ -160,24 +156,24 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let (esp_start, esp_size) = partition(&b.image, "ESP");
     let esp = b.out.join("esp.part");
     std::fs::write(&esp, read_range(&b.image, esp_start, esp_size)).unwrap();
-    t.ok(Command::new("fsck.vfat").arg("-n").arg(&esp));
+    t.ok(command("fsck.vfat").arg("-n").arg(&esp));
     std::fs::remove_file(&esp).unwrap();
     let mimg = format!("{}@@{esp_start}", b.image.display());
-    let listing = t.ok(Command::new("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]));
+    let listing = t.ok(command("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]));
     let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
     assert!(listing.contains("bundle"), "mdir: {listing}");
     assert!(
         !listing.contains("image.key"),
         "separate key mode put the key on the ESP"
     );
-    let readme = t.ok(Command::new("mtype").args(["-i", &mimg, "::/README.TXT"]));
+    let readme = t.ok(command("mtype").args(["-i", &mimg, "::/README.TXT"]));
     assert!(String::from_utf8_lossy(&readme.stdout).contains("sealed-image demo"));
 
     // The root partition is a clean ext4 with the recipe's tree.
     let (root_start, root_size) = partition(&b.image, "root");
     let rootfs = b.out.join("root.part");
     std::fs::write(&rootfs, read_range(&b.image, root_start, root_size)).unwrap();
-    t.ok(Command::new("e2fsck").arg("-fn").arg(&rootfs));
+    t.ok(command("e2fsck").arg("-fn").arg(&rootfs));
     std::fs::remove_file(&rootfs).unwrap();
 
     // A device tree with the ESP's sealed-secrets/ and the separate key.
@@ -260,7 +256,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     );
     let store = dev.join("var/lib/sealed-secrets/current/secrets/wifi_psk.age");
     // (Deliberately outside the transcript: this prints the secret.)
-    let dec = Command::new("age")
+    let dec = command("age")
         .arg("-d")
         .arg("-i")
         .arg(&identity)
@@ -369,7 +365,7 @@ fn nothing_printed_or_written_contains_a_secret() {
 
 #[test]
 fn embedded_key_mode_provisions_from_the_esp_alone() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let mut b = build_demo(&["--embed-key"]);
@@ -480,7 +476,7 @@ fn unknown_template_placeholder_fails_the_build() {
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
-    if !require_tool("systemd-analyze", "systemd") {
+    if !require_tool_from("systemd-analyze", "systemd") {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -497,7 +493,7 @@ fn unit_file_passes_systemd_analyze_verify() {
         units.join("sealed-firstboot.service"),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = command("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.path().display()))
         .arg("sealed-firstboot.service")
@@ -518,7 +514,7 @@ fn unit_file_passes_systemd_analyze_verify() {
     );
     // The check is real: without the binary it fails.
     std::fs::remove_file(root.path().join("usr/bin/sealed-firstboot")).unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = command("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.path().display()))
         .arg("sealed-firstboot.service")
@@ -529,7 +525,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 
 #[test]
 fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let build = |out: &Path| {

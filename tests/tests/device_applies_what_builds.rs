@@ -264,7 +264,7 @@ fn in_root(root: &Path, device_path: &str) -> std::path::PathBuf {
 /// host key: `build`, `check` and `build.json` say so.
 #[test]
 fn shared_ssh_host_keys_are_flagged_at_build_time() {
-    if !require_tool("mke2fs", "e2fsprogs") {
+    if !require_tool_from("mke2fs", "e2fsprogs") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

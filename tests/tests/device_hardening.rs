@@ -26,7 +26,7 @@ fn test_host_key() -> PathBuf {
 /// every secret, with the same identity.
 #[test]
 fn host_keys_created_after_first_boot_change_nothing() {
-    if !require_tool("ssh-keygen", "openssh-client") || !require_tool("age", "age") {
+    if !require_tools_from(&[("ssh-keygen", "openssh-client"), ("age", "age")]) {
         return;
     }
     let d = Device::new();
@@ -40,7 +40,7 @@ fn host_keys_created_after_first_boot_change_nothing() {
     // As regenerate_ssh_host_keys does.
     let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    let out = Command::new("ssh-keygen")
+    let out = command("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&key)
         .output()
@@ -342,7 +342,7 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     let d = Device::new();
     std::fs::create_dir_all(d.boot()).unwrap();
     let fifo = d.boot().join("bundle");
-    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = command("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
     let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));

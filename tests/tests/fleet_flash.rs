@@ -53,10 +53,8 @@ fn esp_offset(image: &Path) -> u64 {
 
 #[test]
 fn flash_a_base_image_with_one_devices_bundle() {
-    for (tool, pkg) in [("mcopy", "mtools"), ("sfdisk", "fdisk")] {
-        if !require_tool(tool, pkg) {
-            return;
-        }
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -127,16 +125,12 @@ fn flash_a_base_image_with_one_devices_bundle() {
         std::fs::read(dev1.join("kiosk.key")).unwrap()
     );
     // The FAT is clean after the bundle and key were written into it.
-    if require_tool("fsck.vfat", "dosfstools") {
+    if require_tool_from("fsck.vfat", "dosfstools") {
         let parts = sfdisk_partitions(&target);
         let size = parts[0]["size"].as_u64().unwrap() * 512;
         let esp = d.join("esp.vfat");
         std::fs::write(&esp, read_range(&target, esp_offset(&target), size)).unwrap();
-        let fsck = Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(&esp)
-            .output()
-            .unwrap();
+        let fsck = command("fsck.vfat").arg("-n").arg(&esp).output().unwrap();
         assert!(
             fsck.status.success(),
             "{}",

@@ -300,9 +300,7 @@ fn sources_are_bounded() {
         "{err}"
     );
     assert_clean("flood", &out);
-    let leftover = Command::new("pgrep")
-        .args(["-f", "yes MRKhostile7731"])
-        .output();
+    let leftover = command("pgrep").args(["-f", "yes MRKhostile7731"]).output();
     if let Ok(l) = leftover {
         assert!(
             !l.status.success(),
@@ -321,11 +319,7 @@ fn sources_are_bounded() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("└ failed:"));
     // File sources: a FIFO (would block forever), a device, a directory.
     let fifo = d.join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    assert!(command("mkfifo").arg(&fifo).status().unwrap().success());
     std::fs::create_dir(d.join("adir")).unwrap();
     for (path, what) in [
         ("fifo", "a FIFO"),
@@ -359,7 +353,7 @@ fn sources_are_bounded() {
 /// refused naming the link, one inside it is copied, a FIFO is refused.
 #[test]
 fn fat_files_never_follow_links_out_of_their_tree() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -395,7 +389,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     let img = d.join("out/r.img");
     assert!(!file_contains(&img, b"MRKhostile7731"));
     let off = sfdisk_partitions(&img)[0]["start"].as_u64().unwrap() * 512;
-    let t = Command::new("mtype")
+    let t = command("mtype")
         .args([
             "-i",
             &format!("{}@@{off}", img.display()),
@@ -406,7 +400,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     assert_eq!(String::from_utf8_lossy(&t.stdout), "inside");
     // A FIFO in the tree is refused at once.
     std::fs::remove_dir_all(d.join("out")).unwrap();
-    assert!(Command::new("mkfifo")
+    assert!(command("mkfifo")
         .arg(boot.join("pipe"))
         .status()
         .unwrap()
@@ -511,7 +505,7 @@ fn outputs_are_committed_as_a_set() {
         !after.iter().any(|(n, _)| n == "r.img.zst"),
         "stale .img.zst kept"
     );
-    let c = Command::new("sha256sum")
+    let c = command("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(d.join("out"))
         .output()

@@ -12,7 +12,7 @@ const BOOT_START: u64 = 8192; // sectors: 4 MiB, as Raspberry Pi OS
 const BOOT_SECTORS: u64 = 131072; // 64 MiB
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
+    let out = command("sh")
         .arg("-ec")
         .arg(script)
         .current_dir(dir)
@@ -71,16 +71,14 @@ fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
 }
 
 fn tools() -> bool {
-    [
+    require_tools_from(&[
         ("sfdisk", "fdisk"),
         ("mkfs.vfat", "dosfstools"),
         ("fsck.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("mke2fs", "e2fsprogs"),
         ("zstd", "zstd"),
-    ]
-    .iter()
-    .all(|(t, p)| require_tool(t, p))
+    ])
 }
 
 #[test]
@@ -128,23 +126,19 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     // The FAT is clean, keeps its files, and holds the bundle (no key).
     let fat = tmp.path().join("fat.part");
     std::fs::write(&fat, &after[b0..b1]).unwrap();
-    let fsck = Command::new("fsck.vfat")
-        .arg("-n")
-        .arg(&fat)
-        .output()
-        .unwrap();
+    let fsck = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
     assert!(
         fsck.status.success(),
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
     let mimg = format!("{}@@{b0}", sealed.display());
-    let cfg = Command::new("mtype")
+    let cfg = command("mtype")
         .args(["-i", &mimg, "::/config.txt"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&cfg.stdout).trim(), "arm_64bit=1");
-    let dir = Command::new("mdir")
+    let dir = command("mdir")
         .args(["-b", "-i", &mimg, "::/sealed-secrets"])
         .output()
         .unwrap();
@@ -195,7 +189,7 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
         String::from_utf8_lossy(&out.stderr)
     );
     let zout = tmp.path().join("raspios.sealed.img.zst");
-    let t = Command::new("zstd").arg("-t").arg(&zout).output().unwrap();
+    let t = command("zstd").arg("-t").arg(&zout).output().unwrap();
     assert!(
         t.status.success(),
         "zstd -t: {}",
@@ -330,7 +324,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         // device's .bmap (base range hashes reused) gives the same bytes.
         let zst = out.join(dev).join("demo.img.zst");
         let unpacked = tmp.path().join(format!("{dev}.unpacked.img"));
-        let z = Command::new("zstd")
+        let z = command("zstd")
             .args(["-q", "-d", "-f"])
             .arg(&zst)
             .arg("-o")
@@ -346,9 +340,9 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             std::fs::read(&unpacked).unwrap() == std::fs::read(&img).unwrap(),
             "{dev}: .img.zst differs from .img"
         );
-        if require_tool("bmaptool", "bmap-tools") {
+        if require_tool_from("bmaptool", "bmap-tools") {
             let copied = tmp.path().join(format!("{dev}.bmapcopy.img"));
-            let b = Command::new("bmaptool")
+            let b = command("bmaptool")
                 .args(["-q", "copy", "--bmap"])
                 .arg(out.join(dev).join("demo.bmap"))
                 .arg(&zst)
@@ -365,14 +359,14 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
                 "{dev}: bmaptool copy differs"
             );
         }
-        let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
+        let v = command("sgdisk").arg("-v").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
         assert!(
             !file_contains(&img, b"MARKER-fleet"),
             "{dev}: value in clear"
         );
         let sums = std::fs::read_to_string(out.join(dev).join("SHA256SUMS")).unwrap();
-        let c = Command::new("sha256sum")
+        let c = command("sha256sum")
             .arg("-c")
             .arg("SHA256SUMS")
             .current_dir(out.join(dev))
@@ -424,7 +418,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             "demo.key"
         ]
     );
-    let c = Command::new("sha256sum")
+    let c = command("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(out2.join("kiosk-001"))
         .output()
@@ -498,7 +492,7 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
 
 #[test]
 fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
-    if !require_tool("mcopy", "mtools") || !require_tool("sfdisk", "fdisk") {
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -548,7 +542,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
     );
 
     // The disk the system runs from is refused with exit code 7.
-    let src = Command::new("findmnt")
+    let src = command("findmnt")
         .args(["-n", "-o", "SOURCE", "/"])
         .output()
         .unwrap();
@@ -596,7 +590,7 @@ fn inject_output_format_stale_key_and_read_only_input() {
     );
     let magic = std::fs::read(&zout).unwrap()[..4].to_vec();
     assert_eq!(magic, [0x28, 0xb5, 0x2f, 0xfd], "-o x.img.zst must be zstd");
-    assert!(Command::new("zstd")
+    assert!(command("zstd")
         .args(["-q", "-t"])
         .arg(&zout)
         .status()
@@ -631,7 +625,7 @@ fn inject_output_format_stale_key_and_read_only_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     let esp = format!("{}@@{}", sep.display(), BOOT_START * 512);
-    let dir = Command::new("mdir")
+    let dir = command("mdir")
         .args(["-i", &esp, "::/sealed-secrets"])
         .output()
         .unwrap();
@@ -652,9 +646,9 @@ fn inject_output_format_stale_key_and_read_only_input() {
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&ro_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    let mut cmd = if is_root && require_tool("setpriv", "util-linux") {
-        let mut c = Command::new("setpriv");
+    let is_root = command("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut cmd = if is_root && require_tool_from("setpriv", "util-linux") {
+        let mut c = command("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(bin("build-image"));
         c

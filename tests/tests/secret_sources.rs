@@ -53,7 +53,7 @@ fn provision(out: &Path, root: &Path) {
 
 #[test]
 fn command_and_dotenv_sources() {
-    if !require_tool("mcopy", "mtools") || !require_tool("sfdisk", "fdisk") {
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -224,15 +224,13 @@ required = false
 
 #[test]
 fn yescrypt_password_is_hashed_at_build_time_and_verifies_with_crypt() {
-    for (t, p) in [
+    if !require_tools_from(&[
         ("mcopy", "mtools"),
         ("sfdisk", "fdisk"),
         ("perl", "perl"),
         ("mkpasswd", "whois"),
-    ] {
-        if !require_tool(t, p) {
-            return;
-        }
+    ]) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let password = "correct-horse-MARKER-pw";
@@ -254,7 +252,7 @@ description = "hash for chpasswd -e / usermod -p"
     assert!(hash.starts_with("$y$"), "{hash}");
     // libxcrypt's crypt(3), through perl, accepts the hash for the password…
     let verify = |pw: &str| {
-        let o = Command::new("perl")
+        let o = command("perl")
             .args([
                 "-e",
                 "print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 'ok' : 'no'",
@@ -272,7 +270,7 @@ description = "hash for chpasswd -e / usermod -p"
     let setting = &hash[..hash.rfind('$').unwrap()];
     let salt = &setting[setting.rfind('$').unwrap() + 1..];
     let params = setting.split('$').nth(2).unwrap();
-    let o = Command::new("mkpasswd")
+    let o = command("mkpasswd")
         .args([
             "-m",
             "yescrypt",

@@ -129,7 +129,7 @@ fn assert_no_marker(f: &Fixture, t: &Transcript, markers: &[&str]) {
 }
 
 fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
-    let out = Command::new("age")
+    let out = command("age")
         .arg("-d")
         .arg("-i")
         .arg(key)
@@ -147,7 +147,7 @@ fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
 
 #[test]
 fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let f = fixture();
@@ -387,7 +387,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
 
 #[test]
 fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let f = fixture();
@@ -445,7 +445,7 @@ fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
 
 #[test]
 fn failed_commands_leave_the_store_as_it_was() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let f = fixture();
@@ -459,7 +459,7 @@ fn failed_commands_leave_the_store_as_it_was() {
     // rekey must fail on it without touching A_ONE.
     let stranger = age::x25519::Identity::generate();
     let foreign = f.dir.join("foreign.age");
-    let mut age_enc = Command::new("age")
+    let mut age_enc = command("age")
         .args(["-r", &stranger.to_public().to_string(), "-o"])
         .arg(&foreign)
         .stdin(Stdio::piped())
@@ -517,7 +517,7 @@ fn failed_commands_leave_the_store_as_it_was() {
 
 #[test]
 fn audit_rekey_export_and_import() {
-    if !require_tool("age", "age") || !require_tool("tar", "tar") {
+    if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
         return;
     }
     let f = fixture();
@@ -571,11 +571,7 @@ fn audit_rekey_export_and_import() {
     assert!(!file_contains(&backup, MARKER.as_bytes()));
     let tarball = f.dir.join("backup.tar");
     std::fs::write(&tarball, age_decrypt(&bob_key, &backup)).unwrap();
-    let list = Command::new("tar")
-        .arg("tf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
+    let list = command("tar").arg("tf").arg(&tarball).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     for entry in [
         "FORMAT",
@@ -829,7 +825,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
 /// the audit log).
 #[test]
 fn the_demo_store_flow_from_the_readme() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -907,7 +903,7 @@ fn the_demo_store_flow_from_the_readme() {
 /// Typed on a terminal (a real pty from `script`): asked twice, never echoed.
 #[test]
 fn a_value_typed_on_a_terminal_is_not_echoed() {
-    if !require_tool("script", "bsdutils") || !require_tool("age", "age") {
+    if !require_tools_from(&[("script", "bsdutils"), ("age", "age")]) {
         return;
     }
     use std::io::Read;
@@ -919,7 +915,7 @@ fn a_value_typed_on_a_terminal_is_not_echoed() {
         bin("build-image").display(),
         f.store.display()
     );
-    let mut child = Command::new("script")
+    let mut child = sealed_image_tests::command("script")
         .args(["-qec", &command, "/dev/null"])
         .env("USER", "alice")
         .stdin(Stdio::piped())

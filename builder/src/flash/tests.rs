@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
 
 use super::*;
-use crate::image::ext4::find_tool;
 use crate::image::{
     assemble_with, fat_read_file, fat_write_files, find_boot_partition, read_table,
     AssembleOptions, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
@@ -22,19 +21,7 @@ use crate::image::{
 // ---------------------------------------------------------------------------
 // Helpers
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-use crate::image::testutil::{require_tools as require, run, run_ok, s};
-
-/// Assert two byte strings are equal, reporting the first difference.
-fn assert_same(a: &[u8], b: &[u8], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
-    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
-        panic!("{what}: first difference at byte {i}");
-    }
-}
+use testkit::{allocated, assert_same, require_root, require_tools as require, run, run_ok, s};
 
 const EPOCH: AssembleOptions = AssembleOptions {
     source_date_epoch: Some(1_700_000_000),
@@ -186,10 +173,6 @@ fn check_key_on_target(target: &Path, img: &Path, key: &ImageKey, dir: &Path) {
         fat_read_file(target, &boot, crate::seal::BUNDLE_PATH).unwrap(),
         fat_read_file(img, &boot, crate::seal::BUNDLE_PATH).unwrap()
     );
-}
-
-fn allocated(p: &Path) -> u64 {
-    fs::metadata(p).unwrap().blocks() * 512
 }
 
 fn opts() -> FlashOptions {
@@ -694,7 +677,7 @@ fn table_read_through_the_shadow_matches_read_table() {
         let ext = dir.path().join("ext.img");
         fs::File::create(&ext).unwrap().set_len(64 << 20).unwrap();
         let script = "label: dos\n,8M,c\n,8M,83\n,,5\n,8M,83\n,8M,83\n,,83\n";
-        let mut child = Command::new(find_tool("sfdisk").unwrap())
+        let mut child = testkit::command("sfdisk")
             .arg(s(&ext))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -737,11 +720,7 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
     if !require(&["losetup"]) {
         return None;
     }
-    if !rustix::process::geteuid().is_root() {
-        if ci() {
-            panic!("loop device tests need root (CI=true)");
-        }
-        eprintln!("skipping: loop devices need root");
+    if !require_root("loop devices") {
         return None;
     }
     let mut args = vec!["-f", "--show"];
@@ -761,10 +740,6 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
     }
     let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     Some(Loop { dev })
-}
-
-fn sparse_file(p: &Path, len: u64) {
-    fs::File::create(p).unwrap().set_len(len).unwrap();
 }
 
 #[test]
@@ -879,7 +854,7 @@ fn loop_device_refusals() {
 
     // Too small: refused from sysfs before writing, even with --yes.
     let small = dir.path().join("small");
-    sparse_file(&small, size - (1 << 20));
+    testkit::sparse_file(&small, size - (1 << 20), &[]);
     let Some(lo) = attach(&small, false) else {
         return;
     };
@@ -899,7 +874,7 @@ fn loop_device_refusals() {
 
     // Not removable: refused without --yes.
     let big = dir.path().join("big");
-    sparse_file(&big, size + (1 << 20));
+    testkit::sparse_file(&big, size + (1 << 20), &[]);
     let Some(lo) = attach(&big, true) else {
         return;
     };

@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::testutil::{extract, require_tool, require_tools, run, run_ok, s, stdout};
 use super::*;
+use testkit::{extract, require_tool, require_tools, run, run_ok, s, stdout};
 
 const DISK_GUID: uuid::Uuid = uuid::uuid!("11111111-2222-4333-8444-555555555555");
 const ESP_GUID: uuid::Uuid = uuid::uuid!("AAAAAAAA-0000-4000-8000-000000000001");

@@ -291,9 +291,9 @@ fn overwrite(b: &mut Vec<u8>, pos: usize, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sparse::testing::*;
     use super::*;
     use std::path::PathBuf;
+    use testkit::*;
 
     /// (ImageSize, BlockSize, BlocksCount, MappedBlocksCount, ranges) of a
     /// bmap file, parsed loosely (whitespace-insensitive).
