@@ -124,7 +124,11 @@ impl Contents {
         // Bundles are small; ruzstd's level comparable to zstd -1 is plenty.
         // SecretBuf grows without leaving unzeroized copies behind.
         let mut out = SecretBuf(Zeroizing::new(Vec::with_capacity(tar.len() / 2 + 1024)));
-        ruzstd::encoding::compress(&tar[..], &mut out, ruzstd::encoding::CompressionLevel::Fastest);
+        ruzstd::encoding::compress(
+            &tar[..],
+            &mut out,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         let SecretBuf(out) = out;
         Ok(out)
     }
