@@ -171,5 +171,5 @@ fn opens(current: &Current, id: &age::x25519::Identity) -> bool {
         .manifest
         .entries()
         .next()
-        .map_or(true, |e| current.decrypt(id, e).is_ok())
+        .is_none_or(|e| current.decrypt(id, e).is_ok())
 }

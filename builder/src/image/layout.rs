@@ -245,7 +245,7 @@ pub fn human_size(n: u64) -> String {
         (1 << 10, "KiB"),
     ];
     for (scale, name) in UNITS {
-        if n >= scale && n % scale == 0 {
+        if n >= scale && n.is_multiple_of(scale) {
             return format!("{} {name}", n / scale);
         }
     }
