@@ -53,11 +53,22 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// What a failed assertion names: `what`, or "the command" when empty.
+fn name(what: impl Display) -> String {
+    let what = what.to_string();
+    if what.is_empty() {
+        "the command".into()
+    } else {
+        what
+    }
+}
+
 /// Fails unless `out` is a success, showing its status, stdout and stderr.
 pub fn assert_success(out: &Output, what: impl Display) {
     assert!(
         out.status.success(),
-        "{what} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        "{} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        name(what),
         out.status,
         stdout(out),
         stderr(out)
@@ -66,7 +77,13 @@ pub fn assert_success(out: &Output, what: impl Display) {
 
 /// Fails unless `out` exited with `code`, showing its stderr.
 pub fn assert_exit(out: &Output, code: i32, what: impl Display) {
-    assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}: {}",
+        name(what),
+        stderr(out)
+    );
 }
 
 /// `path` as &str (test paths are UTF-8).

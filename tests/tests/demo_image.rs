@@ -263,11 +263,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(
-        dec.status.success(),
-        "age -d: {}",
-        String::from_utf8_lossy(&dec.stderr)
-    );
+    assert_success(&dec, "age -d");
     assert_eq!(dec.stdout, MARKER.as_bytes());
 
     // status lists every secret with ✓ and no values.
@@ -319,11 +315,7 @@ fn nothing_printed_or_written_contains_a_secret() {
             .arg(b.recipe_dir.join("recipe.toml"))
             .env("DEMO_MOTD", ENV_MARKER),
     );
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_success(&check, "");
     let table = String::from_utf8_lossy(&check.stdout);
     assert_eq!(table.matches('✓').count(), 5, "{table}");
     let printed = &t.text;
@@ -538,7 +530,7 @@ fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
             .env_remove("DEMO_MOTD")
             .output()
             .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_success(&r, "");
         let img = out.join("demo.img");
         let (esp, _) = partition(&img, "ESP");
         copy_sealed_out(&img, esp, &["bundle"], out);

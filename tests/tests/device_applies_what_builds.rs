@@ -293,11 +293,7 @@ fn shared_ssh_host_keys_are_flagged_at_build_time() {
         .arg(dir.join("out"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains(expect));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["warnings"][0].as_str().unwrap().contains(expect));

@@ -99,11 +99,7 @@ fn stores_from_the_earlier_code_are_migrated() {
     assert!(!d.identity_file().exists());
 
     let out = d.firstboot("run", None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("persisted the identity"));
     assert_eq!(d.live(), map(OLD));
     let persisted = std::fs::read_to_string(d.identity_file()).unwrap();
@@ -188,11 +184,7 @@ fn concurrent_runners_never_lose_a_secret() {
                 pubkeys.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
             }
             if cmd == "provision" {
-                assert!(
-                    out.status.success(),
-                    "round {round}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert_success(&out, format!("round {round}"));
             }
         }
         d.ok("run");
@@ -319,12 +311,7 @@ fn a_half_zeroed_bundle_is_recognised_and_removed() {
     half[..b.len() / 2].fill(0);
     d.place(&half, None);
     let out = d.firstboot("run", None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted wipe"));
     assert!(!d.boot().exists());
     assert_eq!(d.live(), map(OLD));
@@ -381,12 +368,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
         Some(&ImageKey::generate()),
     );
     let out = d.firstboot("run", None);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1, "");
 
     let c = contents_owned(&[
         ("wifi", "MARKER-a", "root"),
@@ -396,12 +378,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
     d.place(&bundle::seal(&k, &c, 1000).unwrap(), Some(&k));
     let out = d.firstboot("run", None);
     assert_no_marker(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 4, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("secret app was not unsealed") && err.contains("appuser"),
@@ -455,11 +432,7 @@ fn rotation_works_with_a_pinned_source_date_epoch() {
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "");
         assert_no_marker(&out);
         std::fs::create_dir_all(d.boot()).unwrap();
         std::fs::copy(

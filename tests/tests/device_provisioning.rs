@@ -37,12 +37,7 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
     for fp in failpoints {
         let d = device_with_old_store_and_new_bundle();
         let out = d.firstboot("provision", Some(fp));
-        assert_eq!(
-            out.status.code(),
-            Some(86),
-            "{fp}: failpoint not reached: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 86, format!("{fp}: failpoint not reached"));
 
         // After the crash: the store is the complete old or the complete new one.
         let store = d.store();

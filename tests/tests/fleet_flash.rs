@@ -38,11 +38,7 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> Output {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     out
 }
 
@@ -92,12 +88,7 @@ fn flash_a_base_image_with_one_devices_bundle() {
         .arg(&dev1)
         .arg("--key")
         .arg(d.join("fleet/kiosk-002/kiosk.key")));
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 7, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the one the bundle is sealed to"));
     assert!(!target.exists(), "nothing may be written");
 
@@ -131,11 +122,7 @@ fn flash_a_base_image_with_one_devices_bundle() {
         let esp = d.join("esp.vfat");
         std::fs::write(&esp, read_range(&target, esp_offset(&target), size)).unwrap();
         let fsck = command("fsck.vfat").arg("-n").arg(&esp).output().unwrap();
-        assert!(
-            fsck.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fsck.stdout)
-        );
+        assert_success(&fsck, "");
     }
 
     // A device provisioned from it has kiosk-001's value.

@@ -71,12 +71,7 @@ fn recipe_errors_never_print_the_offending_value() {
             if args[0] == "check" && out.status.success() {
                 continue;
             }
-            assert_eq!(
-                out.status.code(),
-                Some(3),
-                "{what} {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_exit(&out, 3, format!("{what} {args:?}"));
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains("recipe.toml"),
@@ -273,12 +268,7 @@ fn sources_are_bounded() {
         &recipe("{ command = [\"sleep\", \"1000\"] }", "timeout = 0.5"),
         &["build", "recipe.toml", "--out", "out"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 5, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("did not finish within 0.5 s and was killed"),
@@ -368,12 +358,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     std::fs::write(d.join("recipe.toml"), recipe).unwrap();
     std::fs::write(d.join("a.txt"), "v").unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("boot/x") && err.contains("outside"), "{err}");
     assert_clean("link out", &out);
@@ -381,11 +366,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     // Without the outside link: the inside link is copied, as a file.
     std::fs::remove_file(boot.join("x")).unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let img = d.join("out/r.img");
     assert!(!file_contains(&img, b"MRKhostile7731"));
     let off = sfdisk_partitions(&img)[0]["start"].as_u64().unwrap() * 512;
@@ -443,11 +424,7 @@ fn outputs_are_committed_as_a_set() {
     .unwrap();
     let ok = |args: &[&str]| {
         let out = build_image(d, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("{args:?}"));
     };
     ok(&["build", "recipe.toml", "--out", "out"]);
     let before = hashes(&d.join("out"));
@@ -541,12 +518,7 @@ fn fleet_builds_never_replace_a_users_directory() {
             ".",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 6, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not made by a fleet build"));
     assert_eq!(std::fs::read_to_string(d.join("home/a.txt")).unwrap(), "v");
     assert!(
@@ -573,21 +545,12 @@ fn fleet_builds_never_replace_a_users_directory() {
         build_image(d, &args)
     };
     let out = fleet(false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(d.join("kiosk/.sealed-image-device").is_file());
     let key = d.join("kiosk/r.key");
     let first_key = std::fs::read(&key).unwrap();
     let out = fleet(false);
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 6, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("kiosk/r.key") && err.contains("--force"),
@@ -595,11 +558,7 @@ fn fleet_builds_never_replace_a_users_directory() {
     );
     assert_eq!(std::fs::read(&key).unwrap(), first_key, "key kept");
     let out = fleet(true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert_ne!(std::fs::read(&key).unwrap(), first_key, "key replaced");
     assert!(d.join("kiosk/.sealed-image-device").is_file());
 }
@@ -625,11 +584,7 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
         build_image(d, &args)
     };
     let out = flash("card.img", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(d.join("card.img"))
         .unwrap()
@@ -639,20 +594,11 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
     assert_eq!(mode, 0o600);
     // Again onto the earlier flash output: fine.
     let again = flash("card.img", &[]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_success(&again, "");
     // A user's file is not clobbered without --force.
     std::fs::write(d.join("thesis.odt"), "years of work").unwrap();
     let out = flash("thesis.odt", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 7, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(
         std::fs::read_to_string(d.join("thesis.odt")).unwrap(),

@@ -18,11 +18,7 @@ fn sh(script: &str, dir: &Path) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, script);
 }
 
 /// MBR, FAT32 "bootfs" at 4 MiB with a config.txt, ext4 "rootfs" after it.
@@ -91,11 +87,7 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     let before = std::fs::read(&img).unwrap();
     let table_before = sfdisk_partitions(&img);
     let out = inject(&[img.to_str().unwrap()], MARKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(!contains(&out.stderr, MARKER.as_bytes()) && !contains(&out.stdout, MARKER.as_bytes()));
     let sealed = tmp.path().join("raspios.sealed.img");
     let key = tmp.path().join("raspios.sealed.key");
@@ -127,11 +119,7 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     let fat = tmp.path().join("fat.part");
     std::fs::write(&fat, &after[b0..b1]).unwrap();
     let fsck = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    assert_success(&fsck, "");
     let mimg = format!("{}@@{b0}", sealed.display());
     let cfg = command("mtype")
         .args(["-i", &mimg, "::/config.txt"])
@@ -163,12 +151,7 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
 
     // A second inject does not clobber the first output or its key.
     let again = inject(&[img.to_str().unwrap()], MARKER);
-    assert_eq!(
-        again.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_exit(&again, 6, "");
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
 
@@ -183,18 +166,10 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
     sh("zstd -q raspios.img -o raspios.img.zst", tmp.path());
     let zin = tmp.path().join("raspios.img.zst");
     let out = inject(&[zin.to_str().unwrap(), "--partition", "bootfs"], MARKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let zout = tmp.path().join("raspios.sealed.img.zst");
     let t = command("zstd").arg("-t").arg(&zout).output().unwrap();
-    assert!(
-        t.status.success(),
-        "zstd -t: {}",
-        String::from_utf8_lossy(&t.stderr)
-    );
+    assert_success(&t, "zstd -t");
     sh(
         "zstd -q -d raspios.sealed.img.zst -o unpacked.img",
         tmp.path(),
@@ -222,11 +197,7 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
         &[img.to_str().unwrap(), "--in-place", "--embed-key"],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .flatten()
@@ -297,7 +268,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     .unwrap();
     let out = tmp.path().join("out");
     let r = fleet(&["--json", "--raw-images"], &devices, &out);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     let ids: std::collections::BTreeSet<_> = report["devices"]
@@ -331,11 +302,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             .arg(&unpacked)
             .output()
             .unwrap();
-        assert!(
-            z.status.success(),
-            "{dev}: {}",
-            String::from_utf8_lossy(&z.stderr)
-        );
+        assert_success(&z, dev);
         assert!(
             std::fs::read(&unpacked).unwrap() == std::fs::read(&img).unwrap(),
             "{dev}: .img.zst differs from .img"
@@ -349,11 +316,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
                 .arg(&copied)
                 .output()
                 .unwrap();
-            assert!(
-                b.status.success(),
-                "{dev}: {}",
-                String::from_utf8_lossy(&b.stderr)
-            );
+            assert_success(&b, dev);
             assert!(
                 std::fs::read(&copied).unwrap() == std::fs::read(&img).unwrap(),
                 "{dev}: bmaptool copy differs"
@@ -402,7 +365,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     // By default a device gets no raw image: .img.zst, .bmap, key, sums.
     let out2 = tmp.path().join("out2");
     let r = fleet(&[], &devices, &out2);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let mut names: Vec<String> = std::fs::read_dir(out2.join("kiosk-001"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -439,7 +402,7 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     for shard in ["1/2", "2/2"] {
         let out = tmp.path().join(format!("out-{}", &shard[..1]));
         let r = fleet(&["--shard", shard, "--bundles-only"], &devices, &out);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_success(&r, "");
         let mut names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .flatten()
@@ -504,7 +467,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let target = tmp.path().join("card.img");
     let f = Command::new(bin("build-image"))
         .arg("flash")
@@ -515,7 +478,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    assert_success(&f, "");
     let key_text = std::fs::read_to_string(out.join("demo.key")).unwrap();
     assert!(
         !contains(&f.stdout, key_text.trim().as_bytes()),
@@ -557,12 +520,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg(&src)
         .output()
         .unwrap();
-    assert_eq!(
-        f.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&f.stderr)
-    );
+    assert_exit(&f, 7, "");
     assert!(String::from_utf8_lossy(&f.stderr).contains("refusing"));
 }
 
@@ -583,11 +541,7 @@ fn inject_output_format_stale_key_and_read_only_input() {
         &[img.to_str().unwrap(), "-o", zout.to_str().unwrap()],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let magic = std::fs::read(&zout).unwrap()[..4].to_vec();
     assert_eq!(magic, [0x28, 0xb5, 0x2f, 0xfd], "-o x.img.zst must be zstd");
     assert!(command("zstd")
@@ -609,21 +563,13 @@ fn inject_output_format_stale_key_and_read_only_input() {
         ],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let sep = tmp.path().join("sep.img");
     let out = inject(
         &[emb.to_str().unwrap(), "-o", sep.to_str().unwrap()],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let esp = format!("{}@@{}", sep.display(), BOOT_START * 512);
     let dir = command("mdir")
         .args(["-i", &esp, "::/sealed-secrets"])

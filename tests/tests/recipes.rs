@@ -25,7 +25,7 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         .env("PI_PASSWORD", "MARKER-pi-password")
         .output()
         .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let img = out.join("pi.img");
     let o = command("sfdisk").arg("--json").arg(&img).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -42,18 +42,14 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         .arg(&img)
         .output()
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_success(&verify, "");
 
     let start = parts[0]["start"].as_u64().unwrap() * 512;
     let size = parts[0]["size"].as_u64().unwrap() * 512;
     let fat = tmp.path().join("boot.part");
     std::fs::write(&fat, read_range(&img, start, size)).unwrap();
     let f = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
+    assert_success(&f, "");
     let label = command("mlabel")
         .args(["-s", "-i"])
         .arg(format!("{}@@{start}", img.display()))
@@ -80,7 +76,7 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     let rootfs = tmp.path().join("root.part");
     std::fs::write(&rootfs, read_range(&img, rstart, rsize)).unwrap();
     let e = command("e2fsck").arg("-fn").arg(&rootfs).output().unwrap();
-    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stdout));
+    assert_success(&e, "");
 
     for m in ["MARKER-pi-psk", "MARKER-pi-password"] {
         assert!(!file_contains(&img, m.as_bytes()), "{m} in clear");
@@ -97,7 +93,7 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(i.status.success(), "{}", String::from_utf8_lossy(&i.stderr));
+    assert_success(&i, "");
     assert!(!contains(&i.stdout, b"MARKER"));
     let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(j["table"], "mbr");

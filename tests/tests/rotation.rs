@@ -121,12 +121,7 @@ impl Setup {
 
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.firstboot(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?} ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("{args:?}"));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -175,11 +170,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
     let out_dir = |d: &str| s.dir.parent().unwrap().join(d);
     let o = |d: &str| out_dir(d).to_string_lossy().into_owned();
     let out = s.bundle(&["--out", &o("o1"), "--recipient", &recipient, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["bundles"][0]["key_mode"], "recipient");
     assert_eq!(report["bundles"][0]["partial"], false);
@@ -214,11 +205,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
         "--only",
         "wifi_psk",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let b2 = out_dir("o2").join("kiosk.bundle");
     let err = s.ok(&["apply", b2.to_str().unwrap()], None);
     assert!(err.contains("partial bundle"), "{err}");
@@ -329,11 +316,7 @@ fn ssh_recipient_image_key_mode_and_fleets() {
     let tmp = tempfile::tempdir().unwrap();
     let o = tmp.path();
     let out = s.bundle(&["--out", o.to_str().unwrap(), "--ssh-recipient", line.trim()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
     assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-1");
     assert!(!s.calls().is_empty());
@@ -391,11 +374,7 @@ fn ssh_recipient_image_key_mode_and_fleets() {
         devices.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(f.join("kiosk-001.bundle").is_file() && f.join("kiosk-002.bundle").is_file());
     // Another device's bundle is refused.
     let out = s.firstboot(

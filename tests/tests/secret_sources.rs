@@ -79,7 +79,7 @@ type = "multi-line"
     );
     let out = tmp.path().join("out");
     let r = build(&recipe, &out, &[("from_env", "line1\nenv-MARKER\n")]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     for m in ["cmd-MARKER-value", "tok-MARKER-dotenv", "env-MARKER"] {
         assert!(
             !contains(&r.stdout, m.as_bytes()) && !contains(&r.stderr, m.as_bytes()),
@@ -245,7 +245,7 @@ description = "hash for chpasswd -e / usermod -p"
     );
     let out = tmp.path().join("out");
     let r = build(&recipe, &out, &[("admin_password", password)]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let root = tmp.path().join("dev");
     provision(&out, &root);
     let hash = std::fs::read_to_string(root.join("run/secrets/admin_password")).unwrap();
