@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fmt::Display;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -41,6 +42,23 @@ pub fn run_ok(tool: impl AsRef<OsStr>, args: &[&str]) -> Output {
     let what = format!("{} {args:?}", tool.as_ref().to_string_lossy());
     assert_success(&out, what);
     out
+}
+
+/// Run `cmd` with `input` on its standard input, capturing its stdout and
+/// stderr. A command that exits before reading all its input is no error
+/// here: the caller asserts on how it ended.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {:?}: {e}", cmd.get_program()));
+    match child.stdin.take().unwrap().write_all(input) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.unwrap(),
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// A command's stdout, lossily as text.

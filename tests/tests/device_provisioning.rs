@@ -235,20 +235,10 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let mut child = Command::new(bin("build-image"))
-        .args(["pubkey", "--ssh-pubkey", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(keyscan.as_bytes())
-        .unwrap();
-    let build_side = child.wait_with_output().unwrap();
+    let build_side = output_with_stdin(
+        Command::new(bin("build-image")).args(["pubkey", "--ssh-pubkey", "-"]),
+        keyscan.as_bytes(),
+    );
     assert!(build_side.status.success());
     assert_eq!(build_side.stdout, device_side.stdout);
     // The derived identity is persisted, and says where it came from.

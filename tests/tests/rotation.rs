@@ -6,7 +6,6 @@
 //! reports back. Values never appear in any output.
 
 use sealed_image_tests::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -97,24 +96,15 @@ impl Setup {
     }
 
     fn firstboot(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(bin("sealed-firstboot"))
-            .arg("--root")
+        let mut c = Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
             .arg(&self.root)
             .args(args)
-            .env("PATH", self.path_env())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(data) = stdin {
-            child.stdin.take().unwrap().write_all(data).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
+            .env("PATH", self.path_env());
+        let out = match stdin {
+            Some(data) => output_with_stdin(&mut c, data),
+            None => c.stdin(Stdio::null()).output().unwrap(),
+        };
         no_marker(&out);
         out
     }

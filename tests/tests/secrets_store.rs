@@ -64,13 +64,7 @@ fn cmd(f: &Fixture, args: &[&str]) -> Command {
 
 /// Run with `input` on standard input.
 fn with_stdin(t: &mut Transcript, mut c: Command, input: &[u8]) -> Output {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    // A command that fails early may not read its input.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(&mut c, input);
     t.text.extend_from_slice(&out.stdout);
     t.text.extend_from_slice(&out.stderr);
     out
@@ -459,14 +453,13 @@ fn failed_commands_leave_the_store_as_it_was() {
     // rekey must fail on it without touching A_ONE.
     let stranger = age::x25519::Identity::generate();
     let foreign = f.dir.join("foreign.age");
-    let mut age_enc = command("age")
-        .args(["-r", &stranger.to_public().to_string(), "-o"])
-        .arg(&foreign)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    age_enc.stdin.take().unwrap().write_all(b"x").unwrap();
-    assert!(age_enc.wait().unwrap().success());
+    let age_enc = output_with_stdin(
+        command("age")
+            .args(["-r", &stranger.to_public().to_string(), "-o"])
+            .arg(&foreign),
+        b"x",
+    );
+    assert!(age_enc.status.success());
     std::fs::copy(&foreign, f.store.join("secrets/B_TWO/global/v1.age")).unwrap();
     // A new teammate, so that rekey would rewrite everything.
     let bob = age::x25519::Identity::generate();
