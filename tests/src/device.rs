@@ -1,7 +1,7 @@
 //! A device root for the device-side tests: a temp tree with passwd/group
 //! and `/boot/efi`, driven through the real `sealed-firstboot` binary.
 
-use crate::{bin, contains, device_tree};
+use crate::{bin, device_tree};
 use sealed_firstboot::bundle::{Contents, ImageKey, Manifest, SecretEntry, SecretType};
 use sealed_firstboot::store::{State, Store};
 use std::collections::BTreeMap;
@@ -56,13 +56,7 @@ pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Fails when `MARKER-` (the prefix of every test value) was printed.
 pub fn assert_no_marker(out: &Output) {
-    for stream in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(stream, b"MARKER-"),
-            "a secret value was printed: {}",
-            String::from_utf8_lossy(stream)
-        );
-    }
+    crate::assert_not_printed(out, b"MARKER-", "a secret value");
 }
 
 pub struct DeviceTree {

@@ -10,6 +10,20 @@ const MARK: &str = "MRKhostile7731";
 
 const HEAD: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n";
 
+/// The secret `a`, read from `a.txt`.
+const SECRET_A: &str = "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n";
+
+/// A temp project: `recipe.toml` is HEAD and `secrets`, beside `files`
+/// (name, contents).
+fn project(secrets: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+    }
+    std::fs::write(tmp.path().join("recipe.toml"), format!("{HEAD}{secrets}")).unwrap();
+    tmp
+}
+
 fn build_image(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("build-image"))
         .args(args)
@@ -19,13 +33,7 @@ fn build_image(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn assert_clean(what: &str, out: &Output) {
-    for s in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(s, MARK.as_bytes()),
-            "{what}: the planted value was printed:\n{}",
-            String::from_utf8_lossy(s)
-        );
-    }
+    assert_not_printed(out, MARK.as_bytes(), what);
 }
 
 /// Recipes with the marker where a value does not belong: as an enum
@@ -86,16 +94,11 @@ fn recipe_errors_never_print_the_offending_value() {
 /// `--json` never uses a value as a device directory.
 #[test]
 fn devices_file_errors_never_print_the_offending_value() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.api_token]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n",
+        &[("a.txt", "x")],
+    );
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "x").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!(
-            "{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"
-        ),
-    )
-    .unwrap();
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "toml variant",
@@ -220,13 +223,8 @@ fn devices_file_errors_never_print_the_offending_value() {
 /// A dotenv file with the marker in malformed lines: never echoed.
 #[test]
 fn dotenv_errors_never_print_lines() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project("[secrets.api_token]\ntype = \"single-line\"\nsource = { dotenv = { file = \".env\", key = \"API_TOKEN\" } }\n", &[]);
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ dotenv = {{ file = \".env\", key = \"API_TOKEN\" }} }}\n"),
-    )
-    .unwrap();
     for text in [
         format!("{MARK}\n"),
         format!("API_TOKEN=\"{MARK}\n"),
@@ -414,14 +412,8 @@ fn hashes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// new set.
 #[test]
 fn outputs_are_committed_as_a_set() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(SECRET_A, &[("a.txt", "v1")]);
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "v1").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
-    )
-    .unwrap();
     let ok = |args: &[&str]| {
         let out = build_image(d, args);
         assert_success(&out, format!("{args:?}"));
@@ -494,15 +486,11 @@ fn outputs_are_committed_as_a_set() {
 /// like a device that is not a fleet output is refused, untouched.
 #[test]
 fn fleet_builds_never_replace_a_users_directory() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"home/a.txt\" }\n",
+        &[],
+    );
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!(
-            "{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"home/a.txt\" }}\n"
-        ),
-    )
-    .unwrap();
     std::fs::create_dir(d.join("home")).unwrap();
     std::fs::write(d.join("home/a.txt"), "v").unwrap();
     std::fs::write(d.join("devices.csv"), "name\nhome\nkiosk\n").unwrap();
@@ -568,14 +556,8 @@ fn fleet_builds_never_replace_a_users_directory() {
 /// --force, an earlier flash output can be flashed again.
 #[test]
 fn flash_to_a_file_is_private_and_never_clobbers() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(SECRET_A, &[("a.txt", "v")]);
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "v").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
-    )
-    .unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
     assert!(out.status.success());
     let flash = |target: &str, extra: &[&str]| {
@@ -618,13 +600,11 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
 /// its cause is not followed by the cause again.
 #[test]
 fn messages_never_repeat_themselves() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.a]\ntype = \"file\"\nsource = { file = \"adir\" }\n",
+        &[],
+    );
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"file\"\nsource = {{ file = \"adir\" }}\n"),
-    )
-    .unwrap();
     std::fs::create_dir(d.join("adir")).unwrap();
     let cases: Vec<Vec<&str>> = vec![
         vec!["build", "missing.toml", "--out", "o"],

@@ -5,6 +5,7 @@
 //! (checked through a fake `systemctl` on PATH), and `status --json`
 //! reports back. Values never appear in any output.
 
+use sealed_image_tests::device::assert_no_marker;
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -91,7 +92,7 @@ impl Setup {
             .args(args)
             .output()
             .unwrap();
-        no_marker(&out);
+        assert_no_marker(&out);
         out
     }
 
@@ -105,7 +106,7 @@ impl Setup {
             Some(data) => output_with_stdin(&mut c, data),
             None => c.stdin(Stdio::null()).output().unwrap(),
         };
-        no_marker(&out);
+        assert_no_marker(&out);
         out
     }
 
@@ -136,16 +137,6 @@ impl Setup {
         String::from_utf8_lossy(&self.firstboot(&["pubkey"], None).stdout)
             .trim()
             .to_owned()
-    }
-}
-
-fn no_marker(out: &Output) {
-    for s in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(s, b"MARKER-"),
-            "a value was printed: {}",
-            String::from_utf8_lossy(s)
-        );
     }
 }
 
