@@ -68,6 +68,11 @@ pub fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512
 }
 
+/// The permission bits (`mode & 0o777`) of `p`, following symlinks.
+pub fn perm_bits(p: impl AsRef<Path>) -> u32 {
+    std::fs::metadata(p).unwrap().mode() & 0o777
+}
+
 /// Whether two files have the same contents.
 pub fn same_contents(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()

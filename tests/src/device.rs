@@ -93,6 +93,25 @@ impl DeviceTree {
         }
     }
 
+    /// Seal `secrets` (bundle version `version`) to `recipient`, place the
+    /// bundle with no key, and `run`: the live secrets are then `secrets`.
+    pub fn run_sealed_to(
+        &self,
+        recipient: &age::x25519::Recipient,
+        secrets: &[(&str, &str)],
+        version: u64,
+    ) {
+        let bundle = sealed_firstboot::bundle::seal_with(
+            sealed_firstboot::bundle::SealTo::Recipient(recipient),
+            &contents(secrets),
+            version,
+        )
+        .unwrap();
+        self.place(&bundle, None);
+        self.ok("run");
+        assert_eq!(self.live(), map(secrets));
+    }
+
     /// `sealed-firstboot --root ROOT CMD`, not started yet.
     pub fn cmd(&self, cmd: &str) -> Command {
         let mut c = Command::new(bin("sealed-firstboot"));

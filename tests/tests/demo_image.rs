@@ -4,7 +4,6 @@
 //! decrypt the store with the age CLI, and grep everything for the marker.
 
 use sealed_image_tests::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -79,10 +78,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let t = &mut b.transcript;
     let key = b.out.join("demo.key");
     assert!(b.image.is_file());
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&key), 0o600);
 
     // The image is sparse: far fewer blocks than its size.
     use std::os::unix::fs::MetadataExt;
@@ -217,11 +213,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     for (path, value, mode) in &expect {
         let p = dev.join(path);
         assert_eq!(&std::fs::read(&p).unwrap(), value, "{path}");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            *mode,
-            "{path}"
-        );
+        assert_eq!(perm_bits(&p), *mode, "{path}");
     }
     assert!(std::fs::symlink_metadata(dev.join("run/secrets"))
         .unwrap()
@@ -239,21 +231,11 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         "{rendered}"
     );
     assert!(!rendered.contains("${SECRET:"), "{rendered}");
-    assert_eq!(
-        std::fs::metadata(&rendered_path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&rendered_path), 0o600);
 
     // The store holds standard age files the age CLI opens with the identity.
     let identity = dev.join("var/lib/sealed-secrets/identity");
-    assert_eq!(
-        std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777,
-        0o400
-    );
+    assert_eq!(perm_bits(&identity), 0o400);
     let store = dev.join("var/lib/sealed-secrets/current/secrets/wifi_psk.age");
     // (Deliberately outside the transcript: this prints the secret.)
     let dec = command("age")

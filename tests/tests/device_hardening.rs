@@ -4,7 +4,7 @@
 //! with reproducible builds, bounded reads, partial failures that stay
 //! partial. Everything through the real `sealed-firstboot` binary.
 
-use sealed_firstboot::bundle::{self, ImageKey, SealTo};
+use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::store::{State, Store};
 use sealed_image_tests::device::{
     assert_no_marker, contents, contents_owned, map, DeviceTree as Device,
@@ -124,22 +124,12 @@ fn recipient_bundles_open_with_the_host_key_identity_too() {
         .unwrap()
         .to_public();
     assert_ne!(generated, derived.to_string());
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&derived), &contents(NEW), 5).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&derived, NEW, 5);
     assert_eq!(d.state().recipient.as_deref(), Some(generated.as_str()));
     assert!(!d.boot().exists());
     // Sealed to the persisted identity works as well.
     let persisted: age::x25519::Recipient = generated.parse().unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&persisted), &contents(OLD), 6).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(OLD));
+    d.run_sealed_to(&persisted, OLD, 6);
 }
 
 /// Many sealed-firstboot processes at once on one root: provision, pubkey,

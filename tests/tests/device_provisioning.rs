@@ -198,12 +198,7 @@ fn bundle_sealed_to_the_device_recipient_needs_no_key() {
     let out = d.firstboot("pubkey", None);
     let recipient: age::x25519::Recipient =
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 5).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&recipient, NEW, 5);
     assert!(!d.boot().join("bundle").exists());
 }
 
@@ -251,12 +246,7 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
         .trim()
         .parse()
         .unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 9).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&recipient, NEW, 9);
 }
 
 #[test]

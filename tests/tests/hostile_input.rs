@@ -567,12 +567,7 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
     };
     let out = flash("card.img", &[]);
     assert_success(&out, "");
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.join("card.img"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = perm_bits(d.join("card.img"));
     assert_eq!(mode, 0o600);
     // Again onto the earlier flash output: fine.
     let again = flash("card.img", &[]);
@@ -588,11 +583,7 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
     );
     let out = flash("thesis.odt", &["--force"]);
     assert!(out.status.success());
-    let mode = std::fs::metadata(d.join("thesis.odt"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = perm_bits(d.join("thesis.odt"));
     assert_eq!(mode, 0o600);
 }
 

@@ -307,12 +307,8 @@ fn ssh_recipient_image_key_mode_and_fleets() {
     let k = tmp.path().join("k");
     let out = s.bundle(&["--out", k.to_str().unwrap()]);
     assert!(out.status.success());
-    use std::os::unix::fs::PermissionsExt;
     let key = k.join("kiosk.key");
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&key), 0o600);
     let bundle = k.join("kiosk.bundle");
     let out = s.firstboot(&["apply", bundle.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));

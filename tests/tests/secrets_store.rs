@@ -262,11 +262,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["version"], 2);
     assert_eq!(std::fs::read(&out_file).unwrap(), MARKER2.as_bytes());
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&out_file), 0o600);
     // A key that is not a recipient: exit 10.
     let other = f.dir.join("other.key");
     std::fs::write(&other, secret_string(&age::x25519::Identity::generate())).unwrap();
@@ -556,11 +552,7 @@ fn audit_rekey_export_and_import() {
         &f,
         &["export", backup.to_str().unwrap(), "--identity", key],
     ));
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&backup), 0o600);
     assert!(!file_contains(&backup, MARKER.as_bytes()));
     let tarball = f.dir.join("backup.tar");
     std::fs::write(&tarball, age_decrypt(&bob_key, &backup)).unwrap();
