@@ -52,6 +52,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `build-image build RECIPE --out OUT`, not started yet.
+pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
+    let mut c = Command::new(bin("build-image"));
+    c.arg("build").arg(recipe).arg("--out").arg(out);
+    c
+}
+
 /// Partitions as `sfdisk --json` reports them: (start bytes, size bytes, type, name).
 pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
     let out = command("sfdisk")

@@ -31,11 +31,7 @@ fn build_demo(extra: &[&str]) -> Built {
     .unwrap();
     let out = tmp.path().join("out");
     let mut transcript = Transcript::default();
-    let built = transcript.ok(Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let built = transcript.ok(build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .args(extra)
         .env("DEMO_MOTD", format!("hello\n{ENV_MARKER}\n")));
     let image = out.join("demo.img");
@@ -373,11 +369,7 @@ fn missing_secrets_are_listed_together_and_nothing_is_written() {
     std::fs::remove_file(recipe_dir.join("secrets/wifi_psk.txt")).unwrap();
     std::fs::remove_file(recipe_dir.join("secrets/app.env")).unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .env_remove("DEMO_MOTD")
         .output()
         .unwrap();
@@ -406,13 +398,7 @@ fn unknown_recipe_field_is_a_precise_error() {
         .unwrap()
         .replace("table = \"gpt\"", "table = \"gpt\"\ncolour = 1");
     std::fs::write(&p, text).unwrap();
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(&p)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .output()
-        .unwrap();
+    let r = build_cmd(&p, &tmp.path().join("out")).output().unwrap();
     assert_eq!(r.status.code(), Some(3));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
@@ -432,11 +418,7 @@ fn unknown_template_placeholder_fails_the_build() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(5));
@@ -503,11 +485,7 @@ fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
         return;
     }
     let build = |out: &Path| {
-        let r = Command::new(bin("build-image"))
-            .arg("build")
-            .arg(workspace().join("image-recipes/demo/recipe.toml"))
-            .arg("--out")
-            .arg(out)
+        let r = build_cmd(&workspace().join("image-recipes/demo/recipe.toml"), out)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .env_remove("DEMO_MOTD")
             .output()

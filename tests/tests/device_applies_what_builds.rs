@@ -27,6 +27,15 @@ fn build(dir: &Path, recipe: &str) -> Output {
         .unwrap()
 }
 
+/// `build-image check` of the recipe [`build`] wrote in `dir`.
+fn check(dir: &Path) -> Output {
+    Command::new(bin("build-image"))
+        .arg("check")
+        .arg(dir.join("recipe.toml"))
+        .output()
+        .unwrap()
+}
+
 fn secret(name: &str, path: &str, owner: &str, mode: &str) -> String {
     format!(
         "[secrets.{name}]\ntype = \"single-line\"\npath = \"{path}\"\nowner = \"{owner}\"\nmode = \"{mode}\"\nsource = {{ file = \"{name}.txt\" }}\n\n"
@@ -91,12 +100,8 @@ fn recipes_the_device_cannot_apply_are_refused_with_exit_3() {
         assert!(!contains(&out.stderr, b"MARKER-value"));
         assert!(!dir.join("out").exists(), "{expect}: output left behind");
         // `check` refuses it the same way.
-        let check = Command::new(bin("build-image"))
-            .arg("check")
-            .arg(dir.join("recipe.toml"))
-            .output()
-            .unwrap();
-        assert_eq!(check.status.code(), Some(3), "check, {expect}");
+        let checked = check(dir);
+        assert_eq!(checked.status.code(), Some(3), "check, {expect}");
     }
 }
 
@@ -280,17 +285,10 @@ fn shared_ssh_host_keys_are_flagged_at_build_time() {
     );
     std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
     let expect = "ships SSH host keys (/etc/ssh/ssh_host_ed25519_key)";
-    let check = Command::new(bin("build-image"))
-        .arg("check")
-        .arg(dir.join("recipe.toml"))
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&check.stderr).contains(expect));
-    let out = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(dir.join("recipe.toml"))
-        .args(["--no-zst", "--json", "--out"])
-        .arg(dir.join("out"))
+    let checked = check(dir);
+    assert!(String::from_utf8_lossy(&checked.stderr).contains(expect));
+    let out = build_cmd(&dir.join("recipe.toml"), &dir.join("out"))
+        .args(["--no-zst", "--json"])
         .output()
         .unwrap();
     assert_success(&out, "");
@@ -302,10 +300,6 @@ fn shared_ssh_host_keys_are_flagged_at_build_time() {
     assert!(manifest["warnings"][0].as_str().unwrap().contains(expect));
     // Without the private key, no warning.
     std::fs::remove_file(root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
-    let check = Command::new(bin("build-image"))
-        .arg("check")
-        .arg(dir.join("recipe.toml"))
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&check.stderr).contains("host keys"));
+    let checked = check(dir);
+    assert!(!String::from_utf8_lossy(&checked.stderr).contains("host keys"));
 }

@@ -240,13 +240,9 @@ fn inject_refuses_an_image_without_a_fat_boot_partition() {
 }
 
 fn fleet(args: &[&str], devices: &Path, out: &Path) -> std::process::Output {
-    Command::new(bin("build-image"))
-        .arg("build")
-        .arg(workspace().join("image-recipes/demo/recipe.toml"))
+    build_cmd(&workspace().join("image-recipes/demo/recipe.toml"), out)
         .arg("--devices")
         .arg(devices)
-        .arg("--out")
-        .arg(out)
         .args(args)
         .output()
         .unwrap()
@@ -430,13 +426,9 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     std::fs::remove_file(recipe_dir.join("secrets/wifi_psk.txt")).unwrap();
     std::fs::write(&devices, "name,wifi_psk\nhas,p\nlacks-1,\nlacks-2,\n").unwrap();
     let out = tmp.path().join("out-missing");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .arg("--devices")
         .arg(&devices)
-        .arg("--out")
-        .arg(&out)
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(4));

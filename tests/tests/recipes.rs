@@ -16,15 +16,14 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(workspace().join("image-recipes/raspberry-pi/recipe.toml"))
-        .arg("--out")
-        .arg(&out)
-        .env("WIFI_PSK", "MARKER-pi-psk")
-        .env("PI_PASSWORD", "MARKER-pi-password")
-        .output()
-        .unwrap();
+    let r = build_cmd(
+        &workspace().join("image-recipes/raspberry-pi/recipe.toml"),
+        &out,
+    )
+    .env("WIFI_PSK", "MARKER-pi-psk")
+    .env("PI_PASSWORD", "MARKER-pi-password")
+    .output()
+    .unwrap();
     assert_success(&r, "");
     let img = out.join("pi.img");
     let o = command("sfdisk").arg("--json").arg(&img).output().unwrap();

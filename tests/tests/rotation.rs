@@ -375,34 +375,24 @@ fn a_mode_change_alone_counts_as_a_change() {
     let s = Setup::new();
     let recipient = s.pubkey();
     let o = s.dir.parent().unwrap().join("out");
-    let out = s.bundle(&["--out", o.to_str().unwrap(), "--recipient", &recipient]);
-    assert!(out.status.success());
-    s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    // Bundle the recipe for kiosk (sealed to it) and apply it there.
+    let bundle_and_apply = |extra: &[&str]| {
+        let mut args = vec!["--out", o.to_str().unwrap(), "--recipient", &recipient];
+        args.extend_from_slice(extra);
+        let out = s.bundle(&args);
+        assert!(out.status.success());
+        s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None)
+    };
+    bundle_and_apply(&[]);
     s.calls();
     // The same values again (a new bundle): nothing changed.
-    let out = s.bundle(&[
-        "--out",
-        o.to_str().unwrap(),
-        "--recipient",
-        &recipient,
-        "--force",
-    ]);
-    assert!(out.status.success());
-    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    let err = bundle_and_apply(&["--force"]);
     assert!(err.contains("no secret changed"), "{err}");
     assert!(s.calls().is_empty());
     // Only the mode of api_token changes.
     let recipe = RECIPE.replace("mode = \"0440\"", "mode = \"0400\"");
     std::fs::write(s.dir.join("recipe.toml"), recipe).unwrap();
-    let out = s.bundle(&[
-        "--out",
-        o.to_str().unwrap(),
-        "--recipient",
-        &recipient,
-        "--force",
-    ]);
-    assert!(out.status.success());
-    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    let err = bundle_and_apply(&["--force"]);
     assert!(err.contains("changed: api_token\n"), "{err}");
     assert_eq!(s.calls(), ["try-restart -- app.service"]);
 }
