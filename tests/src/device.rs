@@ -142,6 +142,15 @@ impl DeviceTree {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// The names in the state directory `/var/lib/sealed-secrets`.
+    pub fn state_dir_names(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join("var/lib/sealed-secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     pub fn identity_file(&self) -> PathBuf {
         self.root.join("var/lib/sealed-secrets/identity")
     }

@@ -449,12 +449,15 @@ fn unit_file_passes_systemd_analyze_verify() {
         units.join("sealed-firstboot.service"),
     )
     .unwrap();
-    let out = command("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("sealed-firstboot.service")
-        .output()
-        .unwrap();
+    let verify = || {
+        command("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.path().display()))
+            .arg("sealed-firstboot.service")
+            .output()
+            .unwrap()
+    };
+    let out = verify();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -470,12 +473,7 @@ fn unit_file_passes_systemd_analyze_verify() {
     );
     // The check is real: without the binary it fails.
     std::fs::remove_file(root.path().join("usr/bin/sealed-firstboot")).unwrap();
-    let out = command("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("sealed-firstboot.service")
-        .output()
-        .unwrap();
+    let out = verify();
     assert!(!out.status.success(), "verify passed without the binary");
 }
 

@@ -105,30 +105,13 @@ fn recipes_the_device_cannot_apply_are_refused_with_exit_3() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 /// Property: whatever `build-image` accepts provisions and unseals on a
 /// device tree, every secret at its path with its mode. Recipes are
 /// generated from pieces that hit every rule (reserved names, long
 /// components, clashes, owners and ids at and past the limits, modes).
 #[test]
 fn whatever_build_image_accepts_the_device_applies() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = Rng::time_seed();
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -181,7 +164,7 @@ fn whatever_build_image_accepts_the_device_applies() {
     ];
     let (mut accepted, mut refused) = (0, 0);
     for case in 0..400 {
-        let count = 1 + rng.next() % 4;
+        let count = 1 + rng.next_u64() % 4;
         let mut recipe = String::new();
         let mut expect = BTreeMap::new();
         for i in 0..count {

@@ -187,27 +187,12 @@ fn concurrent_runners_never_lose_a_secret() {
         assert_eq!(d.store(), map(NEW), "round {round}");
         assert_eq!(d.live(), map(NEW), "round {round}");
         assert!(!d.boot().exists(), "round {round}: bundle or key left");
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = d.state_dir_names();
         assert_eq!(
             names.iter().filter(|n| n.starts_with("store-")).count(),
             1,
             "round {round}: {names:?}"
         );
-    }
-}
-
-/// A small deterministic generator (the seed is printed on failure).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -217,11 +202,7 @@ impl Rng {
 /// the new secrets, nothing of the bundle or key left, no leftovers.
 #[test]
 fn provision_killed_at_random_moments_never_loses_a_secret() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = Rng::time_seed();
     let mut rng = Rng(seed);
     // How long an undisturbed provision takes here.
     let timing = {
@@ -247,7 +228,7 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
         let new_bundle = bundle::seal(&k2, &contents(NEW), 2000).unwrap();
         d.place(&new_bundle, Some(&k2));
         let mut child = d.cmd("provision").stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rng.next() % window));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % window));
         let _ = child.kill();
         let _ = child.wait();
 
@@ -274,10 +255,9 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
         assert_eq!(d.store(), map(NEW), "{ctx}");
         assert_eq!(d.live(), map(NEW), "{ctx}");
         assert!(!d.boot().exists(), "{ctx}: bundle or key left");
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let names: Vec<String> = d
+            .state_dir_names()
+            .into_iter()
             .filter(|n| n != ".lock" && n != "identity" && n != "current")
             .collect();
         assert_eq!(names.len(), 1, "{ctx}: leftovers {names:?}");

@@ -77,11 +77,7 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
             "{fp}: something of the bundle or key left"
         );
         // No leftovers in the store directory.
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = d.state_dir_names();
         assert_eq!(
             names.iter().filter(|n| n.starts_with("store-")).count(),
             1,
