@@ -6,17 +6,6 @@ use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ESP_ONLY: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-"#;
-
 fn write_recipe(dir: &Path, secrets: &str) -> PathBuf {
     let p = dir.join("recipe.toml");
     std::fs::write(&p, format!("{ESP_ONLY}\n{secrets}")).unwrap();

@@ -70,6 +70,14 @@ fn with_stdin(t: &mut Transcript, mut c: Command, input: &[u8]) -> Output {
     out
 }
 
+/// A fixture with an initialised store, and the transcript of that.
+fn initialised() -> (Fixture, Transcript) {
+    let f = fixture();
+    let mut t = Transcript::default();
+    init(&f, &mut t);
+    (f, t)
+}
+
 fn init(f: &Fixture, t: &mut Transcript) {
     t.ok(&mut cmd(f, &["init", "--recipient", &f.recipient]));
 }
@@ -380,9 +388,7 @@ fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
     if !require_tool_from("age", "age") {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     t.ok(&mut cmd(
         &f,
         &[
@@ -438,9 +444,7 @@ fn failed_commands_leave_the_store_as_it_was() {
     if !require_tool_from("age", "age") {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     for name in ["A_ONE", "B_TWO"] {
         let o = with_stdin(&mut t, cmd(&f, &["set", name]), MARKER.as_bytes());
         assert!(o.status.success(), "{}", text(&o));
@@ -509,9 +513,7 @@ fn audit_rekey_export_and_import() {
     if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     let o = with_stdin(
         &mut t,
         cmd(&f, &["set", "WIFI_PSK", "--description", "Wi-Fi"]),
@@ -620,16 +622,8 @@ fn audit_rekey_export_and_import() {
     assert_no_marker(&f, &t, &[MARKER, MARKER2]);
 }
 
-const ESP_ONLY: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-
+/// The secret of the recipe (after [`ESP_ONLY`]): from the store.
+const WIFI_FROM_STORE: &str = r#"
 [secrets.wifi_psk]
 type = "single-line"
 description = "WPA2 passphrase of the site Wi-Fi"
@@ -653,7 +647,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     let f = fixture();
     let mut t = Transcript::default();
     let recipe = f.dir.join("recipe.toml");
-    std::fs::write(&recipe, ESP_ONLY).unwrap();
+    std::fs::write(&recipe, format!("{ESP_ONLY}{WIFI_FROM_STORE}")).unwrap();
     let check = |t: &mut Transcript, extra: &[&str]| {
         let mut c = Command::new(bin("build-image"));
         c.arg("check").arg(&recipe).args(extra);
@@ -892,9 +886,7 @@ fn a_value_typed_on_a_terminal_is_not_echoed() {
         return;
     }
     use std::io::Read;
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     let command = format!(
         "{} store --store {} set TYPED_SECRET",
         bin("build-image").display(),
