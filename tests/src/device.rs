@@ -1,7 +1,7 @@
 //! A device root for the device-side tests: a temp tree with passwd/group
 //! and `/boot/efi`, driven through the real `sealed-firstboot` binary.
 
-use crate::{bin, device_tree};
+use crate::{assert_success, bin, device_tree};
 use sealed_firstboot::bundle::{Contents, ImageKey, Manifest, SecretEntry, SecretType};
 use sealed_firstboot::store::{State, Store};
 use std::collections::BTreeMap;
@@ -132,12 +132,7 @@ impl DeviceTree {
     /// Run CMD; it must succeed and print no value. Returns its stdout, trimmed.
     pub fn ok(&self, cmd: &str) -> String {
         let out = self.firstboot(cmd, None);
-        assert!(
-            out.status.success(),
-            "{cmd} failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, cmd);
         assert_no_marker(&out);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -185,11 +180,7 @@ impl DeviceTree {
                 .arg(e.path())
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "age -d {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out, format!("age -d {name}"));
             m.insert(
                 name.trim_end_matches(".age").to_owned(),
                 String::from_utf8(out.stdout).unwrap(),

@@ -79,11 +79,7 @@ pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
         .arg(image)
         .output()
         .expect("sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "sfdisk --json");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
     // Without the device node names, which repeat the file name.
     let mut parts = v["partitiontable"]["partitions"]
@@ -139,11 +135,7 @@ pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
             .arg(dest.join(f))
             .output()
             .expect("running mcopy");
-        assert!(
-            out.status.success(),
-            "mcopy {f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("mcopy {f}"));
     }
 }
 
@@ -160,10 +152,6 @@ pub fn firstboot(root: &Path, cmd: &str) -> Output {
 /// [`firstboot`] that must succeed.
 pub fn firstboot_ok(root: &Path, cmd: &str) -> Output {
     let out = firstboot(root, cmd);
-    assert!(
-        out.status.success(),
-        "sealed-firstboot {cmd} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, format!("sealed-firstboot {cmd}"));
     out
 }
