@@ -191,3 +191,30 @@ impl Rng {
         &items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_needs_a_non_empty_needle() {
+        assert!(contains(b"abcMARKdef", b"MARK"));
+        assert!(!contains(b"abcMARdef", b"MARK"));
+        assert!(!contains(b"abc", b""));
+    }
+
+    #[test]
+    fn file_contains_finds_a_needle_across_read_chunks() {
+        let dir = std::env::temp_dir().join(format!("testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        // The needle straddles the 4 MiB read buffer's end.
+        let at = (4 << 20) - 3;
+        sparse_file(&p, 8 << 20, &[(at, b"NEEDLE".to_vec())]);
+        assert!(file_contains(&p, b"NEEDLE"));
+        assert!(!file_contains(&p, b"NEEDLES"));
+        assert_eq!(files_containing(&dir, b"NEEDLE"), vec![p.clone()]);
+        assert_eq!(read_range(&p, at, 6), b"NEEDLE");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

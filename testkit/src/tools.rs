@@ -76,3 +76,19 @@ pub fn require_tools_from(pairs: &[(&str, &str)]) -> bool {
 pub fn require_root(what: &str) -> bool {
     rustix::process::geteuid().is_root() || unavailable(&format!("root for {what}"), "run as root")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_found_by_name_and_run_by_path() {
+        let sh = find_tool("sh").expect("sh is installed");
+        assert!(sh.is_absolute());
+        assert_eq!(find_tool("no-such-tool-testkit"), None);
+        let out = crate::run_ok("sh", &["-c", "echo $LC_ALL"]);
+        assert_eq!(crate::stdout(&out), "C\n");
+        let out = crate::run(&sh, &["-c", "exit 3"]);
+        crate::assert_exit(&out, 3, "sh");
+    }
+}
