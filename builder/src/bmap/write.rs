@@ -275,6 +275,7 @@ mod tests {
     use super::*;
     use crate::output::sparse::testing::*;
     use std::path::PathBuf;
+    use testkit::*;
 
     /// (ImageSize, BlockSize, BlocksCount, MappedBlocksCount, ranges) of a
     /// bmap file, parsed loosely (whitespace-insensitive).

@@ -28,8 +28,6 @@ pub mod slice;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testutil;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};

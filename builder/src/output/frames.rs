@@ -366,8 +366,8 @@ pub fn overlay_of(
 
 #[cfg(test)]
 mod tests {
-    use super::super::sparse::testing::*;
     use super::*;
+    use testkit::*;
 
     fn decode(zst: &Path) -> Vec<u8> {
         let mut v = Vec::new();

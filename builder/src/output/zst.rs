@@ -85,8 +85,8 @@ fn write_zeros(w: &mut impl Write, mut n: u64, buf: &mut [u8]) -> io::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::super::sparse::testing::*;
     use super::*;
+    use testkit::*;
 
     fn decode(zst: &Path) -> Vec<u8> {
         let mut v = Vec::new();
