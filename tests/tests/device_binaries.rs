@@ -45,7 +45,9 @@ fn every_architecture_is_static_small_and_runs() {
         );
         return;
     }
-    if !require_tool("file", "file") || !require_tool("qemu-aarch64-static", "qemu-user-static") {
+    if !require_tool_from("file", "file")
+        || !require_tool_from("qemu-aarch64-static", "qemu-user-static")
+    {
         return;
     }
     let sums = Command::new("sha256sum")

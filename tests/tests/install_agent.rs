@@ -24,7 +24,7 @@ fn tools() -> bool {
         ("e2fsck", "e2fsprogs"),
     ]
     .iter()
-    .all(|(t, p)| require_tool(t, p))
+    .all(|(t, p)| require_tool_from(t, p))
 }
 
 fn sh(script: &str, dir: &Path) {
@@ -458,7 +458,7 @@ source = { env = "TOKEN" }
 
 #[test]
 fn xz_images_are_read_like_the_official_ones() {
-    if !tools() || !require_tool("xz", "xz-utils") {
+    if !tools() || !require_tool_from("xz", "xz-utils") {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -77,7 +77,7 @@ fn rendered_files_parse_back_to_the_values() {
         eprintln!("SKIP: python3-gi not installed (Debian python3-gi, gir1.2-glib-2.0)");
         return;
     };
-    if !require_tool("dash", "dash") || !require_tool("bash", "bash") {
+    if !require_tool_from("dash", "dash") || !require_tool_from("bash", "bash") {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -273,7 +273,6 @@ fn overwrite(b: &mut Vec<u8>, pos: usize, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::sparse::testing::*;
     use std::path::PathBuf;
     use testkit::*;
 
