@@ -246,7 +246,8 @@ pub fn build_fleet(
                         std::fs::create_dir_all(parent)
                             .map_err(io_err(format!("creating {}", parent.display())))?;
                     }
-                    write_private(&p, &f.data).map_err(io_err(format!("writing {}", p.display())))
+                    crate::sealing::write_private(&p, &f.data)
+                        .map_err(io_err(format!("writing {}", p.display())))
                 }),
             }
         })();
@@ -309,17 +310,4 @@ pub fn build_fleet(
         opts.out_dir.display()
     )))?;
     Ok(FleetReport { devices: reports })
-}
-
-/// A bundle or embedded key file: created 0600.
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }

@@ -90,15 +90,20 @@ impl Sealed {
         let (KeyMode::Separate, Some(k)) = (&self.mode, &self.key) else {
             return Ok(false);
         };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(k.to_file_text().as_bytes())?;
-        f.sync_all()?;
+        write_private(path, k.to_file_text().as_bytes())?;
         Ok(true)
     }
+}
+
+/// A new file only its owner can read (0600), synced: keys and bundles.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 /// Overwrite the data of boot files (which may hold an embedded key).

@@ -19,7 +19,7 @@ use crate::secrets::{self, Override, SecretsError};
 use sealed_firstboot::bundle::{Contents, Stamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct BundleOptions {
     pub out_dir: PathBuf,
@@ -189,7 +189,7 @@ fn write(
     let mut bundles = Vec::new();
     for (device, stem, s, secrets) in &sealed {
         let bundle_name = format!("{stem}.bundle");
-        write_private(&staging.path(&bundle_name), &s.bundle)
+        crate::sealing::write_private(&staging.path(&bundle_name), &s.bundle)
             .map_err(io_err(format!("writing {bundle_name}")))?;
         let key_name = format!("{stem}.key");
         let wrote_key = s
@@ -215,17 +215,4 @@ fn write(
         opts.out_dir.display()
     )))?;
     Ok(BundleReport { bundles })
-}
-
-/// A bundle file: created 0600 (it is sealed, but it is nobody else's).
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }

@@ -24,8 +24,8 @@ pub struct DiskInfo {
     pub partitions: Vec<PartInfo>,
 }
 
-/// One partition of an image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One partition of an image (as `inspect --json` prints it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartInfo {
     /// Partition number (1-based; MBR logical partitions start at 5).
     pub index: u32,
@@ -40,8 +40,10 @@ pub struct PartInfo {
     /// GPT partition GUID (uppercase) or MBR PARTUUID (`1234abcd-01`).
     pub uuid: Option<String>,
     /// FAT filesystem in a partition whose type says FAT or ESP.
+    #[serde(skip)]
     pub is_fat_boot_candidate: bool,
     /// Filesystem found at the start of the partition: `vfat`, `ext4`, `ext3`, `ext2`.
+    #[serde(rename = "filesystem")]
     pub fs_type: Option<String>,
     /// Filesystem label (FAT volume label or ext label), if any.
     pub fs_label: Option<String>,

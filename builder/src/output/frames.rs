@@ -366,14 +366,9 @@ pub fn overlay_of(
 
 #[cfg(test)]
 mod tests {
+    use super::super::zst::tests::decode;
     use super::*;
     use testkit::*;
-
-    fn decode(zst: &Path) -> Vec<u8> {
-        let mut v = Vec::new();
-        zstd::stream::copy_decode(File::open(zst).unwrap(), &mut v).unwrap();
-        v
-    }
 
     /// A device's .zst and .bmap built from the base and an overlay equal
     /// what compressing and mapping the device's full image would give.

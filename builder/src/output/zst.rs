@@ -84,11 +84,12 @@ fn write_zeros(w: &mut impl Write, mut n: u64, buf: &mut [u8]) -> io::Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use testkit::*;
 
-    fn decode(zst: &Path) -> Vec<u8> {
+    /// Decompress a whole `.zst` file (for tests here and in `frames`).
+    pub(crate) fn decode(zst: &Path) -> Vec<u8> {
         let mut v = Vec::new();
         zstd::stream::copy_decode(File::open(zst).unwrap(), &mut v).unwrap();
         v
