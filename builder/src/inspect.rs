@@ -89,7 +89,7 @@ pub fn inspect(
         table: format!("{:?}", info.table).to_lowercase(),
         disk_id: info.disk_id.clone(),
         size: info.size,
-        partitions: info.partitions.iter().cloned().collect(),
+        partitions: info.partitions.to_vec(),
         boot_partition: boot.map(|p| p.index),
         bundle: bundle_info,
         embedded_key,
