@@ -9,8 +9,9 @@
 
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
+use crate::io::sparse;
 use crate::output::manifest::{self, SecretInfo};
-use crate::output::{sparse, zst};
+use crate::output::zst;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::sealing::{self, KeyMode};

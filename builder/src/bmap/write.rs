@@ -12,7 +12,7 @@
 //! mapped blocks and checks every range's checksum.
 
 use super::{hex, BmapRange, BLOCK_SIZE, BMAP_VERSION};
-use crate::output::sparse::{data_segments, read_exact_at};
+use crate::io::sparse::{data_segments, read_exact_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -709,7 +709,7 @@ fn a_one_gib_image_is_sparse() {
         meta_len > 64 * 1024,
         "FAT metadata region of {meta_len} bytes"
     );
-    let segs = crate::output::sparse::data_segments(&file, meta.len()).unwrap();
+    let segs = crate::io::sparse::data_segments(&file, meta.len()).unwrap();
     let covered = segs
         .iter()
         .any(|&(s, e)| s <= esp.start && esp.start + meta_len <= e);

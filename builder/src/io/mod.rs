@@ -1,8 +1,10 @@
-//! Byte streams shared by the commands: compressed images (detected by
-//! their magic, decoded one way) and sparse writing (all-zero blocks become
-//! holes).
+//! The I/O room: byte streams shared by the commands. Compressed images
+//! (detected by their magic, decoded one way), sparse files (where the data
+//! is, copies that keep the holes), the one zero-skipping writer, the
+//! worker thread count.
 
 pub mod compressed;
+pub mod sparse;
 pub mod sparse_write;
 
 /// Fill `buf` from `r` as far as it goes: fewer bytes only at the end of

@@ -9,8 +9,8 @@
 //! recompresses only the others, and its `.bmap` keeps the base's range
 //! hashes except for ranges that hold changed blocks.
 
-use super::sparse::{data_segments, read_exact_at};
 use crate::bmap::{BmapRange, BLOCK_SIZE};
+use crate::io::sparse::{data_segments, read_exact_at};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -4,7 +4,6 @@
 
 pub mod frames;
 pub mod manifest;
-pub mod sparse;
 pub mod staging;
 pub mod sums;
 pub mod zst;

@@ -4,9 +4,9 @@
 //! included), so `zstd -d`, `zstd -t`, `unzstd`, `bmaptool copy` and the
 //! `zstd` crate's decoder all read it. The image is streamed: data segments
 //! are read from disk, holes are fed to the compressor as zeros without
-//! touching the disk (see [`super::sparse::data_segments`]).
+//! touching the disk (see [`crate::io::sparse::data_segments`]).
 
-use super::sparse::{data_segments, read_exact_at};
+use crate::io::sparse::{data_segments, read_exact_at};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
