@@ -172,7 +172,7 @@ impl FatFile {
     }
 }
 
-/// Result of [`super::assemble`] (and of [`plan`]).
+/// Result of [`super::assemble_with`] (and of [`plan`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assembled {
     /// Image size in bytes.

@@ -1,6 +1,6 @@
 //! Disk images without root or loop devices.
 //!
-//! * [`assemble`] writes a sparse GPT or MBR image: FAT partitions with
+//! * [`assemble_with`] writes a sparse GPT or MBR image: FAT partitions with
 //!   `fatfs`, ext4 with `mke2fs -d` (the standard tool), raw partition images
 //!   copied in sparsely. One file per step: [`layout`] (types, sizes,
 //!   placement), [`gpt`], [`mbr`], [`fat`], [`ext4`], and [`slice`] (the
