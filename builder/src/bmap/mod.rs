@@ -45,10 +45,8 @@ pub enum BmapError {
     Invalid(String),
 }
 
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Lowercase hex of a digest (the bundle module's one helper).
+pub use sealed_firstboot::bundle::hex;
 
 /// Largest bmap file accepted (a multi-terabyte image with a fragmented map
 /// stays far below this).

@@ -19,7 +19,7 @@ mod template;
 
 pub use error::BundleError;
 pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
-pub use key::{ImageKey, KeyId};
+pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
     check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
     validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
