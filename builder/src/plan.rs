@@ -3,8 +3,8 @@
 //! the build host).
 
 use crate::error::{io_err, BuildError};
-use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
-use crate::recipe::{self, PartitionType, Recipe};
+use crate::image::{FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
+use crate::recipe::{PartitionType, Recipe};
 use std::path::Path;
 
 /// The number of the partition that holds the bundle.
@@ -23,19 +23,14 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
     let mut boot_files = Some(boot_files);
     let mut partitions = Vec::new();
     for p in &recipe.partitions {
-        let size = image::parse_size(&p.size)?;
+        let size = p.size.0;
         let mut kind = match p.kind {
             PartitionType::Esp => PartitionKind::Esp,
             PartitionType::Fat => PartitionKind::Fat,
             PartitionType::Linux => PartitionKind::LinuxFs,
         };
         if p.type_guid.is_some() || p.mbr_type.is_some() {
-            let mbr_type = match &p.mbr_type {
-                Some(t) => recipe::parse_u8_id(t).map_err(|e| {
-                    BuildError::Invalid(format!("partition {}: mbr-type {e}", p.label))
-                })?,
-                None => kind.mbr_type(),
-            };
+            let mbr_type = p.mbr_type.map_or_else(|| kind.mbr_type(), |t| t.0);
             kind = PartitionKind::Other {
                 gpt_type: p.type_guid.unwrap_or_else(|| kind.gpt_type()),
                 mbr_type,
@@ -57,14 +52,7 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
                     if p.secrets {
                         files.extend(boot_files.take().unwrap_or_default());
                     }
-                    let volume_id = p
-                        .volume_id
-                        .as_deref()
-                        .map(recipe::parse_u32_id)
-                        .transpose()
-                        .map_err(|e| {
-                            BuildError::Invalid(format!("partition {}: volume-id {e}", p.label))
-                        })?;
+                    let volume_id = p.volume_id.map(|v| v.0);
                     PartitionContent::Fat {
                         volume_label: p.label.to_uppercase().chars().take(11).collect(),
                         volume_id,
@@ -89,24 +77,13 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
             content,
         });
     }
-    let disk_signature = recipe
-        .image
-        .disk_signature
-        .as_deref()
-        .map(recipe::parse_u32_id)
-        .transpose()
-        .map_err(|e| BuildError::Invalid(format!("image.disk-signature {e}")))?;
+    let disk_signature = recipe.image.disk_signature.map(|v| v.0);
     Ok(Layout {
         table: recipe.image.table,
         disk_guid: recipe.image.disk_guid,
         disk_signature,
         partitions,
-        total_size: recipe
-            .image
-            .size
-            .as_deref()
-            .map(image::parse_size)
-            .transpose()?,
+        total_size: recipe.image.size.map(|s| s.0),
     })
 }
 

@@ -76,11 +76,11 @@ pub struct ImageSection {
     #[serde(default)]
     pub table: TableKind,
     /// Total size; default: the partitions plus alignment and GPT backup.
-    pub size: Option<String>,
+    pub size: Option<Size>,
     /// GPT disk GUID (fix it for reproducible images).
     pub disk_guid: Option<uuid::Uuid>,
     /// MBR disk signature, e.g. "0x1234abcd".
-    pub disk_signature: Option<String>,
+    pub disk_signature: Option<Id32>,
 }
 
 pub use crate::image::TableKind;
@@ -102,12 +102,12 @@ pub struct PartitionSection {
     pub label: String,
     #[serde(rename = "type")]
     pub kind: PartitionType,
-    pub size: String,
+    pub size: Size,
     /// Override the partition type GUID (GPT), e.g. the root partition type
     /// of the Discoverable Partitions Specification.
     pub type_guid: Option<uuid::Uuid>,
     /// Override the partition type byte (MBR), e.g. "0x0e".
-    pub mbr_type: Option<String>,
+    pub mbr_type: Option<Id8>,
     /// Partition UUID (GPT), fixed for reproducible images.
     pub uuid: Option<uuid::Uuid>,
     /// MBR bootable flag.
@@ -121,7 +121,7 @@ pub struct PartitionSection {
     #[serde(default)]
     pub files: BTreeMap<String, PathBuf>,
     /// FAT volume id, e.g. "0x1234abcd".
-    pub volume_id: Option<String>,
+    pub volume_id: Option<Id32>,
     /// ext4 from a directory or tarball (`mke2fs -d`).
     pub source: Option<PathBuf>,
     /// ext4 filesystem UUID.
@@ -222,6 +222,43 @@ fn root() -> String {
 }
 fn mode_0400() -> Mode {
     Mode(0o400)
+}
+
+/// A size from the recipe (`"64MiB"`, `"2G"`, `"4096"`), parsed when the
+/// recipe is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::image::parse_size(&s)
+            .map(Size)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 32-bit id from the recipe (`"0x1234abcd"` or decimal): a disk
+/// signature or a FAT volume id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id32(pub u32);
+
+impl<'de> Deserialize<'de> for Id32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id32, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_u32_id(&s).map(Id32).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An MBR partition type byte from the recipe (`"0x83"` or decimal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id8(pub u8);
+
+impl<'de> Deserialize<'de> for Id8 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id8, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_u8_id(&s).map(Id8).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A permission mode from the recipe (`"0400"`, `"640"`, `"0o600"`), parsed
@@ -417,9 +454,6 @@ impl Recipe {
             if p.image.is_some() && (p.source.is_some() || !p.files.is_empty()) {
                 return Err(self.invalid(format!("{what}: `image` copies a partition image as is; it excludes `source` and `files`")));
             }
-            if let Some(t) = &p.mbr_type {
-                parse_u8_id(t).map_err(|e| self.invalid(format!("{what}: mbr-type {e}")))?;
-            }
             if p.secrets && p.image.is_some() {
                 return Err(self.invalid(format!(
                     "{what}: the secrets partition is built by build-image; drop `image`"
@@ -462,7 +496,7 @@ pub fn parse_u8_id(s: &str) -> Result<u8, String> {
         Some(h) => u8::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| "not a byte (e.g. \"0x83\")".to_string())
+    r.map_err(|_| "not a byte such as 0x83".to_string())
 }
 
 /// Parse a hex or decimal 32-bit id such as "0x1234abcd".
@@ -471,7 +505,7 @@ pub fn parse_u32_id(s: &str) -> Result<u32, String> {
         Some(h) => u32::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| "not a 32-bit number (e.g. \"0x1234abcd\")".to_string())
+    r.map_err(|_| "not a 32-bit number such as 0x1234abcd".to_string())
 }
 
 /// toml's messages carry the line and column; make sure they do, and keep
