@@ -96,14 +96,7 @@ pub(crate) fn write_boot_file(
     data: &[u8],
 ) -> Result<(), ImageError> {
     let mut files = vec![FatFile::file(path, data.to_vec())];
-    let result = (|| {
-        let fs = fat::open(dev, boot.start, boot.size)?;
-        fat::write_files(&fs, &files)?;
-        fat::close(fs)?;
-        fat::fix_dot_entries(dev, boot.start)?;
-        dev.sync_all()
-            .map_err(|e| ImageError::io("cannot sync the target", e))
-    })();
+    let result = image::fat_files::fat_write_files_on(dev, boot, &files, "the target");
     crate::sealing::zeroize_files(&mut files);
     result
 }

@@ -44,12 +44,23 @@ pub fn fat_write_files(image: &Path, part: &PartInfo, files: &[FatFile]) -> Resu
     }
     let (file, len) = open_rw(image)?;
     check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
+    fat_write_files_on(&file, part, files, &image.display().to_string())
+}
+
+/// [`fat_write_files`] on an open image or block device (`flash`); `name`
+/// says what it is in messages.
+pub fn fat_write_files_on(
+    file: &File,
+    part: &PartInfo,
+    files: &[FatFile],
+    name: &str,
+) -> Result<(), ImageError> {
+    let fs = fat::open(file, part.start, part.size)?;
     fat::write_files(&fs, files)?;
     fat::close(fs)?;
-    fat::fix_dot_entries(&file, part.start)?;
+    fat::fix_dot_entries(file, part.start)?;
     file.sync_all()
-        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))
+        .map_err(|e| ImageError::io(format!("cannot sync {name}"), e))
 }
 
 /// Overwrite with zeros and delete a file of the partition's FAT
