@@ -224,42 +224,38 @@ fn mode_0400() -> Mode {
     Mode(0o400)
 }
 
+/// `Deserialize` for a newtype from a string, through its parse function:
+/// a bad value is a recipe error naming the line and key.
+macro_rules! parsed_from_string {
+    ($ty:ident, $parse:path) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let s = String::deserialize(d)?;
+                $parse(&s).map($ty).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// A size from the recipe (`"64MiB"`, `"2G"`, `"4096"`), parsed when the
 /// recipe is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
 
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::image::parse_size(&s)
-            .map(Size)
-            .map_err(serde::de::Error::custom)
-    }
-}
+parsed_from_string!(Size, crate::image::parse_size);
 
 /// A 32-bit id from the recipe (`"0x1234abcd"` or decimal): a disk
 /// signature or a FAT volume id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Id32(pub u32);
 
-impl<'de> Deserialize<'de> for Id32 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id32, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_u32_id(&s).map(Id32).map_err(serde::de::Error::custom)
-    }
-}
+parsed_from_string!(Id32, parse_u32_id);
 
 /// An MBR partition type byte from the recipe (`"0x83"` or decimal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Id8(pub u8);
 
-impl<'de> Deserialize<'de> for Id8 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id8, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_u8_id(&s).map(Id8).map_err(serde::de::Error::custom)
-    }
-}
+parsed_from_string!(Id8, parse_u8_id);
 
 /// A permission mode from the recipe (`"0400"`, `"640"`, `"0o600"`), parsed
 /// once when the recipe is read: a bad one is a recipe error naming its
@@ -280,12 +276,7 @@ impl std::fmt::Display for Mode {
     }
 }
 
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_mode(&s).map(Mode).map_err(serde::de::Error::custom)
-    }
-}
+parsed_from_string!(Mode, parse_mode);
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
@@ -596,24 +587,17 @@ pub fn redact_quoted(msg: &str) -> String {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-
-[secrets.wifi_psk]
-type = "single-line"
-description = "Wi-Fi passphrase"
-"#;
+    /// One ESP holding one secret.
+    fn minimal() -> String {
+        format!(
+            "{}\n[secrets.wifi_psk]\ntype = \"single-line\"\ndescription = \"Wi-Fi passphrase\"\n",
+            testkit::ESP_ONLY
+        )
+    }
 
     #[test]
     fn minimal_recipe_parses_with_defaults() {
-        let r = Recipe::parse(MINIMAL, Path::new("dir/r.toml")).unwrap();
+        let r = Recipe::parse(&minimal(), Path::new("dir/r.toml")).unwrap();
         let s = &r.secrets["wifi_psk"];
         assert!(s.required);
         assert_eq!(s.owner, "root");
@@ -624,7 +608,7 @@ description = "Wi-Fi passphrase"
 
     #[test]
     fn unknown_field_names_file_line_and_column() {
-        let text = MINIMAL.replace("description =", "colour = \"red\"\ndescription =");
+        let text = minimal().replace("description =", "colour = \"red\"\ndescription =");
         let err = Recipe::parse(&text, Path::new("r.toml"))
             .unwrap_err()
             .to_string();
@@ -633,7 +617,7 @@ description = "Wi-Fi passphrase"
         // could be a value is not. What the table expects is listed.
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert!(err.contains("expected one of"), "{err}");
-        let text = MINIMAL.replace("description =", "Tok3nValue9 = \"red\"\ndescription =");
+        let text = minimal().replace("description =", "Tok3nValue9 = \"red\"\ndescription =");
         let err = Recipe::parse(&text, Path::new("r.toml"))
             .unwrap_err()
             .to_string();
@@ -655,7 +639,7 @@ description = "Wi-Fi passphrase"
             ("description =", "mode = \"999\"\ndescription ="),
             ("secrets = true", "secrets = false"),
         ] {
-            let text = MINIMAL.replace(from, to);
+            let text = minimal().replace(from, to);
             let r = Recipe::parse(&text, Path::new("r.toml")).and_then(|r| r.validate_layout());
             assert!(r.is_err(), "{to} accepted");
         }

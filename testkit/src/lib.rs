@@ -16,6 +16,19 @@ pub mod files;
 pub mod run;
 pub mod tools;
 
+/// The head of a recipe for an image of one 64 MiB ESP that holds the
+/// secrets; the `[secrets.*]` tables follow.
+pub const ESP_ONLY: &str = r#"
+[image]
+name = "t"
+
+[[partition]]
+label = "ESP"
+type = "esp"
+size = "64MiB"
+secrets = true
+"#;
+
 pub use files::*;
 pub use run::*;
 pub use tools::*;

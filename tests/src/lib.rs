@@ -52,19 +52,6 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// The head of a recipe for an image of one 64 MiB ESP that holds the
-/// secrets; the `[secrets.*]` tables follow.
-pub const ESP_ONLY: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-"#;
-
 /// `build-image build RECIPE --out OUT`, not started yet.
 pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
     let mut c = Command::new(bin("build-image"));

@@ -45,7 +45,7 @@ impl std::fmt::Display for BoundedError {
 /// refusing anything else at once (opened non-blocking, checked on the
 /// open descriptor), reading at most `limit + 1` bytes.
 pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedError> {
-    use rustix::fs::{FileType, Mode, OFlags};
+    use rustix::fs::{Mode, OFlags};
     let fd = match rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
@@ -56,16 +56,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedE
         Err(e) => return Err(BoundedError::Io(e.into())),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
-    let what = match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => None,
-        FileType::Directory => Some("a directory"),
-        FileType::Fifo => Some("a FIFO"),
-        FileType::CharacterDevice => Some("a character device"),
-        FileType::BlockDevice => Some("a block device"),
-        FileType::Socket => Some("a socket"),
-        _ => Some("not a regular file"),
-    };
-    if let Some(what) = what {
+    if let Some(what) = sealed_firstboot::fsutil::not_regular(st.st_mode) {
         return Err(BoundedError::NotRegular(what));
     }
     if st.st_size as u64 > limit {
