@@ -488,3 +488,47 @@ fn xz_images_are_read_like_the_official_ones() {
         stderr(&refused)
     );
 }
+
+/// Hostile or odd roots: a file where a directory must be, an oversized
+/// config, a /etc/fstab that is a directory. Each is a clear error (exit 6)
+/// and the image is left as it was.
+#[test]
+fn hostile_roots_are_refused_and_left_unchanged() {
+    if !tools() {
+        return;
+    }
+    let mke2fs = format!("mke2fs -q -t ext4 -L rootfs -d root -E offset={ROOT_OFF} stock.img 60M");
+    let cases = [
+        (
+            "rm -rf root/etc/systemd/system && echo x > root/etc/systemd/system",
+            "/etc/systemd/system in the image's root filesystem is not a directory",
+        ),
+        (
+            "head -c 70000 /dev/zero | tr '\\0' '#' > root/etc/sealed-firstboot.conf",
+            "/etc/sealed-firstboot.conf in the image is 70000 bytes",
+        ),
+        (
+            "rm root/etc/fstab && mkdir root/etc/fstab",
+            "its /etc/fstab is not a regular file",
+        ),
+    ];
+    for (tweak, want) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let img = stock(
+            t.path(),
+            "PARTUUID=5ea1ed01-01",
+            &format!("{tweak}\n{mke2fs}"),
+        );
+        let before = std::fs::read(&img).unwrap();
+        let out = inject(
+            &img,
+            &["--in-place", "--agent", "/usr/bin/env", "--embed-key"],
+        );
+        assert_eq!(out.status.code(), Some(6), "{tweak}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{tweak}: {}", stderr(&out));
+        assert!(
+            std::fs::read(&img).unwrap() == before,
+            "{tweak}: a failed inject changed the image"
+        );
+    }
+}

@@ -40,8 +40,11 @@ const ARCH_PROBES: [&str; 5] = [
     "/sbin/init",
 ];
 
-/// Largest agent binary accepted.
+/// Largest agent binary accepted (and largest file read to probe the
+/// architecture).
 const MAX_AGENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest existing `/etc/sealed-firstboot.conf` read (the device's limit).
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
 /// Architectures a device binary is built for (`scripts/build-device-binaries`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -130,6 +133,10 @@ pub enum AgentError {
     BadConfig { line: usize, reason: String },
     #[error("{path} in the image is a directory; refusing to replace it")]
     IsDirectory { path: &'static str },
+    #[error("{0} in the image's root filesystem is not a directory; refusing to write below it")]
+    NotADirectory(String),
+    #[error("{path} in the image is {size} bytes (limit {limit}); refusing to read it")]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("{context}")]
     Io {
         context: String,
@@ -183,7 +190,20 @@ pub fn install(
         None => boot_dir_of(image, &root, boot)?,
     };
     let boot_dir = check_boot_dir(&boot_dir)?;
-    let existing_config = debugfs_cat(image, root.start, CONFIG_PATH)?;
+    let existing_config = match stat(image, root.start, CONFIG_PATH)? {
+        Some(s) if s.kind == Kind::File && s.size > MAX_CONFIG_BYTES => {
+            return Err(AgentError::TooLarge {
+                path: CONFIG_PATH.into(),
+                size: s.size,
+                limit: MAX_CONFIG_BYTES,
+            })
+        }
+        Some(s) if s.kind == Kind::Dir => {
+            return Err(AgentError::IsDirectory { path: CONFIG_PATH })
+        }
+        Some(_) => debugfs_cat(image, root.start, CONFIG_PATH)?,
+        None => None,
+    };
     let config = config_text(existing_config.as_deref(), &boot_dir)?;
     let agent_bytes = read_bounded(&binary)?;
     let dropin = format!(
@@ -283,6 +303,7 @@ enum Kind {
 
 struct Stat {
     kind: Kind,
+    size: u64,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -298,6 +319,7 @@ impl Stat {
             Want::File(bytes, mode) => {
                 self.kind == Kind::File
                     && self.mode == *mode
+                    && self.size == bytes.len() as u64
                     && debugfs_cat(image, offset, path)
                         .ok()
                         .flatten()
@@ -335,6 +357,9 @@ fn stat(image: &Path, offset: u64, path: &str) -> Result<Option<Stat>, AgentErro
         .and_then(|rest| rest.split_once("\"\n").map(|(t, _)| t.to_string()));
     Ok(Some(Stat {
         kind,
+        size: field("Size:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX),
         mode: num("Mode:", 8),
         uid: num("User:", 10),
         gid: num("Group:", 10),
@@ -414,11 +439,7 @@ fn mkdirs(
         }
         match stat(image, offset, &dir)? {
             Some(s) if s.kind == Kind::Dir => {}
-            Some(_) => {
-                return Err(AgentError::NoRoot(format!(
-                    "{dir} in the root filesystem is not a directory"
-                )))
-            }
+            Some(_) => return Err(AgentError::NotADirectory(dir.clone())),
             None => {
                 line(script, "mkdir", &[&dir])?;
                 set_owner_mode(script, &dir, 0o40755)?;
@@ -526,9 +547,15 @@ fn fs_name(p: &PartInfo) -> String {
 fn probe_arch(image: &Path, root: &PartInfo) -> Result<Arch, AgentError> {
     let mut last = String::from("no binary found");
     for probe in ARCH_PROBES {
-        // Only regular files: debugfs `cat` of a symlink reads garbage.
-        if !stat(image, root.start, probe)?.is_some_and(|s| s.kind == Kind::File) {
-            continue;
+        // Only regular files (debugfs `cat` of a symlink reads garbage), and
+        // not a hostile image's gigabyte "binary".
+        match stat(image, root.start, probe)? {
+            Some(s) if s.kind == Kind::File && s.size <= MAX_AGENT_BYTES => {}
+            Some(s) if s.kind == Kind::File => {
+                last = format!("{probe} is {} bytes, too large to be read", s.size);
+                continue;
+            }
+            _ => continue,
         }
         match debugfs_cat(image, root.start, probe)? {
             Some(bytes) if bytes.starts_with(b"\x7fELF") => {
@@ -638,6 +665,16 @@ fn boot_dir_of(image: &Path, root: &PartInfo, boot: &PartInfo) -> Result<String,
         index: boot.index,
         reason,
     };
+    match stat(image, root.start, "/etc/fstab")? {
+        None => return Err(unknown("the root filesystem has no /etc/fstab".into())),
+        Some(s) if s.kind != Kind::File => {
+            return Err(unknown("its /etc/fstab is not a regular file".into()))
+        }
+        Some(s) if s.size > MAX_CONFIG_BYTES * 16 => {
+            return Err(unknown(format!("its /etc/fstab is {} bytes", s.size)))
+        }
+        Some(_) => {}
+    }
     let fstab = debugfs_cat(image, root.start, "/etc/fstab")?
         .ok_or_else(|| unknown("the root filesystem has no /etc/fstab".into()))?;
     let serial = fat_serial(image, boot);
