@@ -11,10 +11,8 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: sparse_copy_bench SRC DST");
         std::process::exit(2);
     }
-    let n = build_image::output::sparse::sparse_copy(
-        &PathBuf::from(&args[1]),
-        &PathBuf::from(&args[2]),
-    )?;
+    let n =
+        build_image::io::sparse::sparse_copy(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]))?;
     println!("{n}");
     Ok(())
 }

@@ -1,59 +1,18 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
 use crate::bmap;
-use crate::image::{self, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
+use crate::image::{self, PartitionContent};
 use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
-use crate::recipe::{self, PartitionType, Recipe};
-use crate::seal;
-use crate::secrets::{self, SecretsError};
-use sealed_firstboot::bundle::BundleError;
+use crate::recipe::Recipe;
+use crate::sealing;
+use crate::secrets::{self};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
-use thiserror::Error;
+use std::path::PathBuf;
 
-pub use crate::seal::KeyMode;
-
-#[derive(Debug, Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Recipe(#[from] recipe::RecipeError),
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    /// Not marked as the source: the message already holds it, and a chain
-    /// printer (`{:#}`) would print it twice.
-    #[error("sealing the bundle: {0}")]
-    Bundle(BundleError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error("{context}: {cause}")]
-    Io {
-        context: String,
-        cause: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    /// An error in a user's image, worded with its name.
-    #[error("{}: {message}", image.display())]
-    InImage { image: PathBuf, message: String },
-    #[error("{path} exists; {hint}")]
-    OutputExists { path: PathBuf, hint: &'static str },
-    #[error("{} device(s) cannot be built:\n{}", .0.len(), .0.iter().map(|(d, e)| format!("device {d}: {e}")).collect::<Vec<_>>().join("\n"))]
-    Fleet(Vec<(String, SecretsError)>),
-}
-
-impl From<BundleError> for BuildError {
-    fn from(e: BundleError) -> Self {
-        BuildError::Bundle(e)
-    }
-}
-
-pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildError {
-    move |source| BuildError::Io {
-        context,
-        cause: source,
-    }
-}
+use crate::error::io_err;
+pub use crate::error::BuildError;
+pub use crate::sealing::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub struct BuildOptions {
     pub out_dir: PathBuf,
@@ -65,6 +24,10 @@ pub struct BuildOptions {
     /// Replace an existing `NAME.key` (it may be the only key of an image
     /// already flashed: never replaced silently).
     pub force: bool,
+    /// Install sealed-firstboot into the root filesystem.
+    pub agent: Option<image::agent::AgentRequest>,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller: fixes ext4 times.
+    pub assemble: image::AssembleOptions,
 }
 
 /// What a build produced (safe to print: no values, no key).
@@ -77,27 +40,16 @@ pub struct BuildReport {
     pub key_id: String,
     pub created_at: u64,
     pub image_size: u64,
-    pub secrets: Vec<SecretSummary>,
-    pub files: Vec<OutputFile>,
+    /// The recipe's secrets as build.json lists them (never values).
+    pub secrets: Vec<manifest::SecretInfo>,
+    /// The outputs as build.json and SHA256SUMS list them.
+    pub files: Vec<manifest::OutputFile>,
     /// Warnings about the image (SSH host keys shipped in the root, …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SecretSummary {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub path: String,
-    /// False for an optional secret that was not provided (not in the bundle).
-    pub included: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputFile {
-    pub name: String,
-    pub sha256: String,
+    /// The device agent installed into the root filesystem, if asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<image::agent::AgentReport>,
 }
 
 /// Run a whole build. On any error nothing is left in the output directory.
@@ -111,7 +63,7 @@ pub fn build(
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
     // Names and paths only, for build.json; the values go with `contents`.
     let bundled = contents.manifest.clone();
     drop(contents);
@@ -130,18 +82,31 @@ pub fn build(
     let img_name = format!("{name}.img");
     let key_name = format!("{name}.key");
 
-    let mut layout = layout(recipe, sealed.boot_files())?;
+    let mut layout = crate::plan::layout(recipe, sealed.boot_files())?;
     progress.step("assembling the image");
-    let assembled = image::assemble(&staging.path(&img_name), &layout);
+    let assembled = image::assemble_with(&staging.path(&img_name), &layout, &opts.assemble);
     // The embedded key's copy in the layout is zeroized whatever happened.
     for p in &mut layout.partitions {
         if let PartitionContent::Fat { files, .. } = &mut p.content {
-            seal::zeroize_files(files);
+            sealing::zeroize_files(files);
         }
     }
     let assembled = assembled?;
 
     let img = staging.path(&img_name);
+    let agent = match &opts.agent {
+        Some(req) => {
+            progress.step("installing sealed-firstboot");
+            Some(image::agent::install_built(
+                &img,
+                crate::plan::boot_index(recipe)?,
+                req,
+                staging.dir(),
+                opts.assemble.source_date_epoch,
+            )?)
+        }
+        None => None,
+    };
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
     let wrote_key = sealed
@@ -242,12 +207,10 @@ pub fn build(
         key_id: header.key_id.to_string(),
         created_at: header.created_at,
         image_size: assembled.size,
-        secrets: secret_summaries(recipe, &bundled),
-        files: sums
-            .into_iter()
-            .map(|(name, sha256)| OutputFile { name, sha256 })
-            .collect(),
+        secrets: m.secrets,
+        files: m.outputs,
         warnings,
+        agent,
     })
 }
 
@@ -260,207 +223,5 @@ fn failpoint_commit() -> Result<(), BuildError> {
             cause: std::io::Error::other("injected failure"),
         });
     }
-    Ok(())
-}
-
-/// Names, types and device paths of a recipe's secrets (never values), and
-/// whether each made it into the bundle whose manifest is `bundled`.
-pub fn secret_summaries(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<SecretSummary> {
-    recipe
-        .secrets
-        .iter()
-        .map(|(n, s)| SecretSummary {
-            name: n.clone(),
-            kind: s.kind.to_string(),
-            path: recipe.device_path(n, s),
-            included: bundled.secrets.iter().any(|e| &e.name == n),
-        })
-        .collect()
-}
-
-/// Turn the recipe's partitions into an image layout; the secrets partition
-/// receives `boot_files` in addition to its own files.
-pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, BuildError> {
-    let mut boot_files = Some(boot_files);
-    let mut partitions = Vec::new();
-    for p in &recipe.partitions {
-        let size = image::parse_size(&p.size)?;
-        let mut kind = match p.kind {
-            PartitionType::Esp => PartitionKind::Esp,
-            PartitionType::Fat => PartitionKind::Fat,
-            PartitionType::Linux => PartitionKind::LinuxFs,
-        };
-        if p.type_guid.is_some() || p.mbr_type.is_some() {
-            let mbr_type = match &p.mbr_type {
-                Some(t) => recipe::parse_u8_id(t).map_err(|e| {
-                    BuildError::Invalid(format!("partition {}: mbr-type {e}", p.label))
-                })?,
-                None => kind.mbr_type(),
-            };
-            kind = PartitionKind::Other {
-                gpt_type: p.type_guid.unwrap_or_else(|| kind.gpt_type()),
-                mbr_type,
-            };
-        }
-        let content = if let Some(img) = &p.image {
-            PartitionContent::ImageFile(recipe.resolve(img))
-        } else {
-            match p.kind {
-                PartitionType::Esp | PartitionType::Fat => {
-                    let mut files = Vec::new();
-                    for (dest, src) in &p.files {
-                        collect_fat_files(
-                            &recipe.resolve(src),
-                            dest.trim_matches('/'),
-                            &mut files,
-                        )?;
-                    }
-                    if p.secrets {
-                        files.extend(boot_files.take().unwrap_or_default());
-                    }
-                    let volume_id = p
-                        .volume_id
-                        .as_deref()
-                        .map(recipe::parse_u32_id)
-                        .transpose()
-                        .map_err(|e| {
-                            BuildError::Invalid(format!("partition {}: volume-id {e}", p.label))
-                        })?;
-                    PartitionContent::Fat {
-                        volume_label: p.label.to_uppercase().chars().take(11).collect(),
-                        volume_id,
-                        files,
-                    }
-                }
-                PartitionType::Linux => match &p.source {
-                    Some(src) => PartitionContent::Ext4 {
-                        source: recipe.resolve(src),
-                        fs_uuid: p.fs_uuid,
-                    },
-                    None => PartitionContent::Empty,
-                },
-            }
-        };
-        partitions.push(PartitionSpec {
-            label: p.label.clone(),
-            size,
-            kind,
-            uuid: p.uuid,
-            bootable: p.bootable,
-            content,
-        });
-    }
-    let disk_signature = recipe
-        .image
-        .disk_signature
-        .as_deref()
-        .map(recipe::parse_u32_id)
-        .transpose()
-        .map_err(|e| BuildError::Invalid(format!("image.disk-signature {e}")))?;
-    Ok(Layout {
-        table: recipe.image.table,
-        disk_guid: recipe.image.disk_guid,
-        disk_signature,
-        partitions,
-        total_size: recipe
-            .image
-            .size
-            .as_deref()
-            .map(image::parse_size)
-            .transpose()?,
-    })
-}
-
-/// A file or a directory tree from the build host, placed at `dest` in FAT.
-fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), BuildError> {
-    // The path the recipe names is taken as it is (links followed); inside
-    // a directory, a symbolic link is followed only when its target stays
-    // inside that directory: a `boot/x -> /etc/shadow` must never copy the
-    // build host's files into the image in clear.
-    let root =
-        std::fs::canonicalize(src).map_err(io_err(format!("boot file {}", src.display())))?;
-    collect_fat_tree(&root, &root, dest, out, 0)
-}
-
-fn collect_fat_tree(
-    root: &Path,
-    src: &Path,
-    dest: &str,
-    out: &mut Vec<FatFile>,
-    depth: usize,
-) -> Result<(), BuildError> {
-    let refuse = |path: &Path, why: String| {
-        BuildError::Invalid(format!("boot file {}: {why}", path.display()))
-    };
-    if depth > 64 {
-        return Err(refuse(
-            src,
-            "directories nested too deeply (a link loop?)".into(),
-        ));
-    }
-    let meta = std::fs::metadata(src).map_err(io_err(format!("boot file {}", src.display())))?;
-    if meta.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(src)
-            .map_err(io_err(format!("listing {}", src.display())))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err(format!("listing {}", src.display())))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let d = if dest.is_empty() {
-                name.clone()
-            } else {
-                format!("{dest}/{name}")
-            };
-            let path = e.path();
-            let lmeta = std::fs::symlink_metadata(&path)
-                .map_err(io_err(format!("boot file {}", path.display())))?;
-            let next = if lmeta.file_type().is_symlink() {
-                match std::fs::canonicalize(&path) {
-                    Ok(t) if t.starts_with(root) => t,
-                    Ok(_) => {
-                        return Err(refuse(
-                            &path,
-                            format!(
-                                "a symbolic link to a place outside {} is not followed (it would copy a file of the build host into the image)",
-                                root.display()
-                            ),
-                        ))
-                    }
-                    Err(_) => return Err(refuse(&path, "a dangling symbolic link".into())),
-                }
-            } else {
-                path
-            };
-            collect_fat_tree(root, &next, &d, out, depth + 1)?;
-        }
-        return Ok(());
-    }
-    if !meta.is_file() {
-        let ft = meta.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        let what = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
-        return Err(refuse(
-            src,
-            format!("{what}: only regular files and directories go into a FAT partition"),
-        ));
-    }
-    // Opened non-blocking and checked again on the descriptor (the path
-    // could change in between).
-    let data = crate::sources::bounded::read_file(src, u32::MAX as u64)
-        .map_err(|e| refuse(src, e.to_string()))?;
-    out.push(FatFile {
-        path: dest.to_string(),
-        data: data.to_vec(),
-    });
     Ok(())
 }

@@ -5,13 +5,14 @@
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
 use crate::bmap;
-use crate::build::{self, io_err, BuildError};
 use crate::devices::Device;
+use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
-use crate::output::{frames, sparse, staging::Staging, sums};
+use crate::io::sparse;
+use crate::output::{frames, staging::Staging, sums};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode, Sealed};
+use crate::sealing::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ pub struct FleetOptions {
     /// Replace a device's existing `NAME.key` (perhaps the only key of an
     /// image already flashed); without it such a device is refused.
     pub force: bool,
+    /// Install sealed-firstboot into the base image's root filesystem.
+    pub agent: Option<crate::image::agent::AgentRequest>,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller.
+    pub assemble: image::AssembleOptions,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +88,7 @@ pub fn build_fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                sealed.push(seal::seal(&contents, &mode, opts.created_at)?);
+                sealed.push(sealing::seal(&contents, &mode, opts.created_at)?);
             }
             Err(e) => failures.push((d.name.clone(), e)),
         }
@@ -124,14 +129,19 @@ pub fn build_fleet(
         None
     } else {
         progress.step("assembling the base image");
-        let layout = build::layout(recipe, Vec::new())?;
-        image::assemble(&base, &layout)?;
-        let index = recipe
-            .partitions
-            .iter()
-            .position(|p| p.secrets)
-            .map(|i| i as u32 + 1)
-            .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))?;
+        let layout = crate::plan::layout(recipe, Vec::new())?;
+        image::assemble_with(&base, &layout, &opts.assemble)?;
+        let index = crate::plan::boot_index(recipe)?;
+        if let Some(req) = &opts.agent {
+            progress.step("installing sealed-firstboot into the base image");
+            image::agent::install_built(
+                &base,
+                index,
+                req,
+                staging.dir(),
+                opts.assemble.source_date_epoch,
+            )?;
+        }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
             &info,
@@ -237,11 +247,12 @@ pub fn build_fleet(
                         std::fs::create_dir_all(parent)
                             .map_err(io_err(format!("creating {}", parent.display())))?;
                     }
-                    write_private(&p, &f.data).map_err(io_err(format!("writing {}", p.display())))
+                    crate::sealing::write_private(&p, &f.data)
+                        .map_err(io_err(format!("writing {}", p.display())))
                 }),
             }
         })();
-        seal::zeroize_files(&mut files);
+        sealing::zeroize_files(&mut files);
         result?;
         let key = s
             .write_key_file(&dir.join(&key_name))
@@ -249,11 +260,7 @@ pub fn build_fleet(
         report.key = key.then(|| final_dir.join(&key_name));
         Ok(report)
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(devices.len())
-        .max(1);
+    let threads = crate::io::worker_threads().min(devices.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<DeviceReport, BuildError>>>> =
         std::sync::Mutex::new((0..devices.len()).map(|_| None).collect());
@@ -304,17 +311,4 @@ pub fn build_fleet(
         opts.out_dir.display()
     )))?;
     Ok(FleetReport { devices: reports })
-}
-
-/// A bundle or embedded key file: created 0600.
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }

@@ -7,17 +7,19 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
-use crate::build::{io_err, BuildError, SecretSummary};
+use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
-use crate::output::{sparse, zst};
+use crate::io::sparse;
+use crate::output::manifest::{self, SecretInfo};
+use crate::output::zst;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode};
+use crate::sealing::{self, KeyMode};
 use crate::secrets::{self, Override};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+
 use std::path::{Path, PathBuf};
 
 pub struct InjectOptions {
@@ -28,6 +30,10 @@ pub struct InjectOptions {
     pub selector: BootSelector,
     pub key_mode: KeyMode,
     pub created_at: sealed_firstboot::bundle::Stamp,
+    /// Install sealed-firstboot into the image's root filesystem too.
+    pub agent: Option<image::agent::AgentRequest>,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller.
+    pub assemble: image::AssembleOptions,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,29 +46,46 @@ pub struct InjectReport {
     pub bundle_id: String,
     pub key_id: String,
     pub created_at: u64,
-    pub secrets: Vec<SecretSummary>,
+    pub secrets: Vec<SecretInfo>,
+    /// The device agent installed into the root filesystem, if asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<image::agent::AgentReport>,
 }
 
-/// `foo.img.zst` → (`foo`, true); `foo.img` → (`foo`, false); `foo` → (`foo`, false).
-fn split_name(path: &Path) -> (String, bool) {
+/// How an image file name ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suffix {
+    Raw,
+    Zst,
+    Xz,
+}
+
+/// `foo.img.zst` → (`foo`, Zst); `foo.img.xz` → (`foo`, Xz); `foo.img` and
+/// `foo` → (`foo`, Raw).
+fn split_name(path: &Path) -> (String, Suffix) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Some(stem) = name.strip_suffix(".img.zst") {
-        (stem.to_string(), true)
-    } else if let Some(stem) = name.strip_suffix(".zst") {
-        (stem.to_string(), true)
-    } else if let Some(stem) = name.strip_suffix(".img") {
-        (stem.to_string(), false)
-    } else {
-        (name, false)
+    for (ext, suffix) in [
+        (".img.zst", Suffix::Zst),
+        (".zst", Suffix::Zst),
+        (".img.xz", Suffix::Xz),
+        (".xz", Suffix::Xz),
+        (".img", Suffix::Raw),
+    ] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            return (stem.to_string(), suffix);
+        }
     }
+    (name, Suffix::Raw)
 }
 
-/// Where the output image and key go.
+/// Where the output image and key go. A `.img.zst` input gives a
+/// `.sealed.img.zst`; a `.img.xz` input (build-image writes no xz) a sparse
+/// `.sealed.img`.
 pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
-    let (stem, zst) = split_name(input);
+    let (stem, suffix) = split_name(input);
     let dir = input.parent().unwrap_or(Path::new("."));
     let output = if opts.in_place {
         input.to_path_buf()
@@ -70,7 +93,7 @@ pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
         opts.output.clone().unwrap_or_else(|| {
             dir.join(format!(
                 "{stem}.sealed.img{}",
-                if zst { ".zst" } else { "" }
+                if suffix == Suffix::Zst { ".zst" } else { "" }
             ))
         })
     };
@@ -90,11 +113,19 @@ pub fn inject(
     overrides: &BTreeMap<String, Override>,
     progress: &Progress,
 ) -> Result<InjectReport, BuildError> {
-    let (_, compressed) = split_name(input);
     let (output, key_path) = output_paths(input, opts);
     // The output's format follows its name: `-o x.img.zst` writes zstd
     // whatever the input was.
-    let out_compressed = split_name(&output).1;
+    let out_compressed = match split_name(&output).1 {
+        Suffix::Zst => true,
+        Suffix::Raw => false,
+        Suffix::Xz => {
+            return Err(BuildError::Invalid(format!(
+                "{}: build-image does not write xz; name the output .img or .img.zst",
+                output.display()
+            )))
+        }
+    };
     if output.exists() && !opts.in_place {
         return Err(BuildError::OutputExists {
             path: output,
@@ -108,11 +139,15 @@ pub fn inject(
         });
     }
     fs::metadata(input).map_err(io_err(format!("reading {}", input.display())))?;
+    // The input's format from its magic number, not its name.
+    let compressed = crate::io::compressed::Format::detect(input)
+        .map_err(io_err(format!("reading {}", input.display())))?
+        .is_compressed();
 
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
-    let secrets = crate::build::secret_summaries(recipe, &contents.manifest);
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let secrets = manifest::secrets_from(recipe, &contents.manifest);
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));
@@ -124,7 +159,8 @@ pub fn inject(
     let work = Temp(dir.join(format!(".inject-{}.img.tmp", std::process::id())));
     progress.step("copying the image");
     if compressed {
-        decompress_sparse(input, &work.0)
+        crate::io::compressed::open(input)
+            .and_then(|(_, mut r)| crate::io::sparse_write::copy_to_sparse_file(&mut r, &work.0))
             .map_err(io_err(format!("decompressing {}", input.display())))?;
     } else {
         sparse::sparse_copy(input, &work.0)
@@ -153,25 +189,38 @@ pub fn inject(
     };
     let info = image::read_table(&work.0).map_err(named)?;
     let part = image::find_boot_partition(&info, &opts.selector).map_err(named)?;
+    let agent = match &opts.agent {
+        Some(req) => {
+            progress.step("installing sealed-firstboot");
+            let epoch = opts.assemble.source_date_epoch;
+            Some(
+                image::agent::install(&work.0, &info, &part, req, dir, epoch).map_err(|e| {
+                    BuildError::InImage {
+                        image: input.to_path_buf(),
+                        message: e
+                            .to_string()
+                            .replace(&work.0.display().to_string(), &input.display().to_string()),
+                    }
+                })?,
+            )
+        }
+        None => None,
+    };
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
-    seal::zeroize_files(&mut files);
+    sealing::zeroize_files(&mut files);
     written.map_err(named)?;
     // A key left by an earlier embedded-key injection would be taken for
     // this bundle's key on the device ("wrong image key"): only embedded
     // mode keeps a key on the boot partition.
     if !matches!(opts.key_mode, KeyMode::Embedded) {
-        image::fat_remove_file(&work.0, &part, sealed_firstboot::bundle::boot::KEY_PATH)
-            .map_err(named)?;
+        image::fat_remove_file(&work.0, &part, sealing::EMBEDDED_KEY_PATH).map_err(named)?;
     }
 
     let final_tmp = if out_compressed {
         progress.step("compressing");
         let z = Temp(dir.join(format!(".inject-{}.img.zst.tmp", std::process::id())));
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        zst::compress_image(&work.0, &z.0, 19, threads)
+        zst::compress_image(&work.0, &z.0, 19, 0)
             .map_err(io_err(format!("compressing {}", output.display())))?;
         z
     } else {
@@ -202,6 +251,7 @@ pub fn inject(
         key_id: sealed.header.key_id.to_string(),
         created_at: sealed.header.created_at,
         secrets,
+        agent,
     })
 }
 
@@ -212,42 +262,4 @@ impl Drop for Temp {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-/// Decompress a `.zst` image into a sparse file: all-zero 4 KiB blocks
-/// become holes.
-pub fn decompress_sparse(src: &Path, dst: &Path) -> std::io::Result<u64> {
-    let input = fs::File::open(src)?;
-    let mut dec = zstd::stream::read::Decoder::new(input)?;
-    let mut out = fs::File::create(dst)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos: u64 = 0;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = dec.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        for chunk in buf[..filled].chunks(4096) {
-            if chunk.iter().all(|&b| b == 0) {
-                pos += chunk.len() as u64;
-            } else {
-                out.seek(SeekFrom::Start(pos))?;
-                out.write_all(chunk)?;
-                pos += chunk.len() as u64;
-            }
-        }
-        if filled < buf.len() {
-            break;
-        }
-    }
-    out.set_len(pos)?;
-    out.sync_all()?;
-    Ok(pos)
 }

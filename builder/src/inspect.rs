@@ -2,8 +2,8 @@
 //! the partition table, the FAT boot partition, the bundle's clear header
 //! and, with the image key, the manifest (names, types, paths, owners).
 
+use crate::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 use crate::image::{self, BootSelector, ImageError};
-use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 use sealed_firstboot::bundle::{self, BundleError, Header, ImageKey, Manifest};
 use serde::Serialize;
 use std::path::Path;
@@ -25,7 +25,7 @@ pub struct Inspection {
     pub table: String,
     pub disk_id: String,
     pub size: u64,
-    pub partitions: Vec<Partition>,
+    pub partitions: Vec<crate::image::PartInfo>,
     /// Index of the FAT partition searched for `sealed-secrets/`.
     pub boot_partition: Option<u32>,
     pub bundle: Option<BundleInfo>,
@@ -34,18 +34,6 @@ pub struct Inspection {
     /// Only with the right key: names, types, paths, owners, modes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Partition {
-    pub index: u32,
-    pub start: u64,
-    pub size: u64,
-    pub type_id: String,
-    pub label: Option<String>,
-    pub uuid: Option<String>,
-    pub filesystem: Option<String>,
-    pub fs_label: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,7 +58,7 @@ pub fn inspect(
     let mut manifest = None;
     let mut embedded_key = false;
     if let Some(part) = &boot {
-        embedded_key = image::fat_read_file(image_path, part, KEY_PATH)?.is_some();
+        embedded_key = image::fat_read_file(image_path, part, EMBEDDED_KEY_PATH)?.is_some();
         if let Some(bytes) = image::fat_read_file(image_path, part, BUNDLE_PATH)? {
             let bundle_err = |source| InspectError::Bundle {
                 image: image_path.display().to_string(),
@@ -101,20 +89,7 @@ pub fn inspect(
         table: format!("{:?}", info.table).to_lowercase(),
         disk_id: info.disk_id.clone(),
         size: info.size,
-        partitions: info
-            .partitions
-            .iter()
-            .map(|p| Partition {
-                index: p.index,
-                start: p.start,
-                size: p.size,
-                type_id: p.type_id.clone(),
-                label: p.label.clone(),
-                uuid: p.uuid.clone(),
-                filesystem: p.fs_type.clone(),
-                fs_label: p.fs_label.clone(),
-            })
-            .collect(),
+        partitions: info.partitions.to_vec(),
         boot_partition: boot.map(|p| p.index),
         bundle: bundle_info,
         embedded_key,
@@ -137,7 +112,7 @@ pub fn render(i: &Inspection) -> String {
             p.size,
             p.type_id,
             p.label.as_deref().unwrap_or("-"),
-            p.filesystem.as_deref().unwrap_or("-"),
+            p.fs_type.as_deref().unwrap_or("-"),
             p.fs_label.as_deref().unwrap_or("")
         ));
     }

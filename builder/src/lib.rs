@@ -1,23 +1,29 @@
 //! build-image: recipe → secrets → bundle → image → outputs.
 //!
-//! [`recipe`] parses the recipe; [`sources`] fetch values; [`secrets`]
-//! checks and collects them (with [`process`]ing); the bundle format lives
-//! in `sealed_firstboot::bundle`; [`image`] assembles the disk; [`output`]
-//! writes checksums and moves results into place; [`build`] runs the flow.
+//! [`recipe`] parses the recipe and [`plan`] turns it into a layout;
+//! [`sources`] fetch values; [`secrets`] checks and collects them (with
+//! [`password_hash`]); [`sealing`] seals them (the bundle format lives in
+//! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`bmap`] and
+//! [`output`] write the outputs and move them into place; [`io`] holds the
+//! shared byte streams. [`build`], [`inject`], [`fleet`], [`update`],
+//! [`flash`] and [`inspect`] are the commands. See ARCHITECTURE.md.
 
 pub mod bmap;
 pub mod build;
 pub mod devices;
+pub mod error;
 pub mod flash;
 pub mod fleet;
 pub mod image;
 pub mod inject;
 pub mod inspect;
+pub mod io;
 pub mod output;
-pub mod process;
+pub mod password_hash;
+pub mod plan;
 pub mod progress;
 pub mod recipe;
-pub mod seal;
+pub mod sealing;
 pub mod secrets;
 pub mod sources;
 pub mod store;

@@ -32,11 +32,32 @@ pub struct Recipe {
     pub templates: BTreeMap<String, TemplateSection>,
     /// The team secrets store (`source = { store = "NAME" }`).
     pub store: Option<StoreSection>,
+    /// `[agent]`: install sealed-firstboot into the image's root filesystem.
+    #[serde(default)]
+    pub agent: AgentSection,
     /// Directory of the recipe file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[agent]`: install the device agent (`sealed-firstboot`, its unit and
+/// `/etc/sealed-firstboot.conf`) into the ext4 root filesystem, as
+/// `--install-agent` does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentSection {
+    #[serde(default)]
+    pub install: bool,
+    /// The binary to install (relative to the recipe); default the shipped
+    /// `sealed-firstboot-ARCH` for the root filesystem's architecture.
+    pub binary: Option<PathBuf>,
+    /// The boot partition's mount point on the device; default from the
+    /// image's `/etc/fstab`.
+    pub boot_dir: Option<String>,
+    /// The root partition (number or name); default the only ext one.
+    pub root_partition: Option<String>,
 }
 
 /// `[store]`: where the secrets store is (default `secrets-store/` beside
@@ -55,11 +76,11 @@ pub struct ImageSection {
     #[serde(default)]
     pub table: TableKind,
     /// Total size; default: the partitions plus alignment and GPT backup.
-    pub size: Option<String>,
+    pub size: Option<Size>,
     /// GPT disk GUID (fix it for reproducible images).
     pub disk_guid: Option<uuid::Uuid>,
     /// MBR disk signature, e.g. "0x1234abcd".
-    pub disk_signature: Option<String>,
+    pub disk_signature: Option<Id32>,
 }
 
 pub use crate::image::TableKind;
@@ -81,12 +102,12 @@ pub struct PartitionSection {
     pub label: String,
     #[serde(rename = "type")]
     pub kind: PartitionType,
-    pub size: String,
+    pub size: Size,
     /// Override the partition type GUID (GPT), e.g. the root partition type
     /// of the Discoverable Partitions Specification.
     pub type_guid: Option<uuid::Uuid>,
     /// Override the partition type byte (MBR), e.g. "0x0e".
-    pub mbr_type: Option<String>,
+    pub mbr_type: Option<Id8>,
     /// Partition UUID (GPT), fixed for reproducible images.
     pub uuid: Option<uuid::Uuid>,
     /// MBR bootable flag.
@@ -100,7 +121,7 @@ pub struct PartitionSection {
     #[serde(default)]
     pub files: BTreeMap<String, PathBuf>,
     /// FAT volume id, e.g. "0x1234abcd".
-    pub volume_id: Option<String>,
+    pub volume_id: Option<Id32>,
     /// ext4 from a directory or tarball (`mke2fs -d`).
     pub source: Option<PathBuf>,
     /// ext4 filesystem UUID.
@@ -126,9 +147,9 @@ pub struct SecretSection {
     pub owner: String,
     #[serde(default = "root")]
     pub group: String,
-    /// Octal string, default "0400".
+    /// Octal, default "0400"; checked when the recipe is read.
     #[serde(default = "mode_0400")]
-    pub mode: String,
+    pub mode: Mode,
     /// Where the value comes from; default: the environment variable NAME.
     pub source: Option<SourceSpec>,
     /// Processing at build time.
@@ -159,7 +180,7 @@ pub struct TemplateSection {
     #[serde(default = "root")]
     pub group: String,
     #[serde(default = "mode_0400")]
-    pub mode: String,
+    pub mode: Mode,
     pub description: Option<String>,
     /// Units to restart when the rendered file changes (see secrets).
     #[serde(default)]
@@ -199,9 +220,63 @@ fn yes() -> bool {
 fn root() -> String {
     "root".into()
 }
-fn mode_0400() -> String {
-    "0400".into()
+fn mode_0400() -> Mode {
+    Mode(0o400)
 }
+
+/// `Deserialize` for a newtype from a string, through its parse function:
+/// a bad value is a recipe error naming the line and key.
+macro_rules! parsed_from_string {
+    ($ty:ident, $parse:path) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let s = String::deserialize(d)?;
+                $parse(&s).map($ty).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A size from the recipe (`"64MiB"`, `"2G"`, `"4096"`), parsed when the
+/// recipe is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+parsed_from_string!(Size, crate::image::parse_size);
+
+/// A 32-bit id from the recipe (`"0x1234abcd"` or decimal): a disk
+/// signature or a FAT volume id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id32(pub u32);
+
+parsed_from_string!(Id32, parse_u32_id);
+
+/// An MBR partition type byte from the recipe (`"0x83"` or decimal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id8(pub u8);
+
+parsed_from_string!(Id8, parse_u8_id);
+
+/// A permission mode from the recipe (`"0400"`, `"640"`, `"0o600"`), parsed
+/// once when the recipe is read: a bad one is a recipe error naming its
+/// line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(u32);
+
+impl Mode {
+    /// The permission bits (at most 0o777).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+parsed_from_string!(Mode, parse_mode);
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
@@ -255,7 +330,6 @@ impl Recipe {
                     "secret {name}: timeout must be a number of seconds from 0 to 86400"
                 )));
             }
-            parse_mode(&s.mode).map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
             if let Some(SourceSpec::Store(n)) = &s.source {
                 crate::store::validate_name(n)
                     .map_err(|e| self.invalid(format!("secret {name}: source store: {e}")))?;
@@ -276,7 +350,6 @@ impl Recipe {
                     "template {name}: a secret has the same name; names are shared"
                 )));
             }
-            parse_mode(&t.mode).map_err(|e| self.invalid(format!("template {name}: {e}")))?;
             sealed_firstboot::bundle::validate_device_path(&t.path)
                 .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
@@ -313,7 +386,7 @@ impl Recipe {
             path: self.device_path(name, s),
             owner: s.owner.clone(),
             group: s.group.clone(),
-            mode: parse_mode(&s.mode).map_err(|e| format!("secret {name}: {e}"))?,
+            mode: s.mode.bits(),
             description: s.description.clone(),
             restart_units: s.restart_units.clone(),
             reload_units: s.reload_units.clone(),
@@ -332,7 +405,7 @@ impl Recipe {
             path: t.path.clone(),
             owner: t.owner.clone(),
             group: t.group.clone(),
-            mode: parse_mode(&t.mode).map_err(|e| format!("template {name}: {e}"))?,
+            mode: t.mode.bits(),
             description: t.description.clone(),
             restart_units: t.restart_units.clone(),
             reload_units: t.reload_units.clone(),
@@ -372,9 +445,6 @@ impl Recipe {
             if p.image.is_some() && (p.source.is_some() || !p.files.is_empty()) {
                 return Err(self.invalid(format!("{what}: `image` copies a partition image as is; it excludes `source` and `files`")));
             }
-            if let Some(t) = &p.mbr_type {
-                parse_u8_id(t).map_err(|e| self.invalid(format!("{what}: mbr-type {e}")))?;
-            }
             if p.secrets && p.image.is_some() {
                 return Err(self.invalid(format!(
                     "{what}: the secrets partition is built by build-image; drop `image`"
@@ -404,7 +474,7 @@ impl Recipe {
 /// Parse an octal mode such as "0400" or "640".
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .map_err(|_| "mode is not an octal number like \"0400\"".to_string())?;
+        .map_err(|_| "mode is not an octal number such as 0400 or 0640".to_string())?;
     if m > 0o777 {
         return Err("mode has bits outside 0777".to_string());
     }
@@ -417,7 +487,7 @@ pub fn parse_u8_id(s: &str) -> Result<u8, String> {
         Some(h) => u8::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| "not a byte (e.g. \"0x83\")".to_string())
+    r.map_err(|_| "not a byte such as 0x83".to_string())
 }
 
 /// Parse a hex or decimal 32-bit id such as "0x1234abcd".
@@ -426,7 +496,7 @@ pub fn parse_u32_id(s: &str) -> Result<u32, String> {
         Some(h) => u32::from_str_radix(h, 16),
         None => s.parse(),
     };
-    r.map_err(|_| "not a 32-bit number (e.g. \"0x1234abcd\")".to_string())
+    r.map_err(|_| "not a 32-bit number such as 0x1234abcd".to_string())
 }
 
 /// toml's messages carry the line and column; make sure they do, and keep
@@ -517,35 +587,28 @@ pub fn redact_quoted(msg: &str) -> String {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-
-[secrets.wifi_psk]
-type = "single-line"
-description = "Wi-Fi passphrase"
-"#;
+    /// One ESP holding one secret.
+    fn minimal() -> String {
+        format!(
+            "{}\n[secrets.wifi_psk]\ntype = \"single-line\"\ndescription = \"Wi-Fi passphrase\"\n",
+            testkit::ESP_ONLY
+        )
+    }
 
     #[test]
     fn minimal_recipe_parses_with_defaults() {
-        let r = Recipe::parse(MINIMAL, Path::new("dir/r.toml")).unwrap();
+        let r = Recipe::parse(&minimal(), Path::new("dir/r.toml")).unwrap();
         let s = &r.secrets["wifi_psk"];
         assert!(s.required);
         assert_eq!(s.owner, "root");
-        assert_eq!(parse_mode(&s.mode).unwrap(), 0o400);
+        assert_eq!(s.mode.bits(), 0o400);
         assert_eq!(r.device_path("wifi_psk", s), "/run/secrets/wifi_psk");
         assert_eq!(r.base_dir, PathBuf::from("dir"));
     }
 
     #[test]
     fn unknown_field_names_file_line_and_column() {
-        let text = MINIMAL.replace("description =", "colour = \"red\"\ndescription =");
+        let text = minimal().replace("description =", "colour = \"red\"\ndescription =");
         let err = Recipe::parse(&text, Path::new("r.toml"))
             .unwrap_err()
             .to_string();
@@ -554,7 +617,7 @@ description = "Wi-Fi passphrase"
         // could be a value is not. What the table expects is listed.
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert!(err.contains("expected one of"), "{err}");
-        let text = MINIMAL.replace("description =", "Tok3nValue9 = \"red\"\ndescription =");
+        let text = minimal().replace("description =", "Tok3nValue9 = \"red\"\ndescription =");
         let err = Recipe::parse(&text, Path::new("r.toml"))
             .unwrap_err()
             .to_string();
@@ -576,7 +639,7 @@ description = "Wi-Fi passphrase"
             ("description =", "mode = \"999\"\ndescription ="),
             ("secrets = true", "secrets = false"),
         ] {
-            let text = MINIMAL.replace(from, to);
+            let text = minimal().replace(from, to);
             let r = Recipe::parse(&text, Path::new("r.toml")).and_then(|r| r.validate_layout());
             assert!(r.is_err(), "{to} accepted");
         }

@@ -2,7 +2,7 @@
 //! all missing required secrets at once, validate each value against its
 //! type, apply processing, and produce the bundle contents.
 
-use crate::process;
+use crate::password_hash;
 use crate::recipe::{Recipe, SecretType, SourceSpec};
 use crate::sources::{self, Fetched, SourceError};
 use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
@@ -146,7 +146,7 @@ pub fn collect_with(
             }
         };
         let value = match normalise(name, s.kind, value).and_then(|v| {
-            process::apply(s.process, v).map_err(|reason| invalid(name, s.kind, reason))
+            password_hash::apply(s.process, v).map_err(|reason| invalid(name, s.kind, reason))
         }) {
             Ok(v) => v,
             Err(e) => {

@@ -10,16 +10,16 @@
 //! partial bundle: the device replaces the listed secrets and keeps the
 //! rest of its store.
 
-use crate::build::{io_err, BuildError};
 use crate::devices::Device;
+use crate::error::{io_err, BuildError};
 use crate::output::staging::Staging;
 use crate::recipe::Recipe;
-use crate::seal::{self, KeyMode, Sealed};
+use crate::sealing::{self, KeyMode, Sealed};
 use crate::secrets::{self, Override, SecretsError};
 use sealed_firstboot::bundle::{Contents, Stamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct BundleOptions {
     pub out_dir: PathBuf,
@@ -102,7 +102,7 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
 pub fn single(recipe: &Recipe, opts: &BundleOptions) -> Result<BundleReport, BuildError> {
     let reduced = only(recipe, &opts.only)?;
     let contents = collect(&reduced, &opts.only, &BTreeMap::new())?;
-    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
     let name = recipe.image.name.clone();
     write(opts, vec![(None, name, sealed, names(&contents))])
 }
@@ -137,7 +137,7 @@ pub fn fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                let s = seal::seal(&contents, &mode, opts.created_at)?;
+                let s = sealing::seal(&contents, &mode, opts.created_at)?;
                 sealed.push((Some(d.name.clone()), d.name.clone(), s, names(&contents)));
             }
             Err(BuildError::Secrets(e)) => failures.push((d.name.clone(), e)),
@@ -189,7 +189,7 @@ fn write(
     let mut bundles = Vec::new();
     for (device, stem, s, secrets) in &sealed {
         let bundle_name = format!("{stem}.bundle");
-        write_private(&staging.path(&bundle_name), &s.bundle)
+        crate::sealing::write_private(&staging.path(&bundle_name), &s.bundle)
             .map_err(io_err(format!("writing {bundle_name}")))?;
         let key_name = format!("{stem}.key");
         let wrote_key = s
@@ -215,17 +215,4 @@ fn write(
         opts.out_dir.display()
     )))?;
     Ok(BundleReport { bundles })
-}
-
-/// A bundle file: created 0600 (it is sealed, but it is nobody else's).
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }

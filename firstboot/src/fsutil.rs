@@ -130,13 +130,29 @@ impl ReadError {
     }
 }
 
+/// What a file of mode `st_mode` is, for a message, when it is not a
+/// regular file (`None` for a regular file).
+pub fn not_regular(st_mode: u32) -> Option<&'static str> {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        FileType::Symlink => Some("a symbolic link"),
+        FileType::Unknown => Some("of an unknown type"),
+    }
+}
+
 /// Read a regular file of at most `limit` bytes. The file is opened
 /// without following a final symbolic link and without blocking, so a
 /// FIFO, a device, a directory or a link is refused at once; the type is
 /// checked on the open descriptor and the read is bounded, so a file that
 /// grows meanwhile is still refused.
 pub fn read_regular_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    use rustix::fs::{FileType, Mode, OFlags};
+    use rustix::fs::{Mode, OFlags};
     use std::io::Read;
     let fd = match rustix::fs::open(
         path,
@@ -148,17 +164,7 @@ pub fn read_regular_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadErro
         Err(e) => return Err(ReadError::Io(e.into())),
     };
     let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
-    let what = match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => None,
-        FileType::Directory => Some("a directory"),
-        FileType::Fifo => Some("a FIFO"),
-        FileType::CharacterDevice => Some("a character device"),
-        FileType::BlockDevice => Some("a block device"),
-        FileType::Socket => Some("a socket"),
-        FileType::Symlink => Some("a symbolic link"),
-        FileType::Unknown => Some("of an unknown type"),
-    };
-    if let Some(what) = what {
+    if let Some(what) = not_regular(st.st_mode) {
         return Err(ReadError::NotRegular(what));
     }
     let size = st.st_size as u64;

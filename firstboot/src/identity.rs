@@ -297,6 +297,24 @@ pub fn recipient_from_ssh_public_key(line: &str) -> Result<age::x25519::Recipien
     age::x25519::Recipient::from_str(&encoded).map_err(|e| e.to_string())
 }
 
+/// Every ssh-ed25519 key of a public key file (`.pub`, `authorized_keys`,
+/// `known_hosts`, `ssh-keyscan` output) as an age recipient. Blank lines,
+/// `#` comments and other key types are skipped; an ssh-ed25519 line that
+/// does not parse is an error with its 1-based line number.
+pub fn recipients_from_ssh_public_keys(
+    text: &str,
+) -> Result<Vec<age::x25519::Recipient>, (usize, String)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || !line.contains("ssh-ed25519") {
+            continue;
+        }
+        found.push(recipient_from_ssh_public_key(line).map_err(|e| (n + 1, e))?);
+    }
+    Ok(found)
+}
+
 /// Encode 32 secret bytes as an `AGE-SECRET-KEY-1…` identity.
 fn identity_from_scalar(scalar: &[u8; 32]) -> Result<age::x25519::Identity, String> {
     let hrp = bech32::Hrp::parse("age-secret-key-").map_err(|e| e.to_string())?;

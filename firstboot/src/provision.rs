@@ -10,7 +10,6 @@
 //! bundle whose first bytes are zeros (a wipe interrupted by an older
 //! version) is recognised as such and removed too.
 
-use crate::bundle::boot::{BOOT_SUBDIR, BUNDLE_FILE, KEY_FILE};
 use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
 use crate::config::{self, Config, ConfigError};
 use crate::fsutil::{self, failpoint};
@@ -19,6 +18,7 @@ use crate::store::{Current, State, Store, StoreError};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+pub use crate::bundle::boot::{BUNDLE_FILE, KEY_FILE, SUBDIR as BOOT_SUBDIR};
 /// Suffix of a file being wiped.
 pub const WIPE_SUFFIX: &str = ".wipe";
 /// Candidate boot partition mount points, relative to the root, in order.

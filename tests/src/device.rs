@@ -1,7 +1,7 @@
 //! A device root for the device-side tests: a temp tree with passwd/group
 //! and `/boot/efi`, driven through the real `sealed-firstboot` binary.
 
-use crate::{bin, contains, device_tree};
+use crate::{assert_success, bin, device_tree};
 use sealed_firstboot::bundle::{Contents, ImageKey, Manifest, SecretEntry, SecretType};
 use sealed_firstboot::store::{State, Store};
 use std::collections::BTreeMap;
@@ -56,13 +56,7 @@ pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Fails when `MARKER-` (the prefix of every test value) was printed.
 pub fn assert_no_marker(out: &Output) {
-    for stream in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(stream, b"MARKER-"),
-            "a secret value was printed: {}",
-            String::from_utf8_lossy(stream)
-        );
-    }
+    crate::assert_not_printed(out, b"MARKER-", "a secret value");
 }
 
 pub struct DeviceTree {
@@ -99,6 +93,25 @@ impl DeviceTree {
         }
     }
 
+    /// Seal `secrets` (bundle version `version`) to `recipient`, place the
+    /// bundle with no key, and `run`: the live secrets are then `secrets`.
+    pub fn run_sealed_to(
+        &self,
+        recipient: &age::x25519::Recipient,
+        secrets: &[(&str, &str)],
+        version: u64,
+    ) {
+        let bundle = sealed_firstboot::bundle::seal_with(
+            sealed_firstboot::bundle::SealTo::Recipient(recipient),
+            &contents(secrets),
+            version,
+        )
+        .unwrap();
+        self.place(&bundle, None);
+        self.ok("run");
+        assert_eq!(self.live(), map(secrets));
+    }
+
     /// `sealed-firstboot --root ROOT CMD`, not started yet.
     pub fn cmd(&self, cmd: &str) -> Command {
         let mut c = Command::new(bin("sealed-firstboot"));
@@ -119,14 +132,18 @@ impl DeviceTree {
     /// Run CMD; it must succeed and print no value. Returns its stdout, trimmed.
     pub fn ok(&self, cmd: &str) -> String {
         let out = self.firstboot(cmd, None);
-        assert!(
-            out.status.success(),
-            "{cmd} failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, cmd);
         assert_no_marker(&out);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The names in the state directory `/var/lib/sealed-secrets`.
+    pub fn state_dir_names(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join("var/lib/sealed-secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     pub fn identity_file(&self) -> PathBuf {
@@ -156,18 +173,14 @@ impl DeviceTree {
         let mut m = BTreeMap::new();
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let out = Command::new("age")
+            let out = crate::command("age")
                 .arg("-d")
                 .arg("-i")
                 .arg(self.identity_file())
                 .arg(e.path())
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "age -d {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out, format!("age -d {name}"));
             m.insert(
                 name.trim_end_matches(".age").to_owned(),
                 String::from_utf8(out.stdout).unwrap(),

@@ -1,8 +1,12 @@
 //! Helpers for the end-to-end tests: locate (and build) the real binaries,
-//! run commands capturing everything they print, require real tools, and
-//! search artifacts for planted marker values.
+//! read what real tools say of the artifacts, drive `sealed-firstboot` on a
+//! device tree. The generic helpers (real tools and the CI=true rule, run
+//! helpers, transcripts, marker searches) are the workspace's `testkit`,
+//! re-exported here.
 
 pub mod device;
+
+pub use testkit::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,134 +52,21 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Whether a real tool is available. Without it a test may skip locally
-/// (printing why), but under CI=true it must fail: scripts/test installs it.
-pub fn require_tool(tool: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{tool} (Debian package {package}) is required under CI=true; scripts/test installs it");
-        }
-        eprintln!("SKIP: {tool} not found (install the Debian package {package}, or run scripts/test as root)");
-    }
-    found
-}
-
-/// Everything a command printed, kept for leak checks.
-#[derive(Default)]
-pub struct Transcript {
-    pub text: Vec<u8>,
-}
-
-impl Transcript {
-    /// Run a command, record its stdout and stderr, and return its output.
-    pub fn run(&mut self, cmd: &mut Command) -> Output {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running {:?}: {e}", cmd.get_program()));
-        // Program and arguments only: Command's Debug would show the
-        // environment, where tests pass secrets on purpose.
-        let mut line = format!("$ {}", cmd.get_program().to_string_lossy());
-        for a in cmd.get_args() {
-            line.push(' ');
-            line.push_str(&a.to_string_lossy());
-        }
-        line.push('\n');
-        self.text.extend_from_slice(line.as_bytes());
-        self.text.extend_from_slice(&out.stdout);
-        self.text.extend_from_slice(&out.stderr);
-        out
-    }
-
-    /// Run a command that must succeed.
-    pub fn ok(&mut self, cmd: &mut Command) -> Output {
-        let out = self.run(cmd);
-        assert!(
-            out.status.success(),
-            "{:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
-
-/// Whether `needle` occurs in `hay`.
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every regular file under `dir` (not following symlinks) that contains
-/// `needle`, read in chunks so large sparse images are fine.
-pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() && file_contains(&e.path(), needle) {
-                hits.push(e.path());
-            }
-        }
-    }
-    hits
-}
-
-/// Whether a file contains `needle` (streamed, overlap-safe).
-pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut buf = vec![0u8; 4 << 20];
-    let keep = needle.len().saturating_sub(1);
-    let mut filled = 0;
-    loop {
-        let n = match f.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        let end = filled + n;
-        if contains(&buf[..end], needle) {
-            return true;
-        }
-        let tail = end.min(keep);
-        buf.copy_within(end - tail..end, 0);
-        filled = tail;
-    }
-}
-
-/// Byte range [start, start+len) of a file.
-pub fn read_range(path: &Path, start: u64, len: u64) -> Vec<u8> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).expect("open");
-    f.seek(SeekFrom::Start(start)).expect("seek");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read range");
-    v
+/// `build-image build RECIPE --out OUT`, not started yet.
+pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
+    let mut c = Command::new(bin("build-image"));
+    c.arg("build").arg(recipe).arg("--out").arg(out);
+    c
 }
 
 /// Partitions as `sfdisk --json` reports them: (start bytes, size bytes, type, name).
 pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new("sfdisk")
+    let out = command("sfdisk")
         .arg("--json")
         .arg(image)
         .output()
         .expect("sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "sfdisk --json");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
     // Without the device node names, which repeat the file name.
     let mut parts = v["partitiontable"]["partitions"]
@@ -225,17 +116,13 @@ pub fn device_tree(root: &Path, extra: &[(&str, u32)]) {
 pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     for f in files {
-        let out = Command::new("mcopy")
+        let out = command("mcopy")
             .args(["-n", "-i", &format!("{}@@{offset}", image.display())])
             .arg(format!("::/sealed-secrets/{f}"))
             .arg(dest.join(f))
             .output()
             .expect("running mcopy");
-        assert!(
-            out.status.success(),
-            "mcopy {f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("mcopy {f}"));
     }
 }
 
@@ -252,10 +139,6 @@ pub fn firstboot(root: &Path, cmd: &str) -> Output {
 /// [`firstboot`] that must succeed.
 pub fn firstboot_ok(root: &Path, cmd: &str) -> Output {
     let out = firstboot(root, cmd);
-    assert!(
-        out.status.success(),
-        "sealed-firstboot {cmd} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, format!("sealed-firstboot {cmd}"));
     out
 }

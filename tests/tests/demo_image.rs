@@ -4,7 +4,6 @@
 //! decrypt the store with the age CLI, and grep everything for the marker.
 
 use sealed_image_tests::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,11 +31,7 @@ fn build_demo(extra: &[&str]) -> Built {
     .unwrap();
     let out = tmp.path().join("out");
     let mut transcript = Transcript::default();
-    let built = transcript.ok(Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let built = transcript.ok(build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .args(extra)
         .env("DEMO_MOTD", format!("hello\n{ENV_MARKER}\n")));
     let image = out.join("demo.img");
@@ -65,26 +60,21 @@ fn partition(image: &Path, name: &str) -> (u64, u64) {
 
 #[test]
 fn demo_image_is_sound_and_provisions_on_a_device_tree() {
-    for (tool, pkg) in [
+    if !require_tools_from(&[
         ("sgdisk", "gdisk"),
         ("sfdisk", "fdisk"),
         ("fsck.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("e2fsck", "e2fsprogs"),
         ("age", "age"),
-    ] {
-        if !require_tool(tool, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let mut b = build_demo(&[]);
     let t = &mut b.transcript;
     let key = b.out.join("demo.key");
     assert!(b.image.is_file());
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&key), 0o600);
 
     // The image is sparse: far fewer blocks than its size.
     use std::os::unix::fs::MetadataExt;
@@ -94,7 +84,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     // The other outputs: checksums verify, the .zst decompresses to the
     // image, bmaptool copies it byte for byte with the .bmap, and build.json
     // describes it.
-    t.ok(Command::new("sha256sum")
+    t.ok(command("sha256sum")
         .args(["-c", "SHA256SUMS"])
         .current_dir(&b.out));
     let sums = std::fs::read_to_string(b.out.join("SHA256SUMS")).unwrap();
@@ -105,12 +95,10 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         );
     }
     assert!(!sums.contains("demo.key"));
-    if require_tool("zstd", "zstd") {
-        t.ok(Command::new("zstd")
-            .arg("-t")
-            .arg(b.out.join("demo.img.zst")));
+    if require_tool_from("zstd", "zstd") {
+        t.ok(command("zstd").arg("-t").arg(b.out.join("demo.img.zst")));
         let unpacked = b.out.join("unpacked.img");
-        t.ok(Command::new("zstd")
+        t.ok(command("zstd")
             .args(["-q", "-d"])
             .arg(b.out.join("demo.img.zst"))
             .arg("-o")
@@ -118,9 +106,9 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         assert!(std::fs::read(&unpacked).unwrap() == std::fs::read(&b.image).unwrap());
         std::fs::remove_file(&unpacked).unwrap();
     }
-    if require_tool("bmaptool", "bmap-tools") {
+    if require_tool_from("bmaptool", "bmap-tools") {
         let copy = b.out.join("copy.img");
-        t.ok(Command::new("bmaptool")
+        t.ok(command("bmaptool")
             .arg("copy")
             .arg("--bmap")
             .arg(b.out.join("demo.bmap"))
@@ -147,7 +135,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     );
 
     // Partition table: sgdisk finds no problem; sfdisk sees both partitions.
-    let v = t.ok(Command::new("sgdisk").arg("-v").arg(&b.image));
+    let v = t.ok(command("sgdisk").arg("-v").arg(&b.image));
     let v = String::from_utf8_lossy(&v.stdout);
     assert!(v.contains("No problems found"), "sgdisk -v: {v}");
     let parts = sfdisk_partitions(&b.image);
@@ -160,24 +148,24 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     let (esp_start, esp_size) = partition(&b.image, "ESP");
     let esp = b.out.join("esp.part");
     std::fs::write(&esp, read_range(&b.image, esp_start, esp_size)).unwrap();
-    t.ok(Command::new("fsck.vfat").arg("-n").arg(&esp));
+    t.ok(command("fsck.vfat").arg("-n").arg(&esp));
     std::fs::remove_file(&esp).unwrap();
     let mimg = format!("{}@@{esp_start}", b.image.display());
-    let listing = t.ok(Command::new("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]));
+    let listing = t.ok(command("mdir").args(["-b", "-i", &mimg, "::/sealed-secrets"]));
     let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
     assert!(listing.contains("bundle"), "mdir: {listing}");
     assert!(
         !listing.contains("image.key"),
         "separate key mode put the key on the ESP"
     );
-    let readme = t.ok(Command::new("mtype").args(["-i", &mimg, "::/README.TXT"]));
+    let readme = t.ok(command("mtype").args(["-i", &mimg, "::/README.TXT"]));
     assert!(String::from_utf8_lossy(&readme.stdout).contains("sealed-image demo"));
 
     // The root partition is a clean ext4 with the recipe's tree.
     let (root_start, root_size) = partition(&b.image, "root");
     let rootfs = b.out.join("root.part");
     std::fs::write(&rootfs, read_range(&b.image, root_start, root_size)).unwrap();
-    t.ok(Command::new("e2fsck").arg("-fn").arg(&rootfs));
+    t.ok(command("e2fsck").arg("-fn").arg(&rootfs));
     std::fs::remove_file(&rootfs).unwrap();
 
     // A device tree with the ESP's sealed-secrets/ and the separate key.
@@ -221,11 +209,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     for (path, value, mode) in &expect {
         let p = dev.join(path);
         assert_eq!(&std::fs::read(&p).unwrap(), value, "{path}");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            *mode,
-            "{path}"
-        );
+        assert_eq!(perm_bits(&p), *mode, "{path}");
     }
     assert!(std::fs::symlink_metadata(dev.join("run/secrets"))
         .unwrap()
@@ -243,35 +227,21 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         "{rendered}"
     );
     assert!(!rendered.contains("${SECRET:"), "{rendered}");
-    assert_eq!(
-        std::fs::metadata(&rendered_path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&rendered_path), 0o600);
 
     // The store holds standard age files the age CLI opens with the identity.
     let identity = dev.join("var/lib/sealed-secrets/identity");
-    assert_eq!(
-        std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777,
-        0o400
-    );
+    assert_eq!(perm_bits(&identity), 0o400);
     let store = dev.join("var/lib/sealed-secrets/current/secrets/wifi_psk.age");
     // (Deliberately outside the transcript: this prints the secret.)
-    let dec = Command::new("age")
+    let dec = command("age")
         .arg("-d")
         .arg("-i")
         .arg(&identity)
         .arg(&store)
         .output()
         .unwrap();
-    assert!(
-        dec.status.success(),
-        "age -d: {}",
-        String::from_utf8_lossy(&dec.stderr)
-    );
+    assert_success(&dec, "age -d");
     assert_eq!(dec.stdout, MARKER.as_bytes());
 
     // status lists every secret with ✓ and no values.
@@ -323,11 +293,7 @@ fn nothing_printed_or_written_contains_a_secret() {
             .arg(b.recipe_dir.join("recipe.toml"))
             .env("DEMO_MOTD", ENV_MARKER),
     );
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_success(&check, "");
     let table = String::from_utf8_lossy(&check.stdout);
     assert_eq!(table.matches('✓').count(), 5, "{table}");
     let printed = &t.text;
@@ -369,7 +335,7 @@ fn nothing_printed_or_written_contains_a_secret() {
 
 #[test]
 fn embedded_key_mode_provisions_from_the_esp_alone() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let mut b = build_demo(&["--embed-key"]);
@@ -403,11 +369,7 @@ fn missing_secrets_are_listed_together_and_nothing_is_written() {
     std::fs::remove_file(recipe_dir.join("secrets/wifi_psk.txt")).unwrap();
     std::fs::remove_file(recipe_dir.join("secrets/app.env")).unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .env_remove("DEMO_MOTD")
         .output()
         .unwrap();
@@ -436,13 +398,7 @@ fn unknown_recipe_field_is_a_precise_error() {
         .unwrap()
         .replace("table = \"gpt\"", "table = \"gpt\"\ncolour = 1");
     std::fs::write(&p, text).unwrap();
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(&p)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .output()
-        .unwrap();
+    let r = build_cmd(&p, &tmp.path().join("out")).output().unwrap();
     assert_eq!(r.status.code(), Some(3));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
@@ -462,11 +418,7 @@ fn unknown_template_placeholder_fails_the_build() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
-        .arg("--out")
-        .arg(&out)
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(5));
@@ -480,7 +432,7 @@ fn unknown_template_placeholder_fails_the_build() {
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
-    if !require_tool("systemd-analyze", "systemd") {
+    if !require_tool_from("systemd-analyze", "systemd") {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -497,12 +449,15 @@ fn unit_file_passes_systemd_analyze_verify() {
         units.join("sealed-firstboot.service"),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("sealed-firstboot.service")
-        .output()
-        .unwrap();
+    let verify = || {
+        command("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.path().display()))
+            .arg("sealed-firstboot.service")
+            .output()
+            .unwrap()
+    };
+    let out = verify();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -518,31 +473,22 @@ fn unit_file_passes_systemd_analyze_verify() {
     );
     // The check is real: without the binary it fails.
     std::fs::remove_file(root.path().join("usr/bin/sealed-firstboot")).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("sealed-firstboot.service")
-        .output()
-        .unwrap();
+    let out = verify();
     assert!(!out.status.success(), "verify passed without the binary");
 }
 
 #[test]
 fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let build = |out: &Path| {
-        let r = Command::new(bin("build-image"))
-            .arg("build")
-            .arg(workspace().join("image-recipes/demo/recipe.toml"))
-            .arg("--out")
-            .arg(out)
+        let r = build_cmd(&workspace().join("image-recipes/demo/recipe.toml"), out)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .env_remove("DEMO_MOTD")
             .output()
             .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_success(&r, "");
         let img = out.join("demo.img");
         let (esp, _) = partition(&img, "ESP");
         copy_sealed_out(&img, esp, &["bundle"], out);

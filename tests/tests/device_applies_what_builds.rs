@@ -27,6 +27,15 @@ fn build(dir: &Path, recipe: &str) -> Output {
         .unwrap()
 }
 
+/// `build-image check` of the recipe [`build`] wrote in `dir`.
+fn check(dir: &Path) -> Output {
+    Command::new(bin("build-image"))
+        .arg("check")
+        .arg(dir.join("recipe.toml"))
+        .output()
+        .unwrap()
+}
+
 fn secret(name: &str, path: &str, owner: &str, mode: &str) -> String {
     format!(
         "[secrets.{name}]\ntype = \"single-line\"\npath = \"{path}\"\nowner = \"{owner}\"\nmode = \"{mode}\"\nsource = {{ file = \"{name}.txt\" }}\n\n"
@@ -91,25 +100,8 @@ fn recipes_the_device_cannot_apply_are_refused_with_exit_3() {
         assert!(!contains(&out.stderr, b"MARKER-value"));
         assert!(!dir.join("out").exists(), "{expect}: output left behind");
         // `check` refuses it the same way.
-        let check = Command::new(bin("build-image"))
-            .arg("check")
-            .arg(dir.join("recipe.toml"))
-            .output()
-            .unwrap();
-        assert_eq!(check.status.code(), Some(3), "check, {expect}");
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
+        let checked = check(dir);
+        assert_eq!(checked.status.code(), Some(3), "check, {expect}");
     }
 }
 
@@ -119,11 +111,7 @@ impl Rng {
 /// components, clashes, owners and ids at and past the limits, modes).
 #[test]
 fn whatever_build_image_accepts_the_device_applies() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = Rng::time_seed();
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -176,7 +164,7 @@ fn whatever_build_image_accepts_the_device_applies() {
     ];
     let (mut accepted, mut refused) = (0, 0);
     for case in 0..400 {
-        let count = 1 + rng.next() % 4;
+        let count = 1 + rng.next_u64() % 4;
         let mut recipe = String::new();
         let mut expect = BTreeMap::new();
         for i in 0..count {
@@ -264,7 +252,7 @@ fn in_root(root: &Path, device_path: &str) -> std::path::PathBuf {
 /// host key: `build`, `check` and `build.json` say so.
 #[test]
 fn shared_ssh_host_keys_are_flagged_at_build_time() {
-    if !require_tool("mke2fs", "e2fsprogs") {
+    if !require_tool_from("mke2fs", "e2fsprogs") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -280,24 +268,13 @@ fn shared_ssh_host_keys_are_flagged_at_build_time() {
     );
     std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
     let expect = "ships SSH host keys (/etc/ssh/ssh_host_ed25519_key)";
-    let check = Command::new(bin("build-image"))
-        .arg("check")
-        .arg(dir.join("recipe.toml"))
+    let checked = check(dir);
+    assert!(String::from_utf8_lossy(&checked.stderr).contains(expect));
+    let out = build_cmd(&dir.join("recipe.toml"), &dir.join("out"))
+        .args(["--no-zst", "--json"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&check.stderr).contains(expect));
-    let out = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(dir.join("recipe.toml"))
-        .args(["--no-zst", "--json", "--out"])
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains(expect));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["warnings"][0].as_str().unwrap().contains(expect));
@@ -306,10 +283,6 @@ fn shared_ssh_host_keys_are_flagged_at_build_time() {
     assert!(manifest["warnings"][0].as_str().unwrap().contains(expect));
     // Without the private key, no warning.
     std::fs::remove_file(root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
-    let check = Command::new(bin("build-image"))
-        .arg("check")
-        .arg(dir.join("recipe.toml"))
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&check.stderr).contains("host keys"));
+    let checked = check(dir);
+    assert!(!String::from_utf8_lossy(&checked.stderr).contains("host keys"));
 }

@@ -4,7 +4,7 @@
 //! with reproducible builds, bounded reads, partial failures that stay
 //! partial. Everything through the real `sealed-firstboot` binary.
 
-use sealed_firstboot::bundle::{self, ImageKey, SealTo};
+use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::store::{State, Store};
 use sealed_image_tests::device::{
     assert_no_marker, contents, contents_owned, map, DeviceTree as Device,
@@ -26,7 +26,7 @@ fn test_host_key() -> PathBuf {
 /// every secret, with the same identity.
 #[test]
 fn host_keys_created_after_first_boot_change_nothing() {
-    if !require_tool("ssh-keygen", "openssh-client") || !require_tool("age", "age") {
+    if !require_tools_from(&[("ssh-keygen", "openssh-client"), ("age", "age")]) {
         return;
     }
     let d = Device::new();
@@ -40,7 +40,7 @@ fn host_keys_created_after_first_boot_change_nothing() {
     // As regenerate_ssh_host_keys does.
     let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    let out = Command::new("ssh-keygen")
+    let out = command("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&key)
         .output()
@@ -99,11 +99,7 @@ fn stores_from_the_earlier_code_are_migrated() {
     assert!(!d.identity_file().exists());
 
     let out = d.firstboot("run", None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("persisted the identity"));
     assert_eq!(d.live(), map(OLD));
     let persisted = std::fs::read_to_string(d.identity_file()).unwrap();
@@ -128,22 +124,12 @@ fn recipient_bundles_open_with_the_host_key_identity_too() {
         .unwrap()
         .to_public();
     assert_ne!(generated, derived.to_string());
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&derived), &contents(NEW), 5).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&derived, NEW, 5);
     assert_eq!(d.state().recipient.as_deref(), Some(generated.as_str()));
     assert!(!d.boot().exists());
     // Sealed to the persisted identity works as well.
     let persisted: age::x25519::Recipient = generated.parse().unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&persisted), &contents(OLD), 6).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(OLD));
+    d.run_sealed_to(&persisted, OLD, 6);
 }
 
 /// Many sealed-firstboot processes at once on one root: provision, pubkey,
@@ -188,11 +174,7 @@ fn concurrent_runners_never_lose_a_secret() {
                 pubkeys.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
             }
             if cmd == "provision" {
-                assert!(
-                    out.status.success(),
-                    "round {round}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert_success(&out, format!("round {round}"));
             }
         }
         d.ok("run");
@@ -205,27 +187,12 @@ fn concurrent_runners_never_lose_a_secret() {
         assert_eq!(d.store(), map(NEW), "round {round}");
         assert_eq!(d.live(), map(NEW), "round {round}");
         assert!(!d.boot().exists(), "round {round}: bundle or key left");
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = d.state_dir_names();
         assert_eq!(
             names.iter().filter(|n| n.starts_with("store-")).count(),
             1,
             "round {round}: {names:?}"
         );
-    }
-}
-
-/// A small deterministic generator (the seed is printed on failure).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -235,11 +202,7 @@ impl Rng {
 /// the new secrets, nothing of the bundle or key left, no leftovers.
 #[test]
 fn provision_killed_at_random_moments_never_loses_a_secret() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = Rng::time_seed();
     let mut rng = Rng(seed);
     // How long an undisturbed provision takes here.
     let timing = {
@@ -265,7 +228,7 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
         let new_bundle = bundle::seal(&k2, &contents(NEW), 2000).unwrap();
         d.place(&new_bundle, Some(&k2));
         let mut child = d.cmd("provision").stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rng.next() % window));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % window));
         let _ = child.kill();
         let _ = child.wait();
 
@@ -292,10 +255,9 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
         assert_eq!(d.store(), map(NEW), "{ctx}");
         assert_eq!(d.live(), map(NEW), "{ctx}");
         assert!(!d.boot().exists(), "{ctx}: bundle or key left");
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let names: Vec<String> = d
+            .state_dir_names()
+            .into_iter()
             .filter(|n| n != ".lock" && n != "identity" && n != "current")
             .collect();
         assert_eq!(names.len(), 1, "{ctx}: leftovers {names:?}");
@@ -319,12 +281,7 @@ fn a_half_zeroed_bundle_is_recognised_and_removed() {
     half[..b.len() / 2].fill(0);
     d.place(&half, None);
     let out = d.firstboot("run", None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted wipe"));
     assert!(!d.boot().exists());
     assert_eq!(d.live(), map(OLD));
@@ -342,7 +299,7 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     let d = Device::new();
     std::fs::create_dir_all(d.boot()).unwrap();
     let fifo = d.boot().join("bundle");
-    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = command("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
     let out = d.firstboot("provision", None);
     assert_eq!(out.status.code(), Some(1));
@@ -381,12 +338,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
         Some(&ImageKey::generate()),
     );
     let out = d.firstboot("run", None);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1, "");
 
     let c = contents_owned(&[
         ("wifi", "MARKER-a", "root"),
@@ -396,12 +348,7 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
     d.place(&bundle::seal(&k, &c, 1000).unwrap(), Some(&k));
     let out = d.firstboot("run", None);
     assert_no_marker(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 4, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("secret app was not unsealed") && err.contains("appuser"),
@@ -455,11 +402,7 @@ fn rotation_works_with_a_pinned_source_date_epoch() {
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "");
         assert_no_marker(&out);
         std::fs::create_dir_all(d.boot()).unwrap();
         std::fs::copy(

@@ -37,12 +37,7 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
     for fp in failpoints {
         let d = device_with_old_store_and_new_bundle();
         let out = d.firstboot("provision", Some(fp));
-        assert_eq!(
-            out.status.code(),
-            Some(86),
-            "{fp}: failpoint not reached: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 86, format!("{fp}: failpoint not reached"));
 
         // After the crash: the store is the complete old or the complete new one.
         let store = d.store();
@@ -82,11 +77,7 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
             "{fp}: something of the bundle or key left"
         );
         // No leftovers in the store directory.
-        let names: Vec<String> = std::fs::read_dir(d.root.join("var/lib/sealed-secrets"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = d.state_dir_names();
         assert_eq!(
             names.iter().filter(|n| n.starts_with("store-")).count(),
             1,
@@ -203,12 +194,7 @@ fn bundle_sealed_to_the_device_recipient_needs_no_key() {
     let out = d.firstboot("pubkey", None);
     let recipient: age::x25519::Recipient =
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 5).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&recipient, NEW, 5);
     assert!(!d.boot().join("bundle").exists());
 }
 
@@ -240,20 +226,10 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let mut child = Command::new(bin("build-image"))
-        .args(["pubkey", "--ssh-pubkey", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(keyscan.as_bytes())
-        .unwrap();
-    let build_side = child.wait_with_output().unwrap();
+    let build_side = output_with_stdin(
+        Command::new(bin("build-image")).args(["pubkey", "--ssh-pubkey", "-"]),
+        keyscan.as_bytes(),
+    );
     assert!(build_side.status.success());
     assert_eq!(build_side.stdout, device_side.stdout);
     // The derived identity is persisted, and says where it came from.
@@ -266,12 +242,7 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
         .trim()
         .parse()
         .unwrap();
-    d.place(
-        &bundle::seal_with(SealTo::Recipient(&recipient), &contents(NEW), 9).unwrap(),
-        None,
-    );
-    d.ok("run");
-    assert_eq!(d.live(), map(NEW));
+    d.run_sealed_to(&recipient, NEW, 9);
 }
 
 #[test]

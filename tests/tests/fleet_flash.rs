@@ -38,11 +38,7 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> Output {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     out
 }
 
@@ -53,10 +49,8 @@ fn esp_offset(image: &Path) -> u64 {
 
 #[test]
 fn flash_a_base_image_with_one_devices_bundle() {
-    for (tool, pkg) in [("mcopy", "mtools"), ("sfdisk", "fdisk")] {
-        if !require_tool(tool, pkg) {
-            return;
-        }
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -94,12 +88,7 @@ fn flash_a_base_image_with_one_devices_bundle() {
         .arg(&dev1)
         .arg("--key")
         .arg(d.join("fleet/kiosk-002/kiosk.key")));
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 7, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the one the bundle is sealed to"));
     assert!(!target.exists(), "nothing may be written");
 
@@ -127,21 +116,13 @@ fn flash_a_base_image_with_one_devices_bundle() {
         std::fs::read(dev1.join("kiosk.key")).unwrap()
     );
     // The FAT is clean after the bundle and key were written into it.
-    if require_tool("fsck.vfat", "dosfstools") {
+    if require_tool_from("fsck.vfat", "dosfstools") {
         let parts = sfdisk_partitions(&target);
         let size = parts[0]["size"].as_u64().unwrap() * 512;
         let esp = d.join("esp.vfat");
         std::fs::write(&esp, read_range(&target, esp_offset(&target), size)).unwrap();
-        let fsck = Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(&esp)
-            .output()
-            .unwrap();
-        assert!(
-            fsck.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fsck.stdout)
-        );
+        let fsck = command("fsck.vfat").arg("-n").arg(&esp).output().unwrap();
+        assert_success(&fsck, "");
     }
 
     // A device provisioned from it has kiosk-001's value.

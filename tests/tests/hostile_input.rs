@@ -10,6 +10,20 @@ const MARK: &str = "MRKhostile7731";
 
 const HEAD: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n";
 
+/// The secret `a`, read from `a.txt`.
+const SECRET_A: &str = "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n";
+
+/// A temp project: `recipe.toml` is HEAD and `secrets`, beside `files`
+/// (name, contents).
+fn project(secrets: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+    }
+    std::fs::write(tmp.path().join("recipe.toml"), format!("{HEAD}{secrets}")).unwrap();
+    tmp
+}
+
 fn build_image(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("build-image"))
         .args(args)
@@ -19,13 +33,7 @@ fn build_image(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn assert_clean(what: &str, out: &Output) {
-    for s in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(s, MARK.as_bytes()),
-            "{what}: the planted value was printed:\n{}",
-            String::from_utf8_lossy(s)
-        );
-    }
+    assert_not_printed(out, MARK.as_bytes(), what);
 }
 
 /// Recipes with the marker where a value does not belong: as an enum
@@ -71,12 +79,7 @@ fn recipe_errors_never_print_the_offending_value() {
             if args[0] == "check" && out.status.success() {
                 continue;
             }
-            assert_eq!(
-                out.status.code(),
-                Some(3),
-                "{what} {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_exit(&out, 3, format!("{what} {args:?}"));
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains("recipe.toml"),
@@ -91,16 +94,11 @@ fn recipe_errors_never_print_the_offending_value() {
 /// `--json` never uses a value as a device directory.
 #[test]
 fn devices_file_errors_never_print_the_offending_value() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.api_token]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n",
+        &[("a.txt", "x")],
+    );
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "x").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!(
-            "{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"
-        ),
-    )
-    .unwrap();
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "toml variant",
@@ -225,13 +223,8 @@ fn devices_file_errors_never_print_the_offending_value() {
 /// A dotenv file with the marker in malformed lines: never echoed.
 #[test]
 fn dotenv_errors_never_print_lines() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project("[secrets.api_token]\ntype = \"single-line\"\nsource = { dotenv = { file = \".env\", key = \"API_TOKEN\" } }\n", &[]);
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.api_token]\ntype = \"single-line\"\nsource = {{ dotenv = {{ file = \".env\", key = \"API_TOKEN\" }} }}\n"),
-    )
-    .unwrap();
     for text in [
         format!("{MARK}\n"),
         format!("API_TOKEN=\"{MARK}\n"),
@@ -273,12 +266,7 @@ fn sources_are_bounded() {
         &recipe("{ command = [\"sleep\", \"1000\"] }", "timeout = 0.5"),
         &["build", "recipe.toml", "--out", "out"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 5, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("did not finish within 0.5 s and was killed"),
@@ -300,9 +288,7 @@ fn sources_are_bounded() {
         "{err}"
     );
     assert_clean("flood", &out);
-    let leftover = Command::new("pgrep")
-        .args(["-f", "yes MRKhostile7731"])
-        .output();
+    let leftover = command("pgrep").args(["-f", "yes MRKhostile7731"]).output();
     if let Ok(l) = leftover {
         assert!(
             !l.status.success(),
@@ -321,11 +307,7 @@ fn sources_are_bounded() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("└ failed:"));
     // File sources: a FIFO (would block forever), a device, a directory.
     let fifo = d.join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    assert!(command("mkfifo").arg(&fifo).status().unwrap().success());
     std::fs::create_dir(d.join("adir")).unwrap();
     for (path, what) in [
         ("fifo", "a FIFO"),
@@ -359,7 +341,7 @@ fn sources_are_bounded() {
 /// refused naming the link, one inside it is copied, a FIFO is refused.
 #[test]
 fn fat_files_never_follow_links_out_of_their_tree() {
-    if !require_tool("mcopy", "mtools") {
+    if !require_tool_from("mcopy", "mtools") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -374,12 +356,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     std::fs::write(d.join("recipe.toml"), recipe).unwrap();
     std::fs::write(d.join("a.txt"), "v").unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("boot/x") && err.contains("outside"), "{err}");
     assert_clean("link out", &out);
@@ -387,15 +364,11 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     // Without the outside link: the inside link is copied, as a file.
     std::fs::remove_file(boot.join("x")).unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let img = d.join("out/r.img");
     assert!(!file_contains(&img, b"MRKhostile7731"));
     let off = sfdisk_partitions(&img)[0]["start"].as_u64().unwrap() * 512;
-    let t = Command::new("mtype")
+    let t = command("mtype")
         .args([
             "-i",
             &format!("{}@@{off}", img.display()),
@@ -406,7 +379,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     assert_eq!(String::from_utf8_lossy(&t.stdout), "inside");
     // A FIFO in the tree is refused at once.
     std::fs::remove_dir_all(d.join("out")).unwrap();
-    assert!(Command::new("mkfifo")
+    assert!(command("mkfifo")
         .arg(boot.join("pipe"))
         .status()
         .unwrap()
@@ -439,21 +412,11 @@ fn hashes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// new set.
 #[test]
 fn outputs_are_committed_as_a_set() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(SECRET_A, &[("a.txt", "v1")]);
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "v1").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
-    )
-    .unwrap();
     let ok = |args: &[&str]| {
         let out = build_image(d, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("{args:?}"));
     };
     ok(&["build", "recipe.toml", "--out", "out"]);
     let before = hashes(&d.join("out"));
@@ -511,7 +474,7 @@ fn outputs_are_committed_as_a_set() {
         !after.iter().any(|(n, _)| n == "r.img.zst"),
         "stale .img.zst kept"
     );
-    let c = Command::new("sha256sum")
+    let c = command("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(d.join("out"))
         .output()
@@ -523,15 +486,11 @@ fn outputs_are_committed_as_a_set() {
 /// like a device that is not a fleet output is refused, untouched.
 #[test]
 fn fleet_builds_never_replace_a_users_directory() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"home/a.txt\" }\n",
+        &[],
+    );
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!(
-            "{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"home/a.txt\" }}\n"
-        ),
-    )
-    .unwrap();
     std::fs::create_dir(d.join("home")).unwrap();
     std::fs::write(d.join("home/a.txt"), "v").unwrap();
     std::fs::write(d.join("devices.csv"), "name\nhome\nkiosk\n").unwrap();
@@ -547,12 +506,7 @@ fn fleet_builds_never_replace_a_users_directory() {
             ".",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 6, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not made by a fleet build"));
     assert_eq!(std::fs::read_to_string(d.join("home/a.txt")).unwrap(), "v");
     assert!(
@@ -579,21 +533,12 @@ fn fleet_builds_never_replace_a_users_directory() {
         build_image(d, &args)
     };
     let out = fleet(false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(d.join("kiosk/.sealed-image-device").is_file());
     let key = d.join("kiosk/r.key");
     let first_key = std::fs::read(&key).unwrap();
     let out = fleet(false);
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 6, "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("kiosk/r.key") && err.contains("--force"),
@@ -601,11 +546,7 @@ fn fleet_builds_never_replace_a_users_directory() {
     );
     assert_eq!(std::fs::read(&key).unwrap(), first_key, "key kept");
     let out = fleet(true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert_ne!(std::fs::read(&key).unwrap(), first_key, "key replaced");
     assert!(d.join("kiosk/.sealed-image-device").is_file());
 }
@@ -615,14 +556,8 @@ fn fleet_builds_never_replace_a_users_directory() {
 /// --force, an earlier flash output can be flashed again.
 #[test]
 fn flash_to_a_file_is_private_and_never_clobbers() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(SECRET_A, &[("a.txt", "v")]);
     let d = tmp.path();
-    std::fs::write(d.join("a.txt"), "v").unwrap();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n"),
-    )
-    .unwrap();
     let out = build_image(d, &["build", "recipe.toml", "--out", "out", "--no-zst"]);
     assert!(out.status.success());
     let flash = |target: &str, extra: &[&str]| {
@@ -631,34 +566,16 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
         build_image(d, &args)
     };
     let out = flash("card.img", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.join("card.img"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    assert_success(&out, "");
+    let mode = perm_bits(d.join("card.img"));
     assert_eq!(mode, 0o600);
     // Again onto the earlier flash output: fine.
     let again = flash("card.img", &[]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_success(&again, "");
     // A user's file is not clobbered without --force.
     std::fs::write(d.join("thesis.odt"), "years of work").unwrap();
     let out = flash("thesis.odt", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 7, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(
         std::fs::read_to_string(d.join("thesis.odt")).unwrap(),
@@ -666,11 +583,7 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
     );
     let out = flash("thesis.odt", &["--force"]);
     assert!(out.status.success());
-    let mode = std::fs::metadata(d.join("thesis.odt"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = perm_bits(d.join("thesis.odt"));
     assert_eq!(mode, 0o600);
 }
 
@@ -678,13 +591,11 @@ fn flash_to_a_file_is_private_and_never_clobbers() {
 /// its cause is not followed by the cause again.
 #[test]
 fn messages_never_repeat_themselves() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = project(
+        "[secrets.a]\ntype = \"file\"\nsource = { file = \"adir\" }\n",
+        &[],
+    );
     let d = tmp.path();
-    std::fs::write(
-        d.join("recipe.toml"),
-        format!("{HEAD}[secrets.a]\ntype = \"file\"\nsource = {{ file = \"adir\" }}\n"),
-    )
-    .unwrap();
     std::fs::create_dir(d.join("adir")).unwrap();
     let cases: Vec<Vec<&str>> = vec![
         vec!["build", "missing.toml", "--out", "o"],

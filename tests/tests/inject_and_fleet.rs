@@ -12,17 +12,13 @@ const BOOT_START: u64 = 8192; // sectors: 4 MiB, as Raspberry Pi OS
 const BOOT_SECTORS: u64 = 131072; // 64 MiB
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
+    let out = command("sh")
         .arg("-ec")
         .arg(script)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, script);
 }
 
 /// MBR, FAT32 "bootfs" at 4 MiB with a config.txt, ext4 "rootfs" after it.
@@ -71,16 +67,14 @@ fn provision_from(image: &Path, key: Option<&Path>, root: &Path) {
 }
 
 fn tools() -> bool {
-    [
+    require_tools_from(&[
         ("sfdisk", "fdisk"),
         ("mkfs.vfat", "dosfstools"),
         ("fsck.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("mke2fs", "e2fsprogs"),
         ("zstd", "zstd"),
-    ]
-    .iter()
-    .all(|(t, p)| require_tool(t, p))
+    ])
 }
 
 #[test]
@@ -93,11 +87,7 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     let before = std::fs::read(&img).unwrap();
     let table_before = sfdisk_partitions(&img);
     let out = inject(&[img.to_str().unwrap()], MARKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(!contains(&out.stderr, MARKER.as_bytes()) && !contains(&out.stdout, MARKER.as_bytes()));
     let sealed = tmp.path().join("raspios.sealed.img");
     let key = tmp.path().join("raspios.sealed.key");
@@ -128,23 +118,15 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
     // The FAT is clean, keeps its files, and holds the bundle (no key).
     let fat = tmp.path().join("fat.part");
     std::fs::write(&fat, &after[b0..b1]).unwrap();
-    let fsck = Command::new("fsck.vfat")
-        .arg("-n")
-        .arg(&fat)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    let fsck = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
+    assert_success(&fsck, "");
     let mimg = format!("{}@@{b0}", sealed.display());
-    let cfg = Command::new("mtype")
+    let cfg = command("mtype")
         .args(["-i", &mimg, "::/config.txt"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&cfg.stdout).trim(), "arm_64bit=1");
-    let dir = Command::new("mdir")
+    let dir = command("mdir")
         .args(["-b", "-i", &mimg, "::/sealed-secrets"])
         .output()
         .unwrap();
@@ -162,19 +144,17 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
         std::fs::read_to_string(root.join("run/secrets/wifi_psk")).unwrap(),
         MARKER
     );
-    let wpa =
-        std::fs::read_link(root.join("run/wpa_supplicant/wpa_supplicant-wlan0.conf")).unwrap();
-    let wpa = std::fs::read_to_string(root.join(wpa.strip_prefix("/").unwrap())).unwrap();
-    assert!(wpa.contains(MARKER));
+    // The NetworkManager keyfile (a symlink into /run/secrets).
+    let nm = std::fs::read_link(
+        root.join("run/NetworkManager/system-connections/site-wifi.nmconnection"),
+    )
+    .unwrap();
+    let nm = std::fs::read_to_string(root.join(nm.strip_prefix("/").unwrap())).unwrap();
+    assert!(nm.contains(&format!("\npsk={MARKER}\n")), "{nm}");
 
     // A second inject does not clobber the first output or its key.
     let again = inject(&[img.to_str().unwrap()], MARKER);
-    assert_eq!(
-        again.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_exit(&again, 6, "");
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
 
@@ -189,18 +169,10 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
     sh("zstd -q raspios.img -o raspios.img.zst", tmp.path());
     let zin = tmp.path().join("raspios.img.zst");
     let out = inject(&[zin.to_str().unwrap(), "--partition", "bootfs"], MARKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let zout = tmp.path().join("raspios.sealed.img.zst");
-    let t = Command::new("zstd").arg("-t").arg(&zout).output().unwrap();
-    assert!(
-        t.status.success(),
-        "zstd -t: {}",
-        String::from_utf8_lossy(&t.stderr)
-    );
+    let t = command("zstd").arg("-t").arg(&zout).output().unwrap();
+    assert_success(&t, "zstd -t");
     sh(
         "zstd -q -d raspios.sealed.img.zst -o unpacked.img",
         tmp.path(),
@@ -228,11 +200,7 @@ fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
         &[img.to_str().unwrap(), "--in-place", "--embed-key"],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .flatten()
@@ -275,13 +243,9 @@ fn inject_refuses_an_image_without_a_fat_boot_partition() {
 }
 
 fn fleet(args: &[&str], devices: &Path, out: &Path) -> std::process::Output {
-    Command::new(bin("build-image"))
-        .arg("build")
-        .arg(workspace().join("image-recipes/demo/recipe.toml"))
+    build_cmd(&workspace().join("image-recipes/demo/recipe.toml"), out)
         .arg("--devices")
         .arg(devices)
-        .arg("--out")
-        .arg(out)
         .args(args)
         .output()
         .unwrap()
@@ -303,7 +267,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     .unwrap();
     let out = tmp.path().join("out");
     let r = fleet(&["--json", "--raw-images"], &devices, &out);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     let ids: std::collections::BTreeSet<_> = report["devices"]
@@ -330,49 +294,41 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         // device's .bmap (base range hashes reused) gives the same bytes.
         let zst = out.join(dev).join("demo.img.zst");
         let unpacked = tmp.path().join(format!("{dev}.unpacked.img"));
-        let z = Command::new("zstd")
+        let z = command("zstd")
             .args(["-q", "-d", "-f"])
             .arg(&zst)
             .arg("-o")
             .arg(&unpacked)
             .output()
             .unwrap();
-        assert!(
-            z.status.success(),
-            "{dev}: {}",
-            String::from_utf8_lossy(&z.stderr)
-        );
+        assert_success(&z, dev);
         assert!(
             std::fs::read(&unpacked).unwrap() == std::fs::read(&img).unwrap(),
             "{dev}: .img.zst differs from .img"
         );
-        if require_tool("bmaptool", "bmap-tools") {
+        if require_tool_from("bmaptool", "bmap-tools") {
             let copied = tmp.path().join(format!("{dev}.bmapcopy.img"));
-            let b = Command::new("bmaptool")
+            let b = command("bmaptool")
                 .args(["-q", "copy", "--bmap"])
                 .arg(out.join(dev).join("demo.bmap"))
                 .arg(&zst)
                 .arg(&copied)
                 .output()
                 .unwrap();
-            assert!(
-                b.status.success(),
-                "{dev}: {}",
-                String::from_utf8_lossy(&b.stderr)
-            );
+            assert_success(&b, dev);
             assert!(
                 std::fs::read(&copied).unwrap() == std::fs::read(&img).unwrap(),
                 "{dev}: bmaptool copy differs"
             );
         }
-        let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
+        let v = command("sgdisk").arg("-v").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
         assert!(
             !file_contains(&img, b"MARKER-fleet"),
             "{dev}: value in clear"
         );
         let sums = std::fs::read_to_string(out.join(dev).join("SHA256SUMS")).unwrap();
-        let c = Command::new("sha256sum")
+        let c = command("sha256sum")
             .arg("-c")
             .arg("SHA256SUMS")
             .current_dir(out.join(dev))
@@ -408,7 +364,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     // By default a device gets no raw image: .img.zst, .bmap, key, sums.
     let out2 = tmp.path().join("out2");
     let r = fleet(&[], &devices, &out2);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let mut names: Vec<String> = std::fs::read_dir(out2.join("kiosk-001"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -424,7 +380,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             "demo.key"
         ]
     );
-    let c = Command::new("sha256sum")
+    let c = command("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(out2.join("kiosk-001"))
         .output()
@@ -445,7 +401,7 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     for shard in ["1/2", "2/2"] {
         let out = tmp.path().join(format!("out-{}", &shard[..1]));
         let r = fleet(&["--shard", shard, "--bundles-only"], &devices, &out);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_success(&r, "");
         let mut names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .flatten()
@@ -473,13 +429,9 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     std::fs::remove_file(recipe_dir.join("secrets/wifi_psk.txt")).unwrap();
     std::fs::write(&devices, "name,wifi_psk\nhas,p\nlacks-1,\nlacks-2,\n").unwrap();
     let out = tmp.path().join("out-missing");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(recipe_dir.join("recipe.toml"))
+    let r = build_cmd(&recipe_dir.join("recipe.toml"), &out)
         .arg("--devices")
         .arg(&devices)
-        .arg("--out")
-        .arg(&out)
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(4));
@@ -498,7 +450,7 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
 
 #[test]
 fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
-    if !require_tool("mcopy", "mtools") || !require_tool("sfdisk", "fdisk") {
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -510,7 +462,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let target = tmp.path().join("card.img");
     let f = Command::new(bin("build-image"))
         .arg("flash")
@@ -521,7 +473,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    assert_success(&f, "");
     let key_text = std::fs::read_to_string(out.join("demo.key")).unwrap();
     assert!(
         !contains(&f.stdout, key_text.trim().as_bytes()),
@@ -548,7 +500,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
     );
 
     // The disk the system runs from is refused with exit code 7.
-    let src = Command::new("findmnt")
+    let src = command("findmnt")
         .args(["-n", "-o", "SOURCE", "/"])
         .output()
         .unwrap();
@@ -563,12 +515,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .arg(&src)
         .output()
         .unwrap();
-    assert_eq!(
-        f.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&f.stderr)
-    );
+    assert_exit(&f, 7, "");
     assert!(String::from_utf8_lossy(&f.stderr).contains("refusing"));
 }
 
@@ -589,14 +536,10 @@ fn inject_output_format_stale_key_and_read_only_input() {
         &[img.to_str().unwrap(), "-o", zout.to_str().unwrap()],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let magic = std::fs::read(&zout).unwrap()[..4].to_vec();
     assert_eq!(magic, [0x28, 0xb5, 0x2f, 0xfd], "-o x.img.zst must be zstd");
-    assert!(Command::new("zstd")
+    assert!(command("zstd")
         .args(["-q", "-t"])
         .arg(&zout)
         .status()
@@ -615,23 +558,15 @@ fn inject_output_format_stale_key_and_read_only_input() {
         ],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let sep = tmp.path().join("sep.img");
     let out = inject(
         &[emb.to_str().unwrap(), "-o", sep.to_str().unwrap()],
         MARKER,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let esp = format!("{}@@{}", sep.display(), BOOT_START * 512);
-    let dir = Command::new("mdir")
+    let dir = command("mdir")
         .args(["-i", &esp, "::/sealed-secrets"])
         .output()
         .unwrap();
@@ -652,9 +587,9 @@ fn inject_output_format_stale_key_and_read_only_input() {
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&ro_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    let mut cmd = if is_root && require_tool("setpriv", "util-linux") {
-        let mut c = Command::new("setpriv");
+    let is_root = command("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut cmd = if is_root && require_tool_from("setpriv", "util-linux") {
+        let mut c = command("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(bin("build-image"));
         c

@@ -6,34 +6,27 @@ use std::process::Command;
 
 #[test]
 fn raspberry_pi_recipe_builds_an_mbr_image() {
-    for (t, p) in [
+    if !require_tools_from(&[
         ("sfdisk", "fdisk"),
         ("fsck.vfat", "dosfstools"),
         ("mtype", "mtools"),
         ("e2fsck", "e2fsprogs"),
-    ] {
-        if !require_tool(t, p) {
-            return;
-        }
+    ]) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
-        .arg("build")
-        .arg(workspace().join("image-recipes/raspberry-pi/recipe.toml"))
-        .arg("--out")
-        .arg(&out)
-        .env("WIFI_PSK", "MARKER-pi-psk")
-        .env("PI_PASSWORD", "MARKER-pi-password")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = build_cmd(
+        &workspace().join("image-recipes/raspberry-pi/recipe.toml"),
+        &out,
+    )
+    .env("WIFI_PSK", "MARKER-pi-psk")
+    .env("PI_PASSWORD", "MARKER-pi-password")
+    .output()
+    .unwrap();
+    assert_success(&r, "");
     let img = out.join("pi.img");
-    let o = Command::new("sfdisk")
-        .arg("--json")
-        .arg(&img)
-        .output()
-        .unwrap();
+    let o = command("sfdisk").arg("--json").arg(&img).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = &v["partitiontable"];
     assert_eq!(t["label"], "dos");
@@ -43,28 +36,20 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     assert_eq!(parts[0]["type"], "c");
     assert_eq!(parts[0]["bootable"], true);
     assert_eq!(parts[1]["type"], "83");
-    let verify = Command::new("sfdisk")
+    let verify = command("sfdisk")
         .arg("--verify")
         .arg(&img)
         .output()
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_success(&verify, "");
 
     let start = parts[0]["start"].as_u64().unwrap() * 512;
     let size = parts[0]["size"].as_u64().unwrap() * 512;
     let fat = tmp.path().join("boot.part");
     std::fs::write(&fat, read_range(&img, start, size)).unwrap();
-    let f = Command::new("fsck.vfat")
-        .arg("-n")
-        .arg(&fat)
-        .output()
-        .unwrap();
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
-    let label = Command::new("mlabel")
+    let f = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
+    assert_success(&f, "");
+    let label = command("mlabel")
         .args(["-s", "-i"])
         .arg(format!("{}@@{start}", img.display()))
         .arg("::")
@@ -75,7 +60,7 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         "{}",
         String::from_utf8_lossy(&label.stdout)
     );
-    let cfg = Command::new("mtype")
+    let cfg = command("mtype")
         .args([
             "-i",
             &format!("{}@@{start}", img.display()),
@@ -89,12 +74,8 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     let rsize = parts[1]["size"].as_u64().unwrap() * 512;
     let rootfs = tmp.path().join("root.part");
     std::fs::write(&rootfs, read_range(&img, rstart, rsize)).unwrap();
-    let e = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&rootfs)
-        .output()
-        .unwrap();
-    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stdout));
+    let e = command("e2fsck").arg("-fn").arg(&rootfs).output().unwrap();
+    assert_success(&e, "");
 
     for m in ["MARKER-pi-psk", "MARKER-pi-password"] {
         assert!(!file_contains(&img, m.as_bytes()), "{m} in clear");
@@ -111,7 +92,7 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(i.status.success(), "{}", String::from_utf8_lossy(&i.stderr));
+    assert_success(&i, "");
     assert!(!contains(&i.stdout, b"MARKER"));
     let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(j["table"], "mbr");

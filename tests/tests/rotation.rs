@@ -5,8 +5,8 @@
 //! (checked through a fake `systemctl` on PATH), and `status --json`
 //! reports back. Values never appear in any output.
 
+use sealed_image_tests::device::assert_no_marker;
 use sealed_image_tests::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -92,41 +92,27 @@ impl Setup {
             .args(args)
             .output()
             .unwrap();
-        no_marker(&out);
+        assert_no_marker(&out);
         out
     }
 
     fn firstboot(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(bin("sealed-firstboot"))
-            .arg("--root")
+        let mut c = Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
             .arg(&self.root)
             .args(args)
-            .env("PATH", self.path_env())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(data) = stdin {
-            child.stdin.take().unwrap().write_all(data).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        no_marker(&out);
+            .env("PATH", self.path_env());
+        let out = match stdin {
+            Some(data) => output_with_stdin(&mut c, data),
+            None => c.stdin(Stdio::null()).output().unwrap(),
+        };
+        assert_no_marker(&out);
         out
     }
 
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.firstboot(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?} ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, format!("{args:?}"));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -154,16 +140,6 @@ impl Setup {
     }
 }
 
-fn no_marker(out: &Output) {
-    for s in [&out.stdout, &out.stderr] {
-        assert!(
-            !contains(s, b"MARKER-"),
-            "a value was printed: {}",
-            String::from_utf8_lossy(s)
-        );
-    }
-}
-
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
@@ -175,11 +151,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
     let out_dir = |d: &str| s.dir.parent().unwrap().join(d);
     let o = |d: &str| out_dir(d).to_string_lossy().into_owned();
     let out = s.bundle(&["--out", &o("o1"), "--recipient", &recipient, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["bundles"][0]["key_mode"], "recipient");
     assert_eq!(report["bundles"][0]["partial"], false);
@@ -214,11 +186,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
         "--only",
         "wifi_psk",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     let b2 = out_dir("o2").join("kiosk.bundle");
     let err = s.ok(&["apply", b2.to_str().unwrap()], None);
     assert!(err.contains("partial bundle"), "{err}");
@@ -329,11 +297,7 @@ fn ssh_recipient_image_key_mode_and_fleets() {
     let tmp = tempfile::tempdir().unwrap();
     let o = tmp.path();
     let out = s.bundle(&["--out", o.to_str().unwrap(), "--ssh-recipient", line.trim()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
     assert_eq!(s.live("/run/secrets/wifi_psk"), "MARKER-wifi-1");
     assert!(!s.calls().is_empty());
@@ -343,12 +307,8 @@ fn ssh_recipient_image_key_mode_and_fleets() {
     let k = tmp.path().join("k");
     let out = s.bundle(&["--out", k.to_str().unwrap()]);
     assert!(out.status.success());
-    use std::os::unix::fs::PermissionsExt;
     let key = k.join("kiosk.key");
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&key), 0o600);
     let bundle = k.join("kiosk.bundle");
     let out = s.firstboot(&["apply", bundle.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
@@ -391,11 +351,7 @@ fn ssh_recipient_image_key_mode_and_fleets() {
         devices.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "");
     assert!(f.join("kiosk-001.bundle").is_file() && f.join("kiosk-002.bundle").is_file());
     // Another device's bundle is refused.
     let out = s.firstboot(
@@ -419,34 +375,24 @@ fn a_mode_change_alone_counts_as_a_change() {
     let s = Setup::new();
     let recipient = s.pubkey();
     let o = s.dir.parent().unwrap().join("out");
-    let out = s.bundle(&["--out", o.to_str().unwrap(), "--recipient", &recipient]);
-    assert!(out.status.success());
-    s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    // Bundle the recipe for kiosk (sealed to it) and apply it there.
+    let bundle_and_apply = |extra: &[&str]| {
+        let mut args = vec!["--out", o.to_str().unwrap(), "--recipient", &recipient];
+        args.extend_from_slice(extra);
+        let out = s.bundle(&args);
+        assert!(out.status.success());
+        s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None)
+    };
+    bundle_and_apply(&[]);
     s.calls();
     // The same values again (a new bundle): nothing changed.
-    let out = s.bundle(&[
-        "--out",
-        o.to_str().unwrap(),
-        "--recipient",
-        &recipient,
-        "--force",
-    ]);
-    assert!(out.status.success());
-    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    let err = bundle_and_apply(&["--force"]);
     assert!(err.contains("no secret changed"), "{err}");
     assert!(s.calls().is_empty());
     // Only the mode of api_token changes.
     let recipe = RECIPE.replace("mode = \"0440\"", "mode = \"0400\"");
     std::fs::write(s.dir.join("recipe.toml"), recipe).unwrap();
-    let out = s.bundle(&[
-        "--out",
-        o.to_str().unwrap(),
-        "--recipient",
-        &recipient,
-        "--force",
-    ]);
-    assert!(out.status.success());
-    let err = s.ok(&["apply", o.join("kiosk.bundle").to_str().unwrap()], None);
+    let err = bundle_and_apply(&["--force"]);
     assert!(err.contains("changed: api_token\n"), "{err}");
     assert_eq!(s.calls(), ["try-restart -- app.service"]);
 }

@@ -6,17 +6,6 @@ use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ESP_ONLY: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-"#;
-
 fn write_recipe(dir: &Path, secrets: &str) -> PathBuf {
     let p = dir.join("recipe.toml");
     std::fs::write(&p, format!("{ESP_ONLY}\n{secrets}")).unwrap();
@@ -53,7 +42,7 @@ fn provision(out: &Path, root: &Path) {
 
 #[test]
 fn command_and_dotenv_sources() {
-    if !require_tool("mcopy", "mtools") || !require_tool("sfdisk", "fdisk") {
+    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -79,7 +68,7 @@ type = "multi-line"
     );
     let out = tmp.path().join("out");
     let r = build(&recipe, &out, &[("from_env", "line1\nenv-MARKER\n")]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     for m in ["cmd-MARKER-value", "tok-MARKER-dotenv", "env-MARKER"] {
         assert!(
             !contains(&r.stdout, m.as_bytes()) && !contains(&r.stderr, m.as_bytes()),
@@ -224,15 +213,13 @@ required = false
 
 #[test]
 fn yescrypt_password_is_hashed_at_build_time_and_verifies_with_crypt() {
-    for (t, p) in [
+    if !require_tools_from(&[
         ("mcopy", "mtools"),
         ("sfdisk", "fdisk"),
         ("perl", "perl"),
         ("mkpasswd", "whois"),
-    ] {
-        if !require_tool(t, p) {
-            return;
-        }
+    ]) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let password = "correct-horse-MARKER-pw";
@@ -247,14 +234,14 @@ description = "hash for chpasswd -e / usermod -p"
     );
     let out = tmp.path().join("out");
     let r = build(&recipe, &out, &[("admin_password", password)]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r, "");
     let root = tmp.path().join("dev");
     provision(&out, &root);
     let hash = std::fs::read_to_string(root.join("run/secrets/admin_password")).unwrap();
     assert!(hash.starts_with("$y$"), "{hash}");
     // libxcrypt's crypt(3), through perl, accepts the hash for the password…
     let verify = |pw: &str| {
-        let o = Command::new("perl")
+        let o = command("perl")
             .args([
                 "-e",
                 "print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 'ok' : 'no'",
@@ -272,7 +259,7 @@ description = "hash for chpasswd -e / usermod -p"
     let setting = &hash[..hash.rfind('$').unwrap()];
     let salt = &setting[setting.rfind('$').unwrap() + 1..];
     let params = setting.split('$').nth(2).unwrap();
-    let o = Command::new("mkpasswd")
+    let o = command("mkpasswd")
         .args([
             "-m",
             "yescrypt",

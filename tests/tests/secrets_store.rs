@@ -64,16 +64,18 @@ fn cmd(f: &Fixture, args: &[&str]) -> Command {
 
 /// Run with `input` on standard input.
 fn with_stdin(t: &mut Transcript, mut c: Command, input: &[u8]) -> Output {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    // A command that fails early may not read its input.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(&mut c, input);
     t.text.extend_from_slice(&out.stdout);
     t.text.extend_from_slice(&out.stderr);
     out
+}
+
+/// A fixture with an initialised store, and the transcript of that.
+fn initialised() -> (Fixture, Transcript) {
+    let f = fixture();
+    let mut t = Transcript::default();
+    init(&f, &mut t);
+    (f, t)
 }
 
 fn init(f: &Fixture, t: &mut Transcript) {
@@ -129,7 +131,7 @@ fn assert_no_marker(f: &Fixture, t: &Transcript, markers: &[&str]) {
 }
 
 fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
-    let out = Command::new("age")
+    let out = command("age")
         .arg("-d")
         .arg("-i")
         .arg(key)
@@ -147,7 +149,7 @@ fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
 
 #[test]
 fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let f = fixture();
@@ -268,11 +270,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["version"], 2);
     assert_eq!(std::fs::read(&out_file).unwrap(), MARKER2.as_bytes());
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&out_file), 0o600);
     // A key that is not a recipient: exit 10.
     let other = f.dir.join("other.key");
     std::fs::write(&other, secret_string(&age::x25519::Identity::generate())).unwrap();
@@ -387,12 +385,10 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
 
 #[test]
 fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     t.ok(&mut cmd(
         &f,
         &[
@@ -445,12 +441,10 @@ fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
 
 #[test]
 fn failed_commands_leave_the_store_as_it_was() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     for name in ["A_ONE", "B_TWO"] {
         let o = with_stdin(&mut t, cmd(&f, &["set", name]), MARKER.as_bytes());
         assert!(o.status.success(), "{}", text(&o));
@@ -459,14 +453,13 @@ fn failed_commands_leave_the_store_as_it_was() {
     // rekey must fail on it without touching A_ONE.
     let stranger = age::x25519::Identity::generate();
     let foreign = f.dir.join("foreign.age");
-    let mut age_enc = Command::new("age")
-        .args(["-r", &stranger.to_public().to_string(), "-o"])
-        .arg(&foreign)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    age_enc.stdin.take().unwrap().write_all(b"x").unwrap();
-    assert!(age_enc.wait().unwrap().success());
+    let age_enc = output_with_stdin(
+        command("age")
+            .args(["-r", &stranger.to_public().to_string(), "-o"])
+            .arg(&foreign),
+        b"x",
+    );
+    assert!(age_enc.status.success());
     std::fs::copy(&foreign, f.store.join("secrets/B_TWO/global/v1.age")).unwrap();
     // A new teammate, so that rekey would rewrite everything.
     let bob = age::x25519::Identity::generate();
@@ -517,12 +510,10 @@ fn failed_commands_leave_the_store_as_it_was() {
 
 #[test]
 fn audit_rekey_export_and_import() {
-    if !require_tool("age", "age") || !require_tool("tar", "tar") {
+    if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
         return;
     }
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     let o = with_stdin(
         &mut t,
         cmd(&f, &["set", "WIFI_PSK", "--description", "Wi-Fi"]),
@@ -563,19 +554,11 @@ fn audit_rekey_export_and_import() {
         &f,
         &["export", backup.to_str().unwrap(), "--identity", key],
     ));
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(perm_bits(&backup), 0o600);
     assert!(!file_contains(&backup, MARKER.as_bytes()));
     let tarball = f.dir.join("backup.tar");
     std::fs::write(&tarball, age_decrypt(&bob_key, &backup)).unwrap();
-    let list = Command::new("tar")
-        .arg("tf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
+    let list = command("tar").arg("tf").arg(&tarball).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     for entry in [
         "FORMAT",
@@ -639,16 +622,8 @@ fn audit_rekey_export_and_import() {
     assert_no_marker(&f, &t, &[MARKER, MARKER2]);
 }
 
-const ESP_ONLY: &str = r#"
-[image]
-name = "t"
-
-[[partition]]
-label = "ESP"
-type = "esp"
-size = "64MiB"
-secrets = true
-
+/// The secret of the recipe (after [`ESP_ONLY`]): from the store.
+const WIFI_FROM_STORE: &str = r#"
 [secrets.wifi_psk]
 type = "single-line"
 description = "WPA2 passphrase of the site Wi-Fi"
@@ -672,7 +647,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     let f = fixture();
     let mut t = Transcript::default();
     let recipe = f.dir.join("recipe.toml");
-    std::fs::write(&recipe, ESP_ONLY).unwrap();
+    std::fs::write(&recipe, format!("{ESP_ONLY}{WIFI_FROM_STORE}")).unwrap();
     let check = |t: &mut Transcript, extra: &[&str]| {
         let mut c = Command::new(bin("build-image"));
         c.arg("check").arg(&recipe).args(extra);
@@ -829,7 +804,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
 /// the audit log).
 #[test]
 fn the_demo_store_flow_from_the_readme() {
-    if !require_tool("age", "age") {
+    if !require_tool_from("age", "age") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -907,19 +882,17 @@ fn the_demo_store_flow_from_the_readme() {
 /// Typed on a terminal (a real pty from `script`): asked twice, never echoed.
 #[test]
 fn a_value_typed_on_a_terminal_is_not_echoed() {
-    if !require_tool("script", "bsdutils") || !require_tool("age", "age") {
+    if !require_tools_from(&[("script", "bsdutils"), ("age", "age")]) {
         return;
     }
     use std::io::Read;
-    let f = fixture();
-    let mut t = Transcript::default();
-    init(&f, &mut t);
+    let (f, mut t) = initialised();
     let command = format!(
         "{} store --store {} set TYPED_SECRET",
         bin("build-image").display(),
         f.store.display()
     );
-    let mut child = Command::new("script")
+    let mut child = sealed_image_tests::command("script")
         .args(["-qec", &command, "/dev/null"])
         .env("USER", "alice")
         .stdin(Stdio::piped())

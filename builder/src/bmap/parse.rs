@@ -1,56 +1,13 @@
-//! The bmap reader: a tokenizer for the XML subset bmaptool writes
-//! (declaration, comments, elements, attributes, text, the five predefined
-//! entities) and a strict walk over the expected structure, without an XML
-//! library. Anything else (DTDs, CDATA, misnested or unclosed tags, bad
-//! numbers, overlapping or unsorted ranges, counts that disagree, a wrong
-//! file checksum) is an error, naming the line where there is one.
+//! The bmap reader: a tokenizer for the XML subset bmaptool writes and a
+//! strict walk over the expected structure.
 
-use super::error::BmapError;
-use super::model::{Bmap, BmapRange};
-use sealed_firstboot::bundle::hex::decode_sha256;
+use super::{hex, Bmap, BmapRange};
 use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::path::Path;
 
-/// Largest bmap file accepted (a multi-terabyte image with a fragmented map
-/// stays far below this).
-pub const MAX_BMAP_BYTES: u64 = 128 << 20;
-
-impl Bmap {
-    /// Parse and check a bmap file's text. Errors say what is wrong and on
-    /// which line.
-    pub fn parse(text: &str) -> Result<Bmap, BmapError> {
-        let doc = parse_document(text)?;
-        build(text, &doc)
-    }
-}
-
-/// Read (at most [`MAX_BMAP_BYTES`]), parse and check a bmap file.
-pub fn read_bmap(path: &Path) -> Result<Bmap, BmapError> {
-    let f = std::fs::File::open(path).map_err(BmapError::Io)?;
-    let mut text = String::new();
-    f.take(MAX_BMAP_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                BmapError::NotUtf8
-            } else {
-                BmapError::Io(e)
-            }
-        })?;
-    if text.len() as u64 > MAX_BMAP_BYTES {
-        return Err(BmapError::TooLarge {
-            limit: MAX_BMAP_BYTES,
-        });
-    }
-    Bmap::parse(&text)
-}
-
-fn syntax(line: usize, reason: impl Into<String>) -> BmapError {
-    BmapError::Syntax {
-        line,
-        reason: reason.into(),
-    }
+/// Parse and check a bmap file's text.
+pub(super) fn parse(text: &str) -> Result<Bmap, String> {
+    let doc = parse_document(text)?;
+    build(text, &doc)
 }
 
 // ---------------------------------------------------------------------------
@@ -86,7 +43,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
 }
 
-fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError> {
+fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
     if !raw.contains('&') {
         return Ok(raw.to_string());
     }
@@ -95,9 +52,12 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError
     while let Some(p) = rest.find('&') {
         out.push_str(&rest[..p]);
         let tail = &rest[p..];
-        let end = tail
-            .find(';')
-            .ok_or_else(|| syntax(line_of(text, at), "'&' that does not start an entity"))?;
+        let end = tail.find(';').ok_or_else(|| {
+            format!(
+                "line {}: '&' that does not start an entity",
+                line_of(text, at)
+            )
+        })?;
         let ent = &tail[1..end];
         let c = match ent {
             "lt" => '<',
@@ -114,7 +74,7 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError
                     None
                 };
                 num.and_then(char::from_u32)
-                    .ok_or_else(|| syntax(line_of(text, at), format!("unknown entity &{ent};")))?
+                    .ok_or_else(|| format!("line {}: unknown entity &{ent};", line_of(text, at)))?
             }
         };
         out.push(c);
@@ -124,7 +84,7 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError
     Ok(out)
 }
 
-fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
+fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
     let mut toks = Vec::new();
     let b = text.as_bytes();
     let mut i = 0;
@@ -137,7 +97,7 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
             let end = text[i..].find('<').map_or(b.len(), |p| i + p);
             let raw = &text[i..end];
             if raw.contains('>') {
-                return Err(syntax(line_of(text, i), "stray '>' in text"));
+                return Err(format!("line {}: stray '>' in text", line_of(text, i)));
             }
             toks.push(Tok::Text { text: raw, at: i });
             i = end;
@@ -147,28 +107,29 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
         if rest.starts_with("<?") {
             let end = rest
                 .find("?>")
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated <? declaration"))?;
+                .ok_or_else(|| format!("line {}: unterminated <? declaration", line_of(text, i)))?;
             // The declaration and processing instructions carry nothing we use.
             i += end + 2;
         } else if let Some(comment) = rest.strip_prefix("<!--") {
             let end = comment
                 .find("-->")
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated comment"))?;
+                .ok_or_else(|| format!("line {}: unterminated comment", line_of(text, i)))?;
             i += 4 + end + 3;
         } else if rest.starts_with("<!") {
-            return Err(syntax(
-                line_of(text, i),
-                "unsupported XML construct (DTD or CDATA section)",
+            return Err(format!(
+                "line {}: unsupported XML construct (DTD or CDATA section)",
+                line_of(text, i)
             ));
         } else if let Some(r) = rest.strip_prefix("</") {
             let end = r
                 .find('>')
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated closing tag"))?;
+                .ok_or_else(|| format!("line {}: unterminated closing tag", line_of(text, i)))?;
             let name = r[..end].trim_end();
             if name.is_empty() || !name.chars().all(is_name_char) {
-                return Err(syntax(
+                return Err(format!(
+                    "line {}: malformed closing tag </{}>",
                     line_of(text, i),
-                    format!("malformed closing tag </{}>", &r[..end]),
+                    &r[..end]
                 ));
             }
             toks.push(Tok::Close { name, at: i });
@@ -184,54 +145,59 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
 
 /// Parse `<name a="v" b='w'>` or `<name/>` at `at`; returns the token and
 /// its length in bytes.
-fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), BmapError> {
+fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
     let line = line_of(text, at);
     let s = &text[at + 1..];
     let name_len = s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
     let name = &s[..name_len];
     if name.is_empty() {
-        return Err(syntax(line, "'<' that does not start a tag"));
+        return Err(format!("line {line}: '<' that does not start a tag"));
     }
     let mut p = name_len;
     let mut attrs = Vec::new();
     loop {
         let ws = s[p..]
             .find(|c: char| !c.is_ascii_whitespace())
-            .ok_or_else(|| syntax(line, format!("unterminated tag <{name}")))?;
+            .ok_or_else(|| format!("line {line}: unterminated tag <{name}"))?;
         let had_ws = ws > 0;
         p += ws;
         let r = &s[p..];
-        // `/>` or `>`: the tag ends (its length counts the leading '<').
-        let end = if r.starts_with("/>") {
-            Some((true, 2))
-        } else if r.starts_with('>') {
-            Some((false, 1))
-        } else {
-            None
-        };
-        if let Some((empty, close_len)) = end {
-            let tok = Tok::Open {
-                name,
-                attrs,
-                empty,
-                at,
-            };
-            return Ok((tok, 1 + p + close_len));
+        if r.starts_with("/>") {
+            return Ok((
+                Tok::Open {
+                    name,
+                    attrs,
+                    empty: true,
+                    at,
+                },
+                1 + p + 2,
+            ));
+        }
+        if r.starts_with('>') {
+            return Ok((
+                Tok::Open {
+                    name,
+                    attrs,
+                    empty: false,
+                    at,
+                },
+                1 + p + 1,
+            ));
         }
         if !had_ws {
-            return Err(syntax(line, format!("malformed tag <{name}")));
+            return Err(format!("line {line}: malformed tag <{name}"));
         }
         let an_len = r.find(|c: char| !is_name_char(c)).unwrap_or(r.len());
         let an = &r[..an_len];
         if an.is_empty() {
-            return Err(syntax(line, format!("malformed attribute in <{name}>")));
+            return Err(format!("line {line}: malformed attribute in <{name}>"));
         }
         p += an_len;
         let r = s[p..].trim_start();
         p = s.len() - r.len();
         let r = r
             .strip_prefix('=')
-            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> has no value")))?;
+            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> has no value"))?;
         p += 1;
         let r2 = r.trim_start();
         p += r.len() - r2.len();
@@ -239,16 +205,16 @@ fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), BmapError> {
             .chars()
             .next()
             .filter(|c| *c == '"' || *c == '\'')
-            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> is not quoted")))?;
+            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> is not quoted"))?;
         let vend = r2[1..]
             .find(quote)
-            .ok_or_else(|| syntax(line, format!("unterminated value of attribute {an}")))?;
+            .ok_or_else(|| format!("line {line}: unterminated value of attribute {an}"))?;
         let raw = &r2[1..1 + vend];
         if raw.contains('<') {
-            return Err(syntax(line, format!("'<' in the value of attribute {an}")));
+            return Err(format!("line {line}: '<' in the value of attribute {an}"));
         }
         if attrs.iter().any(|(n, _)| *n == an) {
-            return Err(syntax(line, format!("attribute {an} repeated in <{name}>")));
+            return Err(format!("line {line}: attribute {an} repeated in <{name}>"));
         }
         attrs.push((an, decode_entities(raw, text, at)?));
         p += 1 + vend + 1;
@@ -280,7 +246,7 @@ impl Element<'_> {
 /// Element nesting deeper than this is not a bmap.
 const MAX_DEPTH: usize = 16;
 
-fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
+fn parse_document(text: &str) -> Result<Element<'_>, String> {
     let toks = tokenize(text)?;
     let mut stack: Vec<Element<'_>> = Vec::new();
     let mut root: Option<Element<'_>> = None;
@@ -289,7 +255,12 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
             Tok::Text { text: t, at } => match stack.last_mut() {
                 Some(el) => el.text.push_str(&decode_entities(t, text, at)?),
                 None if t.trim().is_empty() => {}
-                None => return Err(syntax(line_of(text, at), "text outside the <bmap> element")),
+                None => {
+                    return Err(format!(
+                        "line {}: text outside the <bmap> element",
+                        line_of(text, at)
+                    ))
+                }
             },
             Tok::Open {
                 name,
@@ -298,13 +269,16 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
                 at,
             } => {
                 if stack.is_empty() && root.is_some() {
-                    return Err(syntax(
-                        line_of(text, at),
-                        format!("a second top-level element <{name}>"),
+                    return Err(format!(
+                        "line {}: a second top-level element <{name}>",
+                        line_of(text, at)
                     ));
                 }
                 if stack.len() >= MAX_DEPTH {
-                    return Err(syntax(line_of(text, at), "elements nested too deeply"));
+                    return Err(format!(
+                        "line {}: elements nested too deeply",
+                        line_of(text, at)
+                    ));
                 }
                 let el = Element {
                     name,
@@ -324,19 +298,17 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
             }
             Tok::Close { name, at } => {
                 let el = stack.pop().ok_or_else(|| {
-                    syntax(
-                        line_of(text, at),
-                        format!("closing tag </{name}> without an opening tag"),
+                    format!(
+                        "line {}: closing tag </{name}> without an opening tag",
+                        line_of(text, at)
                     )
                 })?;
                 if el.name != name {
-                    return Err(syntax(
+                    return Err(format!(
+                        "line {}: </{name}> closes <{}> opened on line {}",
                         line_of(text, at),
-                        format!(
-                            "</{name}> closes <{}> opened on line {}",
-                            el.name,
-                            line_of(text, el.at)
-                        ),
+                        el.name,
+                        line_of(text, el.at)
                     ));
                 }
                 match stack.last_mut() {
@@ -347,61 +319,75 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(BmapError::Unclosed {
-            element: open.name.to_string(),
-            line: line_of(text, open.at),
-        });
+        return Err(format!(
+            "<{}> opened on line {} is never closed (truncated file?)",
+            open.name,
+            line_of(text, open.at)
+        ));
     }
-    root.ok_or(BmapError::NoRoot)
+    root.ok_or_else(|| "no <bmap> element (empty or not a bmap file)".to_string())
 }
 
 // ---------------------------------------------------------------------------
 // Structure and checks
 
-fn number(text: &str, el: &Element<'_>) -> Result<u64, BmapError> {
+fn number(text: &str, el: &Element<'_>) -> Result<u64, String> {
     let v = el.text.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(syntax(
+        return Err(format!(
+            "line {}: <{}> must be a decimal number, found {:?}",
             line_of(text, el.at),
-            format!("<{}> must be a decimal number, found {:?}", el.name, v),
+            el.name,
+            v
         ));
     }
     v.parse::<u64>().map_err(|_| {
-        syntax(
+        format!(
+            "line {}: <{}> value {v} is too large",
             line_of(text, el.at),
-            format!("<{}> value {v} is too large", el.name),
+            el.name
         )
     })
 }
 
 fn parse_sha256(s: &str) -> Option<[u8; 32]> {
-    decode_sha256(s.trim())
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
 }
 
-fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, BmapError> {
+fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, String> {
     if let Some(c) = el.children.first() {
-        return Err(syntax(
+        return Err(format!(
+            "line {}: unexpected <{}> inside <{}>",
             line_of(text, c.at),
-            format!("unexpected <{}> inside <{}>", c.name, el.name),
+            c.name,
+            el.name
         ));
     }
     Ok(el)
 }
 
-fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
+fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, String> {
     let line = line_of(text, el.at);
     let el = leaf(text, el)?;
     let v = el.text.trim();
-    let num = |s: &str| -> Result<u64, BmapError> {
+    let num = |s: &str| -> Result<u64, String> {
         let s = s.trim();
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(syntax(
-                line,
-                format!("<Range> must be \"FIRST-LAST\" or \"BLOCK\" (decimal), found {v:?}"),
+            return Err(format!(
+                "line {line}: <Range> must be \"FIRST-LAST\" or \"BLOCK\" (decimal), found {v:?}"
             ));
         }
         s.parse::<u64>()
-            .map_err(|_| syntax(line, format!("block number {s} is too large")))
+            .map_err(|_| format!("line {line}: block number {s} is too large"))
     };
     let (first, last) = match v.split_once('-') {
         Some((a, b)) => (num(a)?, num(b)?),
@@ -411,23 +397,19 @@ fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
         }
     };
     if last < first {
-        return Err(syntax(
-            line,
-            format!("range {first}-{last} ends before it starts"),
+        return Err(format!(
+            "line {line}: range {first}-{last} ends before it starts"
         ));
     }
     let sha256 = match el.attr("chksum") {
         None => None,
         Some(c) => Some(parse_sha256(c).ok_or_else(|| {
-            syntax(
-                line,
-                format!("chksum {c:?} is not a SHA-256 (64 hex digits)"),
-            )
+            format!("line {line}: chksum {c:?} is not a SHA-256 (64 hex digits)")
         })?),
     };
     for (n, _) in &el.attrs {
         if *n != "chksum" {
-            return Err(syntax(line, format!("unknown attribute {n} on <Range>")));
+            return Err(format!("line {line}: unknown attribute {n} on <Range>"));
         }
     }
     Ok(BmapRange {
@@ -437,27 +419,31 @@ fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
     })
 }
 
-fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
+fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
     if root.name != "bmap" {
-        return Err(syntax(
+        return Err(format!(
+            "line {}: the top-level element is <{}>, not <bmap>",
             line_of(text, root.at),
-            format!("the top-level element is <{}>, not <bmap>", root.name),
+            root.name
         ));
     }
     if !root.text.trim().is_empty() {
-        return Err(syntax(
-            line_of(text, root.at),
-            "text directly inside <bmap>",
+        return Err(format!(
+            "line {}: text directly inside <bmap>",
+            line_of(text, root.at)
         ));
     }
     let version = root
         .attr("version")
-        .ok_or(BmapError::NoVersion)?
+        .ok_or_else(|| "<bmap> has no version attribute".to_string())?
         .trim()
         .to_string();
     let major = version.split('.').next().unwrap_or("");
     if major != "2" {
-        return Err(BmapError::UnsupportedVersion(version));
+        return Err(format!(
+            "bmap format version {version} is not supported (this reader handles 2.x, \
+             with SHA-256 checksums; recreate it with a current bmaptool)"
+        ));
     }
 
     let mut image_size = None;
@@ -468,26 +454,34 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
     let mut file_checksum = None;
     let mut block_map: Option<&Element<'_>> = None;
     for child in &root.children {
-        let slot_dup = |seen: bool| -> Result<(), BmapError> {
+        let slot_dup = |seen: bool| -> Result<(), String> {
             if seen {
-                Err(syntax(
+                Err(format!(
+                    "line {}: <{}> appears twice",
                     line_of(text, child.at),
-                    format!("<{}> appears twice", child.name),
+                    child.name
                 ))
             } else {
                 Ok(())
             }
         };
-        let number_slot = |slot: &mut Option<u64>| -> Result<(), BmapError> {
-            slot_dup(slot.is_some())?;
-            *slot = Some(number(text, leaf(text, child)?)?);
-            Ok(())
-        };
         match child.name {
-            "ImageSize" => number_slot(&mut image_size)?,
-            "BlockSize" => number_slot(&mut block_size)?,
-            "BlocksCount" => number_slot(&mut blocks_count)?,
-            "MappedBlocksCount" => number_slot(&mut mapped_count)?,
+            "ImageSize" => {
+                slot_dup(image_size.is_some())?;
+                image_size = Some(number(text, leaf(text, child)?)?);
+            }
+            "BlockSize" => {
+                slot_dup(block_size.is_some())?;
+                block_size = Some(number(text, leaf(text, child)?)?);
+            }
+            "BlocksCount" => {
+                slot_dup(blocks_count.is_some())?;
+                blocks_count = Some(number(text, leaf(text, child)?)?);
+            }
+            "MappedBlocksCount" => {
+                slot_dup(mapped_count.is_some())?;
+                mapped_count = Some(number(text, leaf(text, child)?)?);
+            }
             "ChecksumType" => {
                 slot_dup(checksum_type.is_some())?;
                 checksum_type = Some(leaf(text, child)?.text.trim().to_string());
@@ -504,62 +498,63 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
             _ => {}
         }
     }
-    let image_size = image_size.ok_or(BmapError::Missing("ImageSize"))?;
-    let block_size = block_size.ok_or(BmapError::Missing("BlockSize"))?;
-    let blocks_count = blocks_count.ok_or(BmapError::Missing("BlocksCount"))?;
-    let checksum_type = checksum_type.ok_or(BmapError::Missing("ChecksumType"))?;
-    let block_map = block_map.ok_or(BmapError::Missing("BlockMap"))?;
+    let missing = |what: &str| format!("the bmap has no <{what}>");
+    let image_size = image_size.ok_or_else(|| missing("ImageSize"))?;
+    let block_size = block_size.ok_or_else(|| missing("BlockSize"))?;
+    let blocks_count = blocks_count.ok_or_else(|| missing("BlocksCount"))?;
+    let checksum_type = checksum_type.ok_or_else(|| missing("ChecksumType"))?;
+    let block_map = block_map.ok_or_else(|| missing("BlockMap"))?;
 
     if !checksum_type.eq_ignore_ascii_case("sha256") {
-        return Err(BmapError::UnsupportedChecksumType(checksum_type));
+        return Err(format!(
+            "checksum type {checksum_type:?} is not supported (only sha256)"
+        ));
     }
     if block_size == 0 {
-        return Err(BmapError::ZeroBlockSize);
+        return Err("<BlockSize> is 0".into());
     }
     let expected_blocks = image_size.div_ceil(block_size);
     if blocks_count != expected_blocks {
-        return Err(BmapError::BlocksCount {
-            declared: blocks_count,
-            image_size,
-            expected: expected_blocks,
-            block_size,
-        });
+        return Err(format!(
+            "<BlocksCount> is {blocks_count}, but an image of {image_size} bytes has \
+             {expected_blocks} blocks of {block_size} bytes"
+        ));
     }
     if !block_map.text.trim().is_empty() {
-        return Err(syntax(
-            line_of(text, block_map.at),
-            "text directly inside <BlockMap>",
+        return Err(format!(
+            "line {}: text directly inside <BlockMap>",
+            line_of(text, block_map.at)
         ));
     }
 
     let mut ranges: Vec<BmapRange> = Vec::with_capacity(block_map.children.len());
     for el in &block_map.children {
         if el.name != "Range" {
-            return Err(syntax(
+            return Err(format!(
+                "line {}: unexpected <{}> inside <BlockMap>",
                 line_of(text, el.at),
-                format!("unexpected <{}> inside <BlockMap>", el.name),
+                el.name
             ));
         }
         let r = parse_range(text, el)?;
         if r.last >= blocks_count {
-            return Err(syntax(
+            return Err(format!(
+                "line {}: range {}-{} lies past the image's last block {}",
                 line_of(text, el.at),
-                format!(
-                    "range {}-{} lies past the image's last block {}",
-                    r.first,
-                    r.last,
-                    blocks_count.saturating_sub(1)
-                ),
+                r.first,
+                r.last,
+                blocks_count.saturating_sub(1)
             ));
         }
         if let Some(prev) = ranges.last() {
             if r.first <= prev.last {
-                return Err(syntax(
+                return Err(format!(
+                    "line {}: range {}-{} overlaps or precedes the range before it ({}-{})",
                     line_of(text, el.at),
-                    format!(
-                        "range {}-{} overlaps or precedes the range before it ({}-{})",
-                        r.first, r.last, prev.first, prev.last
-                    ),
+                    r.first,
+                    r.last,
+                    prev.first,
+                    prev.last
                 ));
             }
         }
@@ -574,24 +569,29 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
     };
     if let Some(m) = mapped_count {
         if m != bmap.mapped_blocks() {
-            return Err(BmapError::MappedBlocksCount {
-                declared: m,
-                actual: bmap.mapped_blocks(),
-            });
+            return Err(format!(
+                "<MappedBlocksCount> is {m}, but the ranges map {} blocks",
+                bmap.mapped_blocks()
+            ));
         }
     }
     if let Some((sum, at)) = file_checksum {
         let expected = parse_sha256(&sum).ok_or_else(|| {
-            syntax(
-                line_of(text, at),
-                format!("<BmapFileChecksum> {sum:?} is not a SHA-256"),
+            format!(
+                "line {}: <BmapFileChecksum> {sum:?} is not a SHA-256",
+                line_of(text, at)
             )
         })?;
         // As bmaptool: the checksum of the file with its own value replaced by zeros.
         let zeroed = text.replace(&sum, &"0".repeat(sum.len()));
         let actual: [u8; 32] = Sha256::digest(zeroed.as_bytes()).into();
         if actual != expected {
-            return Err(BmapError::FileChecksum { expected, actual });
+            return Err(format!(
+                "the bmap file's checksum does not match its content (expected {}, computed {}): \
+                 the file was modified or damaged",
+                hex(&expected),
+                hex(&actual)
+            ));
         }
     }
     Ok(bmap)
@@ -600,7 +600,6 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealed_firstboot::bundle::hex::hex;
 
     fn with_checksum(body: &str) -> String {
         // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
@@ -662,75 +661,89 @@ mod tests {
         let good = with_checksum(&body);
         Bmap::parse(&good).unwrap();
         let tampered = good.replace(">2</Range>", ">3</Range>");
-        let e = Bmap::parse(&tampered).unwrap_err();
-        assert!(e.to_string().contains("checksum does not match"), "{e}");
+        let e = Bmap::parse(&tampered).unwrap_err().to_string();
+        assert!(e.contains("checksum does not match"), "{e}");
     }
 
     #[test]
     fn rejects_malformed_input() {
         let ok_range = format!("<Range chksum=\"{SUM}\">1</Range>\n");
-        // The sample with one valid range, `from` replaced by `to`.
-        let edit = |from: &str, to: &str| sample(&ok_range, 8192, 2, 1).replace(from, to);
-        // A two-block image with these ranges, `mapped` blocks declared.
-        let ranges = |ranges: &str, mapped: u64| sample(ranges, 8192, 2, mapped);
+        let ok = sample(&ok_range, 8192, 2, 1);
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "no <bmap>"),
             ("<bmap version=\"2.0\">".into(), "never closed"),
-            (edit("</BlockMap>", "</Blockmap>"), "closes <BlockMap>"),
-            (edit("version=\"2.0\"", "version=\"1.4\""), "not supported"),
-            (edit("sha256", "sha1"), "only sha256"),
+            (
+                ok.replace("</BlockMap>", "</Blockmap>"),
+                "closes <BlockMap>",
+            ),
+            (
+                ok.replace("version=\"2.0\"", "version=\"1.4\""),
+                "not supported",
+            ),
+            (ok.replace("sha256", "sha1"), "only sha256"),
             (sample(&ok_range, 8192, 3, 1), "<BlocksCount> is 3"),
             (sample(&ok_range, 8192, 2, 2), "<MappedBlocksCount> is 2"),
             (
-                ranges("<Range>2</Range>\n", 1),
+                sample("<Range>2</Range>\n", 8192, 2, 1),
                 "past the image's last block",
             ),
             (
-                ranges("<Range>1</Range><Range>0</Range>\n", 2),
+                sample("<Range>1</Range><Range>0</Range>\n", 8192, 2, 2),
                 "overlaps or precedes",
             ),
             (
-                ranges("<Range>0-1</Range><Range>1</Range>\n", 3),
+                sample("<Range>0-1</Range><Range>1</Range>\n", 8192, 2, 3),
                 "overlaps or precedes",
             ),
-            (ranges("<Range>1-0</Range>\n", 0), "ends before"),
-            (ranges("<Range>x</Range>\n", 1), "FIRST-LAST"),
-            (ranges("<Range>-1</Range>\n", 1), "FIRST-LAST"),
+            (sample("<Range>1-0</Range>\n", 8192, 2, 0), "ends before"),
+            (sample("<Range>x</Range>\n", 8192, 2, 1), "FIRST-LAST"),
+            (sample("<Range>-1</Range>\n", 8192, 2, 1), "FIRST-LAST"),
             (
-                ranges("<Range chksum=\"abc\">1</Range>\n", 1),
+                sample("<Range chksum=\"abc\">1</Range>\n", 8192, 2, 1),
                 "not a SHA-256",
             ),
-            (ranges("<Range chksum=abc>1</Range>\n", 1), "not quoted"),
-            (edit(" 8192 ", " 8x92 "), "decimal number"),
-            (edit(" 8192 ", " 99999999999999999999999999 "), "too large"),
-            (edit("<BlockSize> 4096 </BlockSize>", ""), "no <BlockSize>"),
             (
-                edit(
+                sample("<Range chksum=abc>1</Range>\n", 8192, 2, 1),
+                "not quoted",
+            ),
+            (ok.replace(" 8192 ", " 8x92 "), "decimal number"),
+            (
+                ok.replace(" 8192 ", " 99999999999999999999999999 "),
+                "too large",
+            ),
+            (
+                ok.replace("<BlockSize> 4096 </BlockSize>", ""),
+                "no <BlockSize>",
+            ),
+            (
+                ok.replace(
                     "<BlockSize> 4096 </BlockSize>",
                     "<BlockSize> 4096 </BlockSize><BlockSize>4096</BlockSize>",
                 ),
                 "appears twice",
             ),
             (
-                edit("<BlockMap>", "<!DOCTYPE x><BlockMap>"),
+                ok.replace("<BlockMap>", "<!DOCTYPE x><BlockMap>"),
                 "unsupported XML",
             ),
-            (edit("</bmap>", "</bmap><bmap/>"), "second top-level"),
-            (edit("</bmap>", "</bmap> junk"), "text outside"),
+            (ok.replace("</bmap>", "</bmap><bmap/>"), "second top-level"),
+            (ok.replace("</bmap>", "</bmap> junk"), "text outside"),
             (
-                ranges("<Range>1<x/></Range>\n", 1),
+                sample("<Range>1<x/></Range>\n", 8192, 2, 1),
                 "unexpected <x> inside <Range>",
             ),
             (
-                ranges("<Other>1</Other>\n", 0),
+                sample("<Other>1</Other>\n", 8192, 2, 0),
                 "unexpected <Other> inside <BlockMap>",
             ),
-            (ranges("<Range>&bogus;</Range>\n", 1), "unknown entity"),
-            (edit("<bmap ", "<bmap version=\"2.0\" "), "repeated"),
+            (
+                sample("<Range>&bogus;</Range>\n", 8192, 2, 1),
+                "unknown entity",
+            ),
+            (ok.replace("<bmap ", "<bmap version=\"2.0\" "), "repeated"),
         ];
         for (text, want) in cases {
-            let e = Bmap::parse(&text).expect_err(want);
-            let e = e.to_string();
+            let e = Bmap::parse(&text).expect_err(want).to_string();
             assert!(e.contains(want), "expected {want:?} in error {e:?}");
         }
     }

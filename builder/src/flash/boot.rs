@@ -1,7 +1,6 @@
 //! The boot partition of a flashed target: finding it (also on a block
-//! device, whose file length reads as 0: the partition table is read from
-//! the handle), checking the key against the bundle there, writing the key
-//! file and reading it back.
+//! device, whose file length reads as 0), checking the key against the
+//! bundle there, writing the key file and reading it back.
 
 use std::fs::File;
 use std::path::Path;
@@ -9,19 +8,29 @@ use std::path::Path;
 use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
-use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
-use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
+use crate::image::{self, fat, BootSelector, DiskInfo, FatFile, ImageError, PartInfo};
+use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+
+/// Read the partition table of the first `size` bytes of `dev` (a block
+/// device, whose metadata length reads as 0, or any file) with the one
+/// table reader, on the handle.
+pub(crate) fn read_table_of(dev: &File, size: u64, name: &Path) -> Result<DiskInfo, ImageError> {
+    image::read::read_table_from(dev, size, name)
+}
 
 /// The boot partition of the target, as `sel` picks it.
-/// The table is read from the first `size` bytes of `dev` (the image
-/// written onto it), a block device or a file alike.
 pub(crate) fn find_boot(
     target_path: &Path,
     dev: &File,
+    is_block: bool,
     size: u64,
     sel: &BootSelector,
 ) -> Result<(DiskInfo, PartInfo), ImageError> {
-    let info = image::read_table_from(DiskView::new(dev, size), target_path)?;
+    let info = if is_block {
+        read_table_of(dev, size, target_path)?
+    } else {
+        image::read_table(target_path)?
+    };
     let boot = image::find_boot_partition(&info, sel)?;
     if !matches!(boot.start.checked_add(boot.size), Some(end) if end <= size) {
         return Err(ImageError::NoBootPartition(format!(
@@ -75,7 +84,7 @@ pub(crate) fn key_mismatch(bundle: Option<&[u8]>, key: &ImageKey) -> Option<Stri
 /// Write the key file into the FAT boot partition of `dev` (opened for
 /// writing), as [`image::fat_write_files`] does on an image path.
 pub(crate) fn write_key(dev: &File, boot: &PartInfo, text: &[u8]) -> Result<(), ImageError> {
-    write_boot_file(dev, boot, KEY_PATH, text)
+    write_boot_file(dev, boot, EMBEDDED_KEY_PATH, text)
 }
 
 /// Write one file (the key, a device bundle) into the FAT boot partition
@@ -87,14 +96,7 @@ pub(crate) fn write_boot_file(
     data: &[u8],
 ) -> Result<(), ImageError> {
     let mut files = vec![FatFile::file(path, data.to_vec())];
-    let result = (|| {
-        let fs = fat::open(dev, boot.start, boot.size)?;
-        fat::write_files(&fs, &files)?;
-        fat::close(fs)?;
-        fat::fix_dot_entries(dev, boot.start)?;
-        dev.sync_all()
-            .map_err(|e| ImageError::io("cannot sync the target", e))
-    })();
-    crate::seal::zeroize_files(&mut files);
+    let result = image::fat_files::fat_write_files_on(dev, boot, &files, "the target");
+    crate::sealing::zeroize_files(&mut files);
     result
 }

@@ -1,10 +1,10 @@
-//! `build-image flash IMAGE TARGET`: write an image (`.img` or `.img.zst`)
+//! `build-image flash IMAGE TARGET`: write an image (`.img`, `.img.zst`, `.img.xz`)
 //! to a disk or a file, bmap-aware; put the image key onto its boot
 //! partition; read everything back.
 //!
 //! Order of work, so that a refusal never writes a byte:
 //!
-//! 1. the image, the bmap ([`crate::bmap`]) and the key are opened and
+//! 1. the image, the bmap (own reader, [`bmap`]) and the key are opened and
 //!    checked: a malformed bmap, a bmap whose `ImageSize` differs from the
 //!    image, an unreadable or invalid key, and (for a plain `.img`) a key
 //!    that does not belong to the image's bundle are refused;
@@ -38,15 +38,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sealed_firstboot::bundle::hex::hex;
-use sealed_firstboot::bundle::{read_key_file, ImageKey};
+use sealed_firstboot::bundle::ImageKey;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::image::{self, BootSelector, ImageError};
-use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
+use crate::io::compressed::Format;
+use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-pub use crate::bmap::{Bmap, BmapError};
+pub use crate::bmap::{self, Bmap};
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
 /// Options of [`flash`].
@@ -152,7 +152,7 @@ pub enum FlashError {
     #[error("cannot read the bmap {}: {cause}", bmap.display())]
     BmapOpen { bmap: PathBuf, cause: io::Error },
     #[error("malformed bmap {}: {reason}", bmap.display())]
-    BmapMalformed { bmap: PathBuf, reason: BmapError },
+    BmapMalformed { bmap: PathBuf, reason: String },
     #[error(
         "the bmap {} is for an image of {bmap_size} bytes, but {} is {image_size} bytes: \
          not the bmap of this image",
@@ -294,7 +294,7 @@ pub enum FlashError {
         cause: Box<ImageError>,
     },
     #[error(
-        "verification failed on {}: {KEY_PATH} does not read back as written",
+        "verification failed on {}: {EMBEDDED_KEY_PATH} does not read back as written",
         target.display()
     )]
     KeyVerifyFailed { target: PathBuf },
@@ -366,15 +366,33 @@ pub fn default_bmap(image: &Path) -> Option<PathBuf> {
 
 /// Load and check a bmap file.
 pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
-    crate::bmap::read_bmap(path).map_err(|e| match e {
-        BmapError::Io(cause) => FlashError::BmapOpen {
+    let open_err = |e| FlashError::BmapOpen {
+        bmap: path.to_path_buf(),
+        cause: e,
+    };
+    let f = File::open(path).map_err(open_err)?;
+    let mut text = String::new();
+    f.take(bmap::MAX_BMAP_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                FlashError::BmapMalformed {
+                    bmap: path.to_path_buf(),
+                    reason: "not UTF-8 text".into(),
+                }
+            } else {
+                open_err(e)
+            }
+        })?;
+    if text.len() as u64 > bmap::MAX_BMAP_BYTES {
+        return Err(FlashError::BmapMalformed {
             bmap: path.to_path_buf(),
-            cause,
-        },
-        reason => FlashError::BmapMalformed {
-            bmap: path.to_path_buf(),
-            reason,
-        },
+            reason: format!("larger than {} bytes", bmap::MAX_BMAP_BYTES),
+        });
+    }
+    Bmap::parse(&text).map_err(|reason| FlashError::BmapMalformed {
+        bmap: path.to_path_buf(),
+        reason: reason.to_string(),
     })
 }
 
@@ -424,25 +442,11 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     Ok((Zeroizing::new(bytes), key))
 }
 
-/// Read (with the one bounded key-file reader) and parse a key file; the
-/// text written to the boot partition is the canonical key file text.
+/// Read and parse a key file (bounded, regular files only: the device's
+/// own reader); the text written to the boot partition is the canonical
+/// key file text.
 fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
-    use sealed_firstboot::bundle::BundleError;
-    let bytes = read_key_file(path).map_err(|e| match e {
-        BundleError::Io { source, .. } => FlashError::KeyOpen {
-            key: path.to_path_buf(),
-            cause: source,
-        },
-        BundleError::NotReadable { reason, .. } => FlashError::KeyInvalid {
-            key: path.to_path_buf(),
-            reason,
-        },
-        other => FlashError::KeyInvalid {
-            key: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    })?;
-    let key = ImageKey::from_file_text(&bytes).map_err(|e| FlashError::KeyInvalid {
+    let key = ImageKey::from_file(path).map_err(|e| FlashError::KeyInvalid {
         key: path.to_path_buf(),
         reason: e.to_string(),
     })?;
@@ -450,27 +454,11 @@ fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
     Ok((key, text))
 }
 
-fn is_zstd(path: &Path) -> Result<bool, FlashError> {
-    let mut magic = [0u8; 4];
-    let mut f = File::open(path).map_err(|e| FlashError::ImageOpen {
+fn image_format(path: &Path) -> Result<Format, FlashError> {
+    Format::detect(path).map_err(|e| FlashError::ImageOpen {
         image: path.to_path_buf(),
         cause: e,
-    })?;
-    let mut got = 0;
-    while got < 4 {
-        match f.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(FlashError::ImageOpen {
-                    image: path.to_path_buf(),
-                    cause: e,
-                })
-            }
-        }
-    }
-    Ok(got == 4 && magic == write::ZSTD_MAGIC)
+    })
 }
 
 /// A resolved target.
@@ -605,7 +593,8 @@ pub fn flash_with_roots(
             image: image_path.to_path_buf(),
         });
     }
-    let zstd = is_zstd(image_path)?;
+    let format = image_format(image_path)?;
+    let zstd = format.is_compressed();
     let bmap_path = match (&opts.bmap, opts.no_bmap) {
         (_, true) => None,
         (Some(p), false) => Some(p.clone()),
@@ -616,7 +605,10 @@ pub fn flash_with_roots(
         let actual = if zstd {
             // Only a declared size larger than the bmap's is certainly wrong
             // (a multi-frame file declares the first frame only).
-            write::zstd_declared_size(image_path).filter(|&n| n > b.image_size)
+            (format == Format::Zstd)
+                .then(|| write::zstd_declared_size(image_path))
+                .flatten()
+                .filter(|&n| n > b.image_size)
         } else {
             Some(image_md.len()).filter(|&n| n != b.image_size)
         };
@@ -671,10 +663,12 @@ pub fn flash_with_roots(
         let bt = check_block_device(*dev, &shown, image_size, opts.yes, roots)?;
         if image_size.is_none() {
             let b = bar(opts.progress, None, "measuring the image");
-            let n = write::measure_zstd(image_path, &b).map_err(|e| FlashError::ImageRead {
-                image: image_path.to_path_buf(),
-                offset: 0,
-                cause: e,
+            let n = write::measure_stream(image_path, format, &b).map_err(|e| {
+                FlashError::ImageRead {
+                    image: image_path.to_path_buf(),
+                    offset: 0,
+                    cause: e,
+                }
             })?;
             b.finish_and_clear();
             if bt.size < n {
@@ -791,7 +785,7 @@ pub fn flash_with_roots(
         image: image_path,
         target: &shown,
     };
-    let mut src = write::Source::open(image_path, zstd).map_err(|e| FlashError::ImageOpen {
+    let mut src = write::Source::open(image_path, format).map_err(|e| FlashError::ImageOpen {
         image: image_path.to_path_buf(),
         cause: e,
     })?;
@@ -823,8 +817,8 @@ pub fn flash_with_roots(
     };
     let written_boot = if device_bundle.is_some() || key.is_some() {
         let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;
-        let (_, part) =
-            boot::find_boot(&real, &ro, copied.image_size, &opts.partition).map_err(place)?;
+        let (_, part) = boot::find_boot(&real, &ro, is_block, copied.image_size, &opts.partition)
+            .map_err(place)?;
         Some((ro, part))
     } else {
         None
@@ -852,7 +846,7 @@ pub fn flash_with_roots(
         boot::write_key(&dst, part, text.as_bytes()).map_err(place)?;
         if opts.verify {
             write::drop_cache(ro);
-            let back = boot::read_boot_file(ro, part, KEY_PATH).map_err(place)?;
+            let back = boot::read_boot_file(ro, part, EMBEDDED_KEY_PATH).map_err(place)?;
             if back.as_deref().map(|v| v.as_slice()) != Some(text.as_bytes()) {
                 return Err(FlashError::KeyVerifyFailed { target: shown });
             }
@@ -873,6 +867,6 @@ pub fn flash_with_roots(
         bundle_written: device_bundle.is_some(),
         boot_partition,
         verified: opts.verify,
-        sha256_mapped: hex(&copied.sha256_mapped),
+        sha256_mapped: bmap::hex(&copied.sha256_mapped),
     })
 }

@@ -6,36 +6,21 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
 
 use super::*;
-use crate::image::ext4::find_tool;
 use crate::image::{
     assemble_with, fat_read_file, fat_write_files, find_boot_partition, read_table,
-    read_table_from, AssembleOptions, DiskView, FatFile, Layout, PartitionContent, PartitionKind,
-    PartitionSpec, TableKind,
+    AssembleOptions, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
 };
 
 // ---------------------------------------------------------------------------
 // Helpers
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-use crate::image::testutil::{require_tools as require, run, run_ok, s};
-
-/// Assert two byte strings are equal, reporting the first difference.
-fn assert_same(a: &[u8], b: &[u8], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
-    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
-        panic!("{what}: first difference at byte {i}");
-    }
-}
+use testkit::{allocated, assert_same, require_root, require_tools as require, run, run_ok, s};
 
 const EPOCH: AssembleOptions = AssembleOptions {
     source_date_epoch: Some(1_700_000_000),
@@ -78,7 +63,7 @@ fn make_image(dir: &Path, name: &str, table: TableKind, bundle: &[u8]) -> PathBu
                     volume_label: "BOOT".into(),
                     volume_id: Some(0x1234_abcd),
                     files: vec![
-                        FatFile::file(sealed_firstboot::bundle::boot::BUNDLE_PATH, bundle.to_vec()),
+                        FatFile::file(crate::sealing::BUNDLE_PATH, bundle.to_vec()),
                         FatFile::file("EFI/BOOT/BOOTX64.EFI", vec![0x4d; 70_000]),
                         FatFile::file("config.txt", b"# nothing\n".to_vec()),
                     ],
@@ -113,6 +98,15 @@ fn make_bmap(img: &Path, out: &Path) {
     run_ok("bmaptool", &["create", s(img), "-o", s(out)]);
 }
 
+/// A GPT test image `disk.img` (no real bundle) and its bmap, made by
+/// bmaptool, at `bmap_name`.
+fn image_with_bmap(dir: &Path, bmap_name: &str) -> (PathBuf, PathBuf) {
+    let img = make_image(dir, "disk", TableKind::Gpt, b"x");
+    let bmap_path = dir.join(bmap_name);
+    make_bmap(&img, &bmap_path);
+    (img, bmap_path)
+}
+
 /// Compress like the zstd CLI does a file: one frame that declares its size.
 fn compress(img: &Path, out: &Path) {
     let mut src = fs::File::open(img).unwrap();
@@ -142,7 +136,7 @@ fn expected_with_key(img: &Path, key: &ImageKey, dir: &Path) -> PathBuf {
         &exp,
         &boot,
         &[FatFile::file(
-            sealed_firstboot::bundle::boot::KEY_PATH,
+            crate::sealing::EMBEDDED_KEY_PATH,
             key.to_file_text().as_bytes().to_vec(),
         )],
     )
@@ -184,17 +178,35 @@ fn check_key_on_target(target: &Path, img: &Path, key: &ImageKey, dir: &Path) {
     assert_same(&a[s1..], &b[s1..], "after the boot partition");
     check_key_fat(target, &boot, key, dir);
     assert_eq!(
-        fat_read_file(target, &boot, sealed_firstboot::bundle::boot::BUNDLE_PATH).unwrap(),
-        fat_read_file(img, &boot, sealed_firstboot::bundle::boot::BUNDLE_PATH).unwrap()
+        fat_read_file(target, &boot, crate::sealing::BUNDLE_PATH).unwrap(),
+        fat_read_file(img, &boot, crate::sealing::BUNDLE_PATH).unwrap()
     );
-}
-
-fn allocated(p: &Path) -> u64 {
-    fs::metadata(p).unwrap().blocks() * 512
 }
 
 fn opts() -> FlashOptions {
     FlashOptions::default()
+}
+
+fn with_bmap(bmap: PathBuf) -> FlashOptions {
+    FlashOptions {
+        bmap: Some(bmap),
+        ..opts()
+    }
+}
+
+fn with_key(key: PathBuf) -> FlashOptions {
+    FlashOptions {
+        key: Some(key),
+        ..opts()
+    }
+}
+
+/// `--yes`: loop devices are not removable.
+fn with_yes() -> FlashOptions {
+    FlashOptions {
+        yes: true,
+        ..opts()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -308,7 +320,7 @@ fn no_bmap_writes_everything_but_zero_blocks() {
     // sha256_mapped is the image's SHA-256.
     use sha2::Digest;
     let sum = sha2::Sha256::digest(fs::read(&img).unwrap());
-    assert_eq!(report.sha256_mapped, hex(&sum));
+    assert_eq!(report.sha256_mapped, bmap::hex(&sum));
 }
 
 #[test]
@@ -323,15 +335,7 @@ fn key_goes_onto_the_boot_partition() {
         make_bmap(&img, &dir.path().join("disk.bmap")); // found as N.bmap
         let keyf = write_key_file(dir.path(), &key);
         let target = dir.path().join("target.img");
-        let report = flash(
-            &img,
-            &target,
-            &FlashOptions {
-                key: Some(keyf),
-                ..opts()
-            },
-        )
-        .unwrap();
+        let report = flash(&img, &target, &with_key(keyf)).unwrap();
         assert!(report.used_bmap && report.key_written && report.verified);
         assert_eq!(report.boot_partition, Some(1));
         let exp = expected_with_key(&img, &key, dir.path());
@@ -359,15 +363,7 @@ fn zstd_images_with_and_without_bmap() {
 
     // Without a bmap (none beside the image).
     let t1 = dir.path().join("t1.img");
-    let r1 = flash(
-        &zst,
-        &t1,
-        &FlashOptions {
-            key: Some(keyf.clone()),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let r1 = flash(&zst, &t1, &with_key(keyf.clone())).unwrap();
     assert!(!r1.used_bmap && r1.key_written);
     assert_eq!(r1.image_size, exp.len() as u64);
     assert_same(&fs::read(&t1).unwrap(), &exp, "zst without bmap");
@@ -402,9 +398,7 @@ fn corrupted_image_data_fails_the_range_checksum() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
-    let bmap_path = dir.path().join("disk.img.bmap");
-    make_bmap(&img, &bmap_path);
+    let (img, bmap_path) = image_with_bmap(dir.path(), "disk.img.bmap");
     let bm = load_bmap(&bmap_path).unwrap();
     // Flip a byte inside the second mapped range.
     let (start, _) = bm.byte_range(&bm.ranges[1]);
@@ -435,9 +429,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
-    let bmap_path = dir.path().join("good.bmap");
-    make_bmap(&img, &bmap_path);
+    let (img, bmap_path) = image_with_bmap(dir.path(), "good.bmap");
     let target = dir.path().join("t.img");
 
     // An edited range checksum breaks the file checksum.
@@ -448,15 +440,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
     edited.replace_range(at..at + 1, c);
     let bad = dir.path().join("edited.bmap");
     fs::write(&bad, edited).unwrap();
-    let e = flash(
-        &img,
-        &target,
-        &FlashOptions {
-            bmap: Some(bad),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &target, &with_bmap(bad)).unwrap_err();
     assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
     assert!(e.to_string().contains("modified or damaged"), "{e}");
     assert!(e.is_refusal());
@@ -465,15 +449,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
     // Truncated file.
     let cut = dir.path().join("cut.bmap");
     fs::write(&cut, &text[..text.len() / 2]).unwrap();
-    let e = flash(
-        &img,
-        &target,
-        &FlashOptions {
-            bmap: Some(cut),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &target, &with_bmap(cut)).unwrap_err();
     assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
     assert!(!target.exists());
 
@@ -486,15 +462,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
         .unwrap()
         .set_len(fs::metadata(&img).unwrap().len() + 4096)
         .unwrap();
-    let e = flash(
-        &other,
-        &target,
-        &FlashOptions {
-            bmap: Some(bmap_path.clone()),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&other, &target, &with_bmap(bmap_path.clone())).unwrap_err();
     assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
     assert!(!target.exists());
 
@@ -502,28 +470,12 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
     // header: refused before writing).
     let zst = dir.path().join("other.img.zst");
     compress(&other, &zst);
-    let e = flash(
-        &zst,
-        &target,
-        &FlashOptions {
-            bmap: Some(bmap_path),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&zst, &target, &with_bmap(bmap_path)).unwrap_err();
     assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
     assert!(!target.exists());
 
     // A missing explicit bmap.
-    let e = flash(
-        &img,
-        &target,
-        &FlashOptions {
-            bmap: Some(dir.path().join("nope.bmap")),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &target, &with_bmap(dir.path().join("nope.bmap"))).unwrap_err();
     assert!(matches!(e, FlashError::BmapOpen { .. }), "{e}");
 }
 
@@ -535,9 +487,7 @@ fn zstd_stream_longer_than_the_bmap_fails_after_the_stream() {
     // A multi-frame .zst whose first frame matches the bmap but a second
     // frame appends data: detected when the stream ends.
     let dir = tempfile::tempdir().unwrap();
-    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
-    let bmap_path = dir.path().join("disk.img.bmap");
-    make_bmap(&img, &bmap_path);
+    let (img, _bmap) = image_with_bmap(dir.path(), "disk.img.bmap");
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
     let mut bytes = fs::read(&zst).unwrap();
@@ -587,15 +537,7 @@ fn wrong_key_is_refused() {
 
     // No bundle at all.
     let bare = make_image(dir.path(), "bare", TableKind::Gpt, b"not a bundle");
-    let e = flash(
-        &bare,
-        &target,
-        &FlashOptions {
-            key: Some(write_key_file(dir.path(), &key)),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&bare, &target, &with_key(write_key_file(dir.path(), &key))).unwrap_err();
     assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
 }
 
@@ -614,15 +556,7 @@ fn bad_inputs_and_targets_are_refused() {
     // Invalid key file.
     let badkey = dir.path().join("bad.key");
     fs::write(&badkey, "hello\n").unwrap();
-    let e = flash(
-        &img,
-        &dir.path().join("t"),
-        &FlashOptions {
-            key: Some(badkey),
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &dir.path().join("t"), &with_key(badkey)).unwrap_err();
     assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
     assert!(
         !e.to_string().contains("hello"),
@@ -683,7 +617,7 @@ fn default_bmap_lookup_order() {
 }
 
 #[test]
-fn table_read_from_a_handle_matches_read_table() {
+fn table_read_through_the_shadow_matches_read_table() {
     // GPT and MBR images from the assembler, and an MBR with logical
     // partitions made by sfdisk (EBR chain).
     let dir = tempfile::tempdir().unwrap();
@@ -695,38 +629,16 @@ fn table_read_from_a_handle_matches_read_table() {
         let ext = dir.path().join("ext.img");
         fs::File::create(&ext).unwrap().set_len(64 << 20).unwrap();
         let script = "label: dos\n,8M,c\n,8M,83\n,,5\n,8M,83\n,8M,83\n,,83\n";
-        let mut child = Command::new(find_tool("sfdisk").unwrap())
-            .arg(s(&ext))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        let out =
+            testkit::output_with_stdin(testkit::command("sfdisk").arg(s(&ext)), script.as_bytes());
+        assert!(out.status.success());
         images.push(ext);
     }
     for img in images {
-        let want = read_table(&img).unwrap();
         let f = fs::File::open(&img).unwrap();
         let size = f.metadata().unwrap().len();
-        let got = read_table_from(DiskView::new(&f, size), &img).unwrap();
-        assert_eq!(got, want, "{}", img.display());
-        // A target larger than the image written onto it (a card): read
-        // as the image, not as the whole device.
-        let card = dir.path().join("card");
-        fs::copy(&img, &card).unwrap();
-        let c = fs::OpenOptions::new().write(true).open(&card).unwrap();
-        c.set_len(size + (4 << 20)).unwrap();
-        c.write_all_at(&[0xa5; 4096], size + 4096).unwrap();
-        let c = fs::File::open(&card).unwrap();
-        let got = read_table_from(DiskView::new(&c, size), &card).unwrap();
-        assert_eq!(got, want, "{} on a larger target", img.display());
+        let on_handle = boot::read_table_of(&f, size, &img).unwrap();
+        assert_eq!(on_handle, read_table(&img).unwrap(), "{}", img.display());
     }
 }
 
@@ -749,11 +661,7 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
     if !require(&["losetup"]) {
         return None;
     }
-    if !rustix::process::geteuid().is_root() {
-        if ci() {
-            panic!("loop device tests need root (CI=true)");
-        }
-        eprintln!("skipping: loop devices need root");
+    if !require_root("loop devices") {
         return None;
     }
     let mut args = vec!["-f", "--show"];
@@ -773,10 +681,6 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
     }
     let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     Some(Loop { dev })
-}
-
-fn sparse_file(p: &Path, len: u64) {
-    fs::File::create(p).unwrap().set_len(len).unwrap();
 }
 
 #[test]
@@ -891,19 +795,11 @@ fn loop_device_refusals() {
 
     // Too small: refused from sysfs before writing, even with --yes.
     let small = dir.path().join("small");
-    sparse_file(&small, size - (1 << 20));
+    testkit::sparse_file(&small, size - (1 << 20), &[]);
     let Some(lo) = attach(&small, false) else {
         return;
     };
-    let e = flash(
-        &img,
-        &lo.dev,
-        &FlashOptions {
-            yes: true,
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &lo.dev, &with_yes()).unwrap_err();
     assert!(matches!(e, FlashError::TargetTooSmall { .. }), "{e}");
     assert!(e.is_refusal());
     assert_eq!(allocated(&small), 0, "something was written");
@@ -911,7 +807,7 @@ fn loop_device_refusals() {
 
     // Not removable: refused without --yes.
     let big = dir.path().join("big");
-    sparse_file(&big, size + (1 << 20));
+    testkit::sparse_file(&big, size + (1 << 20), &[]);
     let Some(lo) = attach(&big, true) else {
         return;
     };
@@ -924,30 +820,14 @@ fn loop_device_refusals() {
         .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
         .open(&lo.dev)
         .unwrap();
-    let e = flash(
-        &img,
-        &lo.dev,
-        &FlashOptions {
-            yes: true,
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = flash(&img, &lo.dev, &with_yes()).unwrap_err();
     assert!(matches!(e, FlashError::Busy { .. }), "{e}");
     drop(holder);
     assert_eq!(allocated(&big), 0, "something was written");
 
     // Write it for real, then its partitions show up (partition scan):
     // a partition as target is refused without --yes.
-    flash(
-        &img,
-        &lo.dev,
-        &FlashOptions {
-            yes: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    flash(&img, &lo.dev, &with_yes()).unwrap();
     let _ = run("blockdev", &["--rereadpt", s(&lo.dev)]);
     let part = PathBuf::from(format!("{}p1", s(&lo.dev)));
     let mut waited = 0;

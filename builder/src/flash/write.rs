@@ -1,7 +1,7 @@
-//! Streaming an image (plain or zstd) onto a target, and reading it back.
+//! Streaming an image (plain, zstd or xz) onto a target, and reading it back.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -9,17 +9,12 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
-use crate::bmap::Bmap;
-use crate::image::slice::is_zero;
-use sealed_firstboot::bundle::hex::hex;
+use crate::bmap::{hex, Bmap};
+use crate::io::compressed::{self, Format};
+use crate::io::sparse_write::write_nonzero_at;
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;
-/// Granularity of the all-zero test when writing sparse files.
-const ZERO_BLOCK: usize = 4096;
-
-/// The zstd frame magic number, little-endian.
-pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The image as a forward-only byte stream.
 pub(crate) enum Source {
@@ -28,21 +23,19 @@ pub(crate) enum Source {
         len: u64,
         pos: u64,
     },
-    Zstd {
-        dec: Box<zstd::stream::read::Decoder<'static, BufReader<File>>>,
+    /// A compressed image, decoded on the fly.
+    Stream {
+        dec: Box<dyn Read + Send>,
         pos: u64,
     },
 }
 
 impl Source {
-    pub(crate) fn open(path: &Path, zstd: bool) -> io::Result<Source> {
+    pub(crate) fn open(path: &Path, format: Format) -> io::Result<Source> {
         let file = File::open(path)?;
-        if zstd {
-            let mut dec = zstd::stream::read::Decoder::new(file)?;
-            // Accept images compressed with --long (windows up to 2 GiB).
-            dec.window_log_max(31)?;
-            Ok(Source::Zstd {
-                dec: Box::new(dec),
+        if format.is_compressed() {
+            Ok(Source::Stream {
+                dec: compressed::decoder(file, format)?,
                 pos: 0,
             })
         } else {
@@ -53,7 +46,7 @@ impl Source {
 
     pub(crate) fn pos(&self) -> u64 {
         match self {
-            Source::Plain { pos, .. } | Source::Zstd { pos, .. } => *pos,
+            Source::Plain { pos, .. } | Source::Stream { pos, .. } => *pos,
         }
     }
 
@@ -63,7 +56,7 @@ impl Source {
         while filled < buf.len() {
             let r = match self {
                 Source::Plain { file, .. } => file.read(&mut buf[filled..]),
-                Source::Zstd { dec, .. } => dec.read(&mut buf[filled..]),
+                Source::Stream { dec, .. } => dec.read(&mut buf[filled..]),
             };
             match r {
                 Ok(0) => break,
@@ -73,7 +66,7 @@ impl Source {
             }
         }
         match self {
-            Source::Plain { pos, .. } | Source::Zstd { pos, .. } => *pos += filled as u64,
+            Source::Plain { pos, .. } | Source::Stream { pos, .. } => *pos += filled as u64,
         }
         Ok(filled)
     }
@@ -90,7 +83,7 @@ impl Source {
                 *pos = to;
                 Ok(moved)
             }
-            Source::Zstd { .. } => {
+            Source::Stream { .. } => {
                 let mut left = n;
                 while left > 0 {
                     let want = left.min(scratch.len() as u64) as usize;
@@ -106,9 +99,9 @@ impl Source {
     }
 }
 
-/// Decompress a zstd image once to learn its size.
-pub(crate) fn measure_zstd(path: &Path, bar: &ProgressBar) -> io::Result<u64> {
-    let mut src = Source::open(path, true)?;
+/// Decompress a compressed image once to learn its size.
+pub(crate) fn measure_stream(path: &Path, format: Format, bar: &ProgressBar) -> io::Result<u64> {
+    let mut src = Source::open(path, format)?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = src.read_full(&mut buf)?;
@@ -301,27 +294,8 @@ pub(crate) fn copy_all(
         let data = &buf[..n];
         total.update(data);
         if skip_zeros {
-            let mut run: Option<usize> = None;
-            for (k, block) in data.chunks(ZERO_BLOCK).enumerate() {
-                let at = k * ZERO_BLOCK;
-                match (is_zero(block), run) {
-                    (false, None) => run = Some(at),
-                    (true, Some(s)) => {
-                        let off = pos + s as u64;
-                        dst.write_all_at(&data[s..at], off)
-                            .map_err(|e| names.write_err(off, e))?;
-                        written += (at - s) as u64;
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = run {
-                let off = pos + s as u64;
-                dst.write_all_at(&data[s..], off)
-                    .map_err(|e| names.write_err(off, e))?;
-                written += (n - s) as u64;
-            }
+            written +=
+                write_nonzero_at(dst, data, pos).map_err(|(at, e)| names.write_err(at, e))?;
         } else {
             dst.write_all_at(data, pos)
                 .map_err(|e| names.write_err(pos, e))?;

@@ -249,7 +249,7 @@ enum Fixup {
 }
 
 /// Quote a path for debugfs's command parser (double quotes, `""` for `"`).
-fn quote(path: &[u8]) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn quote(path: &[u8]) -> Result<Vec<u8>, ImageError> {
     if path.iter().any(|&b| b == b'\n' || b == b'\r' || b == 0) {
         return Err(ImageError::Tarball {
             path: PathBuf::from(OsStr::from_bytes(path)),
@@ -302,23 +302,40 @@ fn script(fixups: &[Fixup]) -> Result<Vec<u8>, ImageError> {
 }
 
 fn apply_fixups(job: &Ext4Job<'_>, fixups: &[Fixup]) -> Result<(), ImageError> {
+    debugfs_write(
+        job.image,
+        job.offset,
+        &script(fixups)?,
+        job.scratch_dir,
+        job.source_date_epoch,
+    )
+}
+
+/// Run a `debugfs -w` command script against the ext filesystem at
+/// `offset` in `image`. debugfs exits 0 even when a command fails, so any
+/// line on stderr after its version banner is an error.
+pub(crate) fn debugfs_write(
+    image: &Path,
+    offset: u64,
+    script: &[u8],
+    scratch_dir: &Path,
+    epoch: Option<u64>,
+) -> Result<(), ImageError> {
     let debugfs = require_e2fs_tool("debugfs")?;
     let mut script_file = tempfile::Builder::new()
         .prefix(".build-image-debugfs-")
-        .tempfile_in(job.scratch_dir)
+        .tempfile_in(scratch_dir)
         .map_err(|e| ImageError::io("cannot create the debugfs script", e))?;
-    io::Write::write_all(&mut script_file, &script(fixups)?)
+    io::Write::write_all(&mut script_file, script)
         .and_then(|_| io::Write::flush(&mut script_file))
         .map_err(|e| ImageError::io("cannot write the debugfs script", e))?;
-    let mut device = job.image.as_os_str().to_owned();
-    device.push(format!("?offset={}", job.offset));
+    let mut device = image.as_os_str().to_owned();
+    device.push(format!("?offset={offset}"));
     let mut cmd = Command::new(debugfs);
     cmd.arg("-w").arg("-f").arg(script_file.path()).arg(&device);
     cmd.stdout(Stdio::null());
-    set_time_env(&mut cmd, job.source_date_epoch);
+    set_time_env(&mut cmd, epoch);
     let stderr = run(cmd, "debugfs")?;
-    // debugfs exits 0 even when a command fails; its errors go to stderr,
-    // after the version banner.
     let errors: Vec<String> = String::from_utf8_lossy(&stderr)
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))

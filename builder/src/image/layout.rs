@@ -7,8 +7,6 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use super::ImageError;
 
 /// Sector size used for every table this module writes.
@@ -24,9 +22,9 @@ pub const GPT_MAX_PARTITIONS: usize = 128;
 /// Most primary partitions of a DOS/MBR table.
 pub const MBR_MAX_PARTITIONS: usize = 4;
 
-/// Partition table kind: of a layout to build (the recipe's `table`,
-/// `gpt` by default, `mbr` or `dos`), or of an image read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+/// Partition table kind: of a layout, of an image read back, and the
+/// recipe's `[image] table` (`gpt`, `mbr` or `dos`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     /// GUID partition table (UEFI), with protective MBR and backup at the end.
@@ -174,7 +172,7 @@ impl FatFile {
     }
 }
 
-/// Result of [`super::assemble`] (and of [`plan`]).
+/// Result of [`super::assemble_with`] (and of [`plan`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assembled {
     /// Image size in bytes.

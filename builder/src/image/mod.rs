@@ -1,13 +1,12 @@
 //! Disk images without root or loop devices.
 //!
-//! * [`assemble`] writes a sparse GPT or MBR image: FAT partitions with
+//! * [`assemble_with`] writes a sparse GPT or MBR image: FAT partitions with
 //!   `fatfs`, ext4 with `mke2fs -d` (the standard tool), raw partition images
 //!   copied in sparsely. One file per step: [`layout`] (types, sizes,
 //!   placement), [`gpt`], [`mbr`], [`fat`], [`ext4`], and [`slice`] (the
 //!   partition window `fatfs` works on).
-//! * [`read_table`] (of a file) or [`read_table_from`] (of any handle, such
-//!   as a block device: [`disk`]), [`find_boot_partition`] and the `fat_*`
-//!   functions read any image's partition table (including ones made by other tools, such
+//! * [`read_table`], [`find_boot_partition`] and the `fat_*` functions read
+//!   any image's partition table (including ones made by other tools, such
 //!   as Raspberry Pi OS) and read or change files in its FAT boot partition
 //!   in place ([`read`]).
 //!
@@ -16,9 +15,10 @@
 //! byte-identical. ext4 additionally needs `SOURCE_DATE_EPOCH` (it fixes
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
-pub mod disk;
+pub mod agent;
 pub mod ext4;
 pub mod fat;
+pub mod fat_files;
 pub mod gpt;
 pub mod host_keys;
 pub mod layout;
@@ -28,24 +28,18 @@ pub mod slice;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testutil;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
-pub use disk::DiskView;
+pub use fat_files::{fat_read_file, fat_remove_file, fat_write_files};
 pub use layout::{
     human_size, parse_size, plan, Assembled, FatFile, Layout, PartitionContent, PartitionKind,
     PartitionSpec, Placed, TableKind,
 };
-pub use read::{
-    fat_read_file, fat_remove_file, fat_write_files, find_boot_partition, read_table,
-    read_table_from, BootSelector, DiskInfo, PartInfo,
-};
+pub use read::{find_boot_partition, read_table, BootSelector, DiskInfo, PartInfo};
 pub use slice::PartitionSlice;
 
 use layout::SECTOR;
@@ -180,12 +174,6 @@ pub fn parse_source_date_epoch(v: &str) -> Result<u64, ImageError> {
     v.trim()
         .parse::<u64>()
         .map_err(|_| ImageError::InvalidSourceDateEpoch(v.to_string()))
-}
-
-/// Build `out` (created or truncated, sparse) from `layout`, with
-/// `SOURCE_DATE_EPOCH` taken from the environment. On error `out` is removed.
-pub fn assemble(out: &Path, layout: &Layout) -> Result<Assembled, ImageError> {
-    assemble_with(out, layout, &AssembleOptions::from_env()?)
 }
 
 /// Removes the output on drop unless disarmed.
@@ -352,7 +340,9 @@ fn precheck(layout: &Layout, placed: &[Placed]) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// [`assemble`] with explicit options.
+/// Build `out` (created or truncated, sparse) from `layout`. On error `out`
+/// is removed. `opts.source_date_epoch` (the caller reads `SOURCE_DATE_EPOCH`
+/// once) fixes the ext4 times.
 pub fn assemble_with(
     out: &Path,
     layout: &Layout,
@@ -531,20 +521,10 @@ fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, I
         reason: e.to_string(),
     };
     let mut input = File::open(src).map_err(err)?;
-    const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
-        // Fill the buffer (short reads happen on pipes and some filesystems).
-        let mut filled = 0;
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(err(e)),
-            }
-        }
+        let filled = crate::io::read_full(&mut input, &mut buf).map_err(err)?;
         if filled == 0 {
             return Ok(pos);
         }
@@ -554,26 +534,8 @@ fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, I
                 reason: format!("grew past the {limit}-byte partition while being copied"),
             });
         }
-        // Write maximal runs of non-zero blocks.
-        let data = &buf[..filled];
-        let mut run_start: Option<usize> = None;
-        for (k, block) in data.chunks(BLOCK).enumerate() {
-            let at = k * BLOCK;
-            let zero = slice::is_zero(block);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(at),
-                (true, Some(s)) => {
-                    dst.write_all_at(&data[s..at], offset + pos + s as u64)
-                        .map_err(|e| ImageError::io("cannot write to the image", e))?;
-                    run_start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = run_start {
-            dst.write_all_at(&data[s..], offset + pos + s as u64)
-                .map_err(|e| ImageError::io("cannot write to the image", e))?;
-        }
+        crate::io::sparse_write::write_nonzero_at(dst, &buf[..filled], offset + pos)
+            .map_err(|(_, e)| ImageError::io("cannot write to the image", e))?;
         pos += filled as u64;
         if filled < buf.len() {
             return Ok(pos);

@@ -1,17 +1,15 @@
 //! Reading existing images: the partition table (GPT or MBR, including
-//! images this crate did not make, such as Raspberry Pi OS), the FAT boot
-//! partition, and file access inside it, in place, without root.
+//! images this crate did not make, such as Raspberry Pi OS) and which
+//! partition is the FAT boot partition. Files inside it: `fat_files.rs`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use gpt::disk::LogicalBlockSize;
 use gpt::GptConfig;
 
-use super::disk::DiskView;
-use super::fat;
-use super::layout::{FatFile, TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
+use super::layout::{TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
 use super::mbr;
 use super::ImageError;
 
@@ -26,8 +24,8 @@ pub struct DiskInfo {
     pub partitions: Vec<PartInfo>,
 }
 
-/// One partition of an image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One partition of an image (as `inspect --json` prints it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartInfo {
     /// Partition number (1-based; MBR logical partitions start at 5).
     pub index: u32,
@@ -42,8 +40,10 @@ pub struct PartInfo {
     /// GPT partition GUID (uppercase) or MBR PARTUUID (`1234abcd-01`).
     pub uuid: Option<String>,
     /// FAT filesystem in a partition whose type says FAT or ESP.
+    #[serde(skip)]
     pub is_fat_boot_candidate: bool,
     /// Filesystem found at the start of the partition: `vfat`, `ext4`, `ext3`, `ext2`.
+    #[serde(rename = "filesystem")]
     pub fs_type: Option<String>,
     /// Filesystem label (FAT volume label or ext label), if any.
     pub fs_label: Option<String>,
@@ -96,14 +96,9 @@ fn is_fat_type_byte(t: u8) -> bool {
     matches!(t, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e | 0xef)
 }
 
-fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
+pub(super) fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
     let file = File::open(image)
         .map_err(|e| ImageError::io(format!("cannot open {}", image.display()), e))?;
-    with_len(file, image)
-}
-
-/// The opened image and its length.
-fn with_len(file: File, image: &Path) -> Result<(File, u64), ImageError> {
     let len = file
         .metadata()
         .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
@@ -111,33 +106,29 @@ fn with_len(file: File, image: &Path) -> Result<(File, u64), ImageError> {
     Ok((file, len))
 }
 
-fn has_gpt_signature<D: Read + Seek>(disk: &mut DiskView<D>, at: u64) -> bool {
+fn has_gpt_signature(file: &File, at: u64, len: u64) -> bool {
     let mut sig = [0u8; 8];
-    at + 8 <= disk.len() && disk.read_exact_at(&mut sig, at).is_ok() && &sig == b"EFI PART"
+    at + 8 <= len && file.read_exact_at(&mut sig, at).is_ok() && &sig == b"EFI PART"
 }
 
 /// Read the partition table of an image file.
 pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
     let (file, len) = open_ro(image)?;
-    read_table_from(DiskView::new(file, len), image)
+    read_table_from(&file, len, image)
 }
 
-/// Read the partition table of a disk: an image file, or a block device
-/// (whose file length reads as 0) seen as the image written onto it.
-/// `name` names the disk in errors.
-pub fn read_table_from<D: Read + Seek>(
-    mut disk: DiskView<D>,
-    name: &Path,
-) -> Result<DiskInfo, ImageError> {
-    let len = disk.len();
+/// Read the partition table of the first `len` bytes of an open image or
+/// block device (whose metadata length reads as 0); `image` names it in
+/// errors.
+pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, ImageError> {
     let bad = |reason: String| ImageError::BadTable {
-        path: name.to_path_buf(),
+        path: image.to_path_buf(),
         reason,
     };
-    let mbr = mbr::read(&mut disk).map_err(bad)?;
-    let lb = if has_gpt_signature(&mut disk, 512) {
+    let mbr = mbr::read(file, len).map_err(bad)?;
+    let lb = if has_gpt_signature(file, 512, len) {
         Some(LogicalBlockSize::Lb512)
-    } else if has_gpt_signature(&mut disk, 4096) {
+    } else if has_gpt_signature(file, 4096, len) {
         Some(LogicalBlockSize::Lb4096)
     } else if mbr.as_ref().is_some_and(|m| m.protective) {
         // Primary header damaged: the backup may still be readable.
@@ -148,17 +139,17 @@ pub fn read_table_from<D: Read + Seek>(
 
     let mut partitions = Vec::new();
     let (table, disk_id) = if let Some(lb) = lb {
-        check_gpt_array_sizes(&mut disk, lb.as_u64()).map_err(bad)?;
-        let (disk_guid, gpt_parts) = {
-            let gpt = GptConfig::new()
-                .writable(false)
-                .logical_block_size(lb)
-                .open_from_device(&mut disk)
-                .map_err(|e| bad(format!("unreadable GPT: {e}")))?;
-            (*gpt.guid(), gpt.partitions().clone())
-        };
+        check_gpt_array_sizes(file, lb.as_u64(), len).map_err(bad)?;
+        let f = file
+            .try_clone()
+            .map_err(|e| ImageError::io("cannot duplicate file handle", e))?;
+        let disk = GptConfig::new()
+            .writable(false)
+            .logical_block_size(lb)
+            .open_from_device(f)
+            .map_err(|e| bad(format!("unreadable GPT: {e}")))?;
         let lbs = lb.as_u64();
-        for (&index, p) in gpt_parts.iter() {
+        for (&index, p) in disk.partitions().iter() {
             if !p.is_used() {
                 continue;
             }
@@ -174,7 +165,7 @@ pub fn read_table_from<D: Read + Seek>(
                 }
             };
             let type_guid = p.part_type_guid.guid;
-            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
+            let (fs_type, fs_label) = probe_fs(file, start, size);
             let candidate = fs_type.as_deref() == Some("vfat")
                 && (type_guid == GPT_TYPE_ESP || type_guid == GPT_TYPE_BASIC_DATA);
             partitions.push(PartInfo {
@@ -189,12 +180,12 @@ pub fn read_table_from<D: Read + Seek>(
                 fs_label,
             });
         }
-        (TableKind::Gpt, fmt_guid(&disk_guid))
+        (TableKind::Gpt, fmt_guid(disk.guid()))
     } else if let Some(m) = mbr {
         for p in &m.partitions {
             let start = p.start_lba * SECTOR;
             let size = p.sectors * SECTOR;
-            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
+            let (fs_type, fs_label) = probe_fs(file, start, size);
             let candidate = fs_type.as_deref() == Some("vfat") && is_fat_type_byte(p.type_byte);
             partitions.push(PartInfo {
                 index: p.index,
@@ -210,7 +201,7 @@ pub fn read_table_from<D: Read + Seek>(
         }
         (TableKind::Mbr, format!("0x{:08x}", m.signature))
     } else {
-        return Err(ImageError::NoPartitionTable(name.to_path_buf()));
+        return Err(ImageError::NoPartitionTable(image.to_path_buf()));
     };
     partitions.sort_by_key(|p| p.index);
     Ok(DiskInfo {
@@ -223,11 +214,10 @@ pub fn read_table_from<D: Read + Seek>(
 
 /// Refuse partition arrays that would make the `gpt` crate allocate a huge
 /// buffer (a crafted header can claim 2^32 entries).
-fn check_gpt_array_sizes<D: Read + Seek>(disk: &mut DiskView<D>, lb: u64) -> Result<(), String> {
-    let len = disk.len();
+fn check_gpt_array_sizes(file: &File, lb: u64, len: u64) -> Result<(), String> {
     for at in [lb, len.saturating_sub(lb)] {
         let mut h = [0u8; 92];
-        if at + 92 > len || disk.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
+        if at + 92 > len || file.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
             continue;
         }
         let num = u64::from(u32::from_le_bytes([h[80], h[81], h[82], h[83]]));
@@ -252,13 +242,9 @@ fn trim_label(raw: &[u8]) -> Option<String> {
 }
 
 /// Look at the first bytes of a partition: FAT boot sector or ext superblock.
-fn probe_fs<D: Read + Seek>(
-    disk: &mut DiskView<D>,
-    start: u64,
-    size: u64,
-) -> (Option<String>, Option<String>) {
+fn probe_fs(file: &File, start: u64, size: u64) -> (Option<String>, Option<String>) {
     let mut b = [0u8; 2048];
-    if size < 2048 || disk.read_exact_at(&mut b, start).is_err() {
+    if size < 2048 || file.read_exact_at(&mut b, start).is_err() {
         return (None, None);
     }
     // ext2/3/4: superblock at 1024, magic 0xEF53 at +56.
@@ -397,7 +383,7 @@ pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartIn
     Ok(chosen.clone())
 }
 
-fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageError> {
+pub(super) fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageError> {
     match part.start.checked_add(part.size) {
         Some(end) if end <= len => Ok(()),
         _ => Err(ImageError::BadTable {
@@ -408,56 +394,4 @@ fn check_bounds(image: &Path, len: u64, part: &PartInfo) -> Result<(), ImageErro
             ),
         }),
     }
-}
-
-fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .map_err(|e| ImageError::io(format!("cannot open {} for writing", image.display()), e))?;
-    with_len(file, image)
-}
-
-/// Read a file from the partition's FAT filesystem; `Ok(None)` if absent.
-pub fn fat_read_file(
-    image: &Path,
-    part: &PartInfo,
-    path: &str,
-) -> Result<Option<Vec<u8>>, ImageError> {
-    let (file, len) = open_ro(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    // Dropped, not closed: nothing was written, and the file is read-only.
-    fat::read_file(&fs, path)
-}
-
-/// Create or replace files (and directories) in the partition's FAT
-/// filesystem, in place.
-pub fn fat_write_files(image: &Path, part: &PartInfo, files: &[FatFile]) -> Result<(), ImageError> {
-    for f in files {
-        fat::entry_components(f)?;
-    }
-    let (file, len) = open_rw(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    fat::write_files(&fs, files)?;
-    fat::close(fs)?;
-    fat::fix_dot_entries(&file, part.start)?;
-    file.sync_all()
-        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))
-}
-
-/// Overwrite with zeros and delete a file of the partition's FAT
-/// filesystem, in place. `Ok(false)` if it was not there.
-pub fn fat_remove_file(image: &Path, part: &PartInfo, path: &str) -> Result<bool, ImageError> {
-    fat::path_components(path)?;
-    let (file, len) = open_rw(image)?;
-    check_bounds(image, len, part)?;
-    let fs = fat::open(&file, part.start, part.size)?;
-    let removed = fat::remove_file(&fs, path)?;
-    fat::close(fs)?;
-    file.sync_all()
-        .map_err(|e| ImageError::io(format!("cannot sync {}", image.display()), e))?;
-    Ok(removed)
 }

@@ -299,13 +299,7 @@ fn read_at_most(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     Ok(got)
 }
 
-pub(crate) fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(16);
-    chunks
-        .by_ref()
-        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
-        && chunks.remainder().iter().all(|&x| x == 0)
-}
+pub(crate) use crate::io::sparse_write::is_zero;
 
 impl Read for PartitionSlice {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::testutil::{extract, require_tool, require_tools, run, run_ok, s, stdout};
 use super::*;
+use testkit::{extract, require_tool, require_tools, run, run_ok, s, stdout};
 
 const DISK_GUID: uuid::Uuid = uuid::uuid!("11111111-2222-4333-8444-555555555555");
 const ESP_GUID: uuid::Uuid = uuid::uuid!("AAAAAAAA-0000-4000-8000-000000000001");
@@ -140,6 +140,9 @@ fn fsck_vfat(img: &Path, start: u64, size: u64, dir: &Path) {
     fs::remove_file(&part).unwrap();
 }
 
+/// What makes and checks ext4 partitions (e2fsprogs).
+const EXT4_TOOLS: &[&str] = &["mke2fs", "e2fsck", "debugfs"];
+
 fn e2fsck(img: &Path, offset: u64) {
     let dev = format!("{}?offset={offset}", s(img));
     run_ok("e2fsck", &["-fn", &dev]);
@@ -152,16 +155,9 @@ fn debugfs(img: &Path, offset: u64, req: &str) -> String {
 
 #[test]
 fn gpt_image_checks_out_with_the_real_tools() {
-    if !require_tools(&[
-        "sgdisk",
-        "sfdisk",
-        "fsck.vfat",
-        "mcopy",
-        "mdir",
-        "mke2fs",
-        "e2fsck",
-        "debugfs",
-    ]) {
+    if !(require_tools(&["sgdisk", "sfdisk", "fsck.vfat", "mcopy", "mdir"])
+        && require_tools(EXT4_TOOLS))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -330,14 +326,7 @@ fn gpt_image_checks_out_with_the_real_tools() {
 
 #[test]
 fn mbr_image_checks_out_with_sfdisk() {
-    if !require_tools(&[
-        "sfdisk",
-        "fsck.vfat",
-        "mcopy",
-        "mke2fs",
-        "e2fsck",
-        "debugfs",
-    ]) {
+    if !(require_tools(&["sfdisk", "fsck.vfat", "mcopy"]) && require_tools(EXT4_TOOLS)) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -390,7 +379,7 @@ fn mbr_image_checks_out_with_sfdisk() {
         ],
         total_size: Some(100 << 20),
     };
-    let a = assemble(&img, &layout).unwrap();
+    let a = assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     assert_eq!(a.size, 100 << 20);
     assert_eq!(a.disk_id, "0x5eedcafe");
     assert_eq!(a.partitions[1].part_uuid.as_deref(), Some("5eedcafe-02"));
@@ -515,7 +504,7 @@ fn build_tarball(path: &Path) {
 
 #[test]
 fn tarball_source_keeps_owners_modes_links_and_devices() {
-    if !require_tools(&["mke2fs", "e2fsck", "debugfs"]) {
+    if !require_tools(EXT4_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -542,29 +531,42 @@ fn tarball_source_keeps_owners_modes_links_and_devices() {
     let a = assemble_with(&img, &layout, &epoch()).unwrap();
     let off = a.partitions[0].start;
     e2fsck(&img, off);
-    let stat = |p: &str| debugfs(&img, off, &format!("stat {p}"));
-    let shadow = stat("/etc/shadow");
-    assert!(shadow.contains("Mode:  0640"), "{shadow}");
-    assert!(shadow.contains("User:     0   Group:    42"), "{shadow}");
-    // mtime from the header (1600000000 = 0x5f5e1000), clamped times stay.
-    assert!(shadow.contains("mtime: 0x5f5e1000"), "{shadow}");
-    assert!(shadow.contains("ctime: 0x5f5e1000"), "{shadow}");
-    let private = stat("/etc/private");
-    assert!(private.contains("Mode:  0700"), "{private}");
-    assert!(private.contains("User:  1000   Group:  1000"), "{private}");
-    let su = stat("/usr/bin/su");
-    assert!(su.contains("Mode:  04755"), "{su}");
-    assert!(su.contains("Links: 2"), "hard link kept: {su}");
-    let null = stat("/dev/null");
-    assert!(null.contains("Type: character special"), "{null}");
-    assert!(null.contains("Mode:  0666"), "{null}");
-    assert!(null.contains("Device major/minor number: 01:03"), "{null}");
-    let fifo = stat("/run/initctl");
-    assert!(fifo.contains("Type: FIFO"), "{fifo}");
-    assert!(fifo.contains("Mode:  0600"), "{fifo}");
-    let bin = stat("/bin");
-    assert!(bin.contains("Type: symlink"), "{bin}");
-    assert!(bin.contains("Fast link dest: \"usr/bin\""), "{bin}");
+    // What `debugfs stat` says of each path.
+    let expected: [(&str, &[&str]); 6] = [
+        (
+            "/etc/shadow",
+            &[
+                "Mode:  0640",
+                "User:     0   Group:    42",
+                // mtime from the header (1600000000 = 0x5f5e1000), clamped
+                // times stay.
+                "mtime: 0x5f5e1000",
+                "ctime: 0x5f5e1000",
+            ],
+        ),
+        (
+            "/etc/private",
+            &["Mode:  0700", "User:  1000   Group:  1000"],
+        ),
+        // Links: 2: the hard link is kept.
+        ("/usr/bin/su", &["Mode:  04755", "Links: 2"]),
+        (
+            "/dev/null",
+            &[
+                "Type: character special",
+                "Mode:  0666",
+                "Device major/minor number: 01:03",
+            ],
+        ),
+        ("/run/initctl", &["Type: FIFO", "Mode:  0600"]),
+        ("/bin", &["Type: symlink", "Fast link dest: \"usr/bin\""]),
+    ];
+    for (path, lines) in expected {
+        let stat = debugfs(&img, off, &format!("stat {path}"));
+        for line in lines {
+            assert!(stat.contains(line), "{path}: no {line:?} in\n{stat}");
+        }
+    }
     assert_eq!(debugfs(&img, off, "cat /etc/private/key"), "k");
     // Nothing staged is left beside the image.
     let leftovers: Vec<_> = fs::read_dir(dir.path())
@@ -707,7 +709,7 @@ fn a_one_gib_image_is_sparse() {
         meta_len > 64 * 1024,
         "FAT metadata region of {meta_len} bytes"
     );
-    let segs = crate::output::sparse::data_segments(&file, meta.len()).unwrap();
+    let segs = crate::io::sparse::data_segments(&file, meta.len()).unwrap();
     let covered = segs
         .iter()
         .any(|&(s, e)| s <= esp.start && esp.start + meta_len <= e);
@@ -731,16 +733,12 @@ fn rpi_image(dir: &Path) -> PathBuf {
         "label: dos\nlabel-id: 0x3a8e0a1b\nstart=8192, size=1048576, type=c\nstart=1056768, type=83\n",
     )
     .unwrap();
-    let out = std::process::Command::new(ext4::find_tool("sfdisk").unwrap())
+    let out = testkit::command("sfdisk")
         .arg(&img)
         .stdin(fs::File::open(&script).unwrap())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "sfdisk");
     run_ok(
         "mkfs.vfat",
         &[
@@ -941,7 +939,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
         total_size: None,
     };
     let img = dir.path().join("g.img");
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert_eq!(
         find_boot_partition(&info, &BootSelector::Auto)
@@ -957,7 +955,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     );
 
     layout.partitions[1] = fat("data2", PartitionKind::Fat);
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
         find_boot_partition(&info, &BootSelector::Auto),
@@ -968,7 +966,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
         content: PartitionContent::Empty,
         ..fat("esp", PartitionKind::Esp)
     }];
-    assemble(&img, &layout).unwrap();
+    assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
         find_boot_partition(&info, &BootSelector::Auto),
@@ -1122,7 +1120,12 @@ fn errors_are_precise_and_leave_nothing_behind() {
 
     // A GPT header claiming an absurd partition array is refused, not allocated.
     let img = dir.path().join("crafted.img");
-    assemble(&img, &layout(vec![esp(1 << 20, "ESP", vec![])])).unwrap();
+    assemble_with(
+        &img,
+        &layout(vec![esp(1 << 20, "ESP", vec![])]),
+        &AssembleOptions::default(),
+    )
+    .unwrap();
     let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &u32::MAX.to_le_bytes(), 512 + 80).unwrap();
     drop(f);

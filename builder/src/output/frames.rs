@@ -9,8 +9,8 @@
 //! recompresses only the others, and its `.bmap` keeps the base's range
 //! hashes except for ranges that hold changed blocks.
 
-use super::sparse::{data_segments, read_exact_at};
 use crate::bmap::{BmapRange, BLOCK_SIZE};
+use crate::io::sparse::{data_segments, read_exact_at};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -366,14 +366,9 @@ pub fn overlay_of(
 
 #[cfg(test)]
 mod tests {
-    use super::super::sparse::testing::*;
+    use super::super::zst::tests::decode;
     use super::*;
-
-    fn decode(zst: &Path) -> Vec<u8> {
-        let mut v = Vec::new();
-        zstd::stream::copy_decode(File::open(zst).unwrap(), &mut v).unwrap();
-        v
-    }
+    use testkit::*;
 
     /// A device's .zst and .bmap built from the base and an overlay equal
     /// what compressing and mapping the device's full image would give.

@@ -125,7 +125,7 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    /// From the recipe name and what `image::assemble` returned.
+    /// From the recipe name and what `image::assemble_with` returned.
     pub fn from_assembled(
         name: &str,
         file: &str,
@@ -238,13 +238,6 @@ pub struct TemplateInfo {
     pub description: Option<String>,
 }
 
-/// `"0400"` for any mode spelling the recipe accepts.
-fn octal(mode: &str) -> String {
-    recipe::parse_mode(mode)
-        .map(|m| format!("{m:04o}"))
-        .unwrap_or_else(|_| mode.to_string())
-}
-
 /// Every secret of `recipe`; `bundled` is the bundle's manifest
 /// (`contents.manifest` before the contents are dropped; it holds no
 /// values), which says which ones were included.
@@ -261,7 +254,7 @@ pub fn secrets_from(
             path: recipe.device_path(name, s),
             owner: s.owner.clone(),
             group: s.group.clone(),
-            mode: octal(&s.mode),
+            mode: s.mode.to_string(),
             required: s.required,
             included: bundled.secrets.iter().any(|e| &e.name == name),
             process: match s.process {
@@ -287,7 +280,7 @@ pub fn templates_from(
             path: t.path.clone(),
             owner: t.owner.clone(),
             group: t.group.clone(),
-            mode: octal(&t.mode),
+            mode: t.mode.to_string(),
             included: bundled.templates.iter().any(|e| &e.name == name),
             description: t.description.clone(),
         })
@@ -461,7 +454,7 @@ mod tests {
                     path: recipe.device_path(n, s),
                     owner: s.owner.clone(),
                     group: s.group.clone(),
-                    mode: recipe::parse_mode(&s.mode).unwrap(),
+                    mode: s.mode.bits(),
                     description: None,
                     restart_units: Vec::new(),
                     reload_units: Vec::new(),

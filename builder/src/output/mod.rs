@@ -1,9 +1,9 @@
-//! Build outputs beside the image: checksums (and later .img.zst, .bmap,
-//! build.json).
+//! Build outputs beside the image: `NAME.img.zst` (and per-device frames),
+//! `SHA256SUMS`, `build.json`, sparse copies, and the staging directory that
+//! commits them as a set. The block map is in `crate::bmap`.
 
 pub mod frames;
 pub mod manifest;
-pub mod sparse;
 pub mod staging;
 pub mod sums;
 pub mod zst;

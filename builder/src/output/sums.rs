@@ -4,7 +4,7 @@
 //! SHA-256 as zeros from memory, without reading them (reading a hole makes
 //! the kernel allocate and zero page-cache pages for it).
 
-use super::sparse::{data_segments, read_exact_at};
+use crate::io::sparse::{data_segments, read_exact_at};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 

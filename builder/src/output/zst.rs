@@ -4,9 +4,9 @@
 //! included), so `zstd -d`, `zstd -t`, `unzstd`, `bmaptool copy` and the
 //! `zstd` crate's decoder all read it. The image is streamed: data segments
 //! are read from disk, holes are fed to the compressor as zeros without
-//! touching the disk (see [`super::sparse::data_segments`]).
+//! touching the disk (see [`crate::io::sparse::data_segments`]).
 
-use super::sparse::{data_segments, read_exact_at};
+use crate::io::sparse::{data_segments, read_exact_at};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -19,9 +19,7 @@ const CHUNK: usize = 4 << 20;
 
 /// Worker threads used when `threads` is 0: the cores available to us.
 pub fn default_threads() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
+    u32::try_from(crate::io::worker_threads()).unwrap_or(1)
 }
 
 /// Compress the image `img` into `out` (created or truncated) at zstd
@@ -86,11 +84,12 @@ fn write_zeros(w: &mut impl Write, mut n: u64, buf: &mut [u8]) -> io::Result<()>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::sparse::testing::*;
+pub(crate) mod tests {
     use super::*;
+    use testkit::*;
 
-    fn decode(zst: &Path) -> Vec<u8> {
+    /// Decompress a whole `.zst` file (for tests here and in `frames`).
+    pub(crate) fn decode(zst: &Path) -> Vec<u8> {
         let mut v = Vec::new();
         zstd::stream::copy_decode(File::open(zst).unwrap(), &mut v).unwrap();
         v

@@ -45,7 +45,7 @@ impl std::fmt::Display for BoundedError {
 /// refusing anything else at once (opened non-blocking, checked on the
 /// open descriptor), reading at most `limit + 1` bytes.
 pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedError> {
-    use rustix::fs::{FileType, Mode, OFlags};
+    use rustix::fs::{Mode, OFlags};
     let fd = match rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
@@ -56,16 +56,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedE
         Err(e) => return Err(BoundedError::Io(e.into())),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
-    let what = match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => None,
-        FileType::Directory => Some("a directory"),
-        FileType::Fifo => Some("a FIFO"),
-        FileType::CharacterDevice => Some("a character device"),
-        FileType::BlockDevice => Some("a block device"),
-        FileType::Socket => Some("a socket"),
-        _ => Some("not a regular file"),
-    };
-    if let Some(what) = what {
+    if let Some(what) = sealed_firstboot::fsutil::not_regular(st.st_mode) {
         return Err(BoundedError::NotRegular(what));
     }
     if st.st_size as u64 > limit {
@@ -219,7 +210,9 @@ mod tests {
     #[test]
     fn a_grandchild_outside_the_group_cannot_hold_the_build() {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg("setsid sleep 20 & echo value");
+        // The pause lets the grandchild leave the group before the command
+        // exits (else the group kill at exit may still reach it).
+        cmd.arg("-c").arg("setsid sleep 20 & sleep 0.2; echo value");
         let outcome = run_command(&mut cmd, Duration::from_millis(500), 1024).unwrap();
         assert!(
             matches!(outcome, CommandOutcome::TimedOut),

@@ -171,7 +171,7 @@ impl Header {
     }
 
     pub fn bundle_id_hex(&self) -> String {
-        super::hex::hex(&self.bundle_id)
+        super::key::hex(&self.bundle_id)
     }
 }
 

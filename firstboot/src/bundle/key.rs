@@ -1,8 +1,6 @@
 //! The per-build symmetric image key and its public short id.
 
-use super::boot::read_key_file;
 use super::error::BundleError;
-use super::hex::{decode_hex_into, hex, push_hex};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -67,7 +65,10 @@ impl ImageKey {
     pub fn to_file_text(&self) -> Zeroizing<String> {
         let mut s = Zeroizing::new(String::with_capacity(KEY_FILE_PREFIX.len() + 65));
         s.push_str(KEY_FILE_PREFIX);
-        push_hex(&mut s, self.0.as_ref());
+        for b in self.0.iter() {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 0xf) as usize] as char);
+        }
         s.push('\n');
         s
     }
@@ -89,17 +90,29 @@ impl ImageKey {
             )));
         }
         let mut key = Zeroizing::new([0u8; 32]);
-        if !decode_hex_into(body.as_bytes(), key.as_mut()) {
-            key.zeroize();
-            return Err(BundleError::InvalidKey("non-hex character in key".into()));
+        for (i, pair) in body.as_bytes().chunks(2).enumerate() {
+            let hi = unhex(pair[0]);
+            let lo = unhex(pair[1]);
+            match (hi, lo) {
+                (Some(h), Some(l)) => key[i] = (h << 4) | l,
+                _ => {
+                    key.zeroize();
+                    return Err(BundleError::InvalidKey("non-hex character in key".into()));
+                }
+            }
         }
         Ok(ImageKey(key))
     }
 
-    /// Read a key file with [`read_key_file`] (a regular file of at most
-    /// [`super::boot::MAX_KEY_FILE_BYTES`]).
+    /// Read a key file: a regular file of at most 1 KiB (FIFOs, devices,
+    /// directories and symbolic links are refused at once).
     pub fn from_file(path: &std::path::Path) -> Result<ImageKey, BundleError> {
-        ImageKey::from_file_text(&read_key_file(path)?)
+        let bytes = Zeroizing::new(super::open::read_boot_file(
+            path,
+            super::boot::MAX_KEY_FILE_BYTES,
+            "image key",
+        )?);
+        ImageKey::from_file_text(&bytes)
     }
 }
 
@@ -107,6 +120,27 @@ impl std::fmt::Debug for ImageKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ImageKey(id {})", self.id())
     }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn unhex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lower-case hex of public bytes (ids, hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The sealed bundle, format v1.
+//! The sealed bundle, format v2 ([`FORMAT_VERSION`]).
 //!
 //! A bundle is `header ‖ ciphertext`. The header is in clear and carries no
 //! names or paths; the ciphertext is XChaCha20-Poly1305 under a fresh 256-bit
@@ -8,10 +8,8 @@
 //! The device defines what it accepts, so the format, its limits and the
 //! manifest rules all live here; the builder only calls [`seal`].
 
-pub mod boot;
 mod error;
 mod header;
-pub mod hex;
 mod key;
 mod manifest;
 mod open;
@@ -19,18 +17,32 @@ mod payload;
 mod seal;
 mod template;
 
-pub use boot::{read_bundle_file, read_key_file};
 pub use error::BundleError;
 pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
-pub use key::{ImageKey, KeyId};
+pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
     check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
     validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
 };
-pub use open::{open, open_file, open_with, OpenWith, Opened};
+pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
 pub use seal::{seal, seal_stamped, seal_with, SealTo};
-pub use template::{placeholders, render};
+pub use template::{placeholders, render, rendered_bound, Escape};
+
+/// The boot-partition contract between the builder (seal, inject, flash,
+/// inspect) and the device: where the bundle and an image key are.
+pub mod boot {
+    /// Directory on the boot partition that holds the bundle and the key.
+    pub const SUBDIR: &str = "sealed-secrets";
+    pub const BUNDLE_FILE: &str = "bundle";
+    pub const KEY_FILE: &str = "image.key";
+    /// The bundle's path relative to the boot partition's root.
+    pub const BUNDLE_PATH: &str = "sealed-secrets/bundle";
+    /// The image key's path (embedded mode, or put there by `flash`).
+    pub const KEY_PATH: &str = "sealed-secrets/image.key";
+    /// Largest key file accepted, everywhere it is read.
+    pub const MAX_KEY_FILE_BYTES: u64 = 1024;
+}
 
 /// Limits enforced while opening, before any allocation they bound.
 pub mod limits {

@@ -1,6 +1,5 @@
 //! Opening: bundle bytes → contents, refusing anything not sealed by us.
 
-use super::boot::read_bundle_file;
 use super::error::BundleError;
 use super::header::{Header, HEADER_LEN};
 use super::key::ImageKey;
@@ -98,4 +97,28 @@ pub fn open_with(bytes: &[u8], with: OpenWith<'_>) -> Result<Opened, BundleError
 pub fn open_file(path: &Path, with: OpenWith<'_>) -> Result<Opened, BundleError> {
     let bytes = read_bundle_file(path)?;
     open_with(&bytes, with)
+}
+
+/// Read a bundle file: a regular file (a FIFO, device, directory or
+/// symbolic link is refused at once), checked against the size limit
+/// before anything is allocated.
+pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
+    read_boot_file(path, limits::MAX_BUNDLE_BYTES, "bundle")
+}
+
+/// The one bounded reader for files found on the boot partition.
+pub(crate) fn read_boot_file(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, BundleError> {
+    use crate::fsutil::{read_regular_bounded, ReadError};
+    read_regular_bounded(path, limit).map_err(|e| match e {
+        ReadError::TooLarge { size, limit } if what == "bundle" => {
+            BundleError::TooLarge { size, limit }
+        }
+        ReadError::Io(source) => {
+            BundleError::io(format!("reading {what} {}", path.display()), source)
+        }
+        other => BundleError::NotReadable {
+            path: path.display().to_string(),
+            reason: other.to_string(),
+        },
+    })
 }

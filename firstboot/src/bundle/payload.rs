@@ -66,9 +66,8 @@ impl Contents {
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
             // Bound the rendering before doing it: many placeholders of a
             // large secret must not allocate without limit.
-            let estimate = names.iter().fold(text.len() as u64, |n, name| {
-                n.saturating_add(self.values.get(name).map_or(0, |v| v.len() as u64))
-            });
+            let estimate = super::template::rendered_bound(text, &self.values)
+                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
             if estimate > limits::MAX_SECRET_BYTES {
                 return Err(BundleError::Limit(format!(
                     "template {} renders to at least {estimate} bytes (limit {})",

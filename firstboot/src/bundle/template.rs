@@ -1,73 +1,219 @@
 //! Templates: text files with `${SECRET:NAME}` placeholders, rendered on
-//! the device at unseal time (e.g. `wpa_supplicant.conf`, a container's
+//! the device at unseal time (e.g. a NetworkManager keyfile, a container's
 //! `.env`). A placeholder must name a secret of the same bundle.
+//!
+//! `${SECRET:NAME|ESCAPE}` escapes the value for the file format it lands
+//! in, so that quotes, backslashes, `;`, `$` or line breaks in a value
+//! cannot change the file's structure:
+//!
+//! * `keyfile`: a value of a GLib key file (NetworkManager `.nmconnection`,
+//!   systemd-style `key=value` files read by GKeyFile): `\` → `\\`, line
+//!   break → `\n`, CR → `\r`, tab → `\t`, leading and trailing spaces →
+//!   `\s`. The value must be UTF-8.
+//! * `shell`: one POSIX shell word in single quotes (`'…'`, a `'` becomes
+//!   `'\''`), for scripts that are sourced or run.
+//! * `env`: a double-quoted value for systemd `EnvironmentFile=` and POSIX
+//!   shells (`"…"` with `\`, `"`, `` ` `` and `$` backslash-escaped). The
+//!   value must be UTF-8 and a single line.
+//!
+//! A value an escape cannot hold (a NUL byte, a line break for `env`,
+//! invalid UTF-8) is an error when the bundle is built, never on the device.
 
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 const OPEN: &[u8] = b"${SECRET:";
 
-/// The secret names a template refers to, in order of appearance.
-/// Errors name the byte offset, never template text.
-pub fn placeholders(text: &[u8]) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    let mut rest = text;
+/// How a value is written into a template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// As it is.
+    Raw,
+    Keyfile,
+    Shell,
+    Env,
+}
+
+impl Escape {
+    fn parse(s: &str) -> Option<Escape> {
+        Some(match s {
+            "keyfile" => Escape::Keyfile,
+            "shell" => Escape::Shell,
+            "env" => Escape::Env,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Escape::Raw => "raw",
+            Escape::Keyfile => "keyfile",
+            Escape::Shell => "shell",
+            Escape::Env => "env",
+        }
+    }
+
+    /// The most bytes one value byte can become.
+    fn growth(self) -> u64 {
+        match self {
+            Escape::Raw => 1,
+            Escape::Keyfile | Escape::Env => 2,
+            Escape::Shell => 4,
+        }
+    }
+
+    /// Append `value`, escaped, to `out`. Errors never show the value.
+    fn write(self, value: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+        if self != Escape::Raw && value.contains(&0) {
+            return Err("the value holds a NUL byte");
+        }
+        match self {
+            Escape::Raw => out.extend_from_slice(value),
+            Escape::Keyfile => {
+                std::str::from_utf8(value).map_err(|_| "the value is not UTF-8")?;
+                let lead = value.iter().take_while(|&&b| b == b' ').count();
+                let trail = value[lead..]
+                    .iter()
+                    .rev()
+                    .take_while(|&&b| b == b' ')
+                    .count();
+                for (i, &b) in value.iter().enumerate() {
+                    match b {
+                        b' ' if i < lead || i >= value.len() - trail => {
+                            out.extend_from_slice(b"\\s")
+                        }
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        _ => out.push(b),
+                    }
+                }
+            }
+            Escape::Shell => {
+                out.push(b'\'');
+                for &b in value {
+                    if b == b'\'' {
+                        out.extend_from_slice(b"'\\''");
+                    } else {
+                        out.push(b);
+                    }
+                }
+                out.push(b'\'');
+            }
+            Escape::Env => {
+                std::str::from_utf8(value).map_err(|_| "the value is not UTF-8")?;
+                if value.iter().any(|&b| b == b'\n' || b == b'\r') {
+                    return Err("the value holds a line break, which an env file cannot");
+                }
+                out.push(b'"');
+                for &b in value {
+                    if matches!(b, b'\\' | b'"' | b'`' | b'$') {
+                        out.push(b'\\');
+                    }
+                    out.push(b);
+                }
+                out.push(b'"');
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One placeholder: where it is, how long, what it names and how.
+struct Placeholder<'a> {
+    at: usize,
+    len: usize,
+    name: &'a str,
+    escape: Escape,
+}
+
+/// Every placeholder of `text`, in order. Errors name the byte offset,
+/// never template text.
+fn parse(text: &[u8]) -> Result<Vec<Placeholder<'_>>, String> {
+    let mut found = Vec::new();
     let mut offset = 0;
-    while let Some(i) = find(rest, OPEN) {
-        let after = &rest[i + OPEN.len()..];
+    while let Some(i) = find(&text[offset..], OPEN) {
+        let at = offset + i;
+        let after = &text[at + OPEN.len()..];
         let end = after
             .iter()
             .position(|&c| c == b'}')
-            .ok_or_else(|| format!("unterminated ${{SECRET:…}} at byte {}", offset + i))?;
-        let name = std::str::from_utf8(&after[..end])
-            .ok()
-            .filter(|n| super::validate_name(n).is_ok())
-            .ok_or_else(|| format!("invalid secret name in placeholder at byte {}", offset + i))?;
-        names.push(name.to_string());
-        let consumed = i + OPEN.len() + end + 1;
-        rest = &rest[consumed..];
-        offset += consumed;
+            .ok_or_else(|| format!("unterminated ${{SECRET:…}} at byte {at}"))?;
+        let inner = std::str::from_utf8(&after[..end])
+            .map_err(|_| format!("invalid secret name in placeholder at byte {at}"))?;
+        let (name, escape) = match inner.split_once('|') {
+            None => (inner, Escape::Raw),
+            Some((name, esc)) => (
+                name,
+                Escape::parse(esc).ok_or_else(|| {
+                    format!(
+                        "unknown escape in placeholder at byte {at} (known: keyfile, shell, env)"
+                    )
+                })?,
+            ),
+        };
+        if super::validate_name(name).is_err() {
+            return Err(format!("invalid secret name in placeholder at byte {at}"));
+        }
+        let len = OPEN.len() + end + 1;
+        found.push(Placeholder {
+            at,
+            len,
+            name,
+            escape,
+        });
+        offset = at + len;
     }
-    Ok(names)
+    Ok(found)
 }
 
-/// Replace every placeholder by the named value.
+/// The secret names a template refers to, in order of appearance.
+pub fn placeholders(text: &[u8]) -> Result<Vec<String>, String> {
+    Ok(parse(text)?
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect())
+}
+
+/// An upper bound of the rendered size, computed without rendering.
+pub fn rendered_bound(
+    text: &[u8],
+    values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+) -> Result<u64, String> {
+    Ok(parse(text)?.iter().fold(text.len() as u64, |n, p| {
+        let v = values.get(p.name).map_or(0, |v| v.len() as u64);
+        n.saturating_add(v.saturating_mul(p.escape.growth()).saturating_add(2))
+    }))
+}
+
+/// Replace every placeholder by the named value, escaped as it asks.
 pub fn render(
     text: &[u8],
     values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() + 256));
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(i) = find(rest, OPEN) {
-        out.extend_from_slice(&rest[..i]);
-        let after = &rest[i + OPEN.len()..];
-        let end = after
-            .iter()
-            .position(|&c| c == b'}')
-            .ok_or_else(|| format!("unterminated ${{SECRET:…}} at byte {}", offset + i))?;
-        let name = std::str::from_utf8(&after[..end]).unwrap_or("");
+    let found = parse(text)?;
+    let capacity = rendered_bound(text, values)?;
+    // Sized once: the buffer never reallocates and leaves no unzeroized
+    // copy of a value behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)));
+    let mut pos = 0;
+    for p in &found {
+        out.extend_from_slice(&text[pos..p.at]);
         let value = values
-            .get(name)
-            .ok_or_else(|| format!("placeholder at byte {} names no secret", offset + i))?;
-        if out.capacity() - out.len() < value.len() {
-            // Grow into a fresh zeroizing buffer rather than let Vec
-            // reallocate and leave an unzeroized copy behind.
-            let mut bigger = Zeroizing::new(Vec::with_capacity((out.len() + value.len()) * 2));
-            bigger.extend_from_slice(&out);
-            out = bigger;
-        }
-        out.extend_from_slice(value);
-        let consumed = i + OPEN.len() + end + 1;
-        rest = &rest[consumed..];
-        offset += consumed;
+            .get(p.name)
+            .ok_or_else(|| format!("placeholder at byte {} names no secret", p.at))?;
+        p.escape.write(value, &mut out).map_err(|reason| {
+            format!(
+                "${{SECRET:{}|{}}} at byte {}: {reason}",
+                p.name,
+                p.escape.name(),
+                p.at
+            )
+        })?;
+        pos = p.at + p.len;
     }
-    if out.capacity() - out.len() < rest.len() {
-        let mut bigger = Zeroizing::new(Vec::with_capacity(out.len() + rest.len()));
-        bigger.extend_from_slice(&out);
-        out = bigger;
-    }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&text[pos..]);
     Ok(out)
 }
 
@@ -79,11 +225,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn values(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Zeroizing<Vec<u8>>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_vec())))
+            .collect()
+    }
+
     #[test]
     fn renders_and_lists_placeholders() {
-        let mut v = BTreeMap::new();
-        v.insert("psk".to_string(), Zeroizing::new(b"pa$$".to_vec()));
-        v.insert("ssid".to_string(), Zeroizing::new(b"home".to_vec()));
+        let v = values(&[("psk", b"pa$$"), ("ssid", b"home")]);
         let t = b"network={\n ssid=\"${SECRET:ssid}\"\n psk=\"${SECRET:psk}\"\n}\n$HOME ${OTHER}";
         assert_eq!(placeholders(t).unwrap(), vec!["ssid", "psk"]);
         assert_eq!(
@@ -96,6 +247,57 @@ mod tests {
     fn bad_placeholders_are_errors() {
         assert!(placeholders(b"x ${SECRET:open").is_err());
         assert!(placeholders(b"${SECRET:../x}").is_err());
+        assert!(placeholders(b"${SECRET:x|json}")
+            .unwrap_err()
+            .contains("unknown escape"));
+        assert!(placeholders(b"${SECRET:x|}").is_err());
         assert!(render(b"${SECRET:missing}", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn escapes_fit_their_formats() {
+        let hostile: &[u8] = b" a\"b'c\\d;e$f`g\th ";
+        let v = values(&[("v", hostile), ("nl", b"one\ntwo"), ("nul", b"a\0b")]);
+        let r = |t: &str| String::from_utf8(render(t.as_bytes(), &v).unwrap().to_vec()).unwrap();
+        assert_eq!(
+            r("psk=${SECRET:v|keyfile}"),
+            "psk=\\sa\"b'c\\\\d;e$f`g\\th\\s"
+        );
+        assert_eq!(r("${SECRET:nl|keyfile}"), "one\\ntwo");
+        assert_eq!(r("X=${SECRET:v|shell}"), "X=' a\"b'\\''c\\d;e$f`g\th '");
+        assert_eq!(r("X=${SECRET:v|env}"), "X=\" a\\\"b'c\\\\d;e\\$f\\`g\th \"");
+        assert_eq!(r("${SECRET:nl|shell}"), "'one\ntwo'");
+        for bad in [
+            "${SECRET:nl|env}",
+            "${SECRET:nul|keyfile}",
+            "${SECRET:nul|shell}",
+        ] {
+            let e = render(bad.as_bytes(), &v).unwrap_err();
+            assert!(e.contains("at byte 0"), "{e}");
+        }
+        let e = render(b"${SECRET:nul|env}", &v).unwrap_err();
+        assert!(!e.contains("a\0b"));
+        let latin1 = values(&[("v", b"\xff")]);
+        assert!(render(b"${SECRET:v|keyfile}", &latin1).is_err());
+        assert_eq!(
+            &render(b"${SECRET:v|shell}", &latin1).unwrap()[..],
+            b"'\xff'"
+        );
+    }
+
+    #[test]
+    fn the_bound_covers_the_worst_case() {
+        let v = values(&[("q", b"''''"), ("b", b"\\\\\\\\")]);
+        for t in [
+            "${SECRET:q|shell}",
+            "${SECRET:b|keyfile}",
+            "${SECRET:b|env}x",
+        ] {
+            let out = render(t.as_bytes(), &v).unwrap();
+            assert!(
+                out.len() as u64 <= rendered_bound(t.as_bytes(), &v).unwrap(),
+                "{t}"
+            );
+        }
     }
 }

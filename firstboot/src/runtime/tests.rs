@@ -87,14 +87,7 @@ fn names(p: &Path) -> Vec<String> {
 
 /// Root-only tests skip when not root, unless CI=true (then they fail).
 fn require_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root (chown, mount) and CI=true: run the root tests as root in CI");
-    }
-    eprintln!("skipping {test}: needs root (chown, mount)");
-    false
+    testkit::require_root(&format!("{test} (chown, mount)"))
 }
 
 #[test]

@@ -3,12 +3,15 @@
 //! go onto the boot partition; the key file that stays apart.
 
 use crate::image::FatFile;
-use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH};
 use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo, Stamp};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use zeroize::Zeroize;
+
+/// Where the bundle and an embedded key go on the boot partition (the
+/// contract lives in the device's bundle module).
+pub use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH as EMBEDDED_KEY_PATH};
 
 /// How the image key is handled.
 #[derive(Debug, Clone)]
@@ -74,7 +77,7 @@ impl Sealed {
         }];
         if let (KeyMode::Embedded, Some(k)) = (&self.mode, &self.key) {
             files.push(FatFile {
-                path: KEY_PATH.into(),
+                path: EMBEDDED_KEY_PATH.into(),
                 data: k.to_file_text().as_bytes().to_vec(),
             });
         }
@@ -87,15 +90,20 @@ impl Sealed {
         let (KeyMode::Separate, Some(k)) = (&self.mode, &self.key) else {
             return Ok(false);
         };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(k.to_file_text().as_bytes())?;
-        f.sync_all()?;
+        write_private(path, k.to_file_text().as_bytes())?;
         Ok(true)
     }
+}
+
+/// A new file only its owner can read (0600), synced: keys and bundles.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 /// Overwrite the data of boot files (which may hold an embedded key).

@@ -1,4 +1,5 @@
-//! Build-time processing of secret values.
+//! Build-time password hashing (`process = "mkpasswd-yescrypt"`): the
+//! plaintext password never reaches the image, only its `$y$…` hash.
 
 use crate::recipe::Process;
 use yescrypt::{PasswordHasher, Yescrypt};

@@ -2,7 +2,7 @@
 //! that keeps the holes.
 //!
 //! Images are mostly holes (free space between and inside partitions), so
-//! every output that reads a whole image ([`super::zst`], [`crate::bmap`])
+//! every output that reads a whole image ([`crate::output::zst`], [`crate::bmap`])
 //! asks the kernel where the data is instead of reading gigabytes of zeros,
 //! and [`sparse_copy`] (used by flash and fleet builds) copies only the data.
 
@@ -166,122 +166,11 @@ fn copy_range(
     Ok(())
 }
 
-/// Helpers for the output tests: real tools, skipped with a reason when
-/// missing (a failure under `CI=true`), and synthetic sparse images.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::fs::File;
-    use std::os::unix::fs::FileExt;
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
-
-    /// The path of `tool`, or `None` after printing why the test is skipped.
-    /// Under `CI=true` a missing tool fails the test instead.
-    pub fn tool(name: &str) -> Option<PathBuf> {
-        if let Some(p) = crate::image::ext4::find_tool(name) {
-            return Some(p);
-        }
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} is required (CI=true) but not installed");
-        }
-        eprintln!("skipping: {name} is not installed");
-        None
-    }
-
-    /// Run `tool` with `args`; the output whatever the status.
-    pub fn run(tool: &Path, args: &[&str]) -> Output {
-        Command::new(tool)
-            .args(args)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()))
-    }
-
-    /// Run `tool`, panicking with its output unless it succeeds.
-    pub fn run_ok(tool: &Path, args: &[&str]) -> Output {
-        let out = run(tool, args);
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-            tool.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    pub fn s(p: &Path) -> &str {
-        p.to_str().expect("utf-8 test path")
-    }
-
-    /// Deterministic pseudo-random bytes (xorshift), incompressible enough.
-    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
-    /// Data to write: `(offset, bytes)` pairs.
-    pub type Chunks = Vec<(u64, Vec<u8>)>;
-
-    /// A sparse file of `size` bytes with `chunks` written at their offsets;
-    /// the rest are holes.
-    pub fn sparse_file(path: &Path, size: u64, chunks: &[(u64, Vec<u8>)]) {
-        let f = File::create(path).unwrap();
-        f.set_len(size).unwrap();
-        for (off, data) in chunks {
-            f.write_all_at(data, *off).unwrap();
-        }
-        f.sync_all().unwrap();
-    }
-
-    /// An image-like sparse file: a first data block, data at unaligned
-    /// offsets and lengths, compressible text, a block of written zeros (data,
-    /// not a hole), large holes, and data up to an end that is not a
-    /// multiple of 4096.
-    pub fn image_like(path: &Path) -> u64 {
-        const MIB: u64 = 1 << 20;
-        let size = 40 * MIB + 1536;
-        let text: Vec<u8> = b"sealed-image test pattern, compressible text\n"
-            .iter()
-            .copied()
-            .cycle()
-            .take(300_000)
-            .collect();
-        sparse_file(
-            path,
-            size,
-            &[
-                (0, noise(4096, 1)),
-                (3 * MIB + 100, noise(70_000, 2)),
-                (5 * MIB, text),
-                (9 * MIB, vec![0u8; 8192]),
-                (17 * MIB - 10, noise(2 * MIB as usize, 3)),
-                (size - 5000, noise(5000, 4)),
-            ],
-        );
-        size
-    }
-
-    /// Whether two files have the same contents.
-    pub fn same_contents(a: &Path, b: &Path) -> bool {
-        std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::*;
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use testkit::*;
 
     const MIB: u64 = 1 << 20;
 

@@ -1,0 +1,60 @@
+//! Exit codes, decided in one place (documented in the README and in
+//! `--help`).
+
+use build_image::error::BuildError;
+use build_image::secrets::SecretsError;
+
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const RECIPE: u8 = 3;
+pub const MISSING_SECRETS: u8 = 4;
+pub const SECRET_INVALID: u8 = 5;
+pub const IMAGE: u8 = 6;
+pub const REFUSED: u8 = 7;
+
+/// Marks an error as a usage error (exit code 2).
+#[derive(Debug)]
+pub struct UsageError;
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid arguments")
+    }
+}
+
+/// The exit code of a failed command, from what its error chain holds.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return USAGE;
+    }
+    if let Some(f) = e.downcast_ref::<build_image::flash::FlashError>() {
+        return if f.is_refusal() { REFUSED } else { IMAGE };
+    }
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<build_image::store::StoreError>() {
+            return s.exit_code();
+        }
+        if let Some(b) = cause.downcast_ref::<BuildError>() {
+            return match b {
+                BuildError::Recipe(_) => RECIPE,
+                BuildError::Secrets(SecretsError::Missing(_)) => MISSING_SECRETS,
+                BuildError::Secrets(_) => SECRET_INVALID,
+                BuildError::Invalid(_) => RECIPE,
+                BuildError::Fleet(f)
+                    if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>
+                {
+                    MISSING_SECRETS
+                }
+                BuildError::Fleet(_) => SECRET_INVALID,
+                _ => IMAGE,
+            };
+        }
+        if cause
+            .downcast_ref::<build_image::recipe::RecipeError>()
+            .is_some()
+        {
+            return RECIPE;
+        }
+    }
+    FAILURE
+}

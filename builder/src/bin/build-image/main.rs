@@ -1,0 +1,31 @@
+//! `build-image`: the CLI used in CI pipelines. Argument parsing and
+//! reporting only; the work is in the library.
+//!
+//! `cli.rs` holds the clap definitions, `run.rs` one dispatch over the
+//! commands, `exit.rs` the exit codes.
+
+mod cli;
+mod exit;
+mod run;
+
+use clap::Parser;
+use cli::Cli;
+use sealed_firstboot::report::chain_message;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    match run::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("build-image: error: {}", chain_message(&e));
+            ExitCode::from(exit::exit_code(&e))
+        }
+    }
+}

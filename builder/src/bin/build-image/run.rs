@@ -1,0 +1,472 @@
+//! One function per command: load the inputs, call the library, report.
+
+use anyhow::{Context, Result};
+use build_image::build::{self, BuildOptions, KeyMode};
+use build_image::error::BuildError;
+use build_image::recipe::Recipe;
+use build_image::secrets;
+use sealed_firstboot::bundle::Stamp;
+use std::io::Read;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use crate::cli::*;
+use crate::exit::{self, UsageError};
+
+/// The bundle's stamp: the real clock now (never `SOURCE_DATE_EPOCH`, which
+/// CI pins for reproducible images and would make every rotation look like
+/// a replay), and the user's sequence number.
+fn created_at(sequence: Option<u64>) -> Stamp {
+    Stamp::now().with_sequence(sequence.unwrap_or(0))
+}
+
+fn key_mode(key: KeyArgs) -> Result<KeyMode> {
+    Ok(match (key.embed_key, key.recipient) {
+        (_, Some(r)) => {
+            KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
+                anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}")
+                    .context(UsageError)
+            })?)
+        }
+        (true, None) => KeyMode::Embedded,
+        (false, None) => KeyMode::Separate,
+    })
+}
+
+/// The devices of a devices file (usage errors: exit 2), only shard
+/// `I/N` when given.
+fn load_devices(
+    recipe: &Recipe,
+    devices: &std::path::Path,
+    shard: Option<&str>,
+) -> Result<Vec<build_image::devices::Device>> {
+    let names = recipe.secrets.keys().cloned().collect();
+    let list = build_image::devices::load(devices, &names)
+        .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
+    let shard = shard
+        .map(build_image::devices::parse_shard)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
+    Ok(build_image::devices::shard(list, shard))
+}
+
+fn selector(partition: Option<String>) -> build_image::image::BootSelector {
+    match partition {
+        None => build_image::image::BootSelector::Auto,
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) => build_image::image::BootSelector::Index(n),
+            Err(_) => build_image::image::BootSelector::Label(p),
+        },
+    }
+}
+
+/// `--install-agent` and friends over the recipe's `[agent]` table.
+fn agent_request(
+    recipe: &Recipe,
+    args: AgentArgs,
+) -> Result<Option<build_image::image::agent::AgentRequest>> {
+    let table = &recipe.agent;
+    let install = args.install_agent || args.agent.is_some() || table.install;
+    if !install {
+        if args.boot_dir.is_some() || args.root_partition.is_some() {
+            return Err(
+                anyhow::anyhow!("--boot-dir and --root-partition need --install-agent")
+                    .context(UsageError),
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(build_image::image::agent::AgentRequest {
+        binary: args
+            .agent
+            .or_else(|| table.binary.as_deref().map(|b| recipe.resolve(b))),
+        boot_dir: args.boot_dir.or_else(|| table.boot_dir.clone()),
+        root: args
+            .root_partition
+            .or_else(|| table.root_partition.clone())
+            .map(|p| selector(Some(p))),
+    }))
+}
+
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    // SOURCE_DATE_EPOCH, read once here: images built from the same inputs
+    // with the same value are byte-identical.
+    let assemble = build_image::image::AssembleOptions::from_env().map_err(BuildError::from)?;
+    match cli.command {
+        Command::Build {
+            recipe,
+            out,
+            key,
+            report: ReportArgs { json, quiet },
+            devices,
+            shard,
+            bundles_only,
+            raw_images,
+            zst_level,
+            no_zst,
+            force,
+            agent,
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let agent = agent_request(&recipe, agent)?;
+            let sequence = key.sequence;
+            let key_mode = key_mode(key)?;
+            if let Some(devices) = devices {
+                let list = load_devices(&recipe, &devices, shard.as_deref())?;
+                for w in build_image::image::host_keys::warnings(&recipe) {
+                    eprintln!("build-image: warning: {w}");
+                }
+                let opts = build_image::fleet::FleetOptions {
+                    out_dir: out,
+                    key_mode,
+                    created_at: created_at(sequence),
+                    bundles_only,
+                    zst_level: (!no_zst).then_some(zst_level),
+                    raw_images,
+                    force,
+                    agent,
+                    assemble,
+                };
+                let progress = build_image::progress::Progress::new(quiet || json);
+                let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
+                progress.finish();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else if !quiet {
+                    for d in &report.devices {
+                        eprintln!(
+                            "built {} ({}, bundle {})",
+                            d.dir.display(),
+                            d.key_mode,
+                            d.bundle_id
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let opts = BuildOptions {
+                out_dir: out,
+                key_mode,
+                created_at: created_at(sequence),
+                zst_level: (!no_zst).then_some(zst_level),
+                force,
+                agent,
+                assemble,
+            };
+            let progress = build_image::progress::Progress::new(quiet || json);
+            let report = build::build(&recipe, &opts, &progress)?;
+            progress.finish();
+            for w in &report.warnings {
+                eprintln!("build-image: warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                eprintln!(
+                    "built {} ({} bytes, {} secrets, bundle {})",
+                    report.image.display(),
+                    report.image_size,
+                    report.secrets.iter().filter(|s| s.included).count(),
+                    report.bundle_id
+                );
+                let absent: Vec<&str> = report
+                    .secrets
+                    .iter()
+                    .filter(|s| !s.included)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !absent.is_empty() {
+                    eprintln!("optional secrets not provided: {}", absent.join(", "));
+                }
+                match &report.key {
+                    Some(k) => eprintln!(
+                        "image key: {} (mode 0600): keep it apart from the image; put it on the boot partition as sealed-secrets/image.key when flashing",
+                        k.display()
+                    ),
+                    None if report.key_mode == "embedded" => eprintln!(
+                        "image key embedded in the image: anyone with the image file can read the secrets"
+                    ),
+                    None => eprintln!("sealed to the device recipient: only that device can open it"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject {
+            image,
+            recipe,
+            output,
+            in_place,
+            partition,
+            key,
+            agent,
+            report: ReportArgs { json, quiet },
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let agent = agent_request(&recipe, agent)?;
+            let opts = build_image::inject::InjectOptions {
+                agent,
+                assemble,
+                output,
+                in_place,
+                selector: selector(partition),
+                created_at: created_at(key.sequence),
+                key_mode: key_mode(key)?,
+            };
+            let progress = build_image::progress::Progress::new(quiet || json);
+            let report = build_image::inject::inject(
+                &recipe,
+                &image,
+                &opts,
+                &Default::default(),
+                &progress,
+            )?;
+            progress.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                eprintln!(
+                    "sealed {} secrets into {} (boot partition {}, bundle {})",
+                    report.secrets.iter().filter(|s| s.included).count(),
+                    report.image.display(),
+                    report.boot_partition,
+                    report.bundle_id
+                );
+                if let Some(k) = &report.key {
+                    eprintln!(
+                        "image key: {} (mode 0600): keep it apart from the image",
+                        k.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flash {
+            image,
+            target,
+            key,
+            bundle,
+            bmap,
+            no_bmap,
+            partition,
+            yes,
+            no_verify,
+            force,
+            report: ReportArgs { json, quiet },
+        } => {
+            use std::io::IsTerminal;
+            let opts = build_image::flash::FlashOptions {
+                bmap,
+                no_bmap,
+                key,
+                yes,
+                verify: !no_verify,
+                progress: !quiet && !json && std::io::stderr().is_terminal(),
+                partition: selector(partition),
+                bundle,
+                force,
+            };
+            let r = build_image::flash::flash(&image, &target, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if !quiet {
+                eprintln!(
+                    "wrote {} ({} of {} bytes{}) to {}{}{}",
+                    image.display(),
+                    r.bytes_written,
+                    r.image_size,
+                    if r.used_bmap { ", bmap" } else { "" },
+                    r.target.display(),
+                    match (r.bundle_written, r.key_written) {
+                        (true, true) => ", bundle and key on the boot partition",
+                        (true, false) => ", bundle on the boot partition",
+                        (false, true) => ", key on the boot partition",
+                        (false, false) => "",
+                    },
+                    if r.verified { ", verified" } else { "" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            image,
+            key,
+            partition,
+            json,
+        } => {
+            let selector = match partition {
+                None => build_image::image::BootSelector::Auto,
+                Some(p) => match p.parse::<u32>() {
+                    Ok(n) => build_image::image::BootSelector::Index(n),
+                    Err(_) => build_image::image::BootSelector::Label(p),
+                },
+            };
+            let report =
+                build_image::inspect::inspect(&image, &selector, key.as_deref()).map_err(|e| {
+                    anyhow::Error::new(e).context(format!("inspecting {}", image.display()))
+                })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", build_image::inspect::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            recipe,
+            out,
+            recipient,
+            ssh_recipient,
+            devices,
+            shard,
+            only,
+            sequence,
+            force,
+            report: ReportArgs { json, quiet },
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let key_mode = match (recipient, ssh_recipient) {
+                (Some(r), _) => key_mode(KeyArgs {
+                    embed_key: false,
+                    recipient: Some(r),
+                    sequence,
+                })?,
+                (None, Some(line)) => KeyMode::Recipient(
+                    sealed_firstboot::identity::recipient_from_ssh_public_key(&line)
+                        .map_err(|e| anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError))?,
+                ),
+                (None, None) => KeyMode::Separate,
+            };
+            let opts = build_image::update::BundleOptions {
+                out_dir: out,
+                key_mode,
+                created_at: created_at(sequence),
+                only,
+                force,
+            };
+            let report = match devices {
+                Some(devices) => {
+                    let list = load_devices(&recipe, &devices, shard.as_deref())?;
+                    build_image::update::fleet(&recipe, &list, &opts)?
+                }
+                None => build_image::update::single(&recipe, &opts)?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                for b in &report.bundles {
+                    eprintln!(
+                        "sealed {}{} ({}, {} bundle {}: {})",
+                        b.bundle.display(),
+                        b.key
+                            .as_ref()
+                            .map(|k| format!(" + {}", k.display()))
+                            .unwrap_or_default(),
+                        b.key_mode,
+                        if b.partial { "partial" } else { "full" },
+                        b.bundle_id,
+                        b.secrets.join(", ")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pubkey { ssh_pubkey } => {
+            let mut text = String::new();
+            if ssh_pubkey.as_os_str() == "-" {
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading standard input")?;
+            } else {
+                text = std::fs::read_to_string(&ssh_pubkey)
+                    .with_context(|| format!("reading {}", ssh_pubkey.display()))?;
+            }
+            let found = sealed_firstboot::identity::recipients_from_ssh_public_keys(&text)
+                .map_err(|(n, e)| anyhow::anyhow!("{} line {n}: {e}", ssh_pubkey.display()))?;
+            if found.is_empty() {
+                anyhow::bail!("{}: no ssh-ed25519 public key found", ssh_pubkey.display());
+            }
+            for r in found {
+                println!("{r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store(args) => {
+            build_image::store::cli::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            recipe,
+            json,
+            devices: Some(devices),
+        } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let list = load_devices(&recipe, &devices, None)?;
+            let rows = build_image::store::recipe::matrix(&recipe, &list);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", build_image::store::recipe::render_matrix(&rows));
+            }
+            let missing = rows.iter().any(|r| {
+                r.secrets.iter().any(|c| {
+                    !c.present && recipe.secrets.get(&c.secret).is_some_and(|s| s.required)
+                })
+            });
+            Ok(if missing {
+                ExitCode::from(exit::MISSING_SECRETS)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check { recipe, json, .. } => {
+            let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let rows = secrets::check(&recipe);
+            for w in build_image::image::host_keys::warnings(&recipe) {
+                eprintln!("build-image: warning: {w}");
+            }
+            // A source that failed (a command that exited non-zero, timed
+            // out, a FIFO) is failed, not missing.
+            let missing = rows
+                .iter()
+                .any(|r| r.required && !r.present && r.error.is_none());
+            let invalid = rows.iter().any(|r| r.error.is_some());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<2} {:<24} {:<11} {:<9} {:<34} DESCRIPTION",
+                    "", "SECRET", "TYPE", "REQUIRED", "SOURCE"
+                );
+                for r in &rows {
+                    let mark = if r.present && r.error.is_none() {
+                        "✓"
+                    } else {
+                        "✗"
+                    };
+                    println!(
+                        "{mark:<2} {:<24} {:<11} {:<9} {:<34} {}",
+                        r.name,
+                        r.kind.as_str(),
+                        if r.required { "required" } else { "optional" },
+                        r.source,
+                        r.description.as_deref().unwrap_or("")
+                    );
+                    if let Some(how) = &r.how {
+                        println!("   └ missing: {how}");
+                    }
+                    if let Some(e) = &r.error {
+                        let what = if r.present { "invalid" } else { "failed" };
+                        println!("   └ {what}: {e}");
+                    }
+                }
+            }
+            Ok(if invalid {
+                ExitCode::from(exit::SECRET_INVALID)
+            } else if missing {
+                ExitCode::from(exit::MISSING_SECRETS)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

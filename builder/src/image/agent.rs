@@ -1,0 +1,846 @@
+//! Install the device agent, `sealed-firstboot`, into the ext4 root
+//! filesystem of an image: the binary for the image's architecture, its
+//! systemd unit enabled under `sysinit.target.wants/`, a drop-in that waits
+//! for the boot partition's mount, and `/etc/sealed-firstboot.conf` naming
+//! that mount point.
+//!
+//! Like the rest of the builder it needs no root, loop device or mount:
+//! `debugfs -w` edits the filesystem at the partition's offset. Only the
+//! files named in [`INSTALLED`] (and directories missing on their way)
+//! change; a file already as wanted is left alone, so a second run changes
+//! no byte.
+
+use super::ext4::{debugfs_cat, debugfs_write, quote, require_e2fs_tool};
+use super::read::{DiskInfo, PartInfo};
+use super::{BootSelector, ImageError};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use thiserror::Error;
+
+/// The unit file shipped with the device binary.
+pub const UNIT_TEXT: &str = include_str!("../../../firstboot/sealed-firstboot.service");
+
+const BINARY_PATH: &str = "/usr/bin/sealed-firstboot";
+const UNIT_PATH: &str = "/etc/systemd/system/sealed-firstboot.service";
+const DROPIN_PATH: &str = "/etc/systemd/system/sealed-firstboot.service.d/boot-dir.conf";
+const WANTS_LINK: &str = "/etc/systemd/system/sysinit.target.wants/sealed-firstboot.service";
+const CONFIG_PATH: &str = "/etc/sealed-firstboot.conf";
+
+/// Every path the installation may write, for messages and reports.
+pub const INSTALLED: [&str; 5] = [BINARY_PATH, UNIT_PATH, DROPIN_PATH, WANTS_LINK, CONFIG_PATH];
+
+/// Binaries in the root filesystem whose ELF header tells its architecture.
+const ARCH_PROBES: [&str; 5] = [
+    "/usr/bin/env",
+    "/usr/lib/systemd/systemd",
+    "/bin/env",
+    "/lib/systemd/systemd",
+    "/sbin/init",
+];
+
+/// Largest agent binary accepted (and largest file read to probe the
+/// architecture).
+const MAX_AGENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest existing `/etc/sealed-firstboot.conf` read (the device's limit).
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// Architectures a device binary is built for (`scripts/build-device-binaries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+    Armv7,
+    X86_64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    /// The architecture of an ELF file from its header.
+    pub fn from_elf(header: &[u8]) -> Result<Arch, String> {
+        if header.len() < 20 || &header[..4] != b"\x7fELF" {
+            return Err("not an ELF file".into());
+        }
+        let (class, data) = (header[4], header[5]);
+        if data != 1 {
+            return Err("big-endian ELF".into());
+        }
+        let machine = u16::from_le_bytes([header[18], header[19]]);
+        match (class, machine) {
+            (2, 0xb7) => Ok(Arch::Aarch64),
+            (2, 0x3e) => Ok(Arch::X86_64),
+            (1, 0x28) => Ok(Arch::Armv7),
+            (c, m) => Err(format!(
+                "ELF machine {m:#x} ({}-bit), for which no device binary is built",
+                if c == 2 { 64 } else { 32 }
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("no root filesystem to install sealed-firstboot into: {0}")]
+    NoRoot(String),
+    #[error(
+        "several partitions could be the root filesystem: {0}; choose one with --root-partition"
+    )]
+    AmbiguousRoot(String),
+    #[error(
+        "partition {0} holds {1}, not ext4: sealed-firstboot can be installed only into an \
+         ext2/3/4 root filesystem (install it into the image some other way)"
+    )]
+    NotExt(String, String),
+    #[error("cannot tell the architecture of the root filesystem in partition {index}: {reason}")]
+    UnknownArch { index: u32, reason: String },
+    #[error(
+        "no sealed-firstboot binary for {arch}: looked for sealed-firstboot-{arch} in {searched}; \
+         build them with scripts/build-device-binaries, or pass --agent FILE"
+    )]
+    AgentMissing {
+        arch: &'static str,
+        searched: String,
+    },
+    #[error("agent {}: {reason}", path.display())]
+    BadAgent { path: PathBuf, reason: String },
+    #[error(
+        "agent {} is built for {found}, but the image's root filesystem is {image}",
+        path.display()
+    )]
+    AgentMismatch {
+        path: PathBuf,
+        found: &'static str,
+        image: &'static str,
+    },
+    #[error(
+        "cannot tell where the boot partition (partition {index}) is mounted on the device: \
+         {reason}; pass --boot-dir (e.g. /boot/firmware)"
+    )]
+    BootDirUnknown { index: u32, reason: String },
+    #[error("invalid boot directory {0:?}: an absolute path without spaces, '#' or '..'")]
+    BadBootDir(String),
+    #[error("the image's {CONFIG_PATH} is invalid (line {line}: {reason}); fix or remove it")]
+    BadConfig { line: usize, reason: String },
+    #[error("{path} in the image is a directory; refusing to replace it")]
+    IsDirectory { path: &'static str },
+    #[error("{0} in the image's root filesystem is not a directory; refusing to write below it")]
+    NotADirectory(String),
+    #[error("{path} in the image is {size} bytes (limit {limit}); refusing to read it")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+/// What the user asked for.
+#[derive(Clone, Debug, Default)]
+pub struct AgentRequest {
+    /// `--agent FILE`: this binary instead of the shipped one.
+    pub binary: Option<PathBuf>,
+    /// `--boot-dir`: the boot partition's mount point on the device.
+    pub boot_dir: Option<String>,
+    /// `--root-partition`: default the only ext partition besides the boot one.
+    pub root: Option<BootSelector>,
+}
+
+/// What was installed, for the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AgentReport {
+    pub arch: Arch,
+    pub binary: PathBuf,
+    pub root_partition: u32,
+    pub boot_dir: String,
+    /// Paths written (empty when everything was already in place).
+    pub changed: Vec<String>,
+}
+
+/// Install the agent into `image` (a raw image file, written in place).
+pub fn install(
+    image: &Path,
+    info: &DiskInfo,
+    boot: &PartInfo,
+    req: &AgentRequest,
+    scratch: &Path,
+    epoch: Option<u64>,
+) -> Result<AgentReport, AgentError> {
+    let root = find_root(info, boot, req.root.as_ref())?;
+    let arch = probe_arch(image, &root)?;
+    let binary = match &req.binary {
+        Some(p) => {
+            check_agent(p, arch)?;
+            p.clone()
+        }
+        None => find_agent(arch)?,
+    };
+    let boot_dir = match &req.boot_dir {
+        Some(d) => d.clone(),
+        None => boot_dir_of(image, &root, boot)?,
+    };
+    let boot_dir = check_boot_dir(&boot_dir)?;
+    let existing_config = match stat(image, root.start, CONFIG_PATH)? {
+        Some(s) if s.kind == Kind::File && s.size > MAX_CONFIG_BYTES => {
+            return Err(AgentError::TooLarge {
+                path: CONFIG_PATH.into(),
+                size: s.size,
+                limit: MAX_CONFIG_BYTES,
+            })
+        }
+        Some(s) if s.kind == Kind::Dir => {
+            return Err(AgentError::IsDirectory { path: CONFIG_PATH })
+        }
+        Some(_) => debugfs_cat(image, root.start, CONFIG_PATH)?,
+        None => None,
+    };
+    let config = config_text(existing_config.as_deref(), &boot_dir)?;
+    let agent_bytes = read_bounded(&binary)?;
+    let dropin = format!(
+        "# Written by build-image: provision once the boot partition is mounted.\n\
+         [Unit]\nRequiresMountsFor={boot_dir}\n"
+    );
+
+    let wanted: [(&'static str, Want); 5] = [
+        (BINARY_PATH, Want::File(&agent_bytes, 0o755)),
+        (UNIT_PATH, Want::File(UNIT_TEXT.as_bytes(), 0o644)),
+        (DROPIN_PATH, Want::File(dropin.as_bytes(), 0o644)),
+        (WANTS_LINK, Want::Link(UNIT_PATH)),
+        (CONFIG_PATH, Want::File(config.as_bytes(), 0o644)),
+    ];
+    let staged = tempfile::Builder::new()
+        .prefix(".build-image-agent-")
+        .tempdir_in(scratch)
+        .map_err(|cause| AgentError::Io {
+            context: format!("creating a temporary directory in {}", scratch.display()),
+            cause,
+        })?;
+    let mut script = Vec::new();
+    let mut changed = Vec::new();
+    let mut made_dirs: Vec<String> = Vec::new();
+    for (n, (path, want)) in wanted.iter().enumerate() {
+        let have = stat(image, root.start, path)?;
+        if have
+            .as_ref()
+            .is_some_and(|h| h.matches(want, image, root.start, path))
+        {
+            continue;
+        }
+        if have.as_ref().is_some_and(|h| h.kind == Kind::Dir) {
+            return Err(AgentError::IsDirectory { path });
+        }
+        mkdirs(image, root.start, path, &mut made_dirs, &mut script)?;
+        if have.is_some() {
+            line(&mut script, "rm", &[path])?;
+        }
+        match want {
+            Want::File(bytes, mode) => {
+                let host = staged.path().join(n.to_string());
+                fs::write(&host, bytes).map_err(|cause| AgentError::Io {
+                    context: format!("staging {path}"),
+                    cause,
+                })?;
+                let host = host.to_string_lossy().into_owned();
+                line(&mut script, "write", &[&host, path])?;
+                set_owner_mode(&mut script, path, 0o100000 | mode)?;
+            }
+            Want::Link(target) => {
+                line(&mut script, "symlink", &[path, target])?;
+                set_owner_mode(&mut script, path, 0o120777)?;
+            }
+        }
+        changed.push(path.to_string());
+    }
+    if !script.is_empty() {
+        debugfs_write(image, root.start, &script, staged.path(), epoch)?;
+    }
+    Ok(AgentReport {
+        arch,
+        binary,
+        root_partition: root.index,
+        boot_dir,
+        changed,
+    })
+}
+
+/// Install into an image just assembled, whose boot partition is number
+/// `boot_index` (`epoch`, from `SOURCE_DATE_EPOCH`, fixes the new inodes'
+/// times).
+pub fn install_built(
+    image: &Path,
+    boot_index: u32,
+    req: &AgentRequest,
+    scratch: &Path,
+    epoch: Option<u64>,
+) -> Result<AgentReport, AgentError> {
+    let info = super::read_table(image)?;
+    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    install(image, &info, &boot, req, scratch, epoch)
+}
+
+enum Want<'a> {
+    File(&'a [u8], u32),
+    Link(&'static str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Link,
+    Other,
+}
+
+struct Stat {
+    kind: Kind,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    link: Option<String>,
+}
+
+impl Stat {
+    fn matches(&self, want: &Want<'_>, image: &Path, offset: u64, path: &str) -> bool {
+        if self.uid != 0 || self.gid != 0 {
+            return false;
+        }
+        match want {
+            Want::File(bytes, mode) => {
+                self.kind == Kind::File
+                    && self.mode == *mode
+                    && self.size == bytes.len() as u64
+                    && debugfs_cat(image, offset, path)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|have| have == *bytes)
+            }
+            Want::Link(target) => self.kind == Kind::Link && self.link.as_deref() == Some(target),
+        }
+    }
+}
+
+/// `debugfs stat` of one path; `None` when it does not exist.
+fn stat(image: &Path, offset: u64, path: &str) -> Result<Option<Stat>, AgentError> {
+    let out = debugfs_request(image, offset, &format!("stat {}", quoted(path)?))?;
+    if out.contains("File not found") {
+        return Ok(None);
+    }
+    let field = |name: &str| -> Option<&str> {
+        let at = out.find(name)? + name.len();
+        out[at..].split_whitespace().next()
+    };
+    let kind = match field("Type:") {
+        Some("regular") => Kind::File,
+        Some("directory") => Kind::Dir,
+        Some("symlink") => Kind::Link,
+        _ => Kind::Other,
+    };
+    let num = |name: &str, radix: u32| {
+        field(name)
+            .and_then(|v| u32::from_str_radix(v, radix).ok())
+            .unwrap_or(u32::MAX)
+    };
+    let link = out
+        .find("Fast link dest: \"")
+        .map(|at| &out[at + 17..])
+        .and_then(|rest| rest.split_once("\"\n").map(|(t, _)| t.to_string()));
+    Ok(Some(Stat {
+        kind,
+        size: field("Size:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX),
+        mode: num("Mode:", 8),
+        uid: num("User:", 10),
+        gid: num("Group:", 10),
+        link,
+    }))
+}
+
+/// Run one read-only debugfs request and return what it printed.
+fn debugfs_request(image: &Path, offset: u64, request: &str) -> Result<String, AgentError> {
+    let debugfs = require_e2fs_tool("debugfs")?;
+    let mut device = image.as_os_str().to_owned();
+    device.push(format!("?offset={offset}"));
+    let out = Command::new(debugfs)
+        .arg("-R")
+        .arg(request)
+        .arg(&device)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|cause| AgentError::Io {
+            context: "cannot run debugfs".into(),
+            cause,
+        })?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(ImageError::ToolFailed {
+            tool: "debugfs",
+            status: out.status.to_string(),
+            stderr: text.trim().to_string(),
+        }
+        .into());
+    }
+    Ok(text)
+}
+
+fn quoted(path: &str) -> Result<String, AgentError> {
+    Ok(String::from_utf8_lossy(&quote(path.as_bytes())?).into_owned())
+}
+
+fn line(script: &mut Vec<u8>, cmd: &str, args: &[&str]) -> Result<(), AgentError> {
+    script.extend_from_slice(cmd.as_bytes());
+    for a in args {
+        script.push(b' ');
+        script.extend(quote(a.as_bytes())?);
+    }
+    script.push(b'\n');
+    Ok(())
+}
+
+fn set_owner_mode(script: &mut Vec<u8>, path: &str, mode: u32) -> Result<(), AgentError> {
+    let p = quoted(path)?;
+    script.extend_from_slice(
+        format!(
+            "set_inode_field {p} uid 0\nset_inode_field {p} gid 0\nset_inode_field {p} mode 0{mode:o}\n"
+        )
+        .as_bytes(),
+    );
+    Ok(())
+}
+
+/// Make the missing directories above `path` (root-owned, 0755).
+fn mkdirs(
+    image: &Path,
+    offset: u64,
+    path: &str,
+    made: &mut Vec<String>,
+    script: &mut Vec<u8>,
+) -> Result<(), AgentError> {
+    let mut dir = String::new();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push('/');
+        dir.push_str(part);
+        if made.contains(&dir) {
+            continue;
+        }
+        match stat(image, offset, &dir)? {
+            Some(s) if s.kind == Kind::Dir => {}
+            Some(_) => return Err(AgentError::NotADirectory(dir.clone())),
+            None => {
+                line(script, "mkdir", &[&dir])?;
+                set_owner_mode(script, &dir, 0o40755)?;
+                made.push(dir.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_ext(p: &PartInfo) -> bool {
+    matches!(p.fs_type.as_deref(), Some("ext2" | "ext3" | "ext4"))
+}
+
+/// The root partition: as selected, else the only ext filesystem besides
+/// the boot partition (a partition named or labelled `rootfs`/`root` wins
+/// among several).
+pub fn find_root(
+    info: &DiskInfo,
+    boot: &PartInfo,
+    sel: Option<&BootSelector>,
+) -> Result<PartInfo, AgentError> {
+    let listing = || {
+        info.partitions
+            .iter()
+            .map(PartInfo::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let pick = match sel {
+        Some(BootSelector::Index(i)) => info.partitions.iter().find(|p| p.index == *i).cloned(),
+        Some(BootSelector::Label(l)) => info
+            .partitions
+            .iter()
+            .find(|p| {
+                p.label
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(l))
+                    || p.fs_label
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(l))
+            })
+            .cloned(),
+        Some(BootSelector::Auto) | None => None,
+    };
+    if let Some(sel) = sel.filter(|s| !matches!(s, BootSelector::Auto)) {
+        let p = pick.ok_or_else(|| {
+            AgentError::NoRoot(format!("no partition {sel:?}; partitions: {}", listing()))
+        })?;
+        if !is_ext(&p) {
+            return Err(AgentError::NotExt(p.describe(), fs_name(&p)));
+        }
+        return Ok(p);
+    }
+    let candidates: Vec<&PartInfo> = info
+        .partitions
+        .iter()
+        .filter(|p| p.index != boot.index && is_ext(p))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            // Say what the likely root holds instead.
+            match info
+                .partitions
+                .iter()
+                .filter(|p| p.index != boot.index)
+                .max_by_key(|p| p.size)
+            {
+                Some(p) => Err(AgentError::NotExt(p.describe(), fs_name(p))),
+                None => Err(AgentError::NoRoot(format!(
+                    "the image has no partition besides the boot partition; partitions: {}",
+                    listing()
+                ))),
+            }
+        }
+        many => {
+            let named = |p: &&&PartInfo| {
+                [p.label.as_deref(), p.fs_label.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l.eq_ignore_ascii_case("rootfs") || l.eq_ignore_ascii_case("root"))
+            };
+            let by_name: Vec<&&PartInfo> = many.iter().filter(named).collect();
+            match by_name.as_slice() {
+                [one] => Ok((**one).clone()),
+                _ => Err(AgentError::AmbiguousRoot(
+                    many.iter()
+                        .map(|p| p.describe())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )),
+            }
+        }
+    }
+}
+
+fn fs_name(p: &PartInfo) -> String {
+    p.fs_type
+        .clone()
+        .unwrap_or_else(|| "no filesystem build-image recognises".into())
+}
+
+/// The root filesystem's architecture from the ELF header of a binary in it.
+fn probe_arch(image: &Path, root: &PartInfo) -> Result<Arch, AgentError> {
+    let mut last = String::from("no binary found");
+    for probe in ARCH_PROBES {
+        // Only regular files (debugfs `cat` of a symlink reads garbage), and
+        // not a hostile image's gigabyte "binary".
+        match stat(image, root.start, probe)? {
+            Some(s) if s.kind == Kind::File && s.size <= MAX_AGENT_BYTES => {}
+            Some(s) if s.kind == Kind::File => {
+                last = format!("{probe} is {} bytes, too large to be read", s.size);
+                continue;
+            }
+            _ => continue,
+        }
+        match debugfs_cat(image, root.start, probe)? {
+            Some(bytes) if bytes.starts_with(b"\x7fELF") => {
+                return Arch::from_elf(&bytes).map_err(|reason| AgentError::UnknownArch {
+                    index: root.index,
+                    reason: format!("{probe}: {reason}"),
+                });
+            }
+            Some(_) => last = format!("{probe} is not an ELF binary"),
+            None => {}
+        }
+    }
+    Err(AgentError::UnknownArch {
+        index: root.index,
+        reason: format!(
+            "{last} (looked at {}); pass --agent FILE",
+            ARCH_PROBES.join(", ")
+        ),
+    })
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, AgentError> {
+    let bad = |reason: String| AgentError::BadAgent {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_AGENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_AGENT_BYTES {
+        return Err(bad(format!("larger than {MAX_AGENT_BYTES} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// An agent given with `--agent` must be an ELF for the image's architecture.
+fn check_agent(path: &Path, arch: Arch) -> Result<(), AgentError> {
+    let bytes = read_bounded(path)?;
+    let found = Arch::from_elf(&bytes).map_err(|reason| AgentError::BadAgent {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    if found != arch {
+        return Err(AgentError::AgentMismatch {
+            path: path.to_path_buf(),
+            found: found.name(),
+            image: arch.name(),
+        });
+    }
+    Ok(())
+}
+
+/// Directories searched for `sealed-firstboot-ARCH`, in order:
+/// `$SEALED_IMAGE_AGENT_DIR` alone when it is set.
+pub fn agent_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("SEALED_IMAGE_AGENT_DIR").filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(d));
+        return dirs;
+    }
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        // Installed: beside build-image, or in ../lib/sealed-image
+        // (/usr/bin → /usr/lib/sealed-image). From a checkout:
+        // target/{release,debug}/ → target/device (scripts/build-device-binaries).
+        dirs.push(exe_dir.clone());
+        dirs.push(exe_dir.join("../lib/sealed-image"));
+        dirs.push(exe_dir.join("../device"));
+        // Test binaries live one level deeper (target/debug/deps).
+        dirs.push(exe_dir.join("../../device"));
+    }
+    dirs
+}
+
+fn find_agent(arch: Arch) -> Result<PathBuf, AgentError> {
+    let name = format!("sealed-firstboot-{}", arch.name());
+    let dirs = agent_dirs();
+    for d in &dirs {
+        let p = d.join(&name);
+        if p.is_file() {
+            check_agent(&p, arch)?;
+            return Ok(p);
+        }
+    }
+    Err(AgentError::AgentMissing {
+        arch: arch.name(),
+        searched: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Where the device mounts the boot partition, from the image's
+/// `/etc/fstab` (by PARTUUID, LABEL, PARTLABEL, UUID or device name).
+fn boot_dir_of(image: &Path, root: &PartInfo, boot: &PartInfo) -> Result<String, AgentError> {
+    let unknown = |reason: String| AgentError::BootDirUnknown {
+        index: boot.index,
+        reason,
+    };
+    match stat(image, root.start, "/etc/fstab")? {
+        None => return Err(unknown("the root filesystem has no /etc/fstab".into())),
+        Some(s) if s.kind != Kind::File => {
+            return Err(unknown("its /etc/fstab is not a regular file".into()))
+        }
+        Some(s) if s.size > MAX_CONFIG_BYTES * 16 => {
+            return Err(unknown(format!("its /etc/fstab is {} bytes", s.size)))
+        }
+        Some(_) => {}
+    }
+    let fstab = debugfs_cat(image, root.start, "/etc/fstab")?
+        .ok_or_else(|| unknown("the root filesystem has no /etc/fstab".into()))?;
+    let serial = fat_serial(image, boot);
+    let fstab = String::from_utf8_lossy(&fstab);
+    for l in fstab.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(spec), Some(dir)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if spec.starts_with('#') {
+            continue;
+        }
+        let eq = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+        let hit = if let Some(v) = spec.strip_prefix("PARTUUID=") {
+            eq(boot.uuid.as_deref(), v)
+        } else if let Some(v) = spec.strip_prefix("LABEL=") {
+            eq(boot.fs_label.as_deref(), v)
+        } else if let Some(v) = spec.strip_prefix("PARTLABEL=") {
+            eq(boot.label.as_deref(), v)
+        } else if let Some(v) = spec.strip_prefix("UUID=") {
+            eq(serial.as_deref(), v)
+        } else if let Some(dev) = spec.strip_prefix("/dev/") {
+            // mmcblk0p1, sda1, vda1: the partition number at the end.
+            let digits: String = dev
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            !dev.starts_with("disk/") && digits.parse::<u32>().ok() == Some(boot.index)
+        } else {
+            false
+        };
+        if hit {
+            return Ok(dir.to_string());
+        }
+    }
+    Err(unknown(format!(
+        "no /etc/fstab line names it (PARTUUID={}, LABEL={}, UUID={})",
+        boot.uuid.as_deref().unwrap_or("?"),
+        boot.fs_label.as_deref().unwrap_or("?"),
+        serial.as_deref().unwrap_or("?")
+    )))
+}
+
+/// The FAT volume serial as `XXXX-XXXX` (what `UUID=` means for vfat).
+fn fat_serial(image: &Path, part: &PartInfo) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::open(image).ok()?;
+    let mut b = [0u8; 512];
+    file.read_exact_at(&mut b, part.start).ok()?;
+    let fat32 = u16::from_le_bytes([b[22], b[23]]) == 0;
+    let at = match (fat32, b[66], b[38]) {
+        (true, 0x29, _) => 67,
+        (false, _, 0x29) => 39,
+        _ => return None,
+    };
+    let s = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    Some(format!("{:04X}-{:04X}", s >> 16, s & 0xffff))
+}
+
+fn check_boot_dir(dir: &str) -> Result<String, AgentError> {
+    let ok = dir.starts_with('/')
+        && dir.len() > 1
+        && dir.len() <= 1024
+        && !dir
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '#' || c == '\\')
+        && !dir.split('/').any(|c| c == "." || c == "..");
+    if !ok {
+        return Err(AgentError::BadBootDir(dir.to_string()));
+    }
+    Ok(dir.trim_end_matches('/').to_string())
+}
+
+/// The configuration file: the image's own with `boot_dir` set, or a new one.
+fn config_text(existing: Option<&[u8]>, boot_dir: &str) -> Result<String, AgentError> {
+    let setting = format!("boot_dir = {boot_dir}");
+    let Some(existing) = existing else {
+        return Ok(format!(
+            "# sealed-firstboot configuration (written by build-image --install-agent)\n\
+             # Where the boot partition holding sealed-secrets/ is mounted:\n{setting}\n"
+        ));
+    };
+    let text = String::from_utf8_lossy(existing);
+    sealed_firstboot::config::parse(&text)
+        .map_err(|(line, reason)| AgentError::BadConfig { line, reason })?;
+    let mut out = String::new();
+    let mut set = false;
+    for l in text.lines() {
+        let key = l.split('#').next().unwrap_or_default();
+        if key
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == "boot_dir")
+        {
+            if !set {
+                out.push_str(&setting);
+                out.push('\n');
+                set = true;
+            }
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !set {
+        out.push_str(&setting);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elf(class: u8, machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = class;
+        h[5] = 1;
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn elf_headers_name_the_architecture() {
+        assert_eq!(Arch::from_elf(&elf(2, 0xb7)), Ok(Arch::Aarch64));
+        assert_eq!(Arch::from_elf(&elf(2, 0x3e)), Ok(Arch::X86_64));
+        assert_eq!(Arch::from_elf(&elf(1, 0x28)), Ok(Arch::Armv7));
+        assert!(Arch::from_elf(&elf(2, 0xf3)).unwrap_err().contains("0xf3"));
+        assert!(Arch::from_elf(b"#!/bin/sh\n").is_err());
+        assert!(Arch::from_elf(b"\x7fEL").is_err());
+    }
+
+    #[test]
+    fn config_keeps_other_settings_and_sets_boot_dir_once() {
+        let new = config_text(None, "/boot/firmware").unwrap();
+        assert_eq!(
+            sealed_firstboot::config::parse(&new).unwrap().boot_dir,
+            Some(PathBuf::from("/boot/firmware"))
+        );
+        let mine = b"# mine\nidentity = ssh-host-key\nboot_dir=/boot\nboot_dir = /old # again\n";
+        let merged = config_text(Some(mine), "/boot/efi").unwrap();
+        assert_eq!(
+            merged,
+            "# mine\nidentity = ssh-host-key\nboot_dir = /boot/efi\n"
+        );
+        // Idempotent.
+        assert_eq!(
+            config_text(Some(merged.as_bytes()), "/boot/efi").unwrap(),
+            merged
+        );
+        assert!(matches!(
+            config_text(Some(b"colour = blue\n"), "/boot"),
+            Err(AgentError::BadConfig { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn boot_dirs_are_checked() {
+        assert_eq!(check_boot_dir("/boot/firmware/").unwrap(), "/boot/firmware");
+        for bad in ["boot", "/", "/a b", "/a#b", "/a/../b", "/a\nb", "/a\\b"] {
+            assert!(check_boot_dir(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Compressed images: `.img.zst` (what build-image writes) and `.img.xz`
+//! (what Raspberry Pi OS and many vendors publish), recognised by their
+//! magic numbers rather than their names.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+/// The zstd frame magic number, little-endian.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The xz stream header magic.
+pub const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
+/// zstd windows up to 2 GiB (images compressed with `--long`).
+const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
+/// How an image file is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Zstd,
+    Xz,
+}
+
+impl Format {
+    /// From the first bytes of a file.
+    pub fn of_magic(head: &[u8]) -> Format {
+        if head.starts_with(&ZSTD_MAGIC) {
+            Format::Zstd
+        } else if head.starts_with(&XZ_MAGIC) {
+            Format::Xz
+        } else {
+            Format::Raw
+        }
+    }
+
+    /// Read the magic of the file at `path`.
+    pub fn detect(path: &Path) -> io::Result<Format> {
+        let mut head = [0u8; 6];
+        let got = super::read_full(&mut File::open(path)?, &mut head)?;
+        Ok(Format::of_magic(&head[..got]))
+    }
+
+    pub fn is_compressed(self) -> bool {
+        self != Format::Raw
+    }
+}
+
+/// A decoding reader over `file` (which must be at its start).
+pub fn decoder(file: File, format: Format) -> io::Result<Box<dyn Read + Send>> {
+    Ok(match format {
+        Format::Raw => Box::new(file),
+        Format::Zstd => {
+            let mut dec = zstd::stream::read::Decoder::new(file)?;
+            dec.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(dec)
+        }
+        Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            BufReader::with_capacity(1 << 20, file),
+        )),
+    })
+}
+
+/// Open `path` and decode it as its magic says.
+pub fn open(path: &Path) -> io::Result<(Format, Box<dyn Read + Send>)> {
+    let format = Format::detect(path)?;
+    Ok((format, decoder(File::open(path)?, format)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn every_format_decodes_to_the_same_bytes() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("a.img");
+        std::fs::write(&raw, &data).unwrap();
+        let zst = dir.path().join("a.img.zst");
+        std::fs::write(&zst, zstd::bulk::compress(&data, 3).unwrap()).unwrap();
+        let xz = dir.path().join("a.img.xz");
+        let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        enc.write_all(&data).unwrap();
+        std::fs::write(&xz, enc.finish().unwrap()).unwrap();
+        for (path, want) in [(&raw, Format::Raw), (&zst, Format::Zstd), (&xz, Format::Xz)] {
+            let (format, mut r) = open(path).unwrap();
+            assert_eq!(format, want);
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            assert_eq!(got, data, "{}", path.display());
+        }
+        // A truncated stream is an error, not a short image.
+        let bytes = std::fs::read(&xz).unwrap();
+        std::fs::write(&xz, &bytes[..bytes.len() / 2]).unwrap();
+        let (_, mut r) = open(&xz).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+}

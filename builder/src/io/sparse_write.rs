@@ -1,0 +1,122 @@
+//! Writing a stream into a regular file sparsely: all-zero blocks are
+//! skipped (left as holes), so a mostly empty disk image costs only its
+//! data on the disk.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// Granularity of the all-zero test (the usual filesystem block).
+pub const ZERO_BLOCK: usize = 4096;
+
+/// Whether every byte is zero.
+pub fn is_zero(b: &[u8]) -> bool {
+    // 16 bytes at a time: far faster than byte by byte.
+    let mut chunks = b.chunks_exact(16);
+    chunks
+        .by_ref()
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+        && chunks.remainder().iter().all(|&x| x == 0)
+}
+
+/// Write `data` at byte `offset` of `dst` in maximal runs of non-zero
+/// [`ZERO_BLOCK`] blocks; all-zero blocks are not written (in a fresh
+/// sparse file they stay holes). Returns the bytes written; an error comes
+/// with the offset of the write that failed.
+pub fn write_nonzero_at(dst: &File, data: &[u8], offset: u64) -> Result<u64, (u64, io::Error)> {
+    use std::os::unix::fs::FileExt;
+    let mut written = 0u64;
+    let mut run: Option<usize> = None;
+    let mut flush = |from: usize, to: usize| {
+        let at = offset + from as u64;
+        dst.write_all_at(&data[from..to], at).map_err(|e| (at, e))?;
+        written += (to - from) as u64;
+        Ok::<(), (u64, io::Error)>(())
+    };
+    for (k, block) in data.chunks(ZERO_BLOCK).enumerate() {
+        let at = k * ZERO_BLOCK;
+        match (is_zero(block), run) {
+            (false, None) => run = Some(at),
+            (true, Some(s)) => {
+                flush(s, at)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = run {
+        flush(s, data.len())?;
+    }
+    Ok(written)
+}
+
+/// A writer that turns all-zero blocks into holes.
+pub struct SparseWriter {
+    file: File,
+    pos: u64,
+}
+
+impl SparseWriter {
+    pub fn new(file: File) -> SparseWriter {
+        SparseWriter { file, pos: 0 }
+    }
+
+    /// Write `buf` at the current position, skipping its all-zero blocks.
+    pub fn write_chunk(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_nonzero_at(&self.file, buf, self.pos).map_err(|(_, e)| e)?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Set the length (a trailing hole counts), flush to the disk.
+    pub fn finish(self) -> io::Result<u64> {
+        self.file.set_len(self.pos)?;
+        self.file.sync_all()?;
+        Ok(self.pos)
+    }
+}
+
+/// Copy all of `src` into a new sparse file at `dst`; returns its length.
+pub fn copy_to_sparse_file(src: &mut dyn Read, dst: &Path) -> io::Result<u64> {
+    let mut out = SparseWriter::new(File::create(dst)?);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let filled = super::read_full(src, &mut buf)?;
+        out.write_chunk(&buf[..filled])?;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn zero_blocks_become_holes_and_bytes_survive() {
+        let mut data = vec![0u8; 8 << 20];
+        data[5] = 1;
+        data[(3 << 20) + 17] = 2;
+        let last = data.len() - 1;
+        data[last - 5000] = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("x.img");
+        let n = copy_to_sparse_file(&mut &data[..], &dst).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+        let blocks = std::fs::metadata(&dst).unwrap().blocks() * 512;
+        assert!(blocks <= 4 * ZERO_BLOCK as u64, "{blocks} bytes allocated");
+        // A wholly zero stream is one hole of the right length.
+        let n = copy_to_sparse_file(&mut &vec![0u8; 3 << 20][..], &dst).unwrap();
+        assert_eq!(
+            (n, std::fs::metadata(&dst).unwrap().len()),
+            (3 << 20, 3 << 20)
+        );
+        assert!(
+            is_zero(&[0; 33]) && !is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        );
+    }
+}

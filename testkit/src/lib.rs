@@ -1,0 +1,34 @@
+//! Test support for every crate of the workspace (`builder`, `firstboot`
+//! and the end-to-end `tests`), one copy of each helper:
+//!
+//! * [`tools`]: real tools found in `$PATH` and the sbin directories, and
+//!   the rule for what is missing (a tool, root): locally the test skips
+//!   with a printed reason, under `CI=true` it fails.
+//! * [`run`]: run a tool or a command, assert how it ended, keep a
+//!   transcript of everything printed.
+//! * [`files`]: sparse-file fixtures, byte ranges, marker searches in bytes,
+//!   files and trees.
+//!
+//! It depends on neither `build-image` nor `sealed-firstboot` (they take it
+//! as a dev-dependency).
+
+pub mod files;
+pub mod run;
+pub mod tools;
+
+/// The head of a recipe for an image of one 64 MiB ESP that holds the
+/// secrets; the `[secrets.*]` tables follow.
+pub const ESP_ONLY: &str = r#"
+[image]
+name = "t"
+
+[[partition]]
+label = "ESP"
+type = "esp"
+size = "64MiB"
+secrets = true
+"#;
+
+pub use files::*;
+pub use run::*;
+pub use tools::*;
