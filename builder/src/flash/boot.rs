@@ -1,6 +1,7 @@
 //! The boot partition of a flashed target: finding it (also on a block
-//! device, whose file length reads as 0), checking the key against the
-//! bundle there, writing the key file and reading it back.
+//! device, whose file length reads as 0: the table is read on the handle),
+//! checking the key against the bundle there, writing the key file and
+//! reading it back.
 
 use std::fs::File;
 use std::path::Path;
@@ -8,29 +9,19 @@ use std::path::Path;
 use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
-use crate::image::{self, fat, BootSelector, DiskInfo, FatFile, ImageError, PartInfo};
+use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
 use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-/// Read the partition table of the first `size` bytes of `dev` (a block
-/// device, whose metadata length reads as 0, or any file) with the one
-/// table reader, on the handle.
-pub(crate) fn read_table_of(dev: &File, size: u64, name: &Path) -> Result<DiskInfo, ImageError> {
-    image::read::read_table_from(dev, size, name)
-}
-
-/// The boot partition of the target, as `sel` picks it.
+/// The boot partition of the target, as `sel` picks it. The table is read
+/// on the handle from the first `size` bytes of `dev` (the image written
+/// onto it), a block device or a file alike.
 pub(crate) fn find_boot(
     target_path: &Path,
     dev: &File,
-    is_block: bool,
     size: u64,
     sel: &BootSelector,
 ) -> Result<(DiskInfo, PartInfo), ImageError> {
-    let info = if is_block {
-        read_table_of(dev, size, target_path)?
-    } else {
-        image::read_table(target_path)?
-    };
+    let info = image::read_table_from(DiskView::new(dev, size), target_path)?;
     let boot = image::find_boot_partition(&info, sel)?;
     if !matches!(boot.start.checked_add(boot.size), Some(end) if end <= size) {
         return Err(ImageError::NoBootPartition(format!(

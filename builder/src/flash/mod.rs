@@ -817,8 +817,8 @@ pub fn flash_with_roots(
     };
     let written_boot = if device_bundle.is_some() || key.is_some() {
         let ro = File::open(&real).map_err(|e| io_err("cannot open for reading", e))?;
-        let (_, part) = boot::find_boot(&real, &ro, is_block, copied.image_size, &opts.partition)
-            .map_err(place)?;
+        let (_, part) =
+            boot::find_boot(&real, &ro, copied.image_size, &opts.partition).map_err(place)?;
         Some((ro, part))
     } else {
         None

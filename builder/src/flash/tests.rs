@@ -14,7 +14,8 @@ use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
 use super::*;
 use crate::image::{
     assemble_with, fat_read_file, fat_write_files, find_boot_partition, read_table,
-    AssembleOptions, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec, TableKind,
+    read_table_from, AssembleOptions, DiskView, FatFile, Layout, PartitionContent, PartitionKind,
+    PartitionSpec, TableKind,
 };
 
 // ---------------------------------------------------------------------------
@@ -617,7 +618,7 @@ fn default_bmap_lookup_order() {
 }
 
 #[test]
-fn table_read_through_the_shadow_matches_read_table() {
+fn table_read_from_a_handle_matches_read_table() {
     // GPT and MBR images from the assembler, and an MBR with logical
     // partitions made by sfdisk (EBR chain).
     let dir = tempfile::tempdir().unwrap();
@@ -634,11 +635,30 @@ fn table_read_through_the_shadow_matches_read_table() {
         assert!(out.status.success());
         images.push(ext);
     }
+    // A GPT image whose primary header is damaged: read from its backup.
+    let damaged = dir.path().join("damaged.img");
+    fs::copy(&images[0], &damaged).unwrap();
+    let d = fs::OpenOptions::new().write(true).open(&damaged).unwrap();
+    d.write_all_at(&[0; 512], 512).unwrap();
+    images.push(damaged);
     for img in images {
+        let want = read_table(&img).unwrap();
         let f = fs::File::open(&img).unwrap();
         let size = f.metadata().unwrap().len();
-        let on_handle = boot::read_table_of(&f, size, &img).unwrap();
-        assert_eq!(on_handle, read_table(&img).unwrap(), "{}", img.display());
+        let got = read_table_from(DiskView::new(&f, size), &img).unwrap();
+        assert_eq!(got, want, "{}", img.display());
+        // A target larger than the image written onto it (a card with old
+        // data after the image): read as the image, the backup GPT header
+        // at the image's end, not at the card's.
+        let card = dir.path().join("card");
+        fs::copy(&img, &card).unwrap();
+        let c = fs::OpenOptions::new().write(true).open(&card).unwrap();
+        c.set_len(size + (4 << 20)).unwrap();
+        c.write_all_at(&[0xa5; 4096], size + (4 << 20) - 4096)
+            .unwrap();
+        let c = fs::File::open(&card).unwrap();
+        let got = read_table_from(DiskView::new(&c, size), &card).unwrap();
+        assert_eq!(got, want, "{} on a larger target", img.display());
     }
 }
 

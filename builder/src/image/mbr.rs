@@ -2,9 +2,10 @@
 //! read (primary entries plus the logical partitions of an extended one).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 
+use super::disk::DiskView;
 use super::layout::SECTOR;
 
 /// One primary entry to write.
@@ -112,14 +113,15 @@ fn entries_of(sector: &[u8; 512]) -> [RawEntry; 4] {
     })
 }
 
-/// Parse the MBR of `file` (whose length is `disk_len`). `Ok(None)` when
-/// sector 0 has no 0x55AA signature. Errors describe malformed tables.
-pub fn read(file: &File, disk_len: u64) -> Result<Option<MbrTable>, String> {
+/// Parse the MBR of `disk`. `Ok(None)` when sector 0 has no 0x55AA
+/// signature. Errors describe malformed tables.
+pub fn read<D: Read + Seek>(disk: &mut DiskView<D>) -> Result<Option<MbrTable>, String> {
+    let disk_len = disk.len();
     let mut s = [0u8; 512];
     if disk_len < SECTOR {
         return Ok(None);
     }
-    file.read_exact_at(&mut s, 0)
+    disk.read_exact_at(&mut s, 0)
         .map_err(|e| format!("cannot read sector 0: {e}"))?;
     if s[510] != 0x55 || s[511] != 0xaa {
         return Ok(None);
@@ -171,7 +173,7 @@ pub fn read(file: &File, disk_len: u64) -> Result<Option<MbrTable>, String> {
         });
     }
     if let Some((ext_start, ext_len)) = extended {
-        read_logical(file, ext_start, ext_len, disk_sectors, &mut partitions)?;
+        read_logical(disk, ext_start, ext_len, disk_sectors, &mut partitions)?;
     }
     Ok(Some(MbrTable {
         signature,
@@ -181,8 +183,8 @@ pub fn read(file: &File, disk_len: u64) -> Result<Option<MbrTable>, String> {
 }
 
 /// Follow the EBR chain of an extended partition.
-fn read_logical(
-    file: &File,
+fn read_logical<D: Read + Seek>(
+    disk: &mut DiskView<D>,
     ext_start: u64,
     ext_len: u64,
     disk_sectors: u64,
@@ -193,7 +195,7 @@ fn read_logical(
     // A chain longer than the extended partition has sectors is a loop.
     for _ in 0..ext_len.min(4096) {
         let mut s = [0u8; 512];
-        file.read_exact_at(&mut s, ebr * SECTOR)
+        disk.read_exact_at(&mut s, ebr * SECTOR)
             .map_err(|e| format!("cannot read EBR at sector {ebr}: {e}"))?;
         if s[510] != 0x55 || s[511] != 0xaa {
             return Err(format!("EBR at sector {ebr} has no 0x55AA signature"));
@@ -252,7 +254,7 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         f.set_len(1 << 30).unwrap();
         write(&f, 0xdead_beef, &entries).unwrap();
-        let t = read(&f, 1 << 30).unwrap().unwrap();
+        let t = read(&mut DiskView::new(&f, 1 << 30)).unwrap().unwrap();
         assert_eq!(t.signature, 0xdead_beef);
         assert!(!t.protective);
         assert_eq!(t.partitions.len(), 2);
@@ -283,9 +285,11 @@ mod tests {
             sectors: 4096,
         };
         write(&f, 1, &[e]).unwrap();
-        assert!(read(&f, 1 << 20).unwrap_err().contains("outside"));
+        assert!(read(&mut DiskView::new(&f, 1 << 20))
+            .unwrap_err()
+            .contains("outside"));
         let g = tempfile::tempfile().unwrap();
         g.set_len(4096).unwrap();
-        assert_eq!(read(&g, 4096).unwrap(), None);
+        assert_eq!(read(&mut DiskView::new(&g, 4096)).unwrap(), None);
     }
 }

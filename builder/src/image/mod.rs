@@ -5,8 +5,10 @@
 //!   copied in sparsely. One file per step: [`layout`] (types, sizes,
 //!   placement), [`gpt`], [`mbr`], [`fat`], [`ext4`], and [`slice`] (the
 //!   partition window `fatfs` works on).
-//! * [`read_table`], [`find_boot_partition`] and the `fat_*` functions read
-//!   any image's partition table (including ones made by other tools, such
+//! * [`read_table`] (of a file) or [`read_table_from`] (of any `Read + Seek`
+//!   handle, such as a block device, through a [`DiskView`]),
+//!   [`find_boot_partition`] and the `fat_*` functions read any image's
+//!   partition table (including ones made by other tools, such
 //!   as Raspberry Pi OS) and read or change files in its FAT boot partition
 //!   in place ([`read`]).
 //!
@@ -16,6 +18,7 @@
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
 pub mod agent;
+pub mod disk;
 pub mod ext4;
 pub mod fat;
 pub mod fat_files;
@@ -34,12 +37,15 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use disk::DiskView;
 pub use fat_files::{fat_read_file, fat_remove_file, fat_write_files};
 pub use layout::{
     human_size, parse_size, plan, Assembled, FatFile, Layout, PartitionContent, PartitionKind,
     PartitionSpec, Placed, TableKind,
 };
-pub use read::{find_boot_partition, read_table, BootSelector, DiskInfo, PartInfo};
+pub use read::{
+    find_boot_partition, read_table, read_table_from, BootSelector, DiskInfo, PartInfo,
+};
 pub use slice::PartitionSlice;
 
 use layout::SECTOR;

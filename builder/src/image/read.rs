@@ -3,12 +3,13 @@
 //! partition is the FAT boot partition. Files inside it: `fat_files.rs`.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use gpt::disk::LogicalBlockSize;
 use gpt::GptConfig;
 
+use super::disk::DiskView;
 use super::layout::{TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
 use super::mbr;
 use super::ImageError;
@@ -106,29 +107,35 @@ pub(super) fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
     Ok((file, len))
 }
 
-fn has_gpt_signature(file: &File, at: u64, len: u64) -> bool {
+fn has_gpt_signature<D: Read + Seek>(disk: &mut DiskView<D>, at: u64) -> bool {
     let mut sig = [0u8; 8];
-    at + 8 <= len && file.read_exact_at(&mut sig, at).is_ok() && &sig == b"EFI PART"
+    at + 8 <= disk.len() && disk.read_exact_at(&mut sig, at).is_ok() && &sig == b"EFI PART"
 }
 
 /// Read the partition table of an image file.
 pub fn read_table(image: &Path) -> Result<DiskInfo, ImageError> {
     let (file, len) = open_ro(image)?;
-    read_table_from(&file, len, image)
+    read_table_from(DiskView::new(file, len), image)
 }
 
-/// Read the partition table of the first `len` bytes of an open image or
-/// block device (whose metadata length reads as 0); `image` names it in
-/// errors.
-pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, ImageError> {
+/// Read the partition table of a disk: any `Read + Seek` handle (an open
+/// image, a block device, whose metadata length reads as 0) seen as its
+/// first bytes ([`DiskView`]: a target larger than the image written onto
+/// it is read as the image, backup GPT header included); `image` names it
+/// in errors.
+pub fn read_table_from<D: Read + Seek>(
+    mut disk: DiskView<D>,
+    image: &Path,
+) -> Result<DiskInfo, ImageError> {
+    let len = disk.len();
     let bad = |reason: String| ImageError::BadTable {
         path: image.to_path_buf(),
         reason,
     };
-    let mbr = mbr::read(file, len).map_err(bad)?;
-    let lb = if has_gpt_signature(file, 512, len) {
+    let mbr = mbr::read(&mut disk).map_err(bad)?;
+    let lb = if has_gpt_signature(&mut disk, 512) {
         Some(LogicalBlockSize::Lb512)
-    } else if has_gpt_signature(file, 4096, len) {
+    } else if has_gpt_signature(&mut disk, 4096) {
         Some(LogicalBlockSize::Lb4096)
     } else if mbr.as_ref().is_some_and(|m| m.protective) {
         // Primary header damaged: the backup may still be readable.
@@ -139,17 +146,18 @@ pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, 
 
     let mut partitions = Vec::new();
     let (table, disk_id) = if let Some(lb) = lb {
-        check_gpt_array_sizes(file, lb.as_u64(), len).map_err(bad)?;
-        let f = file
-            .try_clone()
-            .map_err(|e| ImageError::io("cannot duplicate file handle", e))?;
-        let disk = GptConfig::new()
-            .writable(false)
-            .logical_block_size(lb)
-            .open_from_device(f)
-            .map_err(|e| bad(format!("unreadable GPT: {e}")))?;
+        check_gpt_array_sizes(&mut disk, lb.as_u64()).map_err(bad)?;
+        // The gpt crate finds the backup header at the end of the view.
+        let (disk_guid, gpt_parts) = {
+            let gpt = GptConfig::new()
+                .writable(false)
+                .logical_block_size(lb)
+                .open_from_device(&mut disk)
+                .map_err(|e| bad(format!("unreadable GPT: {e}")))?;
+            (*gpt.guid(), gpt.partitions().clone())
+        };
         let lbs = lb.as_u64();
-        for (&index, p) in disk.partitions().iter() {
+        for (&index, p) in gpt_parts.iter() {
             if !p.is_used() {
                 continue;
             }
@@ -165,7 +173,7 @@ pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, 
                 }
             };
             let type_guid = p.part_type_guid.guid;
-            let (fs_type, fs_label) = probe_fs(file, start, size);
+            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
             let candidate = fs_type.as_deref() == Some("vfat")
                 && (type_guid == GPT_TYPE_ESP || type_guid == GPT_TYPE_BASIC_DATA);
             partitions.push(PartInfo {
@@ -180,12 +188,12 @@ pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, 
                 fs_label,
             });
         }
-        (TableKind::Gpt, fmt_guid(disk.guid()))
+        (TableKind::Gpt, fmt_guid(&disk_guid))
     } else if let Some(m) = mbr {
         for p in &m.partitions {
             let start = p.start_lba * SECTOR;
             let size = p.sectors * SECTOR;
-            let (fs_type, fs_label) = probe_fs(file, start, size);
+            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
             let candidate = fs_type.as_deref() == Some("vfat") && is_fat_type_byte(p.type_byte);
             partitions.push(PartInfo {
                 index: p.index,
@@ -214,10 +222,11 @@ pub fn read_table_from(file: &File, len: u64, image: &Path) -> Result<DiskInfo, 
 
 /// Refuse partition arrays that would make the `gpt` crate allocate a huge
 /// buffer (a crafted header can claim 2^32 entries).
-fn check_gpt_array_sizes(file: &File, lb: u64, len: u64) -> Result<(), String> {
+fn check_gpt_array_sizes<D: Read + Seek>(disk: &mut DiskView<D>, lb: u64) -> Result<(), String> {
+    let len = disk.len();
     for at in [lb, len.saturating_sub(lb)] {
         let mut h = [0u8; 92];
-        if at + 92 > len || file.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
+        if at + 92 > len || disk.read_exact_at(&mut h, at).is_err() || &h[..8] != b"EFI PART" {
             continue;
         }
         let num = u64::from(u32::from_le_bytes([h[80], h[81], h[82], h[83]]));
@@ -242,9 +251,13 @@ fn trim_label(raw: &[u8]) -> Option<String> {
 }
 
 /// Look at the first bytes of a partition: FAT boot sector or ext superblock.
-fn probe_fs(file: &File, start: u64, size: u64) -> (Option<String>, Option<String>) {
+fn probe_fs<D: Read + Seek>(
+    disk: &mut DiskView<D>,
+    start: u64,
+    size: u64,
+) -> (Option<String>, Option<String>) {
     let mut b = [0u8; 2048];
-    if size < 2048 || file.read_exact_at(&mut b, start).is_err() {
+    if size < 2048 || disk.read_exact_at(&mut b, start).is_err() {
         return (None, None);
     }
     // ext2/3/4: superblock at 1024, magic 0xEF53 at +56.
