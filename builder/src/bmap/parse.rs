@@ -162,27 +162,22 @@ fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
         let had_ws = ws > 0;
         p += ws;
         let r = &s[p..];
-        if r.starts_with("/>") {
-            return Ok((
-                Tok::Open {
-                    name,
-                    attrs,
-                    empty: true,
-                    at,
-                },
-                1 + p + 2,
-            ));
-        }
-        if r.starts_with('>') {
-            return Ok((
-                Tok::Open {
-                    name,
-                    attrs,
-                    empty: false,
-                    at,
-                },
-                1 + p + 1,
-            ));
+        // `/>` or `>`: the tag ends (its length counts the leading '<').
+        let end = if r.starts_with("/>") {
+            Some((true, 2))
+        } else if r.starts_with('>') {
+            Some((false, 1))
+        } else {
+            None
+        };
+        if let Some((empty, close_len)) = end {
+            let tok = Tok::Open {
+                name,
+                attrs,
+                empty,
+                at,
+            };
+            return Ok((tok, 1 + p + close_len));
         }
         if !had_ws {
             return Err(format!("line {line}: malformed tag <{name}"));
@@ -465,23 +460,16 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
                 Ok(())
             }
         };
+        let number_slot = |slot: &mut Option<u64>| -> Result<(), String> {
+            slot_dup(slot.is_some())?;
+            *slot = Some(number(text, leaf(text, child)?)?);
+            Ok(())
+        };
         match child.name {
-            "ImageSize" => {
-                slot_dup(image_size.is_some())?;
-                image_size = Some(number(text, leaf(text, child)?)?);
-            }
-            "BlockSize" => {
-                slot_dup(block_size.is_some())?;
-                block_size = Some(number(text, leaf(text, child)?)?);
-            }
-            "BlocksCount" => {
-                slot_dup(blocks_count.is_some())?;
-                blocks_count = Some(number(text, leaf(text, child)?)?);
-            }
-            "MappedBlocksCount" => {
-                slot_dup(mapped_count.is_some())?;
-                mapped_count = Some(number(text, leaf(text, child)?)?);
-            }
+            "ImageSize" => number_slot(&mut image_size)?,
+            "BlockSize" => number_slot(&mut block_size)?,
+            "BlocksCount" => number_slot(&mut blocks_count)?,
+            "MappedBlocksCount" => number_slot(&mut mapped_count)?,
             "ChecksumType" => {
                 slot_dup(checksum_type.is_some())?;
                 checksum_type = Some(leaf(text, child)?.text.trim().to_string());
@@ -669,6 +657,8 @@ mod tests {
     fn rejects_malformed_input() {
         let ok_range = format!("<Range chksum=\"{SUM}\">1</Range>\n");
         let ok = sample(&ok_range, 8192, 2, 1);
+        // A two-block image with these ranges, `mapped` blocks declared.
+        let ranges = |ranges: &str, mapped: u64| sample(ranges, 8192, 2, mapped);
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "no <bmap>"),
             ("<bmap version=\"2.0\">".into(), "never closed"),
@@ -684,28 +674,25 @@ mod tests {
             (sample(&ok_range, 8192, 3, 1), "<BlocksCount> is 3"),
             (sample(&ok_range, 8192, 2, 2), "<MappedBlocksCount> is 2"),
             (
-                sample("<Range>2</Range>\n", 8192, 2, 1),
+                ranges("<Range>2</Range>\n", 1),
                 "past the image's last block",
             ),
             (
-                sample("<Range>1</Range><Range>0</Range>\n", 8192, 2, 2),
+                ranges("<Range>1</Range><Range>0</Range>\n", 2),
                 "overlaps or precedes",
             ),
             (
-                sample("<Range>0-1</Range><Range>1</Range>\n", 8192, 2, 3),
+                ranges("<Range>0-1</Range><Range>1</Range>\n", 3),
                 "overlaps or precedes",
             ),
-            (sample("<Range>1-0</Range>\n", 8192, 2, 0), "ends before"),
-            (sample("<Range>x</Range>\n", 8192, 2, 1), "FIRST-LAST"),
-            (sample("<Range>-1</Range>\n", 8192, 2, 1), "FIRST-LAST"),
+            (ranges("<Range>1-0</Range>\n", 0), "ends before"),
+            (ranges("<Range>x</Range>\n", 1), "FIRST-LAST"),
+            (ranges("<Range>-1</Range>\n", 1), "FIRST-LAST"),
             (
-                sample("<Range chksum=\"abc\">1</Range>\n", 8192, 2, 1),
+                ranges("<Range chksum=\"abc\">1</Range>\n", 1),
                 "not a SHA-256",
             ),
-            (
-                sample("<Range chksum=abc>1</Range>\n", 8192, 2, 1),
-                "not quoted",
-            ),
+            (ranges("<Range chksum=abc>1</Range>\n", 1), "not quoted"),
             (ok.replace(" 8192 ", " 8x92 "), "decimal number"),
             (
                 ok.replace(" 8192 ", " 99999999999999999999999999 "),
@@ -729,17 +716,14 @@ mod tests {
             (ok.replace("</bmap>", "</bmap><bmap/>"), "second top-level"),
             (ok.replace("</bmap>", "</bmap> junk"), "text outside"),
             (
-                sample("<Range>1<x/></Range>\n", 8192, 2, 1),
+                ranges("<Range>1<x/></Range>\n", 1),
                 "unexpected <x> inside <Range>",
             ),
             (
-                sample("<Other>1</Other>\n", 8192, 2, 0),
+                ranges("<Other>1</Other>\n", 0),
                 "unexpected <Other> inside <BlockMap>",
             ),
-            (
-                sample("<Range>&bogus;</Range>\n", 8192, 2, 1),
-                "unknown entity",
-            ),
+            (ranges("<Range>&bogus;</Range>\n", 1), "unknown entity"),
             (ok.replace("<bmap ", "<bmap version=\"2.0\" "), "repeated"),
         ];
         for (text, want) in cases {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::fat;
 use super::layout::FatFile;
-use super::read::{check_bounds, open_ro, PartInfo};
+use super::read::{check_bounds, open_ro, with_len, PartInfo};
 use super::ImageError;
 
 fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
@@ -16,11 +16,7 @@ fn open_rw(image: &Path) -> Result<(File, u64), ImageError> {
         .write(true)
         .open(image)
         .map_err(|e| ImageError::io(format!("cannot open {} for writing", image.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?
-        .len();
-    Ok((file, len))
+    with_len(file, image)
 }
 
 /// Read a file from the partition's FAT filesystem; `Ok(None)` if absent.

@@ -100,6 +100,11 @@ fn is_fat_type_byte(t: u8) -> bool {
 pub(super) fn open_ro(image: &Path) -> Result<(File, u64), ImageError> {
     let file = File::open(image)
         .map_err(|e| ImageError::io(format!("cannot open {}", image.display()), e))?;
+    with_len(file, image)
+}
+
+/// An opened image and its length.
+pub(super) fn with_len(file: File, image: &Path) -> Result<(File, u64), ImageError> {
     let len = file
         .metadata()
         .map_err(|e| ImageError::io(format!("cannot stat {}", image.display()), e))?

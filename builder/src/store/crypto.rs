@@ -81,7 +81,7 @@ impl Recipients {
         let mut keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
         keys.sort();
         let digest = Sha256::digest(keys.join("\n").as_bytes());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        sealed_firstboot::bundle::hex(&digest[..8])
     }
 
     /// Encrypt a value to every recipient (a standard binary age file).
