@@ -37,12 +37,53 @@ pub const BLOCK_SIZE: u64 = 4096;
 /// The format version written.
 pub const BMAP_VERSION: &str = "2.0";
 
-/// A block map that cannot be used.
+/// A block map that cannot be used: not a well-formed, consistent bmap
+/// 2.x. Messages name the line where one is known; a bmap holds no image
+/// data, so none is echoed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BmapError {
-    /// Not a well-formed bmap 2.x: what is wrong and on which line.
-    #[error("{0}")]
-    Invalid(String),
+    /// Malformed XML, or an element, attribute or value out of place.
+    #[error("line {line}: {reason}")]
+    Syntax { line: usize, reason: String },
+    #[error("<{element}> opened on line {line} is never closed (truncated file?)")]
+    Unclosed { element: String, line: usize },
+    #[error("no <bmap> element (empty or not a bmap file)")]
+    NoRoot,
+    #[error("<bmap> has no version attribute")]
+    NoVersion,
+    #[error(
+        "bmap format version {0} is not supported (this reader handles 2.x, with SHA-256 \
+         checksums; recreate it with a current bmaptool)"
+    )]
+    UnsupportedVersion(String),
+    #[error("the bmap has no <{0}>")]
+    Missing(&'static str),
+    #[error("checksum type {0:?} is not supported (only sha256)")]
+    UnsupportedChecksumType(String),
+    #[error("<BlockSize> is 0")]
+    ZeroBlockSize,
+    #[error(
+        "<BlocksCount> is {declared}, but an image of {image_size} bytes has {expected} blocks \
+         of {block_size} bytes"
+    )]
+    BlocksCount {
+        declared: u64,
+        image_size: u64,
+        expected: u64,
+        block_size: u64,
+    },
+    #[error("<MappedBlocksCount> is {declared}, but the ranges map {actual} blocks")]
+    MappedBlocksCount { declared: u64, actual: u64 },
+    #[error(
+        "the bmap file's checksum does not match its content (expected {}, computed {}): \
+         the file was modified or damaged",
+        hex(expected),
+        hex(actual)
+    )]
+    FileChecksum {
+        expected: [u8; 32],
+        actual: [u8; 32],
+    },
 }
 
 /// Lowercase hex of a digest (the bundle module's one helper).
@@ -103,7 +144,7 @@ impl Bmap {
     /// Parse and check a bmap file's text. Errors say what is wrong and on
     /// which line.
     pub fn parse(text: &str) -> Result<Bmap, BmapError> {
-        parse::parse(text).map_err(BmapError::Invalid)
+        parse::parse(text)
     }
 }
 

@@ -1,13 +1,20 @@
 //! The bmap reader: a tokenizer for the XML subset bmaptool writes and a
 //! strict walk over the expected structure.
 
-use super::{hex, Bmap, BmapRange};
+use super::{Bmap, BmapError, BmapRange};
 use sha2::{Digest, Sha256};
 
 /// Parse and check a bmap file's text.
-pub(super) fn parse(text: &str) -> Result<Bmap, String> {
+pub(super) fn parse(text: &str) -> Result<Bmap, BmapError> {
     let doc = parse_document(text)?;
     build(text, &doc)
+}
+
+fn syntax(line: usize, reason: impl Into<String>) -> BmapError {
+    BmapError::Syntax {
+        line,
+        reason: reason.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -43,7 +50,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
 }
 
-fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
+fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError> {
     if !raw.contains('&') {
         return Ok(raw.to_string());
     }
@@ -52,12 +59,9 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
     while let Some(p) = rest.find('&') {
         out.push_str(&rest[..p]);
         let tail = &rest[p..];
-        let end = tail.find(';').ok_or_else(|| {
-            format!(
-                "line {}: '&' that does not start an entity",
-                line_of(text, at)
-            )
-        })?;
+        let end = tail
+            .find(';')
+            .ok_or_else(|| syntax(line_of(text, at), "'&' that does not start an entity"))?;
         let ent = &tail[1..end];
         let c = match ent {
             "lt" => '<',
@@ -74,7 +78,7 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
                     None
                 };
                 num.and_then(char::from_u32)
-                    .ok_or_else(|| format!("line {}: unknown entity &{ent};", line_of(text, at)))?
+                    .ok_or_else(|| syntax(line_of(text, at), format!("unknown entity &{ent};")))?
             }
         };
         out.push(c);
@@ -84,7 +88,7 @@ fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, String> {
     Ok(out)
 }
 
-fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
+fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
     let mut toks = Vec::new();
     let b = text.as_bytes();
     let mut i = 0;
@@ -97,7 +101,7 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
             let end = text[i..].find('<').map_or(b.len(), |p| i + p);
             let raw = &text[i..end];
             if raw.contains('>') {
-                return Err(format!("line {}: stray '>' in text", line_of(text, i)));
+                return Err(syntax(line_of(text, i), "stray '>' in text"));
             }
             toks.push(Tok::Text { text: raw, at: i });
             i = end;
@@ -107,29 +111,28 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
         if rest.starts_with("<?") {
             let end = rest
                 .find("?>")
-                .ok_or_else(|| format!("line {}: unterminated <? declaration", line_of(text, i)))?;
+                .ok_or_else(|| syntax(line_of(text, i), "unterminated <? declaration"))?;
             // The declaration and processing instructions carry nothing we use.
             i += end + 2;
         } else if let Some(comment) = rest.strip_prefix("<!--") {
             let end = comment
                 .find("-->")
-                .ok_or_else(|| format!("line {}: unterminated comment", line_of(text, i)))?;
+                .ok_or_else(|| syntax(line_of(text, i), "unterminated comment"))?;
             i += 4 + end + 3;
         } else if rest.starts_with("<!") {
-            return Err(format!(
-                "line {}: unsupported XML construct (DTD or CDATA section)",
-                line_of(text, i)
+            return Err(syntax(
+                line_of(text, i),
+                "unsupported XML construct (DTD or CDATA section)",
             ));
         } else if let Some(r) = rest.strip_prefix("</") {
             let end = r
                 .find('>')
-                .ok_or_else(|| format!("line {}: unterminated closing tag", line_of(text, i)))?;
+                .ok_or_else(|| syntax(line_of(text, i), "unterminated closing tag"))?;
             let name = r[..end].trim_end();
             if name.is_empty() || !name.chars().all(is_name_char) {
-                return Err(format!(
-                    "line {}: malformed closing tag </{}>",
+                return Err(syntax(
                     line_of(text, i),
-                    &r[..end]
+                    format!("malformed closing tag </{}>", &r[..end]),
                 ));
             }
             toks.push(Tok::Close { name, at: i });
@@ -145,20 +148,20 @@ fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, String> {
 
 /// Parse `<name a="v" b='w'>` or `<name/>` at `at`; returns the token and
 /// its length in bytes.
-fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
+fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), BmapError> {
     let line = line_of(text, at);
     let s = &text[at + 1..];
     let name_len = s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
     let name = &s[..name_len];
     if name.is_empty() {
-        return Err(format!("line {line}: '<' that does not start a tag"));
+        return Err(syntax(line, "'<' that does not start a tag"));
     }
     let mut p = name_len;
     let mut attrs = Vec::new();
     loop {
         let ws = s[p..]
             .find(|c: char| !c.is_ascii_whitespace())
-            .ok_or_else(|| format!("line {line}: unterminated tag <{name}"))?;
+            .ok_or_else(|| syntax(line, format!("unterminated tag <{name}")))?;
         let had_ws = ws > 0;
         p += ws;
         let r = &s[p..];
@@ -180,19 +183,19 @@ fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
             return Ok((tok, 1 + p + close_len));
         }
         if !had_ws {
-            return Err(format!("line {line}: malformed tag <{name}"));
+            return Err(syntax(line, format!("malformed tag <{name}")));
         }
         let an_len = r.find(|c: char| !is_name_char(c)).unwrap_or(r.len());
         let an = &r[..an_len];
         if an.is_empty() {
-            return Err(format!("line {line}: malformed attribute in <{name}>"));
+            return Err(syntax(line, format!("malformed attribute in <{name}>")));
         }
         p += an_len;
         let r = s[p..].trim_start();
         p = s.len() - r.len();
         let r = r
             .strip_prefix('=')
-            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> has no value"))?;
+            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> has no value")))?;
         p += 1;
         let r2 = r.trim_start();
         p += r.len() - r2.len();
@@ -200,16 +203,16 @@ fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), String> {
             .chars()
             .next()
             .filter(|c| *c == '"' || *c == '\'')
-            .ok_or_else(|| format!("line {line}: attribute {an} of <{name}> is not quoted"))?;
+            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> is not quoted")))?;
         let vend = r2[1..]
             .find(quote)
-            .ok_or_else(|| format!("line {line}: unterminated value of attribute {an}"))?;
+            .ok_or_else(|| syntax(line, format!("unterminated value of attribute {an}")))?;
         let raw = &r2[1..1 + vend];
         if raw.contains('<') {
-            return Err(format!("line {line}: '<' in the value of attribute {an}"));
+            return Err(syntax(line, format!("'<' in the value of attribute {an}")));
         }
         if attrs.iter().any(|(n, _)| *n == an) {
-            return Err(format!("line {line}: attribute {an} repeated in <{name}>"));
+            return Err(syntax(line, format!("attribute {an} repeated in <{name}>")));
         }
         attrs.push((an, decode_entities(raw, text, at)?));
         p += 1 + vend + 1;
@@ -241,7 +244,7 @@ impl Element<'_> {
 /// Element nesting deeper than this is not a bmap.
 const MAX_DEPTH: usize = 16;
 
-fn parse_document(text: &str) -> Result<Element<'_>, String> {
+fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
     let toks = tokenize(text)?;
     let mut stack: Vec<Element<'_>> = Vec::new();
     let mut root: Option<Element<'_>> = None;
@@ -250,12 +253,7 @@ fn parse_document(text: &str) -> Result<Element<'_>, String> {
             Tok::Text { text: t, at } => match stack.last_mut() {
                 Some(el) => el.text.push_str(&decode_entities(t, text, at)?),
                 None if t.trim().is_empty() => {}
-                None => {
-                    return Err(format!(
-                        "line {}: text outside the <bmap> element",
-                        line_of(text, at)
-                    ))
-                }
+                None => return Err(syntax(line_of(text, at), "text outside the <bmap> element")),
             },
             Tok::Open {
                 name,
@@ -264,16 +262,13 @@ fn parse_document(text: &str) -> Result<Element<'_>, String> {
                 at,
             } => {
                 if stack.is_empty() && root.is_some() {
-                    return Err(format!(
-                        "line {}: a second top-level element <{name}>",
-                        line_of(text, at)
+                    return Err(syntax(
+                        line_of(text, at),
+                        format!("a second top-level element <{name}>"),
                     ));
                 }
                 if stack.len() >= MAX_DEPTH {
-                    return Err(format!(
-                        "line {}: elements nested too deeply",
-                        line_of(text, at)
-                    ));
+                    return Err(syntax(line_of(text, at), "elements nested too deeply"));
                 }
                 let el = Element {
                     name,
@@ -293,17 +288,19 @@ fn parse_document(text: &str) -> Result<Element<'_>, String> {
             }
             Tok::Close { name, at } => {
                 let el = stack.pop().ok_or_else(|| {
-                    format!(
-                        "line {}: closing tag </{name}> without an opening tag",
-                        line_of(text, at)
+                    syntax(
+                        line_of(text, at),
+                        format!("closing tag </{name}> without an opening tag"),
                     )
                 })?;
                 if el.name != name {
-                    return Err(format!(
-                        "line {}: </{name}> closes <{}> opened on line {}",
+                    return Err(syntax(
                         line_of(text, at),
-                        el.name,
-                        line_of(text, el.at)
+                        format!(
+                            "</{name}> closes <{}> opened on line {}",
+                            el.name,
+                            line_of(text, el.at)
+                        ),
                     ));
                 }
                 match stack.last_mut() {
@@ -314,33 +311,29 @@ fn parse_document(text: &str) -> Result<Element<'_>, String> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(format!(
-            "<{}> opened on line {} is never closed (truncated file?)",
-            open.name,
-            line_of(text, open.at)
-        ));
+        return Err(BmapError::Unclosed {
+            element: open.name.to_string(),
+            line: line_of(text, open.at),
+        });
     }
-    root.ok_or_else(|| "no <bmap> element (empty or not a bmap file)".to_string())
+    root.ok_or(BmapError::NoRoot)
 }
 
 // ---------------------------------------------------------------------------
 // Structure and checks
 
-fn number(text: &str, el: &Element<'_>) -> Result<u64, String> {
+fn number(text: &str, el: &Element<'_>) -> Result<u64, BmapError> {
     let v = el.text.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "line {}: <{}> must be a decimal number, found {:?}",
+        return Err(syntax(
             line_of(text, el.at),
-            el.name,
-            v
+            format!("<{}> must be a decimal number, found {:?}", el.name, v),
         ));
     }
     v.parse::<u64>().map_err(|_| {
-        format!(
-            "line {}: <{}> value {v} is too large",
+        syntax(
             line_of(text, el.at),
-            el.name
+            format!("<{}> value {v} is too large", el.name),
         )
     })
 }
@@ -358,31 +351,30 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, String> {
+fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, BmapError> {
     if let Some(c) = el.children.first() {
-        return Err(format!(
-            "line {}: unexpected <{}> inside <{}>",
+        return Err(syntax(
             line_of(text, c.at),
-            c.name,
-            el.name
+            format!("unexpected <{}> inside <{}>", c.name, el.name),
         ));
     }
     Ok(el)
 }
 
-fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, String> {
+fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
     let line = line_of(text, el.at);
     let el = leaf(text, el)?;
     let v = el.text.trim();
-    let num = |s: &str| -> Result<u64, String> {
+    let num = |s: &str| -> Result<u64, BmapError> {
         let s = s.trim();
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "line {line}: <Range> must be \"FIRST-LAST\" or \"BLOCK\" (decimal), found {v:?}"
+            return Err(syntax(
+                line,
+                format!("<Range> must be \"FIRST-LAST\" or \"BLOCK\" (decimal), found {v:?}"),
             ));
         }
         s.parse::<u64>()
-            .map_err(|_| format!("line {line}: block number {s} is too large"))
+            .map_err(|_| syntax(line, format!("block number {s} is too large")))
     };
     let (first, last) = match v.split_once('-') {
         Some((a, b)) => (num(a)?, num(b)?),
@@ -392,19 +384,23 @@ fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, String> {
         }
     };
     if last < first {
-        return Err(format!(
-            "line {line}: range {first}-{last} ends before it starts"
+        return Err(syntax(
+            line,
+            format!("range {first}-{last} ends before it starts"),
         ));
     }
     let sha256 = match el.attr("chksum") {
         None => None,
         Some(c) => Some(parse_sha256(c).ok_or_else(|| {
-            format!("line {line}: chksum {c:?} is not a SHA-256 (64 hex digits)")
+            syntax(
+                line,
+                format!("chksum {c:?} is not a SHA-256 (64 hex digits)"),
+            )
         })?),
     };
     for (n, _) in &el.attrs {
         if *n != "chksum" {
-            return Err(format!("line {line}: unknown attribute {n} on <Range>"));
+            return Err(syntax(line, format!("unknown attribute {n} on <Range>")));
         }
     }
     Ok(BmapRange {
@@ -414,31 +410,27 @@ fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, String> {
     })
 }
 
-fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
+fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
     if root.name != "bmap" {
-        return Err(format!(
-            "line {}: the top-level element is <{}>, not <bmap>",
+        return Err(syntax(
             line_of(text, root.at),
-            root.name
+            format!("the top-level element is <{}>, not <bmap>", root.name),
         ));
     }
     if !root.text.trim().is_empty() {
-        return Err(format!(
-            "line {}: text directly inside <bmap>",
-            line_of(text, root.at)
+        return Err(syntax(
+            line_of(text, root.at),
+            "text directly inside <bmap>",
         ));
     }
     let version = root
         .attr("version")
-        .ok_or_else(|| "<bmap> has no version attribute".to_string())?
+        .ok_or(BmapError::NoVersion)?
         .trim()
         .to_string();
     let major = version.split('.').next().unwrap_or("");
     if major != "2" {
-        return Err(format!(
-            "bmap format version {version} is not supported (this reader handles 2.x, \
-             with SHA-256 checksums; recreate it with a current bmaptool)"
-        ));
+        return Err(BmapError::UnsupportedVersion(version));
     }
 
     let mut image_size = None;
@@ -449,18 +441,17 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
     let mut file_checksum = None;
     let mut block_map: Option<&Element<'_>> = None;
     for child in &root.children {
-        let slot_dup = |seen: bool| -> Result<(), String> {
+        let slot_dup = |seen: bool| -> Result<(), BmapError> {
             if seen {
-                Err(format!(
-                    "line {}: <{}> appears twice",
+                Err(syntax(
                     line_of(text, child.at),
-                    child.name
+                    format!("<{}> appears twice", child.name),
                 ))
             } else {
                 Ok(())
             }
         };
-        let number_slot = |slot: &mut Option<u64>| -> Result<(), String> {
+        let number_slot = |slot: &mut Option<u64>| -> Result<(), BmapError> {
             slot_dup(slot.is_some())?;
             *slot = Some(number(text, leaf(text, child)?)?);
             Ok(())
@@ -486,63 +477,62 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
             _ => {}
         }
     }
-    let missing = |what: &str| format!("the bmap has no <{what}>");
-    let image_size = image_size.ok_or_else(|| missing("ImageSize"))?;
-    let block_size = block_size.ok_or_else(|| missing("BlockSize"))?;
-    let blocks_count = blocks_count.ok_or_else(|| missing("BlocksCount"))?;
-    let checksum_type = checksum_type.ok_or_else(|| missing("ChecksumType"))?;
-    let block_map = block_map.ok_or_else(|| missing("BlockMap"))?;
+    let image_size = image_size.ok_or(BmapError::Missing("ImageSize"))?;
+    let block_size = block_size.ok_or(BmapError::Missing("BlockSize"))?;
+    let blocks_count = blocks_count.ok_or(BmapError::Missing("BlocksCount"))?;
+    let checksum_type = checksum_type.ok_or(BmapError::Missing("ChecksumType"))?;
+    let block_map = block_map.ok_or(BmapError::Missing("BlockMap"))?;
 
     if !checksum_type.eq_ignore_ascii_case("sha256") {
-        return Err(format!(
-            "checksum type {checksum_type:?} is not supported (only sha256)"
-        ));
+        return Err(BmapError::UnsupportedChecksumType(checksum_type));
     }
     if block_size == 0 {
-        return Err("<BlockSize> is 0".into());
+        return Err(BmapError::ZeroBlockSize);
     }
     let expected_blocks = image_size.div_ceil(block_size);
     if blocks_count != expected_blocks {
-        return Err(format!(
-            "<BlocksCount> is {blocks_count}, but an image of {image_size} bytes has \
-             {expected_blocks} blocks of {block_size} bytes"
-        ));
+        return Err(BmapError::BlocksCount {
+            declared: blocks_count,
+            image_size,
+            expected: expected_blocks,
+            block_size,
+        });
     }
     if !block_map.text.trim().is_empty() {
-        return Err(format!(
-            "line {}: text directly inside <BlockMap>",
-            line_of(text, block_map.at)
+        return Err(syntax(
+            line_of(text, block_map.at),
+            "text directly inside <BlockMap>",
         ));
     }
 
     let mut ranges: Vec<BmapRange> = Vec::with_capacity(block_map.children.len());
     for el in &block_map.children {
         if el.name != "Range" {
-            return Err(format!(
-                "line {}: unexpected <{}> inside <BlockMap>",
+            return Err(syntax(
                 line_of(text, el.at),
-                el.name
+                format!("unexpected <{}> inside <BlockMap>", el.name),
             ));
         }
         let r = parse_range(text, el)?;
         if r.last >= blocks_count {
-            return Err(format!(
-                "line {}: range {}-{} lies past the image's last block {}",
+            return Err(syntax(
                 line_of(text, el.at),
-                r.first,
-                r.last,
-                blocks_count.saturating_sub(1)
+                format!(
+                    "range {}-{} lies past the image's last block {}",
+                    r.first,
+                    r.last,
+                    blocks_count.saturating_sub(1)
+                ),
             ));
         }
         if let Some(prev) = ranges.last() {
             if r.first <= prev.last {
-                return Err(format!(
-                    "line {}: range {}-{} overlaps or precedes the range before it ({}-{})",
+                return Err(syntax(
                     line_of(text, el.at),
-                    r.first,
-                    r.last,
-                    prev.first,
-                    prev.last
+                    format!(
+                        "range {}-{} overlaps or precedes the range before it ({}-{})",
+                        r.first, r.last, prev.first, prev.last
+                    ),
                 ));
             }
         }
@@ -557,29 +547,24 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
     };
     if let Some(m) = mapped_count {
         if m != bmap.mapped_blocks() {
-            return Err(format!(
-                "<MappedBlocksCount> is {m}, but the ranges map {} blocks",
-                bmap.mapped_blocks()
-            ));
+            return Err(BmapError::MappedBlocksCount {
+                declared: m,
+                actual: bmap.mapped_blocks(),
+            });
         }
     }
     if let Some((sum, at)) = file_checksum {
         let expected = parse_sha256(&sum).ok_or_else(|| {
-            format!(
-                "line {}: <BmapFileChecksum> {sum:?} is not a SHA-256",
-                line_of(text, at)
+            syntax(
+                line_of(text, at),
+                format!("<BmapFileChecksum> {sum:?} is not a SHA-256"),
             )
         })?;
         // As bmaptool: the checksum of the file with its own value replaced by zeros.
         let zeroed = text.replace(&sum, &"0".repeat(sum.len()));
         let actual: [u8; 32] = Sha256::digest(zeroed.as_bytes()).into();
         if actual != expected {
-            return Err(format!(
-                "the bmap file's checksum does not match its content (expected {}, computed {}): \
-                 the file was modified or damaged",
-                hex(&expected),
-                hex(&actual)
-            ));
+            return Err(BmapError::FileChecksum { expected, actual });
         }
     }
     Ok(bmap)
@@ -588,6 +573,7 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bmap::hex;
 
     fn with_checksum(body: &str) -> String {
         // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
@@ -735,8 +721,13 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let text = sample("<Range>zz</Range>\n", 8192, 2, 1);
-        let e = Bmap::parse(&text).unwrap_err().to_string();
+        let err = Bmap::parse(&text).unwrap_err();
+        let e = err.to_string();
         let line = text.lines().position(|l| l.contains("zz")).unwrap() + 1;
+        assert!(
+            matches!(err, BmapError::Syntax { line: l, .. } if l == line),
+            "{err:?}"
+        );
         assert!(e.starts_with(&format!("line {line}:")), "{e}");
     }
 
