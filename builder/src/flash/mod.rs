@@ -446,10 +446,15 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
 /// own reader); the text written to the boot partition is the canonical
 /// key file text.
 fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
-    let key = ImageKey::from_file(path).map_err(|e| FlashError::KeyInvalid {
+    let invalid = |reason: String| FlashError::KeyInvalid {
         key: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    // A key file on the build host may be a symbolic link (into a secrets
+    // directory, say), as before: the link is resolved here; what it points
+    // to must still be a regular file of at most 1 KiB.
+    let real = std::fs::canonicalize(path).map_err(|e| invalid(e.to_string()))?;
+    let key = ImageKey::from_file(&real).map_err(|e| invalid(e.to_string()))?;
     let text = key.to_file_text();
     Ok((key, text))
 }

@@ -335,8 +335,12 @@ fn key_goes_onto_the_boot_partition() {
         let img = make_image(dir.path(), "disk", table, &real_bundle(&key));
         make_bmap(&img, &dir.path().join("disk.bmap")); // found as N.bmap
         let keyf = write_key_file(dir.path(), &key);
+        // A key file reached through a symbolic link works (build-host
+        // paths may be links into a secrets directory).
+        let link = dir.path().join("linked.key");
+        std::os::unix::fs::symlink(&keyf, &link).unwrap();
         let target = dir.path().join("target.img");
-        let report = flash(&img, &target, &with_key(keyf)).unwrap();
+        let report = flash(&img, &target, &with_key(link)).unwrap();
         assert!(report.used_bmap && report.key_written && report.verified);
         assert_eq!(report.boot_partition, Some(1));
         let exp = expected_with_key(&img, &key, dir.path());
@@ -563,6 +567,18 @@ fn bad_inputs_and_targets_are_refused() {
         !e.to_string().contains("hello"),
         "never echo key content: {e}"
     );
+    // A FIFO as key file is refused at once (never blocks).
+    let fifo = dir.path().join("fifo.key");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let e = flash(&img, &dir.path().join("t"), &with_key(fifo)).unwrap_err();
+    assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
 
     // The image itself (directly, through a symlink, through a hard link).
     let e = flash(&img, &img, &opts()).unwrap_err();
