@@ -273,14 +273,7 @@ mod tests {
     fn bounded_read_refuses_fifos_dirs_links_and_large_files() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        testkit::mkfifo(&fifo);
         // A FIFO with no writer would block a plain read forever.
         assert!(matches!(
             read_regular_bounded(&fifo, 10),

@@ -9,6 +9,19 @@ use std::process::Output;
 const MIB: u64 = 1 << 20;
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible enough.
+/// Make a FIFO (mode 0600) at `path`: the file that would block a reader
+/// with no writer forever.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)

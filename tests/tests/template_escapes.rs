@@ -144,35 +144,26 @@ path = "/run/secrets/app.sh"
     );
     assert_eq!(parsed, format!("{HOSTILE}\0{MULTI}"));
 
-    let env = d.root.join("run/secrets/app.env");
-    for shell in ["bash", "dash"] {
-        let got = run(
-            shell,
-            &[
-                "-c",
-                "set -a; . \"$1\"; printf %s \"$TOKEN|$OTHER\"",
-                "sh",
-                env.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(got, format!("{HOSTILE}|x"), "{shell} reading the env file");
-    }
-    let sh = d.root.join("run/secrets/app.sh");
-    for shell in ["bash", "dash"] {
-        let got = run(
-            shell,
-            &[
-                "-c",
-                ". \"$1\"; printf '%s\\0%s' \"$TOKEN\" \"$NOTE\"",
-                "sh",
-                sh.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(
-            got,
+    // The env file read as systemd's EnvironmentFile= semantics allow (set -a;
+    // .), the shell file sourced: both by bash and by dash.
+    let cases = [
+        (
+            "run/secrets/app.env",
+            "set -a; . \"$1\"; printf %s \"$TOKEN|$OTHER\"",
+            format!("{HOSTILE}|x"),
+        ),
+        (
+            "run/secrets/app.sh",
+            ". \"$1\"; printf '%s\\0%s' \"$TOKEN\" \"$NOTE\"",
             format!("{HOSTILE}\0{MULTI}"),
-            "{shell} sourcing the script"
-        );
+        ),
+    ];
+    for (file, script, want) in &cases {
+        let path = d.root.join(file);
+        for shell in ["bash", "dash"] {
+            let got = run(shell, &["-c", script, "sh", path.to_str().unwrap()]);
+            assert_eq!(&got, want, "{shell} reading {file}");
+        }
     }
 }
 

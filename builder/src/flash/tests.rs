@@ -569,14 +569,7 @@ fn bad_inputs_and_targets_are_refused() {
     );
     // A FIFO as key file is refused at once (never blocks).
     let fifo = dir.path().join("fifo.key");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    testkit::mkfifo(&fifo);
     let e = flash(&img, &dir.path().join("t"), &with_key(fifo)).unwrap_err();
     assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
 
