@@ -181,12 +181,11 @@ pub fn inject(
 
     progress.step("writing the boot partition");
     // Errors name the user's image, never the working copy.
-    let named = |e: image::ImageError| BuildError::InImage {
+    let in_image = |message: String| BuildError::InImage {
         image: input.to_path_buf(),
-        message: e
-            .to_string()
-            .replace(&work.0.display().to_string(), &input.display().to_string()),
+        message: message.replace(&work.0.display().to_string(), &input.display().to_string()),
     };
+    let named = |e: image::ImageError| in_image(e.to_string());
     let info = image::read_table(&work.0).map_err(named)?;
     let part = image::find_boot_partition(&info, &opts.selector).map_err(named)?;
     let agent = match &opts.agent {
@@ -194,14 +193,8 @@ pub fn inject(
             progress.step("installing sealed-firstboot");
             let epoch = opts.assemble.source_date_epoch;
             Some(
-                image::agent::install(&work.0, &info, &part, req, dir, epoch).map_err(|e| {
-                    BuildError::InImage {
-                        image: input.to_path_buf(),
-                        message: e
-                            .to_string()
-                            .replace(&work.0.display().to_string(), &input.display().to_string()),
-                    }
-                })?,
+                image::agent::install(&work.0, &info, &part, req, dir, epoch)
+                    .map_err(|e| in_image(e.to_string()))?,
             )
         }
         None => None,

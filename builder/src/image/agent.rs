@@ -10,13 +10,12 @@
 //! change; a file already as wanted is left alone, so a second run changes
 //! no byte.
 
-use super::ext4::{debugfs_cat, debugfs_write, quote, require_e2fs_tool};
+use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
 use super::read::{DiskInfo, PartInfo};
 use super::{BootSelector, ImageError};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use thiserror::Error;
 
 /// The unit file shipped with the device binary.
@@ -369,20 +368,7 @@ fn stat(image: &Path, offset: u64, path: &str) -> Result<Option<Stat>, AgentErro
 
 /// Run one read-only debugfs request and return what it printed.
 fn debugfs_request(image: &Path, offset: u64, request: &str) -> Result<String, AgentError> {
-    let debugfs = require_e2fs_tool("debugfs")?;
-    let mut device = image.as_os_str().to_owned();
-    device.push(format!("?offset={offset}"));
-    let out = Command::new(debugfs)
-        .arg("-R")
-        .arg(request)
-        .arg(&device)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|cause| AgentError::Io {
-            context: "cannot run debugfs".into(),
-            cause,
-        })?;
+    let out = debugfs_read(image, offset, request)?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
@@ -394,10 +380,6 @@ fn debugfs_request(image: &Path, offset: u64, request: &str) -> Result<String, A
         .into());
     }
     Ok(text)
-}
-
-fn quoted(path: &str) -> Result<String, AgentError> {
-    Ok(String::from_utf8_lossy(&quote(path.as_bytes())?).into_owned())
 }
 
 fn line(script: &mut Vec<u8>, cmd: &str, args: &[&str]) -> Result<(), AgentError> {

@@ -595,21 +595,35 @@ fn unpack_tarball(
     Ok(specials)
 }
 
-/// Read a regular file's contents from an ext4 partition with `debugfs`
-/// (used by tests and by `inspect`). `Ok(None)` when it does not exist.
-pub fn debugfs_cat(image: &Path, offset: u64, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+/// A path quoted for a debugfs request line.
+pub(crate) fn quoted(path: &str) -> Result<String, ImageError> {
+    Ok(String::from_utf8_lossy(&quote(path.as_bytes())?).into_owned())
+}
+
+/// Run one read-only `debugfs -R REQUEST` against the ext filesystem at
+/// byte `offset` of `image`; the caller judges its output.
+pub(crate) fn debugfs_read(
+    image: &Path,
+    offset: u64,
+    request: &str,
+) -> Result<std::process::Output, ImageError> {
     let debugfs = require_e2fs_tool("debugfs")?;
     let mut device = image.as_os_str().to_owned();
     device.push(format!("?offset={offset}"));
-    let q = String::from_utf8_lossy(&quote(path.as_bytes())?).into_owned();
-    let out = Command::new(debugfs)
+    Command::new(debugfs)
         .arg("-R")
-        .arg(format!("cat {q}"))
+        .arg(request)
         .arg(&device)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ImageError::io("cannot run debugfs", e))?;
+        .map_err(|e| ImageError::io("cannot run debugfs", e))
+}
+
+/// Read a regular file's contents from an ext4 partition with `debugfs`
+/// (used by tests and by `inspect`). `Ok(None)` when it does not exist.
+pub fn debugfs_cat(image: &Path, offset: u64, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+    let out = debugfs_read(image, offset, &format!("cat {}", quoted(path)?))?;
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("File not found") {
         return Ok(None);
