@@ -52,22 +52,11 @@ impl Source {
 
     /// Fill `buf`; fewer bytes only at the end of the image.
     fn read_full(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let r = match self {
-                Source::Plain { file, .. } => file.read(&mut buf[filled..]),
-                Source::Stream { dec, .. } => dec.read(&mut buf[filled..]),
-            };
-            match r {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match self {
-            Source::Plain { pos, .. } | Source::Stream { pos, .. } => *pos += filled as u64,
-        }
+        let (filled, pos) = match self {
+            Source::Plain { file, pos, .. } => (crate::io::read_full(file, buf)?, pos),
+            Source::Stream { dec, pos } => (crate::io::read_full(dec.as_mut(), buf)?, pos),
+        };
+        *pos += filled as u64;
         Ok(filled)
     }
 
