@@ -327,8 +327,7 @@ mod tests {
 
     #[test]
     fn toml_and_csv() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("d.toml");
+        let (dir, t) = testkit::scratch("d.toml");
         std::fs::write(
             &t,
             "[[device]]\nname = \"a\"\nsecrets.token = { value = \"t-a\" }\n\n[[device]]\nname = \"b\"\nsecrets.wifi = { env = \"B_WIFI\" }\n",
@@ -350,8 +349,7 @@ mod tests {
 
     #[test]
     fn errors_never_quote_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("d.toml");
+        let (_dir, t) = testkit::scratch("d.toml");
         std::fs::write(
             &t,
             "[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n",

@@ -271,8 +271,7 @@ mod tests {
 
     #[test]
     fn bounded_read_refuses_fifos_dirs_links_and_large_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
+        let (dir, fifo) = testkit::scratch("fifo");
         testkit::mkfifo(&fifo);
         // A FIFO with no writer would block a plain read forever.
         assert!(matches!(
@@ -309,8 +308,7 @@ mod tests {
 
     #[test]
     fn create_exclusive_never_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("identity");
+        let (dir, p) = testkit::scratch("identity");
         assert!(create_exclusive(&p, b"first", 0o400).unwrap());
         assert!(!create_exclusive(&p, b"second", 0o400).unwrap());
         assert_eq!(fs::read(&p).unwrap(), b"first");
@@ -319,8 +317,7 @@ mod tests {
 
     #[test]
     fn lock_is_exclusive_and_waits_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("lock");
+        let (_dir, p) = testkit::scratch("lock");
         let held = lock_exclusive(&p, std::time::Duration::from_secs(1), || {}).unwrap();
         let mut waited = false;
         let err = lock_exclusive(&p, std::time::Duration::from_millis(100), || waited = true)

@@ -6,6 +6,7 @@
 //!   with a printed reason, under `CI=true` it fails.
 //! * [`run`]: run a tool or a command, assert how it ended, keep a
 //!   transcript of everything printed.
+//! * [`scratch`]: a temporary directory and a path in it.
 //! * [`files`]: sparse-file fixtures, byte ranges, marker searches in bytes,
 //!   files and trees.
 //!
@@ -14,6 +15,7 @@
 
 pub mod files;
 pub mod run;
+pub mod scratch;
 pub mod tools;
 
 /// The head of a recipe for an image of one 64 MiB ESP that holds the
@@ -31,4 +33,5 @@ secrets = true
 
 pub use files::*;
 pub use run::*;
+pub use scratch::*;
 pub use tools::*;

@@ -157,8 +157,7 @@ mod tests {
     /// `BmapFileChecksum` passes.
     #[test]
     fn the_writer_round_trips_through_the_parser() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("x.img");
+        let (dir, img) = testkit::scratch("x.img");
         let f = std::fs::File::create(&img).unwrap();
         // Data at 0, a hole, data across a block boundary, a partial last block.
         use std::os::unix::fs::FileExt;

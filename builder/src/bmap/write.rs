@@ -322,8 +322,7 @@ mod tests {
 
     fn setup() -> Option<(tempfile::TempDir, PathBuf, PathBuf, PathBuf)> {
         let bmaptool = tool("bmaptool")?;
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("a.img");
+        let (dir, img) = testkit::scratch("a.img");
         image_like(&img);
         let bmap = dir.path().join("a.bmap");
         write_bmap(&img, &bmap).unwrap();
@@ -507,8 +506,7 @@ mod tests {
 
     #[test]
     fn empty_image_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("e.img");
+        let (dir, img) = testkit::scratch("e.img");
         sparse_file(&img, 0, &[]);
         assert!(write_bmap(&img, &dir.path().join("e.bmap")).is_err());
     }

@@ -87,8 +87,7 @@ mod tests {
         assert!(is_host_key("./etc/ssh/ssh_host_rsa_key"));
         assert!(!is_host_key("etc/ssh/ssh_host_ed25519_key.pub"));
         assert!(!is_host_key("etc/ssh/sshd_config"));
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
+        let (dir, root) = testkit::scratch("root");
         std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
         assert!(in_source(&root).unwrap().is_empty());
         for f in [

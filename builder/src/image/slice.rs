@@ -398,8 +398,7 @@ mod tests {
 
     #[test]
     fn zero_writes_into_holes_allocate_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
+        let (_dir, path) = testkit::scratch("sparse");
         let f = File::options()
             .read(true)
             .write(true)

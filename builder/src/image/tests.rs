@@ -507,8 +507,7 @@ fn tarball_source_keeps_owners_modes_links_and_devices() {
     if !require_tools(EXT4_TOOLS) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("rootfs.tar");
+    let (dir, tarball) = testkit::scratch("rootfs.tar");
     build_tarball(&tarball);
     let img = dir.path().join("t.img");
     let layout = Layout {
@@ -976,8 +975,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
 
 #[test]
 fn errors_are_precise_and_leave_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("fail.img");
+    let (dir, out) = testkit::scratch("fail.img");
     let esp = |size: u64, label: &str, files: Vec<FatFile>| PartitionSpec {
         label: "esp".into(),
         size,

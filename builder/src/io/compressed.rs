@@ -74,8 +74,7 @@ mod tests {
     #[test]
     fn every_format_decodes_to_the_same_bytes() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let raw = dir.path().join("a.img");
+        let (dir, raw) = testkit::scratch("a.img");
         std::fs::write(&raw, &data).unwrap();
         let zst = dir.path().join("a.img.zst");
         std::fs::write(&zst, zstd::bulk::compress(&data, 3).unwrap()).unwrap();

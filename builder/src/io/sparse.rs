@@ -176,8 +176,7 @@ mod tests {
 
     #[test]
     fn data_segments_find_the_written_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
+        let (_dir, p) = testkit::scratch("f");
         sparse_file(
             &p,
             16 * MIB,
@@ -200,8 +199,7 @@ mod tests {
 
     #[test]
     fn data_segments_of_empty_and_all_hole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
+        let (_dir, p) = testkit::scratch("f");
         sparse_file(&p, 0, &[]);
         assert!(data_segments(&File::open(&p).unwrap(), 0)
             .unwrap()
@@ -246,8 +244,7 @@ mod tests {
 
     #[test]
     fn sparse_copy_refuses_itself_and_non_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src.img");
+        let (dir, src) = testkit::scratch("src.img");
         sparse_file(&src, MIB, &[(0, vec![1; 10])]);
         assert!(sparse_copy(&src, &src).is_err());
         assert_eq!(

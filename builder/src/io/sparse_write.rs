@@ -102,8 +102,7 @@ mod tests {
         data[(3 << 20) + 17] = 2;
         let last = data.len() - 1;
         data[last - 5000] = 3;
-        let dir = tempfile::tempdir().unwrap();
-        let dst = dir.path().join("x.img");
+        let (_dir, dst) = testkit::scratch("x.img");
         let n = copy_to_sparse_file(&mut &data[..], &dst).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(std::fs::read(&dst).unwrap(), data);

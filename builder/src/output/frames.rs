@@ -374,8 +374,7 @@ mod tests {
     /// what compressing and mapping the device's full image would give.
     #[test]
     fn device_outputs_equal_those_of_the_full_image() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.img");
+        let (dir, base) = testkit::scratch("base.img");
         let size = 3 * FRAME_BYTES + 12345;
         sparse_file(
             &base,

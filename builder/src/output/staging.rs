@@ -154,8 +154,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_restores_the_previous_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (_dir, out) = testkit::scratch("out");
         fs::create_dir(&out).unwrap();
         fs::write(out.join("a.img"), "old image").unwrap();
         fs::write(out.join("a.img.zst"), "old zst").unwrap();
@@ -182,8 +181,7 @@ mod tests {
 
     #[test]
     fn a_commit_replaces_the_whole_set_and_dead_leftovers_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (dir, out) = testkit::scratch("out");
         fs::create_dir(&out).unwrap();
         fs::write(out.join("a.img.zst"), "stale").unwrap();
         // A killed build's staging directory (pid 1 never runs a build, but

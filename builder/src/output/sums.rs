@@ -75,8 +75,7 @@ mod tests {
     /// A sparse file hashes like its bytes: holes count as zeros.
     #[test]
     fn sparse_files_hash_like_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
+        let (dir, path) = testkit::scratch("sparse");
         let f = std::fs::File::create(&path).unwrap();
         f.set_len(5 << 20).unwrap();
         use std::os::unix::fs::FileExt;

@@ -97,8 +97,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rust_decoder_round_trip_any_thread_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("a.img");
+        let (dir, img) = testkit::scratch("a.img");
         image_like(&img);
         let original = std::fs::read(&img).unwrap();
         for (level, threads) in [(1, 1), (DEFAULT_LEVEL, 0), (DEFAULT_LEVEL, 2), (9, 3)] {
@@ -116,8 +115,7 @@ pub(crate) mod tests {
     #[test]
     fn zstd_cli_tests_and_decompresses_identically() {
         let Some(zstd) = tool("zstd") else { return };
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("a.img");
+        let (dir, img) = testkit::scratch("a.img");
         image_like(&img);
         let zst = dir.path().join("a.img.zst");
         compress_image(&img, &zst, DEFAULT_LEVEL, 0).unwrap();
@@ -160,8 +158,7 @@ pub(crate) mod tests {
 
     #[test]
     fn failure_leaves_no_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("x.zst");
+        let (dir, out) = testkit::scratch("x.zst");
         assert!(compress_image(&dir.path().join("missing.img"), &out, 3, 1).is_err());
         assert!(!out.exists());
     }

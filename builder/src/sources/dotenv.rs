@@ -73,8 +73,7 @@ mod tests {
 
     #[test]
     fn parses_quotes_export_and_comments() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(".env");
+        let (_dir, p) = testkit::scratch(".env");
         std::fs::write(&p, "# c\nexport A=\"x y\"\nB='z'\nC=plain\n").unwrap();
         let get = |k| match fetch("s", &p, k).unwrap() {
             Fetched::Found(v) => Some(String::from_utf8(v.to_vec()).unwrap()),
@@ -88,8 +87,7 @@ mod tests {
 
     #[test]
     fn malformed_line_names_line_not_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(".env");
+        let (_dir, p) = testkit::scratch(".env");
         std::fs::write(&p, "A=1\nsupersecretvalue\n").unwrap();
         let e = fetch("s", &p, "A").err().unwrap().to_string();
         assert!(e.contains("line 2"), "{e}");
