@@ -89,6 +89,39 @@ pub const GPT_TYPE_ESP: uuid::Uuid = uuid::uuid!("C12A7328-F81F-11D2-BA4B-00A0C9
 pub const GPT_TYPE_LINUX_FS: uuid::Uuid = uuid::uuid!("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
 pub const GPT_TYPE_BASIC_DATA: uuid::Uuid = uuid::uuid!("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7");
 
+impl Layout {
+    /// `partitions` in `table`: random disk ids, and the smallest size that
+    /// holds them (set the other fields with struct update syntax).
+    pub fn new(table: TableKind, partitions: Vec<PartitionSpec>) -> Self {
+        Layout {
+            table,
+            disk_guid: None,
+            disk_signature: None,
+            partitions,
+            total_size: None,
+        }
+    }
+}
+
+impl PartitionSpec {
+    /// A partition with a random GUID, not bootable.
+    pub fn new(
+        label: impl Into<String>,
+        size: u64,
+        kind: PartitionKind,
+        content: PartitionContent,
+    ) -> Self {
+        PartitionSpec {
+            label: label.into(),
+            size,
+            kind,
+            uuid: None,
+            bootable: false,
+            content,
+        }
+    }
+}
+
 impl PartitionKind {
     pub fn gpt_type(&self) -> uuid::Uuid {
         match self {
@@ -131,6 +164,25 @@ pub enum PartitionContent {
     },
     /// An existing partition image, copied in sparsely.
     ImageFile(PathBuf),
+}
+
+impl PartitionContent {
+    /// A FAT filesystem with a random volume id.
+    pub fn fat(volume_label: impl Into<String>, files: Vec<FatFile>) -> Self {
+        PartitionContent::Fat {
+            volume_label: volume_label.into(),
+            volume_id: None,
+            files,
+        }
+    }
+
+    /// An ext4 filesystem from a directory or tarball, with a random UUID.
+    pub fn ext4(source: impl Into<PathBuf>) -> Self {
+        PartitionContent::Ext4 {
+            source: source.into(),
+            fs_uuid: None,
+        }
+    }
 }
 
 /// A file (or directory) to put into a FAT filesystem.
@@ -397,23 +449,13 @@ mod tests {
     use super::*;
 
     fn part(label: &str, size: u64) -> PartitionSpec {
-        PartitionSpec {
-            label: label.into(),
-            size,
-            kind: PartitionKind::LinuxFs,
-            uuid: None,
-            bootable: false,
-            content: PartitionContent::Empty,
-        }
+        PartitionSpec::new(label, size, PartitionKind::LinuxFs, PartitionContent::Empty)
     }
 
     fn layout(table: TableKind, parts: Vec<PartitionSpec>, total: Option<u64>) -> Layout {
         Layout {
-            table,
-            disk_guid: None,
-            disk_signature: None,
-            partitions: parts,
             total_size: total,
+            ..Layout::new(table, parts)
         }
     }
 

@@ -332,52 +332,40 @@ fn mbr_image_checks_out_with_sfdisk() {
     let dir = tempfile::tempdir().unwrap();
     let root = rootfs_dir(dir.path());
     let img = dir.path().join("rpi.img");
+    let bootfs = PartitionContent::Fat {
+        volume_label: "BOOTFS".into(),
+        volume_id: Some(7),
+        files: vec![FatFile::file("sealed-secrets/bundle", BUNDLE.to_vec())],
+    };
+    // A FAT12 volume: nested directories below a fixed root region.
+    let fat12 = vec![
+        FatFile::file("a/b/c.txt", b"abc".to_vec()),
+        FatFile::dir("a/d"),
+    ];
     let layout = Layout {
-        table: TableKind::Mbr,
-        disk_guid: None,
         disk_signature: Some(0x5eed_cafe),
-        partitions: vec![
-            PartitionSpec {
-                label: "bootfs".into(),
-                size: 48 << 20,
-                kind: PartitionKind::Fat,
-                uuid: None,
-                bootable: true,
-                content: PartitionContent::Fat {
-                    volume_label: "BOOTFS".into(),
-                    volume_id: Some(7),
-                    files: vec![FatFile::file("sealed-secrets/bundle", BUNDLE.to_vec())],
-                },
-            },
-            PartitionSpec {
-                label: "rootfs".into(),
-                size: 16 << 20,
-                kind: PartitionKind::LinuxFs,
-                uuid: None,
-                bootable: false,
-                content: PartitionContent::Ext4 {
-                    source: root,
-                    fs_uuid: None,
-                },
-            },
-            PartitionSpec {
-                label: "esp".into(),
-                size: 4 << 20,
-                kind: PartitionKind::Esp,
-                uuid: None,
-                bootable: false,
-                content: PartitionContent::Fat {
-                    volume_label: String::new(),
-                    volume_id: None,
-                    // A FAT12 volume: nested directories below a fixed root region.
-                    files: vec![
-                        FatFile::file("a/b/c.txt", b"abc".to_vec()),
-                        FatFile::dir("a/d"),
-                    ],
-                },
-            },
-        ],
         total_size: Some(100 << 20),
+        ..Layout::new(
+            TableKind::Mbr,
+            vec![
+                PartitionSpec {
+                    bootable: true,
+                    ..PartitionSpec::new("bootfs", 48 << 20, PartitionKind::Fat, bootfs)
+                },
+                PartitionSpec::new(
+                    "rootfs",
+                    16 << 20,
+                    PartitionKind::LinuxFs,
+                    PartitionContent::ext4(root),
+                ),
+                PartitionSpec::new(
+                    "esp",
+                    4 << 20,
+                    PartitionKind::Esp,
+                    PartitionContent::fat("", fat12),
+                ),
+            ],
+        )
     };
     let a = assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     assert_eq!(a.size, 100 << 20);
@@ -447,15 +435,24 @@ fn mbr_image_checks_out_with_sfdisk() {
 }
 
 fn build_tarball(path: &Path) {
-    let f = fs::File::create(path).unwrap();
-    let mut b = tar::Builder::new(f);
-    let mut add = |path: &str,
-                   kind: tar::EntryType,
-                   mode: u32,
-                   uid: u64,
-                   gid: u64,
-                   data: &[u8],
-                   link: Option<&str>| {
+    use tar::EntryType as E;
+    type Entry<'a> = (&'a str, E, u32, u64, u64, &'a [u8], Option<&'a str>);
+    // (path, type, mode, uid, gid, data, link target)
+    #[rustfmt::skip]
+    let entries: &[Entry] = &[
+        ("./", E::Directory, 0o755, 0, 0, b"", None),
+        ("etc/", E::Directory, 0o755, 0, 0, b"", None),
+        ("etc/shadow", E::Regular, 0o640, 0, 42, b"root:*:19000::::::\n", None),
+        ("etc/private/", E::Directory, 0o700, 1000, 1000, b"", None),
+        ("etc/private/key", E::Regular, 0o400, 1000, 1000, b"k", None),
+        ("usr/bin/su", E::Regular, 0o4755, 0, 0, b"\x7fELF", None),
+        ("usr/bin/su-again", E::Link, 0o4755, 0, 0, b"", Some("usr/bin/su")),
+        ("bin", E::Symlink, 0o777, 0, 0, b"", Some("usr/bin")),
+        ("dev/null", E::Char, 0o666, 0, 0, b"", None),
+        ("run/initctl", E::Fifo, 0o600, 0, 0, b"", None),
+    ];
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    for &(path, kind, mode, uid, gid, data, link) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -463,7 +460,7 @@ fn build_tarball(path: &Path) {
         h.set_gid(gid);
         h.set_mtime(1_600_000_000);
         h.set_size(data.len() as u64);
-        if kind == tar::EntryType::Char {
+        if kind == E::Char {
             h.set_device_major(1).unwrap();
             h.set_device_minor(3).unwrap();
         }
@@ -471,34 +468,7 @@ fn build_tarball(path: &Path) {
             h.set_link_name(l).unwrap();
         }
         b.append_data(&mut h, path, data).unwrap();
-    };
-    use tar::EntryType as E;
-    add("./", E::Directory, 0o755, 0, 0, b"", None);
-    add("etc/", E::Directory, 0o755, 0, 0, b"", None);
-    add(
-        "etc/shadow",
-        E::Regular,
-        0o640,
-        0,
-        42,
-        b"root:*:19000::::::\n",
-        None,
-    );
-    add("etc/private/", E::Directory, 0o700, 1000, 1000, b"", None);
-    add("etc/private/key", E::Regular, 0o400, 1000, 1000, b"k", None);
-    add("usr/bin/su", E::Regular, 0o4755, 0, 0, b"\x7fELF", None);
-    add(
-        "usr/bin/su-again",
-        E::Link,
-        0o4755,
-        0,
-        0,
-        b"",
-        Some("usr/bin/su"),
-    );
-    add("bin", E::Symlink, 0o777, 0, 0, b"", Some("usr/bin"));
-    add("dev/null", E::Char, 0o666, 0, 0, b"", None);
-    add("run/initctl", E::Fifo, 0o600, 0, 0, b"", None);
+    }
     b.finish().unwrap();
 }
 
@@ -510,23 +480,16 @@ fn tarball_source_keeps_owners_modes_links_and_devices() {
     let (dir, tarball) = testkit::scratch("rootfs.tar");
     build_tarball(&tarball);
     let img = dir.path().join("t.img");
-    let layout = Layout {
-        table: TableKind::Gpt,
-        disk_guid: None,
-        disk_signature: None,
-        partitions: vec![PartitionSpec {
-            label: "root".into(),
-            size: 8 << 20,
-            kind: PartitionKind::LinuxFs,
-            uuid: None,
-            bootable: false,
-            content: PartitionContent::Ext4 {
-                source: tarball.clone(),
-                fs_uuid: None,
-            },
-        }],
-        total_size: None,
-    };
+    let root = PartitionContent::ext4(tarball.clone());
+    let layout = Layout::new(
+        TableKind::Gpt,
+        vec![PartitionSpec::new(
+            "root",
+            8 << 20,
+            PartitionKind::LinuxFs,
+            root,
+        )],
+    );
     let a = assemble_with(&img, &layout, &epoch()).unwrap();
     let off = a.partitions[0].start;
     e2fsck(&img, off);
@@ -660,36 +623,21 @@ fn a_one_gib_image_is_sparse() {
     let dir = tempfile::tempdir().unwrap();
     let root = rootfs_dir(dir.path());
     let img = dir.path().join("big.img");
+    let esp = PartitionContent::fat("ESP", esp_files());
     let layout = Layout {
-        table: TableKind::Gpt,
-        disk_guid: None,
-        disk_signature: None,
-        partitions: vec![
-            PartitionSpec {
-                label: "esp".into(),
-                size: 256 << 20,
-                kind: PartitionKind::Esp,
-                uuid: None,
-                bootable: false,
-                content: PartitionContent::Fat {
-                    volume_label: "ESP".into(),
-                    volume_id: None,
-                    files: esp_files(),
-                },
-            },
-            PartitionSpec {
-                label: "root".into(),
-                size: 700 << 20,
-                kind: PartitionKind::LinuxFs,
-                uuid: None,
-                bootable: false,
-                content: PartitionContent::Ext4 {
-                    source: root,
-                    fs_uuid: None,
-                },
-            },
-        ],
         total_size: Some(1 << 30),
+        ..Layout::new(
+            TableKind::Gpt,
+            vec![
+                PartitionSpec::new("esp", 256 << 20, PartitionKind::Esp, esp),
+                PartitionSpec::new(
+                    "root",
+                    700 << 20,
+                    PartitionKind::LinuxFs,
+                    PartitionContent::ext4(root),
+                ),
+            ],
+        )
     };
     let a = assemble_with(&img, &layout, &epoch()).unwrap();
     assert_eq!(a.size, 1 << 30);
@@ -915,28 +863,17 @@ fn fat_edits_in_place_on_an_image_made_by_other_tools() {
 #[test]
 fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     let dir = tempfile::tempdir().unwrap();
-    let fat = |label: &str, kind: PartitionKind| PartitionSpec {
-        label: label.into(),
-        size: 2 << 20,
-        kind,
-        uuid: None,
-        bootable: false,
-        content: PartitionContent::Fat {
-            volume_label: label.to_uppercase(),
-            volume_id: None,
-            files: vec![],
-        },
+    let fat = |label: &str, kind: PartitionKind| {
+        let content = PartitionContent::fat(label.to_uppercase(), vec![]);
+        PartitionSpec::new(label, 2 << 20, kind, content)
     };
-    let mut layout = Layout {
-        table: TableKind::Gpt,
-        disk_guid: None,
-        disk_signature: None,
-        partitions: vec![
+    let mut layout = Layout::new(
+        TableKind::Gpt,
+        vec![
             fat("data", PartitionKind::Fat),
             fat("esp", PartitionKind::Esp),
         ],
-        total_size: None,
-    };
+    );
     let img = dir.path().join("g.img");
     assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
@@ -976,25 +913,11 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
 #[test]
 fn errors_are_precise_and_leave_nothing_behind() {
     let (dir, out) = testkit::scratch("fail.img");
-    let esp = |size: u64, label: &str, files: Vec<FatFile>| PartitionSpec {
-        label: "esp".into(),
-        size,
-        kind: PartitionKind::Esp,
-        uuid: None,
-        bootable: false,
-        content: PartitionContent::Fat {
-            volume_label: label.into(),
-            volume_id: None,
-            files,
-        },
+    let esp = |size: u64, label: &str, files: Vec<FatFile>| {
+        let content = PartitionContent::fat(label, files);
+        PartitionSpec::new("esp", size, PartitionKind::Esp, content)
     };
-    let layout = |parts: Vec<PartitionSpec>| Layout {
-        table: TableKind::Gpt,
-        disk_guid: None,
-        disk_signature: None,
-        partitions: parts,
-        total_size: None,
-    };
+    let layout = |parts: Vec<PartitionSpec>| Layout::new(TableKind::Gpt, parts);
     let fails = |l: &Layout| -> ImageError {
         fs::write(&out, b"old contents").unwrap();
         let e = assemble_with(&out, l, &AssembleOptions::default()).unwrap_err();
@@ -1048,17 +971,8 @@ fn errors_are_precise_and_leave_nothing_behind() {
         "{e}"
     );
 
-    let missing = PartitionSpec {
-        label: "root".into(),
-        size: 8 << 20,
-        kind: PartitionKind::LinuxFs,
-        uuid: None,
-        bootable: false,
-        content: PartitionContent::Ext4 {
-            source: dir.path().join("no-such-dir"),
-            fs_uuid: None,
-        },
-    };
+    let nothing = PartitionContent::ext4(dir.path().join("no-such-dir"));
+    let missing = PartitionSpec::new("root", 8 << 20, PartitionKind::LinuxFs, nothing);
     let e = fails(&layout(vec![missing.clone()]));
     assert!(matches!(e.innermost(), ImageError::SourceMissing(_)), "{e}");
 
@@ -1100,10 +1014,7 @@ fn errors_are_precise_and_leave_nothing_behind() {
         fs::write(src.join("blob"), vec![0x5a; 3 << 20]).unwrap();
         let l = layout(vec![PartitionSpec {
             size: 2 << 20,
-            content: PartitionContent::Ext4 {
-                source: src,
-                fs_uuid: None,
-            },
+            content: PartitionContent::ext4(src),
             ..missing.clone()
         }]);
         let e = fails(&l);

@@ -402,30 +402,14 @@ mod tests {
     }
 
     fn sample(recipe: &Recipe, dir: &Path) -> BuildManifest {
-        let layout = Layout {
-            table: TableKind::Gpt,
-            disk_guid: None,
-            disk_signature: None,
-            partitions: vec![
-                PartitionSpec {
-                    label: "ESP".into(),
-                    size: 64 << 20,
-                    kind: PartitionKind::Esp,
-                    uuid: None,
-                    bootable: false,
-                    content: PartitionContent::Empty,
-                },
-                PartitionSpec {
-                    label: "root".into(),
-                    size: 64 << 20,
-                    kind: PartitionKind::LinuxFs,
-                    uuid: None,
-                    bootable: false,
-                    content: PartitionContent::Empty,
-                },
+        let part = |label, kind| PartitionSpec::new(label, 64 << 20, kind, PartitionContent::Empty);
+        let layout = Layout::new(
+            TableKind::Gpt,
+            vec![
+                part("ESP", PartitionKind::Esp),
+                part("root", PartitionKind::LinuxFs),
             ],
-            total_size: None,
-        };
+        );
         let placed = |index: u32, label: &str, start: u64, fs: &str| Placed {
             index,
             label: label.into(),
