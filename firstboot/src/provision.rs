@@ -176,16 +176,7 @@ pub fn provision_with(
         finish_wipe(&bundle_path, &key_path)?;
         return Err(e);
     }
-    let secrets = opened.contents.manifest.entries().count();
-    commit(
-        root,
-        &store,
-        &header,
-        opened.contents,
-        now,
-        config,
-        current.as_ref(),
-    )?;
+    let secrets = commit(root, &store, opened, now, config, current.as_ref())?;
     failpoint("provision-before-wipe");
     finish_wipe(&bundle_path, &key_path)?;
     Ok(Outcome::Applied { bundle_id, secrets })
@@ -242,16 +233,7 @@ pub fn apply(
     })?;
     check_order(&header, current.as_ref(), false)?;
     let partial = opened.contents.manifest.partial;
-    let secrets = opened.contents.manifest.entries().count();
-    commit(
-        root,
-        &store,
-        &header,
-        opened.contents,
-        now,
-        config,
-        current.as_ref(),
-    )?;
+    let secrets = commit(root, &store, opened, now, config, current.as_ref())?;
     Ok(Applied::Applied {
         bundle_id,
         secrets,
@@ -321,18 +303,20 @@ fn check_order(
 
 /// Reseal opened contents to the persisted identity (created now if there
 /// is none) and make them the current store. A partial bundle is merged
-/// into the secrets already in the store first.
+/// into the secrets already in the store first. Returns how many entries
+/// (secrets and templates) the bundle held.
 fn commit(
     root: &Path,
     store: &Store,
-    header: &Header,
-    contents: Contents,
+    opened: bundle::Opened,
     now: u64,
     config: &Config,
     current: Option<&Current>,
-) -> Result<(), ProvisionError> {
+) -> Result<usize, ProvisionError> {
+    let bundle::Opened { header, contents } = opened;
+    let secrets = contents.manifest.entries().count();
     let contents = match current {
-        Some(current) if contents.manifest.partial => merge(root, current, contents, header)?,
+        Some(current) if contents.manifest.partial => merge(root, current, contents, &header)?,
         _ => Contents {
             manifest: Manifest {
                 partial: false,
@@ -357,7 +341,7 @@ fn commit(
         &contents.values,
         &state,
     )?;
-    Ok(())
+    Ok(secrets)
 }
 
 /// The store's secrets with those of a partial bundle replacing (or
