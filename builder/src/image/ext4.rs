@@ -256,16 +256,8 @@ pub(crate) fn quote(path: &[u8]) -> Result<Vec<u8>, ImageError> {
             reason: "file names with newlines cannot be passed to debugfs".into(),
         });
     }
-    let mut q = Vec::with_capacity(path.len() + 2);
-    q.push(b'"');
-    for &b in path {
-        if b == b'"' {
-            q.extend_from_slice(b"\"\"");
-        } else {
-            q.push(b);
-        }
-    }
-    q.push(b'"');
+    let mut q = Vec::new();
+    sealed_firstboot::bundle::quote_into(&mut q, path, b'"', |b| (b == b'"').then_some(b"\"\""));
     Ok(q)
 }
 

@@ -91,33 +91,43 @@ impl Escape {
                 }
             }
             Escape::Shell => {
-                out.push(b'\'');
-                for &b in value {
-                    if b == b'\'' {
-                        out.extend_from_slice(b"'\\''");
-                    } else {
-                        out.push(b);
-                    }
-                }
-                out.push(b'\'');
+                quote_into(out, value, b'\'', |b| (b == b'\'').then_some(b"'\\''"));
             }
             Escape::Env => {
                 std::str::from_utf8(value).map_err(|_| "the value is not UTF-8")?;
                 if value.iter().any(|&b| b == b'\n' || b == b'\r') {
                     return Err("the value holds a line break, which an env file cannot");
                 }
-                out.push(b'"');
-                for &b in value {
-                    if matches!(b, b'\\' | b'"' | b'`' | b'$') {
-                        out.push(b'\\');
-                    }
-                    out.push(b);
-                }
-                out.push(b'"');
+                quote_into(out, value, b'"', |b| match b {
+                    b'\\' => Some(b"\\\\"),
+                    b'"' => Some(b"\\\""),
+                    b'`' => Some(b"\\`"),
+                    b'$' => Some(b"\\$"),
+                    _ => None,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Append `value` to `out` between two `quote` bytes, each byte for which
+/// `escape` gives a replacement written as that replacement.
+pub fn quote_into(
+    out: &mut Vec<u8>,
+    value: &[u8],
+    quote: u8,
+    escape: impl Fn(u8) -> Option<&'static [u8]>,
+) {
+    out.reserve(value.len() + 2);
+    out.push(quote);
+    for &b in value {
+        match escape(b) {
+            Some(replacement) => out.extend_from_slice(replacement),
+            None => out.push(b),
+        }
+    }
+    out.push(quote);
 }
 
 /// One placeholder: where it is, how long, what it names and how.
