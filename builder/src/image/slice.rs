@@ -77,12 +77,18 @@ impl Shared {
         (lo, hi.max(lo))
     }
 
+    /// Keep the cache bounded: write it back and empty it when full.
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.blocks.len() >= MAX_CACHED_BLOCKS {
+            self.flush()?;
+            self.blocks.clear();
+        }
+        Ok(())
+    }
+
     fn block(&mut self, idx: u64) -> io::Result<&mut Block> {
         if !self.blocks.contains_key(&idx) {
-            if self.blocks.len() >= MAX_CACHED_BLOCKS {
-                self.flush()?;
-                self.blocks.clear();
-            }
+            self.make_room()?;
             let b = self.load(idx)?;
             self.blocks.insert(idx, b);
         }
@@ -92,49 +98,32 @@ impl Shared {
     }
 
     fn read_at(&mut self, abs: u64, buf: &mut [u8]) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let off = abs + done as u64;
-            let idx = off / BLOCK;
-            let in_block = (off % BLOCK) as usize;
-            let n = (BLOCK as usize - in_block).min(buf.len() - done);
-            let b = self.block(idx)?;
-            buf[done..done + n].copy_from_slice(&b.data[in_block..in_block + n]);
-            done += n;
+        for p in pieces(abs, buf.len()) {
+            let b = self.block(p.idx)?;
+            buf[p.buf].copy_from_slice(&b.data[p.block]);
         }
         Ok(())
     }
 
     fn write_at(&mut self, abs: u64, data: &[u8]) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < data.len() {
-            let off = abs + done as u64;
-            let idx = off / BLOCK;
-            let in_block = (off % BLOCK) as usize;
-            let n = (BLOCK as usize - in_block).min(data.len() - done);
-            let whole = n == BLOCK as usize && !self.blocks.contains_key(&idx);
-            if whole {
+        for p in pieces(abs, data.len()) {
+            let src = &data[p.buf];
+            if src.len() == BLOCK as usize && !self.blocks.contains_key(&p.idx) {
                 // Fully overwritten: no need to read what was there.
-                if self.blocks.len() >= MAX_CACHED_BLOCKS {
-                    self.flush()?;
-                    self.blocks.clear();
-                }
-                self.blocks.insert(
-                    idx,
-                    Block {
-                        data: data[done..done + n].to_vec().into_boxed_slice(),
-                        dirty: true,
-                        disk_zero: None,
-                    },
-                );
+                self.make_room()?;
+                let block = Block {
+                    data: src.to_vec().into_boxed_slice(),
+                    dirty: true,
+                    disk_zero: None,
+                };
+                self.blocks.insert(p.idx, block);
             } else {
-                let b = self.block(idx)?;
-                if b.data[in_block..in_block + n] != data[done..done + n] {
-                    b.data[in_block..in_block + n].copy_from_slice(&data[done..done + n]);
+                let b = self.block(p.idx)?;
+                if b.data[p.block.clone()] != *src {
+                    b.data[p.block].copy_from_slice(src);
                     b.dirty = true;
                 }
             }
-            done += n;
         }
         Ok(())
     }
@@ -357,6 +346,36 @@ impl Seek for PartitionSlice {
             )),
         }
     }
+}
+
+/// The part of one cache block that a byte range touches.
+struct Piece {
+    /// The block's number.
+    idx: u64,
+    /// The bytes within the block.
+    block: std::ops::Range<usize>,
+    /// The same bytes within the caller's buffer.
+    buf: std::ops::Range<usize>,
+}
+
+/// The blocks that `len` bytes at absolute offset `abs` span, in order.
+fn pieces(abs: u64, len: usize) -> impl Iterator<Item = Piece> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let off = abs + done as u64;
+        let in_block = (off % BLOCK) as usize;
+        let n = (BLOCK as usize - in_block).min(len - done);
+        let piece = Piece {
+            idx: off / BLOCK,
+            block: in_block..in_block + n,
+            buf: done..done + n,
+        };
+        done += n;
+        Some(piece)
+    })
 }
 
 #[cfg(test)]
