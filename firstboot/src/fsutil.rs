@@ -23,32 +23,33 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Create `path` with `mode` (never wider at any moment), write `data`,
 /// fsync, and rename into place; then fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    via_temp(path, "tmp", |dir, tmp| {
+        write_new(tmp, data, mode)?;
+        fs::rename(tmp, path)?;
+        sync_dir(dir)
+    })
+}
+
+/// Run `f` with `path`'s directory and a private temporary name beside it
+/// (`.NAME.TAG-PID`, removed first); the temporary file is gone afterwards
+/// unless `f` renamed it into place.
+fn via_temp<T>(
+    path: &Path,
+    tag: &str,
+    f: impl FnOnce(&Path, &Path) -> io::Result<T>,
+) -> io::Result<T> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.{tag}-{}",
         name.to_string_lossy(),
         std::process::id()
     ));
     let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let result = f(dir, &tmp);
+    let _ = fs::remove_file(&tmp);
     result
 }
 
@@ -187,21 +188,11 @@ pub fn read_regular_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadErro
 /// a partial one. Returns false (and leaves the existing file) when `path`
 /// already exists.
 pub fn create_exclusive(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.new-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        write_new(&tmp, data, mode)?;
+    via_temp(path, "new", |dir, tmp| {
+        write_new(tmp, data, mode)?;
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
-            &tmp,
+            tmp,
             rustix::fs::CWD,
             path,
             rustix::fs::RenameFlags::NOREPLACE,
@@ -213,9 +204,7 @@ pub fn create_exclusive(path: &Path, data: &[u8], mode: u32) -> io::Result<bool>
             Err(rustix::io::Errno::EXIST) => Ok(false),
             Err(e) => Err(e.into()),
         }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+    })
 }
 
 /// An exclusive lock held until dropped (`flock` on a lock file).
