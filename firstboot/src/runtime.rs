@@ -549,24 +549,9 @@ fn write_secret(
     };
     let dir =
         fsops::walk_create(gen, &p.dirs, dir_mode, opts.apply_ownership).map_err(|(i, e)| {
-            let end = (i + 1).min(p.dirs.len());
-            let component = format!("/run/{SECRETS_LINK}/{}", p.dirs[..end].join("/"));
-            match e {
-                StepError::Symlink => RuntimeError::SymlinkInPath {
-                    name: p.name.to_owned(),
-                    path: p.path.to_owned(),
-                    component,
-                },
-                StepError::NotDir(what) => RuntimeError::NotADirectory {
-                    name: p.name.to_owned(),
-                    path: p.path.to_owned(),
-                    component,
-                    what,
-                },
-                StepError::Io(source) => {
-                    RuntimeError::secret_io(p.name, p.path, "create its directory", source)
-                }
-            }
+            let below = format!("{SECRETS_LINK}/");
+            let op = "create its directory";
+            RuntimeError::walk_step((p.name, p.path), &below, &p.dirs, i, e, op)
         })?;
     let owner = opts.apply_ownership.then_some(p.owner);
     fsops::create_secret_file(dir.as_fd(), p.file, p.mode, owner, p.value)

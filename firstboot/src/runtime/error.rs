@@ -1,5 +1,6 @@
 //! Errors of the unseal. They name the secret and the path, never a value.
 
+use super::fsops::StepError;
 use crate::accounts::AccountError;
 use std::io;
 use std::path::PathBuf;
@@ -91,6 +92,40 @@ impl RuntimeError {
             op,
             path: path.into(),
             source: source.into(),
+        }
+    }
+
+    /// Step `i` of the walk down `comps` (below `/run/{below}`) towards the
+    /// secret `name` at `path` failed: the error names the component.
+    pub(super) fn walk_step(
+        (name, path): (&str, &str),
+        below: &str,
+        comps: &[&str],
+        i: usize,
+        e: StepError,
+        op: &'static str,
+    ) -> Self {
+        let end = (i + 1).min(comps.len());
+        let component = format!("/run/{below}{}", comps[..end].join("/"));
+        let (name, path) = (name.to_owned(), path.to_owned());
+        match e {
+            StepError::Symlink => RuntimeError::SymlinkInPath {
+                name,
+                path,
+                component,
+            },
+            StepError::NotDir(what) => RuntimeError::NotADirectory {
+                name,
+                path,
+                component,
+                what,
+            },
+            StepError::Io(source) => RuntimeError::SecretIo {
+                name,
+                path,
+                op,
+                source,
+            },
         }
     }
 

@@ -54,27 +54,8 @@ impl Link<'_> {
     }
 
     fn step_error(&self, i: usize, e: StepError) -> RuntimeError {
-        let end = (i + 1).min(self.comps.len());
-        let component = format!("/run/{}", self.comps[..end].join("/"));
-        match e {
-            StepError::Symlink => RuntimeError::SymlinkInPath {
-                name: self.name.to_owned(),
-                path: self.path.to_owned(),
-                component,
-            },
-            StepError::NotDir(what) => RuntimeError::NotADirectory {
-                name: self.name.to_owned(),
-                path: self.path.to_owned(),
-                component,
-                what,
-            },
-            StepError::Io(source) => RuntimeError::SecretIo {
-                name: self.name.to_owned(),
-                path: self.path.to_owned(),
-                op: "open the directory of the link",
-                source,
-            },
-        }
+        let op = "open the directory of the link";
+        RuntimeError::walk_step((self.name, self.path), "", &self.comps, i, e, op)
     }
 
     fn io(&self, op: &'static str, e: impl Into<std::io::Error>) -> RuntimeError {
