@@ -374,22 +374,23 @@ fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
         v["provisioned"] = true.into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let state = &st.state;
         println!(
             "bundle {} (sealed {}.{:09}{}, applied {})",
-            st.bundle_id,
-            st.created_at,
-            st.created_nanos,
-            if st.sequence != 0 {
-                format!(", sequence {}", st.sequence)
+            state.bundle_id,
+            state.created_at,
+            state.created_nanos,
+            if state.sequence != 0 {
+                format!(", sequence {}", state.sequence)
             } else {
                 String::new()
             },
-            st.applied_at
+            state.applied_at
         );
-        if let Some(r) = &st.recipient {
+        if let Some(r) = &state.recipient {
             println!(
                 "identity {r} ({})",
-                st.identity.as_deref().unwrap_or("origin not recorded")
+                state.identity.as_deref().unwrap_or("origin not recorded")
             );
         }
         for s in &st.secrets {

@@ -1,25 +1,17 @@
 //! `sealed-firstboot status`: what the store holds and whether each secret
 //! is live in `/run/secrets`. Metadata only, never values.
 
-use crate::store::{Store, StoreError};
+use crate::store::{State, Store, StoreError};
 use serde::Serialize;
 use std::path::Path;
 
 /// The device's state, for people and for fleet rollouts (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// The applied bundle.
-    pub bundle_id: String,
-    /// Its sequence number (0: not set).
-    pub sequence: u64,
-    /// When it was sealed (unix seconds and nanoseconds).
-    pub created_at: u64,
-    pub created_nanos: u32,
-    /// When this device applied it (unix seconds).
-    pub applied_at: u64,
-    /// The identity the store is sealed to, and where it came from.
-    pub recipient: Option<String>,
-    pub identity: Option<String>,
+    /// The applied bundle (id, sequence, sealing and applying times) and
+    /// the identity the store is sealed to: the store's own state record.
+    #[serde(flatten)]
+    pub state: State,
     pub secrets: Vec<SecretStatus>,
     /// Every secret is in the store and live.
     pub ok: bool,
@@ -83,16 +75,9 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
             }
         })
         .collect();
-    let s = current.state;
     Ok(Some(Status {
         ok: secrets.iter().all(|x| x.ok),
-        bundle_id: s.bundle_id,
-        sequence: s.sequence,
-        created_at: s.created_at,
-        created_nanos: s.created_nanos,
-        applied_at: s.applied_at,
-        recipient: s.recipient,
-        identity: s.identity,
+        state: current.state,
         secrets,
     }))
 }
