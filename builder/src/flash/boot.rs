@@ -10,7 +10,7 @@ use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
-use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::sealing::BUNDLE_PATH;
 
 /// The boot partition of the target, as `sel` picks it. The table is read
 /// on the handle from the first `size` bytes of `dev` (the image written
@@ -70,12 +70,6 @@ pub(crate) fn key_mismatch(bundle: Option<&[u8]>, key: &ImageKey) -> Option<Stri
         ));
     }
     None
-}
-
-/// Write the key file into the FAT boot partition of `dev` (opened for
-/// writing), as [`image::fat_write_files`] does on an image path.
-pub(crate) fn write_key(dev: &File, boot: &PartInfo, text: &[u8]) -> Result<(), ImageError> {
-    write_boot_file(dev, boot, EMBEDDED_KEY_PATH, text)
 }
 
 /// Write one file (the key, a device bundle) into the FAT boot partition

@@ -42,7 +42,7 @@ use sealed_firstboot::bundle::ImageKey;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::image::{self, BootSelector, ImageError};
+use crate::image::{self, BootSelector, ImageError, PartInfo};
 use crate::io::compressed::Format;
 use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
@@ -829,13 +829,9 @@ pub fn flash_with_roots(
         None
     };
     if let (Some((bundle, _)), Some((ro, part))) = (&device_bundle, &written_boot) {
-        boot::write_boot_file(&dst, part, BUNDLE_PATH, bundle).map_err(place)?;
-        if opts.verify {
-            write::drop_cache(ro);
-            let back = boot::read_boot_file(ro, part, BUNDLE_PATH).map_err(place)?;
-            if back.as_deref().map(|v| v.as_slice()) != Some(bundle.as_slice()) {
-                return Err(FlashError::BundleVerifyFailed { target: shown });
-            }
+        let written = write_boot_checked(&dst, ro, part, BUNDLE_PATH, bundle, opts.verify);
+        if !written.map_err(place)? {
+            return Err(FlashError::BundleVerifyFailed { target: shown });
         }
         boot_partition = Some(part.index);
     }
@@ -848,13 +844,10 @@ pub fn flash_with_roots(
                 image_written: true,
             });
         }
-        boot::write_key(&dst, part, text.as_bytes()).map_err(place)?;
-        if opts.verify {
-            write::drop_cache(ro);
-            let back = boot::read_boot_file(ro, part, EMBEDDED_KEY_PATH).map_err(place)?;
-            if back.as_deref().map(|v| v.as_slice()) != Some(text.as_bytes()) {
-                return Err(FlashError::KeyVerifyFailed { target: shown });
-            }
+        let key_text = text.as_bytes();
+        let written = write_boot_checked(&dst, ro, part, EMBEDDED_KEY_PATH, key_text, opts.verify);
+        if !written.map_err(place)? {
+            return Err(FlashError::KeyVerifyFailed { target: shown });
         }
         boot_partition = Some(part.index);
     }
@@ -874,4 +867,24 @@ pub fn flash_with_roots(
         verified: opts.verify,
         sha256_mapped: bmap::hex(&copied.sha256_mapped),
     })
+}
+
+/// Write `data` as `path` into the boot partition `part` of `dst`; with
+/// `verify`, read it back through `ro`, past the page cache. False when what
+/// was read back differs.
+fn write_boot_checked(
+    dst: &File,
+    ro: &File,
+    part: &PartInfo,
+    path: &str,
+    data: &[u8],
+    verify: bool,
+) -> Result<bool, ImageError> {
+    boot::write_boot_file(dst, part, path, data)?;
+    if !verify {
+        return Ok(true);
+    }
+    write::drop_cache(ro);
+    let back = boot::read_boot_file(ro, part, path)?;
+    Ok(back.as_deref().map(|v| v.as_slice()) == Some(data))
 }
