@@ -310,14 +310,7 @@ impl Recipe {
     }
 
     fn validate(&self) -> Result<(), RecipeError> {
-        let name_ok = !self.image.name.is_empty()
-            && self
-                .image
-                .name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-            && !self.image.name.starts_with('.');
-        if !name_ok {
+        if !sealed_firstboot::bundle::is_plain_name(&self.image.name, usize::MAX, &['.']) {
             return Err(self.invalid(
                 "image.name: use letters, digits, '_', '-' or '.', not starting with '.'"
                     .to_string(),

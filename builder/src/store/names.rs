@@ -63,13 +63,7 @@ impl Scope {
             return Ok(Scope::Global);
         }
         let (kind, name) = s.split_once(':').ok_or_else(|| bad("unknown form"))?;
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-        if !ok {
+        if !sealed_firstboot::bundle::is_plain_name(name, 64, &['.']) {
             return Err(bad("names use letters, digits, '_', '-' or '.'"));
         }
         match kind {

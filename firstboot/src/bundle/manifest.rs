@@ -215,12 +215,21 @@ pub fn check_clashes<'a>(
     Ok(())
 }
 
+/// Whether `name` is 1 to `max` of the portable characters `[A-Za-z0-9_.-]`
+/// and does not start with any of `not_first`: the one rule for secret,
+/// account, device, store-scope and image names.
+pub fn is_plain_name(name: &str, max: usize, not_first: &[char]) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && !name.starts_with(not_first)
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
 /// Secret names: 1 to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with(['.', '-']) {
+    if !is_plain_name(name, 128, &['.', '-']) {
         return Err(
             "invalid secret name: use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.' or '-'".to_string(),
         );
@@ -292,13 +301,7 @@ pub fn validate_account(name: &str) -> Result<(), String> {
             _ => Err(format!("is an id out of range (0 to {MAX_ACCOUNT_ID})")),
         };
     }
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-        && !name.starts_with('-');
-    if ok {
+    if is_plain_name(name, 32, &['-']) {
         Ok(())
     } else {
         Err(

@@ -21,8 +21,8 @@ pub use error::BundleError;
 pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
-    check_clashes, validate_account, validate_device_path, validate_entry, validate_name,
-    validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
+    check_clashes, is_plain_name, validate_account, validate_device_path, validate_entry,
+    validate_name, validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
 };
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
