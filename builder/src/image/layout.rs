@@ -176,6 +176,22 @@ impl PartitionContent {
         }
     }
 
+    /// The ext4 filesystem UUID the layout fixes, if any.
+    pub fn fs_uuid(&self) -> Option<uuid::Uuid> {
+        match self {
+            PartitionContent::Ext4 { fs_uuid, .. } => *fs_uuid,
+            _ => None,
+        }
+    }
+
+    /// The FAT volume id the layout fixes, if any.
+    pub fn volume_id(&self) -> Option<u32> {
+        match self {
+            PartitionContent::Fat { volume_id, .. } => *volume_id,
+            _ => None,
+        }
+    }
+
     /// An ext4 filesystem from a directory or tarball, with a random UUID.
     pub fn ext4(source: impl Into<PathBuf>) -> Self {
         PartitionContent::Ext4 {

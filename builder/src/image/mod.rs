@@ -216,35 +216,21 @@ fn random_nonzero_u32() -> u32 {
     }
 }
 
+fn per_partition<T>(layout: &Layout, f: impl Fn(&PartitionSpec) -> T) -> Vec<T> {
+    layout.partitions.iter().map(f).collect()
+}
+
 fn pick_ids(layout: &Layout) -> Ids {
     Ids {
         disk_guid: layout.disk_guid.unwrap_or_else(uuid::Uuid::new_v4),
         disk_signature: layout.disk_signature.unwrap_or_else(random_nonzero_u32),
-        part_uuids: layout
-            .partitions
-            .iter()
-            .map(|p| p.uuid.unwrap_or_else(uuid::Uuid::new_v4))
-            .collect(),
-        fs_uuids: layout
-            .partitions
-            .iter()
-            .map(|p| match &p.content {
-                PartitionContent::Ext4 {
-                    fs_uuid: Some(u), ..
-                } => *u,
-                _ => uuid::Uuid::new_v4(),
-            })
-            .collect(),
-        volume_ids: layout
-            .partitions
-            .iter()
-            .map(|p| match &p.content {
-                PartitionContent::Fat {
-                    volume_id: Some(v), ..
-                } => *v,
-                _ => random_nonzero_u32(),
-            })
-            .collect(),
+        part_uuids: per_partition(layout, |p| p.uuid.unwrap_or_else(uuid::Uuid::new_v4)),
+        fs_uuids: per_partition(layout, |p| {
+            p.content.fs_uuid().unwrap_or_else(uuid::Uuid::new_v4)
+        }),
+        volume_ids: per_partition(layout, |p| {
+            p.content.volume_id().unwrap_or_else(random_nonzero_u32)
+        }),
     }
 }
 
