@@ -27,6 +27,19 @@ impl std::fmt::Debug for Contents {
     }
 }
 
+/// A value (or a rendering) of `size` bytes must fit the per-secret limit;
+/// `what` describes it for the error.
+fn within_limit(size: impl TryInto<u64>, what: impl FnOnce() -> String) -> Result<(), BundleError> {
+    match size.try_into() {
+        Ok(n) if n <= limits::MAX_SECRET_BYTES => Ok(()),
+        _ => Err(BundleError::Limit(format!(
+            "{} (limit {})",
+            what(),
+            limits::MAX_SECRET_BYTES
+        ))),
+    }
+}
+
 impl Contents {
     /// The manifest is valid and names exactly the values present.
     pub fn validate(&self) -> Result<(), BundleError> {
@@ -35,14 +48,9 @@ impl Contents {
             let v = self.values.get(&s.name).ok_or_else(|| {
                 BundleError::Manifest(format!("secret {} has no value in the bundle", s.name))
             })?;
-            if v.len() as u64 > limits::MAX_SECRET_BYTES {
-                return Err(BundleError::Limit(format!(
-                    "secret {} is {} bytes (limit {})",
-                    s.name,
-                    v.len(),
-                    limits::MAX_SECRET_BYTES
-                )));
-            }
+            within_limit(v.len(), || {
+                format!("secret {} is {} bytes", s.name, v.len())
+            })?;
         }
         if self.values.len() != self.manifest.secrets.len() + self.manifest.templates.len() {
             return Err(BundleError::Manifest(
@@ -68,13 +76,9 @@ impl Contents {
             // large secret must not allocate without limit.
             let estimate = super::template::rendered_bound(text, &self.values)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
-            if estimate > limits::MAX_SECRET_BYTES {
-                return Err(BundleError::Limit(format!(
-                    "template {} renders to at least {estimate} bytes (limit {})",
-                    t.name,
-                    limits::MAX_SECRET_BYTES
-                )));
-            }
+            within_limit(estimate, || {
+                format!("template {} renders to at least {estimate} bytes", t.name)
+            })?;
             for name in names {
                 if !self.manifest.secrets.iter().any(|s| s.name == name) {
                     return Err(BundleError::Manifest(format!(
@@ -86,14 +90,9 @@ impl Contents {
             // The device renders it at every unseal: it must fit there too.
             let rendered = super::template::render(text, &self.values)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
-            if rendered.len() as u64 > limits::MAX_SECRET_BYTES {
-                return Err(BundleError::Limit(format!(
-                    "template {} renders to {} bytes (limit {})",
-                    t.name,
-                    rendered.len(),
-                    limits::MAX_SECRET_BYTES
-                )));
-            }
+            within_limit(rendered.len(), || {
+                format!("template {} renders to {} bytes", t.name, rendered.len())
+            })?;
         }
         Ok(())
     }
