@@ -158,14 +158,13 @@ mod tests {
     #[test]
     fn the_writer_round_trips_through_the_parser() {
         let (dir, img) = testkit::scratch("x.img");
-        let f = std::fs::File::create(&img).unwrap();
         // Data at 0, a hole, data across a block boundary, a partial last block.
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&[1u8; 5000], 0).unwrap();
-        f.write_all_at(&[2u8; 9000], 40_000).unwrap();
-        f.set_len(3 * 1024 * 1024 + 123).unwrap();
-        f.write_all_at(&[3u8; 10], 3 * 1024 * 1024 + 100).unwrap();
-        drop(f);
+        let chunks = [
+            (0, vec![1u8; 5000]),
+            (40_000, vec![2u8; 9000]),
+            (3 * 1024 * 1024 + 100, vec![3u8; 10]),
+        ];
+        testkit::sparse_file(&img, 3 * 1024 * 1024 + 123, &chunks);
         let out = dir.path().join("x.bmap");
         let summary = write_bmap(&img, &out).unwrap();
         let (size, ranges) = ranges_of(&img).unwrap();

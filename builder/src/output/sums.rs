@@ -76,11 +76,11 @@ mod tests {
     #[test]
     fn sparse_files_hash_like_their_bytes() {
         let (dir, path) = testkit::scratch("sparse");
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(5 << 20).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(b"data in the middle", 3 << 20).unwrap();
-        f.write_all_at(b"and at the end", (5 << 20) - 14).unwrap();
+        let chunks = [
+            (3 << 20, b"data in the middle".to_vec()),
+            ((5 << 20) - 14, b"and at the end".to_vec()),
+        ];
+        testkit::sparse_file(&path, 5 << 20, &chunks);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
             sha256_file(&path).unwrap(),
