@@ -5,6 +5,7 @@ use crate::image::{self, PartitionContent};
 use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::report::Sealed;
 use crate::sealing;
 use crate::secrets::{self};
 use serde::Serialize;
@@ -33,23 +34,14 @@ pub struct BuildOptions {
 /// What a build produced (safe to print: no values, no key).
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
-    pub image: PathBuf,
-    pub key: Option<PathBuf>,
-    pub key_mode: &'static str,
-    pub bundle_id: String,
-    pub key_id: String,
-    pub created_at: u64,
+    #[serde(flatten)]
+    pub sealed: Sealed,
     pub image_size: u64,
-    /// The recipe's secrets as build.json lists them (never values).
-    pub secrets: Vec<manifest::SecretInfo>,
     /// The outputs as build.json and SHA256SUMS list them.
     pub files: Vec<manifest::OutputFile>,
     /// Warnings about the image (SSH host keys shipped in the root, …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// The device agent installed into the root filesystem, if asked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<image::agent::AgentReport>,
 }
 
 /// Run a whole build. On any error nothing is left in the output directory.
@@ -200,17 +192,19 @@ pub fn build(
     )))?;
 
     Ok(BuildReport {
-        image: opts.out_dir.join(&img_name),
-        key: matches!(opts.key_mode, KeyMode::Separate).then(|| opts.out_dir.join(&key_name)),
-        key_mode: opts.key_mode.name(),
-        bundle_id: header.bundle_id_hex(),
-        key_id: header.key_id.to_string(),
-        created_at: header.created_at,
+        sealed: Sealed {
+            image: opts.out_dir.join(&img_name),
+            key: matches!(opts.key_mode, KeyMode::Separate).then(|| opts.out_dir.join(&key_name)),
+            key_mode: opts.key_mode.name(),
+            bundle_id: header.bundle_id_hex(),
+            key_id: header.key_id.to_string(),
+            created_at: header.created_at,
+            secrets: m.secrets,
+            agent,
+        },
         image_size: assembled.size,
-        secrets: m.secrets,
         files: m.outputs,
         warnings,
-        agent,
     })
 }
 

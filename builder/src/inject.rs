@@ -10,10 +10,11 @@
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::io::sparse;
-use crate::output::manifest::{self, SecretInfo};
+use crate::output::manifest;
 use crate::output::zst;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::report::Sealed;
 use crate::sealing::{self, KeyMode};
 use crate::secrets::{self, Override};
 use serde::Serialize;
@@ -38,18 +39,12 @@ pub struct InjectOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectReport {
-    pub image: PathBuf,
-    pub key: Option<PathBuf>,
-    pub key_mode: &'static str,
+    #[serde(flatten)]
+    pub sealed: Sealed,
+    /// The output image is zstd-compressed.
     pub compressed: bool,
+    /// The partition the bundle went into.
     pub boot_partition: u32,
-    pub bundle_id: String,
-    pub key_id: String,
-    pub created_at: u64,
-    pub secrets: Vec<SecretInfo>,
-    /// The device agent installed into the root filesystem, if asked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<image::agent::AgentReport>,
 }
 
 /// How an image file name ends.
@@ -235,16 +230,18 @@ pub fn inject(
     fs::rename(&final_tmp.0, &output).map_err(io_err(format!("writing {}", output.display())))?;
 
     Ok(InjectReport {
-        image: output,
-        key: wrote_key.then_some(key_path),
-        key_mode: opts.key_mode.name(),
+        sealed: Sealed {
+            image: output,
+            key: wrote_key.then_some(key_path),
+            key_mode: opts.key_mode.name(),
+            bundle_id: sealed.header.bundle_id_hex(),
+            key_id: sealed.header.key_id.to_string(),
+            created_at: sealed.header.created_at,
+            secrets,
+            agent,
+        },
         compressed: out_compressed,
         boot_partition: part.index,
-        bundle_id: sealed.header.bundle_id_hex(),
-        key_id: sealed.header.key_id.to_string(),
-        created_at: sealed.header.created_at,
-        secrets,
-        agent,
     })
 }
 

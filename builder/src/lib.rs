@@ -23,6 +23,7 @@ pub mod password_hash;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod report;
 pub mod sealing;
 pub mod secrets;
 pub mod sources;

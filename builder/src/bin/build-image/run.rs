@@ -164,12 +164,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             } else if !quiet {
                 eprintln!(
                     "built {} ({} bytes, {} secrets, bundle {})",
-                    report.image.display(),
+                    report.sealed.image.display(),
                     report.image_size,
-                    report.secrets.iter().filter(|s| s.included).count(),
-                    report.bundle_id
+                    report.sealed.included(),
+                    report.sealed.bundle_id
                 );
                 let absent: Vec<&str> = report
+                    .sealed
                     .secrets
                     .iter()
                     .filter(|s| !s.included)
@@ -178,12 +179,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 if !absent.is_empty() {
                     eprintln!("optional secrets not provided: {}", absent.join(", "));
                 }
-                match &report.key {
+                match &report.sealed.key {
                     Some(k) => eprintln!(
                         "image key: {} (mode 0600): keep it apart from the image; put it on the boot partition as sealed-secrets/image.key when flashing",
                         k.display()
                     ),
-                    None if report.key_mode == "embedded" => eprintln!(
+                    None if report.sealed.key_mode == "embedded" => eprintln!(
                         "image key embedded in the image: anyone with the image file can read the secrets"
                     ),
                     None => eprintln!("sealed to the device recipient: only that device can open it"),
@@ -226,12 +227,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             } else if !quiet {
                 eprintln!(
                     "sealed {} secrets into {} (boot partition {}, bundle {})",
-                    report.secrets.iter().filter(|s| s.included).count(),
-                    report.image.display(),
+                    report.sealed.included(),
+                    report.sealed.image.display(),
                     report.boot_partition,
-                    report.bundle_id
+                    report.sealed.bundle_id
                 );
-                if let Some(k) = &report.key {
+                if let Some(k) = &report.sealed.key {
                     eprintln!(
                         "image key: {} (mode 0600): keep it apart from the image",
                         k.display()
