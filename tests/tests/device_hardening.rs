@@ -373,19 +373,16 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
     );
 }
 
+/// An image of one FAT partition with the secret `token` from `token.txt`.
+const TOKEN_RECIPE: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.token]\ntype = \"single-line\"\nsource = { file = \"token.txt\" }\n";
+
 /// The README recommends pinning SOURCE_DATE_EPOCH: two builds with the
 /// same pinned time and a changed secret must still rotate on the device.
 #[test]
 fn rotation_works_with_a_pinned_source_date_epoch() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.token]\ntype = \"single-line\"\nsource = { file = \"token.txt\" }\n",
-    )
-    .unwrap();
-    let devices = tmp.path().join("devices.toml");
-    std::fs::write(&devices, "[[device]]\nname = \"dev1\"\n").unwrap();
+    let recipe = write_file(&tmp, "recipe.toml", TOKEN_RECIPE);
+    let devices = write_file(&tmp, "devices.toml", "[[device]]\nname = \"dev1\"\n");
     let d = Device::new();
     for (i, value) in ["MARKER-first", "MARKER-second"].iter().enumerate() {
         std::fs::write(tmp.path().join("token.txt"), value).unwrap();

@@ -257,14 +257,13 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let devices = tmp.path().join("devices.toml");
-    std::fs::write(
-        &devices,
+    let devices = write_file(
+        &tmp,
+        "devices.toml",
         "[[device]]\nname = \"kiosk-001\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-one\" }\n\n\
          [[device]]\nname = \"kiosk-002\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-two\" }\n\n\
          [[device]]\nname = \"kiosk-003\"\n",
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out");
     let r = fleet(&["--json", "--raw-images"], &devices, &out);
     assert_success(&r, "");
@@ -391,12 +390,11 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
 #[test]
 fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let devices = tmp.path().join("devices.csv");
-    std::fs::write(
-        &devices,
+    let devices = write_file(
+        &tmp,
+        "devices.csv",
         "name,wifi_psk\na,p-a\nb,p-b\nc,p-c\nd,p-d\ne,p-e\n",
-    )
-    .unwrap();
+    );
     let mut all = Vec::new();
     for shard in ["1/2", "2/2"] {
         let out = tmp.path().join(format!("out-{}", &shard[..1]));
