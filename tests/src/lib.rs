@@ -5,6 +5,7 @@
 //! re-exported here.
 
 pub mod device;
+pub mod pi;
 
 pub use testkit::*;
 
@@ -50,6 +51,49 @@ pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join("debug").join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// The tools that read a built image's partition table and FAT partition,
+/// with their Debian packages, for [`require_tools_from`].
+pub const FAT_TOOLS: &[(&str, &str)] = &[("mcopy", "mtools"), ("sfdisk", "fdisk")];
+
+/// A fresh temp directory for a test that can run here (`ready`: what it
+/// needs is there, e.g. [`require_tools_from`] said so); `None` when the
+/// test skips.
+pub fn scratch(ready: bool) -> Option<tempfile::TempDir> {
+    ready.then(|| tempfile::tempdir().unwrap())
+}
+
+/// Run `script` with `sh -e` in `dir`, the sbin directories on `$PATH`
+/// (mkfs and the like live there); it must succeed.
+pub fn sh(script: &str, dir: &Path) {
+    let out = command("sh")
+        .arg("-ec")
+        .arg(format!("PATH=$PATH:{}\n{script}", SBIN_DIRS.join(":")))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out, script);
+}
+
+/// The `SHA256SUMS` in `dir` must verify (`sha256sum --quiet -c`); a
+/// failure names `what` and shows what sha256sum said.
+pub fn assert_checksums(dir: &Path, what: &str) {
+    let out = command("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out, format!("{what}: sha256sum -c SHA256SUMS"));
+}
+
+/// Fails when `dir` holds anything: `what` (a failed command) must leave
+/// nothing behind. A `dir` that does not exist holds nothing.
+pub fn assert_left_nothing(dir: &Path, what: &str) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{what} left {left:?}");
 }
 
 /// `build-image build RECIPE --out OUT`, not started yet.

@@ -382,10 +382,7 @@ fn missing_secrets_are_listed_together_and_nothing_is_written() {
         !err.contains("motd"),
         "optional secret reported missing: {err}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "a failed build left {left:?}");
+    assert_left_nothing(&out, "a failed build");
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn esp_offset(image: &Path) -> u64 {
 
 #[test]
 fn flash_a_base_image_with_one_devices_bundle() {
-    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+    if !require_tools_from(FAT_TOOLS) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

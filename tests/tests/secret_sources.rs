@@ -42,7 +42,7 @@ fn provision(out: &Path, root: &Path) {
 
 #[test]
 fn command_and_dotenv_sources() {
-    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+    if !require_tools_from(FAT_TOOLS) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
