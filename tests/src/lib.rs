@@ -103,17 +103,18 @@ pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
     c
 }
 
+/// The partition table as `sfdisk --json` reports it (label, id,
+/// partitions…).
+pub fn sfdisk_table(image: &Path) -> serde_json::Value {
+    let out = run_ok("sfdisk", &["--json", s(image)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
+    v["partitiontable"].clone()
+}
+
 /// Partitions as `sfdisk --json` reports them: (start bytes, size bytes, type, name).
 pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
-    let out = command("sfdisk")
-        .arg("--json")
-        .arg(image)
-        .output()
-        .expect("sfdisk");
-    assert_success(&out, "sfdisk --json");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
     // Without the device node names, which repeat the file name.
-    let mut parts = v["partitiontable"]["partitions"]
+    let mut parts = sfdisk_table(image)["partitions"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -123,6 +124,17 @@ pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
         }
     }
     parts
+}
+
+/// The string field `key` of each object in the JSON array `list`.
+pub fn field_strs<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items
+        .iter()
+        .map(|e| e[key].as_str().unwrap_or_else(|| panic!("no {key} in {e}")))
+        .collect()
 }
 
 /// Copy a directory tree (regular files and directories only).
@@ -168,6 +180,13 @@ pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
             .expect("running mcopy");
         assert_success(&out, format!("mcopy {f}"));
     }
+}
+
+/// The file `path` (absolute) of the FAT filesystem at byte `offset` of
+/// `image`, as `mtype` prints it.
+pub fn fat_file(image: &Path, offset: u64, path: &str) -> String {
+    let fat = format!("{}@@{offset}", image.display());
+    stdout(&run("mtype", &["-i", &fat, &format!("::{path}")]))
 }
 
 /// Run `sealed-firstboot --root ROOT CMD` and return its output.

@@ -250,11 +250,8 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
     assert_success(&r, "");
     assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    let ids: std::collections::BTreeSet<_> = report["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["bundle_id"].as_str().unwrap().to_string())
+    let ids: std::collections::BTreeSet<_> = field_strs(&report["devices"], "bundle_id")
+        .into_iter()
         .collect();
     assert_eq!(ids.len(), 3, "bundle ids not distinct");
     let keys: std::collections::BTreeSet<_> = ["kiosk-001", "kiosk-002", "kiosk-003"]
