@@ -319,23 +319,25 @@ mod tests {
         ["wifi", "token"].iter().map(|s| s.to_string()).collect()
     }
 
+    /// Load `text` as the devices file `name` (its ending picks the format).
+    fn load_text(name: &str, text: &str) -> Result<Vec<Device>, DevicesError> {
+        let dir = tempfile::tempdir().unwrap();
+        load(&testkit::write_file(&dir, name, text), &names())
+    }
+
     #[test]
     fn toml_and_csv() {
-        let (dir, t) = testkit::scratch("d.toml");
-        std::fs::write(
-            &t,
+        let d = load_text(
+            "d.toml",
             "[[device]]\nname = \"a\"\nsecrets.token = { value = \"t-a\" }\n\n[[device]]\nname = \"b\"\nsecrets.wifi = { env = \"B_WIFI\" }\n",
         )
         .unwrap();
-        let d = load(&t, &names()).unwrap();
         assert_eq!(d.len(), 2);
         assert!(matches!(d[0].overrides["token"], Override::Value(ref v) if &v[..] == b"t-a"));
         assert!(
             matches!(d[1].overrides["wifi"], Override::Source(SourceSpec::Env(ref v)) if v == "B_WIFI")
         );
-        let c = dir.path().join("d.csv");
-        std::fs::write(&c, "name,token,wifi\na,\"t,1\",\nb,t2,w2\n").unwrap();
-        let d = load(&c, &names()).unwrap();
+        let d = load_text("d.csv", "name,token,wifi\na,\"t,1\",\nb,t2,w2\n").unwrap();
         assert!(matches!(d[0].overrides["token"], Override::Value(ref v) if &v[..] == b"t,1"));
         assert!(!d[0].overrides.contains_key("wifi"));
         assert_eq!(d[1].overrides.len(), 2);
@@ -343,26 +345,15 @@ mod tests {
 
     #[test]
     fn errors_never_quote_values() {
-        let (_dir, t) = testkit::scratch("d.toml");
-        std::fs::write(
-            &t,
-            "[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n",
-        )
-        .unwrap();
-        let e = load(&t, &names()).err().unwrap().to_string();
+        let load_error = |text: &str| load_text("d.toml", text).err().unwrap().to_string();
+        let e = load_error("[[device]]\nname = \"a\"\nsecrets.nope = { value = \"s3cr3t-x\" }\n");
         assert!(
             e.contains("sets a secret the recipe does not have") && !e.contains("s3cr3t"),
             "{e}"
         );
-        std::fs::write(
-            &t,
-            "[[device]]\nname = \"a\"\nsecrets.token = { valu = \"s3cr3t-y\" }\n",
-        )
-        .unwrap();
-        let e = load(&t, &names()).err().unwrap().to_string();
+        let e = load_error("[[device]]\nname = \"a\"\nsecrets.token = { valu = \"s3cr3t-y\" }\n");
         assert!(e.contains("line 3") && !e.contains("s3cr3t"), "{e}");
-        std::fs::write(&t, "[[device]]\nname = \"../x\"\n").unwrap();
-        assert!(load(&t, &names()).is_err());
+        assert!(load_text("d.toml", "[[device]]\nname = \"../x\"\n").is_err());
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub fn image_like(path: &Path) -> u64 {
     size
 }
 
+/// Write `contents` to the file `name` in `dir` and return its path.
+pub fn write_file(dir: impl AsRef<Path>, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.as_ref().join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
 /// Bytes the filesystem allocated for `p` (less than its length when it
 /// has holes).
 pub fn allocated(p: &Path) -> u64 {

@@ -59,6 +59,27 @@ pub fn assert_no_marker(out: &Output) {
     crate::assert_not_printed(out, b"MARKER-", "a secret value");
 }
 
+/// The test SSH host key (`firstboot/tests/data`); its public key is
+/// beside it, with `.pub`.
+pub fn test_host_key() -> PathBuf {
+    crate::workspace().join("firstboot/tests/data/ssh_host_ed25519_key")
+}
+
+/// Install `key` as the SSH host key of the device at `root`.
+pub fn install_host_key(root: &Path, key: &Path) {
+    let dest = root.join("etc/ssh/ssh_host_ed25519_key");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(key, dest).unwrap();
+}
+
+/// The device at `root` derives its identity from its SSH host key, the
+/// [`test_host_key`] (`identity = ssh-host-key`).
+pub fn host_key_identity(root: &Path) {
+    install_host_key(root, &test_host_key());
+    let conf = root.join("etc/sealed-firstboot.conf");
+    std::fs::write(conf, "identity = ssh-host-key\n").unwrap();
+}
+
 pub struct DeviceTree {
     _tmp: tempfile::TempDir,
     pub root: PathBuf,
@@ -91,6 +112,15 @@ impl DeviceTree {
         if let Some(k) = key {
             std::fs::write(self.boot().join("image.key"), k.to_file_text().as_bytes()).unwrap();
         }
+    }
+
+    /// Seal `secrets` (created at `time`) to a fresh image key, and place
+    /// the bundle and the key; returns both.
+    pub fn place_sealed(&self, secrets: &[(&str, &str)], time: u64) -> (ImageKey, Vec<u8>) {
+        let key = ImageKey::generate();
+        let bundle = sealed_firstboot::bundle::seal(&key, &contents(secrets), time).unwrap();
+        self.place(&bundle, Some(&key));
+        (key, bundle)
     }
 
     /// Seal `secrets` (bundle version `version`) to `recipient`, place the
@@ -135,6 +165,13 @@ impl DeviceTree {
         assert_success(&out, cmd);
         assert_no_marker(&out);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Run CMD; it must exit with `code`. Returns its stderr.
+    pub fn fails(&self, cmd: &str, code: i32) -> String {
+        let out = self.firstboot(cmd, None);
+        crate::assert_exit(&out, code, cmd);
+        crate::stderr(&out)
     }
 
     /// The names in the state directory `/var/lib/sealed-secrets`.
@@ -210,8 +247,6 @@ impl DeviceTree {
 
     /// Install `key` as the SSH host key `/etc/ssh/ssh_host_ed25519_key`.
     pub fn install_host_key(&self, key: &Path) {
-        let dest = self.root.join("etc/ssh/ssh_host_ed25519_key");
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(key, dest).unwrap();
+        install_host_key(&self.root, key);
     }
 }

@@ -5,6 +5,7 @@
 //! re-exported here.
 
 pub mod device;
+pub mod pi;
 
 pub use testkit::*;
 
@@ -52,6 +53,49 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The tools that read a built image's partition table and FAT partition,
+/// with their Debian packages, for [`require_tools_from`].
+pub const FAT_TOOLS: &[(&str, &str)] = &[("mcopy", "mtools"), ("sfdisk", "fdisk")];
+
+/// A fresh temp directory for a test that can run here (`ready`: what it
+/// needs is there, e.g. [`require_tools_from`] said so); `None` when the
+/// test skips.
+pub fn scratch(ready: bool) -> Option<tempfile::TempDir> {
+    ready.then(|| tempfile::tempdir().unwrap())
+}
+
+/// Run `script` with `sh -e` in `dir`, the sbin directories on `$PATH`
+/// (mkfs and the like live there); it must succeed.
+pub fn sh(script: &str, dir: &Path) {
+    let out = command("sh")
+        .arg("-ec")
+        .arg(format!("PATH=$PATH:{}\n{script}", SBIN_DIRS.join(":")))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out, script);
+}
+
+/// The `SHA256SUMS` in `dir` must verify (`sha256sum --quiet -c`); a
+/// failure names `what` and shows what sha256sum said.
+pub fn assert_checksums(dir: &Path, what: &str) {
+    let out = command("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out, format!("{what}: sha256sum -c SHA256SUMS"));
+}
+
+/// Fails when `dir` holds anything: `what` (a failed command) must leave
+/// nothing behind. A `dir` that does not exist holds nothing.
+pub fn assert_left_nothing(dir: &Path, what: &str) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{what} left {left:?}");
+}
+
 /// `build-image build RECIPE --out OUT`, not started yet.
 pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
     let mut c = Command::new(bin("build-image"));
@@ -59,17 +103,18 @@ pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
     c
 }
 
+/// The partition table as `sfdisk --json` reports it (label, id,
+/// partitions…).
+pub fn sfdisk_table(image: &Path) -> serde_json::Value {
+    let out = run_ok("sfdisk", &["--json", s(image)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
+    v["partitiontable"].clone()
+}
+
 /// Partitions as `sfdisk --json` reports them: (start bytes, size bytes, type, name).
 pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
-    let out = command("sfdisk")
-        .arg("--json")
-        .arg(image)
-        .output()
-        .expect("sfdisk");
-    assert_success(&out, "sfdisk --json");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
     // Without the device node names, which repeat the file name.
-    let mut parts = v["partitiontable"]["partitions"]
+    let mut parts = sfdisk_table(image)["partitions"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -79,6 +124,17 @@ pub fn sfdisk_partitions(image: &Path) -> Vec<serde_json::Value> {
         }
     }
     parts
+}
+
+/// The string field `key` of each object in the JSON array `list`.
+pub fn field_strs<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items
+        .iter()
+        .map(|e| e[key].as_str().unwrap_or_else(|| panic!("no {key} in {e}")))
+        .collect()
 }
 
 /// Copy a directory tree (regular files and directories only).
@@ -124,6 +180,13 @@ pub fn copy_sealed_out(image: &Path, offset: u64, files: &[&str], dest: &Path) {
             .expect("running mcopy");
         assert_success(&out, format!("mcopy {f}"));
     }
+}
+
+/// The file `path` (absolute) of the FAT filesystem at byte `offset` of
+/// `image`, as `mtype` prints it.
+pub fn fat_file(image: &Path, offset: u64, path: &str) -> String {
+    let fat = format!("{}@@{offset}", image.display());
+    stdout(&run("mtype", &["-i", &fat, &format!("::{path}")]))
 }
 
 /// Run `sealed-firstboot --root ROOT CMD` and return its output.

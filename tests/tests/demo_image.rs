@@ -123,12 +123,7 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
     assert_eq!(build_json["key_file"], "demo.key");
     assert_eq!(build_json["secrets"].as_array().unwrap().len(), 5);
     assert_eq!(build_json["partitions"].as_array().unwrap().len(), 2);
-    let outputs: Vec<&str> = build_json["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
+    let outputs = field_strs(&build_json["outputs"], "name");
     assert!(
         outputs.contains(&"demo.img") && !outputs.contains(&"demo.key"),
         "{outputs:?}"
@@ -382,10 +377,7 @@ fn missing_secrets_are_listed_together_and_nothing_is_written() {
         !err.contains("motd"),
         "optional secret reported missing: {err}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "a failed build left {left:?}");
+    assert_left_nothing(&out, "a failed build");
 }
 
 #[test]
@@ -432,10 +424,9 @@ fn unknown_template_placeholder_fails_the_build() {
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
-    if !require_tool_from("systemd-analyze", "systemd") {
+    let Some(root) = scratch(require_tool_from("systemd-analyze", "systemd")) else {
         return;
-    }
-    let root = tempfile::tempdir().unwrap();
+    };
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();

@@ -51,47 +51,33 @@ fn recipes_the_device_cannot_apply_are_refused_with_exit_3() {
     for n in ["a", "b"] {
         std::fs::write(dir.join(format!("{n}.txt")), "MARKER-value").unwrap();
     }
-    let long = "x".repeat(300);
-    let cases: Vec<(String, &str)> = vec![
+    let long = format!("/run/secrets/{}", "x".repeat(300));
+    // The secret `a` (mode 0400) alone: (path, owner, what the error says).
+    let one = [
+        ("/run/secrets/.outside/x", "root", "reserved"),
+        ("/run/secrets.tmp-5", "root", "reserved"),
+        ("/run/secrets.d/1/a", "root", "reserved"),
+        (long.as_str(), "root", "component of 300 bytes"),
+        ("/run/secrets/a", "99999999999", "out of range"),
+        ("/run/secrets/a", "4294967295", "out of range"),
+        ("/run/secrets/a", "has space", "not a valid user"),
+    ];
+    // The secrets `a` and `b` (root, 0400): (path of a, path of b, error).
+    let two = [
+        ("/run/secrets/x", "/run/secrets/x", "also used by secret"),
         (
-            secret("a", "/run/secrets/.outside/x", "root", "0400"),
-            "reserved",
-        ),
-        (
-            secret("a", "/run/secrets.tmp-5", "root", "0400"),
-            "reserved",
-        ),
-        (
-            secret("a", "/run/secrets.d/1/a", "root", "0400"),
-            "reserved",
-        ),
-        (
-            secret("a", &format!("/run/secrets/{long}"), "root", "0400"),
-            "component of 300 bytes",
-        ),
-        (
-            secret("a", "/run/secrets/a", "99999999999", "0400"),
-            "out of range",
-        ),
-        (
-            secret("a", "/run/secrets/a", "4294967295", "0400"),
-            "out of range",
-        ),
-        (
-            secret("a", "/run/secrets/a", "has space", "0400"),
-            "not a valid user",
-        ),
-        (
-            secret("a", "/run/secrets/x", "root", "0400")
-                + &secret("b", "/run/secrets/x", "root", "0400"),
-            "also used by secret",
-        ),
-        (
-            secret("a", "/run/secrets/x", "root", "0400")
-                + &secret("b", "/run/secrets/x/y", "root", "0400"),
+            "/run/secrets/x",
+            "/run/secrets/x/y",
             "needs it as a directory",
         ),
     ];
+    let cases = one
+        .iter()
+        .map(|(path, owner, expect)| (secret("a", path, owner, "0400"), *expect))
+        .chain(two.iter().map(|(a, b, expect)| {
+            let recipe = secret("a", a, "root", "0400") + &secret("b", b, "root", "0400");
+            (recipe, *expect)
+        }));
     for (recipe, expect) in cases {
         let out = build(dir, &recipe);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -252,10 +238,9 @@ fn in_root(root: &Path, device_path: &str) -> std::path::PathBuf {
 /// host key: `build`, `check` and `build.json` say so.
 #[test]
 fn shared_ssh_host_keys_are_flagged_at_build_time() {
-    if !require_tool_from("mke2fs", "e2fsprogs") {
+    let Some(tmp) = scratch(require_tool_from("mke2fs", "e2fsprogs")) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let dir = tmp.path();
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("etc/ssh")).unwrap();

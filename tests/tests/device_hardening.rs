@@ -7,19 +7,14 @@
 use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::store::{State, Store};
 use sealed_image_tests::device::{
-    assert_no_marker, contents, contents_owned, map, DeviceTree as Device,
+    assert_no_marker, contents, contents_owned, map, test_host_key, DeviceTree as Device,
 };
 use sealed_image_tests::*;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const OLD: &[(&str, &str)] = &[("wifi", "MARKER-old-wifi"), ("token", "MARKER-old-token")];
 const NEW: &[(&str, &str)] = &[("wifi", "MARKER-new-wifi"), ("api", "MARKER-new-api")];
-
-fn test_host_key() -> PathBuf {
-    workspace().join("firstboot/tests/data/ssh_host_ed25519_key")
-}
 
 /// Raspberry Pi OS, pi-gen images and cloud-init create SSH host keys on
 /// first boot, after sealed-firstboot ran: the next boot must still have
@@ -30,8 +25,7 @@ fn host_keys_created_after_first_boot_change_nothing() {
         return;
     }
     let d = Device::new();
-    let k = ImageKey::generate();
-    d.place(&bundle::seal(&k, &contents(OLD), 1000).unwrap(), Some(&k));
+    d.place_sealed(OLD, 1000);
     d.ok("run");
     let before = d.ok("pubkey");
     assert_eq!(d.state().recipient.as_deref(), Some(before.as_str()));
@@ -149,8 +143,7 @@ fn concurrent_runners_never_lose_a_secret() {
     ];
     for round in 0..12 {
         let d = Device::new();
-        let k = ImageKey::generate();
-        d.place(&bundle::seal(&k, &contents(NEW), 1000).unwrap(), Some(&k));
+        d.place_sealed(NEW, 1000);
         let children: Vec<_> = commands
             .iter()
             .cycle()
@@ -207,11 +200,9 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
     // How long an undisturbed provision takes here.
     let timing = {
         let d = Device::new();
-        let k = ImageKey::generate();
-        d.place(&bundle::seal(&k, &contents(OLD), 1000).unwrap(), Some(&k));
+        d.place_sealed(OLD, 1000);
         d.ok("run");
-        let k = ImageKey::generate();
-        d.place(&bundle::seal(&k, &contents(NEW), 2000).unwrap(), Some(&k));
+        d.place_sealed(NEW, 2000);
         let t = Instant::now();
         d.ok("provision");
         t.elapsed()
@@ -221,12 +212,9 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
     let mut outcomes = [0u32; 2];
     for i in 0..iterations {
         let d = Device::new();
-        let k1 = ImageKey::generate();
-        d.place(&bundle::seal(&k1, &contents(OLD), 1000).unwrap(), Some(&k1));
+        d.place_sealed(OLD, 1000);
         d.ok("run");
-        let k2 = ImageKey::generate();
-        let new_bundle = bundle::seal(&k2, &contents(NEW), 2000).unwrap();
-        d.place(&new_bundle, Some(&k2));
+        let (k2, new_bundle) = d.place_sealed(NEW, 2000);
         let mut child = d.cmd("provision").stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_micros(rng.next_u64() % window));
         let _ = child.kill();
@@ -273,9 +261,7 @@ fn provision_killed_at_random_moments_never_loses_a_secret() {
 #[test]
 fn a_half_zeroed_bundle_is_recognised_and_removed() {
     let d = Device::new();
-    let k = ImageKey::generate();
-    let b = bundle::seal(&k, &contents(OLD), 1000).unwrap();
-    d.place(&b, Some(&k));
+    let (k, b) = d.place_sealed(OLD, 1000);
     d.ok("run");
     let mut half = b.clone();
     half[..b.len() / 2].fill(0);
@@ -300,9 +286,7 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     std::fs::create_dir_all(d.boot()).unwrap();
     let fifo = d.boot().join("bundle");
     mkfifo(&fifo);
-    let out = d.firstboot("provision", None);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = d.fails("provision", 1);
     assert!(
         err.contains("FIFO") && err.contains("not a regular file"),
         "{err}"
@@ -312,9 +296,7 @@ fn bundle_or_key_that_is_not_a_regular_file_is_refused_at_once() {
     let k = ImageKey::generate();
     d.place(&bundle::seal(&k, &contents(OLD), 1000).unwrap(), None);
     std::fs::create_dir(d.boot().join("image.key")).unwrap();
-    let out = d.firstboot("provision", None);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = d.fails("provision", 1);
     assert!(err.contains("a directory"), "{err}");
     assert!(d.boot().join("bundle").exists(), "the bundle must be kept");
     std::fs::remove_dir(d.boot().join("image.key")).unwrap();
@@ -373,19 +355,16 @@ fn partial_failures_stay_partial_and_exit_codes_tell_them_apart() {
     );
 }
 
+/// An image of one FAT partition with the secret `token` from `token.txt`.
+const TOKEN_RECIPE: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.token]\ntype = \"single-line\"\nsource = { file = \"token.txt\" }\n";
+
 /// The README recommends pinning SOURCE_DATE_EPOCH: two builds with the
 /// same pinned time and a changed secret must still rotate on the device.
 #[test]
 fn rotation_works_with_a_pinned_source_date_epoch() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.token]\ntype = \"single-line\"\nsource = { file = \"token.txt\" }\n",
-    )
-    .unwrap();
-    let devices = tmp.path().join("devices.toml");
-    std::fs::write(&devices, "[[device]]\nname = \"dev1\"\n").unwrap();
+    let recipe = write_file(&tmp, "recipe.toml", TOKEN_RECIPE);
+    let devices = write_file(&tmp, "devices.toml", "[[device]]\nname = \"dev1\"\n");
     let d = Device::new();
     for (i, value) in ["MARKER-first", "MARKER-second"].iter().enumerate() {
         std::fs::write(tmp.path().join("token.txt"), value).unwrap();

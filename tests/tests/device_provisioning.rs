@@ -3,7 +3,9 @@
 //! replay refusal, wrong keys and tampered bundles.
 
 use sealed_firstboot::bundle::{self, ImageKey, SealTo};
-use sealed_image_tests::device::{contents, map, DeviceTree as Device};
+use sealed_image_tests::device::{
+    contents, host_key_identity, map, test_host_key, DeviceTree as Device,
+};
 use sealed_image_tests::*;
 use std::process::Command;
 
@@ -13,12 +15,10 @@ const NEW: &[(&str, &str)] = &[("wifi", "new-wifi"), ("api", "new-api")];
 /// A device provisioned with OLD, then NEW placed on its boot partition.
 fn device_with_old_store_and_new_bundle() -> Device {
     let d = Device::new();
-    let k1 = ImageKey::generate();
-    d.place(&bundle::seal(&k1, &contents(OLD), 1000).unwrap(), Some(&k1));
+    d.place_sealed(OLD, 1000);
     d.ok("run");
     assert_eq!(d.live(), map(OLD));
-    let k2 = ImageKey::generate();
-    d.place(&bundle::seal(&k2, &contents(NEW), 2000).unwrap(), Some(&k2));
+    d.place_sealed(NEW, 2000);
     d
 }
 
@@ -93,12 +93,9 @@ fn interrupted_provisioning_always_recovers_without_losing_a_secret() {
 #[test]
 fn older_or_replayed_bundles_are_refused() {
     let d = Device::new();
-    let k1 = ImageKey::generate();
-    let b1 = bundle::seal(&k1, &contents(OLD), 1000).unwrap();
-    d.place(&b1, Some(&k1));
+    let (k1, b1) = d.place_sealed(OLD, 1000);
     d.ok("run");
-    let k2 = ImageKey::generate();
-    d.place(&bundle::seal(&k2, &contents(NEW), 2000).unwrap(), Some(&k2));
+    d.place_sealed(NEW, 2000);
     d.ok("run");
     assert_eq!(d.live(), map(NEW));
 
@@ -106,9 +103,7 @@ fn older_or_replayed_bundles_are_refused() {
     // bundle and its key are wiped (they must not stay in clear on the
     // boot partition); secrets stay NEW.
     d.place(&b1, Some(&k1));
-    let out = d.firstboot("provision", None);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = d.fails("provision", 1);
     assert!(
         err.contains("refused bundle")
             && err.contains("roll secrets back")
@@ -124,8 +119,7 @@ fn older_or_replayed_bundles_are_refused() {
     assert_eq!(d.live(), map(NEW));
     assert!(!d.boot().exists());
     // Same stamp as the applied one is refused too.
-    let k3 = ImageKey::generate();
-    d.place(&bundle::seal(&k3, &contents(OLD), 2000).unwrap(), Some(&k3));
+    d.place_sealed(OLD, 2000);
     assert_eq!(d.firstboot("provision", None).status.code(), Some(1));
     assert_eq!(d.store(), map(NEW));
     // A sequence number orders bundles before the time: a bundle sealed
@@ -137,8 +131,7 @@ fn older_or_replayed_bundles_are_refused() {
     d.ok("run");
     assert_eq!(d.live(), map(OLD));
     // ... and a bundle without a sequence is now older, whatever its time.
-    let k5 = ImageKey::generate();
-    d.place(&bundle::seal(&k5, &contents(NEW), 9000).unwrap(), Some(&k5));
+    d.place_sealed(NEW, 9000);
     assert_eq!(d.firstboot("provision", None).status.code(), Some(1));
     assert_eq!(d.store(), map(OLD));
 }
@@ -201,23 +194,12 @@ fn bundle_sealed_to_the_device_recipient_needs_no_key() {
 #[test]
 fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
     let d = Device::new();
-    let data = workspace().join("firstboot/tests/data");
-    std::fs::create_dir_all(d.root.join("etc/ssh")).unwrap();
-    std::fs::copy(
-        data.join("ssh_host_ed25519_key"),
-        d.root.join("etc/ssh/ssh_host_ed25519_key"),
-    )
-    .unwrap();
     // identity = ssh-host-key: derived from the host key, then persisted.
-    std::fs::write(
-        d.root.join("etc/sealed-firstboot.conf"),
-        "identity = ssh-host-key\n",
-    )
-    .unwrap();
+    host_key_identity(&d.root);
     let device_side = d.firstboot("pubkey", None);
     assert!(device_side.status.success());
     // As a controller would get it: `ssh-keyscan` format on standard input.
-    let publine = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub")).unwrap();
+    let publine = std::fs::read_to_string(test_host_key().with_extension("pub")).unwrap();
     let keyscan = format!(
         "device.local {}",
         publine
@@ -270,9 +252,7 @@ fn boot_dir_comes_from_the_config_file() {
     assert!(!d.root.join("boot/firmware/sealed-secrets/bundle").exists());
     // A malformed config file is a precise error.
     std::fs::write(d.root.join("etc/sealed-firstboot.conf"), "bootdir /boot\n").unwrap();
-    let out = d.firstboot("provision", None);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = d.fails("provision", 1);
     assert!(
         err.contains("sealed-firstboot.conf") && err.contains("line 1"),
         "{err}"

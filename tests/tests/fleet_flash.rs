@@ -49,10 +49,9 @@ fn esp_offset(image: &Path) -> u64 {
 
 #[test]
 fn flash_a_base_image_with_one_devices_bundle() {
-    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+    let Some(tmp) = scratch(require_tools_from(FAT_TOOLS)) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let d = tmp.path();
     std::fs::write(d.join("recipe.toml"), RECIPE).unwrap();
     std::fs::write(d.join("token.txt"), "MARKER-base").unwrap();

@@ -14,11 +14,13 @@ const HEAD: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\nty
 const SECRET_A: &str = "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"a.txt\" }\n";
 
 /// A temp project: `recipe.toml` is HEAD and `secrets`, beside `files`
-/// (name, contents).
+/// (path, contents; their directories are made).
 fn project(secrets: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for (name, text) in files {
-        std::fs::write(tmp.path().join(name), text).unwrap();
+        let path = tmp.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
     std::fs::write(tmp.path().join("recipe.toml"), format!("{HEAD}{secrets}")).unwrap();
     tmp
@@ -177,22 +179,26 @@ fn devices_file_errors_never_print_the_offending_value() {
             format!("[[device]]\nname = \"{MARK}\"\nrecipient = \"k1\"\n"),
         ),
     ];
+    // A fleet build of the devices file `file`, with --json or not.
+    let fleet = |file: &str, json: bool| {
+        let mut args = vec![
+            "build",
+            "recipe.toml",
+            "--devices",
+            file,
+            "--bundles-only",
+            "--out",
+            "out",
+        ];
+        if json {
+            args.push("--json");
+        }
+        build_image(d, &args)
+    };
     for (what, file, text) in cases {
         std::fs::write(d.join(file), &text).unwrap();
         for json in [false, true] {
-            let mut args = vec![
-                "build",
-                "recipe.toml",
-                "--devices",
-                file,
-                "--bundles-only",
-                "--out",
-                "out",
-            ];
-            if json {
-                args.push("--json");
-            }
-            let out = build_image(d, &args);
+            let out = fleet(file, json);
             assert!(!out.status.success(), "{what}: accepted");
             assert_clean(what, &out);
             let err = String::from_utf8_lossy(&out.stderr);
@@ -204,18 +210,7 @@ fn devices_file_errors_never_print_the_offending_value() {
     // The number case really planted a number.
     let text = "[[device]]\nname = \"k1\"\nsecrets.api_token = { value = 7731 }\n";
     std::fs::write(d.join("devices.toml"), text).unwrap();
-    let out = build_image(
-        d,
-        &[
-            "build",
-            "recipe.toml",
-            "--devices",
-            "devices.toml",
-            "--bundles-only",
-            "--out",
-            "out",
-        ],
-    );
+    let out = fleet("devices.toml", false);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("7731"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
 }
@@ -341,10 +336,9 @@ fn sources_are_bounded() {
 /// refused naming the link, one inside it is copied, a FIFO is refused.
 #[test]
 fn fat_files_never_follow_links_out_of_their_tree() {
-    if !require_tool_from("mcopy", "mtools") {
+    let Some(tmp) = scratch(require_tool_from("mcopy", "mtools")) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let d = tmp.path();
     std::fs::write(d.join("host-secret"), "MRKhostile7731 host shadow").unwrap();
     let boot = d.join("boot");
@@ -368,15 +362,7 @@ fn fat_files_never_follow_links_out_of_their_tree() {
     let img = d.join("out/r.img");
     assert!(!file_contains(&img, b"MRKhostile7731"));
     let off = sfdisk_partitions(&img)[0]["start"].as_u64().unwrap() * 512;
-    let t = command("mtype")
-        .args([
-            "-i",
-            &format!("{}@@{off}", img.display()),
-            "::/b/inner-link",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&t.stdout), "inside");
+    assert_eq!(fat_file(&img, off, "/b/inner-link"), "inside");
     // A FIFO in the tree is refused at once.
     std::fs::remove_dir_all(d.join("out")).unwrap();
     mkfifo(&boot.join("pipe"));
@@ -425,15 +411,16 @@ fn outputs_are_committed_as_a_set() {
     assert!(err.contains("r.key") && err.contains("--force"), "{err}");
     assert_eq!(hashes(&d.join("out")), before);
     // A failure after every new file was written: the old set stays whole.
+    let forced = [
+        "build",
+        "recipe.toml",
+        "--out",
+        "out",
+        "--no-zst",
+        "--force",
+    ];
     let out = Command::new(bin("build-image"))
-        .args([
-            "build",
-            "recipe.toml",
-            "--out",
-            "out",
-            "--no-zst",
-            "--force",
-        ])
+        .args(forced)
         .env("BUILD_IMAGE_FAILPOINT", "before-commit")
         .current_dir(d)
         .output()
@@ -456,26 +443,14 @@ fn outputs_are_committed_as_a_set() {
     std::fs::write(dead.join("r.key"), "SEALED-IMAGE-KEY-1:00").unwrap();
     // With --force the new set replaces the old one, and the old .img.zst
     // (this build writes none) does not stay beside it.
-    ok(&[
-        "build",
-        "recipe.toml",
-        "--out",
-        "out",
-        "--no-zst",
-        "--force",
-    ]);
+    ok(&forced);
     assert!(!dead.exists(), "a killed build's image and key stayed");
     let after = hashes(&d.join("out"));
     assert!(
         !after.iter().any(|(n, _)| n == "r.img.zst"),
         "stale .img.zst kept"
     );
-    let c = command("sha256sum")
-        .args(["--quiet", "-c", "SHA256SUMS"])
-        .current_dir(d.join("out"))
-        .output()
-        .unwrap();
-    assert!(c.status.success());
+    assert_checksums(&d.join("out"), "the new set");
 }
 
 /// Fleet builds never delete what they did not create: a directory named
@@ -484,35 +459,10 @@ fn outputs_are_committed_as_a_set() {
 fn fleet_builds_never_replace_a_users_directory() {
     let tmp = project(
         "[secrets.a]\ntype = \"single-line\"\nsource = { file = \"home/a.txt\" }\n",
-        &[],
+        &[("home/a.txt", "v"), ("devices.csv", "name\nhome\nkiosk\n")],
     );
     let d = tmp.path();
-    std::fs::create_dir(d.join("home")).unwrap();
-    std::fs::write(d.join("home/a.txt"), "v").unwrap();
-    std::fs::write(d.join("devices.csv"), "name\nhome\nkiosk\n").unwrap();
-    let out = build_image(
-        d,
-        &[
-            "build",
-            "recipe.toml",
-            "--devices",
-            "devices.csv",
-            "--bundles-only",
-            "--out",
-            ".",
-        ],
-    );
-    assert_exit(&out, 6, "");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not made by a fleet build"));
-    assert_eq!(std::fs::read_to_string(d.join("home/a.txt")).unwrap(), "v");
-    assert!(
-        !d.join("kiosk").exists(),
-        "nothing is written when one device is refused"
-    );
-    // A fleet's own directories are replaced by the next fleet build, but
-    // a device's key (perhaps the only key of an image already flashed)
-    // only with --force.
-    std::fs::write(d.join("devices.csv"), "name\nkiosk\n").unwrap();
+    // A fleet build of devices.csv into the project directory itself.
     let fleet = |force: bool| {
         let mut args = vec![
             "build",
@@ -528,6 +478,18 @@ fn fleet_builds_never_replace_a_users_directory() {
         }
         build_image(d, &args)
     };
+    let out = fleet(false);
+    assert_exit(&out, 6, "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not made by a fleet build"));
+    assert_eq!(std::fs::read_to_string(d.join("home/a.txt")).unwrap(), "v");
+    assert!(
+        !d.join("kiosk").exists(),
+        "nothing is written when one device is refused"
+    );
+    // A fleet's own directories are replaced by the next fleet build, but
+    // a device's key (perhaps the only key of an image already flashed)
+    // only with --force.
+    std::fs::write(d.join("devices.csv"), "name\nkiosk\n").unwrap();
     let out = fleet(false);
     assert_success(&out, "");
     assert!(d.join("kiosk/.sealed-image-device").is_file());

@@ -2,42 +2,27 @@
 //! mke2fs, and fleet builds: checked with sfdisk, fsck.vfat, mtools, zstd
 //! and the real sealed-firstboot.
 
+use sealed_image_tests::pi::{self, BOOT_SECTORS, BOOT_START, ROOT_OFF, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MARKER: &str = "MARKER-inject-5f0c-psk";
-const SECTOR: u64 = 512;
-const BOOT_START: u64 = 8192; // sectors: 4 MiB, as Raspberry Pi OS
-const BOOT_SECTORS: u64 = 131072; // 64 MiB
-
-fn sh(script: &str, dir: &Path) {
-    let out = command("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert_success(&out, script);
-}
 
 /// MBR, FAT32 "bootfs" at 4 MiB with a config.txt, ext4 "rootfs" after it.
 fn raspios_like(dir: &Path) -> PathBuf {
-    let img = dir.join("raspios.img");
+    let img = pi::disk(
+        dir,
+        "raspios.img",
+        "160M",
+        "0x1234abcd",
+        true,
+        ("config.txt", "arm_64bit=1"),
+    );
     sh(
         &format!(
-            "truncate -s 160M raspios.img
-             printf 'label: dos\\nlabel-id: 0x1234abcd\\nstart={BOOT_START}, size={BOOT_SECTORS}, type=c, bootable\\nstart={}, type=83\\n' | sfdisk -q raspios.img
-             PATH=$PATH:/usr/sbin:/sbin
-             mkfs.vfat -F 32 -n bootfs --offset {BOOT_START} raspios.img {} >/dev/null
-             echo 'arm_64bit=1' > config.txt
-             mcopy -i raspios.img@@{} config.txt ::/config.txt
-             mkdir -p root/etc && echo pi > root/etc/hostname
-             mke2fs -q -t ext4 -L rootfs -d root -E offset={} raspios.img 20M",
-            BOOT_START + BOOT_SECTORS,
-            BOOT_SECTORS / 2,
-            BOOT_START * SECTOR,
-            (BOOT_START + BOOT_SECTORS) * SECTOR,
+            "mkdir -p root/etc && echo pi > root/etc/hostname
+             mke2fs -q -t ext4 -L rootfs -d root -E offset={ROOT_OFF} raspios.img 20M"
         ),
         dir,
     );
@@ -77,13 +62,16 @@ fn tools() -> bool {
     ])
 }
 
+/// For a test that can run here: a temp dir holding [`raspios_like`].
+fn raspios() -> Option<(tempfile::TempDir, PathBuf)> {
+    let tmp = scratch(tools())?;
+    let img = raspios_like(tmp.path());
+    Some((tmp, img))
+}
+
 #[test]
 fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
-    if !tools() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let img = raspios_like(tmp.path());
+    let Some((tmp, img)) = raspios() else { return };
     let before = std::fs::read(&img).unwrap();
     let table_before = sfdisk_partitions(&img);
     let out = inject(&[img.to_str().unwrap()], MARKER);
@@ -160,11 +148,7 @@ fn inject_into_a_raspios_image_changes_only_the_boot_partition() {
 
 #[test]
 fn inject_zst_gives_zst_and_in_place_replaces_atomically() {
-    if !tools() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let img = raspios_like(tmp.path());
+    let Some((tmp, img)) = raspios() else { return };
     let before = std::fs::read(&img).unwrap();
     sh("zstd -q raspios.img -o raspios.img.zst", tmp.path());
     let zin = tmp.path().join("raspios.img.zst");
@@ -253,28 +237,21 @@ fn fleet(args: &[&str], devices: &Path, out: &Path) -> std::process::Output {
 
 #[test]
 fn fleet_build_gives_each_device_its_own_key_and_values() {
-    if !tools() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let devices = tmp.path().join("devices.toml");
-    std::fs::write(
-        &devices,
+    let Some(tmp) = scratch(tools()) else { return };
+    let devices = write_file(
+        &tmp,
+        "devices.toml",
         "[[device]]\nname = \"kiosk-001\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-one\" }\n\n\
          [[device]]\nname = \"kiosk-002\"\nsecrets.wifi_psk = { value = \"MARKER-fleet-two\" }\n\n\
          [[device]]\nname = \"kiosk-003\"\n",
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out");
     let r = fleet(&["--json", "--raw-images"], &devices, &out);
     assert_success(&r, "");
     assert!(!contains(&r.stdout, b"MARKER") && !contains(&r.stderr, b"MARKER"));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    let ids: std::collections::BTreeSet<_> = report["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["bundle_id"].as_str().unwrap().to_string())
+    let ids: std::collections::BTreeSet<_> = field_strs(&report["devices"], "bundle_id")
+        .into_iter()
         .collect();
     assert_eq!(ids.len(), 3, "bundle ids not distinct");
     let keys: std::collections::BTreeSet<_> = ["kiosk-001", "kiosk-002", "kiosk-003"]
@@ -294,32 +271,19 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         // device's .bmap (base range hashes reused) gives the same bytes.
         let zst = out.join(dev).join("demo.img.zst");
         let unpacked = tmp.path().join(format!("{dev}.unpacked.img"));
-        let z = command("zstd")
-            .args(["-q", "-d", "-f"])
-            .arg(&zst)
-            .arg("-o")
-            .arg(&unpacked)
-            .output()
-            .unwrap();
-        assert_success(&z, dev);
+        run_ok("zstd", &["-q", "-d", "-f", s(&zst), "-o", s(&unpacked)]);
         assert!(
-            std::fs::read(&unpacked).unwrap() == std::fs::read(&img).unwrap(),
+            same_contents(&unpacked, &img),
             "{dev}: .img.zst differs from .img"
         );
         if require_tool_from("bmaptool", "bmap-tools") {
             let copied = tmp.path().join(format!("{dev}.bmapcopy.img"));
-            let b = command("bmaptool")
-                .args(["-q", "copy", "--bmap"])
-                .arg(out.join(dev).join("demo.bmap"))
-                .arg(&zst)
-                .arg(&copied)
-                .output()
-                .unwrap();
-            assert_success(&b, dev);
-            assert!(
-                std::fs::read(&copied).unwrap() == std::fs::read(&img).unwrap(),
-                "{dev}: bmaptool copy differs"
+            let bmap = out.join(dev).join("demo.bmap");
+            run_ok(
+                "bmaptool",
+                &["-q", "copy", "--bmap", s(&bmap), s(&zst), s(&copied)],
             );
+            assert!(same_contents(&copied, &img), "{dev}: bmaptool copy differs");
         }
         let v = command("sgdisk").arg("-v").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
@@ -327,14 +291,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             !file_contains(&img, b"MARKER-fleet"),
             "{dev}: value in clear"
         );
-        let sums = std::fs::read_to_string(out.join(dev).join("SHA256SUMS")).unwrap();
-        let c = command("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(out.join(dev))
-            .output()
-            .unwrap();
-        assert!(c.status.success(), "{dev}: {sums}");
+        assert_checksums(&out.join(dev), dev);
         let parts = sfdisk_partitions(&img);
         let esp = parts[0]["start"].as_u64().unwrap() * 512;
         let root = tmp.path().join(format!("dev-{dev}"));
@@ -380,23 +337,17 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
             "demo.key"
         ]
     );
-    let c = command("sha256sum")
-        .args(["--quiet", "-c", "SHA256SUMS"])
-        .current_dir(out2.join("kiosk-001"))
-        .output()
-        .unwrap();
-    assert!(c.status.success());
+    assert_checksums(&out2.join("kiosk-001"), "kiosk-001 without a raw image");
 }
 
 #[test]
 fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let devices = tmp.path().join("devices.csv");
-    std::fs::write(
-        &devices,
+    let devices = write_file(
+        &tmp,
+        "devices.csv",
         "name,wifi_psk\na,p-a\nb,p-b\nc,p-c\nd,p-d\ne,p-e\n",
-    )
-    .unwrap();
+    );
     let mut all = Vec::new();
     for shard in ["1/2", "2/2"] {
         let out = tmp.path().join(format!("out-{}", &shard[..1]));
@@ -442,18 +393,14 @@ fn fleet_shards_split_the_devices_and_missing_secrets_fail_cleanly() {
             && !err.contains("device has:"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    assert_left_nothing(&out, "a fleet build with missing secrets");
 }
 
 #[test]
 fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
-    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+    let Some(tmp) = scratch(require_tools_from(FAT_TOOLS)) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let out = tmp.path().join("out");
     let r = Command::new(bin("build-image"))
         .args(["build", "-q"])
@@ -464,17 +411,12 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         .unwrap();
     assert_success(&r, "");
     let target = tmp.path().join("card.img");
-    let f = Command::new(bin("build-image"))
-        .arg("flash")
-        .arg(out.join("demo.img"))
-        .arg(&target)
-        .arg("--key")
-        .arg(out.join("demo.key"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_success(&f, "");
-    let key_text = std::fs::read_to_string(out.join("demo.key")).unwrap();
+    let (img, key) = (out.join("demo.img"), out.join("demo.key"));
+    let f = run_ok(
+        bin("build-image"),
+        &["flash", s(&img), s(&target), "--key", s(&key), "--json"],
+    );
+    let key_text = std::fs::read_to_string(&key).unwrap();
     assert!(
         !contains(&f.stdout, key_text.trim().as_bytes()),
         "key printed"
@@ -509,12 +451,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         eprintln!("SKIP system-disk refusal: / is on {src:?}, not a block device");
         return;
     }
-    let f = Command::new(bin("build-image"))
-        .arg("flash")
-        .arg(out.join("demo.img"))
-        .arg(&src)
-        .output()
-        .unwrap();
+    let f = run(bin("build-image"), &["flash", s(&img), &src]);
     assert_exit(&f, 7, "");
     assert!(String::from_utf8_lossy(&f.stderr).contains("refusing"));
 }
@@ -525,11 +462,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
 /// working copy.
 #[test]
 fn inject_output_format_stale_key_and_read_only_input() {
-    if !tools() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let img = raspios_like(tmp.path());
+    let Some((tmp, img)) = raspios() else { return };
     // .img in, -o x.img.zst out: zstd.
     let zout = tmp.path().join("x.img.zst");
     let out = inject(

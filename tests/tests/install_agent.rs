@@ -3,15 +3,11 @@
 //! no root, loop device or mount. Checked with debugfs, e2fsck and cmp; and
 //! `.img.xz` input read like the official images.
 
+use sealed_image_tests::pi::{self, BOOT_START, ROOT_OFF, ROOT_START, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SECTOR: u64 = 512;
-const BOOT_START: u64 = 8192;
-const BOOT_SECTORS: u64 = 131072;
-const ROOT_START: u64 = BOOT_START + BOOT_SECTORS;
-const ROOT_OFF: u64 = ROOT_START * SECTOR;
 const UNIT_LINK: &str = "/etc/systemd/system/sysinit.target.wants/sealed-firstboot.service";
 
 fn tools() -> bool {
@@ -27,43 +23,33 @@ fn tools() -> bool {
     .all(|(t, p)| require_tool_from(t, p))
 }
 
-fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(format!("PATH=$PATH:/usr/sbin:/sbin\n{script}"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A stock image: MBR (disk id 0x5ea1ed01), FAT32 bootfs at 4 MiB, a root
 /// partition made by `root_fs` (a shell command given the image, offset and
 /// size) from the tree in `root/`, whose /usr/bin/env is the host's and
 /// whose fstab mounts bootfs at /boot/firmware.
 fn stock(dir: &Path, fstab_boot: &str, root_fs: &str) -> PathBuf {
+    let img = pi::disk(
+        dir,
+        "stock.img",
+        "200M",
+        "0x5ea1ed01",
+        false,
+        (
+            "cmdline.txt",
+            "console=serial0,115200 root=PARTUUID=5ea1ed01-02",
+        ),
+    );
     sh(
         &format!(
-            "truncate -s 200M stock.img
-             printf 'label: dos\\nlabel-id: 0x5ea1ed01\\nstart={BOOT_START}, size={BOOT_SECTORS}, type=c\\nstart={ROOT_START}, type=83\\n' | sfdisk -q stock.img
-             mkfs.vfat -F 32 -n bootfs --offset {BOOT_START} stock.img {} >/dev/null
-             echo 'console=serial0,115200 root=PARTUUID=5ea1ed01-02' > cmdline.txt
-             mcopy -i stock.img@@{} cmdline.txt ::/cmdline.txt
-             mkdir -p root/usr/bin root/etc/systemd/system root/boot/firmware
+            "mkdir -p root/usr/bin root/etc/systemd/system root/boot/firmware
              cp /usr/bin/env root/usr/bin/env
              printf 'proc /proc proc defaults 0 0\\n{fstab_boot} /boot/firmware vfat defaults 0 2\\nPARTUUID=5ea1ed01-02 / ext4 defaults,noatime 0 1\\n' > root/etc/fstab
              echo raspberrypi > root/etc/hostname
-             {root_fs}",
-            BOOT_SECTORS / 2,
-            BOOT_START * SECTOR,
+             {root_fs}"
         ),
         dir,
     );
-    dir.join("stock.img")
+    img
 }
 
 fn ext4_root(dir: &Path, fstab_boot: &str) -> PathBuf {
@@ -72,6 +58,15 @@ fn ext4_root(dir: &Path, fstab_boot: &str) -> PathBuf {
         fstab_boot,
         &format!("mke2fs -q -t ext4 -L rootfs -d root -E offset={ROOT_OFF} stock.img 60M"),
     )
+}
+
+/// For a test that can run here: a temp dir holding [`ext4_root`] (fstab
+/// names bootfs by PARTUUID), and the image's bytes as made.
+fn stock_image() -> Option<(tempfile::TempDir, PathBuf, Vec<u8>)> {
+    let t = scratch(tools())?;
+    let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
+    let bytes = std::fs::read(&img).unwrap();
+    Some((t, img, bytes))
 }
 
 fn build_image(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -91,6 +86,19 @@ fn inject(img: &Path, extra: &[&str]) -> Output {
     build_image(&args, &[])
 }
 
+/// `inject IMG --install-agent --agent AGENT --json EXTRA…`, which must
+/// succeed: its report.
+fn install_agent(img: &Path, agent: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--install-agent",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&inject(img, &args))
+}
+
 fn inject_recipe() -> String {
     workspace()
         .join("image-recipes/raspberry-pi/inject.toml")
@@ -98,40 +106,27 @@ fn inject_recipe() -> String {
         .to_string()
 }
 
+/// `debugfs -R REQ` on the ext4 filesystem at byte `offset` of `img`.
+fn debugfs_at(img: &Path, offset: u64, req: &str) -> Output {
+    run(
+        "debugfs",
+        &["-R", req, &format!("{}?offset={offset}", img.display())],
+    )
+}
+
+/// What [`debugfs_at`] the root partition printed, stdout then stderr.
 fn debugfs(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .arg("-R")
-        .arg(req)
-        .arg(format!("{}?offset={ROOT_OFF}", img.display()))
-        .output()
-        .unwrap();
+    let out = debugfs_at(img, ROOT_OFF, req);
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 fn cat(img: &Path, path: &str) -> Vec<u8> {
-    let out = Command::new("debugfs")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .arg("-R")
-        .arg(format!("cat {path}"))
-        .arg(format!("{}?offset={ROOT_OFF}", img.display()))
-        .output()
-        .unwrap();
-    out.stdout
+    debugfs_at(img, ROOT_OFF, &format!("cat {path}")).stdout
 }
 
 fn e2fsck_clean(img: &Path) {
-    let out = Command::new("e2fsck")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .arg("-fn")
-        .arg(format!("{}?offset={ROOT_OFF}", img.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let fs = format!("{}?offset={ROOT_OFF}", img.display());
+    assert_success(&run("e2fsck", &["-fn", &fs]), "e2fsck -fn");
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -161,28 +156,15 @@ fn foreign_elf(dir: &Path) -> PathBuf {
 
 #[test]
 fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
-    if !tools() {
+    let Some((t, img, before)) = stock_image() else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
-    let before = std::fs::read(&img).unwrap();
+    };
     let env_before = cat(&img, "/usr/bin/env");
     let out_img = t.path().join("sealed.img");
     // The host's /usr/bin/env stands in for an agent of the root's
     // architecture (this machine's): the installation is what is tested.
     let agent = Path::new("/usr/bin/env");
-    let report = json(&inject(
-        &img,
-        &[
-            "--install-agent",
-            "--agent",
-            agent.to_str().unwrap(),
-            "-o",
-            out_img.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let report = install_agent(&img, agent, &["-o", out_img.to_str().unwrap()]);
     let a = &report["agent"];
     assert_eq!(a["arch"], std::env::consts::ARCH);
     assert_eq!(a["root_partition"], 2);
@@ -240,17 +222,7 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
     // Again, in place: the agent's files are as wanted, the root partition
     // stays byte for byte what it was.
     let root_before = after[ROOT_OFF as usize..].to_vec();
-    let again = json(&inject(
-        &out_img,
-        &[
-            "--install-agent",
-            "--agent",
-            agent.to_str().unwrap(),
-            "--in-place",
-            "--json",
-            "--embed-key",
-        ],
-    ));
+    let again = install_agent(&out_img, agent, &["--in-place", "--embed-key"]);
     assert_eq!(again["agent"]["changed"].as_array().unwrap().len(), 0);
     let root_after = std::fs::read(&out_img).unwrap()[ROOT_OFF as usize..].to_vec();
     assert!(
@@ -261,10 +233,7 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
 
 #[test]
 fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
-    if !tools() {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = scratch(tools()) else { return };
     // fstab names bootfs by its label; the image has its own config.
     sh("mkdir -p root/etc && printf 'identity = ssh-host-key\\nboot_dir = /boot\\n' > root/etc/sealed-firstboot.conf", t.path());
     let img = ext4_root(t.path(), "LABEL=bootfs");
@@ -314,12 +283,9 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
 
 #[test]
 fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
-    if !tools() {
+    let Some((t, img, before)) = stock_image() else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
-    let before = std::fs::read(&img).unwrap();
+    };
     let run = |extra: &[&str], env: &[(&str, &str)]| {
         let mut args = vec!["inject", img.to_str().unwrap(), "--in-place", "--recipe"];
         let recipe = inject_recipe();
@@ -383,10 +349,7 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
 
 #[test]
 fn a_recipe_switch_installs_the_agent_at_build_time() {
-    if !tools() {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = scratch(tools()) else { return };
     sh(
         "mkdir -p r/root/usr/bin r/root/etc r/boot && cp /usr/bin/env r/root/usr/bin/env
          printf 'LABEL=BOOT /boot/firmware vfat defaults 0 2\\n' > r/root/etc/fstab
@@ -440,29 +403,24 @@ source = { env = "TOKEN" }
     let img = out_dir.join("agent-build.img");
     let parts = sfdisk_partitions(&img);
     let root_off = parts[1]["start"].as_u64().unwrap() * SECTOR;
-    let out = Command::new("debugfs")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .arg("-R")
-        .arg(format!("stat {UNIT_LINK}"))
-        .arg(format!("{}?offset={root_off}", img.display()))
-        .output()
-        .unwrap();
+    let out = debugfs_at(&img, root_off, &format!("stat {UNIT_LINK}"));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("Type: symlink"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The checksums were taken after the installation.
-    sh("sha256sum --quiet -c SHA256SUMS", &out_dir);
+    assert_checksums(&out_dir, "the build with the agent");
 }
 
 #[test]
 fn xz_images_are_read_like_the_official_ones() {
-    if !tools() || !require_tool_from("xz", "xz-utils") {
+    if !require_tool_from("xz", "xz-utils") {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
+    let Some((t, img, _)) = stock_image() else {
+        return;
+    };
     sh("xz -T0 -1 -k stock.img", t.path());
     let xz = t.path().join("stock.img.xz");
     let report = json(&inject(&xz, &["--agent", "/usr/bin/env", "--json"]));

@@ -2,19 +2,18 @@
 //! filesystem tools.
 
 use sealed_image_tests::*;
-use std::process::Command;
 
 #[test]
 fn raspberry_pi_recipe_builds_an_mbr_image() {
-    if !require_tools_from(&[
+    let tools = [
         ("sfdisk", "fdisk"),
         ("fsck.vfat", "dosfstools"),
         ("mtype", "mtools"),
         ("e2fsck", "e2fsprogs"),
-    ]) {
+    ];
+    let Some(tmp) = scratch(require_tools_from(&tools)) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let out = tmp.path().join("out");
     let r = build_cmd(
         &workspace().join("image-recipes/raspberry-pi/recipe.toml"),
@@ -26,56 +25,39 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
     .unwrap();
     assert_success(&r, "");
     let img = out.join("pi.img");
-    let o = command("sfdisk").arg("--json").arg(&img).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let t = &v["partitiontable"];
-    assert_eq!(t["label"], "dos");
-    assert_eq!(t["id"], "0x5ea1ed01");
-    let parts = t["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 2);
-    assert_eq!(parts[0]["type"], "c");
-    assert_eq!(parts[0]["bootable"], true);
-    assert_eq!(parts[1]["type"], "83");
-    let verify = command("sfdisk")
-        .arg("--verify")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert_success(&verify, "");
-
-    let start = parts[0]["start"].as_u64().unwrap() * 512;
-    let size = parts[0]["size"].as_u64().unwrap() * 512;
-    let fat = tmp.path().join("boot.part");
-    std::fs::write(&fat, read_range(&img, start, size)).unwrap();
-    let f = command("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
-    assert_success(&f, "");
-    let label = command("mlabel")
-        .args(["-s", "-i"])
-        .arg(format!("{}@@{start}", img.display()))
-        .arg("::")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&label.stdout).contains("BOOTFS"),
-        "{}",
-        String::from_utf8_lossy(&label.stdout)
+    let t = sfdisk_table(&img);
+    assert_eq!(
+        (t["label"].as_str(), t["id"].as_str()),
+        (Some("dos"), Some("0x5ea1ed01")),
+        "{t}"
     );
-    let cfg = command("mtype")
-        .args([
-            "-i",
-            &format!("{}@@{start}", img.display()),
-            "::/config.txt",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&cfg.stdout).contains("arm_64bit=1"));
+    // (type, boot flag) of each partition: a bootable FAT, then Linux.
+    let parts = t["partitions"].as_array().unwrap();
+    let kinds: Vec<(&str, bool)> = parts
+        .iter()
+        .map(|p| (p["type"].as_str().unwrap(), p["bootable"] == true))
+        .collect();
+    assert_eq!(kinds, [("c", true), ("83", false)], "{t}");
+    run_ok("sfdisk", &["--verify", s(&img)]);
 
-    let rstart = parts[1]["start"].as_u64().unwrap() * 512;
-    let rsize = parts[1]["size"].as_u64().unwrap() * 512;
-    let rootfs = tmp.path().join("root.part");
-    std::fs::write(&rootfs, read_range(&img, rstart, rsize)).unwrap();
-    let e = command("e2fsck").arg("-fn").arg(&rootfs).output().unwrap();
-    assert_success(&e, "");
+    // Partition `i` copied out to `name`: its byte offset, and the copy.
+    let part = |i: usize, name: &str| {
+        let start = parts[i]["start"].as_u64().unwrap() * 512;
+        let copy = tmp.path().join(name);
+        extract(&img, start, parts[i]["size"].as_u64().unwrap() * 512, &copy);
+        (start, copy)
+    };
+    let (start, fat) = part(0, "boot.part");
+    run_ok("fsck.vfat", &["-n", s(&fat)]);
+    let label = stdout(&run(
+        "mlabel",
+        &["-s", "-i", &format!("{}@@{start}", img.display()), "::"],
+    ));
+    assert!(label.contains("BOOTFS"), "{label}");
+    assert!(fat_file(&img, start, "/config.txt").contains("arm_64bit=1"));
+
+    let (_, rootfs) = part(1, "root.part");
+    run_ok("e2fsck", &["-fn", s(&rootfs)]);
 
     for m in ["MARKER-pi-psk", "MARKER-pi-password"] {
         assert!(!file_contains(&img, m.as_bytes()), "{m} in clear");
@@ -84,41 +66,26 @@ fn raspberry_pi_recipe_builds_an_mbr_image() {
 
     // inspect reads the MBR image and the bundle header, and with the key
     // the manifest (names only).
-    let i = Command::new(bin("build-image"))
-        .arg("inspect")
-        .arg(&img)
-        .arg("--key")
-        .arg(out.join("pi.key"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_success(&i, "");
+    let build_image = bin("build-image");
+    let key = out.join("pi.key");
+    let i = run_ok(
+        &build_image,
+        &["inspect", s(&img), "--key", s(&key), "--json"],
+    );
     assert!(!contains(&i.stdout, b"MARKER"));
     let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(j["table"], "mbr");
     assert_eq!(j["boot_partition"], 1);
     assert_eq!(j["bundle"]["sealed_to"], "image-key");
-    let names: Vec<&str> = j["manifest"]["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = field_strs(&j["manifest"]["secrets"], "name");
     assert_eq!(names, ["pi_password", "wifi_psk"]);
     // With a wrong key, inspect refuses rather than guessing.
-    let wrong = tmp.path().join("wrong.key");
-    std::fs::write(
-        &wrong,
+    let wrong = write_file(
+        &tmp,
+        "wrong.key",
         "SEALED-IMAGE-KEY-1:0000000000000000000000000000000000000000000000000000000000000000\n",
-    )
-    .unwrap();
-    let i = Command::new(bin("build-image"))
-        .arg("inspect")
-        .arg(&img)
-        .arg("--key")
-        .arg(&wrong)
-        .output()
-        .unwrap();
+    );
+    let i = run(&build_image, &["inspect", s(&img), "--key", s(&wrong)]);
     assert!(!i.status.success());
-    assert!(String::from_utf8_lossy(&i.stderr).contains("wrong image key"));
+    assert!(stderr(&i).contains("wrong image key"));
 }

@@ -5,7 +5,7 @@
 //! (checked through a fake `systemctl` on PATH), and `status --json`
 //! reports back. Values never appear in any output.
 
-use sealed_image_tests::device::assert_no_marker;
+use sealed_image_tests::device::{assert_no_marker, host_key_identity, test_host_key};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -176,16 +176,14 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
     s.ok(&["run"], None);
     assert!(s.calls().is_empty());
 
+    // Rotate one secret: its new value into `file`, then a bundle of it
+    // alone into the output directory `dir`.
+    let rotate = |file: &str, value: &str, only: &str, dir: &str| {
+        std::fs::write(s.dir.join(file), value).unwrap();
+        s.bundle(&["--out", &o(dir), "--recipient", &recipient, "--only", only])
+    };
     // Rotate the Wi-Fi passphrase only: a partial bundle.
-    std::fs::write(s.dir.join("wifi.txt"), "MARKER-wifi-2").unwrap();
-    let out = s.bundle(&[
-        "--out",
-        &o("o2"),
-        "--recipient",
-        &recipient,
-        "--only",
-        "wifi_psk",
-    ]);
+    let out = rotate("wifi.txt", "MARKER-wifi-2", "wifi_psk", "o2");
     assert_success(&out, "");
     let b2 = out_dir("o2").join("kiosk.bundle");
     let err = s.ok(&["apply", b2.to_str().unwrap()], None);
@@ -208,15 +206,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
 
     // Rotate the token: the template that uses it changes too, so both
     // units restart; a mode change alone also counts as a change.
-    std::fs::write(s.dir.join("token.txt"), "MARKER-token-2").unwrap();
-    let out = s.bundle(&[
-        "--out",
-        &o("o3"),
-        "--recipient",
-        &recipient,
-        "--only",
-        "api_token",
-    ]);
+    let out = rotate("token.txt", "MARKER-token-2", "api_token", "o3");
     assert!(out.status.success());
     s.ok(
         &[
@@ -250,12 +240,7 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
     assert_eq!(st["ok"], true);
     assert_eq!(st["sequence"], 0);
     assert!(st["bundle_id"].as_str().unwrap().len() == 32);
-    let mut names: Vec<&str> = st["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["name"].as_str().unwrap())
-        .collect();
+    let mut names = field_strs(&st["secrets"], "name");
     names.sort();
     assert_eq!(names, ["api_token", "app_env", "wifi_psk"]);
     assert!(st["secrets"]
@@ -281,19 +266,8 @@ fn rotate_over_ssh_restarts_what_changed_and_refuses_replays() {
 fn ssh_recipient_image_key_mode_and_fleets() {
     let s = Setup::new();
     // The device derives its identity from its SSH host key.
-    std::fs::create_dir_all(s.root.join("etc/ssh")).unwrap();
-    let data = workspace().join("firstboot/tests/data");
-    std::fs::copy(
-        data.join("ssh_host_ed25519_key"),
-        s.root.join("etc/ssh/ssh_host_ed25519_key"),
-    )
-    .unwrap();
-    std::fs::write(
-        s.root.join("etc/sealed-firstboot.conf"),
-        "identity = ssh-host-key\n",
-    )
-    .unwrap();
-    let line = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub")).unwrap();
+    host_key_identity(&s.root);
+    let line = std::fs::read_to_string(test_host_key().with_extension("pub")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let o = tmp.path();
     let out = s.bundle(&["--out", o.to_str().unwrap(), "--ssh-recipient", line.trim()]);

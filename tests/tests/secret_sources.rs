@@ -25,6 +25,22 @@ fn build(recipe: &Path, out: &Path, env: &[(&str, &str)]) -> std::process::Outpu
     c.output().unwrap()
 }
 
+/// Build `secrets` (after [`ESP_ONLY`], in a fresh temp dir) with `env`:
+/// it must fail with exit 5 (a value could not be had) and write no image.
+/// Returns its stderr.
+fn refused(secrets: &str, env: &[(&str, &str)]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(tmp.path(), secrets);
+    let out = tmp.path().join("out");
+    let r = build(&recipe, &out, env);
+    assert_exit(&r, 5, "the build");
+    assert!(
+        !out.join("t.img").exists(),
+        "a refused build wrote the image"
+    );
+    stderr(&r)
+}
+
 /// Provision the built image's bundle on a device tree and return the root.
 fn provision(out: &Path, root: &Path) {
     let image = out.join("t.img");
@@ -40,18 +56,31 @@ fn provision(out: &Path, root: &Path) {
     firstboot_ok(root, "run");
 }
 
+/// Build `secrets` in `dir` with `env` (it must succeed), then provision
+/// its image on the device tree `dir/dev`: the build's output, the image
+/// and the device root.
+fn build_and_provision(
+    dir: &Path,
+    secrets: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, PathBuf, PathBuf) {
+    let recipe = write_recipe(dir, secrets);
+    let out = dir.join("out");
+    let r = build(&recipe, &out, env);
+    assert_success(&r, "the build");
+    let root = dir.join("dev");
+    provision(&out, &root);
+    (r, out.join("t.img"), root)
+}
+
 #[test]
 fn command_and_dotenv_sources() {
-    if !require_tools_from(&[("mcopy", "mtools"), ("sfdisk", "fdisk")]) {
+    let Some(tmp) = scratch(require_tools_from(FAT_TOOLS)) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("site.env"),
-        "# comment\nexport TOKEN='tok-MARKER-dotenv'\n",
-    )
-    .unwrap();
-    let recipe = write_recipe(
+    };
+    let dotenv = "# comment\nexport TOKEN='tok-MARKER-dotenv'\n";
+    write_file(&tmp, "site.env", dotenv);
+    let (r, image, root) = build_and_provision(
         tmp.path(),
         r#"
 [secrets.from_cmd]
@@ -65,22 +94,18 @@ source = { dotenv = { file = "site.env", key = "TOKEN" } }
 [secrets.from_env]
 type = "multi-line"
 "#,
+        &[("from_env", "line1\nenv-MARKER\n")],
     );
-    let out = tmp.path().join("out");
-    let r = build(&recipe, &out, &[("from_env", "line1\nenv-MARKER\n")]);
-    assert_success(&r, "");
     for m in ["cmd-MARKER-value", "tok-MARKER-dotenv", "env-MARKER"] {
         assert!(
             !contains(&r.stdout, m.as_bytes()) && !contains(&r.stderr, m.as_bytes()),
             "{m} printed"
         );
         assert!(
-            !file_contains(&out.join("t.img"), m.as_bytes()),
+            !file_contains(&image, m.as_bytes()),
             "{m} in clear in the image"
         );
     }
-    let root = tmp.path().join("dev");
-    provision(&out, &root);
     let read = |n: &str| std::fs::read_to_string(root.join("run/secrets").join(n)).unwrap();
     assert_eq!(read("from_cmd"), "cmd-MARKER-value");
     assert_eq!(read("from_dotenv"), "tok-MARKER-dotenv");
@@ -89,61 +114,36 @@ type = "multi-line"
 
 #[test]
 fn failing_command_shows_its_stderr_never_its_stdout() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recipe = write_recipe(
-        tmp.path(),
+    let err = refused(
         r#"
 [secrets.vault]
 type = "single-line"
 source = { command = ["sh", "-c", "echo half-MARKER-secret; echo 'vault: permission denied' >&2; exit 3"] }
 "#,
+        &[],
     );
-    let out = tmp.path().join("out");
-    let r = build(&recipe, &out, &[]);
-    assert_eq!(r.status.code(), Some(5));
-    let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("vault: permission denied"), "{err}");
     assert!(err.contains("secret vault"), "{err}");
     assert!(
         !err.contains("half-MARKER-secret"),
         "stdout of a failed command shown: {err}"
     );
-    assert!(!out.join("t.img").exists());
 }
 
 #[test]
 fn type_violations_are_refused_without_echoing_the_value() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recipe = write_recipe(
-        tmp.path(),
-        r#"
-[secrets.one]
-type = "single-line"
-
-[secrets.envf]
-type = "env"
-"#,
-    );
-    let out = tmp.path().join("out");
-    let r = build(
-        &recipe,
-        &out,
+    let secrets = "[secrets.one]\ntype = \"single-line\"\n\n[secrets.envf]\ntype = \"env\"\n";
+    let err = refused(
+        secrets,
         &[("one", "a-MARKER\nsecond-line"), ("envf", "A=1\n")],
     );
-    assert_eq!(r.status.code(), Some(5));
-    let err = String::from_utf8_lossy(&r.stderr);
     assert!(
         err.contains("secret one (single-line)") && err.contains("line break"),
         "{err}"
     );
     assert!(!err.contains("a-MARKER"), "{err}");
-    let r = build(
-        &recipe,
-        &out,
-        &[("one", "ok"), ("envf", "A=1\nnot an assignment-MARKER\n")],
-    );
-    assert_eq!(r.status.code(), Some(5));
-    let err = String::from_utf8_lossy(&r.stderr);
+    let env = [("one", "ok"), ("envf", "A=1\nnot an assignment-MARKER\n")];
+    let err = refused(secrets, &env);
     assert!(err.contains("line 2 is not KEY=VALUE"), "{err}");
     assert!(!err.contains("MARKER"), "{err}");
 }
@@ -213,17 +213,12 @@ required = false
 
 #[test]
 fn yescrypt_password_is_hashed_at_build_time_and_verifies_with_crypt() {
-    if !require_tools_from(&[
-        ("mcopy", "mtools"),
-        ("sfdisk", "fdisk"),
-        ("perl", "perl"),
-        ("mkpasswd", "whois"),
-    ]) {
+    let tools = [("perl", "perl"), ("mkpasswd", "whois")];
+    let Some(tmp) = scratch(require_tools_from(FAT_TOOLS) && require_tools_from(&tools)) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let password = "correct-horse-MARKER-pw";
-    let recipe = write_recipe(
+    let (_, image, root) = build_and_provision(
         tmp.path(),
         r#"
 [secrets.admin_password]
@@ -231,12 +226,8 @@ type = "single-line"
 process = "mkpasswd-yescrypt"
 description = "hash for chpasswd -e / usermod -p"
 "#,
+        &[("admin_password", password)],
     );
-    let out = tmp.path().join("out");
-    let r = build(&recipe, &out, &[("admin_password", password)]);
-    assert_success(&r, "");
-    let root = tmp.path().join("dev");
-    provision(&out, &root);
     let hash = std::fs::read_to_string(root.join("run/secrets/admin_password")).unwrap();
     assert!(hash.starts_with("$y$"), "{hash}");
     // libxcrypt's crypt(3), through perl, accepts the hash for the password…
@@ -279,7 +270,7 @@ description = "hash for chpasswd -e / usermod -p"
         );
     }
     // The plaintext password reached neither the image nor the device.
-    assert!(!file_contains(&out.join("t.img"), password.as_bytes()));
+    assert!(!file_contains(&image, password.as_bytes()));
     assert!(
         files_containing(&root, password.as_bytes()).is_empty(),
         "plaintext on the device"

@@ -354,12 +354,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
     // The audit log: JSON lines with who/what/version, never a value.
     let o = t.ok(&mut cmd(&f, &["audit", "--json"]));
     let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let ops: Vec<&str> = a["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["op"].as_str().unwrap())
-        .collect();
+    let ops = field_strs(&a["log"], "op");
     assert_eq!(
         ops,
         ["init", "set", "update", "get", "get", "get", "get", "rotate", "rm"],
@@ -804,10 +799,9 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
 /// the audit log).
 #[test]
 fn the_demo_store_flow_from_the_readme() {
-    if !require_tool_from("age", "age") {
+    let Some(tmp) = scratch(require_tool_from("age", "age")) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let demo = tmp.path().join("store-demo");
     copy_tree(&workspace().join("image-recipes/store-demo"), &demo);
     let key = demo.join("DEMO-ONLY-identity.txt");

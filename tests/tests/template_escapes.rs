@@ -77,10 +77,10 @@ fn rendered_files_parse_back_to_the_values() {
         eprintln!("SKIP: python3-gi not installed (Debian python3-gi, gir1.2-glib-2.0)");
         return;
     };
-    if !require_tool_from("dash", "dash") || !require_tool_from("bash", "bash") {
+    let Some(t) = scratch(require_tool_from("dash", "dash") && require_tool_from("bash", "bash"))
+    else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     std::fs::write(
         t.path().join("wifi.nmconnection"),
         "[wifi-security]\nkey-mgmt=wpa-psk\npsk=${SECRET:psk|keyfile}\nnote=${SECRET:multi|keyfile}\n",
