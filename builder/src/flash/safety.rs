@@ -408,6 +408,16 @@ mod tests {
     use super::*;
     use std::fs;
 
+    /// Check the device `dev` (no image size) and expect a refusal of
+    /// `kind`; returns the error for further checks.
+    macro_rules! refused {
+        ($f:expr, $dev:expr, $yes:expr, $kind:ident) => {{
+            let e = $f.check($dev, None, $yes).unwrap_err();
+            assert!(matches!(e, FlashError::$kind { .. }), "{}: {e}", $dev);
+            e
+        }};
+    }
+
     /// A fake /proc and /sys: sda (fixed, root on sda2, swap on sda3),
     /// sdb (removable, two partitions, sdb2 under dm-0), mmcblk0 (removable,
     /// read-only), and a small removable sdc.
@@ -483,6 +493,12 @@ mod tests {
             );
         }
 
+        /// Only `/` mounted (one mountinfo line), and no swap.
+        fn only_root(&self, mountinfo: &str) {
+            self.mounts(&[mountinfo]);
+            self.swaps(&[]);
+        }
+
         fn swaps(&self, lines: &[&str]) {
             put(
                 &self.roots.proc.join("swaps"),
@@ -523,15 +539,11 @@ mod tests {
         let f = Fake::new();
         // Root elsewhere (an overlay), swap still on sda3.
         f.mounts(&["27 1 0:30 / / rw - overlay overlay rw"]);
-        let e = f.check("8:0", None, true).unwrap_err();
-        assert!(matches!(e, FlashError::SystemDisk { .. }), "{e}");
+        let e = refused!(f, "8:0", true, SystemDisk);
         assert!(e.to_string().contains("swap area /dev/sda3"), "{e}");
         // Swap off: sda is now a plain fixed disk (needs --yes).
         f.swaps(&[]);
-        assert!(matches!(
-            f.check("8:0", None, false).unwrap_err(),
-            FlashError::NotRemovable { .. }
-        ));
+        refused!(f, "8:0", false, NotRemovable);
         f.check("8:0", None, true).unwrap();
     }
 
@@ -539,10 +551,8 @@ mod tests {
     fn refuses_the_root_disk_behind_device_mapper() {
         let f = Fake::new();
         // / on dm-0, which is stacked on sdb2.
-        f.mounts(&["27 1 253:0 / / rw - ext4 /dev/mapper/root rw"]);
-        f.swaps(&[]);
-        let e = f.check("8:16", None, true).unwrap_err();
-        assert!(matches!(e, FlashError::SystemDisk { .. }), "{e}");
+        f.only_root("27 1 253:0 / / rw - ext4 /dev/mapper/root rw");
+        refused!(f, "8:16", true, SystemDisk);
     }
 
     #[test]
@@ -565,23 +575,17 @@ mod tests {
             "27 1 8:2 / / rw - ext4 /dev/sda2 rw",
             "41 27 253:0 / /srv rw - ext4 /dev/mapper/vault rw",
         ]);
-        assert!(matches!(
-            f.check("8:16", None, true).unwrap_err(),
-            FlashError::Mounted { .. }
-        ));
-        assert!(matches!(
-            f.check("8:18", None, true).unwrap_err(),
-            FlashError::Mounted { .. }
-        ));
+        refused!(f, "8:16", true, Mounted);
+        refused!(f, "8:18", true, Mounted);
         // Its sibling partition sdb1 is not in use: allowed with --yes.
         f.check("8:17", None, true).unwrap();
     }
 
     #[test]
-    fn refuses_read_only_devices() {
+    fn refuses_read_only_and_unknown_devices_even_with_yes() {
         let f = Fake::new();
-        let e = f.check("179:0", None, true).unwrap_err();
-        assert!(matches!(e, FlashError::ReadOnly { .. }), "{e}");
+        refused!(f, "179:0", true, ReadOnly);
+        refused!(f, "9:9", true, UnknownDevice);
     }
 
     #[test]
@@ -605,8 +609,7 @@ mod tests {
     #[test]
     fn refuses_a_partition_without_yes() {
         let f = Fake::new();
-        let e = f.check("8:17", None, false).unwrap_err();
-        assert!(matches!(e, FlashError::IsPartition { .. }), "{e}");
+        let e = refused!(f, "8:17", false, IsPartition);
         assert!(e.to_string().contains("sdb"), "{e}");
         let t = f.check("8:17", None, true).unwrap();
         assert!(t.is_partition);
@@ -616,19 +619,10 @@ mod tests {
     #[test]
     fn refuses_a_fixed_disk_without_yes() {
         let f = Fake::new();
-        f.mounts(&["27 1 0:30 / / rw - overlay overlay rw"]);
-        f.swaps(&[]);
-        let e = f.check("8:0", None, false).unwrap_err();
-        assert!(matches!(e, FlashError::NotRemovable { .. }), "{e}");
+        f.only_root("27 1 0:30 / / rw - overlay overlay rw");
+        let e = refused!(f, "8:0", false, NotRemovable);
         assert!(e.to_string().contains("--yes"), "{e}");
         f.check("8:0", None, true).unwrap();
-    }
-
-    #[test]
-    fn unknown_device_numbers_are_errors() {
-        let f = Fake::new();
-        let e = f.check("9:9", None, true).unwrap_err();
-        assert!(matches!(e, FlashError::UnknownDevice { .. }), "{e}");
     }
 
     #[test]

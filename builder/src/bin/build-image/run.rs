@@ -130,9 +130,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 let progress = build_image::progress::Progress::new(quiet || json);
                 let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
                 progress.finish();
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else if !quiet {
+                print_report(json, quiet, &report, |report| {
                     for d in &report.devices {
                         eprintln!(
                             "built {} ({}, bundle {})",
@@ -141,7 +139,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                             d.bundle_id
                         );
                     }
-                }
+                })?;
                 return Ok(ExitCode::SUCCESS);
             }
             let opts = BuildOptions {
@@ -159,9 +157,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             for w in &report.warnings {
                 eprintln!("build-image: warning: {w}");
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if !quiet {
+            print_report(json, quiet, &report, |report| {
                 eprintln!(
                     "built {} ({} bytes, {} secrets, bundle {})",
                     report.sealed.image.display(),
@@ -189,7 +185,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     ),
                     None => eprintln!("sealed to the device recipient: only that device can open it"),
                 }
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inject {
@@ -222,9 +218,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 &progress,
             )?;
             progress.finish();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if !quiet {
+            print_report(json, quiet, &report, |report| {
                 eprintln!(
                     "sealed {} secrets into {} (boot partition {}, bundle {})",
                     report.sealed.included(),
@@ -238,7 +232,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                         k.display()
                     );
                 }
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Flash {
@@ -267,9 +261,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 force,
             };
             let r = build_image::flash::flash(&image, &target, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else if !quiet {
+            print_report(json, quiet, &r, |r| {
                 eprintln!(
                     "wrote {} ({} of {} bytes{}) to {}{}{}",
                     image.display(),
@@ -285,7 +277,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     },
                     if r.verified { ", verified" } else { "" }
                 );
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect {
@@ -351,9 +343,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => build_image::update::single(&recipe, &opts)?,
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if !quiet {
+            print_report(json, quiet, &report, |report| {
                 for b in &report.bundles {
                     eprintln!(
                         "sealed {}{} ({}, {} bundle {}: {})",
@@ -368,7 +358,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                         b.secrets.join(", ")
                     );
                 }
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pubkey { ssh_pubkey } => {
@@ -470,4 +460,20 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// With `--json`, `report` as JSON on stdout; otherwise, unless `--quiet`,
+/// `human` prints its lines on stderr.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    quiet: bool,
+    report: &T,
+    human: impl FnOnce(&T),
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else if !quiet {
+        human(report);
+    }
+    Ok(())
 }
