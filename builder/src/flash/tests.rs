@@ -99,13 +99,28 @@ fn make_bmap(img: &Path, out: &Path) {
     run_ok("bmaptool", &["create", s(img), "-o", s(out)]);
 }
 
-/// A GPT test image `disk.img` (no real bundle) and its bmap, made by
-/// bmaptool, at `bmap_name`.
-fn image_with_bmap(dir: &Path, bmap_name: &str) -> (PathBuf, PathBuf) {
-    let img = make_image(dir, "disk", TableKind::Gpt, b"x");
-    let bmap_path = dir.join(bmap_name);
+/// In a fresh temporary directory, a GPT test image `disk.img` (no real
+/// bundle) and its bmap, made by bmaptool, at `bmap_name`; `None` (the
+/// test skips) when bmaptool is missing outside CI.
+fn image_with_bmap(bmap_name: &str) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !require(&["bmaptool"]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let bmap_path = dir.path().join(bmap_name);
     make_bmap(&img, &bmap_path);
-    (img, bmap_path)
+    Some((dir, img, bmap_path))
+}
+
+/// The tools that check a flashed key (bmaptool, mtools, fsck.vfat), a
+/// fresh temporary directory and a fresh image key; `None` (the test
+/// skips) when a tool is missing outside CI.
+fn keyed_scratch() -> Option<(tempfile::TempDir, ImageKey)> {
+    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+        return None;
+    }
+    Some((tempfile::tempdir().unwrap(), ImageKey::generate()))
 }
 
 /// Compress like the zstd CLI does a file: one frame that declares its size.
@@ -213,6 +228,15 @@ fn with_yes() -> FlashOptions {
 // ---------------------------------------------------------------------------
 // Regular file targets
 
+/// `flash(args…)` must fail with a `FlashError` of `kind`; returns the error.
+macro_rules! fails {
+    ($kind:ident, $($arg:expr),+) => {{
+        let e = flash($($arg),+).unwrap_err();
+        assert!(matches!(e, FlashError::$kind { .. }), "{e}");
+        e
+    }};
+}
+
 #[test]
 fn bmap_flash_equals_the_image_and_bmaptool_copy() {
     if !require(&["bmaptool", "sfdisk"]) {
@@ -223,15 +247,11 @@ fn bmap_flash_equals_the_image_and_bmaptool_copy() {
     let bmap_path = dir.path().join("disk.img.bmap");
     make_bmap(&img, &bmap_path);
     let target = dir.path().join("target.img");
-    let report = flash(
-        &img,
-        &target,
-        &FlashOptions {
-            progress: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let with_progress = FlashOptions {
+        progress: true,
+        ..opts()
+    };
+    let report = flash(&img, &target, &with_progress).unwrap();
 
     let bm = load_bmap(&bmap_path).unwrap();
     assert!(report.used_bmap);
@@ -326,12 +346,10 @@ fn no_bmap_writes_everything_but_zero_blocks() {
 
 #[test]
 fn key_goes_onto_the_boot_partition() {
-    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
-        return;
-    }
     for table in [TableKind::Gpt, TableKind::Mbr] {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ImageKey::generate();
+        let Some((dir, key)) = keyed_scratch() else {
+            return;
+        };
         let img = make_image(dir.path(), "disk", table, &real_bundle(&key));
         make_bmap(&img, &dir.path().join("disk.bmap")); // found as N.bmap
         let keyf = write_key_file(dir.path(), &key);
@@ -355,11 +373,9 @@ fn key_goes_onto_the_boot_partition() {
 
 #[test]
 fn zstd_images_with_and_without_bmap() {
-    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+    let Some((dir, key)) = keyed_scratch() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let key = ImageKey::generate();
+    };
     let img = make_image(dir.path(), "disk", TableKind::Gpt, &real_bundle(&key));
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
@@ -399,11 +415,9 @@ fn zstd_images_with_and_without_bmap() {
 
 #[test]
 fn corrupted_image_data_fails_the_range_checksum() {
-    if !require(&["bmaptool"]) {
+    let Some((dir, img, bmap_path)) = image_with_bmap("disk.img.bmap") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (img, bmap_path) = image_with_bmap(dir.path(), "disk.img.bmap");
+    };
     let bm = load_bmap(&bmap_path).unwrap();
     // Flip a byte inside the second mapped range.
     let (start, _) = bm.byte_range(&bm.ranges[1]);
@@ -424,17 +438,14 @@ fn corrupted_image_data_fails_the_range_checksum() {
     // The same through zstd.
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
-    let e = flash(&zst, &target, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::ChecksumMismatch { .. }), "{e}");
+    fails!(ChecksumMismatch, &zst, &target, &opts());
 }
 
 #[test]
 fn edited_or_foreign_bmaps_are_refused_before_writing() {
-    if !require(&["bmaptool"]) {
+    let Some((dir, img, bmap_path)) = image_with_bmap("good.bmap") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (img, bmap_path) = image_with_bmap(dir.path(), "good.bmap");
+    };
     let target = dir.path().join("t.img");
 
     // An edited range checksum breaks the file checksum.
@@ -445,8 +456,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
     edited.replace_range(at..at + 1, c);
     let bad = dir.path().join("edited.bmap");
     fs::write(&bad, edited).unwrap();
-    let e = flash(&img, &target, &with_bmap(bad)).unwrap_err();
-    assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
+    let e = fails!(BmapMalformed, &img, &target, &with_bmap(bad));
     assert!(e.to_string().contains("modified or damaged"), "{e}");
     assert!(e.is_refusal());
     assert!(!target.exists());
@@ -454,8 +464,7 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
     // Truncated file.
     let cut = dir.path().join("cut.bmap");
     fs::write(&cut, &text[..text.len() / 2]).unwrap();
-    let e = flash(&img, &target, &with_bmap(cut)).unwrap_err();
-    assert!(matches!(e, FlashError::BmapMalformed { .. }), "{e}");
+    fails!(BmapMalformed, &img, &target, &with_bmap(cut));
     assert!(!target.exists());
 
     // The bmap of another image (different size).
@@ -467,32 +476,37 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
         .unwrap()
         .set_len(fs::metadata(&img).unwrap().len() + 4096)
         .unwrap();
-    let e = flash(&other, &target, &with_bmap(bmap_path.clone())).unwrap_err();
-    assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
+    fails!(
+        BmapSizeMismatch,
+        &other,
+        &target,
+        &with_bmap(bmap_path.clone())
+    );
     assert!(!target.exists());
 
     // A compressed image longer than the bmap says (declared in the frame
     // header: refused before writing).
     let zst = dir.path().join("other.img.zst");
     compress(&other, &zst);
-    let e = flash(&zst, &target, &with_bmap(bmap_path)).unwrap_err();
-    assert!(matches!(e, FlashError::BmapSizeMismatch { .. }), "{e}");
+    fails!(BmapSizeMismatch, &zst, &target, &with_bmap(bmap_path));
     assert!(!target.exists());
 
     // A missing explicit bmap.
-    let e = flash(&img, &target, &with_bmap(dir.path().join("nope.bmap"))).unwrap_err();
-    assert!(matches!(e, FlashError::BmapOpen { .. }), "{e}");
+    fails!(
+        BmapOpen,
+        &img,
+        &target,
+        &with_bmap(dir.path().join("nope.bmap"))
+    );
 }
 
 #[test]
 fn zstd_stream_longer_than_the_bmap_fails_after_the_stream() {
-    if !require(&["bmaptool"]) {
-        return;
-    }
     // A multi-frame .zst whose first frame matches the bmap but a second
     // frame appends data: detected when the stream ends.
-    let dir = tempfile::tempdir().unwrap();
-    let (img, _bmap) = image_with_bmap(dir.path(), "disk.img.bmap");
+    let Some((dir, img, _bmap)) = image_with_bmap("disk.img.bmap") else {
+        return;
+    };
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
     let mut bytes = fs::read(&zst).unwrap();
@@ -521,8 +535,7 @@ fn wrong_key_is_refused() {
         ..opts()
     };
     // Plain image: refused before anything is written.
-    let e = flash(&img, &target, &o).unwrap_err();
-    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+    let e = fails!(KeyMismatch, &img, &target, &o);
     assert!(e.to_string().contains(&other.id().to_string()), "{e}");
     assert!(e.is_refusal());
     assert!(!target.exists());
@@ -530,8 +543,7 @@ fn wrong_key_is_refused() {
     // Compressed image: found on the target after writing; no key written.
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
-    let e = flash(&zst, &target, &o).unwrap_err();
-    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+    let e = fails!(KeyMismatch, &zst, &target, &o);
     assert!(e.to_string().contains("the key was not"), "{e}");
     assert!(!e.is_refusal());
     assert_same(
@@ -542,8 +554,8 @@ fn wrong_key_is_refused() {
 
     // No bundle at all.
     let bare = make_image(dir.path(), "bare", TableKind::Gpt, b"not a bundle");
-    let e = flash(&bare, &target, &with_key(write_key_file(dir.path(), &key))).unwrap_err();
-    assert!(matches!(e, FlashError::KeyMismatch { .. }), "{e}");
+    let key_file = write_key_file(dir.path(), &key);
+    fails!(KeyMismatch, &bare, &target, &with_key(key_file));
 }
 
 #[test]
@@ -553,16 +565,18 @@ fn bad_inputs_and_targets_are_refused() {
     let before = fs::read(&img).unwrap();
 
     // Missing image.
-    let e = flash(&dir.path().join("nope.img"), &dir.path().join("t"), &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::ImageOpen { .. }), "{e}");
+    fails!(
+        ImageOpen,
+        &dir.path().join("nope.img"),
+        &dir.path().join("t"),
+        &opts()
+    );
     // A directory as image.
-    let e = flash(dir.path(), &dir.path().join("t"), &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::ImageNotFile { .. }), "{e}");
+    fails!(ImageNotFile, dir.path(), &dir.path().join("t"), &opts());
     // Invalid key file.
     let badkey = dir.path().join("bad.key");
     fs::write(&badkey, "hello\n").unwrap();
-    let e = flash(&img, &dir.path().join("t"), &with_key(badkey)).unwrap_err();
-    assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
+    let e = fails!(KeyInvalid, &img, &dir.path().join("t"), &with_key(badkey));
     assert!(
         !e.to_string().contains("hello"),
         "never echo key content: {e}"
@@ -570,32 +584,31 @@ fn bad_inputs_and_targets_are_refused() {
     // A FIFO as key file is refused at once (never blocks).
     let fifo = dir.path().join("fifo.key");
     testkit::mkfifo(&fifo);
-    let e = flash(&img, &dir.path().join("t"), &with_key(fifo)).unwrap_err();
-    assert!(matches!(e, FlashError::KeyInvalid { .. }), "{e}");
+    fails!(KeyInvalid, &img, &dir.path().join("t"), &with_key(fifo));
 
     // The image itself (directly, through a symlink, through a hard link).
-    let e = flash(&img, &img, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    fails!(TargetIsInput, &img, &img, &opts());
     let link = dir.path().join("link.img");
     std::os::unix::fs::symlink(&img, &link).unwrap();
-    let e = flash(&img, &link, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    let e = fails!(TargetIsInput, &img, &link, &opts());
     assert!(e.to_string().contains("given as"), "{e}");
     let hard = dir.path().join("hard.img");
     fs::hard_link(&img, &hard).unwrap();
-    let e = flash(&img, &hard, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetIsInput { .. }), "{e}");
+    fails!(TargetIsInput, &img, &hard, &opts());
     assert_eq!(fs::read(&img).unwrap(), before, "the image was modified");
 
     // A device node that is not there: never created as a file.
-    let e = flash(&img, Path::new("/dev/sdzz-flash-test"), &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetMissing { .. }), "{e}");
+    fails!(
+        TargetMissing,
+        &img,
+        Path::new("/dev/sdzz-flash-test"),
+        &opts()
+    );
     assert!(!Path::new("/dev/sdzz-flash-test").exists());
     // A dangling symlink.
     let dangling = dir.path().join("dangling");
     std::os::unix::fs::symlink("/dev/disk/by-id/usb-nothing-here", &dangling).unwrap();
-    let e = flash(&img, &dangling, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetMissing { .. }), "{e}");
+    fails!(TargetMissing, &img, &dangling, &opts());
     // A regular file in /dev (an earlier copy to an absent device).
     let stray = PathBuf::from(format!("/dev/flash-test-stray-{}", std::process::id()));
     if fs::write(&stray, b"").is_ok() {
@@ -605,10 +618,8 @@ fn bad_inputs_and_targets_are_refused() {
         assert!(e.to_string().contains("under /dev"), "{e}");
     }
     // A character device, a directory.
-    let e = flash(&img, Path::new("/dev/null"), &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetKind { .. }), "{e}");
-    let e = flash(&img, dir.path(), &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetKind { .. }), "{e}");
+    fails!(TargetKind, &img, Path::new("/dev/null"), &opts());
+    fails!(TargetKind, &img, dir.path(), &opts());
 }
 
 #[test]
@@ -714,11 +725,9 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
 
 #[test]
 fn loop_device_flash_with_key() {
-    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
+    let Some((dir, key)) = keyed_scratch() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let key = ImageKey::generate();
+    };
     // with/ holds the image, its bmap and its .zst; without/ the same
     // images and no bmap.
     let with = dir.path().join("with");
@@ -828,8 +837,7 @@ fn loop_device_refusals() {
     let Some(lo) = attach(&small, false) else {
         return;
     };
-    let e = flash(&img, &lo.dev, &with_yes()).unwrap_err();
-    assert!(matches!(e, FlashError::TargetTooSmall { .. }), "{e}");
+    let e = fails!(TargetTooSmall, &img, &lo.dev, &with_yes());
     assert!(e.is_refusal());
     assert_eq!(allocated(&small), 0, "something was written");
     drop(lo);
@@ -840,8 +848,7 @@ fn loop_device_refusals() {
     let Some(lo) = attach(&big, true) else {
         return;
     };
-    let e = flash(&img, &lo.dev, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::NotRemovable { .. }), "{e}");
+    fails!(NotRemovable, &img, &lo.dev, &opts());
 
     // Busy: someone holds it exclusively (the kernel says no).
     let holder = fs::OpenOptions::new()
@@ -849,8 +856,7 @@ fn loop_device_refusals() {
         .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
         .open(&lo.dev)
         .unwrap();
-    let e = flash(&img, &lo.dev, &with_yes()).unwrap_err();
-    assert!(matches!(e, FlashError::Busy { .. }), "{e}");
+    fails!(Busy, &img, &lo.dev, &with_yes());
     drop(holder);
     assert_eq!(allocated(&big), 0, "something was written");
 
@@ -871,8 +877,7 @@ fn loop_device_refusals() {
         );
         return;
     }
-    let e = flash(&img, &part, &opts()).unwrap_err();
-    assert!(matches!(e, FlashError::IsPartition { .. }), "{e}");
+    let e = fails!(IsPartition, &img, &part, &opts());
     let loop_name = lo.dev.file_name().unwrap().to_string_lossy().into_owned();
     assert!(e.to_string().contains(&loop_name), "{e}");
 }
