@@ -14,6 +14,7 @@ pub mod devices;
 pub mod error;
 pub mod flash;
 pub mod fleet;
+pub mod host_tools;
 pub mod image;
 pub mod inject;
 pub mod inspect;

@@ -2,30 +2,18 @@
 //! locally it skips with a printed reason, under `CI=true` it fails
 //! (scripts/test installs the tools; CI runs the root tests as root).
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-/// Directories searched for system tools besides `$PATH` (Debian keeps
-/// sfdisk, mkfs.vfat, mke2fs, debugfs in /usr/sbin, which a normal user's
-/// `$PATH` often lacks).
-pub const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
+// The product's own lookup (build-image runs mke2fs and debugfs through
+// it), compiled here from its one source file: testkit cannot depend on
+// build-image.
+#[path = "../../builder/src/host_tools.rs"]
+mod host_tools;
+pub use host_tools::{find_tool, SBIN_DIRS};
 
 /// Whether the tests run under `CI=true`.
 pub fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// An executable named `name` in `$PATH`, then in [`SBIN_DIRS`].
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
 }
 
 /// The rule for a test that cannot run here because `what` is missing:

@@ -22,23 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::ImageError;
-
-/// Directories searched for system tools besides `$PATH` (Debian keeps
-/// mke2fs in /usr/sbin, which a normal user's `$PATH` often lacks).
-const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
-
-/// Find an executable by name in `$PATH`, then in the sbin directories.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
+use crate::host_tools::find_tool;
 
 /// Find a tool from e2fsprogs or say which package to install.
 pub fn require_e2fs_tool(name: &'static str) -> Result<PathBuf, ImageError> {
