@@ -286,13 +286,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             partition,
             json,
         } => {
-            let selector = match partition {
-                None => build_image::image::BootSelector::Auto,
-                Some(p) => match p.parse::<u32>() {
-                    Ok(n) => build_image::image::BootSelector::Index(n),
-                    Err(_) => build_image::image::BootSelector::Label(p),
-                },
-            };
+            let selector = selector(partition);
             let report =
                 build_image::inspect::inspect(&image, &selector, key.as_deref()).map_err(|e| {
                     anyhow::Error::new(e).context(format!("inspecting {}", image.display()))
