@@ -5,6 +5,7 @@
 use crate::error::{io_err, BuildError};
 use crate::image::{FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
 use crate::recipe::{PartitionType, Recipe};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The number of the partition that holds the bundle.
@@ -152,16 +153,7 @@ fn collect_fat_tree(
         }
         return Ok(());
     }
-    if !meta.is_file() {
-        let ft = meta.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        let what = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
+    if let Some(what) = sealed_firstboot::fsutil::not_regular(meta.mode()) {
         return Err(refuse(
             src,
             format!("{what}: only regular files and directories go into a FAT partition"),

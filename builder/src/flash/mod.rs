@@ -472,20 +472,6 @@ enum Target {
     File { real: PathBuf },
 }
 
-fn kind_name(ft: &std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
 fn resolve_target(target: &Path) -> Result<Target, FlashError> {
     let io_err = |what: &str, e| FlashError::TargetIo {
         target: target.to_path_buf(),
@@ -514,7 +500,9 @@ fn resolve_target(target: &Path) -> Result<Target, FlashError> {
             } else {
                 Err(FlashError::TargetKind {
                     target: write::shown(target, &real),
-                    kind: kind_name(&ft),
+                    // Not a block device and not a regular file.
+                    kind: sealed_firstboot::fsutil::not_regular(md.mode())
+                        .unwrap_or("not a regular file"),
                 })
             }
         }
