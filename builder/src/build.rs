@@ -5,7 +5,7 @@ use crate::image::{self, PartitionContent};
 use crate::output::{manifest, staging::Staging, sums, zst};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::report::Sealed;
+use crate::report::SealedImage;
 use crate::sealing;
 use crate::secrets::{self};
 use serde::Serialize;
@@ -35,7 +35,7 @@ pub struct BuildOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
     #[serde(flatten)]
-    pub sealed: Sealed,
+    pub sealed: SealedImage,
     pub image_size: u64,
     /// The outputs as build.json and SHA256SUMS list them.
     pub files: Vec<manifest::OutputFile>,
@@ -192,7 +192,7 @@ pub fn build(
     )))?;
 
     Ok(BuildReport {
-        sealed: Sealed {
+        sealed: SealedImage {
             image: opts.out_dir.join(&img_name),
             key: matches!(opts.key_mode, KeyMode::Separate).then(|| opts.out_dir.join(&key_name)),
             key_mode: opts.key_mode.name(),

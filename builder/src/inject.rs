@@ -14,7 +14,7 @@ use crate::output::manifest;
 use crate::output::zst;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::report::Sealed;
+use crate::report::SealedImage;
 use crate::sealing::{self, KeyMode};
 use crate::secrets::{self, Override};
 use serde::Serialize;
@@ -40,7 +40,7 @@ pub struct InjectOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectReport {
     #[serde(flatten)]
-    pub sealed: Sealed,
+    pub sealed: SealedImage,
     /// The output image is zstd-compressed.
     pub compressed: bool,
     /// The partition the bundle went into.
@@ -230,7 +230,7 @@ pub fn inject(
     fs::rename(&final_tmp.0, &output).map_err(io_err(format!("writing {}", output.display())))?;
 
     Ok(InjectReport {
-        sealed: Sealed {
+        sealed: SealedImage {
             image: output,
             key: wrote_key.then_some(key_path),
             key_mode: opts.key_mode.name(),

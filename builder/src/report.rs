@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// The part of the build and inject reports they share.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sealed {
+pub struct SealedImage {
     /// The image written.
     pub image: PathBuf,
     /// The image key file written beside it (separate key mode).
@@ -28,7 +28,7 @@ pub struct Sealed {
     pub agent: Option<AgentReport>,
 }
 
-impl Sealed {
+impl SealedImage {
     /// How many secrets were sealed (optional ones not provided are not).
     pub fn included(&self) -> usize {
         self.secrets.iter().filter(|s| s.included).count()
