@@ -296,3 +296,12 @@ fn recipient_mode_round_trip_and_header_binding() {
         Err(BundleError::NeedsIdentity)
     ));
 }
+
+/// The boot-partition paths are the directory and file names joined: the
+/// builder writes by path, the device reads by directory and name.
+#[test]
+fn boot_paths_are_the_names_joined() {
+    use super::boot::*;
+    assert_eq!(BUNDLE_PATH, format!("{SUBDIR}/{BUNDLE_FILE}"));
+    assert_eq!(KEY_PATH, format!("{SUBDIR}/{KEY_FILE}"));
+}
