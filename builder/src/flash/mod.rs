@@ -587,7 +587,7 @@ pub fn flash_with_roots(
         });
     }
     let format = image_format(image_path)?;
-    let zstd = format.is_compressed();
+    let compressed = format.is_compressed();
     let bmap_path = match (&opts.bmap, opts.no_bmap) {
         (_, true) => None,
         (Some(p), false) => Some(p.clone()),
@@ -595,7 +595,7 @@ pub fn flash_with_roots(
     };
     let bmap = bmap_path.as_deref().map(load_bmap).transpose()?;
     if let (Some(b), Some(p)) = (&bmap, &bmap_path) {
-        let actual = if zstd {
+        let actual = if compressed {
             // Only a declared size larger than the bmap's is certainly wrong
             // (a multi-frame file declares the first frame only).
             (format == Format::Zstd)
@@ -614,7 +614,7 @@ pub fn flash_with_roots(
             });
         }
     }
-    let mut image_size = match (&bmap, zstd) {
+    let mut image_size = match (&bmap, compressed) {
         (Some(b), _) => Some(b.image_size),
         (None, false) => Some(image_md.len()),
         (None, true) => None,
@@ -686,7 +686,7 @@ pub fn flash_with_roots(
             });
         }
     }
-    if let (Some((k, _)), false, None) = (&key, zstd, &device_bundle) {
+    if let (Some((k, _)), false, None) = (&key, compressed, &device_bundle) {
         let keyp = key_path.clone().unwrap_or_default();
         let boot = image::read_table(image_path)
             .and_then(|info| image::find_boot_partition(&info, &opts.partition))
