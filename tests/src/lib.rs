@@ -60,7 +60,7 @@ pub const FAT_TOOLS: &[(&str, &str)] = &[("mcopy", "mtools"), ("sfdisk", "fdisk"
 /// A fresh temp directory for a test that can run here (`ready`: what it
 /// needs is there, e.g. [`require_tools_from`] said so); `None` when the
 /// test skips.
-pub fn scratch(ready: bool) -> Option<tempfile::TempDir> {
+pub fn scratch_if(ready: bool) -> Option<tempfile::TempDir> {
     ready.then(|| tempfile::tempdir().unwrap())
 }
 

@@ -424,7 +424,7 @@ fn unknown_template_placeholder_fails_the_build() {
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
-    let Some(root) = scratch(require_tool_from("systemd-analyze", "systemd")) else {
+    let Some(root) = scratch_if(require_tool_from("systemd-analyze", "systemd")) else {
         return;
     };
     let units = root.path().join("etc/systemd/system");

@@ -63,7 +63,7 @@ fn ext4_root(dir: &Path, fstab_boot: &str) -> PathBuf {
 /// For a test that can run here: a temp dir holding [`ext4_root`] (fstab
 /// names bootfs by PARTUUID), and the image's bytes as made.
 fn stock_image() -> Option<(tempfile::TempDir, PathBuf, Vec<u8>)> {
-    let t = scratch(tools())?;
+    let t = scratch_if(tools())?;
     let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
     let bytes = std::fs::read(&img).unwrap();
     Some((t, img, bytes))
@@ -233,7 +233,7 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
 
 #[test]
 fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
-    let Some(t) = scratch(tools()) else { return };
+    let Some(t) = scratch_if(tools()) else { return };
     // fstab names bootfs by its label; the image has its own config.
     sh("mkdir -p root/etc && printf 'identity = ssh-host-key\\nboot_dir = /boot\\n' > root/etc/sealed-firstboot.conf", t.path());
     let img = ext4_root(t.path(), "LABEL=bootfs");
@@ -349,7 +349,7 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
 
 #[test]
 fn a_recipe_switch_installs_the_agent_at_build_time() {
-    let Some(t) = scratch(tools()) else { return };
+    let Some(t) = scratch_if(tools()) else { return };
     sh(
         "mkdir -p r/root/usr/bin r/root/etc r/boot && cp /usr/bin/env r/root/usr/bin/env
          printf 'LABEL=BOOT /boot/firmware vfat defaults 0 2\\n' > r/root/etc/fstab
