@@ -469,6 +469,21 @@ fn hostile_roots_are_refused_and_left_unchanged() {
             "rm root/etc/fstab && mkdir root/etc/fstab",
             "its /etc/fstab is not a regular file",
         ),
+        // A config that is a link (never followed inside the image) or a
+        // FIFO: its settings cannot be read, so nothing is replaced.
+        (
+            "ln -s ../etc/hostname root/etc/sealed-firstboot.conf",
+            "/etc/sealed-firstboot.conf in the image is a symbolic link or a special file",
+        ),
+        (
+            "mkfifo root/etc/sealed-firstboot.conf",
+            "/etc/sealed-firstboot.conf in the image is a symbolic link or a special file",
+        ),
+        // '%' would be a systemd specifier in RequiresMountsFor=.
+        (
+            "sed -i 's| /boot/firmware | /boot/%H |' root/etc/fstab",
+            "invalid boot directory \"/boot/%H\"",
+        ),
     ];
     for (tweak, want) in cases {
         let t = tempfile::tempdir().unwrap();
@@ -489,4 +504,43 @@ fn hostile_roots_are_refused_and_left_unchanged() {
             "{tweak}: a failed inject changed the image"
         );
     }
+}
+
+/// A root whose architecture cannot be read (no /usr/bin/env or other
+/// probe): the binary given with --agent says what it is for, and is
+/// installed; without --agent the error says to pass one.
+#[test]
+fn an_agent_given_names_the_architecture_a_bare_root_does_not() {
+    if !tools() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = stock(
+        t.path(),
+        "PARTUUID=5ea1ed01-01",
+        &format!(
+            "rm root/usr/bin/env\nmke2fs -q -t ext4 -L rootfs -d root -E offset={ROOT_OFF} stock.img 60M"
+        ),
+    );
+    let before = std::fs::read(&img).unwrap();
+    let out = inject(&img, &["--in-place", "--install-agent", "--embed-key"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pass --agent FILE"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a failed inject changed the image"
+    );
+
+    let agent = bin("sealed-firstboot");
+    let report = install_agent(&img, &agent, &["--in-place"]);
+    assert_eq!(report["agent"]["arch"], std::env::consts::ARCH, "{report}");
+    assert_eq!(
+        cat(&img, "/usr/bin/sealed-firstboot"),
+        std::fs::read(&agent).unwrap()
+    );
+    e2fsck_clean(&img);
 }

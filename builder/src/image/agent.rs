@@ -14,7 +14,6 @@ use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
 use super::read::{DiskInfo, PartInfo};
 use super::{BootSelector, ImageError};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -126,12 +125,17 @@ pub enum AgentError {
          {reason}; pass --boot-dir (e.g. /boot/firmware)"
     )]
     BootDirUnknown { index: u32, reason: String },
-    #[error("invalid boot directory {0:?}: an absolute path without spaces, '#' or '..'")]
+    // '%' would be a systemd specifier in the drop-in's RequiresMountsFor=.
+    #[error(
+        "invalid boot directory {0:?}: an absolute path without spaces, '#', '%', '\\' or '..'"
+    )]
     BadBootDir(String),
     #[error("the image's {CONFIG_PATH} is invalid (line {line}: {reason}); fix or remove it")]
     BadConfig { line: usize, reason: String },
     #[error("{path} in the image is a directory; refusing to replace it")]
     IsDirectory { path: &'static str },
+    #[error("{path} in the image is a symbolic link or a special file; make it a regular file or remove it")]
+    NotRegular { path: &'static str },
     #[error("{0} in the image's root filesystem is not a directory; refusing to write below it")]
     NotADirectory(String),
     #[error("{path} in the image is {size} bytes (limit {limit}); refusing to read it")]
@@ -176,11 +180,22 @@ pub fn install(
     epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
     let root = find_root(info, boot, req.root.as_ref())?;
-    let arch = probe_arch(image, &root)?;
-    let binary = match &req.binary {
-        Some(p) => {
-            check_agent(p, arch)?;
-            p.clone()
+    // The binary given with --agent is read once: the bytes checked are the
+    // bytes installed.
+    let given = match &req.binary {
+        Some(p) => Some((p.clone(), read_agent(p)?)),
+        None => None,
+    };
+    let arch = match (probe_arch(image, &root), &given) {
+        (Ok(arch), _) => arch,
+        // The root does not tell: the binary given says what it is for.
+        (Err(AgentError::UnknownArch { .. }), Some((p, bytes))) => elf_arch(p, bytes)?,
+        (Err(e), _) => return Err(e),
+    };
+    let (binary, agent_bytes) = match given {
+        Some((p, bytes)) => {
+            check_arch(&p, &bytes, arch)?;
+            (p, bytes)
         }
         None => find_agent(arch)?,
     };
@@ -200,11 +215,13 @@ pub fn install(
         Some(s) if s.kind == Kind::Dir => {
             return Err(AgentError::IsDirectory { path: CONFIG_PATH })
         }
-        Some(_) => debugfs_cat(image, root.start, CONFIG_PATH)?,
+        Some(s) if s.kind == Kind::File => debugfs_cat(image, root.start, CONFIG_PATH)?,
+        // A link (debugfs cannot follow it inside the image) or a special
+        // file: its settings cannot be kept, so nothing is replaced.
+        Some(_) => return Err(AgentError::NotRegular { path: CONFIG_PATH }),
         None => None,
     };
     let config = config_text(existing_config.as_deref(), &boot_dir)?;
-    let agent_bytes = read_bounded(&binary)?;
     let dropin = format!(
         "# Written by build-image: provision once the boot partition is mounted.\n\
          [Unit]\nRequiresMountsFor={boot_dir}\n"
@@ -559,33 +576,28 @@ fn probe_arch(image: &Path, root: &PartInfo) -> Result<Arch, AgentError> {
     })
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, AgentError> {
-    let bad = |reason: String| AgentError::BadAgent {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_AGENT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 > MAX_AGENT_BYTES {
-        return Err(bad(format!("larger than {MAX_AGENT_BYTES} bytes")));
-    }
-    Ok(bytes)
+/// An agent binary: a regular file (links followed) of at most
+/// `MAX_AGENT_BYTES`, opened without blocking (a FIFO is refused at once).
+fn read_agent(path: &Path) -> Result<Vec<u8>, AgentError> {
+    crate::sources::bounded::read_file(path, MAX_AGENT_BYTES)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|e| AgentError::BadAgent {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
-/// An agent given with `--agent` must be an ELF for the image's architecture.
-fn check_agent(path: &Path, arch: Arch) -> Result<(), AgentError> {
-    let bytes = read_bounded(path)?;
-    let found = Arch::from_elf(&bytes).map_err(|reason| AgentError::BadAgent {
+/// The architecture an agent binary is built for, from its ELF header.
+fn elf_arch(path: &Path, bytes: &[u8]) -> Result<Arch, AgentError> {
+    Arch::from_elf(bytes).map_err(|reason| AgentError::BadAgent {
         path: path.to_path_buf(),
         reason,
-    })?;
+    })
+}
+
+/// An agent binary must be an ELF for the image's architecture.
+fn check_arch(path: &Path, bytes: &[u8], arch: Arch) -> Result<(), AgentError> {
+    let found = elf_arch(path, bytes)?;
     if found != arch {
         return Err(AgentError::AgentMismatch {
             path: path.to_path_buf(),
@@ -620,14 +632,16 @@ pub fn agent_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn find_agent(arch: Arch) -> Result<PathBuf, AgentError> {
+/// The shipped agent for `arch`, and its bytes (checked).
+fn find_agent(arch: Arch) -> Result<(PathBuf, Vec<u8>), AgentError> {
     let name = format!("sealed-firstboot-{}", arch.name());
     let dirs = agent_dirs();
     for d in &dirs {
         let p = d.join(&name);
         if p.is_file() {
-            check_agent(&p, arch)?;
-            return Ok(p);
+            let bytes = read_agent(&p)?;
+            check_arch(&p, &bytes, arch)?;
+            return Ok((p, bytes));
         }
     }
     Err(AgentError::AgentMissing {
@@ -726,7 +740,7 @@ fn check_boot_dir(dir: &str) -> Result<String, AgentError> {
         && dir.len() <= 1024
         && !dir
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '#' || c == '\\')
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | '\\' | '%'))
         && !dir.split('/').any(|c| c == "." || c == "..");
     if !ok {
         return Err(AgentError::BadBootDir(dir.to_string()));
@@ -821,7 +835,9 @@ mod tests {
     #[test]
     fn boot_dirs_are_checked() {
         assert_eq!(check_boot_dir("/boot/firmware/").unwrap(), "/boot/firmware");
-        for bad in ["boot", "/", "/a b", "/a#b", "/a/../b", "/a\nb", "/a\\b"] {
+        for bad in [
+            "boot", "/", "/a b", "/a#b", "/a/../b", "/a\nb", "/a\\b", "/boot/%H",
+        ] {
             assert!(check_boot_dir(bad).is_err(), "{bad:?}");
         }
     }
