@@ -27,7 +27,7 @@ pub use manifest::{
 pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
 pub use payload::Contents;
 pub use seal::{seal, seal_stamped, seal_with, SealTo};
-pub use template::{placeholders, quote_into, render, rendered_bound, Escape};
+pub use template::{placeholders, quote_into, render, rendered_len, Escape};
 
 /// The boot-partition contract between the builder (seal, inject, flash,
 /// inspect) and the device: where the bundle and an image key are.

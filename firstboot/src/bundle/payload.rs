@@ -72,12 +72,13 @@ impl Contents {
                 .unwrap_or_default();
             let names = super::template::placeholders(text)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
-            // Bound the rendering before doing it: many placeholders of a
-            // large secret must not allocate without limit.
-            let estimate = super::template::rendered_bound(text, &self.values)
+            // Sized before rendering: many placeholders of a large secret
+            // must not allocate without limit. The device renders it at
+            // every unseal: it must fit there too.
+            let size = super::template::rendered_len(text, &self.values)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
-            within_limit(estimate, || {
-                format!("template {} renders to at least {estimate} bytes", t.name)
+            within_limit(size, || {
+                format!("template {} renders to {size} bytes", t.name)
             })?;
             for name in names {
                 if !self.manifest.secrets.iter().any(|s| s.name == name) {
@@ -87,12 +88,9 @@ impl Contents {
                     )));
                 }
             }
-            // The device renders it at every unseal: it must fit there too.
-            let rendered = super::template::render(text, &self.values)
+            // Every value fits its escape (no NUL, UTF-8 where asked, …).
+            super::template::render(text, &self.values)
                 .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
-            within_limit(rendered.len(), || {
-                format!("template {} renders to {} bytes", t.name, rendered.len())
-            })?;
         }
         Ok(())
     }

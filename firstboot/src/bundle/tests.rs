@@ -305,3 +305,30 @@ fn boot_paths_are_the_names_joined() {
     assert_eq!(BUNDLE_PATH, format!("{SUBDIR}/{BUNDLE_FILE}"));
     assert_eq!(KEY_PATH, format!("{SUBDIR}/{KEY_FILE}"));
 }
+
+/// A template is judged by its exact rendered size: a large value behind a
+/// `|shell` escape fits when its rendering fits (the escape grows only the
+/// quotes), and a template whose rendering passes the limit is refused
+/// with that size, before anything is rendered.
+#[test]
+fn templates_are_limited_by_their_exact_rendered_size() {
+    let big = limits::MAX_SECRET_BYTES as usize / 3;
+    let with_template = |text: &str| {
+        let mut c = sample();
+        c.values
+            .insert("big".into(), Zeroizing::new(vec![b'a'; big]));
+        c.manifest.secrets.push(entry("big", SecretType::File));
+        c.values
+            .insert("conf".into(), Zeroizing::new(text.as_bytes().to_vec()));
+        c.manifest.templates.push(entry("conf", SecretType::File));
+        c
+    };
+    // 1/3 of the limit, shell-quoted: fits (it used to be refused by a
+    // four-times-the-value bound).
+    with_template("x=${SECRET:big|shell}\n").validate().unwrap();
+    // Four copies: past the limit, refused naming the exact size.
+    let four = "${SECRET:big}".repeat(4);
+    let e = with_template(&four).validate().unwrap_err().to_string();
+    assert!(e.contains(&format!("renders to {} bytes", 4 * big)), "{e}");
+    assert!(!e.contains("aaaa"), "{e}");
+}
