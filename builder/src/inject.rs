@@ -135,9 +135,9 @@ pub fn inject(
     }
     fs::metadata(input).map_err(io_err(format!("reading {}", input.display())))?;
     // The input's format from its magic number, not its name.
-    let compressed = crate::io::compressed::Format::detect(input)
-        .map_err(io_err(format!("reading {}", input.display())))?
-        .is_compressed();
+    let format = crate::io::compressed::Format::detect(input)
+        .map_err(io_err(format!("reading {}", input.display())))?;
+    let compressed = format.is_compressed();
 
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
@@ -154,8 +154,9 @@ pub fn inject(
     let work = Temp(dir.join(format!(".inject-{}.img.tmp", std::process::id())));
     progress.step("copying the image");
     if compressed {
-        crate::io::compressed::open(input)
-            .and_then(|(_, mut r)| crate::io::sparse_write::copy_to_sparse_file(&mut r, &work.0))
+        fs::File::open(input)
+            .and_then(|f| crate::io::compressed::decoder(f, format))
+            .and_then(|mut r| crate::io::sparse_write::copy_to_sparse_file(&mut r, &work.0))
             .map_err(io_err(format!("decompressing {}", input.display())))?;
     } else {
         sparse::sparse_copy(input, &work.0)

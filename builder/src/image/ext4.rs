@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -85,14 +85,17 @@ pub fn check_source(source: &Path) -> Result<SourceKind, ImageError> {
     }
     let mut magic = [0u8; 6];
     let n = File::open(source)
-        .and_then(|mut f| f.read(&mut magic))
+        .and_then(|mut f| crate::io::read_full(&mut f, &mut magic))
         .map_err(|e| ImageError::io(format!("cannot read {}", source.display()), e))?;
+    use crate::io::compressed::Format;
     let compressed = match &magic[..n] {
         [0x1f, 0x8b, ..] => Some("gzip"),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
-        [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Some("xz"),
         [b'B', b'Z', b'h', ..] => Some("bzip2"),
-        _ => None,
+        head => match Format::of_magic(head) {
+            Format::Zstd => Some("zstd"),
+            Format::Xz => Some("xz"),
+            Format::Raw => None,
+        },
     };
     if let Some(kind) = compressed {
         return Err(ImageError::Tarball {

@@ -539,16 +539,25 @@ fn tarball_source_keeps_owners_modes_links_and_devices() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Compressed tarballs are refused with a clear message.
-    let gz = dir.path().join("rootfs.tar.gz");
-    fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
-    let mut l2 = layout.clone();
-    l2.partitions[0].content = PartitionContent::Ext4 {
-        source: gz,
-        fs_uuid: None,
-    };
-    let err = assemble_with(&dir.path().join("gz.img"), &l2, &epoch()).unwrap_err();
-    assert!(err.to_string().contains("gzip-compressed"), "{err}");
-    assert!(!dir.path().join("gz.img").exists());
+    let heads: [(&str, &[u8]); 4] = [
+        ("gzip", &[0x1f, 0x8b, 8, 0, 0, 0]),
+        ("zstd", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]),
+        ("xz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
+        ("bzip2", b"BZh91A"),
+    ];
+    for (kind, head) in heads {
+        let packed = dir.path().join(format!("rootfs.tar.{kind}"));
+        fs::write(&packed, head).unwrap();
+        let mut l2 = layout.clone();
+        l2.partitions[0].content = PartitionContent::ext4(packed);
+        let out = dir.path().join(format!("{kind}.img"));
+        let err = assemble_with(&out, &l2, &epoch()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{kind}-compressed")),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
 }
 
 fn touch_source(root: &Path) {

@@ -3,7 +3,7 @@
 //! magic numbers rather than their names.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// The zstd frame magic number, little-endian.
@@ -35,8 +35,13 @@ impl Format {
 
     /// Read the magic of the file at `path`.
     pub fn detect(path: &Path) -> io::Result<Format> {
+        Format::read(&mut File::open(path)?)
+    }
+
+    /// Read the magic at the current position of `file`.
+    fn read(file: &mut File) -> io::Result<Format> {
         let mut head = [0u8; 6];
-        let got = super::read_full(&mut File::open(path)?, &mut head)?;
+        let got = super::read_full(file, &mut head)?;
         Ok(Format::of_magic(&head[..got]))
     }
 
@@ -60,10 +65,12 @@ pub fn decoder(file: File, format: Format) -> io::Result<Box<dyn Read + Send>> {
     })
 }
 
-/// Open `path` and decode it as its magic says.
+/// Open `path` (once) and decode it as its magic says.
 pub fn open(path: &Path) -> io::Result<(Format, Box<dyn Read + Send>)> {
-    let format = Format::detect(path)?;
-    Ok((format, decoder(File::open(path)?, format)?))
+    let mut file = File::open(path)?;
+    let format = Format::read(&mut file)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok((format, decoder(file, format)?))
 }
 
 #[cfg(test)]
