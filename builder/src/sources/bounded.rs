@@ -171,7 +171,12 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
     if timed_out {
         return Ok(CommandOutcome::TimedOut);
     }
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    // A command that exited just before the deadline still gets its output:
+    // the readers need a moment to drain the pipes after the group is gone.
+    let grace = Duration::from_millis(200);
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(grace);
     let out = match out_rx.recv_timeout(remaining) {
         Ok(read) => read?,
         // Its output is still held open by something outside its group.
@@ -181,7 +186,9 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
         }
     };
     // stderr is only a diagnostic: never wait past the deadline for it.
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(grace);
     let stderr = err_rx.recv_timeout(remaining).unwrap_or_default();
     if over.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(CommandOutcome::TooLarge { limit });

@@ -133,45 +133,4 @@ mod tests {
         );
         assert!(e("no such entry").ends_with("; its stderr:\nno such entry"));
     }
-
-    /// A message that holds its cause does not also name it as its source:
-    /// anyhow's `{:#}` (and any chain printer) then says it once, not "X: X".
-    #[test]
-    fn chains_print_each_cause_once() {
-        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let errors: Vec<anyhow::Error> = vec![
-            SourceError::Read {
-                name: "a".into(),
-                path: "a.txt".into(),
-                cause: io(),
-            }
-            .into(),
-            SourceError::CommandSpawn {
-                name: "a".into(),
-                program: "pass".into(),
-                cause: io(),
-            }
-            .into(),
-            crate::build::BuildError::Io {
-                context: "writing x".into(),
-                cause: io(),
-            }
-            .into(),
-            crate::build::BuildError::from(sealed_firstboot::bundle::BundleError::Io {
-                context: "reading b".into(),
-                source: io(),
-            })
-            .into(),
-            crate::flash::FlashError::KeyOpen {
-                key: "k".into(),
-                cause: io(),
-            }
-            .into(),
-        ];
-        let denied = io().to_string();
-        for e in errors {
-            let text = format!("{e:#}");
-            assert_eq!(text.matches(&denied).count(), 1, "{text}");
-        }
-    }
 }
