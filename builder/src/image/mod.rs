@@ -508,29 +508,17 @@ fn write_content(
 /// Copy `src` into `dst` at `offset`, skipping all-zero 4 KiB blocks (the
 /// destination is a fresh sparse file, so they read as zeros already).
 fn copy_sparse(src: &Path, dst: &File, offset: u64, limit: u64) -> Result<u64, ImageError> {
-    let err = |e: io::Error| ImageError::ImageFile {
+    use crate::io::sparse_write::{copy_nonzero, CopyError};
+    let err = |reason: String| ImageError::ImageFile {
         path: src.to_path_buf(),
-        reason: e.to_string(),
+        reason,
     };
-    let mut input = File::open(src).map_err(err)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let filled = crate::io::read_full(&mut input, &mut buf).map_err(err)?;
-        if filled == 0 {
-            return Ok(pos);
-        }
-        if pos + filled as u64 > limit {
-            return Err(ImageError::ImageFile {
-                path: src.to_path_buf(),
-                reason: format!("grew past the {limit}-byte partition while being copied"),
-            });
-        }
-        crate::io::sparse_write::write_nonzero_at(dst, &buf[..filled], offset + pos)
-            .map_err(|(_, e)| ImageError::io("cannot write to the image", e))?;
-        pos += filled as u64;
-        if filled < buf.len() {
-            return Ok(pos);
-        }
-    }
+    let mut input = File::open(src).map_err(|e| err(e.to_string()))?;
+    copy_nonzero(&mut input, dst, offset, limit).map_err(|e| match e {
+        CopyError::Read(e) => err(e.to_string()),
+        CopyError::TooLong { limit } => err(format!(
+            "grew past the {limit}-byte partition while being copied"
+        )),
+        CopyError::Write(e) => ImageError::io("cannot write to the image", e),
+    })
 }

@@ -50,44 +50,53 @@ pub fn write_nonzero_at(dst: &File, data: &[u8], offset: u64) -> Result<u64, (u6
     Ok(written)
 }
 
-/// A writer that turns all-zero blocks into holes.
-pub struct SparseWriter {
-    file: File,
-    pos: u64,
+/// Why [`copy_nonzero`] stopped.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+    /// The input holds more than the `limit` it was given.
+    TooLong {
+        limit: u64,
+    },
 }
 
-impl SparseWriter {
-    pub fn new(file: File) -> SparseWriter {
-        SparseWriter { file, pos: 0 }
-    }
-
-    /// Write `buf` at the current position, skipping its all-zero blocks.
-    pub fn write_chunk(&mut self, buf: &[u8]) -> io::Result<()> {
-        write_nonzero_at(&self.file, buf, self.pos).map_err(|(_, e)| e)?;
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
-
-    /// Set the length (a trailing hole counts), flush to the disk.
-    pub fn finish(self) -> io::Result<u64> {
-        self.file.set_len(self.pos)?;
-        self.file.sync_all()?;
-        Ok(self.pos)
-    }
-}
-
-/// Copy all of `src` into a new sparse file at `dst`; returns its length.
-pub fn copy_to_sparse_file(src: &mut dyn Read, dst: &Path) -> io::Result<u64> {
-    let mut out = SparseWriter::new(File::create(dst)?);
+/// Copy all of `src` into `dst` from byte `offset` on, at most `limit`
+/// bytes, leaving all-zero blocks unwritten (holes in a fresh sparse file).
+/// Returns the bytes copied.
+pub fn copy_nonzero(
+    src: &mut dyn Read,
+    dst: &File,
+    offset: u64,
+    limit: u64,
+) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
     loop {
-        let filled = super::read_full(src, &mut buf)?;
-        out.write_chunk(&buf[..filled])?;
+        let filled = super::read_full(src, &mut buf).map_err(CopyError::Read)?;
+        if pos + filled as u64 > limit {
+            return Err(CopyError::TooLong { limit });
+        }
+        write_nonzero_at(dst, &buf[..filled], offset + pos)
+            .map_err(|(_, e)| CopyError::Write(e))?;
+        pos += filled as u64;
         if filled < buf.len() {
-            break;
+            return Ok(pos);
         }
     }
-    out.finish()
+}
+
+/// Copy all of `src` into a new sparse file at `dst` (a trailing hole
+/// counts in its length), synced; returns its length.
+pub fn copy_to_sparse_file(src: &mut dyn Read, dst: &Path) -> io::Result<u64> {
+    let file = File::create(dst)?;
+    let len = copy_nonzero(src, &file, 0, u64::MAX).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => e,
+        CopyError::TooLong { .. } => io::Error::from(io::ErrorKind::FileTooLarge),
+    })?;
+    file.set_len(len)?;
+    file.sync_all()?;
+    Ok(len)
 }
 
 #[cfg(test)]
