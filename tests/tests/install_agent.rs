@@ -281,6 +281,51 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
     e2fsck_clean(&img2);
 }
 
+/// fstab may name bootfs by `UUID=` (for vfat the volume serial, as blkid
+/// reports it) or by its device; either gives the boot directory, and a
+/// line that matched nothing would have been exit 6.
+#[test]
+fn fstab_names_bootfs_by_uuid_or_device() {
+    let Some(t) = scratch_if(tools() && require_tool_from("blkid", "util-linux")) else {
+        return;
+    };
+    // Leaves printf's single quotes for the command substitution.
+    let by_uuid = format!(
+        "UUID='\"$(blkid -p -O {} -o value -s UUID stock.img)\"'",
+        BOOT_START * SECTOR
+    );
+    for (i, spec) in [by_uuid.as_str(), "/dev/mmcblk0p1"].into_iter().enumerate() {
+        let dir = t.path().join(i.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        let img = ext4_root(&dir, spec);
+        let fstab = String::from_utf8(cat(&img, "/etc/fstab")).unwrap();
+        let line = fstab
+            .lines()
+            .find(|l| l.contains("/boot/firmware"))
+            .unwrap();
+        let first = line.split_whitespace().next().unwrap();
+        if i == 0 {
+            let serial = first.strip_prefix("UUID=").unwrap_or_default();
+            assert!(
+                serial.len() == 9 && serial.as_bytes()[4] == b'-',
+                "blkid gave no FAT serial: {line}"
+            );
+        }
+        let out = inject(
+            &img,
+            &[
+                "--in-place",
+                "--agent",
+                "/usr/bin/env",
+                "--json",
+                "--embed-key",
+            ],
+        );
+        assert!(out.status.success(), "{first}: {}", stderr(&out));
+        assert_eq!(json(&out)["agent"]["boot_dir"], "/boot/firmware", "{first}");
+    }
+}
+
 #[test]
 fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
     let Some((t, img, before)) = stock_image() else {

@@ -673,7 +673,7 @@ fn boot_dir_of(image: &Path, root: &PartInfo, boot: &PartInfo) -> Result<String,
     }
     let fstab = debugfs_cat(image, root.start, "/etc/fstab")?
         .ok_or_else(|| unknown("the root filesystem has no /etc/fstab".into()))?;
-    let serial = fat_serial(image, boot);
+    let serial = boot.fs_uuid.as_deref();
     let fstab = String::from_utf8_lossy(&fstab);
     for l in fstab.lines() {
         let mut f = l.split_whitespace();
@@ -691,7 +691,7 @@ fn boot_dir_of(image: &Path, root: &PartInfo, boot: &PartInfo) -> Result<String,
         } else if let Some(v) = spec.strip_prefix("PARTLABEL=") {
             eq(boot.label.as_deref(), v)
         } else if let Some(v) = spec.strip_prefix("UUID=") {
-            eq(serial.as_deref(), v)
+            eq(serial, v)
         } else if let Some(dev) = spec.strip_prefix("/dev/") {
             // mmcblk0p1, sda1, vda1: the partition number at the end.
             let digits: String = dev
@@ -714,24 +714,8 @@ fn boot_dir_of(image: &Path, root: &PartInfo, boot: &PartInfo) -> Result<String,
         "no /etc/fstab line names it (PARTUUID={}, LABEL={}, UUID={})",
         boot.uuid.as_deref().unwrap_or("?"),
         boot.fs_label.as_deref().unwrap_or("?"),
-        serial.as_deref().unwrap_or("?")
+        serial.unwrap_or("?")
     )))
-}
-
-/// The FAT volume serial as `XXXX-XXXX` (what `UUID=` means for vfat).
-fn fat_serial(image: &Path, part: &PartInfo) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let file = fs::File::open(image).ok()?;
-    let mut b = [0u8; 512];
-    file.read_exact_at(&mut b, part.start).ok()?;
-    let fat32 = u16::from_le_bytes([b[22], b[23]]) == 0;
-    let at = match (fat32, b[66], b[38]) {
-        (true, 0x29, _) => 67,
-        (false, _, 0x29) => 39,
-        _ => return None,
-    };
-    let s = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    Some(format!("{:04X}-{:04X}", s >> 16, s & 0xffff))
 }
 
 fn check_boot_dir(dir: &str) -> Result<String, AgentError> {

@@ -48,6 +48,10 @@ pub struct PartInfo {
     pub fs_type: Option<String>,
     /// Filesystem label (FAT volume label or ext label), if any.
     pub fs_label: Option<String>,
+    /// What `UUID=` in fstab names: the FAT volume serial (`XXXX-XXXX`) or
+    /// the ext filesystem UUID.
+    #[serde(skip)]
+    pub fs_uuid: Option<String>,
 }
 
 impl PartInfo {
@@ -178,7 +182,11 @@ pub fn read_table_from<D: Read + Seek>(
                 }
             };
             let type_guid = p.part_type_guid.guid;
-            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
+            let Probe {
+                fs_type,
+                fs_label,
+                fs_uuid,
+            } = probe_fs(&mut disk, start, size);
             let candidate = fs_type.as_deref() == Some("vfat")
                 && (type_guid == GPT_TYPE_ESP || type_guid == GPT_TYPE_BASIC_DATA);
             partitions.push(PartInfo {
@@ -191,6 +199,7 @@ pub fn read_table_from<D: Read + Seek>(
                 is_fat_boot_candidate: candidate,
                 fs_type,
                 fs_label,
+                fs_uuid,
             });
         }
         (TableKind::Gpt, fmt_guid(&disk_guid))
@@ -198,7 +207,11 @@ pub fn read_table_from<D: Read + Seek>(
         for p in &m.partitions {
             let start = p.start_lba * SECTOR;
             let size = p.sectors * SECTOR;
-            let (fs_type, fs_label) = probe_fs(&mut disk, start, size);
+            let Probe {
+                fs_type,
+                fs_label,
+                fs_uuid,
+            } = probe_fs(&mut disk, start, size);
             let candidate = fs_type.as_deref() == Some("vfat") && is_fat_type_byte(p.type_byte);
             partitions.push(PartInfo {
                 index: p.index,
@@ -210,6 +223,7 @@ pub fn read_table_from<D: Read + Seek>(
                 is_fat_boot_candidate: candidate,
                 fs_type,
                 fs_label,
+                fs_uuid,
             });
         }
         (TableKind::Mbr, format!("0x{:08x}", m.signature))
@@ -255,21 +269,25 @@ fn trim_label(raw: &[u8]) -> Option<String> {
     (!s.is_empty() && s != "NO NAME").then_some(s)
 }
 
+/// What the first bytes of a partition say about its filesystem.
+#[derive(Default)]
+struct Probe {
+    fs_type: Option<String>,
+    fs_label: Option<String>,
+    fs_uuid: Option<String>,
+}
+
 /// Look at the first bytes of a partition: FAT boot sector or ext superblock.
-fn probe_fs<D: Read + Seek>(
-    disk: &mut DiskView<D>,
-    start: u64,
-    size: u64,
-) -> (Option<String>, Option<String>) {
+fn probe_fs<D: Read + Seek>(disk: &mut DiskView<D>, start: u64, size: u64) -> Probe {
     let mut b = [0u8; 2048];
     if size < 2048 || disk.read_exact_at(&mut b, start).is_err() {
-        return (None, None);
+        return Probe::default();
     }
+    let u32_of = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     // ext2/3/4: superblock at 1024, magic 0xEF53 at +56.
     let sb = &b[1024..];
     if sb[56] == 0x53 && sb[57] == 0xef {
-        let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
-        let (compat, incompat) = (u32_at(92), u32_at(96));
+        let (compat, incompat) = (u32_of(sb, 92), u32_of(sb, 96));
         let t = if incompat & 0x40 != 0 {
             "ext4"
         } else if compat & 0x4 != 0 {
@@ -277,7 +295,12 @@ fn probe_fs<D: Read + Seek>(
         } else {
             "ext2"
         };
-        return (Some(t.into()), trim_label(&sb[120..136]));
+        let uuid = uuid::Uuid::from_slice(&sb[104..120]).ok();
+        return Probe {
+            fs_type: Some(t.into()),
+            fs_label: trim_label(&sb[120..136]),
+            fs_uuid: uuid.map(|u| u.hyphenated().to_string()),
+        };
     }
     // FAT: boot sector signature and a sane BPB.
     let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
@@ -293,17 +316,23 @@ fn probe_fs<D: Read + Seek>(
         && (1..=2).contains(&fats)
         && (b[21] == 0xf0 || b[21] >= 0xf8);
     if !sane {
-        return (None, None);
+        return Probe::default();
     }
+    // The extended boot signature (0x29) is followed by the serial and label.
     let fat32 = u16_at(22) == 0;
-    let label = if fat32 && b[66] == 0x29 {
-        trim_label(&b[71..82])
-    } else if !fat32 && b[38] == 0x29 {
-        trim_label(&b[43..54])
-    } else {
-        None
+    let ext_bpb = match (fat32, b[66], b[38]) {
+        (true, 0x29, _) => Some(67),
+        (false, _, 0x29) => Some(39),
+        _ => None,
     };
-    (Some("vfat".into()), label)
+    Probe {
+        fs_type: Some("vfat".into()),
+        fs_label: ext_bpb.and_then(|at| trim_label(&b[at + 4..at + 15])),
+        fs_uuid: ext_bpb.map(|at| {
+            let serial = u32_of(&b, at);
+            format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)
+        }),
+    }
 }
 
 fn listing(info: &DiskInfo) -> String {
