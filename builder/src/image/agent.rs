@@ -11,6 +11,7 @@
 //! no byte.
 
 use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
+use super::read::{describe_all, Picked};
 use super::read::{DiskInfo, PartInfo};
 use super::{BootSelector, ImageError};
 use std::fs;
@@ -461,37 +462,14 @@ pub fn find_root(
     boot: &PartInfo,
     sel: Option<&BootSelector>,
 ) -> Result<PartInfo, AgentError> {
-    let listing = || {
-        info.partitions
-            .iter()
-            .map(PartInfo::describe)
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let pick = match sel {
-        Some(BootSelector::Index(i)) => info.partitions.iter().find(|p| p.index == *i).cloned(),
-        Some(BootSelector::Label(l)) => info
-            .partitions
-            .iter()
-            .find(|p| {
-                p.label
-                    .as_deref()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(l))
-                    || p.fs_label
-                        .as_deref()
-                        .is_some_and(|x| x.eq_ignore_ascii_case(l))
-            })
-            .cloned(),
-        Some(BootSelector::Auto) | None => None,
-    };
-    if let Some(sel) = sel.filter(|s| !matches!(s, BootSelector::Auto)) {
-        let p = pick.ok_or_else(|| {
-            AgentError::NoRoot(format!("no partition {sel:?}; partitions: {}", listing()))
-        })?;
-        if !is_ext(&p) {
-            return Err(AgentError::NotExt(p.describe(), fs_name(&p)));
+    match sel.and_then(|sel| super::read::pick(info, sel)) {
+        Some(Picked::One(p)) if !is_ext(p) => {
+            return Err(AgentError::NotExt(p.describe(), fs_name(p)))
         }
-        return Ok(p);
+        Some(Picked::One(p)) => return Ok(p.clone()),
+        Some(Picked::Missing(m)) => return Err(AgentError::NoRoot(m)),
+        Some(Picked::Several(m)) => return Err(AgentError::AmbiguousRoot(m)),
+        None => {}
     }
     let candidates: Vec<&PartInfo> = info
         .partitions
@@ -511,7 +489,7 @@ pub fn find_root(
                 Some(p) => Err(AgentError::NotExt(p.describe(), fs_name(p))),
                 None => Err(AgentError::NoRoot(format!(
                     "the image has no partition besides the boot partition; partitions: {}",
-                    listing()
+                    describe_all(&info.partitions)
                 ))),
             }
         }
@@ -525,12 +503,9 @@ pub fn find_root(
             let by_name: Vec<&&PartInfo> = many.iter().filter(named).collect();
             match by_name.as_slice() {
                 [one] => Ok((**one).clone()),
-                _ => Err(AgentError::AmbiguousRoot(
-                    many.iter()
-                        .map(|p| p.describe())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )),
+                _ => Err(AgentError::AmbiguousRoot(describe_all(
+                    many.iter().copied(),
+                ))),
             }
         }
     }

@@ -339,51 +339,64 @@ fn listing(info: &DiskInfo) -> String {
     if info.partitions.is_empty() {
         return "the image has no partitions".into();
     }
-    let parts: Vec<String> = info.partitions.iter().map(PartInfo::describe).collect();
-    format!("partitions: {}", parts.join("; "))
+    format!("partitions: {}", describe_all(info.partitions.iter()))
+}
+
+/// Partitions described for a message, `; ` between them.
+pub(crate) fn describe_all<'a>(parts: impl IntoIterator<Item = &'a PartInfo>) -> String {
+    parts
+        .into_iter()
+        .map(PartInfo::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a selector by number or by name found.
+pub(crate) enum Picked<'a> {
+    One(&'a PartInfo),
+    /// Nothing matched: what was asked for, and the image's partitions.
+    Missing(String),
+    /// Several matched: their descriptions.
+    Several(String),
+}
+
+/// The partition a number or a name (GPT name or filesystem label, ASCII
+/// case ignored) picks; `None` for [`BootSelector::Auto`], whose rules
+/// differ between the boot and the root partition.
+pub(crate) fn pick<'a>(info: &'a DiskInfo, sel: &BootSelector) -> Option<Picked<'a>> {
+    let (hits, missing): (Vec<&PartInfo>, String) = match sel {
+        BootSelector::Auto => return None,
+        BootSelector::Index(i) => (
+            info.partitions.iter().filter(|p| p.index == *i).collect(),
+            format!("no partition {i}"),
+        ),
+        BootSelector::Label(l) => (
+            info.partitions
+                .iter()
+                .filter(|p| {
+                    [p.label.as_deref(), p.fs_label.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|x| x.eq_ignore_ascii_case(l))
+                })
+                .collect(),
+            format!("no partition named or labelled {l:?}"),
+        ),
+    };
+    Some(match hits.as_slice() {
+        [one] => Picked::One(one),
+        [] => Picked::Missing(format!("{missing}; {}", listing(info))),
+        many => Picked::Several(describe_all(many.iter().copied())),
+    })
 }
 
 /// Pick the FAT boot partition.
 pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartInfo, ImageError> {
-    let chosen = match sel {
-        BootSelector::Index(i) => {
-            info.partitions
-                .iter()
-                .find(|p| p.index == *i)
-                .ok_or_else(|| {
-                    ImageError::NoBootPartition(format!("no partition {i}; {}", listing(info)))
-                })?
-        }
-        BootSelector::Label(l) => {
-            let hits: Vec<&PartInfo> = info
-                .partitions
-                .iter()
-                .filter(|p| {
-                    p.label.as_deref() == Some(l.as_str())
-                        || p.fs_label
-                            .as_deref()
-                            .is_some_and(|f| f.eq_ignore_ascii_case(l))
-                })
-                .collect();
-            match hits.as_slice() {
-                [] => {
-                    return Err(ImageError::NoBootPartition(format!(
-                        "no partition named or labelled {l:?}; {}",
-                        listing(info)
-                    )))
-                }
-                [one] => *one,
-                many => {
-                    return Err(ImageError::AmbiguousBootPartition(
-                        many.iter()
-                            .map(|p| p.describe())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ))
-                }
-            }
-        }
-        BootSelector::Auto => {
+    let chosen = match pick(info, sel) {
+        Some(Picked::One(p)) => p,
+        Some(Picked::Missing(m)) => return Err(ImageError::NoBootPartition(m)),
+        Some(Picked::Several(m)) => return Err(ImageError::AmbiguousBootPartition(m)),
+        None => {
             let candidates: Vec<&PartInfo> = info
                 .partitions
                 .iter()
@@ -403,21 +416,12 @@ pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartIn
                         listing(info)
                     )))
                 }
-                (many, _) if many.len() > 1 => {
-                    return Err(ImageError::AmbiguousBootPartition(
-                        many.iter()
-                            .map(|p| p.describe())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ))
-                }
-                (_, many) => {
-                    return Err(ImageError::AmbiguousBootPartition(
-                        many.iter()
-                            .map(|p| p.describe())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ))
+                // Several ESPs, or no ESP and several FAT partitions.
+                (esps, fats) => {
+                    let many = if esps.len() > 1 { esps } else { fats };
+                    return Err(ImageError::AmbiguousBootPartition(describe_all(
+                        many.iter().copied(),
+                    )));
                 }
             }
         }

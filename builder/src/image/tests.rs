@@ -906,6 +906,29 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
         find_boot_partition(&info, &BootSelector::Auto),
         Err(ImageError::AmbiguousBootPartition(_))
     ));
+    // A name picks by GPT name or label, ASCII case ignored; what matches
+    // nothing is named with the image's partitions.
+    assert_eq!(
+        find_boot_partition(&info, &BootSelector::Label("DATA".into()))
+            .unwrap()
+            .index,
+        1
+    );
+    for (sel, want) in [
+        (
+            BootSelector::Index(9),
+            "no partition 9; partitions: 1 (type ",
+        ),
+        (
+            BootSelector::Label("nothing".into()),
+            "no partition named or labelled \"nothing\"; partitions: 1 (type ",
+        ),
+    ] {
+        match find_boot_partition(&info, &sel) {
+            Err(ImageError::NoBootPartition(m)) => assert!(m.starts_with(want), "{m}"),
+            other => panic!("{sel:?}: {other:?}"),
+        }
+    }
 
     layout.partitions = vec![PartitionSpec {
         content: PartitionContent::Empty,
