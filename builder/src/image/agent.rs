@@ -244,7 +244,8 @@ pub fn install(
         })?;
     let mut script = Vec::new();
     let mut changed = Vec::new();
-    let mut made_dirs: Vec<String> = Vec::new();
+    // Directories already checked (or to be made): each is looked at once.
+    let mut known_dirs: Vec<String> = Vec::new();
     for (n, (path, want)) in wanted.iter().enumerate() {
         let have = stat(image, root.start, path)?;
         if have
@@ -256,7 +257,7 @@ pub fn install(
         if have.as_ref().is_some_and(|h| h.kind == Kind::Dir) {
             return Err(AgentError::IsDirectory { path });
         }
-        mkdirs(image, root.start, path, &mut made_dirs, &mut script)?;
+        mkdirs(image, root.start, path, &mut known_dirs, &mut script)?;
         if have.is_some() {
             line(&mut script, "rm", &[path])?;
         }
@@ -426,7 +427,7 @@ fn mkdirs(
     image: &Path,
     offset: u64,
     path: &str,
-    made: &mut Vec<String>,
+    known: &mut Vec<String>,
     script: &mut Vec<u8>,
 ) -> Result<(), AgentError> {
     let mut dir = String::new();
@@ -434,7 +435,7 @@ fn mkdirs(
     for part in &parts[..parts.len() - 1] {
         dir.push('/');
         dir.push_str(part);
-        if made.contains(&dir) {
+        if known.contains(&dir) {
             continue;
         }
         match stat(image, offset, &dir)? {
@@ -443,9 +444,9 @@ fn mkdirs(
             None => {
                 line(script, "mkdir", &[&dir])?;
                 set_owner_mode(script, &dir, 0o40755)?;
-                made.push(dir.clone());
             }
         }
+        known.push(dir.clone());
     }
     Ok(())
 }
