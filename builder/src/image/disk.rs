@@ -20,12 +20,6 @@ impl<D: Read + Seek> DiskView<D> {
         DiskView { inner, len, pos: 0 }
     }
 
-    /// All of `inner`, as far as it seeks to at its end.
-    pub fn whole(mut inner: D) -> io::Result<Self> {
-        let len = inner.seek(SeekFrom::End(0))?;
-        Ok(DiskView::new(inner, len))
-    }
-
     /// Its size in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -111,7 +105,5 @@ mod tests {
         assert!(v.read_exact_at(&mut b, 8).is_err());
         assert!(v.seek(SeekFrom::Current(-100)).is_err());
         assert!(v.write(b"x").is_err());
-        let w = DiskView::whole(Cursor::new(vec![0u8; 7])).unwrap();
-        assert_eq!(w.len(), 7);
     }
 }
