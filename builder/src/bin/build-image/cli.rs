@@ -64,7 +64,8 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) boot_dir: Option<String>,
     /// With --install-agent: the root partition, by number or GPT name /
-    /// ext label (default: the only ext4 partition besides the boot one)
+    /// ext label, case ignored (default: the only ext4 partition besides the
+    /// boot one)
     #[arg(long, value_name = "N|LABEL")]
     pub(crate) root_partition: Option<String>,
 }
@@ -159,7 +160,7 @@ pub(crate) enum Command {
         /// Replace the input image (atomically, through a temporary copy)
         #[arg(long)]
         in_place: bool,
-        /// The FAT boot partition: its number, or its GPT name / FAT label
+        /// The FAT boot partition: its number, or its GPT name / FAT label, case ignored
         /// (default: the ESP, else the only FAT partition)
         #[arg(long, value_name = "N|LABEL")]
         partition: Option<String>,
@@ -201,7 +202,8 @@ pub(crate) enum Command {
         /// Ignore any bmap: write the whole image
         #[arg(long)]
         no_bmap: bool,
-        /// The FAT boot partition for the key and bundle: its number, or its GPT name / FAT label
+        /// The FAT boot partition for the key and bundle: its number, or its
+        /// GPT name / FAT label, case ignored
         #[arg(long, value_name = "N|LABEL")]
         partition: Option<String>,
         /// Allow a non-removable disk or a partition as target
@@ -226,7 +228,7 @@ pub(crate) enum Command {
         /// Image key file: also decrypt and show the manifest
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
-        /// The FAT boot partition: its number, or its GPT name / FAT label
+        /// The FAT boot partition: its number, or its GPT name / FAT label, case ignored
         /// (default: the ESP, else the only FAT partition)
         #[arg(long, value_name = "N|LABEL")]
         partition: Option<String>,
