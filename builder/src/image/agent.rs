@@ -11,8 +11,7 @@
 //! no byte.
 
 use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
-use super::read::{describe_all, Picked};
-use super::read::{DiskInfo, PartInfo};
+use super::read::{describe_all, DiskInfo, PartInfo, Picked};
 use super::{BootSelector, ImageError};
 use std::fs;
 use std::path::{Path, PathBuf};

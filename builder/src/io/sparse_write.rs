@@ -74,7 +74,7 @@ pub fn copy_nonzero(
     let mut pos = 0u64;
     loop {
         let filled = super::read_full(src, &mut buf).map_err(CopyError::Read)?;
-        if pos + filled as u64 > limit {
+        if pos.saturating_add(filled as u64) > limit {
             return Err(CopyError::TooLong { limit });
         }
         write_nonzero_at(dst, &buf[..filled], offset + pos)

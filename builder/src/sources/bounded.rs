@@ -185,7 +185,8 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
             return Err(io::Error::other("stdout reader panicked"))
         }
     };
-    // stderr is only a diagnostic: never wait past the deadline for it.
+    // stderr is only a diagnostic: never wait past the deadline (and the
+    // grace) for it.
     let remaining = deadline
         .saturating_duration_since(Instant::now())
         .max(grace);
