@@ -757,6 +757,55 @@ mod tests {
         h
     }
 
+    fn part(index: u32, fs: &str, label: Option<&str>, fs_label: Option<&str>) -> PartInfo {
+        PartInfo {
+            index,
+            start: u64::from(index) << 20,
+            size: 1 << 20,
+            type_id: "0x83".into(),
+            label: label.map(Into::into),
+            uuid: None,
+            is_fat_boot_candidate: fs == "vfat",
+            fs_type: Some(fs.into()),
+            fs_label: fs_label.map(Into::into),
+            fs_uuid: None,
+        }
+    }
+
+    /// The root is picked like the boot partition (number, or name/label
+    /// with case ignored), and a name two partitions carry is refused.
+    #[test]
+    fn roots_are_picked_by_number_or_a_name_only_one_carries() {
+        let info = DiskInfo {
+            table: crate::image::TableKind::Mbr,
+            disk_id: "0x5ea1ed01".into(),
+            size: 8 << 20,
+            partitions: vec![
+                part(1, "vfat", None, Some("bootfs")),
+                part(2, "ext4", None, Some("rootfs")),
+                part(3, "ext4", None, Some("ROOTFS")),
+                part(4, "ext4", None, Some("data")),
+            ],
+        };
+        let boot = info.partitions[0].clone();
+        let root = |sel: Option<BootSelector>| find_root(&info, &boot, sel.as_ref());
+        let label = |l: &str| Some(BootSelector::Label(l.into()));
+        assert_eq!(root(label("DATA")).unwrap().index, 4);
+        assert_eq!(root(Some(BootSelector::Index(3))).unwrap().index, 3);
+        assert!(
+            matches!(root(label("rootfs")), Err(AgentError::AmbiguousRoot(m)) if m.contains("2 (") && m.contains("3 ("))
+        );
+        // Two named rootfs among three ext partitions: no guess either.
+        assert!(matches!(root(None), Err(AgentError::AmbiguousRoot(_))));
+        match root(Some(BootSelector::Index(9))) {
+            Err(AgentError::NoRoot(m)) => {
+                assert!(m.starts_with("no partition 9; partitions: 1 ("), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(root(label("bootfs")), Err(AgentError::NotExt(..))));
+    }
+
     #[test]
     fn elf_headers_name_the_architecture() {
         assert_eq!(Arch::from_elf(&elf(2, 0xb7)), Ok(Arch::Aarch64));
