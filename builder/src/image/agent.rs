@@ -494,12 +494,7 @@ pub fn find_root(
             }
         }
         many => {
-            let named = |p: &&&PartInfo| {
-                [p.label.as_deref(), p.fs_label.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|l| l.eq_ignore_ascii_case("rootfs") || l.eq_ignore_ascii_case("root"))
-            };
+            let named = |p: &&&PartInfo| p.is_called("rootfs") || p.is_called("root");
             let by_name: Vec<&&PartInfo> = many.iter().filter(named).collect();
             match by_name.as_slice() {
                 [one] => Ok((**one).clone()),

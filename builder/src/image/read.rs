@@ -60,6 +60,14 @@ impl PartInfo {
         self.type_id == fmt_guid(&GPT_TYPE_ESP) || self.type_id == "0xef"
     }
 
+    /// Whether its GPT name or filesystem label is `name`, ASCII case ignored.
+    pub fn is_called(&self, name: &str) -> bool {
+        [self.label.as_deref(), self.fs_label.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|x| x.eq_ignore_ascii_case(name))
+    }
+
     /// Whether a FAT filesystem was found in it.
     pub fn is_fat(&self) -> bool {
         self.fs_type.as_deref() == Some("vfat")
@@ -371,15 +379,7 @@ pub(crate) fn pick<'a>(info: &'a DiskInfo, sel: &BootSelector) -> Option<Picked<
             format!("no partition {i}"),
         ),
         BootSelector::Label(l) => (
-            info.partitions
-                .iter()
-                .filter(|p| {
-                    [p.label.as_deref(), p.fs_label.as_deref()]
-                        .into_iter()
-                        .flatten()
-                        .any(|x| x.eq_ignore_ascii_case(l))
-                })
-                .collect(),
+            info.partitions.iter().filter(|p| p.is_called(l)).collect(),
             format!("no partition named or labelled {l:?}"),
         ),
     };
