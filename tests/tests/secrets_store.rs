@@ -493,11 +493,7 @@ fn failed_commands_leave_the_store_as_it_was() {
     let before = snapshot(&f.store);
     let o = with_stdin(&mut t, cmd(&f, &["set", "C_NEW"]), MARKER2.as_bytes());
     assert_eq!(code(&o), Some(11), "{}", text(&o));
-    assert!(
-        text(&o).contains("recipients.txt: line 1"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("recipients.txt: line 1"), "{}", text(&o));
     assert_eq!(snapshot(&f.store), before);
     assert_no_marker(&f, &t, &[MARKER, MARKER2]);
 }
@@ -583,7 +579,11 @@ fn audit_rekey_export_and_import() {
     let both = f.dir.join("alice-and-carol.key");
     std::fs::write(
         &both,
-        format!("{}\n{}\n", std::fs::read_to_string(&f.key).unwrap(), secret_string(&carol)),
+        format!(
+            "{}\n{}\n",
+            std::fs::read_to_string(&f.key).unwrap(),
+            secret_string(&carol)
+        ),
     )
     .unwrap();
     let both = both.to_str().unwrap();
@@ -608,7 +608,11 @@ fn audit_rekey_export_and_import() {
         both,
     ]));
     assert_eq!(code(&o), Some(11), "{}", text(&o));
-    assert!(text(&o).contains("--from") && text(&o).contains("--fingerprint"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--from") && text(&o).contains("--fingerprint"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(snapshot(&other), before);
     let o = t.ok(&mut store2(&[
         "import",
@@ -620,7 +624,11 @@ fn audit_rekey_export_and_import() {
         both,
     ]));
     // Where it came from was shown before anything was written.
-    assert!(text(&o).contains("exported") && text(&o).contains("2 version(s)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("exported") && text(&o).contains("2 version(s)"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
         age_decrypt(&carol_key, &other.join("secrets/WIFI_PSK/global/v1.age")),
         MARKER.as_bytes()

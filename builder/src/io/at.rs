@@ -253,9 +253,21 @@ impl Dir {
     }
 
     /// Open the existing regular file `name` for writing in place (never
-    /// through a link); its current length comes with it.
+    /// through a link, nor one with other hard links: a write would change
+    /// them too); its current length comes with it.
     pub fn open_for_update(&self, name: &str) -> Result<Option<(File, u64)>, AtError> {
-        self.open_regular(name, OFlags::WRONLY)
+        let Some((f, len)) = self.open_regular(name, OFlags::WRONLY)? else {
+            return Ok(None);
+        };
+        let st = rfs::fstat(&f).map_err(|e| io_error(&self.child_path(name), e))?;
+        if st.st_nlink > 1 {
+            return Err(AtError::Kind {
+                path: self.child_path(name),
+                what: "a file with other hard links",
+                want: "a file of its own",
+            });
+        }
+        Ok(Some((f, len)))
     }
 
     /// The entries, sorted by name (`.` and `..` left out). Names that

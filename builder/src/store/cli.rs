@@ -557,7 +557,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 }
                 if !verified {
                     eprintln!("build-image: {UNVERIFIED}");
-                } else if problems.is_empty() {
+                } else if problems.is_empty() && !args.quiet {
                     eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {} recipient(s)", log.len(), store_recipients(&dir));
                 }
                 print_problems(&problems);

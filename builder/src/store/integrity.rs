@@ -24,8 +24,43 @@ use zeroize::Zeroizing;
 /// The store's format (format 1: no key, nothing authenticated).
 pub const FORMAT: u32 = 2;
 
-/// The environment variable pinning the store id (optional).
+/// The environment variable pinning the store (optional): `ID`, or
+/// `ID:GENERATION` to also refuse a store key older than that generation
+/// (a store put back as it was before a member was removed).
 pub const STORE_ID_ENV: &str = "SEALED_IMAGE_STORE_ID";
+
+/// Check `key` against [`STORE_ID_ENV`] when it is set.
+pub fn check_pin(key: &StoreKey) -> Result<(), String> {
+    let Some(pin) = std::env::var(STORE_ID_ENV)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let pin = pin.trim();
+    let (id, min) = match pin.split_once(':') {
+        Some((id, g)) => (
+            id,
+            g.parse::<u32>().map_err(|_| {
+                format!("{STORE_ID_ENV}={pin}: the generation after ':' is not a number")
+            })?,
+        ),
+        None => (pin, 0),
+    };
+    if !id.eq_ignore_ascii_case(&key.id()) {
+        return Err(format!(
+            "this is store {}, but {STORE_ID_ENV} expects {id}: the store was replaced by another one (or the pin is stale)",
+            key.id()
+        ));
+    }
+    if key.generation() < min {
+        return Err(format!(
+            "the store key is of generation {}, but {STORE_ID_ENV} expects at least {min}: the store was put back as it was before a change of recipients",
+            key.generation()
+        ));
+    }
+    Ok(())
+}
 
 const KEY_MAGIC: &str = "sealed-image store key 1";
 
@@ -248,6 +283,13 @@ impl Index {
                 "format {} (this build-image reads format {FORMAT})",
                 index.format
             ));
+        }
+        if let Some(bad) = index
+            .secrets
+            .keys()
+            .find(|n| super::validate_name(n).is_err())
+        {
+            return Err(format!("it lists {bad:?}, which is not a secret name"));
         }
         Ok(index)
     }

@@ -13,7 +13,7 @@
 //! finish it: the store is never split between them.
 
 use super::crypto::Identity;
-use super::integrity::{sha256_hex, StoreKey, STORE_ID_ENV};
+use super::integrity::{sha256_hex, StoreKey};
 use super::layout::{at_error, Store, AUDIT, JOURNAL, KEY, SECRETS};
 use super::StoreError;
 use crate::io::at::Dir;
@@ -356,10 +356,9 @@ pub fn recover(store: &mut Store, identity: &Identity) -> Result<Recovered, Stor
             ),
         });
     }
-    let pin = std::env::var(STORE_ID_ENV).ok().filter(|p| !p.is_empty());
     let trusted = keys
         .iter()
-        .any(|k| plan.verified_by(k) && pin.as_ref().is_none_or(|p| *p == k.id()));
+        .any(|k| plan.verified_by(k) && super::integrity::check_pin(k).is_ok());
     if !trusted {
         if opened_store_key {
             eprintln!(

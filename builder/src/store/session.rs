@@ -7,7 +7,7 @@
 
 use super::audit::{self, Entry, Head, Tip};
 use super::crypto::{Identity, Recipients, RecipientsFile};
-use super::integrity::{sha256_hex, Index, StoreKey, FORMAT, STORE_ID_ENV};
+use super::integrity::{sha256_hex, Index, StoreKey, FORMAT};
 use super::journal::{self, Recovered, Writer};
 use super::layout::{self, at_error, Store, Tree};
 use super::metadata::SecretMeta;
@@ -350,17 +350,7 @@ fn verify<'s>(
             ),
         ));
     }
-    if let Some(pin) = std::env::var(STORE_ID_ENV).ok().filter(|p| !p.is_empty()) {
-        if pin != key.id() {
-            return Err(fatal(
-                layout::KEY,
-                format!(
-                    "this is store {}, but {STORE_ID_ENV} expects {pin}: the store was replaced by another one (or the pin is stale)",
-                    key.id()
-                ),
-            ));
-        }
-    }
+    super::integrity::check_pin(&key).map_err(|e| fatal(layout::KEY, e))?;
     if !index.verify(&key) {
         return Err(fatal(
             layout::INDEX,
@@ -580,6 +570,27 @@ pub fn peek(store: &Store) -> Result<Unverified, StoreError> {
         ));
     }
     let tree = store.load()?;
+    // Links and special files are refused even unverified: nothing is
+    // read through them.
+    let mut problems = tree.problems.clone();
+    problems.extend(
+        tree.unexpected
+            .iter()
+            .filter(|(_, k)| !matches!(k, crate::io::at::Kind::File | crate::io::at::Kind::Dir))
+            .map(|(rel, k)| Problem {
+                path: rel.clone(),
+                problem: format!(
+                    "it is {}: a store holds only regular files and directories",
+                    k.describe()
+                ),
+            }),
+    );
+    if !problems.is_empty() {
+        return Err(StoreError::Integrity {
+            store: root.to_path_buf(),
+            problems,
+        });
+    }
     let Some(index) = &tree.index else {
         return Err(StoreError::OldFormat {
             path: root.to_path_buf(),

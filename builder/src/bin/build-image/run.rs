@@ -308,18 +308,26 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
-            let key_mode = match (recipient, ssh_recipient) {
-                (Some(r), _) => key_mode(KeyArgs {
-                    embed_key: false,
-                    recipient: Some(r),
-                    sequence,
-                })?,
-                (None, Some(line)) => KeyMode::Recipient(
-                    sealed_firstboot::identity::recipient_from_ssh_public_key(&line)
-                        .map_err(|e| anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError))?,
-                ),
-                (None, None) => KeyMode::Separate,
-            };
+            let key_mode =
+                match (recipient, ssh_recipient) {
+                    (Some(r), _) => key_mode(KeyArgs {
+                        embed_key: false,
+                        recipient: Some(r),
+                        sequence,
+                    })?,
+                    (None, Some(line)) if line.split_whitespace().any(|t| t == "ssh-ed25519") => {
+                        KeyMode::Recipient(build_image::recipient::parse(&line).map_err(|e| {
+                            anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError)
+                        })?)
+                    }
+                    (None, Some(_)) => {
+                        return Err(anyhow::anyhow!(
+                            "--ssh-recipient: not an ssh-ed25519 public key line"
+                        )
+                        .context(UsageError))
+                    }
+                    (None, None) => KeyMode::Separate,
+                };
             let opts = build_image::update::BundleOptions {
                 out_dir: out,
                 key_mode,
