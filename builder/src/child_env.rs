@@ -15,6 +15,15 @@ pub const IDENTITY_PREFIX: &str = "SEALED_IMAGE_STORE_IDENTITY";
 
 static SECRET_VARS: Mutex<BTreeSet<OsString>> = Mutex::new(BTreeSet::new());
 
+/// Make this process non-dumpable: its memory and `/proc/PID/environ`
+/// (which keeps the environment it started with, identity and all) become
+/// unreadable to other processes of the same user, such as a command
+/// source reading `/proc/$PPID/environ`, and no core dump holds a key.
+/// Best effort: a kernel without `prctl` leaves it as it was.
+pub fn protect_self() {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}
+
 /// Remember that `var` holds (or may hold) a secret: no child sees it.
 pub fn hide(var: &str) {
     if let Ok(mut set) = SECRET_VARS.lock() {

@@ -1421,3 +1421,49 @@ fn a_planted_journal_is_not_carried_out() {
     assert!(!j.exists());
     whole(&st);
 }
+
+/// The builder's own starting environment (in `/proc/PID/environ`, identity
+/// and all) is not readable by a command source running as the same user.
+/// Run as an unprivileged user (through `setpriv` when the tests run as
+/// root, whose CAP_SYS_PTRACE would read it anyway).
+#[test]
+fn a_command_source_cannot_read_the_builders_environment_from_proc() {
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if root && !require_tool_from("setpriv", "util-linux") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let recipe = dir.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "{ESP_ONLY}\n[secrets.a]\ntype = \"single-line\"\nsource = {{ command = [\"sh\", \"-c\", \"cat /proc/$PPID/environ > \\\"$DUMP_DIR/proc.env\\\" 2>/dev/null; printf v\"] }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&recipe, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut c = if root {
+        let mut c = command("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("build-image"));
+        c
+    } else {
+        Command::new(bin("build-image"))
+    };
+    let o = c
+        .arg("check")
+        .arg(&recipe)
+        .env("SEALED_IMAGE_STORE_IDENTITY", "AGE-SECRET-KEY-1PROCMARKER")
+        .env("DUMP_DIR", dir)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let dump = std::fs::read(dir.join("proc.env")).unwrap_or_default();
+    assert!(
+        !contains(&dump, b"PROCMARKER") && !contains(&dump, b"SEALED_IMAGE_STORE_IDENTITY"),
+        "the command source read the builder's environment from /proc"
+    );
+}

@@ -343,12 +343,23 @@ impl Dir {
     /// everything in it (links inside removed, never followed). Returns
     /// false when it did not exist.
     pub fn remove(&self, name: &str) -> Result<bool, AtError> {
+        self.remove_at_depth(name, 0)
+    }
+
+    fn remove_at_depth(&self, name: &str, depth: usize) -> Result<bool, AtError> {
+        // Deeper than anything this code makes: refused, not recursed into.
+        const MAX_DEPTH: usize = 64;
         match self.kind(name)? {
             None => Ok(false),
+            Some(Kind::Dir) if depth >= MAX_DEPTH => Err(AtError::Kind {
+                path: self.child_path(name),
+                what: "a directory nested too deeply",
+                want: "one to remove",
+            }),
             Some(Kind::Dir) => {
                 if let Some(sub) = self.sub(name)? {
                     for (n, _) in sub.entries()? {
-                        sub.remove(&n)?;
+                        sub.remove_at_depth(&n, depth + 1)?;
                     }
                 }
                 match rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
