@@ -1318,6 +1318,27 @@ fn a_format_1_store_is_migrated() {
         "the recipients are shown: {}",
         text(&o)
     );
+    // Crashed at every point of its commit: the rerun finishes it.
+    let mut point = 1;
+    loop {
+        let copy = store_copy(&old, &format!("v1-copy-{point}"));
+        let mut c = copy.cmd(Some(&st.a.file), &["migrate", "--yes"]);
+        c.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+        let o = c.output().unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "point {point}: {}", text(&o));
+        ok(&copy.run(Some(&st.a.file), &["migrate", "--yes"], b""));
+        whole(&copy);
+        assert_eq!(value(&copy, "OLD_TOKEN"), b"old-value", "point {point}");
+        assert!(!copy
+            .store
+            .join("secrets/OLD_TOKEN/global/.tmp-Ab12Cd")
+            .exists());
+        point += 1;
+    }
+    assert!(point > 5, "only {point} fail points");
     ok(&old.run(Some(&st.a.file), &["migrate", "--yes"], b""));
     whole(&old);
     assert_eq!(value(&old, "OLD_TOKEN"), b"old-value");

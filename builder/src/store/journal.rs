@@ -269,10 +269,17 @@ fn create_walk(store: &Store, parts: &[&str]) -> Result<Option<Dir>, StoreError>
     Ok(dir)
 }
 
-/// A plan's path: components of names only, below a top-level store file.
-fn valid_path(path: &str) -> bool {
+/// A plan's path: components of names only, below a top-level store file
+/// (to remove: format 1's `.tmp-*` leftovers too).
+fn valid_path(path: &str, removing: bool) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
-    let plain = |p: &&str| !p.is_empty() && !p.starts_with('.') && !p.contains('\0');
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && !p.contains('\0')
+            && *p != "."
+            && *p != ".."
+            && (!p.starts_with('.') || (removing && p.starts_with(".tmp-")))
+    };
     match parts.as_slice() {
         [top] => WRITABLE.contains(top),
         [top, rest @ ..] => *top == SECRETS && rest.len() <= 3 && rest.iter().all(plain),
@@ -313,9 +320,9 @@ pub fn recover(store: &mut Store, identity: &Identity) -> Result<Recovered, Stor
         .ok_or_else(|| not_ours("its plan is unreadable"))?;
     let paths_ok = plan.steps.iter().all(|s| match s {
         Step::Put { path, file } | Step::Append { path, file, .. } => {
-            valid_path(path) && plan.files.contains_key(file) && !file.contains('/')
+            valid_path(path, false) && plan.files.contains_key(file) && !file.contains('/')
         }
-        Step::Remove { path } => valid_path(path),
+        Step::Remove { path } => valid_path(path, true),
     });
     if !paths_ok {
         return Err(not_ours("its plan names paths outside the store's files"));
@@ -417,7 +424,7 @@ mod tests {
             "secrets/A/tag.x/v1.age",
             "audit.jsonl",
         ] {
-            assert!(valid_path(ok), "{ok}");
+            assert!(valid_path(ok, false), "{ok}");
         }
         for bad in [
             "../x",
@@ -429,7 +436,9 @@ mod tests {
             "secrets/A/.tmp-1",
             ".tmp/x",
         ] {
-            assert!(!valid_path(bad), "{bad}");
+            assert!(!valid_path(bad, false), "{bad}");
         }
+        assert!(valid_path("secrets/A/global/.tmp-x1", true));
+        assert!(!valid_path("secrets/A/global/..", true));
     }
 }
