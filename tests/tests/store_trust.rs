@@ -17,6 +17,7 @@ const WIFI: &str = "wifi-MARKER-7d1e9c";
 const DB: &str = "db-MARKER-41ab20";
 const FORGED: &str = "FORGED-MARKER-c0ffee";
 
+#[derive(Clone)]
 struct Key {
     file: PathBuf,
     public: String,
@@ -72,6 +73,17 @@ fn store() -> St {
 }
 
 impl St {
+    /// Another store directory beside this one, with the same keys.
+    fn at(&self, store: PathBuf) -> St {
+        St {
+            store,
+            dir: self.dir.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            _tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// `build-image store --store S [--identity K] ARGS` with `input` on stdin.
     fn cmd(&self, identity: Option<&Path>, args: &[&str]) -> Command {
         let mut c = Command::new(bin("build-image"));
@@ -477,54 +489,26 @@ fn finishes(mut c: Command) -> Output {
 
 #[test]
 fn dev_zero_and_fifos_are_refused_at_once() {
-    type Plant = fn(&St) -> &'static str;
-    let cases: Vec<(&str, Plant)> = vec![
-        ("v1.age -> /dev/zero", |st| {
-            let p = st.store.join("secrets/WIFI_PSK/global/v1.age");
-            std::fs::remove_file(&p).unwrap();
-            std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
-            "secrets/WIFI_PSK/global/v1.age"
-        }),
-        ("v1.age a FIFO", |st| {
-            let p = st.store.join("secrets/WIFI_PSK/global/v1.age");
-            std::fs::remove_file(&p).unwrap();
-            mkfifo(&p);
-            "secrets/WIFI_PSK/global/v1.age"
-        }),
-        ("meta.toml a FIFO", |st| {
-            let p = st.store.join("secrets/WIFI_PSK/meta.toml");
-            std::fs::remove_file(&p).unwrap();
-            mkfifo(&p);
-            "secrets/WIFI_PSK/meta.toml"
-        }),
-        ("recipients.txt a FIFO", |st| {
-            let p = st.store.join("recipients.txt");
-            std::fs::remove_file(&p).unwrap();
-            mkfifo(&p);
-            "recipients.txt"
-        }),
-        ("audit.jsonl a FIFO", |st| {
-            let p = st.store.join("audit.jsonl");
-            std::fs::remove_file(&p).unwrap();
-            mkfifo(&p);
-            "audit.jsonl"
-        }),
-        ("key.age -> /dev/zero", |st| {
-            let p = st.store.join("key.age");
-            std::fs::remove_file(&p).unwrap();
-            std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
-            "key.age"
-        }),
-        ("store.toml a FIFO", |st| {
-            let p = st.store.join("store.toml");
-            std::fs::remove_file(&p).unwrap();
-            mkfifo(&p);
-            "store.toml"
-        }),
+    // (file in the store, a link to /dev/zero or else a FIFO)
+    let cases = [
+        ("secrets/WIFI_PSK/global/v1.age", true),
+        ("secrets/WIFI_PSK/global/v1.age", false),
+        ("secrets/WIFI_PSK/meta.toml", false),
+        ("recipients.txt", false),
+        ("audit.jsonl", false),
+        ("key.age", true),
+        ("store.toml", false),
     ];
-    for (what, plant) in cases {
+    for (named, zero) in cases {
         let st = store();
-        let named = plant(&st);
+        let p = st.store.join(named);
+        std::fs::remove_file(&p).unwrap();
+        if zero {
+            std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        } else {
+            mkfifo(&p);
+        }
+        let what = format!("{named} {}", if zero { "-> /dev/zero" } else { "a FIFO" });
         for args in [
             vec!["get", "WIFI_PSK"],
             vec!["list"],
@@ -576,19 +560,7 @@ fn value(st: &St, name: &str) -> Vec<u8> {
 
 /// A second store in `st`'s directory whose only member is A.
 fn sibling(st: &St, name: &str) -> St {
-    let other = St {
-        store: st.dir.join(name),
-        dir: st.dir.clone(),
-        a: Key {
-            file: st.a.file.clone(),
-            public: st.a.public.clone(),
-        },
-        b: Key {
-            file: st.b.file.clone(),
-            public: st.b.public.clone(),
-        },
-        _tmp: tempfile::tempdir().unwrap(),
-    };
+    let other = st.at(st.dir.join(name));
     ok(&other.run(None, &["init", "--recipient", &st.a.public], b""));
     other
 }
@@ -830,19 +802,7 @@ fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 
 /// A copy of `st`'s store in its directory (same keys).
 fn store_copy(st: &St, name: &str) -> St {
-    let copy = St {
-        store: st.dir.join(name),
-        dir: st.dir.clone(),
-        a: Key {
-            file: st.a.file.clone(),
-            public: st.a.public.clone(),
-        },
-        b: Key {
-            file: st.b.file.clone(),
-            public: st.b.public.clone(),
-        },
-        _tmp: tempfile::tempdir().unwrap(),
-    };
+    let copy = st.at(st.dir.join(name));
     copy_tree(&st.store, &copy.store);
     copy
 }
@@ -1293,19 +1253,7 @@ fn a_format_1_store_is_migrated() {
         &v1.join("secrets/OLD_TOKEN/global/v1.age"),
     );
     std::fs::write(v1.join("secrets/OLD_TOKEN/global/.tmp-Ab12Cd"), "debris").unwrap();
-    let old = St {
-        store: v1.clone(),
-        dir: st.dir.clone(),
-        a: Key {
-            file: st.a.file.clone(),
-            public: st.a.public.clone(),
-        },
-        b: Key {
-            file: st.b.file.clone(),
-            public: st.b.public.clone(),
-        },
-        _tmp: tempfile::tempdir().unwrap(),
-    };
+    let old = st.at(v1.clone());
     for args in [vec!["get", "OLD_TOKEN"], vec!["list"], vec!["set", "X"]] {
         let o = old.run(Some(&st.a.file), &args, b"v");
         assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));

@@ -189,19 +189,31 @@ impl Dir {
         Ok(Some((File::from(fd), st.st_size as u64)))
     }
 
-    /// Read the regular file `name`, at most `limit` bytes (more is
-    /// refused, never truncated). `None` when it does not exist.
-    pub fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, AtError> {
+    /// [`Dir::open_regular`] for reading, refusing a file larger than
+    /// `limit` at once.
+    fn open_bounded(&self, name: &str, limit: u64) -> Result<Option<(File, u64)>, AtError> {
         let Some((f, size)) = self.open_regular(name, OFlags::RDONLY)? else {
             return Ok(None);
         };
-        let too_large = || AtError::TooLarge {
+        if size > limit {
+            return Err(self.too_large(name, limit));
+        }
+        Ok(Some((f, size)))
+    }
+
+    fn too_large(&self, name: &str, limit: u64) -> AtError {
+        AtError::TooLarge {
             path: self.child_path(name),
             limit,
-        };
-        if size > limit {
-            return Err(too_large());
         }
+    }
+
+    /// Read the regular file `name`, at most `limit` bytes (more is
+    /// refused, never truncated). `None` when it does not exist.
+    pub fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, AtError> {
+        let Some((f, size)) = self.open_bounded(name, limit)? else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(size as usize);
         f.take(limit + 1)
             .read_to_end(&mut out)
@@ -210,7 +222,7 @@ impl Dir {
                 cause: e,
             })?;
         if out.len() as u64 > limit {
-            return Err(too_large());
+            return Err(self.too_large(name, limit));
         }
         Ok(Some(out))
     }
@@ -218,16 +230,9 @@ impl Dir {
     /// The SHA-256 of the regular file `name` (at most `limit` bytes), read
     /// in chunks. `None` when it does not exist.
     pub fn sha256(&self, name: &str, limit: u64) -> Result<Option<[u8; 32]>, AtError> {
-        let Some((mut f, size)) = self.open_regular(name, OFlags::RDONLY)? else {
+        let Some((mut f, _)) = self.open_bounded(name, limit)? else {
             return Ok(None);
         };
-        let too_large = || AtError::TooLarge {
-            path: self.child_path(name),
-            limit,
-        };
-        if size > limit {
-            return Err(too_large());
-        }
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut chunk = vec![0u8; 64 * 1024];
@@ -245,7 +250,7 @@ impl Dir {
             };
             total += n as u64;
             if total > limit {
-                return Err(too_large());
+                return Err(self.too_large(name, limit));
             }
             hasher.update(&chunk[..n]);
         }

@@ -341,10 +341,12 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
         } => {
             let mut all = recipients.clone();
             if let Some(f) = recipients_file {
-                all.push(
-                    std::fs::read_to_string(f)
-                        .map_err(super::io(format!("reading {}", f.display())))?,
-                );
+                // Bounded, and a FIFO or device refused at once.
+                let bytes = crate::sources::bounded::read_file(f, super::layout::MAX_RECIPIENTS)
+                    .map_err(|e| {
+                        StoreError::Value(format!("--recipients-file {}: {e}", f.display()))
+                    })?;
+                all.push(String::from_utf8_lossy(&bytes).into_owned());
             }
             let made = commands::init(&dir, &all)?;
             if args.json {
@@ -426,14 +428,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::List => {
-            let mut store = Store::open(&dir)?;
-            let metas = match Identity::load_optional(args.identity.as_deref())? {
-                Some(id) => Session::open(&mut store, &id, RecipientsCheck::MustMatch)?.metas,
-                None => {
-                    eprintln!("build-image: {UNVERIFIED}");
-                    session::peek(&store)?.metas
-                }
-            };
+            let metas = read_metas(&dir, args.identity.as_deref())?;
             let rows = commands::list(&metas);
             if args.json {
                 print_json(&rows);
@@ -484,14 +479,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
         }
         StoreCommand::History { name } => {
             super::validate_name(name)?;
-            let mut store = Store::open(&dir)?;
-            let metas = match Identity::load_optional(args.identity.as_deref())? {
-                Some(id) => Session::open(&mut store, &id, RecipientsCheck::MustMatch)?.metas,
-                None => {
-                    eprintln!("build-image: {UNVERIFIED}");
-                    session::peek(&store)?.metas
-                }
-            };
+            let metas = read_metas(&dir, args.identity.as_deref())?;
             let meta = commands::history(&dir, &metas, name)?;
             if args.json {
                 print_json(&meta);
@@ -517,10 +505,12 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             } else {
                 Identity::load_optional(args.identity.as_deref())?
             };
+            let mut recipients = 0;
             let (log, problems, verified) = match &id {
                 Some(id) => match Session::open(&mut store, id, RecipientsCheck::MustMatch) {
                     Ok(s) => {
                         let p = commands::check_stanzas(&s)?;
+                        recipients = s.recipients.keys.len();
                         (s.log, p, true)
                     }
                     Err(StoreError::Integrity { problems, .. }) => (Vec::new(), problems, true),
@@ -558,7 +548,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 if !verified {
                     eprintln!("build-image: {UNVERIFIED}");
                 } else if problems.is_empty() && !args.quiet {
-                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {} recipient(s)", log.len(), store_recipients(&dir));
+                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s)", log.len());
                 }
                 print_problems(&problems);
             }
@@ -572,16 +562,25 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
         StoreCommand::Rekey { yes } => {
             let mut store = Store::open(&dir)?;
             let id = identity("rekey re-encrypts every version")?;
+            // A rekey a crash interrupted is finished first, by an identity
+            // of the old recipients or of the new ones.
+            let mut recovered = None;
+            if store.pending() {
+                if let super::journal::Recovered::Finished(op) =
+                    super::journal::recover(&mut store, &id)?
+                {
+                    recovered = Some(op);
+                }
+            }
+            let finished_rekey = matches!(recovered.as_deref(), Some("rekey" | "recipients"));
             let s = match Session::open(&mut store, &id, RecipientsCheck::MayDiffer) {
-                Err(StoreError::NotARecipient { .. }) if store_recovered_rekey(&dir) => {
+                Err(StoreError::NotARecipient { .. }) if finished_rekey => {
                     say("finished the interrupted rekey: the store is encrypted to its new recipients (this identity is not one of them)".into());
                     return Ok(());
                 }
                 r => r?,
             };
-            if matches!(s.recovered.as_deref(), Some("rekey" | "recipients"))
-                && s.recipients_diff.is_empty()
-            {
+            if finished_rekey && s.recipients_diff.is_empty() {
                 say("finished the interrupted rekey".into());
                 return Ok(());
             }
@@ -656,15 +655,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .into_iter()
                         .filter(|k| !s.index.recipients.contains(k))
                         .collect();
-                    let detail = format!(
-                        "recipients {}",
-                        added
-                            .iter()
-                            .map(|k| format!("+{}", commands::short_key(k)))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                    let n = commands::rekey(&s, &id, "recipients", to, Some(text), detail)?;
+                    let n = change_recipients(&s, &id, to, text, '+', &added)?;
                     if args.json {
                         print_json(&serde_json::json!({"added": added, "files": n}));
                     }
@@ -675,20 +666,14 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 }
                 RecipientsCommand::Rm { keys } => {
                     let (to, text, gone) = commands::recipients_removed(&s, keys)?;
-                    let detail = format!(
-                        "recipients {}",
-                        gone.iter()
-                            .map(|k| format!("-{}", commands::short_key(k)))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                    let n = commands::rekey(&s, &id, "recipients", to, Some(text), detail)?;
+                    let n = change_recipients(&s, &id, to, text, '-', &gone)?;
                     if args.json {
                         print_json(&serde_json::json!({"removed": gone, "files": n}));
                     }
                     say(format!(
-                        "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`)",
-                        gone.len()
+                        "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and raise the generation in SEALED_IMAGE_STORE_ID to {}",
+                        gone.len(),
+                        s.key.generation() + 1
                     ));
                 }
             }
@@ -793,21 +778,38 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// How many recipients the store accepted (for a message; 0 if unknown).
-fn store_recipients(dir: &Path) -> usize {
-    std::fs::read(dir.join(super::layout::INDEX))
-        .ok()
-        .and_then(|b| super::integrity::Index::parse(&b).ok())
-        .map(|i| i.recipients.len())
-        .unwrap_or(0)
+/// `store recipients add|rm`: the new recipients.txt, with `sign` and the
+/// keys in the audit line; the number of version files.
+fn change_recipients(
+    s: &Session,
+    id: &Identity,
+    to: Recipients,
+    text: Vec<u8>,
+    sign: char,
+    keys: &[String],
+) -> Result<usize, StoreError> {
+    let detail = format!(
+        "recipients {}",
+        keys.iter()
+            .map(|k| format!("{sign}{}", commands::short_key(k)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    commands::rekey(s, id, "recipients", to, Some(text), detail)
 }
 
-/// Whether the last change in the log was a finished rekey (read without
-/// a key: only to word a message).
-fn store_recovered_rekey(dir: &Path) -> bool {
-    std::fs::read(dir.join(super::layout::AUDIT))
-        .ok()
-        .and_then(|b| super::audit::parse(&b).ok())
-        .and_then(|l| l.last().map(|e| e.op == "rekey" || e.op == "recipients"))
-        .unwrap_or(false)
+/// Every secret's metadata: verified with an identity, else read as it is
+/// (and said so on stderr).
+fn read_metas(
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<std::collections::BTreeMap<String, super::metadata::SecretMeta>, StoreError> {
+    let mut store = Store::open(dir)?;
+    Ok(match Identity::load_optional(identity)? {
+        Some(id) => Session::open(&mut store, &id, RecipientsCheck::MustMatch)?.metas,
+        None => {
+            eprintln!("build-image: {UNVERIFIED}");
+            session::peek(&store)?.metas
+        }
+    })
 }

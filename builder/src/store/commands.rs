@@ -6,7 +6,7 @@
 use super::audit::{self, Entry, Tip};
 use super::crypto::{Identity, Recipients, RecipientsFile};
 use super::input::{self, ValueInput};
-use super::integrity::{sha256_hex, Index, StoreKey, FORMAT};
+use super::integrity::{sha256_hex, Index, StoreKey};
 use super::layout::{self, at_error, Store};
 use super::metadata::{now, Generator, ScopeMeta, SecretMeta, VersionMeta};
 use super::names::{validate_name, Scope};
@@ -72,17 +72,7 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
         &[Entry::new("init").detail(format!("{} recipients", keys.keys.len()))],
         &key,
     );
-    let mut index = Index {
-        format: FORMAT,
-        id: key.id(),
-        generation: key.generation(),
-        key_file: sha256_hex(&key_file),
-        recipients: keys.strings(),
-        audit_floor: tip.count,
-        mac: String::new(),
-        secrets: BTreeMap::new(),
-    };
-    index.seal(&key);
+    let index = Index::new(&key, &key_file, keys.strings(), tip.count, BTreeMap::new());
     store
         .dir()
         .sub_or_create(layout::SECRETS, 0o755)

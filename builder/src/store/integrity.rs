@@ -243,6 +243,29 @@ pub struct Index {
 }
 
 impl Index {
+    /// The index of a store under `key`: its key file, accepted
+    /// recipients, audit floor and metadata hashes, sealed.
+    pub fn new(
+        key: &StoreKey,
+        key_file: &[u8],
+        recipients: Vec<String>,
+        audit_floor: u64,
+        secrets: BTreeMap<String, String>,
+    ) -> Index {
+        let mut index = Index {
+            format: FORMAT,
+            id: key.id(),
+            generation: key.generation(),
+            key_file: sha256_hex(key_file),
+            recipients,
+            audit_floor,
+            mac: String::new(),
+            secrets,
+        };
+        index.seal(key);
+        index
+    }
+
     fn mac_parts(&self) -> Vec<Vec<u8>> {
         let mut parts = vec![
             self.format.to_be_bytes().to_vec(),

@@ -159,17 +159,7 @@ pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreErro
     )));
     let (log, tip) = audit::chain(&Tip::empty(&key.id()), &entries, &key);
     let key_file = keys.encrypt(&key.to_plaintext())?;
-    let mut index = Index {
-        format: FORMAT,
-        id: key.id(),
-        generation: key.generation(),
-        key_file: sha256_hex(&key_file),
-        recipients: keys.strings(),
-        audit_floor: tip.count,
-        mac: String::new(),
-        secrets,
-    };
-    index.seal(&key);
+    let index = Index::new(&key, &key_file, keys.strings(), tip.count, secrets);
     w.put(layout::KEY, &key_file, 0o644)?;
     w.put(layout::AUDIT, &log, 0o644)?;
     w.put(layout::AUDIT_HEAD, &Head::new(&tip, &key).to_bytes(), 0o644)?;

@@ -7,7 +7,7 @@
 
 use super::audit::{self, Entry, Head, Tip};
 use super::crypto::{Identity, Recipients, RecipientsFile};
-use super::integrity::{sha256_hex, Index, StoreKey, FORMAT};
+use super::integrity::{sha256_hex, Index, StoreKey};
 use super::journal::{self, Recovered, Writer};
 use super::layout::{self, at_error, Store, Tree};
 use super::metadata::SecretMeta;
@@ -228,20 +228,10 @@ impl<'s> Session<'s> {
         }
         let (lines, tip) = audit::chain(&self.tip, &change.audit, key);
         let key_file = match &change.rekey {
-            Some(r) => sha256_hex(&r.key_file),
-            None => self.index.key_file.clone(),
+            Some(r) => &r.key_file,
+            None => &self.key_file,
         };
-        let mut index = Index {
-            format: FORMAT,
-            id: self.key.id(),
-            generation: key.generation(),
-            key_file,
-            recipients: recipients.strings(),
-            audit_floor: tip.count,
-            mac: String::new(),
-            secrets,
-        };
-        index.seal(key);
+        let index = Index::new(key, key_file, recipients.strings(), tip.count, secrets);
         w.put(layout::INDEX, index.to_toml().as_bytes(), 0o644)?;
         w.put(layout::AUDIT_HEAD, &Head::new(&tip, key).to_bytes(), 0o644)?;
         w.append_audit(self.tip.len, &lines)?;
