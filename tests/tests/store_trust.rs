@@ -1436,3 +1436,68 @@ fn a_command_source_cannot_read_the_builders_environment_from_proc() {
         "the command source read the builder's environment from /proc"
     );
 }
+
+/// A member adds and removes a recipient: the store key changes each
+/// time, every version follows, and the removed one opens nothing.
+#[test]
+fn members_add_and_remove_recipients_under_a_new_store_key() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let c = key(&st.dir, "c");
+    let key_file = |st: &St| std::fs::read(st.store.join("key.age")).unwrap();
+    let k1 = key_file(&st);
+    // Without an identity, or as a non-member: refused, nothing changed.
+    let before = snapshot(&st.store);
+    let o = st.run(None, &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let o = st.run(Some(&c.file), &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    assert_eq!(snapshot(&st.store), before);
+    ok(&st.run(
+        Some(&st.a.file),
+        &["recipients", "add", &format!("{} # carol", c.public)],
+        b"",
+    ));
+    assert!(std::fs::read_to_string(st.store.join("recipients.txt"))
+        .unwrap()
+        .contains("# carol"));
+    assert_ne!(key_file(&st), k1);
+    assert_eq!(
+        st.run(Some(&c.file), &["get", "DB_PASSWORD"], b"").stdout,
+        DB.as_bytes()
+    );
+    let o = st.run(Some(&st.a.file), &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let o = st.run(Some(&c.file), &["recipients", "list", "--json"], b"");
+    ok(&o);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["accepted"].as_array().unwrap().len(), 3);
+    // C removes A.
+    let k2 = key_file(&st);
+    ok(&st.run(Some(&c.file), &["recipients", "rm", &st.a.public], b""));
+    assert_ne!(key_file(&st), k2);
+    let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    for f in files_named(&st.store, ".age") {
+        let o = command("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&st.a.file)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "A still opens {}", f.display());
+    }
+    let o = st.run(Some(&c.file), &["recipients", "rm", &st.a.public], b"");
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    let log = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    assert_eq!(
+        log.matches("\"op\":\"recipients\"").count(),
+        2 + 2 * 2,
+        "{log}"
+    );
+    let o = st.run(Some(&c.file), &["audit", "--verify"], b"");
+    ok(&o);
+}

@@ -634,17 +634,33 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
         StoreCommand::Recipients(cmd) => {
             let mut store = Store::open(&dir)?;
             let id = identity("a change of recipients needs a member's identity")?;
-            let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            // Listing shows what recipients.txt would change; a change
+            // needs the two to agree first (review a difference with rekey).
+            let check = match cmd {
+                RecipientsCommand::List => RecipientsCheck::MayDiffer,
+                _ => RecipientsCheck::MustMatch,
+            };
+            let s = Session::open(&mut store, &id, check)?;
             match cmd {
                 RecipientsCommand::List => {
+                    let diff = &s.recipients_diff;
                     if args.json {
-                        print_json(&s.recipients.strings());
+                        print_json(&serde_json::json!({
+                            "accepted": s.recipients.strings(),
+                            "added_in_recipients_txt": diff.added.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                            "removed_in_recipients_txt": diff.removed,
+                        }));
                     } else {
                         for k in s.recipients.strings() {
                             match s.file.line_of(&k) {
                                 Some(l) => println!("{k}   (line {}: {})", l.number, l.text),
-                                None => println!("{k}"),
+                                None => println!(
+                                    "{k}   (not in recipients.txt: a removal nobody accepted)"
+                                ),
                             }
+                        }
+                        for (k, line) in &diff.added {
+                            println!("{k}   ({line}: not accepted; `build-image store rekey` reviews it)");
                         }
                     }
                 }

@@ -219,14 +219,24 @@ impl Identity {
         Identity::load_optional(file)?.ok_or_else(|| StoreError::no_identity(why))
     }
 
-    /// An identity file: a regular file (links followed: it is the user's
-    /// path), read with a bound into a zeroized buffer.
+    /// An identity file (the user's path: links followed), or a pipe such
+    /// as `<(pass show store-key)`; a device or a directory is refused. Read
+    /// with a bound into a zeroized buffer.
     pub fn from_file(path: &Path) -> Result<Identity, StoreError> {
         let bad = |reason: String| StoreError::BadIdentity {
             from: path.display().to_string(),
             reason,
         };
-        let bytes = crate::sources::bounded::read_file(path, MAX_IDENTITY_FILE)
+        let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let meta = f.metadata().map_err(|e| bad(e.to_string()))?;
+        let kind = meta.file_type();
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if !(kind.is_file() || kind.is_fifo()) {
+                return Err(bad("not a regular file (nor a pipe)".into()));
+            }
+        }
+        let bytes = crate::io::secret::read_bounded(&mut f, MAX_IDENTITY_FILE, meta.len())
             .map_err(|e| bad(e.to_string()))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
         Identity::parse(text, &path.display().to_string())
