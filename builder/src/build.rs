@@ -186,10 +186,22 @@ pub fn build(
     ]
     .into();
     failpoint_commit()?;
-    staging.commit_set(&files, &set).map_err(io_err(format!(
-        "moving outputs into {}",
-        opts.out_dir.display()
-    )))?;
+    // Without --force a key is never replaced, even one a concurrent build
+    // wrote after the check above.
+    let keep = crate::output::staging::Keep {
+        files: if opts.force {
+            Vec::new()
+        } else {
+            vec![key_name.clone()]
+        },
+        inside: None,
+    };
+    staging
+        .commit_keeping(&files, &set, &keep)
+        .map_err(io_err(format!(
+            "moving outputs into {}",
+            opts.out_dir.display()
+        )))?;
 
     Ok(BuildReport {
         sealed: SealedImage {

@@ -23,7 +23,6 @@ use crate::secrets::Override;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -124,7 +123,11 @@ pub fn parse_text(
                             DeviceSecret::Value(s) => {
                                 Override::Value(Zeroizing::new(s.into_bytes()))
                             }
-                            DeviceSecret::Env(v) => Override::Source(SourceSpec::Env(v)),
+                            DeviceSecret::Env(v) => {
+                                // No child process of the build sees it.
+                                crate::child_env::hide(&v);
+                                Override::Source(SourceSpec::Env(v))
+                            }
                             DeviceSecret::File(p) => {
                                 Override::Source(SourceSpec::File(base.join(p)))
                             }
@@ -175,12 +178,10 @@ pub fn parse_text(
             .filter(|r| !r.is_empty())
         {
             None => None,
-            Some(r) => Some(age::x25519::Recipient::from_str(r).map_err(|e| {
-                invalid(format!(
-                    "device #{}: recipient is not an age X25519 recipient: {e}",
-                    out.len() + 1
-                ))
-            })?),
+            Some(r) => Some(
+                crate::recipient::parse(r)
+                    .map_err(|e| invalid(format!("device #{}: recipient: {e}", out.len() + 1)))?,
+            ),
         };
         for t in &tags {
             // The tag is not echoed: with columns out of place it may hold a value.

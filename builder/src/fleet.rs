@@ -306,9 +306,17 @@ pub fn build_fleet(
     let _ = std::fs::remove_file(staging.path(".base.frames"));
     // Earlier device directories (checked to be ours above) are replaced
     // as a set with the new ones.
-    staging.commit(&moved).map_err(io_err(format!(
-        "moving outputs into {}",
-        opts.out_dir.display()
-    )))?;
+    // Without --force, a device directory that got a key meanwhile (a
+    // concurrent build) is kept, and the commit fails.
+    let keep = crate::output::staging::Keep {
+        files: Vec::new(),
+        inside: (!opts.force).then(|| key_name.clone()),
+    };
+    staging
+        .commit_keeping(&moved, &[], &keep)
+        .map_err(io_err(format!(
+            "moving outputs into {}",
+            opts.out_dir.display()
+        )))?;
     Ok(FleetReport { devices: reports })
 }

@@ -219,9 +219,15 @@ pub fn inject(
     let wrote_key = sealed
         .write_key_file(&key_tmp.0)
         .map_err(io_err(format!("writing {}", key_path.display())))?;
-    if wrote_key {
-        fs::rename(&key_tmp.0, &key_path)
-            .map_err(io_err(format!("writing {}", key_path.display())))?;
+    // Never over a key (one a concurrent run wrote after the check above).
+    if wrote_key
+        && !crate::output::staging::rename_noreplace(&key_tmp.0, &key_path)
+            .map_err(io_err(format!("writing {}", key_path.display())))?
+    {
+        return Err(BuildError::OutputExists {
+            path: key_path,
+            hint: "it appeared while this image was written (another run?): it is kept; nothing was written",
+        });
     }
     fs::set_permissions(
         &final_tmp.0,

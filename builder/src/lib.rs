@@ -10,6 +10,7 @@
 
 pub mod bmap;
 pub mod build;
+pub mod child_env;
 pub mod devices;
 pub mod error;
 pub mod flash;
@@ -24,6 +25,7 @@ pub mod password_hash;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod recipient;
 pub mod report;
 pub mod sealing;
 pub mod secrets;

@@ -27,6 +27,16 @@ pub enum SecretsError {
     },
 }
 
+impl SecretsError {
+    /// The store error behind this one, if a store source failed.
+    pub fn store_error(&self) -> Option<&crate::store::StoreError> {
+        match self {
+            SecretsError::Source(SourceError::Store { cause, .. }) => Some(cause),
+            _ => None,
+        }
+    }
+}
+
 /// A required secret that no source provided.
 #[derive(Debug, Clone, Serialize)]
 pub struct Missing {

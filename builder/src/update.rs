@@ -210,9 +210,21 @@ fn write(
             secrets: secrets.clone(),
         });
     }
-    staging.commit(&files).map_err(io_err(format!(
-        "moving bundles into {}",
-        opts.out_dir.display()
-    )))?;
+    // Without --force, nothing is replaced (a concurrent run's bundle or
+    // key written after the check above is kept, and this run fails).
+    let keep = crate::output::staging::Keep {
+        files: if opts.force {
+            Vec::new()
+        } else {
+            files.clone()
+        },
+        inside: None,
+    };
+    staging
+        .commit_keeping(&files, &[], &keep)
+        .map_err(io_err(format!(
+            "moving bundles into {}",
+            opts.out_dir.display()
+        )))?;
     Ok(BundleReport { bundles })
 }

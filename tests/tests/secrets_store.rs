@@ -44,8 +44,16 @@ fn secret_string(id: &age::x25519::Identity) -> String {
     id.to_string().expose_secret().to_string()
 }
 
-/// `build-image store --store DIR ARGS…` with a clean environment.
+/// `build-image store --store DIR ARGS…` as alice (a member: her identity
+/// file in `SEALED_IMAGE_STORE_IDENTITY_FILE`), environment otherwise clean.
 fn cmd(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = anon(f, args);
+    c.env("SEALED_IMAGE_STORE_IDENTITY_FILE", &f.key);
+    c
+}
+
+/// [`cmd`] without any identity.
+fn anon(f: &Fixture, args: &[&str]) -> Command {
     let mut c = Command::new(bin("build-image"));
     c.arg("store")
         .arg("--store")
@@ -54,6 +62,7 @@ fn cmd(f: &Fixture, args: &[&str]) -> Command {
         .env("USER", "alice")
         .env_remove("SEALED_IMAGE_STORE_IDENTITY")
         .env_remove("SEALED_IMAGE_STORE_IDENTITY_FILE")
+        .env_remove("SEALED_IMAGE_STORE_ID")
         .env_remove("GITHUB_ACTIONS")
         .env_remove("GITLAB_CI")
         .env_remove("CI_JOB_ID")
@@ -279,7 +288,7 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
         &["get", "WIFI_PSK", "--identity", other.to_str().unwrap()],
     ));
     assert_eq!(code(&o), Some(10), "{}", text(&o));
-    let o = t.run(&mut cmd(&f, &["get", "WIFI_PSK"]));
+    let o = t.run(&mut anon(&f, &["get", "WIFI_PSK"]));
     assert_eq!(code(&o), Some(10), "{}", text(&o));
     assert!(
         text(&o).contains("SEALED_IMAGE_STORE_IDENTITY"),
@@ -444,30 +453,16 @@ fn failed_commands_leave_the_store_as_it_was() {
         let o = with_stdin(&mut t, cmd(&f, &["set", name]), MARKER.as_bytes());
         assert!(o.status.success(), "{}", text(&o));
     }
-    // B_TWO's file was encrypted to someone else (a teammate's edit gone wrong):
-    // rekey must fail on it without touching A_ONE.
-    let stranger = age::x25519::Identity::generate();
-    let foreign = f.dir.join("foreign.age");
-    let age_enc = output_with_stdin(
-        command("age")
-            .args(["-r", &stranger.to_public().to_string(), "-o"])
-            .arg(&foreign),
-        b"x",
-    );
-    assert!(age_enc.status.success());
-    std::fs::copy(&foreign, f.store.join("secrets/B_TWO/global/v1.age")).unwrap();
-    // A new teammate, so that rekey would rewrite everything.
-    let bob = age::x25519::Identity::generate();
-    let mut r = std::fs::OpenOptions::new()
-        .append(true)
-        .open(f.store.join("recipients.txt"))
-        .unwrap();
-    writeln!(r, "{} # bob", bob.to_public()).unwrap();
     let before = snapshot(&f.store);
     let key = f.key.to_str().unwrap();
-
+    let stranger = f.dir.join("stranger.key");
+    std::fs::write(&stranger, secret_string(&age::x25519::Identity::generate())).unwrap();
     let failures: Vec<(Vec<&str>, &[u8], i32)> = vec![
-        (vec!["rekey", "--identity", key], b"", 10),
+        (
+            vec!["rekey", "--yes", "--identity", stranger.to_str().unwrap()],
+            b"",
+            10,
+        ),
         (vec!["set", "A_ONE"], MARKER2.as_bytes(), 8),
         (vec!["set", "C_NEW"], b"", 2),
         (vec!["set", "C_NEW", "--update"], MARKER2.as_bytes(), 9),
@@ -493,12 +488,12 @@ fn failed_commands_leave_the_store_as_it_was() {
         assert_eq!(code(&o), Some(want), "{args:?}: {}", text(&o));
         assert_eq!(snapshot(&f.store), before, "{args:?} changed the store");
     }
-    // The same again with a broken recipients file: set refuses before writing.
+    // A broken recipients file: refused before anything is read or written.
     std::fs::write(f.store.join("recipients.txt"), "ssh-rsa AAAA nope\n").unwrap();
     let before = snapshot(&f.store);
     let o = with_stdin(&mut t, cmd(&f, &["set", "C_NEW"]), MARKER2.as_bytes());
-    assert_eq!(code(&o), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("recipients.txt line 1"), "{}", text(&o));
+    assert_eq!(code(&o), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("recipients.txt: line 1"), "{}", text(&o));
     assert_eq!(snapshot(&f.store), before);
     assert_no_marker(&f, &t, &[MARKER, MARKER2]);
 }
@@ -533,11 +528,19 @@ fn audit_rekey_export_and_import() {
         .unwrap();
     writeln!(r, "{} # bob", bob.to_public()).unwrap();
     let o = t.run(&mut cmd(&f, &["audit"]));
-    assert!(!o.status.success());
+    assert_eq!(code(&o), Some(11), "{}", text(&o));
     assert!(text(&o).contains("store rekey"), "{}", text(&o));
     let key = f.key.to_str().unwrap();
-    t.ok(&mut cmd(&f, &["rekey", "--identity", key]));
-    t.ok(&mut cmd(&f, &["audit"]));
+    // A member accepts it: rekey shows the new line, and asks (--yes here).
+    let o = t.run(&mut cmd(&f, &["rekey", "--identity", key]));
+    assert_eq!(code(&o), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("+ {}", bob.to_public())) && text(&o).contains("--yes"),
+        "{}",
+        text(&o)
+    );
+    t.ok(&mut cmd(&f, &["rekey", "--yes", "--identity", key]));
+    t.ok(&mut cmd(&f, &["audit", "--verify"]));
     assert_eq!(
         age_decrypt(&bob_key, &f.store.join("secrets/WIFI_PSK/tag.lobby/v1.age")),
         MARKER2.as_bytes()
@@ -557,6 +560,8 @@ fn audit_rekey_export_and_import() {
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     for entry in [
         "FORMAT",
+        "SOURCE",
+        "MAC",
         "WIFI_PSK/meta.toml",
         "WIFI_PSK/global/v1.value",
         "WIFI_PSK/tag.lobby/v1.value",
@@ -565,10 +570,23 @@ fn audit_rekey_export_and_import() {
     }
     std::fs::remove_file(&tarball).unwrap();
 
-    // Import into a new store with another recipient (carol).
+    // Import into a new store with another recipient (carol): the identity
+    // holds alice's key (to open the archive and its source store) and
+    // carol's (a member of the new store).
     let carol = age::x25519::Identity::generate();
     let carol_key = f.dir.join("carol.key");
     std::fs::write(&carol_key, secret_string(&carol)).unwrap();
+    let both = f.dir.join("alice-and-carol.key");
+    std::fs::write(
+        &both,
+        format!(
+            "{}\n{}\n",
+            std::fs::read_to_string(&f.key).unwrap(),
+            secret_string(&carol)
+        ),
+    )
+    .unwrap();
+    let both = both.to_str().unwrap();
     let other = f.dir.join("other-store");
     let store2 = |args: &[&str]| {
         let mut c = cmd(&f, args);
@@ -580,12 +598,37 @@ fn audit_rekey_export_and_import() {
         "--recipient",
         &carol.to_public().to_string(),
     ]));
-    t.ok(&mut store2(&[
+    // Not from a store key the new store trusts: refused, nothing written.
+    let before = snapshot(&other);
+    let o = t.run(&mut store2(&[
         "import",
         backup.to_str().unwrap(),
+        "--yes",
         "--identity",
-        key,
+        both,
     ]));
+    assert_eq!(code(&o), Some(11), "{}", text(&o));
+    assert!(
+        text(&o).contains("--from") && text(&o).contains("--fingerprint"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(&other), before);
+    let o = t.ok(&mut store2(&[
+        "import",
+        backup.to_str().unwrap(),
+        "--from",
+        f.store.to_str().unwrap(),
+        "--yes",
+        "--identity",
+        both,
+    ]));
+    // Where it came from was shown before anything was written.
+    assert!(
+        text(&o).contains("exported") && text(&o).contains("2 version(s)"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
         age_decrypt(&carol_key, &other.join("secrets/WIFI_PSK/global/v1.age")),
         MARKER.as_bytes()
@@ -600,8 +643,11 @@ fn audit_rekey_export_and_import() {
     let o = t.run(&mut store2(&[
         "import",
         backup.to_str().unwrap(),
+        "--from",
+        f.store.to_str().unwrap(),
+        "--yes",
         "--identity",
-        key,
+        both,
     ]));
     assert_eq!(code(&o), Some(8), "{}", text(&o));
     assert!(text(&o).contains("WIFI_PSK"));
@@ -690,7 +736,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     };
     // Without an identity the build fails and says where to put one.
     let o = build(&mut t, &["--no-zst"], &f.dir.join("out0"), None);
-    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    assert_eq!(code(&o), Some(10), "{}", text(&o));
     assert!(
         text(&o).contains("SEALED_IMAGE_STORE_IDENTITY"),
         "{}",
@@ -889,6 +935,7 @@ fn a_value_typed_on_a_terminal_is_not_echoed() {
     let mut child = sealed_image_tests::command("script")
         .args(["-qec", &command, "/dev/null"])
         .env("USER", "alice")
+        .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &f.key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -171,6 +171,7 @@ pub fn make(job: &Ext4Job<'_>) -> Result<(), ImageError> {
         .arg(job.image)
         .arg(format!("{kib}k"));
     set_time_env(&mut cmd, job.source_date_epoch);
+    crate::child_env::scrub(&mut cmd);
     run(cmd, "mke2fs")?;
 
     if !fixups.is_empty() {
@@ -314,6 +315,7 @@ pub(crate) fn debugfs_write(
     cmd.arg("-w").arg("-f").arg(script_file.path()).arg(&device);
     cmd.stdout(Stdio::null());
     set_time_env(&mut cmd, epoch);
+    crate::child_env::scrub(&mut cmd);
     let stderr = run(cmd, "debugfs")?;
     let errors: Vec<String> = String::from_utf8_lossy(&stderr)
         .lines()
@@ -589,7 +591,7 @@ pub(crate) fn debugfs_read(
     let debugfs = require_e2fs_tool("debugfs")?;
     let mut device = image.as_os_str().to_owned();
     device.push(format!("?offset={offset}"));
-    Command::new(debugfs)
+    crate::child_env::scrub(&mut Command::new(debugfs))
         .arg("-R")
         .arg(request)
         .arg(&device)

@@ -1,11 +1,59 @@
 //! The I/O room: byte streams shared by the commands. Compressed images
 //! (detected by their magic, decoded one way), sparse files (where the data
 //! is, copies that keep the holes), the one zero-skipping writer, the
-//! worker thread count.
+//! worker thread count; files under a directory descriptor that never
+//! follow links ([`at`]); zeroizing buffers for plaintext ([`secret`]).
 
+pub mod at;
 pub mod compressed;
+pub mod secret;
 pub mod sparse;
 pub mod sparse_write;
+
+/// The directory a path's file is in: `.` for a bare file name (whose
+/// `parent()` is the empty path, which cannot be opened or synced).
+pub fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    }
+}
+
+/// Write `data` to `path` atomically, as the user named it (a link to a
+/// directory on the way is followed; a link at `path` itself is replaced,
+/// not written through): a new temporary file beside it with `mode`,
+/// fsync, rename, fsync of the directory. A failure leaves what was there.
+pub fn write_output(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = parent_dir(path);
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{:08x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
 
 /// Fill `buf` from `r` as far as it goes: fewer bytes only at the end of
 /// the stream (short reads happen on pipes, decoders and some filesystems).

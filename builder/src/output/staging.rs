@@ -59,10 +59,21 @@ impl Staging {
 
     /// [`Staging::commit`], also moving away (and deleting once the new set
     /// is in) the earlier outputs named in `also` that this set replaces.
-    pub fn commit_set(
+    pub fn commit_set(self, files: &[String], also: &[String]) -> std::io::Result<Vec<PathBuf>> {
+        self.commit_keeping(files, also, &Keep::default())
+    }
+
+    /// [`Staging::commit_set`] that never replaces a key: the names in
+    /// `keep.files` go in with `RENAME_NOREPLACE` (and are never moved
+    /// aside), and an earlier output moved aside that holds a file named
+    /// `keep.inside` is not deleted: the commit fails and everything goes
+    /// back. A key written meanwhile by a concurrent build survives; the
+    /// error is [`std::io::ErrorKind::AlreadyExists`] naming it.
+    pub fn commit_keeping(
         mut self,
         files: &[String],
         also: &[String],
+        keep: &Keep,
     ) -> std::io::Result<Vec<PathBuf>> {
         let old = self
             .out
@@ -71,15 +82,38 @@ impl Staging {
         fs::create_dir(&old)?;
         let mut aside: Vec<&String> = Vec::new();
         let mut moved_in: Vec<&String> = Vec::new();
+        let exists = |p: PathBuf| {
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} appeared meanwhile (another build?): it is kept",
+                    p.display()
+                ),
+            )
+        };
         let result = (|| -> std::io::Result<()> {
             for f in files.iter().chain(also) {
+                if keep.files.contains(f) {
+                    continue;
+                }
                 if fs::symlink_metadata(self.out.join(f)).is_ok() && !aside.contains(&f) {
                     fs::rename(self.out.join(f), old.join(f))?;
                     aside.push(f);
+                    if let Some(inside) = &keep.inside {
+                        if fs::symlink_metadata(old.join(f).join(inside)).is_ok() {
+                            return Err(exists(self.out.join(f).join(inside)));
+                        }
+                    }
                 }
             }
             for f in files {
-                fs::rename(self.dir.join(f), self.out.join(f))?;
+                if keep.files.contains(f) {
+                    if !rename_noreplace(&self.dir.join(f), &self.out.join(f))? {
+                        return Err(exists(self.out.join(f)));
+                    }
+                } else {
+                    fs::rename(self.dir.join(f), self.out.join(f))?;
+                }
                 moved_in.push(f);
             }
             Ok(())
@@ -110,6 +144,29 @@ impl Drop for Staging {
                 let _ = fs::remove_dir(&self.out);
             }
         }
+    }
+}
+
+/// What a commit must never replace (see [`Staging::commit_keeping`]).
+#[derive(Default)]
+pub struct Keep {
+    pub files: Vec<String>,
+    pub inside: Option<String>,
+}
+
+/// Rename `from` to `to` unless `to` exists (`RENAME_NOREPLACE`): false
+/// when it does.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -177,6 +234,45 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// A key that appears between a build's check and its commit (a
+    /// concurrent build) is never replaced or deleted: the commit fails and
+    /// the earlier set is back.
+    #[test]
+    fn a_key_written_meanwhile_is_kept() {
+        let (_dir, out) = testkit::scratch("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("a.img"), "old image").unwrap();
+        let s = Staging::new(&out, "a").unwrap();
+        fs::write(s.path("a.img"), "new image").unwrap();
+        fs::write(s.path("a.key"), "new key").unwrap();
+        fs::write(out.join("a.key"), "the other build's key").unwrap();
+        let keep = Keep {
+            files: vec!["a.key".into()],
+            inside: None,
+        };
+        let e = s
+            .commit_keeping(&["a.img".into(), "a.key".into()], &[], &keep)
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            fs::read(out.join("a.key")).unwrap(),
+            b"the other build's key"
+        );
+        assert_eq!(fs::read(out.join("a.img")).unwrap(), b"old image");
+        // A device directory that got a key meanwhile: kept whole.
+        fs::create_dir(out.join("dev1")).unwrap();
+        fs::write(out.join("dev1/a.key"), "dev key").unwrap();
+        let s = Staging::new(&out, "f").unwrap();
+        fs::create_dir(s.path("dev1")).unwrap();
+        fs::write(s.path("dev1/a.key"), "new").unwrap();
+        let keep = Keep {
+            files: Vec::new(),
+            inside: Some("a.key".into()),
+        };
+        assert!(s.commit_keeping(&["dev1".into()], &[], &keep).is_err());
+        assert_eq!(fs::read(out.join("dev1/a.key")).unwrap(), b"dev key");
     }
 
     #[test]

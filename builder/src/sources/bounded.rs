@@ -62,15 +62,14 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedE
     if st.st_size as u64 > limit {
         return Err(BoundedError::TooLarge { limit });
     }
-    let mut out = Zeroizing::new(Vec::with_capacity(st.st_size as usize));
-    std::fs::File::from(fd)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(BoundedError::Io)?;
-    if out.len() as u64 > limit {
-        return Err(BoundedError::TooLarge { limit });
-    }
-    Ok(out)
+    crate::io::secret::read_bounded(&mut std::fs::File::from(fd), limit, st.st_size as u64).map_err(
+        |e| match e {
+            crate::io::secret::BoundedReadError::TooLarge { limit } => {
+                BoundedError::TooLarge { limit }
+            }
+            crate::io::secret::BoundedReadError::Io(e) => BoundedError::Io(e),
+        },
+    )
 }
 
 /// How a command source ended.
@@ -87,10 +86,12 @@ pub enum CommandOutcome {
     TooLarge { limit: u64 },
 }
 
-/// Run `cmd` (stdin closed) in its own process group, reading at most
-/// `limit` bytes of stdout, for at most `timeout`.
+/// Run `cmd` (stdin closed, without the store identity or the variables
+/// secrets are read from: [`crate::child_env`]) in its own process group,
+/// reading at most `limit` bytes of stdout, for at most `timeout`.
 pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Result<CommandOutcome> {
     use std::os::unix::process::CommandExt;
+    crate::child_env::scrub(cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,15 +112,15 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
     // may hold the pipe open long after the command itself exited.
     let (out_tx, out_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let read = (|| -> io::Result<Zeroizing<Vec<u8>>> {
-            let mut buf = Zeroizing::new(Vec::new());
-            (&mut out_pipe).take(limit + 1).read_to_end(&mut buf)?;
-            if buf.len() as u64 > limit {
-                buf.truncate(0);
+        // Into a zeroizing buffer that leaves no copy as it grows.
+        let read = match crate::io::secret::read_bounded(&mut out_pipe, limit, 0) {
+            Ok(buf) => Ok(buf),
+            Err(crate::io::secret::BoundedReadError::TooLarge { .. }) => {
                 over_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(Zeroizing::new(Vec::new()))
             }
-            Ok(buf)
-        })();
+            Err(crate::io::secret::BoundedReadError::Io(e)) => Err(e),
+        };
         let _ = out_tx.send(read);
     });
     let (err_tx, err_rx) = std::sync::mpsc::channel();

@@ -55,6 +55,13 @@ pub enum SourceError {
     },
     #[error("secret {name}: {reason}")]
     Invalid { name: String, reason: String },
+    /// Not marked as the source (the message holds it); exit codes find
+    /// it through [`crate::secrets::SecretsError::store_error`].
+    #[error("secret {name}: store: {cause}")]
+    Store {
+        name: String,
+        cause: crate::store::StoreError,
+    },
 }
 
 /// The source in effect for a secret: the recipe's, or the environment
@@ -83,8 +90,14 @@ pub fn describe(recipe: &Recipe, spec: &SourceSpec) -> String {
     }
 }
 
-/// Ask the source of one secret for its value.
+/// Ask the source of one secret for its value. The variables every secret
+/// of the recipe is read from are hidden from child processes first, so a
+/// command source that runs before an environment source cannot see them.
 pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, SourceError> {
+    hide_env_sources(recipe);
+    if let SourceSpec::Env(var) = spec {
+        crate::child_env::hide(var);
+    }
     match spec {
         SourceSpec::Env(var) => Ok(env::fetch(var)),
         SourceSpec::File(p) => file::fetch(name, &recipe.resolve(p)),
@@ -100,6 +113,15 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }
         SourceSpec::Store(n) => crate::store::recipe::fetch(recipe, name, n),
+    }
+}
+
+/// Hide from child processes every variable the recipe reads a secret from.
+pub fn hide_env_sources(recipe: &Recipe) {
+    for (name, s) in &recipe.secrets {
+        if let SourceSpec::Env(var) = effective(name, s.source.as_ref()) {
+            crate::child_env::hide(&var);
+        }
     }
 }
 

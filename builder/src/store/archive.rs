@@ -1,118 +1,236 @@
 //! `store export FILE` / `store import FILE`: the whole store (metadata and
 //! every version's value) in a tar archive encrypted with age, for backup
 //! and for moving secrets to a store with other recipients.
+//!
+//! The archive says where it comes from (`SOURCE`: store id, key
+//! generation, time, who, counts) and ends with a `MAC` under the source
+//! store's key over every entry. age has no sender authentication: anyone
+//! can encrypt an archive to the public recipients, so `import` takes
+//! only an archive it can authenticate: one made by this store (its
+//! current key), by a store named with `--from DIR` that the identity
+//! opens, or one whose SHA-256 (`export` prints it) is given with
+//! `--fingerprint`. It shows the origin before it writes.
 
-use super::audit::{self, Entry};
+use super::audit::Entry;
 use super::crypto::{Identity, Recipients};
 use super::input::MAX_VALUE;
-use super::layout::{self, write_atomic, Store};
-use super::metadata::SecretMeta;
-use super::{io, StoreError};
+use super::integrity::{sha256_hex, StoreKey};
+use super::layout::{self, Store};
+use super::metadata::{now, SecretMeta};
+use super::session::{Change, RecipientsCheck, Session};
+use super::StoreError;
+use crate::io::secret::SecretVec;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-const FORMAT: &str = "sealed-image-store-export 1\n";
+const FORMAT_V1: &str = "sealed-image-store-export 1\n";
+const FORMAT: &str = "sealed-image-store-export 2\n";
 const MAX_ENTRIES: usize = 100_000;
 const MAX_ARCHIVE: u64 = 4 << 30;
 
 /// What an export or import covered.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ArchiveReport {
+    pub names: usize,
+    pub versions: usize,
+    /// The archive file's SHA-256 (what `import --fingerprint` takes).
+    pub fingerprint: String,
+    /// The store it came from.
+    pub store: String,
+}
+
+/// Where an archive says it comes from (inside the encryption).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Source {
+    pub store: String,
+    pub generation: u32,
+    pub exported_at: String,
+    pub by: String,
     pub names: usize,
     pub versions: usize,
 }
 
+fn mac_parts(entries: &[(String, String)]) -> Vec<Vec<u8>> {
+    entries
+        .iter()
+        .flat_map(|(p, h)| [p.as_bytes().to_vec(), h.as_bytes().to_vec()])
+        .collect()
+}
+
+fn archive_mac(key: &StoreKey, entries: &[(String, String)]) -> String {
+    let parts = mac_parts(entries);
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    key.mac_hex("export", &refs)
+}
+
 /// Write every secret into an age-encrypted archive at `out` (mode 0600),
-/// encrypted to `to` (the store's recipients when `None`).
+/// encrypted to `to` (the store's recipients when `None`). The audit line
+/// is written before the archive.
 pub fn export(
-    store: &Store,
+    s: &mut Session,
     identity: &Identity,
     out: &Path,
     to: Option<Recipients>,
 ) -> Result<ArchiveReport, StoreError> {
-    let to = match to {
-        Some(r) => r,
-        None => Recipients::load(&store.recipients_file())?,
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let add = |tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+    let to = to.unwrap_or_else(|| s.recipients.clone());
+    let mut tar = tar::Builder::new(SecretVec::default());
+    let mut macced: Vec<(String, String)> = Vec::new();
+    let mut add = |tar: &mut tar::Builder<SecretVec>, path: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o600);
         h.set_mtime(0);
         h.set_cksum();
+        macced.push((path.to_string(), sha256_hex(data)));
         tar.append_data(&mut h, path, data)
-            .map_err(io("building the export archive"))
+            .map_err(super::io("building the export archive"))
+    };
+    let versions: usize = s
+        .metas
+        .values()
+        .flat_map(|m| m.scopes.values())
+        .map(|sc| sc.versions.len())
+        .sum();
+    let source = Source {
+        store: s.id(),
+        generation: s.key.generation(),
+        exported_at: now(),
+        by: super::audit::actor(),
+        names: s.metas.len(),
+        versions,
     };
     add(&mut tar, "FORMAT", FORMAT.as_bytes())?;
-    let mut report = ArchiveReport {
-        names: 0,
-        versions: 0,
-    };
+    add(
+        &mut tar,
+        "SOURCE",
+        &serde_json::to_vec(&source).unwrap_or_default(),
+    )?;
     let mut entries = Vec::new();
-    for name in store.names()? {
-        let Some(meta) = SecretMeta::load(store, &name)? else {
-            continue;
-        };
+    for (name, meta) in &s.metas {
         add(
             &mut tar,
             &format!("{name}/meta.toml"),
             meta.to_toml().as_bytes(),
         )?;
         for scope in meta.scope_list() {
-            let Some(s) = meta.scope(&scope) else {
+            let Some(sc) = meta.scope(&scope) else {
                 continue;
             };
-            for v in &s.versions {
-                let value = identity.decrypt_file(&store.version_file(&name, &scope, v.version))?;
+            for v in &sc.versions {
+                let value = s.read_value(identity, name, &scope, v.version)?;
                 add(
                     &mut tar,
                     &format!("{name}/{}/v{}.value", scope.dir_name(), v.version),
                     &value,
                 )?;
-                report.versions += 1;
             }
-            entries.push(Entry::new("export").secret(&name, &scope.to_string(), s.current));
+            entries.push(Entry::new("export").secret(name, &scope.to_string(), sc.current));
         }
-        report.names += 1;
     }
-    let plain = Zeroizing::new(
-        tar.into_inner()
-            .map_err(io("building the export archive"))?,
-    );
+    let mac = archive_mac(&s.key, &macced);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(mac.len() as u64);
+    h.set_mode(0o600);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "MAC", mac.as_bytes())
+        .map_err(super::io("building the export archive"))?;
+    let plain = tar
+        .into_inner()
+        .map_err(super::io("building the export archive"))?
+        .into_inner();
     let ciphertext = to.encrypt(&plain)?;
-    write_atomic(out, &ciphertext, 0o600)?;
+    drop(plain);
+    let fingerprint = sha256_hex(&ciphertext);
+    let detail = format!("to {} (sha256 {fingerprint})", out.display());
     for e in &mut entries {
-        e.detail = Some(format!("to {}", out.display()));
+        e.detail = Some(detail.clone());
     }
     if entries.is_empty() {
-        entries.push(Entry::new("export").detail(format!("to {} (empty)", out.display())));
+        entries.push(Entry::new("export").detail(format!("{detail}, empty")));
     }
-    audit::append(store, &entries)?;
-    Ok(report)
+    // Audited before the values leave, as `get`.
+    s.audit(&entries)?;
+    crate::io::write_output(out, &ciphertext, 0o600).map_err(super::io(format!(
+        "writing {} (the export is in the audit log)",
+        out.display()
+    )))?;
+    Ok(ArchiveReport {
+        names: source.names,
+        versions,
+        fingerprint,
+        store: source.store,
+    })
 }
 
-/// Add every secret of an archive to the store, encrypted to this store's
-/// recipients. Names already present are refused (all listed) and nothing
-/// is written; each name arrives with one rename.
-pub fn import(
-    store: &Store,
+/// How `import` may trust an archive, besides this store's own key.
+#[derive(Default)]
+pub struct Trust {
+    /// The archive file's SHA-256, as `export` printed it.
+    pub fingerprint: Option<String>,
+    /// The store it was exported from (the identity must open it).
+    pub from: Option<PathBuf>,
+}
+
+/// A decrypted archive, checked for what it is and where it comes from.
+pub struct Opened {
+    files: BTreeMap<String, Zeroizing<Vec<u8>>>,
+    pub source: Option<Source>,
+    /// How it was authenticated (for the confirmation).
+    pub trusted_by: String,
+    pub fingerprint: String,
+    pub metas: Vec<SecretMeta>,
+}
+
+impl Opened {
+    /// One line saying where the archive comes from.
+    pub fn origin(&self) -> String {
+        let versions: usize = self
+            .metas
+            .iter()
+            .flat_map(|m| m.scopes.values())
+            .map(|sc| sc.versions.len())
+            .sum();
+        let from = match &self.source {
+            Some(s) => format!(
+                "store {} (key generation {}), exported {} by {}",
+                s.store, s.generation, s.exported_at, s.by
+            ),
+            None => "an archive of format 1 (it does not say where it comes from)".into(),
+        };
+        format!(
+            "{} secret(s), {versions} version(s) from {from}; authenticated by {}",
+            self.metas.len(),
+            self.trusted_by
+        )
+    }
+}
+
+/// Decrypt and authenticate an archive (nothing is written).
+pub fn open(
+    s: &Session,
     identity: &Identity,
     file: &Path,
-) -> Result<ArchiveReport, StoreError> {
+    trust: &Trust,
+) -> Result<Opened, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: file.to_path_buf(),
         reason,
     };
-    let f = std::fs::File::open(file).map_err(io(format!("reading {}", file.display())))?;
-    let mut ciphertext = Vec::new();
-    f.take(MAX_ARCHIVE)
-        .read_to_end(&mut ciphertext)
-        .map_err(io(format!("reading {}", file.display())))?;
-    let plain = identity.decrypt(&ciphertext, &file.display().to_string())?;
+    let ciphertext =
+        crate::sources::bounded::read_file(file, MAX_ARCHIVE).map_err(|e| StoreError::Io {
+            context: format!("reading {}", file.display()),
+            cause: std::io::Error::other(e.to_string()),
+        })?;
+    let fingerprint = sha256_hex(&ciphertext);
+    let plain = identity.decrypt(&ciphertext, &file.display().to_string(), MAX_ARCHIVE)?;
+    drop(ciphertext);
     let mut files: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
+    let mut order: Vec<(String, String)> = Vec::new();
     let mut archive = tar::Archive::new(&plain[..]);
     for entry in archive
         .entries()
@@ -122,6 +240,9 @@ pub fn import(
         if files.len() >= MAX_ENTRIES {
             return Err(corrupt("too many entries".into()));
         }
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(corrupt("an entry is not a regular file".into()));
+        }
         let path = entry
             .path()
             .map_err(|e| corrupt(format!("bad entry name: {e}")))?
@@ -130,17 +251,90 @@ pub fn import(
         if entry.size() > MAX_VALUE {
             return Err(corrupt(format!("{path} is too large")));
         }
-        let mut data = Zeroizing::new(Vec::new());
-        entry
-            .read_to_end(&mut data)
+        let size = entry.size();
+        let data = crate::io::secret::read_bounded(&mut entry as &mut dyn Read, MAX_VALUE, size)
             .map_err(|e| corrupt(format!("{path}: {e}")))?;
+        if files.contains_key(&path) {
+            return Err(corrupt(format!("{path} is in it twice")));
+        }
+        order.push((path.clone(), sha256_hex(&data)));
         files.insert(path, data);
     }
-    if files.get("FORMAT").map(|f| &f[..]) != Some(FORMAT.as_bytes()) {
-        return Err(corrupt(
-            "not a `build-image store export` archive (no FORMAT entry)".into(),
+    drop(plain);
+    let format = files.get("FORMAT").map(|f| f.to_vec());
+    let (source, mac) = match format.as_deref() {
+        Some(f) if f == FORMAT.as_bytes() => {
+            let source: Source = files
+                .get("SOURCE")
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .ok_or_else(|| corrupt("its SOURCE entry is missing or unreadable".into()))?;
+            let mac = match order.last() {
+                Some((p, _)) if p == "MAC" => files
+                    .get("MAC")
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .unwrap_or_default(),
+                _ => {
+                    return Err(corrupt(
+                        "its MAC is missing (it must be the last entry)".into(),
+                    ))
+                }
+            };
+            order.pop();
+            (Some(source), Some(mac))
+        }
+        Some(f) if f == FORMAT_V1.as_bytes() => (None, None),
+        _ => {
+            return Err(corrupt(
+                "not a `build-image store export` archive (no FORMAT entry)".into(),
+            ))
+        }
+    };
+    let claims = |key: &StoreKey| {
+        source.as_ref().is_some_and(|s| s.store == key.id())
+            && mac
+                .as_ref()
+                .is_some_and(|m| key.verify(m, "export", &refs(&mac_parts(&order))))
+    };
+    let trusted_by = if let Some(want) = &trust.fingerprint {
+        if !want.eq_ignore_ascii_case(&fingerprint) {
+            return Err(StoreError::Untrusted(format!(
+                "{} has SHA-256 {fingerprint}, not the --fingerprint given ({want}): it is not the archive you expect; nothing was imported",
+                file.display()
+            )));
+        }
+        format!("its fingerprint {fingerprint}")
+    } else if claims(&s.key) {
+        "this store's own key (a backup of it)".to_string()
+    } else if let Some(dir) = &trust.from {
+        let same = std::fs::canonicalize(dir).ok() == std::fs::canonicalize(s.store.root()).ok();
+        if same {
+            return Err(untrusted(
+                file,
+                &source,
+                "it is not authenticated by this store's current key",
+            ));
+        }
+        let mut other = Store::open(dir)?;
+        let o = Session::open(&mut other, identity, RecipientsCheck::MustMatch)?;
+        if !claims(&o.key) {
+            return Err(untrusted(
+                file,
+                &source,
+                &format!(
+                    "it is not authenticated by the key of the store {} ({})",
+                    dir.display(),
+                    o.id()
+                ),
+            ));
+        }
+        format!("the key of the store {} ({})", dir.display(), o.id())
+    } else {
+        return Err(untrusted(
+            file,
+            &source,
+            "it is not authenticated by a store key you trust",
         ));
-    }
+    };
     let mut metas = Vec::new();
     for (path, data) in &files {
         if let Some(name) = path.strip_suffix("/meta.toml") {
@@ -153,65 +347,109 @@ pub fn import(
             metas.push(meta);
         }
     }
-    let present: Vec<&str> = metas
+    Ok(Opened {
+        files,
+        source,
+        trusted_by,
+        fingerprint,
+        metas,
+    })
+}
+
+fn refs(parts: &[Vec<u8>]) -> Vec<&[u8]> {
+    parts.iter().map(Vec::as_slice).collect()
+}
+
+fn untrusted(file: &Path, source: &Option<Source>, why: &str) -> StoreError {
+    let from = match source {
+        Some(s) => format!(
+            "it says it comes from store {} (exported {} by {}, {} secret(s), {} version(s))",
+            s.store, s.exported_at, s.by, s.names, s.versions
+        ),
+        None => "it is of format 1 and does not say where it comes from".into(),
+    };
+    StoreError::Untrusted(format!(
+        "{}: {why}; {from}. Anyone can encrypt an archive to this store's public recipients: if you expect it, pass --from STORE_DIR (the store it was exported from, which your identity opens) or --fingerprint SHA256 (as `build-image store export` printed it). Nothing was imported",
+        file.display()
+    ))
+}
+
+/// Add every secret of an authenticated archive to the store, encrypted
+/// to this store's recipients, in one change. Names already present are
+/// refused (all listed) and nothing is written.
+pub fn import(s: &Session, file: &Path, opened: Opened) -> Result<ArchiveReport, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let present: Vec<&str> = opened
+        .metas
         .iter()
-        .filter(|m| store.name_dir(&m.name).exists())
+        .filter(|m| s.metas.contains_key(&m.name))
         .map(|m| m.name.as_str())
         .collect();
     if !present.is_empty() {
         return Err(StoreError::Conflict(format!(
             "{} already in the store {}: {} (nothing was imported; remove them with `build-image store rm NAME` first, or import into another store)",
             if present.len() == 1 { "this secret is" } else { "these secrets are" },
-            store.root().display(),
+            s.store.root().display(),
             present.join(", ")
         )));
     }
-    let recipients = Recipients::load(&store.recipients_file())?;
-    let fingerprint = recipients.fingerprint();
-    let stage = store.staging()?;
-    let mut report = ArchiveReport {
-        names: 0,
-        versions: 0,
-    };
+    let fingerprint = s.recipients.fingerprint();
+    let mut metas = s.metas.clone();
+    let mut change_files = Vec::new();
     let mut entries = Vec::new();
-    for meta in &mut metas {
-        let dir = stage.path().join(&meta.name);
+    let mut versions = 0;
+    let from = match &opened.source {
+        Some(src) => format!("from {} (store {})", file.display(), src.store),
+        None => format!("from {}", file.display()),
+    };
+    for mut meta in opened.metas.clone() {
         for scope in meta.scope_list() {
             let key = scope.to_string();
-            let Some(s) = meta.scopes.get_mut(&key) else {
+            let Some(sc) = meta.scopes.get_mut(&key) else {
                 continue;
             };
-            for v in &mut s.versions {
+            for v in &mut sc.versions {
                 let path = format!("{}/{}/v{}.value", meta.name, scope.dir_name(), v.version);
-                let value = files
+                let value = opened
+                    .files
                     .get(&path)
                     .ok_or_else(|| corrupt(format!("{path} is missing")))?;
-                write_atomic(
-                    &layout::version_path(&dir, &scope, v.version),
-                    &recipients.encrypt(value)?,
-                    0o644,
-                )?;
+                let ciphertext = s.recipients.encrypt(value)?;
+                v.sha256 = sha256_hex(&ciphertext);
                 v.recipients = fingerprint.clone();
-                report.versions += 1;
+                change_files.push((
+                    layout::version_rel(&meta.name, &scope, v.version),
+                    ciphertext,
+                ));
+                versions += 1;
             }
             entries.push(
                 Entry::new("import")
-                    .secret(&meta.name, &key, s.current)
-                    .detail(format!("from {}", file.display())),
+                    .secret(&meta.name, &key, sc.current)
+                    .detail(from.clone()),
             );
         }
-        meta.save_in(&dir)?;
-        report.names += 1;
+        metas.insert(meta.name.clone(), meta);
     }
-    for meta in &metas {
-        let target = store.name_dir(&meta.name);
-        std::fs::rename(stage.path().join(&meta.name), &target)
-            .map_err(io(format!("renaming into {}", target.display())))?;
-    }
-    layout::sync_dir(&store.secrets_dir())?;
     if entries.is_empty() {
-        entries.push(Entry::new("import").detail(format!("from {} (empty)", file.display())));
+        entries.push(Entry::new("import").detail(format!("{from} (empty)")));
     }
-    audit::append(store, &entries)?;
-    Ok(report)
+    let names = opened.metas.len();
+    let mut change = Change::new("import", metas);
+    change.files = change_files;
+    change.audit = entries;
+    s.commit(change)?;
+    Ok(ArchiveReport {
+        names,
+        versions,
+        fingerprint: opened.fingerprint.clone(),
+        store: opened
+            .source
+            .as_ref()
+            .map(|s| s.store.clone())
+            .unwrap_or_default(),
+    })
 }

@@ -1,13 +1,14 @@
 //! `build-image store …`: arguments and printing. The work is in
-//! [`super::commands`] and [`super::archive`].
+//! [`super::commands`], [`super::archive`] and [`super::migrate`].
 
 use super::crypto::{Identity, Recipients};
 use super::input::{self, ValueInput};
-use super::layout::{write_atomic, Store};
+use super::layout::Store;
 use super::names::Scope;
-use super::{archive, commands, StoreError};
+use super::session::{self, RecipientsCheck, Session};
+use super::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -22,9 +23,15 @@ use std::path::{Path, PathBuf};
     beside it), else ./secrets-store. Values never come from the command line: standard\n\
     input (not echoed on a terminal), --from-file or --generate. Identity to decrypt:\n\
     --identity FILE, else $SEALED_IMAGE_STORE_IDENTITY (the key itself), else\n\
-    $SEALED_IMAGE_STORE_IDENTITY_FILE; age keys and OpenSSH ed25519 private keys work.\n\n\
+    $SEALED_IMAGE_STORE_IDENTITY_FILE; age keys and OpenSSH ed25519 private keys work.\n\
+    Every command verifies the store with the store key first, so every command that\n\
+    uses or changes values needs a member's identity; list, history and audit without\n\
+    one show the files unverified and say so.\n\n\
     EXIT CODES: 8 the name already exists   9 no such secret, scope or version\n  \
-    10 no identity, or it cannot decrypt")]
+    10 no identity, or it cannot decrypt   11 the store is not what its key\n  \
+    authenticates (edited without a member's identity, a link or special file in it,\n  \
+    recipients nobody accepted, format 1: run `store migrate`), or an archive is not\n  \
+    from a store key you trust")]
 pub struct StoreArgs {
     /// The store directory
     #[arg(long, global = true, value_name = "DIR")]
@@ -166,19 +173,42 @@ pub enum StoreCommand {
     /// Every version of a secret: when, who, how (never values)
     #[command(after_help = "EXAMPLES:\n  build-image store history WIFI_PSK")]
     History { name: String },
-    /// Show the audit log and check files, metadata and recipients
+    /// Show the audit log and check every file against the store key
     #[command(
-        after_help = "EXAMPLES:\n  build-image store audit\n  build-image store audit --json"
+        after_help = "EXAMPLES:\n  build-image store audit\n  build-image store audit --verify --json\n\n\
+        With an identity, the log is shown after the whole store is verified: the index and\n\
+        every meta.toml against the store key, every version file against its meta.toml and\n\
+        its age header (one X25519 stanza per recipient), the log's chain and head. Without\n\
+        one, the log is shown unverified. --verify requires the identity and exits 11 on\n\
+        any problem, listing each."
     )]
-    Audit,
-    /// Re-encrypt every version to the current recipients.txt
+    Audit {
+        /// Verify (an identity is required); print the problems, not the log
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Accept recipients.txt as it is: a new store key, every version encrypted again
     #[command(
-        after_help = "EXAMPLES:\n  echo \"age1… # carol\" >> secrets-store/recipients.txt && build-image store rekey"
+        after_help = "EXAMPLES:\n  build-image store rekey\n  build-image store rekey --yes   (in a script: accept without asking)\n\n\
+        Shows the difference between the recipients the store's members accepted and\n\
+        recipients.txt, and asks before anything changes. The store key is replaced (a\n\
+        removed member knows the old one) and every file is authenticated again. Without a\n\
+        difference it rotates the store key. A rekey interrupted by a crash is finished by\n\
+        the next store command, with an identity of the old or of the new recipients."
     )]
-    Rekey,
-    /// Write an age-encrypted archive of every secret and version (backup, migration)
+    Rekey {
+        /// Accept the difference without asking
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Add or remove a member (recipients.txt, a new store key, every version encrypted again)
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Write every secret and version into one age-encrypted archive (0600)
     #[command(after_help = "EXAMPLES:\n  build-image store export backup.age\n  \
-        build-image store export move.age --recipient age1…   (to the new store's key)")]
+        build-image store export move.age --recipient age1…   (to the new store's key)\n\n\
+        The archive is authenticated under this store's key and says where it comes from;\n\
+        the command prints its SHA-256, which `import --fingerprint` takes.")]
     Export {
         file: PathBuf,
         /// Encrypt the archive to this key instead of the store's recipients (repeatable)
@@ -186,8 +216,63 @@ pub enum StoreCommand {
         recipients: Vec<String>,
     },
     /// Add the secrets of an exported archive (names already present are refused)
-    #[command(after_help = "EXAMPLES:\n  build-image store import backup.age --store new-store")]
-    Import { file: PathBuf },
+    #[command(
+        after_help = "EXAMPLES:\n  build-image store import backup.age                  (a backup of this store)\n  \
+        build-image store import move.age --store new-store --from old-store\n  \
+        build-image store import move.age --store new-store --fingerprint 3f0c…\n\n\
+        Only an archive authenticated by a store key you trust is imported: this store's,\n\
+        that of the store given with --from (your identity must open it), or one whose\n\
+        SHA-256 (printed by `store export`) you pass with --fingerprint. Where it comes\n\
+        from is shown before anything is written, and asked about unless --yes."
+    )]
+    Import {
+        file: PathBuf,
+        /// The store the archive was exported from
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// The archive's SHA-256, as `store export` printed it
+        #[arg(long, value_name = "SHA256")]
+        fingerprint: Option<String>,
+        /// Import without asking
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Upgrade a store written by an earlier build-image (format 1) to an authenticated one
+    #[command(
+        after_help = "EXAMPLES:\n  build-image store migrate --store secrets-store\n\n\
+        Needs a member's identity: every version is decrypted and encrypted again to the\n\
+        recipients recipients.txt lists (shown, and asked about unless --yes) under a new\n\
+        store key; meta.toml files record their files' SHA-256 and the audit log is chained\n\
+        and authenticated. Commit the result."
+    )]
+    Migrate {
+        /// Accept the recipients without asking
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RecipientsCommand {
+    /// Add recipients (a member accepts them: every version is encrypted to them)
+    #[command(after_help = "EXAMPLES:\n  build-image store recipients add age1…\n  \
+        build-image store recipients add \"$(cat bob.pub)\"     (an ssh-ed25519 line, comment kept)")]
+    Add {
+        /// age1… or an `ssh-ed25519 AAAA… comment` line (repeatable)
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Remove recipients: a new store key and every version encrypted without them
+    #[command(after_help = "EXAMPLES:\n  build-image store recipients rm age1…\n\n\
+        The removed member could read every value until now (and may keep old checkouts):\n\
+        rotate the values they could read, e.g. `build-image store rotate NAME` for each.")]
+    Rm {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// The accepted recipients, and what recipients.txt would change
+    #[command(after_help = "EXAMPLES:\n  build-image store recipients list")]
+    List,
 }
 
 fn store_dir(args: &StoreArgs) -> Result<PathBuf, StoreError> {
@@ -206,6 +291,40 @@ fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Ask before a change only a member may accept: yes with `--yes`, else a
+/// `y` typed on a terminal; in a script without `--yes`, no.
+fn confirm(question: &str, yes: bool) -> Result<(), StoreError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(StoreError::NotConfirmed(format!(
+            "{question}: not confirmed (standard input is not a terminal): pass --yes to accept; nothing was changed"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(super::io("reading the answer"))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(StoreError::NotConfirmed(
+            "not confirmed: nothing was changed".into(),
+        ))
+    }
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("✗ {}: {}", p.path, p.problem);
+    }
+}
+
+const UNVERIFIED: &str = "unverified: no identity, so the store was not checked against its key (anyone who can write the repository could have changed what is shown); pass --identity or set SEALED_IMAGE_STORE_IDENTITY to verify";
+
 /// Run one store command.
 pub fn run(args: StoreArgs) -> Result<(), StoreError> {
     let dir = store_dir(&args)?;
@@ -214,7 +333,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             eprintln!("{msg}");
         }
     };
-    let identity = || Identity::load(args.identity.as_deref());
+    let identity = |why: &str| Identity::load(args.identity.as_deref(), why);
     match &args.command {
         StoreCommand::Init {
             recipients,
@@ -222,18 +341,25 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
         } => {
             let mut all = recipients.clone();
             if let Some(f) = recipients_file {
-                all.push(
-                    std::fs::read_to_string(f)
-                        .map_err(super::io(format!("reading {}", f.display())))?,
+                // Bounded, and a FIFO or device refused at once.
+                let bytes = crate::sources::bounded::read_file(f, super::layout::MAX_RECIPIENTS)
+                    .map_err(|e| {
+                        StoreError::Value(format!("--recipients-file {}: {e}", f.display()))
+                    })?;
+                all.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            let made = commands::init(&dir, &all)?;
+            if args.json {
+                print_json(
+                    &serde_json::json!({"store": dir, "recipients": made.recipients, "id": made.id}),
                 );
             }
-            let n = commands::init(&dir, &all)?;
-            if args.json {
-                print_json(&serde_json::json!({"store": dir, "recipients": n}));
-            }
             say(format!(
-                "created the store {} with {n} recipient(s); add it to git (the .gitignore keeps its lock out)",
-                dir.display()
+                "created the store {} (id {}) with {} recipient(s); add it to git (the .gitignore keeps its lock out). Pin its id in CI as SEALED_IMAGE_STORE_ID={} so that a replaced store is refused",
+                dir.display(),
+                made.id,
+                made.recipients,
+                made.id
             ));
         }
         StoreCommand::Set {
@@ -243,9 +369,12 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             scope,
             value,
         } => {
+            super::validate_name(name)?;
             let input = value.input()?.unwrap_or(ValueInput::Stdin);
-            let store = Store::open(&dir)?;
-            let w = commands::set(&store, name, scope, description.as_deref(), *update, &input)?;
+            let mut store = Store::open(&dir)?;
+            let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
+            let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let w = commands::set(&s, name, scope, description.as_deref(), *update, &input)?;
             if args.json {
                 print_json(&w);
             }
@@ -270,12 +399,16 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .into(),
                 ));
             }
-            let store = Store::open(&dir)?;
-            let id = identity()?;
-            let (value, v) = commands::get(&store, &id, name, scope, *version)?;
+            let mut store = Store::open(&dir)?;
+            let id = identity("")?;
+            let mut s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let (value, v) = commands::get(&mut s, &id, name, scope, *version)?;
             match output {
                 Some(f) => {
-                    write_atomic(f, &value, 0o600)?;
+                    crate::io::write_output(f, &value, 0o600).map_err(super::io(format!(
+                        "writing {} (the read is in the audit log)",
+                        f.display()
+                    )))?;
                     if args.json {
                         print_json(&serde_json::json!({
                             "name": name, "scope": scope.to_string(), "version": v, "output": f
@@ -295,8 +428,8 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::List => {
-            let store = Store::open(&dir)?;
-            let rows = commands::list(&store)?;
+            let metas = read_metas(&dir, args.identity.as_deref())?;
+            let rows = commands::list(&metas);
             if args.json {
                 print_json(&rows);
             } else {
@@ -319,17 +452,23 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::Rm { name, scope } => {
-            let store = Store::open(&dir)?;
-            let removed = commands::rm(&store, name, scope.as_ref())?;
+            super::validate_name(name)?;
+            let mut store = Store::open(&dir)?;
+            let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
+            let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let removed = commands::rm(&s, name, scope.as_ref())?;
             if args.json {
                 print_json(&serde_json::json!({"name": name, "scopes": removed}));
             }
             say(format!("removed {name} ({})", removed.join(", ")));
         }
         StoreCommand::Rotate { name, scope, value } => {
+            super::validate_name(name)?;
             let input = value.input()?;
-            let store = Store::open(&dir)?;
-            let w = commands::rotate(&store, name, scope, input.as_ref())?;
+            let mut store = Store::open(&dir)?;
+            let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
+            let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let w = commands::rotate(&s, name, scope, input.as_ref())?;
             if args.json {
                 print_json(&w);
             }
@@ -339,8 +478,9 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             ));
         }
         StoreCommand::History { name } => {
-            let store = Store::open(&dir)?;
-            let meta = commands::history(&store, name)?;
+            super::validate_name(name)?;
+            let metas = read_metas(&dir, args.identity.as_deref())?;
+            let meta = commands::history(&dir, &metas, name)?;
             if args.json {
                 print_json(&meta);
             } else {
@@ -356,60 +496,203 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 }
             }
         }
-        StoreCommand::Audit => {
-            let store = Store::open(&dir)?;
-            let (log, findings) = commands::audit(&store)?;
-            if args.json {
-                print_json(&serde_json::json!({"log": log, "findings": findings}));
+        StoreCommand::Audit { verify } => {
+            let mut store = Store::open(&dir)?;
+            let id = if *verify {
+                Some(identity(
+                    "`audit --verify` checks the store with the store key",
+                )?)
             } else {
-                for e in &log {
-                    let what = match (&e.name, &e.scope, e.version) {
-                        (Some(n), Some(s), Some(v)) => format!("{n} ({s}) v{v}"),
-                        (Some(n), Some(s), None) => format!("{n} ({s})"),
-                        _ => String::new(),
-                    };
-                    println!(
-                        "{}  {:<7} {:<40} {}{}",
-                        e.at,
-                        e.op,
-                        what,
-                        e.by,
-                        e.detail
-                            .as_deref()
-                            .map(|d| format!("  {d}"))
-                            .unwrap_or_default()
-                    );
+                Identity::load_optional(args.identity.as_deref())?
+            };
+            let mut recipients = 0;
+            let (log, problems, verified) = match &id {
+                Some(id) => match Session::open(&mut store, id, RecipientsCheck::MustMatch) {
+                    Ok(s) => {
+                        let p = commands::check_stanzas(&s)?;
+                        recipients = s.recipients.keys.len();
+                        (s.log, p, true)
+                    }
+                    Err(StoreError::Integrity { problems, .. }) => (Vec::new(), problems, true),
+                    Err(e) => return Err(e),
+                },
+                None => (session::peek(&store)?.log, Vec::new(), false),
+            };
+            if args.json {
+                print_json(&serde_json::json!({
+                    "verified": verified,
+                    "log": if *verify { Vec::new() } else { log.clone() },
+                    "findings": problems,
+                }));
+            } else {
+                if !*verify {
+                    for e in &log {
+                        let what = match (&e.name, &e.scope, e.version) {
+                            (Some(n), Some(s), Some(v)) => format!("{n} ({s}) v{v}"),
+                            (Some(n), Some(s), None) => format!("{n} ({s})"),
+                            _ => String::new(),
+                        };
+                        println!(
+                            "{}  {:<7} {:<40} {}{}",
+                            e.at,
+                            e.op,
+                            what,
+                            e.by,
+                            e.detail
+                                .as_deref()
+                                .map(|d| format!("  {d}"))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
-                if findings.is_empty() {
-                    eprintln!("audit: every version file is present and encrypted to the current recipients");
+                if !verified {
+                    eprintln!("build-image: {UNVERIFIED}");
+                } else if problems.is_empty() && !args.quiet {
+                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s)", log.len());
                 }
-                for f in &findings {
-                    eprintln!(
-                        "✗ {} ({}){}: {}",
-                        f.name,
-                        f.scope,
-                        f.version.map(|v| format!(" v{v}")).unwrap_or_default(),
-                        f.problem
-                    );
-                }
+                print_problems(&problems);
             }
-            if !findings.is_empty() {
-                return Err(StoreError::Corrupt {
-                    path: dir.clone(),
-                    reason: format!("{} problem(s) found", findings.len()),
+            if !problems.is_empty() {
+                return Err(StoreError::Integrity {
+                    store: dir.clone(),
+                    problems,
                 });
             }
         }
-        StoreCommand::Rekey => {
-            let store = Store::open(&dir)?;
-            let id = identity()?;
-            let n = commands::rekey(&store, &id)?;
+        StoreCommand::Rekey { yes } => {
+            let mut store = Store::open(&dir)?;
+            let id = identity("rekey re-encrypts every version")?;
+            // A rekey a crash interrupted is finished first, by an identity
+            // of the old recipients or of the new ones.
+            let mut recovered = None;
+            if store.pending() {
+                if let super::journal::Recovered::Finished(op) =
+                    super::journal::recover(&mut store, &id)?
+                {
+                    recovered = Some(op);
+                }
+            }
+            let finished_rekey = matches!(recovered.as_deref(), Some("rekey" | "recipients"));
+            let s = match Session::open(&mut store, &id, RecipientsCheck::MayDiffer) {
+                Err(StoreError::NotARecipient { .. }) if finished_rekey => {
+                    say("finished the interrupted rekey: the store is encrypted to its new recipients (this identity is not one of them)".into());
+                    return Ok(());
+                }
+                r => r?,
+            };
+            if finished_rekey && s.recipients_diff.is_empty() {
+                say("finished the interrupted rekey".into());
+                return Ok(());
+            }
+            let diff = &s.recipients_diff;
+            let detail = if diff.is_empty() {
+                "recipients unchanged; new store key".to_string()
+            } else {
+                eprintln!(
+                    "recipients.txt differs from the recipients the store's members accepted:"
+                );
+                for (k, line) in &diff.added {
+                    eprintln!("  + {k}   ({line})");
+                }
+                for k in &diff.removed {
+                    eprintln!("  - {k}");
+                }
+                confirm(
+                    &format!(
+                        "accept this and encrypt every value to the {} recipient(s) of recipients.txt?",
+                        s.file.keys().len()
+                    ),
+                    *yes,
+                )?;
+                format!(
+                    "recipients {}{}",
+                    diff.added
+                        .iter()
+                        .map(|(k, _)| format!("+{} ", commands::short_key(k)))
+                        .collect::<String>(),
+                    diff.removed
+                        .iter()
+                        .map(|k| format!("-{} ", commands::short_key(k)))
+                        .collect::<String>()
+                )
+                .trim_end()
+                .to_string()
+            };
+            let to = Recipients::from_keys(&s.file.keys(), &dir.join(super::layout::RECIPIENTS))?;
+            let n = commands::rekey(&s, &id, "rekey", to, None, detail)?;
             if args.json {
-                print_json(&serde_json::json!({"files": n}));
+                print_json(&serde_json::json!({"files": n, "generation": s.key.generation() + 1}));
             }
             say(format!(
-                "re-encrypted {n} version file(s) to the current recipients"
+                "re-encrypted {n} version file(s) to the accepted recipients under a new store key (generation {})",
+                s.key.generation() + 1
             ));
+            if !diff.removed.is_empty() {
+                say("the removed recipients could read every value until now: rotate them (`build-image store rotate NAME`)".into());
+            }
+        }
+        StoreCommand::Recipients(cmd) => {
+            let mut store = Store::open(&dir)?;
+            let id = identity("a change of recipients needs a member's identity")?;
+            // Listing shows what recipients.txt would change; a change
+            // needs the two to agree first (review a difference with rekey).
+            let check = match cmd {
+                RecipientsCommand::List => RecipientsCheck::MayDiffer,
+                _ => RecipientsCheck::MustMatch,
+            };
+            let s = Session::open(&mut store, &id, check)?;
+            match cmd {
+                RecipientsCommand::List => {
+                    let diff = &s.recipients_diff;
+                    if args.json {
+                        print_json(&serde_json::json!({
+                            "accepted": s.recipients.strings(),
+                            "added_in_recipients_txt": diff.added.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                            "removed_in_recipients_txt": diff.removed,
+                        }));
+                    } else {
+                        for k in s.recipients.strings() {
+                            match s.file.line_of(&k) {
+                                Some(l) => println!("{k}   (line {}: {})", l.number, l.text),
+                                None => println!(
+                                    "{k}   (not in recipients.txt: a removal nobody accepted)"
+                                ),
+                            }
+                        }
+                        for (k, line) in &diff.added {
+                            println!("{k}   ({line}: not accepted; `build-image store rekey` reviews it)");
+                        }
+                    }
+                }
+                RecipientsCommand::Add { keys } => {
+                    let (to, text) = commands::recipients_added(&s, keys)?;
+                    let added: Vec<String> = to
+                        .strings()
+                        .into_iter()
+                        .filter(|k| !s.index.recipients.contains(k))
+                        .collect();
+                    let n = change_recipients(&s, &id, to, text, '+', &added)?;
+                    if args.json {
+                        print_json(&serde_json::json!({"added": added, "files": n}));
+                    }
+                    say(format!(
+                        "added {} recipient(s); re-encrypted {n} version file(s) under a new store key",
+                        added.len()
+                    ));
+                }
+                RecipientsCommand::Rm { keys } => {
+                    let (to, text, gone) = commands::recipients_removed(&s, keys)?;
+                    let n = change_recipients(&s, &id, to, text, '-', &gone)?;
+                    if args.json {
+                        print_json(&serde_json::json!({"removed": gone, "files": n}));
+                    }
+                    say(format!(
+                        "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and raise the generation in SEALED_IMAGE_STORE_ID to {}",
+                        gone.len(),
+                        s.key.generation() + 1
+                    ));
+                }
+            }
         }
         StoreCommand::Export { file, recipients } => {
             let to = if recipients.is_empty() {
@@ -420,23 +703,42 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     Path::new("--recipient"),
                 )?)
             };
-            let store = Store::open(&dir)?;
-            let id = identity()?;
-            let r = archive::export(&store, &id, file, to)?;
+            let mut store = Store::open(&dir)?;
+            let id = identity("")?;
+            let mut s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let r = archive::export(&mut s, &id, file, to)?;
             if args.json {
                 print_json(&r);
             }
             say(format!(
-                "exported {} secret(s), {} version(s) to {} (age-encrypted, mode 0600)",
+                "exported {} secret(s), {} version(s) to {} (age-encrypted, mode 0600), from store {}; its SHA-256 (for `store import --fingerprint`): {}",
                 r.names,
                 r.versions,
-                file.display()
+                file.display(),
+                r.store,
+                r.fingerprint
             ));
         }
-        StoreCommand::Import { file } => {
-            let store = Store::open(&dir)?;
-            let id = identity()?;
-            let r = archive::import(&store, &id, file)?;
+        StoreCommand::Import {
+            file,
+            from,
+            fingerprint,
+            yes,
+        } => {
+            let mut store = Store::open(&dir)?;
+            let id = identity("")?;
+            let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
+            let trust = archive::Trust {
+                fingerprint: fingerprint.clone(),
+                from: from.clone(),
+            };
+            let opened = archive::open(&s, &id, file, &trust)?;
+            eprintln!("{}: {}", file.display(), opened.origin());
+            confirm(
+                &format!("import these into the store {}?", dir.display()),
+                *yes,
+            )?;
+            let r = archive::import(&s, file, opened)?;
             if args.json {
                 print_json(&r);
             }
@@ -447,6 +749,83 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 dir.display()
             ));
         }
+        StoreCommand::Migrate { yes } => {
+            let mut store = Store::open(&dir)?;
+            let id = identity("migrate decrypts every version")?;
+            if store.pending() {
+                if let super::journal::Recovered::Finished(op) =
+                    super::journal::recover(&mut store, &id)?
+                {
+                    if op == "migrate" {
+                        say("finished the interrupted migration".into());
+                        return Ok(());
+                    }
+                }
+            }
+            let file = migrate::recipients(&store)?;
+            eprintln!("the store's members will be (from recipients.txt):");
+            for l in &file.lines {
+                eprintln!("  {}   (line {}: {})", l.key, l.number, l.text);
+            }
+            confirm(
+                "accept these recipients and authenticate the store as it is now?",
+                *yes,
+            )?;
+            let m = migrate::migrate(&store, &id)?;
+            if args.json {
+                print_json(&m);
+            }
+            say(format!(
+                "migrated {} to format 2: store id {}, {} secret(s), {} version(s) encrypted again to {} recipient(s){}. Commit the result; pin the id in CI as SEALED_IMAGE_STORE_ID={}",
+                dir.display(),
+                m.id,
+                m.names,
+                m.versions,
+                m.recipients.len(),
+                if m.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; removed leftovers {}", m.removed.join(", "))
+                },
+                m.id
+            ));
+        }
     }
     Ok(())
+}
+
+/// `store recipients add|rm`: the new recipients.txt, with `sign` and the
+/// keys in the audit line; the number of version files.
+fn change_recipients(
+    s: &Session,
+    id: &Identity,
+    to: Recipients,
+    text: Vec<u8>,
+    sign: char,
+    keys: &[String],
+) -> Result<usize, StoreError> {
+    let detail = format!(
+        "recipients {}",
+        keys.iter()
+            .map(|k| format!("{sign}{}", commands::short_key(k)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    commands::rekey(s, id, "recipients", to, Some(text), detail)
+}
+
+/// Every secret's metadata: verified with an identity, else read as it is
+/// (and said so on stderr).
+fn read_metas(
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<std::collections::BTreeMap<String, super::metadata::SecretMeta>, StoreError> {
+    let mut store = Store::open(dir)?;
+    Ok(match Identity::load_optional(identity)? {
+        Some(id) => Session::open(&mut store, &id, RecipientsCheck::MustMatch)?.metas,
+        None => {
+            eprintln!("build-image: {UNVERIFIED}");
+            session::peek(&store)?.metas
+        }
+    })
 }

@@ -1,25 +1,39 @@
-//! The store operations behind `build-image store …`. Each one validates
-//! everything it can before writing, writes new files before the metadata
-//! that refers to them, and appends to the audit log.
+//! The store operations behind `build-image store …`. Each one works on a
+//! [`Session`] (the store verified with a member's identity), validates
+//! everything it can before writing, and commits its files, metadata and
+//! audit lines as one change.
 
-use super::audit::{self, Entry};
-use super::crypto::{Identity, Recipients};
+use super::audit::{self, Entry, Tip};
+use super::crypto::{Identity, Recipients, RecipientsFile};
 use super::input::{self, ValueInput};
-use super::layout::{self, write_atomic, Store};
+use super::integrity::{sha256_hex, Index, StoreKey};
+use super::layout::{self, at_error, Store};
 use super::metadata::{now, Generator, ScopeMeta, SecretMeta, VersionMeta};
 use super::names::{validate_name, Scope};
-use super::{io, StoreError};
+use super::session::{Change, Rekey, Session};
+use super::{Problem, StoreError};
+use crate::io::at::Dir;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// `store init`: create the directory with its recipients.
-pub fn init(root: &Path, recipients: &[String]) -> Result<usize, StoreError> {
+/// What `store init` made.
+#[derive(Debug, Serialize)]
+pub struct Initialised {
+    pub recipients: usize,
+    /// The store id (pin it in CI as `SEALED_IMAGE_STORE_ID`).
+    pub id: String,
+}
+
+/// `store init`: create the directory with its recipients, a fresh store
+/// key encrypted to them, the index and the audit log.
+pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreError> {
     let mut text = String::from(
         "# Recipients of this store: every secret version is encrypted to all of them.\n\
-         # One key a line: age1… or ssh-ed25519 AAAA… (comments after #). After a change,\n\
-         # run `build-image store rekey` so that every version follows.\n",
+         # One key a line: age1… or ssh-ed25519 AAAA… (comments after #). A change takes\n\
+         # effect only when a member accepts it: `build-image store recipients add|rm KEY`,\n\
+         # or `build-image store rekey` after editing this file.\n",
     );
     for r in recipients {
         for line in r.lines() {
@@ -27,13 +41,58 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<usize, StoreError> {
             text.push('\n');
         }
     }
-    let parsed = Recipients::parse(&text, &root.join(layout::RECIPIENTS))?;
-    let store = Store::create(root, &text)?;
-    audit::append(
-        &store,
-        &[Entry::new("init").detail(format!("{} recipients", parsed.keys.len()))],
-    )?;
-    Ok(parsed.keys.len())
+    let file = RecipientsFile::parse(&text, &root.join(layout::RECIPIENTS))?;
+    let keys = Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?;
+    let exists = || StoreError::AlreadyInitialised {
+        path: root.to_path_buf(),
+    };
+    std::fs::create_dir_all(root).map_err(super::io(format!("creating {}", root.display())))?;
+    let dir = Dir::open(root).map_err(|e| at_error(root, e))?;
+    if dir
+        .kind(layout::RECIPIENTS)
+        .map_err(|e| at_error(root, e))?
+        .is_some()
+    {
+        return Err(exists());
+    }
+    let store = Store::locked(root, dir)?;
+    // Again under the lock: two inits at once make one store.
+    if store
+        .dir()
+        .kind(layout::RECIPIENTS)
+        .map_err(|e| at_error(root, e))?
+        .is_some()
+    {
+        return Err(exists());
+    }
+    let key = StoreKey::generate();
+    let key_file = keys.encrypt(&key.to_plaintext())?;
+    let (log, tip) = audit::chain(
+        &Tip::empty(&key.id()),
+        &[Entry::new("init").detail(format!("{} recipients", keys.keys.len()))],
+        &key,
+    );
+    let index = Index::new(&key, &key_file, keys.strings(), tip.count, BTreeMap::new());
+    store
+        .dir()
+        .sub_or_create(layout::SECRETS, 0o755)
+        .map_err(|e| at_error(root, e))?;
+    for (name, bytes) in [
+        (".gitignore", layout::GITIGNORE.as_bytes().to_vec()),
+        (".gitattributes", layout::GITATTRIBUTES.as_bytes().to_vec()),
+        (layout::KEY, key_file),
+        (layout::INDEX, index.to_toml().into_bytes()),
+        (layout::AUDIT, log),
+        (layout::AUDIT_HEAD, audit::Head::new(&tip, &key).to_bytes()),
+        // Last: its presence is what makes the directory a store.
+        (layout::RECIPIENTS, text.into_bytes()),
+    ] {
+        store.replace_file(name, &bytes, 0o644)?;
+    }
+    Ok(Initialised {
+        recipients: keys.keys.len(),
+        id: key.id(),
+    })
 }
 
 /// What `set`, `rotate` report (never the value).
@@ -47,7 +106,7 @@ pub struct Written {
 
 /// `store set NAME` (and `--update`).
 pub fn set(
-    store: &Store,
+    s: &Session,
     name: &str,
     scope: &Scope,
     description: Option<&str>,
@@ -55,7 +114,7 @@ pub fn set(
     value: &ValueInput,
 ) -> Result<Written, StoreError> {
     validate_name(name)?;
-    let meta = SecretMeta::load(store, name)?;
+    let meta = s.meta(name).cloned();
     let exists = meta.as_ref().is_some_and(|m| m.scope(scope).is_some());
     if exists && !update {
         return Err(StoreError::Exists {
@@ -65,7 +124,7 @@ pub fn set(
     }
     if update && !exists {
         return Err(not_found(
-            store,
+            s.store.root(),
             name,
             format!(
                 " (scope {scope}): create it with `build-image store set {name}` without --update"
@@ -81,7 +140,6 @@ pub fn set(
             )));
         }
     }
-    let recipients = Recipients::load(&store.recipients_file())?;
     let generator = match value {
         ValueInput::Generate(g) => Some(g.clone()),
         _ => None,
@@ -96,19 +154,19 @@ pub fn set(
     if let Some(d) = description {
         meta.description = d.into();
     }
-    add_version(store, meta, scope, &v, &recipients, op, generator)
+    add_version(s, meta, scope, &v, op, generator)
 }
 
 /// `store rotate NAME`: a new version; regenerated like the last one when it
 /// was generated and no other input is given.
 pub fn rotate(
-    store: &Store,
+    s: &Session,
     name: &str,
     scope: &Scope,
     value: Option<&ValueInput>,
 ) -> Result<Written, StoreError> {
     validate_name(name)?;
-    let meta = existing(store, name)?;
+    let meta = existing(s, name)?.clone();
     let current = meta.scope(scope).ok_or_else(|| no_scope(&meta, scope))?;
     let input = match (value, &current.generator) {
         (Some(v), _) => v.clone(),
@@ -119,24 +177,21 @@ pub fn rotate(
         ValueInput::Generate(g) => Some(g.clone()),
         _ => None,
     };
-    let recipients = Recipients::load(&store.recipients_file())?;
     let v = input::read(&input, name)?;
-    add_version(store, meta, scope, &v, &recipients, "rotate", generator)
+    add_version(s, meta, scope, &v, "rotate", generator)
 }
 
 fn add_version(
-    store: &Store,
+    s: &Session,
     mut meta: SecretMeta,
     scope: &Scope,
     value: &[u8],
-    recipients: &Recipients,
     op: &str,
     generator: Option<Generator>,
 ) -> Result<Written, StoreError> {
-    let ciphertext = recipients.encrypt(value)?;
+    let ciphertext = s.recipients.encrypt(value)?;
     let now = now();
     let by = audit::actor();
-    let new_name = meta.scopes.is_empty();
     let key = scope.to_string();
     let version = meta.scopes.get(&key).map(|s| s.latest() + 1).unwrap_or(1);
     let entry = meta.scopes.entry(key).or_insert_with(|| ScopeMeta {
@@ -156,37 +211,21 @@ fn add_version(
         created_at: now,
         created_by: by,
         operation: op.into(),
-        recipients: recipients.fingerprint(),
+        recipients: s.recipients.fingerprint(),
+        sha256: sha256_hex(&ciphertext),
         version,
     });
     let name = meta.name.clone();
-    if new_name {
-        // A new name: build its whole directory aside, then one rename.
-        let stage = store.staging()?;
-        let dir = stage.path().join(&name);
-        write_atomic(
-            &layout::version_path(&dir, scope, version),
-            &ciphertext,
-            0o644,
-        )?;
-        meta.save_in(&dir)?;
-        let target = store.name_dir(&name);
-        std::fs::rename(&dir, &target)
-            .map_err(io(format!("renaming into {}", target.display())))?;
-        layout::sync_dir(&store.secrets_dir())?;
-    } else {
-        // The new version file first; the metadata that makes it current last.
-        let file = store.version_file(&name, scope, version);
-        write_atomic(&file, &ciphertext, 0o644)?;
-        if let Err(e) = meta.save_in(&store.name_dir(&name)) {
-            let _ = std::fs::remove_file(&file);
-            return Err(e);
-        }
-    }
-    audit::append(
-        store,
-        &[Entry::new(op).secret(&name, &scope.to_string(), version)],
-    )?;
+    let mut metas = s.metas.clone();
+    metas.insert(name.clone(), meta);
+    let mut change = Change::new(op, metas);
+    change
+        .files
+        .push((layout::version_rel(&name, scope, version), ciphertext));
+    change
+        .audit
+        .push(Entry::new(op).secret(&name, &scope.to_string(), version));
+    s.commit(change)?;
     Ok(Written {
         name,
         scope: scope.to_string(),
@@ -198,23 +237,23 @@ fn add_version(
 /// `store get NAME [--scope S] [--version N]`: the value, after the audit
 /// line is durable.
 pub fn get(
-    store: &Store,
+    s: &mut Session,
     identity: &Identity,
     name: &str,
     scope: &Scope,
     version: Option<u32>,
 ) -> Result<(Zeroizing<Vec<u8>>, u32), StoreError> {
     validate_name(name)?;
-    let meta = existing(store, name)?;
-    let s = meta.scope(scope).ok_or_else(|| no_scope(&meta, scope))?;
-    let version = version.unwrap_or(s.current);
-    if !s.versions.iter().any(|v| v.version == version) {
+    let meta = existing(s, name)?;
+    let sm = meta.scope(scope).ok_or_else(|| no_scope(meta, scope))?;
+    let version = version.unwrap_or(sm.current);
+    if !sm.versions.iter().any(|v| v.version == version) {
         return Err(StoreError::NoSuchVersion {
             name: name.into(),
             what: format!("version {version} in scope {scope}"),
             have: format!(
                 "versions: {}",
-                s.versions
+                sm.versions
                     .iter()
                     .map(|v| v.version.to_string())
                     .collect::<Vec<_>>()
@@ -222,49 +261,44 @@ pub fn get(
             ),
         });
     }
-    let value = identity.decrypt_file(&store.version_file(name, scope, version))?;
-    audit::append(
-        store,
-        &[Entry::new("get").secret(name, &scope.to_string(), version)],
-    )?;
+    let value = s.read_value(identity, name, scope, version)?;
+    s.audit(&[Entry::new("get").secret(name, &scope.to_string(), version)])?;
     Ok((value, version))
 }
 
 /// `store rm NAME [--scope S]`: the whole name, or one scope of it.
-pub fn rm(store: &Store, name: &str, scope: Option<&Scope>) -> Result<Vec<String>, StoreError> {
+pub fn rm(s: &Session, name: &str, scope: Option<&Scope>) -> Result<Vec<String>, StoreError> {
     validate_name(name)?;
-    let mut meta = existing(store, name)?;
+    let meta = existing(s, name)?;
     let removed: Vec<String> = match scope {
-        Some(s) => {
-            meta.scope(s).ok_or_else(|| no_scope(&meta, s))?;
-            vec![s.to_string()]
+        Some(sc) => {
+            meta.scope(sc).ok_or_else(|| no_scope(meta, sc))?;
+            vec![sc.to_string()]
         }
         None => meta.scopes.keys().cloned().collect(),
     };
-    let dir = store.name_dir(name);
-    let whole = removed.len() == meta.scopes.len();
-    if whole {
-        let stage = store.staging()?;
-        let aside = stage.path().join(name);
-        std::fs::rename(&dir, &aside).map_err(io(format!("removing {}", dir.display())))?;
-        layout::sync_dir(&store.secrets_dir())?;
-        drop(stage); // deletes the files
-    } else if let Some(s) = scope {
-        meta.scopes.remove(&s.to_string());
-        meta.save_in(&dir)?;
-        let sdir = dir.join(s.dir_name());
-        let _ = std::fs::remove_dir_all(&sdir);
+    let mut metas = s.metas.clone();
+    let mut change_remove = Vec::new();
+    if removed.len() == meta.scopes.len() {
+        metas.remove(name);
+    } else if let Some(sc) = scope {
+        if let Some(m) = metas.get_mut(name) {
+            m.scopes.remove(&sc.to_string());
+        }
+        change_remove.push(format!("{}/{name}/{}", layout::SECRETS, sc.dir_name()));
     }
-    let entries: Vec<Entry> = removed
+    let mut change = Change::new("rm", metas);
+    change.remove = change_remove;
+    change.audit = removed
         .iter()
-        .map(|s| {
+        .map(|sc| {
             let mut e = Entry::new("rm");
             e.name = Some(name.into());
-            e.scope = Some(s.clone());
+            e.scope = Some(sc.clone());
             e
         })
         .collect();
-    audit::append(store, &entries)?;
+    s.commit(change)?;
     Ok(removed)
 }
 
@@ -285,13 +319,10 @@ pub struct ScopeRow {
     pub updated_by: String,
 }
 
-pub fn list(store: &Store) -> Result<Vec<ListRow>, StoreError> {
-    let mut rows = Vec::new();
-    for name in store.names()? {
-        let Some(meta) = SecretMeta::load(store, &name)? else {
-            continue;
-        };
-        rows.push(ListRow {
+pub fn list(metas: &BTreeMap<String, SecretMeta>) -> Vec<ListRow> {
+    metas
+        .values()
+        .map(|meta| ListRow {
             name: meta.name.clone(),
             description: meta.description.clone(),
             scopes: meta
@@ -305,120 +336,217 @@ pub fn list(store: &Store) -> Result<Vec<ListRow>, StoreError> {
                     updated_by: s.updated_by.clone(),
                 })
                 .collect(),
-        });
-    }
-    Ok(rows)
+        })
+        .collect()
 }
 
 /// `store history NAME`: the metadata of every version.
-pub fn history(store: &Store, name: &str) -> Result<SecretMeta, StoreError> {
+pub fn history(
+    root: &Path,
+    metas: &BTreeMap<String, SecretMeta>,
+    name: &str,
+) -> Result<SecretMeta, StoreError> {
     validate_name(name)?;
-    existing(store, name)
+    metas.get(name).cloned().ok_or_else(|| {
+        not_found(
+            root,
+            name,
+            format!(": create it with `build-image store set {name} --description \"…\"`"),
+        )
+    })
 }
 
-/// A problem `store audit` found (never about values).
-#[derive(Debug, Serialize)]
-pub struct Finding {
-    pub name: String,
-    pub scope: String,
-    pub version: Option<u32>,
-    pub problem: String,
-}
-
-/// `store audit`: the log, and a consistency check of the files against the
-/// metadata and of each version's recipients against recipients.txt.
-pub fn audit(store: &Store) -> Result<(Vec<Entry>, Vec<Finding>), StoreError> {
-    let log = audit::read(store)?;
-    let fingerprint = Recipients::load(&store.recipients_file())?.fingerprint();
-    let mut findings = Vec::new();
-    for name in store.names()? {
-        let Some(meta) = SecretMeta::load(store, &name)? else {
-            continue;
-        };
+/// What `store audit` checks beyond [`Session::open`]: each version
+/// file's (and the key file's) age header holds exactly one X25519 stanza
+/// per accepted recipient, and each was written for the current set.
+pub fn check_stanzas(s: &Session) -> Result<Vec<Problem>, StoreError> {
+    let want = s.recipients.keys.len();
+    let fingerprint = s.recipients.fingerprint();
+    let check = |path: String, bytes: &[u8]| {
+        match super::crypto::stanzas(bytes) {
+        Ok(st) if st.len() == want && st.iter().all(|t| t == "X25519") => None,
+        Ok(st) => Some(Problem {
+            path,
+            problem: format!(
+                "its age header has {} stanza(s) ({}), the store has {want} recipient(s): it was not encrypted to every recipient by build-image",
+                st.len(),
+                st.join(", ")
+            ),
+        }),
+        Err(e) => Some(Problem { path, problem: e }),
+    }
+    };
+    let mut problems: Vec<Problem> = check(layout::KEY.into(), &s.key_file).into_iter().collect();
+    for (name, meta) in &s.metas {
         for scope in meta.scope_list() {
-            let Some(s) = meta.scope(&scope) else {
+            let Some(sm) = meta.scope(&scope) else {
                 continue;
             };
-            for v in &s.versions {
-                let mut f = |problem: String| {
-                    findings.push(Finding {
-                        name: name.clone(),
-                        scope: scope.to_string(),
-                        version: Some(v.version),
-                        problem,
-                    })
-                };
-                if !store.version_file(&name, &scope, v.version).is_file() {
-                    f("its age file is missing".into());
-                } else if v.recipients != fingerprint {
-                    f(
-                        "encrypted to an older set of recipients: run `build-image store rekey`"
-                            .into(),
-                    );
-                }
-            }
-            let sdir = store.name_dir(&name).join(scope.dir_name());
-            if let Ok(entries) = std::fs::read_dir(&sdir) {
-                for e in entries.flatten() {
-                    let file = e.file_name().to_string_lossy().into_owned();
-                    let known = s
-                        .versions
-                        .iter()
-                        .any(|v| file == format!("v{}.age", v.version));
-                    if !known {
-                        findings.push(Finding {
-                            name: name.clone(),
-                            scope: scope.to_string(),
-                            version: None,
-                            problem: format!("{file} is not listed in meta.toml"),
-                        });
-                    }
+            for v in &sm.versions {
+                let rel = layout::version_rel(name, &scope, v.version);
+                problems.extend(check(
+                    rel.clone(),
+                    &s.store.read_version(name, &scope, v.version)?,
+                ));
+                if v.recipients != fingerprint {
+                    problems.push(Problem {
+                        path: rel,
+                        problem:
+                            "encrypted to another set of recipients: run `build-image store rekey`"
+                                .into(),
+                    });
                 }
             }
         }
     }
-    Ok((log, findings))
+    Ok(problems)
 }
 
-/// `store rekey`: decrypt every version and encrypt it again to the current
-/// recipients. Everything is decrypted and re-encrypted in memory before
-/// the first file is replaced, so a key that cannot open one file changes
-/// nothing.
-pub fn rekey(store: &Store, identity: &Identity) -> Result<usize, StoreError> {
-    let recipients = Recipients::load(&store.recipients_file())?;
-    let fingerprint = recipients.fingerprint();
-    let mut staged = Vec::new();
-    let mut metas = Vec::new();
-    let mut entries = Vec::new();
-    for name in store.names()? {
-        let Some(mut meta) = SecretMeta::load(store, &name)? else {
-            continue;
-        };
+/// `store rekey` and `store recipients add|rm`: a new store key, every
+/// version decrypted and encrypted again to `recipients` (the accepted
+/// list from now on), everything authenticated again, in one change.
+/// `recipients_txt` replaces recipients.txt when given. Returns the
+/// number of version files.
+pub fn rekey(
+    s: &Session,
+    identity: &Identity,
+    op: &str,
+    recipients: Recipients,
+    recipients_txt: Option<Vec<u8>>,
+    detail: String,
+) -> Result<usize, StoreError> {
+    let rk = Rekey::new(&s.key, recipients, recipients_txt)?;
+    let fingerprint = rk.recipients.fingerprint();
+    let mut metas = s.metas.clone();
+    let mut change_files = Vec::new();
+    let mut entries = vec![Entry::new(op).detail(detail)];
+    for (name, meta) in metas.iter_mut() {
         for scope in meta.scope_list() {
-            let Some(s) = meta.scopes.get_mut(&scope.to_string()) else {
+            let Some(sm) = meta.scopes.get_mut(&scope.to_string()) else {
                 continue;
             };
-            for v in &mut s.versions {
-                let file = store.version_file(&name, &scope, v.version);
-                let value = identity.decrypt_file(&file)?;
-                staged.push((file, recipients.encrypt(&value)?));
+            for v in &mut sm.versions {
+                let value = s.read_value(identity, name, &scope, v.version)?;
+                let ciphertext = rk.recipients.encrypt(&value)?;
+                v.sha256 = sha256_hex(&ciphertext);
                 v.recipients = fingerprint.clone();
-                entries.push(Entry::new("rekey").secret(&name, &scope.to_string(), v.version));
+                change_files.push((layout::version_rel(name, &scope, v.version), ciphertext));
+                entries.push(Entry::new(op).secret(name, &scope.to_string(), v.version));
             }
         }
-        metas.push(meta);
     }
-    for (file, ciphertext) in &staged {
-        write_atomic(file, ciphertext, 0o644)?;
+    let n = change_files.len();
+    let mut change = Change::new(op, metas);
+    change.files = change_files;
+    change.audit = entries;
+    change.rekey = Some(rk);
+    s.commit(change)?;
+    Ok(n)
+}
+
+/// A short form of a recipient for messages (`age1abcdefgh…`).
+pub fn short_key(k: &str) -> String {
+    if k.len() > 16 {
+        format!("{}…", &k[..16])
+    } else {
+        k.to_string()
     }
-    for meta in &metas {
-        meta.save_in(&store.name_dir(&meta.name))?;
+}
+
+/// recipients.txt with `lines` added (refused when all are recipients).
+pub fn recipients_added(
+    s: &Session,
+    lines: &[String],
+) -> Result<(Recipients, Vec<u8>), StoreError> {
+    let root = s.store.root();
+    let mut text = String::from_utf8_lossy(
+        &s.store
+            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
     }
-    if entries.is_empty() {
-        entries.push(Entry::new("rekey").detail("no secrets"));
+    let mut new = 0;
+    for line in lines {
+        let key = crate::recipient::parse(line)
+            .map_err(|e| StoreError::Value(format!("recipient {}: {e}", short_key(line.trim()))))?
+            .to_string();
+        if s.index.recipients.contains(&key) {
+            continue;
+        }
+        text.push_str(line.trim());
+        text.push('\n');
+        new += 1;
     }
-    audit::append(store, &entries)?;
-    Ok(staged.len())
+    if new == 0 {
+        return Err(StoreError::Conflict(
+            "every key given is a recipient already: nothing to add".into(),
+        ));
+    }
+    let file = RecipientsFile::parse(&text, &root.join(layout::RECIPIENTS))?;
+    Ok((
+        Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?,
+        text.into_bytes(),
+    ))
+}
+
+/// recipients.txt without the lines naming `keys`.
+pub fn recipients_removed(
+    s: &Session,
+    keys: &[String],
+) -> Result<(Recipients, Vec<u8>, Vec<String>), StoreError> {
+    let root = s.store.root();
+    let mut gone = Vec::new();
+    for k in keys {
+        let key = crate::recipient::parse(k)
+            .map_err(|e| StoreError::Value(format!("recipient {}: {e}", short_key(k.trim()))))?
+            .to_string();
+        if !s.index.recipients.contains(&key) {
+            return Err(StoreError::NotFound {
+                name: short_key(&key),
+                store: root.to_path_buf(),
+                hint: format!(
+                    " among the recipients (they are: {})",
+                    s.index
+                        .recipients
+                        .iter()
+                        .map(|r| short_key(r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        gone.push(key);
+    }
+    let text = String::from_utf8_lossy(
+        &s.store
+            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        let drop = !t.is_empty()
+            && !t.starts_with('#')
+            && crate::recipient::parse(t).is_ok_and(|k| gone.contains(&k.to_string()));
+        if !drop {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let file = RecipientsFile::parse(&out, &root.join(layout::RECIPIENTS)).map_err(|_| {
+        StoreError::Value(
+            "that would leave the store without recipients: add the new one first".into(),
+        )
+    })?;
+    Ok((
+        Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?,
+        out.into_bytes(),
+        gone,
+    ))
 }
 
 /// Where a device's value comes from: device > tag (in the order of the
@@ -432,20 +560,20 @@ pub fn resolve(meta: &SecretMeta, device: &str, tags: &[String]) -> Option<(Scop
         .find_map(|s| meta.scope(&s).map(|m| (s.clone(), m.current)))
 }
 
-pub(crate) fn existing(store: &Store, name: &str) -> Result<SecretMeta, StoreError> {
-    SecretMeta::load(store, name)?.ok_or_else(|| {
+pub(crate) fn existing<'a>(s: &'a Session, name: &str) -> Result<&'a SecretMeta, StoreError> {
+    s.meta(name).ok_or_else(|| {
         not_found(
-            store,
+            s.store.root(),
             name,
             format!(": create it with `build-image store set {name} --description \"…\"`"),
         )
     })
 }
 
-fn not_found(store: &Store, name: &str, hint: String) -> StoreError {
+fn not_found(root: &Path, name: &str, hint: String) -> StoreError {
     StoreError::NotFound {
         name: name.into(),
-        store: store.root().to_path_buf(),
+        store: root.to_path_buf(),
         hint,
     }
 }
@@ -480,6 +608,7 @@ mod tests {
                     created_by: "t".into(),
                     operation: "set".into(),
                     recipients: String::new(),
+                    sha256: String::new(),
                     version,
                 })
                 .collect(),
@@ -520,49 +649,70 @@ mod tests {
 
     #[test]
     fn set_update_rm_in_process() {
+        use crate::store::session::RecipientsCheck::MustMatch;
         let tmp = tempfile::tempdir().unwrap();
         let id = age::x25519::Identity::generate();
         init(tmp.path(), &[id.to_public().to_string()]).unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let identity = Identity::parse(&secret(&id), "t").unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
         let file = tmp.path().join("v");
         std::fs::write(&file, "value-1").unwrap();
         let input = ValueInput::File(file.clone());
-        let w = set(&store, "A_B", &Scope::Global, Some("d"), false, &input).unwrap();
-        assert_eq!(w.version, 1);
-        assert!(matches!(
-            set(&store, "A_B", &Scope::Global, None, false, &input),
-            Err(StoreError::Exists { .. })
-        ));
-        assert!(matches!(
-            set(
-                &store,
-                "A_B",
-                &Scope::Tag("x".into()),
-                Some("other"),
-                false,
-                &input
-            ),
-            Err(StoreError::Conflict(_))
-        ));
-        let w = set(&store, "A_B", &Scope::Tag("x".into()), None, false, &input).unwrap();
-        assert_eq!((w.scope.as_str(), w.version), ("tag:x", 1));
+        let mut step = |f: &mut dyn FnMut(&mut Session)| {
+            let mut s = Session::open(&mut store, &identity, MustMatch).unwrap();
+            f(&mut s);
+        };
+        step(&mut |s| {
+            let w = set(s, "A_B", &Scope::Global, Some("d"), false, &input).unwrap();
+            assert_eq!(w.version, 1);
+        });
+        step(&mut |s| {
+            assert!(matches!(
+                set(s, "A_B", &Scope::Global, None, false, &input),
+                Err(StoreError::Exists { .. })
+            ));
+            assert!(matches!(
+                set(
+                    s,
+                    "A_B",
+                    &Scope::Tag("x".into()),
+                    Some("other"),
+                    false,
+                    &input
+                ),
+                Err(StoreError::Conflict(_))
+            ));
+            let w = set(s, "A_B", &Scope::Tag("x".into()), None, false, &input).unwrap();
+            assert_eq!((w.scope.as_str(), w.version), ("tag:x", 1));
+        });
         std::fs::write(&file, "value-2").unwrap();
-        let w = set(&store, "A_B", &Scope::Global, None, true, &input).unwrap();
-        assert_eq!(w.version, 2);
-        let identity = Identity::parse(&secret(&id), "t").unwrap();
-        let (v, n) = get(&store, &identity, "A_B", &Scope::Global, None).unwrap();
-        assert_eq!((&v[..], n), (&b"value-2"[..], 2));
-        assert_eq!(
-            rm(&store, "A_B", Some(&Scope::Tag("x".into()))).unwrap(),
-            ["tag:x"]
-        );
-        assert!(!store.name_dir("A_B").join("tag.x").exists());
-        assert_eq!(rm(&store, "A_B", None).unwrap(), ["global"]);
-        assert!(matches!(
-            get(&store, &identity, "A_B", &Scope::Global, None),
-            Err(StoreError::NotFound { .. })
-        ));
-        assert!(list(&store).unwrap().is_empty());
+        step(&mut |s| {
+            let w = set(s, "A_B", &Scope::Global, None, true, &input).unwrap();
+            assert_eq!(w.version, 2);
+        });
+        step(&mut |s| {
+            let (v, n) = get(s, &identity, "A_B", &Scope::Global, None).unwrap();
+            assert_eq!((&v[..], n), (&b"value-2"[..], 2));
+            assert_eq!(
+                rm(s, "A_B", Some(&Scope::Tag("x".into()))).unwrap(),
+                ["tag:x"]
+            );
+        });
+        assert!(!tmp.path().join("secrets/A_B/tag.x").exists());
+        step(&mut |s| {
+            assert_eq!(rm(s, "A_B", None).unwrap(), ["global"]);
+        });
+        step(&mut |s| {
+            assert!(matches!(
+                get(s, &identity, "A_B", &Scope::Global, None),
+                Err(StoreError::NotFound { .. })
+            ));
+            assert!(list(&s.metas).is_empty());
+            assert_eq!(
+                s.log.iter().map(|e| e.op.as_str()).collect::<Vec<_>>(),
+                ["init", "set", "set", "update", "get", "rm", "rm"]
+            );
+        });
     }
 
     fn secret(id: &age::x25519::Identity) -> String {

@@ -8,9 +8,9 @@
 //! or with `ssh-to-age -private-key` of the SSH key; `build-image store`
 //! takes the OpenSSH private key itself.
 
-use super::{io, StoreError};
+use super::StoreError;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use zeroize::Zeroizing;
@@ -21,66 +21,116 @@ pub const IDENTITY_ENV: &str = "SEALED_IMAGE_STORE_IDENTITY";
 /// The environment variable naming an identity file.
 pub const IDENTITY_FILE_ENV: &str = "SEALED_IMAGE_STORE_IDENTITY_FILE";
 
-/// The store's recipients.
+/// Largest identity file read.
+const MAX_IDENTITY_FILE: u64 = 64 * 1024;
+
+/// A set of recipients (age X25519, ssh-ed25519 ones converted).
+#[derive(Clone)]
 pub struct Recipients {
     pub keys: Vec<age::x25519::Recipient>,
 }
 
-impl Recipients {
-    pub fn load(path: &Path) -> Result<Recipients, StoreError> {
-        let text =
-            std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
-        Recipients::parse(&text, path)
-    }
+/// One key line of `recipients.txt`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// 1-based.
+    pub number: usize,
+    /// The line as written (trimmed): key and comment.
+    pub text: String,
+    /// The age1… recipient it stands for.
+    pub key: String,
+}
 
-    /// One key a line: `age1…` or an `ssh-ed25519 AAAA… comment` line;
-    /// blank lines and `#` comments are ignored.
-    pub fn parse(text: &str, path: &Path) -> Result<Recipients, StoreError> {
-        let mut keys = Vec::new();
+/// `recipients.txt` as written: one key a line: `age1…` or an
+/// `ssh-ed25519 AAAA… comment` line; blank lines and `#` comments are
+/// ignored. Every key is checked ([`crate::recipient::parse`]).
+pub struct RecipientsFile {
+    pub lines: Vec<Line>,
+}
+
+impl RecipientsFile {
+    pub fn parse(text: &str, path: &Path) -> Result<RecipientsFile, StoreError> {
+        let mut lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: String| StoreError::Recipients {
+            let key = crate::recipient::parse(line).map_err(|reason| StoreError::Recipients {
                 path: path.to_path_buf(),
                 line: i + 1,
                 reason,
-            };
-            let key = if line.starts_with("age1") {
-                let first = line.split_whitespace().next().unwrap_or("");
-                age::x25519::Recipient::from_str(first)
-                    .map_err(|e| err(format!("not an age X25519 recipient: {e}")))?
-            } else if line.split_whitespace().any(|t| t == "ssh-ed25519") {
-                sealed_firstboot::identity::recipient_from_ssh_public_key(line).map_err(err)?
-            } else {
-                return Err(err(
-                    "expected an age1… recipient or an ssh-ed25519 public key (other SSH key types are not supported)".into(),
-                ));
-            };
-            if !keys
-                .iter()
-                .any(|k: &age::x25519::Recipient| k.to_string() == key.to_string())
-            {
-                keys.push(key);
-            }
+            })?;
+            lines.push(Line {
+                number: i + 1,
+                text: line.to_string(),
+                key: key.to_string(),
+            });
         }
-        if keys.is_empty() {
+        if lines.is_empty() {
             return Err(StoreError::Recipients {
                 path: path.to_path_buf(),
                 line: 0,
                 reason: "no recipients: add at least one age1… or ssh-ed25519 key".into(),
             });
         }
-        Ok(Recipients { keys })
+        Ok(RecipientsFile { lines })
+    }
+
+    /// The distinct keys, sorted (what the index records).
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lines.iter().map(|l| l.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The first line naming `key`, for messages.
+    pub fn line_of(&self, key: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.key == key)
+    }
+}
+
+impl Recipients {
+    /// Recipients from `recipients.txt` text (each checked).
+    pub fn parse(text: &str, path: &Path) -> Result<Recipients, StoreError> {
+        Recipients::from_keys(&RecipientsFile::parse(text, path)?.keys(), path)
+    }
+
+    /// Recipients from age1… strings (each checked), e.g. the index's.
+    pub fn from_keys(keys: &[String], from: &Path) -> Result<Recipients, StoreError> {
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let key = crate::recipient::parse(k).map_err(|reason| StoreError::Recipients {
+                path: from.to_path_buf(),
+                line: i + 1,
+                reason,
+            })?;
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+        if out.is_empty() {
+            return Err(StoreError::Recipients {
+                path: from.to_path_buf(),
+                line: 0,
+                reason: "no recipients".into(),
+            });
+        }
+        Ok(Recipients { keys: out })
+    }
+
+    /// The age1… strings, sorted.
+    pub fn strings(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
     }
 
     /// A short fingerprint of the set (order-independent), recorded per
-    /// version so that `audit` can tell which files need `rekey`.
+    /// version.
     pub fn fingerprint(&self) -> String {
-        let mut keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
-        keys.sort();
-        let digest = Sha256::digest(keys.join("\n").as_bytes());
+        let digest = Sha256::digest(self.strings().join("\n").as_bytes());
         sealed_firstboot::bundle::hex(&digest[..8])
     }
 
@@ -89,15 +139,44 @@ impl Recipients {
         let encryptor =
             age::Encryptor::with_recipients(self.keys.iter().map(|k| k as &dyn age::Recipient))
                 .map_err(|e| StoreError::Value(format!("age encryption: {e}")))?;
-        let mut out = Vec::with_capacity(value.len() + 256);
+        let mut out = Vec::with_capacity(value.len() + 64 + 128 * self.keys.len());
         let mut w = encryptor
             .wrap_output(&mut out)
-            .map_err(io("age encryption"))?;
+            .map_err(super::io("age encryption"))?;
         w.write_all(value)
             .and_then(|_| w.finish().map(|_| ()))
-            .map_err(io("age encryption"))?;
+            .map_err(super::io("age encryption"))?;
         Ok(out)
     }
+}
+
+/// The stanza types of an age file's header (`X25519` for each recipient
+/// of a file this store writes), read without decrypting anything. The
+/// random "grease" stanzas age adds (types ending in `-grease`) are left
+/// out.
+pub fn stanzas(file: &[u8]) -> Result<Vec<String>, String> {
+    let head = &file[..file.len().min(1 << 20)];
+    let mut lines = head.split(|b| *b == b'\n');
+    if lines.next() != Some(b"age-encryption.org/v1") {
+        return Err("not a binary age file (no age-encryption.org/v1 header)".into());
+    }
+    let mut out = Vec::new();
+    let mut in_body = false;
+    for line in lines {
+        if line.starts_with(b"---") {
+            return Ok(out);
+        }
+        if let Some(rest) = line.strip_prefix(b"-> ") {
+            let tag = rest.split(|b| *b == b' ').next().unwrap_or(b"");
+            if !tag.ends_with(b"-grease") {
+                out.push(String::from_utf8_lossy(tag).into_owned());
+            }
+            in_body = true;
+        } else if !in_body {
+            return Err("malformed age header".into());
+        }
+    }
+    Err("the age header does not end".into())
 }
 
 /// Where the identity comes from.
@@ -113,32 +192,54 @@ pub struct Identity {
 
 impl Identity {
     /// `--identity FILE`, else `SEALED_IMAGE_STORE_IDENTITY`, else
-    /// `SEALED_IMAGE_STORE_IDENTITY_FILE`.
-    pub fn load(file: Option<&Path>) -> Result<Identity, StoreError> {
+    /// `SEALED_IMAGE_STORE_IDENTITY_FILE`; `None` when none is given.
+    pub fn load_optional(file: Option<&Path>) -> Result<Option<Identity>, StoreError> {
         if let Some(f) = file {
-            return Identity::from_file(f);
+            return Identity::from_file(f).map(Some);
         }
-        if let Ok(text) = std::env::var(IDENTITY_ENV) {
-            let text = Zeroizing::new(text);
-            if !text.trim().is_empty() {
-                return Identity::parse(&text, &format!("from ${IDENTITY_ENV}"));
+        if let Some(text) = std::env::var_os(IDENTITY_ENV) {
+            use std::os::unix::ffi::OsStringExt;
+            let bytes = Zeroizing::new(text.into_vec());
+            if !bytes.iter().all(u8::is_ascii_whitespace) {
+                let text = std::str::from_utf8(&bytes).map_err(|_| StoreError::BadIdentity {
+                    from: format!("${IDENTITY_ENV}"),
+                    reason: "not UTF-8".into(),
+                })?;
+                return Identity::parse(text, &format!("from ${IDENTITY_ENV}")).map(Some);
             }
         }
         if let Some(f) = std::env::var_os(IDENTITY_FILE_ENV).filter(|f| !f.is_empty()) {
-            return Identity::from_file(Path::new(&f));
+            return Identity::from_file(Path::new(&f)).map(Some);
         }
-        Err(StoreError::NoIdentity)
+        Ok(None)
     }
 
+    /// [`Identity::load_optional`], refusing none with `why` it is needed.
+    pub fn load(file: Option<&Path>, why: &str) -> Result<Identity, StoreError> {
+        Identity::load_optional(file)?.ok_or_else(|| StoreError::no_identity(why))
+    }
+
+    /// An identity file (the user's path: links followed), or a pipe such
+    /// as `<(pass show store-key)`; a device or a directory is refused. Read
+    /// with a bound into a zeroized buffer.
     pub fn from_file(path: &Path) -> Result<Identity, StoreError> {
-        let mut text = Zeroizing::new(String::new());
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map_err(|e| StoreError::BadIdentity {
-                from: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        Identity::parse(&text, &path.display().to_string())
+        let bad = |reason: String| StoreError::BadIdentity {
+            from: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let meta = f.metadata().map_err(|e| bad(e.to_string()))?;
+        let kind = meta.file_type();
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if !(kind.is_file() || kind.is_fifo()) {
+                return Err(bad("not a regular file (nor a pipe)".into()));
+            }
+        }
+        let bytes = crate::io::secret::read_bounded(&mut f, MAX_IDENTITY_FILE, meta.len())
+            .map_err(|e| bad(e.to_string()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
+        Identity::parse(text, &path.display().to_string())
     }
 
     /// Every `AGE-SECRET-KEY-1…` line, or an unencrypted OpenSSH ed25519
@@ -178,8 +279,14 @@ impl Identity {
             .collect()
     }
 
-    /// Decrypt an age file; `what` names it in errors.
-    pub fn decrypt(&self, ciphertext: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    /// Decrypt an age file of at most `limit` plaintext bytes into a
+    /// zeroized buffer; `what` names it in errors.
+    pub fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        what: &str,
+        limit: u64,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             path: PathBuf::from(what),
             reason,
@@ -194,17 +301,8 @@ impl Identity {
                 },
                 e => corrupt(format!("age: {e}")),
             })?;
-        let mut out = Zeroizing::new(Vec::new());
-        reader
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(format!("age: {e}")))?;
-        Ok(out)
-    }
-
-    /// Decrypt a version file.
-    pub fn decrypt_file(&self, path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
-        self.decrypt(&bytes, &path.display().to_string())
+        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64)
+            .map_err(|e| corrupt(format!("age: {e}")))
     }
 }
 
@@ -221,10 +319,9 @@ mod tests {
         );
         let r = Recipients::parse(&text, Path::new("r")).unwrap();
         assert_eq!(r.keys.len(), 2);
-        assert_eq!(
-            r.keys[1].to_string(),
-            "age18s8m9hvlrwvltgys4lafyyqe356ntc7e06t4kd2nccqm5amsaa2s878mju"
-        );
+        assert!(r
+            .strings()
+            .contains(&"age18s8m9hvlrwvltgys4lafyyqe356ntc7e06t4kd2nccqm5amsaa2s878mju".into()));
         let e = Recipients::parse("ssh-rsa AAAA x\n", Path::new("r"))
             .err()
             .unwrap()
@@ -242,15 +339,46 @@ mod tests {
         let ct = r.encrypt(b"v4lue").unwrap();
         for k in [a, b] {
             let id = Identity { keys: vec![k] };
-            assert_eq!(&id.decrypt(&ct, "x").unwrap()[..], b"v4lue");
+            assert_eq!(&id.decrypt(&ct, "x", 100).unwrap()[..], b"v4lue");
         }
         let other = Identity {
             keys: vec![age::x25519::Identity::generate()],
         };
         assert!(matches!(
-            other.decrypt(&ct, "x"),
+            other.decrypt(&ct, "x", 100),
             Err(StoreError::NotARecipient { .. })
         ));
+    }
+
+    #[test]
+    fn stanzas_are_read_from_the_header() {
+        let a = age::x25519::Identity::generate();
+        let b = age::x25519::Identity::generate();
+        let r = Recipients::parse(
+            &format!("{}\n{}\n", a.to_public(), b.to_public()),
+            Path::new("r"),
+        )
+        .unwrap();
+        let ct = r.encrypt(&[7u8; 100_000]).unwrap();
+        assert_eq!(stanzas(&ct).unwrap(), ["X25519", "X25519"]);
+        assert!(stanzas(b"hello").is_err());
+        let small = r.encrypt(b"v").unwrap();
+        let id = Identity { keys: vec![a] };
+        assert!(
+            id.decrypt(&ct, "x", 99_999).is_err(),
+            "the plaintext bound holds"
+        );
+        assert_eq!(&id.decrypt(&small, "x", 1).unwrap()[..], b"v");
+    }
+
+    #[test]
+    fn small_order_recipients_are_refused_with_the_line() {
+        let zero = "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z";
+        let e = Recipients::parse(&format!("# x\n{zero}\n"), Path::new("r"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("r line 2") && e.contains("small-order"), "{e}");
     }
 
     #[test]

@@ -78,13 +78,12 @@ pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreE
     let value = match input {
         ValueInput::Generate(g) => generate(g)?,
         ValueInput::File(p) => {
-            let f = std::fs::File::open(p)
+            // The user's path: links followed, a pipe (`<(command)`) read.
+            let mut f = std::fs::File::open(p)
                 .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?;
-            let mut v = Zeroizing::new(Vec::new());
-            f.take(MAX_VALUE + 1)
-                .read_to_end(&mut v)
-                .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?;
-            v
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            bounded(&mut f, size)
+                .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?
         }
         ValueInput::Stdin if std::io::stdin().is_terminal() => {
             let first = prompt_hidden(&format!("value for {name} (not shown): "))?;
@@ -96,21 +95,9 @@ pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreE
             }
             first
         }
-        ValueInput::Stdin => {
-            let mut v = Zeroizing::new(Vec::new());
-            std::io::stdin()
-                .lock()
-                .take(MAX_VALUE + 1)
-                .read_to_end(&mut v)
-                .map_err(|e| StoreError::Value(format!("reading standard input: {e}")))?;
-            v
-        }
+        ValueInput::Stdin => bounded(&mut std::io::stdin().lock(), 0)
+            .map_err(|e| StoreError::Value(format!("reading standard input: {e}")))?,
     };
-    if value.len() as u64 > MAX_VALUE {
-        return Err(StoreError::Value(format!(
-            "the value is larger than {MAX_VALUE} bytes"
-        )));
-    }
     if value.is_empty() {
         return Err(StoreError::Value(
             "the value is empty; pipe it on standard input, or use --from-file FILE or --generate"
@@ -118,6 +105,16 @@ pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreE
         ));
     }
     Ok(value)
+}
+
+/// Read a value of at most [`MAX_VALUE`] bytes into a zeroized buffer.
+fn bounded(r: &mut dyn Read, size_hint: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+    crate::io::secret::read_bounded(r, MAX_VALUE, size_hint).map_err(|e| match e {
+        crate::io::secret::BoundedReadError::TooLarge { .. } => {
+            format!("the value is larger than {MAX_VALUE} bytes")
+        }
+        crate::io::secret::BoundedReadError::Io(e) => e.to_string(),
+    })
 }
 
 /// Prompt on stderr and read one line from the terminal with echo off.
@@ -133,7 +130,8 @@ fn prompt_hidden(prompt: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| err(e.into()))?;
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
-    let mut line = Zeroizing::new(String::new());
+    // Room for any line typed, so that it is never moved (and copied).
+    let mut line = Zeroizing::new(String::with_capacity(64 * 1024));
     let r = stdin.read_line(&mut line);
     let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
     r.map_err(err)?;

@@ -1,91 +1,136 @@
-//! Where things live in a store directory, the store lock, and atomic writes
-//! (temporary file in the same directory, fsync, rename, directory fsync).
+//! Where things live in a store directory, the store lock, and reading the
+//! whole tree. Everything inside the store is reached through directory
+//! descriptors without following links ([`crate::io::at`]): a link or a
+//! special file anywhere in it is refused by name, nothing outside the
+//! store is read or written. Temporary files live only in `.tmp/`, which
+//! the next command (holding the lock) empties, or finishes when it holds
+//! a committed change ([`super::journal`]).
 
 use super::names::Scope;
-use super::{io, StoreError};
+use super::{Problem, StoreError};
+use crate::io::at::{AtError, Dir, Kind};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const RECIPIENTS: &str = "recipients.txt";
+pub const INDEX: &str = "store.toml";
+pub const KEY: &str = "key.age";
 pub const AUDIT: &str = "audit.jsonl";
+pub const AUDIT_HEAD: &str = "audit.head";
 pub const SECRETS: &str = "secrets";
 pub const META: &str = "meta.toml";
-/// Staging area for multi-file changes (same filesystem, so renames are atomic).
+/// Staging area (same filesystem, so renames are atomic).
 pub const TMP: &str = ".tmp";
 pub const LOCK: &str = ".lock";
+/// Inside `.tmp/`: a change being committed.
+pub const JOURNAL: &str = "journal";
 
-const GITIGNORE: &str = "# build-image store: local lock and staging files\n.lock\n.tmp/\n";
+pub const GITIGNORE: &str = "# build-image store: local lock and staging files\n.lock\n.tmp/\n";
 /// Version files are binary: git shows them as changed, never as text diffs.
-const GITATTRIBUTES: &str = "*.age binary\n";
+pub const GITATTRIBUTES: &str = "*.age binary\n";
+
+/// Bounds of what is read from the store.
+pub const MAX_RECIPIENTS: u64 = 1 << 20;
+pub const MAX_INDEX: u64 = 16 << 20;
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+pub const MAX_META: u64 = 4 << 20;
+pub const MAX_HEAD: u64 = 4096;
+/// A version file: the largest value, age's 16 bytes per 64 KiB chunk,
+/// and a header for many recipients.
+pub const MAX_VERSION_FILE: u64 = super::input::MAX_VALUE + (2 << 20);
 
 /// An open store, locked exclusively for as long as it lives.
 pub struct Store {
     root: PathBuf,
+    dir: Dir,
+    /// A committed change waits in `.tmp/journal` (a crash): the next
+    /// command with an identity finishes it.
+    pending: bool,
     _lock: File,
 }
 
 impl Store {
     /// Open an existing store (it has `recipients.txt`) and take its lock.
+    /// Leftovers of a crash in `.tmp/` are removed; a committed change is
+    /// kept for [`super::Session::open`] to finish.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        if !root.join(RECIPIENTS).is_file() {
-            return Err(StoreError::NotAStore {
-                path: root.to_path_buf(),
-            });
-        }
-        Self::locked(root)
-    }
-
-    /// Create a new store with the given recipients file text. Refuses a
-    /// directory that already is a store.
-    pub fn create(root: &Path, recipients_text: &str) -> Result<Store, StoreError> {
-        if root.join(RECIPIENTS).exists() {
-            return Err(StoreError::AlreadyInitialised {
-                path: root.to_path_buf(),
-            });
-        }
-        std::fs::create_dir_all(root.join(SECRETS))
-            .map_err(io(format!("creating {}", root.display())))?;
-        let store = Self::locked(root)?;
-        if root.join(RECIPIENTS).exists() {
-            return Err(StoreError::AlreadyInitialised {
-                path: root.to_path_buf(),
-            });
-        }
-        write_atomic(&root.join(".gitignore"), GITIGNORE.as_bytes(), 0o644)?;
-        write_atomic(
-            &root.join(".gitattributes"),
-            GITATTRIBUTES.as_bytes(),
-            0o644,
-        )?;
-        let audit = root.join(AUDIT);
-        if !audit.exists() {
-            write_atomic(&audit, b"", 0o644)?;
-        }
-        // Last: its presence is what makes the directory a store.
-        write_atomic(&root.join(RECIPIENTS), recipients_text.as_bytes(), 0o644)?;
-        Ok(store)
-    }
-
-    fn locked(root: &Path) -> Result<Store, StoreError> {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(root.join(LOCK))
-            .map_err(io(format!("opening the lock of {}", root.display())))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-            StoreError::Io {
-                context: format!("locking {}", root.display()),
-                cause: e.into(),
+        let not_a_store = || StoreError::NotAStore {
+            path: root.to_path_buf(),
+        };
+        let dir = match Dir::open(root) {
+            Ok(d) => d,
+            Err(AtError::Io { cause, .. })
+                if matches!(
+                    cause.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Err(not_a_store())
             }
+            Err(e) => return Err(at_error(root, e)),
+        };
+        match dir.kind(RECIPIENTS).map_err(|e| at_error(root, e))? {
+            None => return Err(not_a_store()),
+            Some(Kind::File) => {}
+            Some(k) => {
+                return Err(StoreError::integrity(
+                    root,
+                    RECIPIENTS,
+                    format!("it is {}, not a regular file", k.describe()),
+                ))
+            }
+        }
+        Self::locked(root, dir)
+    }
+
+    /// Take the lock of `dir` and clean `.tmp/`.
+    pub(crate) fn locked(root: &Path, dir: Dir) -> Result<Store, StoreError> {
+        let lock = dir.lock(LOCK).map_err(|e| match e {
+            AtError::Kind { what, .. } => StoreError::integrity(
+                root,
+                LOCK,
+                format!("the lock is {what}: remove it (it is not part of the store; build-image creates it)"),
+            ),
+            e => at_error(root, e),
         })?;
-        // Holding the lock, nobody else stages: leftovers of a crash go.
-        let _ = std::fs::remove_dir_all(root.join(TMP));
+        let mut pending = false;
+        match dir.kind(TMP).map_err(|e| at_error(root, e))? {
+            None => {}
+            Some(Kind::Dir) => {
+                let tmp = dir
+                    .sub(TMP)
+                    .map_err(|e| at_error(root, e))?
+                    .ok_or_else(|| StoreError::integrity(root, TMP, "vanished"))?;
+                for (name, kind) in tmp.entries().map_err(|e| at_error(root, e))? {
+                    if name == JOURNAL && kind == Kind::Dir {
+                        let journal = tmp
+                            .sub(JOURNAL)
+                            .map_err(|e| at_error(root, e))?
+                            .ok_or_else(|| StoreError::integrity(root, TMP, "vanished"))?;
+                        if journal
+                            .kind(super::journal::PLAN)
+                            .map_err(|e| at_error(root, e))?
+                            == Some(Kind::File)
+                        {
+                            pending = true;
+                            continue;
+                        }
+                    }
+                    // Holding the lock, nobody else stages: leftovers go.
+                    tmp.remove(&name).map_err(|e| at_error(root, e))?;
+                }
+            }
+            // Not ours (a link or a file someone put there): removed, never
+            // followed.
+            Some(_) => {
+                dir.remove(TMP).map_err(|e| at_error(root, e))?;
+            }
+        }
         Ok(Store {
             root: root.to_path_buf(),
+            dir,
+            pending,
             _lock: lock,
         })
     }
@@ -93,90 +138,291 @@ impl Store {
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn recipients_file(&self) -> PathBuf {
-        self.root.join(RECIPIENTS)
-    }
-    pub fn audit_file(&self) -> PathBuf {
-        self.root.join(AUDIT)
-    }
-    pub fn secrets_dir(&self) -> PathBuf {
-        self.root.join(SECRETS)
-    }
-    pub fn name_dir(&self, name: &str) -> PathBuf {
-        self.secrets_dir().join(name)
-    }
-    pub fn meta_file(&self, name: &str) -> PathBuf {
-        self.name_dir(name).join(META)
-    }
-    pub fn version_file(&self, name: &str, scope: &Scope, version: u32) -> PathBuf {
-        version_path(&self.name_dir(name), scope, version)
+
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
-    /// A fresh, empty staging directory inside the store (removed on drop).
-    pub fn staging(&self) -> Result<tempfile::TempDir, StoreError> {
-        let tmp = self.root.join(TMP);
-        std::fs::create_dir_all(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-        tempfile::Builder::new()
-            .prefix("stage-")
-            .tempdir_in(&tmp)
-            .map_err(io(format!(
-                "creating a staging directory in {}",
-                tmp.display()
-            )))
+    pub fn pending(&self) -> bool {
+        self.pending
     }
 
-    /// The names present, sorted.
-    pub fn names(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.secrets_dir();
-        let mut names = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(io(format!("listing {}", dir.display()))(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if super::validate_name(&name).is_ok() && entry.path().join(META).is_file() {
-                names.push(name);
+    pub(crate) fn set_pending(&mut self, pending: bool) {
+        self.pending = pending;
+    }
+
+    /// The staging directory `.tmp/` (created when missing).
+    pub fn tmp(&self) -> Result<Dir, StoreError> {
+        self.dir
+            .sub_or_create(TMP, 0o700)
+            .map_err(|e| at_error(&self.root, e))
+    }
+
+    /// Replace the top-level file `name` with `data`: written in `.tmp/`,
+    /// fsynced, renamed over, the directory fsynced.
+    pub fn replace_file(&self, name: &str, data: &[u8], mode: u32) -> Result<(), StoreError> {
+        let tmp = self.tmp()?;
+        let staged = format!("{name}.{}", std::process::id());
+        let _ = tmp.remove(&staged);
+        tmp.write_new(&staged, data, mode)
+            .and_then(|_| tmp.rename(&staged, &self.dir, name))
+            .and_then(|_| self.dir.sync())
+            .map_err(|e| {
+                let _ = tmp.remove(&staged);
+                at_error(&self.root, e)
+            })
+    }
+
+    /// Read a top-level file with a bound.
+    pub fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.dir
+            .read(name, limit)
+            .map_err(|e| at_error(&self.root, e))
+    }
+
+    /// Read the bytes of one version file (bounded, never through a link).
+    pub fn read_version(
+        &self,
+        name: &str,
+        scope: &Scope,
+        version: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let rel = version_rel(name, scope, version);
+        let missing = || StoreError::integrity(&self.root, &rel, "it is missing");
+        let dir = self
+            .walk(&[SECRETS, name, &scope.dir_name()])?
+            .ok_or_else(missing)?;
+        dir.read(&version_file(version), MAX_VERSION_FILE)
+            .map_err(|e| at_error(&self.root, e))?
+            .ok_or_else(missing)
+    }
+
+    /// The directory at `parts` below the root (`None` when missing).
+    pub fn walk(&self, parts: &[&str]) -> Result<Option<Dir>, StoreError> {
+        let mut dir: Option<Dir> = None;
+        for p in parts {
+            let next = match &dir {
+                None => self.dir.sub(p),
+                Some(d) => d.sub(p),
+            }
+            .map_err(|e| at_error(&self.root, e))?;
+            match next {
+                Some(d) => dir = Some(d),
+                None => return Ok(None),
             }
         }
-        names.sort();
-        Ok(names)
+        Ok(dir)
+    }
+
+    /// Read the whole tree: the top-level files, every `meta.toml`, the
+    /// SHA-256 of every version file, and what does not belong.
+    pub fn load(&self) -> Result<Tree, StoreError> {
+        let root = &self.root;
+        let mut tree = Tree::default();
+        let read = |name: &str,
+                    limit: u64,
+                    problems: &mut Vec<Problem>|
+         -> Result<Option<Vec<u8>>, StoreError> {
+            match self.dir.read(name, limit) {
+                Ok(v) => Ok(v),
+                Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
+                    problems.push(problem(root, &e));
+                    Ok(None)
+                }
+                Err(e) => Err(at_error(root, e)),
+            }
+        };
+        let mut problems = Vec::new();
+        tree.recipients = read(RECIPIENTS, MAX_RECIPIENTS, &mut problems)?;
+        tree.index = read(INDEX, MAX_INDEX, &mut problems)?;
+        tree.key_file = read(KEY, MAX_KEY_FILE, &mut problems)?;
+        tree.audit = read(AUDIT, super::audit::MAX_LOG, &mut problems)?;
+        tree.audit_head = read(AUDIT_HEAD, MAX_HEAD, &mut problems)?;
+        let secrets = match self.dir.sub(SECRETS) {
+            Ok(d) => d,
+            Err(e @ AtError::Kind { .. }) => {
+                problems.push(problem(root, &e));
+                None
+            }
+            Err(e) => return Err(at_error(root, e)),
+        };
+        if let Some(secrets) = secrets {
+            for (name, kind) in secrets.entries().map_err(|e| at_error(root, e))? {
+                let rel = format!("{SECRETS}/{name}");
+                if kind != Kind::Dir || super::validate_name(&name).is_err() {
+                    tree.unexpected.push((rel, kind));
+                    continue;
+                }
+                let Some(ndir) = secrets.sub(&name).map_err(|e| at_error(root, e))? else {
+                    continue;
+                };
+                let mut files = NameFiles::default();
+                for (entry, kind) in ndir.entries().map_err(|e| at_error(root, e))? {
+                    let erel = format!("{rel}/{entry}");
+                    if entry == META {
+                        match ndir.read(META, MAX_META) {
+                            Ok(v) => files.meta = v,
+                            Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
+                                problems.push(problem(root, &e))
+                            }
+                            Err(e) => return Err(at_error(root, e)),
+                        }
+                        continue;
+                    }
+                    if kind != Kind::Dir || scope_of_dir(&entry).is_none() {
+                        tree.unexpected.push((erel, kind));
+                        continue;
+                    }
+                    let Some(sdir) = ndir.sub(&entry).map_err(|e| at_error(root, e))? else {
+                        continue;
+                    };
+                    let mut versions = BTreeMap::new();
+                    for (file, kind) in sdir.entries().map_err(|e| at_error(root, e))? {
+                        let frel = format!("{erel}/{file}");
+                        match (kind, version_of_file(&file)) {
+                            (Kind::File, Some(v)) => match sdir.sha256(&file, MAX_VERSION_FILE) {
+                                Ok(Some(h)) => {
+                                    versions.insert(v, super::integrity::hex(&h));
+                                }
+                                Ok(None) => {}
+                                Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
+                                    problems.push(problem(root, &e))
+                                }
+                                Err(e) => return Err(at_error(root, e)),
+                            },
+                            _ => tree.unexpected.push((frel, kind)),
+                        }
+                    }
+                    files.scopes.insert(entry, versions);
+                }
+                tree.names.insert(name, files);
+            }
+        }
+        tree.problems = problems;
+        Ok(tree)
     }
 }
 
-/// `DIR/SCOPE/vN.age` under a name directory.
-pub fn version_path(name_dir: &Path, scope: &Scope, version: u32) -> PathBuf {
-    name_dir
-        .join(scope.dir_name())
-        .join(format!("v{version}.age"))
+impl Drop for Store {
+    /// An empty `.tmp/` goes (still holding the lock: fields drop after).
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlinkat(&self.dir, TMP, rustix::fs::AtFlags::REMOVEDIR);
+    }
 }
 
-/// Write a file atomically: temporary file beside it, fsync, rename over,
-/// fsync of the directory. A failure leaves the old file (or none).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(io(format!(
-            "creating a temporary file in {}",
-            dir.display()
-        )))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(io(format!("writing {}", path.display())))?;
-    tmp.persist(path)
-        .map_err(|e| io(format!("renaming into {}", path.display()))(e.error))?;
-    sync_dir(dir)
+/// Everything read from a store, before it is checked.
+#[derive(Default)]
+pub struct Tree {
+    pub recipients: Option<Vec<u8>>,
+    pub index: Option<Vec<u8>>,
+    pub key_file: Option<Vec<u8>>,
+    pub audit: Option<Vec<u8>>,
+    pub audit_head: Option<Vec<u8>>,
+    /// By name: `meta.toml` and the scope directories' version files.
+    pub names: BTreeMap<String, NameFiles>,
+    /// Entries that are no part of a store (relative path, what they are).
+    pub unexpected: Vec<(String, Kind)>,
+    /// Links, special or oversized files where store files belong.
+    pub problems: Vec<Problem>,
 }
 
-/// fsync a directory so that renames in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("syncing {}", dir.display())))
+#[derive(Default)]
+pub struct NameFiles {
+    pub meta: Option<Vec<u8>>,
+    /// Scope directory name → version → SHA-256 (hex) of `vN.age`.
+    pub scopes: BTreeMap<String, BTreeMap<u32, String>>,
+}
+
+/// `secrets/NAME/SCOPE/vN.age`, relative to the store.
+pub fn version_rel(name: &str, scope: &Scope, version: u32) -> String {
+    format!(
+        "{SECRETS}/{name}/{}/{}",
+        scope.dir_name(),
+        version_file(version)
+    )
+}
+
+pub fn meta_rel(name: &str) -> String {
+    format!("{SECRETS}/{name}/{META}")
+}
+
+pub fn version_file(version: u32) -> String {
+    format!("v{version}.age")
+}
+
+/// The version of a `vN.age` file name (canonical: no leading zeros).
+pub fn version_of_file(file: &str) -> Option<u32> {
+    let n = file.strip_prefix('v')?.strip_suffix(".age")?;
+    let v: u32 = n.parse().ok()?;
+    (v > 0 && v.to_string() == n).then_some(v)
+}
+
+/// The scope a scope directory holds.
+pub fn scope_of_dir(dir: &str) -> Option<Scope> {
+    let scope = if dir == "global" {
+        "global".to_string()
+    } else if let Some(t) = dir.strip_prefix("tag.") {
+        format!("tag:{t}")
+    } else if let Some(d) = dir.strip_prefix("device.") {
+        format!("device:{d}")
+    } else {
+        return None;
+    };
+    Scope::parse(&scope).ok().filter(|s| s.dir_name() == dir)
+}
+
+fn problem(root: &Path, e: &AtError) -> Problem {
+    let path = e
+        .path()
+        .strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| e.path().display().to_string());
+    let problem = match e {
+        AtError::Kind { what, want, .. } => format!(
+            "it is {what}, not {want} (a store holds only regular files and directories; nothing is read or written through it)"
+        ),
+        AtError::TooLarge { limit, .. } => format!("it is larger than {limit} bytes"),
+        AtError::Io { cause, .. } => cause.to_string(),
+    };
+    Problem { path, problem }
+}
+
+/// An error under the store: links and special files are integrity
+/// problems (named), the rest I/O errors.
+pub fn at_error(root: &Path, e: AtError) -> StoreError {
+    match &e {
+        AtError::Kind { .. } | AtError::TooLarge { .. } => StoreError::Integrity {
+            store: root.to_path_buf(),
+            problems: vec![problem(root, &e)],
+        },
+        AtError::Io { path, cause } => StoreError::Io {
+            context: path.display().to_string(),
+            cause: std::io::Error::new(cause.kind(), cause.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_and_scope_names_are_canonical() {
+        assert_eq!(version_of_file("v12.age"), Some(12));
+        for bad in [
+            "v0.age",
+            "v012.age",
+            "v1.age.tmp",
+            "v.age",
+            "x1.age",
+            "v-1.age",
+        ] {
+            assert_eq!(version_of_file(bad), None, "{bad}");
+        }
+        assert_eq!(scope_of_dir("tag.lobby"), Some(Scope::Tag("lobby".into())));
+        assert_eq!(scope_of_dir("global"), Some(Scope::Global));
+        for bad in ["tag.", "rack.1", ".tmp-x", "device.a/b"] {
+            assert_eq!(scope_of_dir(bad), None, "{bad}");
+        }
+    }
 }

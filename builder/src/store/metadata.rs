@@ -1,10 +1,9 @@
 //! `secrets/NAME/meta.toml`: everything about a secret except its value, in
 //! a stable, diff-friendly form (keys in alphabetical order, one version a
-//! table).
+//! table). Each version records its file's SHA-256; the file's own
+//! SHA-256 is in the authenticated index (`store.toml`).
 
-use super::layout::{write_atomic, Store};
 use super::names::Scope;
-use super::{io, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -50,35 +49,32 @@ pub struct VersionMeta {
     pub operation: String,
     /// Fingerprint of the recipient set the file is encrypted to.
     pub recipients: String,
+    /// SHA-256 of the version file (format 1 stores have none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
     pub version: u32,
 }
 
 impl SecretMeta {
-    pub fn load(store: &Store, name: &str) -> Result<Option<SecretMeta>, StoreError> {
-        let path = store.meta_file(name);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
-        };
-        let meta = SecretMeta::parse(&text).map_err(|reason| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        })?;
-        if meta.name != name {
-            return Err(StoreError::Corrupt {
-                path,
-                reason: format!("names {:?}, not {name}", meta.name),
-            });
-        }
-        Ok(Some(meta))
-    }
-
     pub fn parse(text: &str) -> Result<SecretMeta, String> {
         let meta: SecretMeta = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if meta.scopes.is_empty() {
+            return Err("it has no scopes".into());
+        }
         super::validate_name(&meta.name).map_err(|e| e.to_string())?;
         for (scope, s) in &meta.scopes {
             Scope::parse(scope).map_err(|e| e.to_string())?;
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(v) = s
+                .versions
+                .iter()
+                .find(|v| !seen.insert(v.version) || v.version == 0)
+            {
+                return Err(format!(
+                    "scope {scope}: version {} is listed twice or is 0",
+                    v.version
+                ));
+            }
             if !s.versions.iter().any(|v| v.version == s.current) {
                 return Err(format!(
                     "scope {scope}: current version {} is not listed",
@@ -91,15 +87,9 @@ impl SecretMeta {
 
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).unwrap_or_default();
-        format!("# build-image store metadata: no values here. Edit only the description.\n{body}")
-    }
-
-    /// Write into a name directory (the store's or a staging one).
-    pub fn save_in(&self, name_dir: &std::path::Path) -> Result<(), StoreError> {
-        write_atomic(
-            &name_dir.join(super::layout::META),
-            self.to_toml().as_bytes(),
-            0o644,
+        format!(
+            "# build-image store metadata: no values here. Written by build-image and\n\
+             # authenticated by the store key: a change made by hand is refused.\n{body}"
         )
     }
 
@@ -171,6 +161,7 @@ mod tests {
                         created_by: "alice".into(),
                         operation: "set".into(),
                         recipients: "abcd".into(),
+                        sha256: "00".repeat(32),
                         version: 1,
                     }],
                 },

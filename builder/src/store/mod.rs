@@ -4,19 +4,25 @@
 //! ```text
 //! secrets-store/
 //!   recipients.txt               age1… and ssh-ed25519 keys, one a line, # comments
-//!   audit.jsonl                  append-only: who, when, which name/scope/version, which operation
-//!   secrets/NAME/meta.toml       description, scopes, versions, created/updated at and by (no values)
+//!   key.age                      the store key, encrypted to every recipient
+//!   store.toml                   what the store key authenticates: the recipients, each meta.toml
+//!   audit.jsonl                  hash-chained, authenticated lines: who, when, which name/scope/version, which operation
+//!   audit.head                   the log's authenticated length and last line
+//!   secrets/NAME/meta.toml       description, scopes, versions (each with its file's SHA-256); no values
 //!   secrets/NAME/SCOPE/vN.age    one standard age file per version, to all recipients
 //!   .gitignore                   keeps .lock and .tmp/ out of git
 //!   .gitattributes               `*.age binary`: no text diffs of ciphertext
 //! ```
 //!
-//! [`layout`] knows the paths and writes atomically, [`names`] checks names
-//! and scopes, [`metadata`] and [`audit`] are the clear-text files,
-//! [`crypto`] holds recipients and identities, [`input`] reads values
-//! (never from argv), [`commands`] are the operations, [`archive`] is
-//! export/import, [`recipe`] is what builds and `check` use, [`cli`] the
-//! `build-image store` arguments.
+//! [`layout`] opens the directory (never following a link inside it),
+//! [`integrity`] is the store key and what it authenticates, [`session`]
+//! a store verified with a member's identity, [`journal`] commits a change
+//! as a whole (a crash leaves the old store or the new one), [`names`]
+//! checks names and scopes, [`metadata`] and [`audit`] are the clear-text
+//! files, [`crypto`] holds recipients and identities, [`input`] reads
+//! values (never from argv), [`commands`] are the operations, [`archive`]
+//! is export/import, [`migrate`] upgrades format 1, [`recipe`] is what
+//! builds and `check` use, [`cli`] the `build-image store` arguments.
 
 pub mod archive;
 pub mod audit;
@@ -24,13 +30,18 @@ pub mod cli;
 pub mod commands;
 pub mod crypto;
 pub mod input;
+pub mod integrity;
+pub mod journal;
 pub mod layout;
 pub mod metadata;
+pub mod migrate;
 pub mod names;
 pub mod recipe;
+pub mod session;
 
 pub use layout::Store;
 pub use names::{validate_name, Scope};
+pub use session::Session;
 
 use std::path::PathBuf;
 use thiserror::Error;
@@ -44,6 +55,25 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 9;
     /// No identity, or the identity cannot decrypt the store's files.
     pub const IDENTITY: u8 = 10;
+    /// The store is not what its key authenticates (a file changed without
+    /// a member's identity, recipients nobody accepted, a link or special
+    /// file in it, a format-1 store to migrate), or an archive is not from
+    /// a store key you trust.
+    pub const INTEGRITY: u8 = 11;
+}
+
+/// One thing in the store that is not what its key authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Relative to the store directory.
+    pub path: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -56,7 +86,7 @@ pub enum StoreError {
     Exists { name: String, scope: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("{path} is already a store (it has recipients.txt); change recipients by editing it and running `build-image store rekey`")]
+    #[error("{path} is already a store (it has recipients.txt); change its recipients with `build-image store recipients add|rm KEY`")]
     AlreadyInitialised { path: PathBuf },
     #[error("no secret {name} in the store {store}{hint}")]
     NotFound {
@@ -72,11 +102,11 @@ pub enum StoreError {
     },
     #[error("{path} is not a secrets store (no recipients.txt): create it with `build-image store init --store {path} --recipient age1…`")]
     NotAStore { path: PathBuf },
-    #[error("no identity to decrypt the store: set SEALED_IMAGE_STORE_IDENTITY (the key itself) or SEALED_IMAGE_STORE_IDENTITY_FILE, or pass --identity FILE to `build-image store`")]
-    NoIdentity,
+    #[error("no identity to decrypt the store: set SEALED_IMAGE_STORE_IDENTITY (the key itself) or SEALED_IMAGE_STORE_IDENTITY_FILE, or pass --identity FILE to `build-image store`{why}")]
+    NoIdentity { why: String },
     #[error("identity {from}: {reason}")]
     BadIdentity { from: String, reason: String },
-    #[error("cannot decrypt {what}: the identity is not one of its recipients (is your key in recipients.txt, and was `store rekey` run after it was added?)")]
+    #[error("cannot decrypt {what}: the identity is not one of its recipients (is your key in the store's recipients, accepted by a member with `build-image store recipients add`?)")]
     NotARecipient { what: String },
     #[error("{path} line {line}: {reason}")]
     Recipients {
@@ -86,6 +116,17 @@ pub enum StoreError {
     },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("the store {store} is not what its key authenticates, so nothing was used or changed: {}{}", .problems.first().map(|p| p.to_string()).unwrap_or_default(), more(.problems))]
+    Integrity {
+        store: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("the store {path} was written by an earlier build-image (format 1: its files are not authenticated): upgrade it with `build-image store migrate --store {path}` and a member's identity, review the recipients it shows, and commit the result")]
+    OldFormat { path: PathBuf },
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("{0}")]
+    NotConfirmed(String),
     #[error("{0}")]
     Value(String),
     #[error("{context}: {cause}")]
@@ -93,6 +134,16 @@ pub enum StoreError {
         context: String,
         cause: std::io::Error,
     },
+}
+
+fn more(problems: &[Problem]) -> String {
+    match problems.len() {
+        0 | 1 => String::new(),
+        n => format!(
+            " (and {} more: `build-image store audit --verify` lists them)",
+            n - 1
+        ),
+    }
 }
 
 impl StoreError {
@@ -104,11 +155,40 @@ impl StoreError {
             | StoreError::Conflict(_)
             | StoreError::AlreadyInitialised { .. } => exit::EXISTS,
             StoreError::NotFound { .. } | StoreError::NoSuchVersion { .. } => exit::NOT_FOUND,
-            StoreError::NoIdentity
+            StoreError::NoIdentity { .. }
             | StoreError::BadIdentity { .. }
             | StoreError::NotARecipient { .. } => exit::IDENTITY,
+            StoreError::Integrity { .. }
+            | StoreError::OldFormat { .. }
+            | StoreError::Untrusted(_) => exit::INTEGRITY,
             StoreError::Value(_) => 2,
             _ => 1,
+        }
+    }
+
+    /// A store integrity error with one problem.
+    pub fn integrity(
+        store: &std::path::Path,
+        path: &str,
+        problem: impl Into<String>,
+    ) -> StoreError {
+        StoreError::Integrity {
+            store: store.to_path_buf(),
+            problems: vec![Problem {
+                path: path.to_string(),
+                problem: problem.into(),
+            }],
+        }
+    }
+
+    /// No identity (and why one is needed here).
+    pub fn no_identity(why: &str) -> StoreError {
+        StoreError::NoIdentity {
+            why: if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            },
         }
     }
 }

@@ -2,12 +2,13 @@
 //! per-device resolution (device > tag > global) for fleets, and the
 //! device × secret matrix of `check --devices`.
 
-use super::audit::{self, Entry};
+use super::audit::Entry;
 use super::commands::resolve;
 use super::crypto::Identity;
 use super::layout::Store;
 use super::metadata::SecretMeta;
 use super::names::Scope;
+use super::session::{self, RecipientsCheck, Session};
 use super::StoreError;
 use crate::devices::Device;
 use crate::recipe::{Recipe, SourceSpec};
@@ -52,14 +53,20 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn source_err(secret: &str, e: StoreError) -> SourceError {
-    SourceError::Invalid {
+    SourceError::Store {
         name: secret.into(),
-        reason: format!("store: {e}"),
+        cause: e,
     }
 }
 
+/// Whether the recipe's store exists (its recipients.txt, not followed).
+fn has_store(dir: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(dir.join(super::layout::RECIPIENTS)).is_ok()
+}
+
 /// Read one store secret (global scope) for a build: missing names say how
-/// to create them; reads are audited.
+/// to create them; the store is verified with the identity before anything
+/// in it is used; reads are audited.
 pub fn fetch(recipe: &Recipe, secret: &str, store_name: &str) -> Result<Fetched, SourceError> {
     super::validate_name(store_name).map_err(|e| source_err(secret, e))?;
     let dir = store_dir(recipe);
@@ -68,42 +75,67 @@ pub fn fetch(recipe: &Recipe, secret: &str, store_name: &str) -> Result<Fetched,
             how: set_command(recipe, secret, store_name),
         })
     };
-    if !dir.join(super::layout::RECIPIENTS).is_file() {
+    if !has_store(&dir) {
         return missing();
     }
-    let store = Store::open(&dir).map_err(|e| source_err(secret, e))?;
-    let meta = SecretMeta::load(&store, store_name).map_err(|e| source_err(secret, e))?;
-    let Some((scope, version)) = meta
-        .as_ref()
-        .and_then(|m| m.scope(&Scope::Global).map(|s| (Scope::Global, s.current)))
+    let mut store = Store::open(&dir).map_err(|e| source_err(secret, e))?;
+    let Some(identity) = Identity::load_optional(None).map_err(|e| source_err(secret, e))? else {
+        // Without an identity nothing can be verified or decrypted: a name
+        // the store does not even list is reported missing (with how to
+        // create it), anything else needs the identity.
+        let listed = session::peek(&store)
+            .map(|u| {
+                u.metas
+                    .get(store_name)
+                    .is_some_and(|m| m.scope(&Scope::Global).is_some())
+            })
+            .unwrap_or(true);
+        if !listed {
+            return missing();
+        }
+        return Err(source_err(
+            secret,
+            StoreError::no_identity("the recipe reads this secret from the store"),
+        ));
+    };
+    let mut s = Session::open(&mut store, &identity, RecipientsCheck::MustMatch)
+        .map_err(|e| source_err(secret, e))?;
+    let Some(version) = s
+        .meta(store_name)
+        .and_then(|m| m.scope(&Scope::Global).map(|sc| sc.current))
     else {
         return missing();
     };
-    read(recipe, &store, store_name, &scope, version, "")
-        .map(Fetched::Found)
-        .map_err(|e| source_err(secret, e))
+    read(
+        recipe,
+        &mut s,
+        &identity,
+        store_name,
+        &Scope::Global,
+        version,
+        "",
+    )
+    .map(Fetched::Found)
+    .map_err(|e| source_err(secret, e))
 }
 
 fn read(
     recipe: &Recipe,
-    store: &Store,
+    s: &mut Session,
+    identity: &Identity,
     name: &str,
     scope: &Scope,
     version: u32,
     device: &str,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
-    let identity = Identity::load(None)?;
-    let value = identity.decrypt_file(&store.version_file(name, scope, version))?;
+    let value = s.read_value(identity, name, scope, version)?;
     let mut detail = format!("recipe {}", recipe.path.display());
     if !device.is_empty() {
         detail.push_str(&format!(" device {device}"));
     }
-    audit::append(
-        store,
-        &[Entry::new("read")
-            .secret(name, &scope.to_string(), version)
-            .detail(detail)],
-    )?;
+    s.audit(&[Entry::new("read")
+        .secret(name, &scope.to_string(), version)
+        .detail(detail)])?;
     Ok(value)
 }
 
@@ -115,29 +147,47 @@ pub fn device_overrides(
 ) -> Result<BTreeMap<String, Override>, SourceError> {
     let mut out = device.overrides.clone();
     let dir = store_dir(recipe);
-    let mut store = None;
-    for (secret, s) in &recipe.secrets {
-        let Some(SourceSpec::Store(name)) = &s.source else {
-            continue;
-        };
-        if out.contains_key(secret) || !dir.join(super::layout::RECIPIENTS).is_file() {
-            continue;
-        }
+    let wanted: Vec<(&String, &String)> = recipe
+        .secrets
+        .iter()
+        .filter_map(|(secret, s)| match &s.source {
+            Some(SourceSpec::Store(name)) if !out.contains_key(secret) => Some((secret, name)),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() || !has_store(&dir) {
+        return Ok(out);
+    }
+    for (secret, name) in &wanted {
         super::validate_name(name).map_err(|e| source_err(secret, e))?;
-        if store.is_none() {
-            store = Some(Store::open(&dir).map_err(|e| source_err(secret, e))?);
-        }
-        let Some(st) = store.as_ref() else { continue };
-        let meta = SecretMeta::load(st, name).map_err(|e| source_err(secret, e))?;
+    }
+    let first = wanted[0].0;
+    let mut store = Store::open(&dir).map_err(|e| source_err(first, e))?;
+    let Some(identity) = Identity::load_optional(None).map_err(|e| source_err(first, e))? else {
+        // Nothing to verify with: the recipe's sources report each secret
+        // (missing ones with how to create them).
+        return Ok(out);
+    };
+    let mut s = Session::open(&mut store, &identity, RecipientsCheck::MustMatch)
+        .map_err(|e| source_err(first, e))?;
+    for (secret, name) in wanted {
         // Not in the store at all: the recipe's source reports it missing.
-        let Some((scope, version)) = meta
-            .as_ref()
+        let Some((scope, version)) = s
+            .meta(name)
             .and_then(|m| resolve(m, &device.name, &device.tags))
         else {
             continue;
         };
-        let value = read(recipe, st, name, &scope, version, &device.name)
-            .map_err(|e| source_err(secret, e))?;
+        let value = read(
+            recipe,
+            &mut s,
+            &identity,
+            name,
+            &scope,
+            version,
+            &device.name,
+        )
+        .map_err(|e| source_err(secret, e))?;
         out.insert(secret.clone(), Override::Value(value));
     }
     Ok(out)
@@ -162,18 +212,33 @@ pub struct DeviceRow {
 }
 
 /// The device × secret matrix: resolved from metadata only, nothing is
-/// decrypted.
-pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Vec<DeviceRow> {
+/// decrypted. The metadata is verified when an identity is at hand;
+/// `verified` says whether it was.
+pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bool), StoreError> {
     let dir = store_dir(recipe);
-    let store = dir
-        .join(super::layout::RECIPIENTS)
-        .is_file()
-        .then(|| Store::open(&dir).ok())
-        .flatten();
-    let mut metas: BTreeMap<String, Option<SecretMeta>> = BTreeMap::new();
+    let uses_store = recipe
+        .secrets
+        .values()
+        .any(|s| matches!(s.source, Some(SourceSpec::Store(_))));
+    let (store_metas, verified) = if uses_store && has_store(&dir) {
+        let mut store = Store::open(&dir)?;
+        match Identity::load_optional(None)? {
+            Some(identity) => {
+                let s = Session::open(&mut store, &identity, RecipientsCheck::MustMatch)?;
+                (Some(s.metas.clone()), true)
+            }
+            None => (Some(session::peek(&store)?.metas), false),
+        }
+    } else {
+        (None, true)
+    };
+    let metas: BTreeMap<String, Option<SecretMeta>> = store_metas
+        .iter()
+        .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
+        .collect();
     // Sources other than the store: asked once, the value dropped at once.
     let mut plain: BTreeMap<String, (bool, String, Option<String>)> = BTreeMap::new();
-    devices
+    let rows = devices
         .iter()
         .map(|d| {
             let secrets = recipe
@@ -196,12 +261,8 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Vec<DeviceRow> {
                     }
                     let spec = sources::effective(secret, s.source.as_ref());
                     if let SourceSpec::Store(name) = &spec {
-                        let meta = metas.entry(name.clone()).or_insert_with(|| {
-                            store
-                                .as_ref()
-                                .and_then(|st| SecretMeta::load(st, name).ok().flatten())
-                        });
-                        return match meta.as_ref().and_then(|m| resolve(m, &d.name, &d.tags)) {
+                        let meta = metas.get(name).and_then(|m| m.as_ref());
+                        return match meta.and_then(|m| resolve(m, &d.name, &d.tags)) {
                             Some((scope, v)) => Cell {
                                 secret: secret.clone(),
                                 present: true,
@@ -241,7 +302,8 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Vec<DeviceRow> {
                 secrets,
             }
         })
-        .collect()
+        .collect();
+    Ok((rows, verified))
 }
 
 /// The matrix as a text table.

@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
     after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
         4 required secrets missing   5 a secret value is invalid or its source failed\n  \
         6 image assembly or output failed   7 flash refused the target (nothing written)\n  \
-        8 store: the name already exists   9 store: no such secret   10 store: no identity or it cannot decrypt"
+        8 store: the name already exists   9 store: no such secret   10 store: no identity or it cannot decrypt\n  \
+        11 store: not what its key authenticates (tampered, a link in it, format 1: migrate)"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

@@ -35,6 +35,24 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return s.exit_code();
         }
         if let Some(b) = cause.downcast_ref::<BuildError>() {
+            // A store that is not what its key authenticates (11), or no
+            // identity for it (10): the store's own codes, in builds too.
+            let store = match b {
+                BuildError::Secrets(s) => s.store_error().into_iter().collect(),
+                BuildError::Fleet(f) => f.iter().filter_map(|(_, e)| e.store_error()).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(code) = store
+                .iter()
+                .map(|e| e.exit_code())
+                .filter(|c| {
+                    *c == build_image::store::exit::INTEGRITY
+                        || *c == build_image::store::exit::IDENTITY
+                })
+                .max()
+            {
+                return code;
+            }
             return match b {
                 BuildError::Recipe(_) => RECIPE,
                 BuildError::Secrets(SecretsError::Missing(_)) => MISSING_SECRETS,

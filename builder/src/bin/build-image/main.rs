@@ -14,6 +14,9 @@ use sealed_firstboot::report::chain_message;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything is read: children never read our memory or our
+    // starting environment (the store identity may be in it).
+    build_image::child_env::protect_self();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -8,7 +8,6 @@ use build_image::secrets;
 use sealed_firstboot::bundle::Stamp;
 use std::io::Read;
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use crate::cli::*;
 use crate::exit::{self, UsageError};
@@ -22,12 +21,10 @@ fn created_at(sequence: Option<u64>) -> Stamp {
 
 fn key_mode(key: KeyArgs) -> Result<KeyMode> {
     Ok(match (key.embed_key, key.recipient) {
-        (_, Some(r)) => {
-            KeyMode::Recipient(age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
-                anyhow::anyhow!("--recipient {r:?} is not an age X25519 recipient: {e}")
-                    .context(UsageError)
-            })?)
-        }
+        (_, Some(r)) => KeyMode::Recipient(
+            build_image::recipient::parse(&r)
+                .map_err(|e| anyhow::anyhow!("--recipient: {e}").context(UsageError))?,
+        ),
         (true, None) => KeyMode::Embedded,
         (false, None) => KeyMode::Separate,
     })
@@ -311,18 +308,26 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
-            let key_mode = match (recipient, ssh_recipient) {
-                (Some(r), _) => key_mode(KeyArgs {
-                    embed_key: false,
-                    recipient: Some(r),
-                    sequence,
-                })?,
-                (None, Some(line)) => KeyMode::Recipient(
-                    sealed_firstboot::identity::recipient_from_ssh_public_key(&line)
-                        .map_err(|e| anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError))?,
-                ),
-                (None, None) => KeyMode::Separate,
-            };
+            let key_mode =
+                match (recipient, ssh_recipient) {
+                    (Some(r), _) => key_mode(KeyArgs {
+                        embed_key: false,
+                        recipient: Some(r),
+                        sequence,
+                    })?,
+                    (None, Some(line)) if line.split_whitespace().any(|t| t == "ssh-ed25519") => {
+                        KeyMode::Recipient(build_image::recipient::parse(&line).map_err(|e| {
+                            anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError)
+                        })?)
+                    }
+                    (None, Some(_)) => {
+                        return Err(anyhow::anyhow!(
+                            "--ssh-recipient: not an ssh-ed25519 public key line"
+                        )
+                        .context(UsageError))
+                    }
+                    (None, None) => KeyMode::Separate,
+                };
             let opts = build_image::update::BundleOptions {
                 out_dir: out,
                 key_mode,
@@ -386,7 +391,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let list = load_devices(&recipe, &devices, None)?;
-            let rows = build_image::store::recipe::matrix(&recipe, &list);
+            let (rows, verified) = build_image::store::recipe::matrix(&recipe, &list)?;
+            if !verified {
+                eprintln!("build-image: unverified: no identity, so the store's metadata was not checked against its key (pass SEALED_IMAGE_STORE_IDENTITY to verify it)");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

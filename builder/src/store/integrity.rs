@@ -1,0 +1,381 @@
+//! The store key and what it authenticates (the model of sops' data key).
+//!
+//! A random 256-bit key, encrypted to every recipient in `key.age`, with
+//! a generation that every change of recipients increases (a new random
+//! key: a removed member knows the old one). `store.toml` (the index)
+//! records the accepted recipients, the SHA-256 of `key.age` and of every
+//! `meta.toml` (which in turn records each version file's SHA-256, so a
+//! file is bound to its name, scope and version), and the audit log's
+//! length at the last change; its MAC is HMAC-SHA256 under the store key.
+//! Someone without a member's identity can encrypt a value to the public
+//! recipients but cannot make a MAC, so the next command notices.
+//!
+//! The store id is derived from the first key (kept, encrypted, beside
+//! the current one), so a store made from scratch to the same recipients
+//! has another id: pin it with `SEALED_IMAGE_STORE_ID` (in CI's settings,
+//! outside the repository) and a replaced store is refused too.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// The store's format (format 1: no key, nothing authenticated).
+pub const FORMAT: u32 = 2;
+
+/// The environment variable pinning the store (optional): `ID`, or
+/// `ID:GENERATION` to also refuse a store key older than that generation
+/// (a store put back as it was before a member was removed).
+pub const STORE_ID_ENV: &str = "SEALED_IMAGE_STORE_ID";
+
+/// Check `key` against [`STORE_ID_ENV`] when it is set.
+pub fn check_pin(key: &StoreKey) -> Result<(), String> {
+    let Some(pin) = std::env::var(STORE_ID_ENV)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let pin = pin.trim();
+    let (id, min) = match pin.split_once(':') {
+        Some((id, g)) => (
+            id,
+            g.parse::<u32>().map_err(|_| {
+                format!("{STORE_ID_ENV}={pin}: the generation after ':' is not a number")
+            })?,
+        ),
+        None => (pin, 0),
+    };
+    if !id.eq_ignore_ascii_case(&key.id()) {
+        return Err(format!(
+            "this is store {}, but {STORE_ID_ENV} expects {id}: the store was replaced by another one (or the pin is stale)",
+            key.id()
+        ));
+    }
+    if key.generation() < min {
+        return Err(format!(
+            "the store key is of generation {}, but {STORE_ID_ENV} expects at least {min}: the store was put back as it was before a change of recipients",
+            key.generation()
+        ));
+    }
+    Ok(())
+}
+
+const KEY_MAGIC: &str = "sealed-image store key 1";
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    sealed_firstboot::bundle::hex(bytes)
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Decode lower- or upper-case hex of exactly `N` bytes.
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Append the hex of secret bytes (no temporary copy).
+fn hex_into(out: &mut crate::io::secret::SecretVec, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
+    }
+}
+
+/// Compare two byte strings in constant time (for MACs).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A store key of one generation, with the store's first key (which names
+/// the store).
+pub struct StoreKey {
+    key: Zeroizing<[u8; 32]>,
+    genesis: Zeroizing<[u8; 32]>,
+    generation: u32,
+}
+
+impl StoreKey {
+    /// A new store's first key.
+    pub fn generate() -> StoreKey {
+        let key = Zeroizing::new(rand::random::<[u8; 32]>());
+        StoreKey {
+            genesis: key.clone(),
+            key,
+            generation: 1,
+        }
+    }
+
+    /// The next generation: a fresh random key, the same store.
+    pub fn rotate(&self) -> StoreKey {
+        StoreKey {
+            key: Zeroizing::new(rand::random::<[u8; 32]>()),
+            genesis: self.genesis.clone(),
+            generation: self.generation + 1,
+        }
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The store id: 128 bits derived from the first key (public).
+    pub fn id(&self) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.genesis[..])
+            .expect("HMAC takes any key length");
+        m.update(b"sealed-image store id");
+        hex(&m.finalize().into_bytes()[..16])
+    }
+
+    /// HMAC-SHA256 under this key of `label` and `parts`, each part
+    /// length-prefixed (so no two inputs read the same).
+    pub fn mac(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key[..])
+            .expect("HMAC takes any key length");
+        for part in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
+            m.update(&(part.len() as u64).to_be_bytes());
+            m.update(part);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// [`StoreKey::mac`] in hex.
+    pub fn mac_hex(&self, label: &str, parts: &[&[u8]]) -> String {
+        hex(&self.mac(label, parts))
+    }
+
+    /// Whether `mac` (hex) is the MAC of `label` and `parts`.
+    pub fn verify(&self, mac: &str, label: &str, parts: &[&[u8]]) -> bool {
+        unhex::<32>(mac).is_some_and(|m| same(&m, &self.mac(label, parts)))
+    }
+
+    /// The plaintext of `key.age`.
+    pub fn to_plaintext(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = crate::io::secret::SecretVec::with_capacity(256);
+        out.extend_from_slice(
+            format!(
+                "{KEY_MAGIC}\nid {}\ngeneration {}\nkey ",
+                self.id(),
+                self.generation
+            )
+            .as_bytes(),
+        );
+        hex_into(&mut out, &self.key[..]);
+        out.extend_from_slice(b"\ngenesis ");
+        hex_into(&mut out, &self.genesis[..]);
+        out.extend_from_slice(b"\n");
+        out.into_inner()
+    }
+
+    /// Read the plaintext of `key.age`; its id must be its first key's.
+    pub fn from_plaintext(text: &[u8]) -> Result<StoreKey, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "not a store key".to_string())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(KEY_MAGIC) {
+            return Err("not a build-image store key".into());
+        }
+        let mut field = |name: &str| -> Result<String, String> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|l| l.strip_prefix(' '))
+                .map(str::to_string)
+                .ok_or_else(|| format!("the store key has no {name} line"))
+        };
+        let id = field("id")?;
+        let generation: u32 = field("generation")?
+            .parse()
+            .map_err(|_| "bad generation".to_string())?;
+        let key = Zeroizing::new(field("key")?);
+        let genesis = Zeroizing::new(field("genesis")?);
+        let key = Zeroizing::new(unhex::<32>(&key).ok_or("bad key")?);
+        let genesis = Zeroizing::new(unhex::<32>(&genesis).ok_or("bad first key")?);
+        let k = StoreKey {
+            key,
+            genesis,
+            generation,
+        };
+        if generation == 0 || (generation == 1 && !same(&k.key[..], &k.genesis[..])) {
+            return Err("inconsistent key generation".into());
+        }
+        if k.id() != id {
+            return Err("its id is not the one its first key names".into());
+        }
+        Ok(k)
+    }
+}
+
+/// `store.toml`: what the store key authenticates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Index {
+    pub format: u32,
+    /// The store id (see [`StoreKey::id`]).
+    pub id: String,
+    /// The store key's generation.
+    pub generation: u32,
+    /// SHA-256 of `key.age`.
+    pub key_file: String,
+    /// The accepted recipients (age1…, sorted): values are encrypted to
+    /// these, whatever recipients.txt says.
+    pub recipients: Vec<String>,
+    /// Lines of audit.jsonl at the last change (the log never shrinks).
+    pub audit_floor: u64,
+    /// HMAC-SHA256 under the store key of everything here.
+    pub mac: String,
+    /// Each secret's `meta.toml` SHA-256.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Index {
+    /// The index of a store under `key`: its key file, accepted
+    /// recipients, audit floor and metadata hashes, sealed.
+    pub fn new(
+        key: &StoreKey,
+        key_file: &[u8],
+        recipients: Vec<String>,
+        audit_floor: u64,
+        secrets: BTreeMap<String, String>,
+    ) -> Index {
+        let mut index = Index {
+            format: FORMAT,
+            id: key.id(),
+            generation: key.generation(),
+            key_file: sha256_hex(key_file),
+            recipients,
+            audit_floor,
+            mac: String::new(),
+            secrets,
+        };
+        index.seal(key);
+        index
+    }
+
+    fn mac_parts(&self) -> Vec<Vec<u8>> {
+        let mut parts = vec![
+            self.format.to_be_bytes().to_vec(),
+            self.id.as_bytes().to_vec(),
+            self.generation.to_be_bytes().to_vec(),
+            self.key_file.as_bytes().to_vec(),
+            (self.recipients.len() as u64).to_be_bytes().to_vec(),
+        ];
+        parts.extend(self.recipients.iter().map(|r| r.as_bytes().to_vec()));
+        parts.push(self.audit_floor.to_be_bytes().to_vec());
+        parts.push((self.secrets.len() as u64).to_be_bytes().to_vec());
+        for (name, hash) in &self.secrets {
+            parts.push(name.as_bytes().to_vec());
+            parts.push(hash.as_bytes().to_vec());
+        }
+        parts
+    }
+
+    /// Set the MAC under `key`.
+    pub fn seal(&mut self, key: &StoreKey) {
+        let parts = self.mac_parts();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        self.mac = key.mac_hex("store.toml", &refs);
+    }
+
+    /// Whether the MAC is right under `key`.
+    pub fn verify(&self, key: &StoreKey) -> bool {
+        let parts = self.mac_parts();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        key.verify(&self.mac, "store.toml", &refs)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Index, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+        let index: Index = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if index.format != FORMAT {
+            return Err(format!(
+                "format {} (this build-image reads format {FORMAT})",
+                index.format
+            ));
+        }
+        if let Some(bad) = index
+            .secrets
+            .keys()
+            .find(|n| super::validate_name(n).is_err())
+        {
+            return Err(format!("it lists {bad:?}, which is not a secret name"));
+        }
+        Ok(index)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).unwrap_or_default();
+        format!(
+            "# build-image store: what the store key authenticates. Written by build-image;\n\
+             # a change made by hand is refused (see the README's threat model).\n{body}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_name_their_store() {
+        let k = StoreKey::generate();
+        let text = k.to_plaintext();
+        let back = StoreKey::from_plaintext(&text).unwrap();
+        assert_eq!((back.id(), back.generation()), (k.id(), 1));
+        let next = k.rotate();
+        assert_eq!((next.id(), next.generation()), (k.id(), 2));
+        assert_ne!(next.mac("x", &[]), k.mac("x", &[]));
+        let back = StoreKey::from_plaintext(&next.to_plaintext()).unwrap();
+        assert_eq!(back.mac("x", &[b"y"]), next.mac("x", &[b"y"]));
+        // Another store's id in the file: refused.
+        let other = StoreKey::generate();
+        let forged = String::from_utf8(next.to_plaintext().to_vec())
+            .unwrap()
+            .replace(&next.id(), &other.id());
+        assert!(StoreKey::from_plaintext(forged.as_bytes()).is_err());
+        // Parts are length-prefixed: ("ab","c") is not ("a","bc").
+        assert_ne!(k.mac("l", &[b"ab", b"c"]), k.mac("l", &[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn the_index_mac_covers_every_field() {
+        let k = StoreKey::generate();
+        let mut i = Index {
+            format: FORMAT,
+            id: k.id(),
+            generation: 1,
+            key_file: "aa".into(),
+            recipients: vec!["age1x".into()],
+            audit_floor: 3,
+            mac: String::new(),
+            secrets: BTreeMap::from([("A".into(), "bb".into())]),
+        };
+        i.seal(&k);
+        let parsed = Index::parse(i.to_toml().as_bytes()).unwrap();
+        assert!(parsed.verify(&k));
+        let mut changed = parsed.clone();
+        changed.recipients.push("age1y".into());
+        assert!(!changed.verify(&k));
+        let mut changed = parsed.clone();
+        changed.secrets.insert("B".into(), "cc".into());
+        assert!(!changed.verify(&k));
+        let mut changed = parsed;
+        changed.audit_floor = 2;
+        assert!(!changed.verify(&k));
+        assert!(!i.verify(&StoreKey::generate()));
+    }
+}

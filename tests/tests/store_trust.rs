@@ -1,0 +1,1503 @@
+//! The store trusts nothing in its directory: each tampering a repository
+//! writer can make (a recipient line, a value forged with `age -r`, a file
+//! copied between names, an edited meta.toml or audit line, a foreign
+//! export) is refused by `set`, `get`, a build and `audit --verify`; planted
+//! links change nothing outside the store; special files are refused at
+//! once; kills at random points leave a whole store; child processes never
+//! see the identity; small-order recipients get a clear error.
+
+use sealed_image_tests::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const WIFI: &str = "wifi-MARKER-7d1e9c";
+const DB: &str = "db-MARKER-41ab20";
+const FORGED: &str = "FORGED-MARKER-c0ffee";
+
+#[derive(Clone)]
+struct Key {
+    file: PathBuf,
+    public: String,
+}
+
+fn key(dir: &Path, name: &str) -> Key {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let file = dir.join(format!("{name}.key"));
+    std::fs::write(&file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    Key {
+        file,
+        public: id.to_public().to_string(),
+    }
+}
+
+struct St {
+    _tmp: tempfile::TempDir,
+    /// Holds the store, the keys, recipes, outputs: the "outside".
+    dir: PathBuf,
+    store: PathBuf,
+    a: Key,
+    b: Key,
+}
+
+/// A store of recipients A and B with WIFI_PSK and DB_PASSWORD.
+fn store() -> St {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let a = key(&dir, "a");
+    let b = key(&dir, "b");
+    let st = St {
+        store: dir.join("secrets-store"),
+        dir,
+        a,
+        b,
+        _tmp: tmp,
+    };
+    ok(&st.run(
+        None,
+        &[
+            "init",
+            "--recipient",
+            &st.a.public,
+            "--recipient",
+            &st.b.public,
+        ],
+        b"",
+    ));
+    ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], WIFI.as_bytes()));
+    ok(&st.run(Some(&st.a.file), &["set", "DB_PASSWORD"], DB.as_bytes()));
+    st
+}
+
+impl St {
+    /// Another store directory beside this one, with the same keys.
+    fn at(&self, store: PathBuf) -> St {
+        St {
+            store,
+            dir: self.dir.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            _tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `build-image store --store S [--identity K] ARGS` with `input` on stdin.
+    fn cmd(&self, identity: Option<&Path>, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("build-image"));
+        c.arg("store").arg("--store").arg(&self.store);
+        if let Some(k) = identity {
+            c.arg("--identity").arg(k);
+        }
+        c.args(args)
+            .env("USER", "t")
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY_FILE")
+            .env_remove("SEALED_IMAGE_STORE_ID")
+            .env_remove("BUILD_IMAGE_STORE_FAILPOINT")
+            .current_dir(&self.dir);
+        c
+    }
+
+    fn run(&self, identity: Option<&Path>, args: &[&str], input: &[u8]) -> Output {
+        let mut c = self.cmd(identity, args);
+        output_with_stdin(&mut c, input)
+    }
+
+    /// A recipe beside the store reading WIFI_PSK from it.
+    fn recipe(&self) -> PathBuf {
+        let p = self.dir.join("recipe.toml");
+        std::fs::write(
+            &p,
+            format!("{ESP_ONLY}\n[secrets.wifi_psk]\ntype = \"single-line\"\nsource = {{ store = \"WIFI_PSK\" }}\n"),
+        )
+        .unwrap();
+        p
+    }
+
+    fn build(&self, out: &Path) -> Output {
+        let mut c = build_cmd(&self.recipe(), out);
+        c.arg("--no-zst")
+            .arg("--embed-key")
+            .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &self.a.file)
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+            .env_remove("SEALED_IMAGE_STORE_ID")
+            .current_dir(&self.dir);
+        c.output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", text(o));
+}
+
+fn no_panic(o: &Output) {
+    assert!(!text(o).contains("panicked"), "{}", text(o));
+}
+
+/// Every file under `dir` (links as their target text), but the lock and
+/// the staging directory.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            if name == ".lock" || name == ".tmp" {
+                continue;
+            }
+            let ft = e.file_type().unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, format!("-> {}", t.display()).into_bytes());
+            } else if ft.is_dir() {
+                out.insert(rel, b"dir".to_vec());
+                stack.push(p);
+            } else if ft.is_file() {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            } else {
+                out.insert(rel, b"special".to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// Everything in the test's directory outside the store.
+fn outside(st: &St) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(&st.dir)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("secrets-store"))
+        .collect()
+}
+
+fn forge(to: &str, value: &str, file: &Path) {
+    let o = output_with_stdin(
+        command("age").args(["-r", to, "-o"]).arg(file),
+        value.as_bytes(),
+    );
+    assert!(o.status.success(), "age -r: {}", text(&o));
+}
+
+/// Remove line `n` (1-based) of a file.
+fn drop_line(file: &Path, n: usize) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| i + 1 != n)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(file, format!("{}\n", kept.join("\n"))).unwrap();
+}
+
+/// Each tampering, by someone who can write the repository but holds no
+/// member's identity: `set`, `get`, a build and `audit --verify` refuse
+/// it (exit 11) naming the file, change nothing, and no forged value is
+/// sealed or printed.
+#[test]
+fn every_tampering_is_refused_by_set_get_build_and_audit() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    type Tamper = fn(&St);
+    let cases: Vec<(&str, &str, Tamper)> = vec![
+        ("a line added to recipients.txt", "recipients.txt", |st| {
+            let m = age::x25519::Identity::generate().to_public();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(st.store.join("recipients.txt"))
+                .unwrap();
+            writeln!(f, "{m} # mallory").unwrap();
+        }),
+        (
+            "a version forged with age -r to one of the two recipients",
+            "secrets/WIFI_PSK/global/v1.age",
+            |st| {
+                forge(
+                    &st.a.public,
+                    FORGED,
+                    &st.store.join("secrets/WIFI_PSK/global/v1.age"),
+                )
+            },
+        ),
+        (
+            "a version forged with age -r to both recipients",
+            "secrets/WIFI_PSK/global/v1.age",
+            |st| {
+                let o = output_with_stdin(
+                    command("age")
+                        .args(["-r", &st.a.public, "-r", &st.b.public, "-o"])
+                        .arg(st.store.join("secrets/WIFI_PSK/global/v1.age")),
+                    FORGED.as_bytes(),
+                );
+                assert!(o.status.success());
+            },
+        ),
+        (
+            "a version file copied between names",
+            "secrets/WIFI_PSK/global/v1.age",
+            |st| {
+                std::fs::copy(
+                    st.store.join("secrets/DB_PASSWORD/global/v1.age"),
+                    st.store.join("secrets/WIFI_PSK/global/v1.age"),
+                )
+                .unwrap();
+            },
+        ),
+        ("an edited meta.toml", "secrets/WIFI_PSK/meta.toml", |st| {
+            let p = st.store.join("secrets/WIFI_PSK/meta.toml");
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(
+                &p,
+                text.replace("created-by = \"t\"", "created-by = \"boss\""),
+            )
+            .unwrap();
+        }),
+        (
+            "a forged v2 that meta.toml is pointed at",
+            "secrets/WIFI_PSK/meta.toml",
+            |st| {
+                forge(
+                    &st.a.public,
+                    FORGED,
+                    &st.store.join("secrets/WIFI_PSK/global/v2.age"),
+                );
+                let p = st.store.join("secrets/WIFI_PSK/meta.toml");
+                let text = std::fs::read_to_string(&p).unwrap();
+                let v1 = text[text.find("[[scopes.global.versions]]").unwrap()..].to_string();
+                let v2 = v1.replace("version = 1", "version = 2");
+                std::fs::write(
+                    &p,
+                    format!("{}\n{v2}", text.replace("current = 1", "current = 2")),
+                )
+                .unwrap();
+            },
+        ),
+        ("a secret removed", "secrets/DB_PASSWORD", |st| {
+            std::fs::remove_dir_all(st.store.join("secrets/DB_PASSWORD")).unwrap();
+        }),
+        ("an audit line deleted", "audit.jsonl", |st| {
+            drop_line(&st.store.join("audit.jsonl"), 2)
+        }),
+        ("the last audit line deleted", "audit.jsonl", |st| {
+            drop_line(&st.store.join("audit.jsonl"), 3)
+        }),
+        ("an audit line edited", "audit.jsonl", |st| {
+            let p = st.store.join("audit.jsonl");
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, text.replacen("\"by\":\"t\"", "\"by\":\"x\"", 1)).unwrap();
+        }),
+        ("audit lines reordered", "audit.jsonl", |st| {
+            let p = st.store.join("audit.jsonl");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let l: Vec<&str> = text.lines().collect();
+            std::fs::write(&p, format!("{}\n{}\n{}\n", l[0], l[2], l[1])).unwrap();
+        }),
+    ];
+    for (what, file, tamper) in cases {
+        let st = store();
+        tamper(&st);
+        let before = snapshot(&st.store);
+        let checks: Vec<(&str, Output)> = vec![
+            (
+                "set",
+                st.run(Some(&st.a.file), &["set", "NEW_ONE"], b"new-value"),
+            ),
+            ("get", st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b"")),
+            (
+                "audit --verify",
+                st.run(Some(&st.a.file), &["audit", "--verify"], b""),
+            ),
+            ("build", st.build(&st.dir.join("out"))),
+        ];
+        for (cmd, o) in &checks {
+            assert_eq!(o.status.code(), Some(11), "{what}: {cmd}: {}", text(o));
+            assert!(
+                text(o).contains(file),
+                "{what}: {cmd} does not name {file}: {}",
+                text(o)
+            );
+            for m in [FORGED, WIFI, DB] {
+                assert!(!text(o).contains(m), "{what}: {cmd} printed {m}");
+            }
+            no_panic(o);
+        }
+        assert!(
+            !st.dir.join("out/t.img").exists(),
+            "{what}: the build sealed an image"
+        );
+        assert!(files_containing(&st.dir, FORGED.as_bytes()).is_empty());
+        assert_eq!(snapshot(&st.store), before, "{what}: the store changed");
+    }
+}
+
+/// Links planted in the store: every command refuses them by name, and
+/// nothing outside the store is read through them or changes.
+#[test]
+fn planted_links_leave_everything_outside_the_store_as_it_was() {
+    type Plant = fn(&St);
+    let cases: Vec<(&str, Plant)> = vec![
+        ("audit.jsonl -> ../victim", |st| {
+            std::fs::write(st.dir.join("victim"), "victim's bytes\n").unwrap();
+            std::fs::remove_file(st.store.join("audit.jsonl")).unwrap();
+            std::os::unix::fs::symlink("../victim", st.store.join("audit.jsonl")).unwrap();
+        }),
+        ("audit.head -> ../victim", |st| {
+            std::fs::write(st.dir.join("victim"), "victim's bytes\n").unwrap();
+            std::fs::remove_file(st.store.join("audit.head")).unwrap();
+            std::os::unix::fs::symlink("../victim", st.store.join("audit.head")).unwrap();
+        }),
+        ("secrets/EVIL -> ../../elsewhere", |st| {
+            let e = st.dir.join("elsewhere");
+            std::fs::create_dir_all(e.join("global")).unwrap();
+            std::fs::write(e.join("meta.toml"), "name = \"EVIL\"\n").unwrap();
+            std::os::unix::fs::symlink("../../elsewhere", st.store.join("secrets/EVIL")).unwrap();
+        }),
+        ("secrets/WIFI_PSK/tag.lobby -> outside", |st| {
+            std::fs::create_dir(st.dir.join("outside")).unwrap();
+            std::os::unix::fs::symlink(
+                st.dir.join("outside"),
+                st.store.join("secrets/WIFI_PSK/tag.lobby"),
+            )
+            .unwrap();
+        }),
+        ("secrets/WIFI_PSK/global -> outside", |st| {
+            let o = st.dir.join("outside");
+            std::fs::create_dir(&o).unwrap();
+            let g = st.store.join("secrets/WIFI_PSK/global");
+            std::fs::rename(g.join("v1.age"), o.join("v1.age")).unwrap();
+            std::fs::remove_dir(&g).unwrap();
+            std::os::unix::fs::symlink(&o, &g).unwrap();
+        }),
+        ("secrets -> ../elsewhere", |st| {
+            std::fs::rename(st.store.join("secrets"), st.dir.join("elsewhere")).unwrap();
+            std::os::unix::fs::symlink("../elsewhere", st.store.join("secrets")).unwrap();
+        }),
+        ("meta.toml -> ../../../victim", |st| {
+            std::fs::write(st.dir.join("victim"), "victim's bytes\n").unwrap();
+            let m = st.store.join("secrets/WIFI_PSK/meta.toml");
+            std::fs::remove_file(&m).unwrap();
+            std::os::unix::fs::symlink("../../../victim", &m).unwrap();
+        }),
+        (".lock -> ../missing", |st| {
+            let _ = std::fs::remove_file(st.store.join(".lock"));
+            std::os::unix::fs::symlink("../missing", st.store.join(".lock")).unwrap();
+        }),
+        ("store.toml -> ../victim", |st| {
+            std::fs::copy(st.store.join("store.toml"), st.dir.join("victim")).unwrap();
+            std::fs::remove_file(st.store.join("store.toml")).unwrap();
+            std::os::unix::fs::symlink("../victim", st.store.join("store.toml")).unwrap();
+        }),
+        ("recipients.txt -> ../victim", |st| {
+            std::fs::copy(st.store.join("recipients.txt"), st.dir.join("victim")).unwrap();
+            std::fs::remove_file(st.store.join("recipients.txt")).unwrap();
+            std::os::unix::fs::symlink("../victim", st.store.join("recipients.txt")).unwrap();
+        }),
+    ];
+    for (what, plant) in cases {
+        let st = store();
+        plant(&st);
+        let before = outside(&st);
+        let runs: Vec<(Vec<&str>, &[u8])> = vec![
+            (vec!["list"], b""),
+            (vec!["get", "WIFI_PSK"], b""),
+            (vec!["set", "WIFI_PSK", "--update"], b"v2-value"),
+            (vec!["set", "EVIL"], b"evil-value"),
+            (vec!["set", "EVIL", "--update"], b"evil-value"),
+            (vec!["set", "WIFI_PSK", "--scope", "tag:lobby"], b"lobby"),
+            (vec!["rm", "WIFI_PSK", "--scope", "tag:lobby"], b""),
+            (vec!["rotate", "WIFI_PSK", "--scope", "tag:lobby"], b"x"),
+            (vec!["rm", "EVIL"], b""),
+            (vec!["rekey", "--yes"], b""),
+            (vec!["audit"], b""),
+        ];
+        for (args, input) in &runs {
+            let o = st.run(Some(&st.a.file), args, input);
+            assert!(
+                !o.status.success(),
+                "{what}: {args:?} succeeded: {}",
+                text(&o)
+            );
+            no_panic(&o);
+        }
+        let o = st.run(None, &["list"], b"");
+        assert!(
+            !o.status.success(),
+            "{what}: list without identity: {}",
+            text(&o)
+        );
+        let b = st.build(&st.dir.join("out"));
+        assert!(!b.status.success(), "{what}: build: {}", text(&b));
+        let after: BTreeMap<_, _> = outside(&st)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("out") && p != Path::new("recipe.toml"))
+            .collect();
+        let before: BTreeMap<_, _> = before
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("out") && p != Path::new("recipe.toml"))
+            .collect();
+        assert_eq!(after, before, "{what}: something outside the store changed");
+        assert!(
+            !st.dir.join("missing").exists(),
+            "{what}: created ../missing"
+        );
+    }
+    // `.tmp` planted as a link to a directory outside: removed (the link),
+    // never followed; the command goes on.
+    let st = store();
+    let o = st.dir.join("outside");
+    std::fs::create_dir(&o).unwrap();
+    std::fs::write(o.join("keep"), "keep").unwrap();
+    std::os::unix::fs::symlink(&o, st.store.join(".tmp")).unwrap();
+    ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK", "--update"], b"v2"));
+    assert_eq!(std::fs::read(o.join("keep")).unwrap(), b"keep");
+    assert_eq!(std::fs::read_dir(&o).unwrap().count(), 1);
+}
+
+/// Wait for a command, killing it if it runs far longer than any store
+/// command could (a hang is the failure being tested for).
+fn finishes(mut c: Command) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("the command hung on a special file");
+}
+
+#[test]
+fn dev_zero_and_fifos_are_refused_at_once() {
+    // (file in the store, a link to /dev/zero or else a FIFO)
+    let cases = [
+        ("secrets/WIFI_PSK/global/v1.age", true),
+        ("secrets/WIFI_PSK/global/v1.age", false),
+        ("secrets/WIFI_PSK/meta.toml", false),
+        ("recipients.txt", false),
+        ("audit.jsonl", false),
+        ("key.age", true),
+        ("store.toml", false),
+    ];
+    for (named, zero) in cases {
+        let st = store();
+        let p = st.store.join(named);
+        std::fs::remove_file(&p).unwrap();
+        if zero {
+            std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        } else {
+            mkfifo(&p);
+        }
+        let what = format!("{named} {}", if zero { "-> /dev/zero" } else { "a FIFO" });
+        for args in [
+            vec!["get", "WIFI_PSK"],
+            vec!["list"],
+            vec!["audit", "--verify"],
+        ] {
+            let o = finishes(st.cmd(Some(&st.a.file), &args));
+            assert_eq!(o.status.code(), Some(11), "{what}: {args:?}: {}", text(&o));
+            assert!(text(&o).contains(named), "{what}: {args:?}: {}", text(&o));
+            no_panic(&o);
+        }
+        let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+        b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file);
+        let o = finishes(b);
+        assert!(!o.status.success(), "{what}: build: {}", text(&o));
+    }
+}
+
+/// Kill `c` after `delay` (it may have finished by then).
+fn kill_after(mut c: Command, input: &[u8], delay: Duration) {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// After a crash, the next command finishes or drops what was
+/// interrupted: the store verifies, and nothing is left in `.tmp`.
+fn whole(st: &St) {
+    let o = st.run(Some(&st.a.file), &["audit", "--verify"], b"");
+    assert!(o.status.success(), "{}", text(&o));
+    let tmp = st.store.join(".tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in .tmp: {left:?}");
+}
+
+fn value(st: &St, name: &str) -> Vec<u8> {
+    let o = st.run(Some(&st.a.file), &["get", name], b"");
+    assert!(o.status.success(), "get {name}: {}", text(&o));
+    o.stdout
+}
+
+/// A second store in `st`'s directory whose only member is A.
+fn sibling(st: &St, name: &str) -> St {
+    let other = st.at(st.dir.join(name));
+    ok(&other.run(None, &["init", "--recipient", &st.a.public], b""));
+    other
+}
+
+/// How long a command takes here (kills land anywhere in it).
+fn span(st: &St, args: &[&str]) -> u64 {
+    let start = std::time::Instant::now();
+    let o = st.run(Some(&st.a.file), args, b"");
+    assert!(matches!(o.status.code(), Some(0 | 8)), "{}", text(&o));
+    start.elapsed().as_micros() as u64 + 1
+}
+
+/// Hundreds of kills at random points of `set`, `rotate`, `rekey` and
+/// `import`: after each, a rerun finishes, the store verifies, every
+/// value is readable and nothing is lost.
+#[test]
+fn random_kills_of_set_rotate_rekey_and_import_lose_nothing() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let seed = Rng::time_seed();
+    let mut rng = Rng(seed);
+    let st = store();
+    let value_file = st.dir.join("value");
+    std::fs::write(&value_file, "v-0").unwrap();
+    let vf = value_file.to_str().unwrap();
+    let set: Vec<&str> = vec!["set", "WIFI_PSK", "--update", "--from-file", vf];
+    let rotate: Vec<&str> = vec!["rotate", "DB_PASSWORD", "--from-file", vf];
+    // rekey: its own store of a few secrets (every rekey rewrites them all).
+    let rk = sibling(&st, "rekey-store");
+    for n in 0..4 {
+        ok(&rk.run(
+            Some(&st.a.file),
+            &["set", &format!("R_{n}")],
+            format!("r-{n}").as_bytes(),
+        ));
+    }
+    // import: another store's export, into its own store, again and again.
+    let src = sibling(&st, "source-store");
+    ok(&src.run(Some(&st.a.file), &["set", "IMP"], b"imported-0"));
+    ok(&src.run(
+        Some(&st.a.file),
+        &["set", "IMP", "--scope", "tag:x"],
+        b"imported-x",
+    ));
+    let archive = st.dir.join("move.age");
+    let ar = archive.to_str().unwrap();
+    ok(&src.run(Some(&st.a.file), &["export", ar], b""));
+    let im = sibling(&st, "import-store");
+    let from = src.store.to_str().unwrap().to_string();
+    let import: Vec<&str> = vec!["import", ar, "--from", &from, "--yes"];
+    let spans = [
+        span(&st, &set),
+        span(&st, &rotate),
+        span(&rk, &["rekey", "--yes"]),
+        span(&im, &import),
+    ];
+    ok(&im.run(Some(&st.a.file), &["rm", "IMP"], b""));
+    let mut kill = |on: &St, args: &[&str], span: u64| {
+        let delay = rng.next_u64() % (span * 3 / 2);
+        kill_after(
+            on.cmd(Some(&st.a.file), args),
+            b"",
+            Duration::from_micros(delay),
+        );
+    };
+    let rounds = 60;
+    for i in 0..rounds {
+        // set --update and rotate: the new value after the rerun.
+        for (n, (args, name)) in [(&set, "WIFI_PSK"), (&rotate, "DB_PASSWORD")]
+            .into_iter()
+            .enumerate()
+        {
+            let v = format!("{name}-{i}");
+            std::fs::write(&value_file, &v).unwrap();
+            kill(&st, args, spans[n]);
+            ok(&st.run(Some(&st.a.file), args, b""));
+            whole(&st);
+            assert_eq!(
+                value(&st, name),
+                v.as_bytes(),
+                "seed {seed}: {name} round {i}"
+            );
+        }
+        // rekey, with B in recipients.txt or not by turns.
+        let r = rk.store.join("recipients.txt");
+        let was = std::fs::read_to_string(&r).unwrap();
+        let now = if i % 2 == 1 {
+            was.lines()
+                .filter(|l| !l.contains(&st.b.public))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        } else {
+            format!("{was}{}\n", st.b.public)
+        };
+        std::fs::write(&r, &now).unwrap();
+        kill(&rk, &["rekey", "--yes"], spans[2]);
+        ok(&rk.run(Some(&st.a.file), &["rekey", "--yes"], b""));
+        whole(&rk);
+        assert_eq!(value(&rk, "R_3"), b"r-3", "seed {seed}: rekey round {i}");
+        // import: killed, then again (exit 8 when the killed one got in).
+        kill(&im, &import, spans[3]);
+        let o = im.run(Some(&st.a.file), &import, b"");
+        assert!(
+            matches!(o.status.code(), Some(0 | 8)),
+            "seed {seed}: import round {i}: {}",
+            text(&o)
+        );
+        whole(&im);
+        assert_eq!(
+            value(&im, "IMP"),
+            b"imported-0",
+            "seed {seed}: import round {i}"
+        );
+        ok(&im.run(Some(&st.a.file), &["rm", "IMP"], b""));
+    }
+    // Every version of every secret is still there and readable.
+    for s in [&st, &rk] {
+        let o = s.run(Some(&st.a.file), &["list", "--json"], b"");
+        ok(&o);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for row in rows.as_array().unwrap() {
+            let name = row["name"].as_str().unwrap();
+            let current = row["scopes"][0]["current"].as_u64().unwrap();
+            let versions = row["scopes"][0]["versions"].as_u64().unwrap();
+            assert_eq!(
+                current, versions,
+                "seed {seed}: {name}: a version is missing"
+            );
+            for v in 1..=versions {
+                let o = s.run(
+                    Some(&st.a.file),
+                    &["get", name, "--version", &v.to_string()],
+                    b"",
+                );
+                assert!(o.status.success(), "seed {seed}: {name} v{v}: {}", text(&o));
+            }
+        }
+    }
+}
+
+/// `rekey` from recipients {A} to {C}, crashed at every point of its
+/// commit: the store is never split. A rerun with A's identity always
+/// finishes; with C's it finishes once the change is committed, and before
+/// that the store is untouched (A's) and C is told it is not a member.
+#[test]
+fn a_rekey_crashed_anywhere_is_finished_by_either_identity() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let base = store();
+    let c = key(&base.dir, "c");
+    for n in 0..3 {
+        ok(&base.run(
+            Some(&base.a.file),
+            &["set", &format!("S_{n}"), "--scope", "tag:x"],
+            b"x",
+        ));
+    }
+    // recipients.txt: C only (A and B go).
+    let only_c = format!("# the new team\n{} # carol\n", c.public);
+    let mut point = 1;
+    loop {
+        let st = store_copy(&base, &format!("case-{point}"));
+        std::fs::write(st.store.join("recipients.txt"), &only_c).unwrap();
+        let before = snapshot(&st.store);
+        let mut cmd = st.cmd(Some(&st.a.file), &["rekey", "--yes"]);
+        cmd.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+        let o = cmd.output().unwrap();
+        if o.status.success() {
+            assert!(point > 5, "the rekey passed only {point} fail points");
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "point {point}: {}", text(&o));
+        let committed = st.store.join(".tmp/journal/plan.json").exists();
+        // C first on odd points, A first on even ones.
+        if point % 2 == 1 {
+            let o = st.run(Some(&c.file), &["rekey", "--yes"], b"");
+            if committed {
+                ok(&o);
+            } else {
+                assert_eq!(o.status.code(), Some(10), "point {point}: {}", text(&o));
+                assert_eq!(
+                    snapshot(&st.store),
+                    before,
+                    "point {point}: C changed the store"
+                );
+                ok(&st.run(Some(&st.a.file), &["rekey", "--yes"], b""));
+            }
+        } else {
+            ok(&st.run(Some(&st.a.file), &["rekey", "--yes"], b""));
+        }
+        // Now all of it is C's, none of it A's.
+        let o = st.run(Some(&c.file), &["audit", "--verify"], b"");
+        assert!(o.status.success(), "point {point}: {}", text(&o));
+        assert_eq!(
+            st.run(Some(&c.file), &["get", "WIFI_PSK"], b"").stdout,
+            WIFI.as_bytes(),
+            "point {point}"
+        );
+        for f in files_named(&st.store, ".age") {
+            let o = command("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(&c.file)
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "point {point}: C cannot open {}",
+                f.display()
+            );
+            let o = command("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(&st.a.file)
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                !o.status.success(),
+                "point {point}: A still opens {}",
+                f.display()
+            );
+        }
+        point += 1;
+    }
+}
+
+/// Every file under `dir` whose name ends with `suffix`.
+fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    snapshot(dir)
+        .into_keys()
+        .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.starts_with(".tmp"))
+        .map(|p| dir.join(p))
+        .collect()
+}
+
+/// A copy of `st`'s store in its directory (same keys).
+fn store_copy(st: &St, name: &str) -> St {
+    let copy = st.at(st.dir.join(name));
+    copy_tree(&st.store, &copy.store);
+    copy
+}
+
+/// `set`, `rotate` and `import` crashed at every point of their commit:
+/// the next command finishes (committed) or drops (not yet) the change.
+#[test]
+fn set_rotate_and_import_crashed_anywhere_leave_a_whole_store() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let base = store();
+    let src = sibling(&base, "source");
+    ok(&src.run(Some(&base.a.file), &["set", "IMP"], b"imported"));
+    let archive = base.dir.join("a.age");
+    ok(&src.run(
+        Some(&base.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    let from = src.store.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str, &[u8])> = vec![
+        (vec!["set", "WIFI_PSK", "--update"], "WIFI_PSK", b"new-wifi"),
+        (vec!["rotate", "DB_PASSWORD"], "DB_PASSWORD", b"new-db"),
+        (vec!["set", "FRESH"], "FRESH", b"fresh"),
+        (
+            vec![
+                "import",
+                archive.to_str().unwrap(),
+                "--from",
+                &from,
+                "--yes",
+            ],
+            "IMP",
+            b"imported",
+        ),
+    ];
+    for (args, name, want) in cases {
+        let mut point = 1;
+        loop {
+            let st = store_copy(&base, &format!("{name}-{point}"));
+            let mut cmd = st.cmd(Some(&st.a.file), &args);
+            cmd.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+            let o = output_with_stdin(&mut cmd, want);
+            if o.status.success() {
+                break;
+            }
+            assert_eq!(
+                o.status.code(),
+                Some(86),
+                "{args:?} point {point}: {}",
+                text(&o)
+            );
+            let committed = st.store.join(".tmp/journal/plan.json").exists();
+            whole(&st);
+            let got = st.run(Some(&st.a.file), &["get", name], b"");
+            if committed {
+                assert_eq!(got.stdout, want, "{args:?} point {point}");
+            } else {
+                assert!(
+                    got.stdout != want,
+                    "{args:?} point {point}: an uncommitted change is in"
+                );
+            }
+            // Nothing else changed.
+            for (other, v) in [("WIFI_PSK", WIFI), ("DB_PASSWORD", DB)] {
+                if other != name {
+                    assert_eq!(value(&st, other), v.as_bytes(), "{args:?} point {point}");
+                }
+            }
+            point += 1;
+        }
+        assert!(point > 3, "{args:?}: only {point} fail points");
+    }
+}
+
+/// A command source that writes its environment to a file sees neither
+/// the store identity nor any variable a secret is read from; nor does
+/// mke2fs.
+#[test]
+fn child_processes_never_see_the_identity_or_secret_variables() {
+    if !require_tools_from(&[("age", "age"), ("mke2fs", "e2fsprogs")]) {
+        return;
+    }
+    let st = store();
+    let dumps = st.dir.join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    // mke2fs through a wrapper first on PATH that records its environment.
+    let wrappers = st.dir.join("wrappers");
+    std::fs::create_dir(&wrappers).unwrap();
+    let real = tool("mke2fs").unwrap();
+    let w = wrappers.join("mke2fs");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nenv > \"$DUMP_DIR/mke2fs.env\"\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&w).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir(st.dir.join("rootfs")).unwrap();
+    std::fs::write(st.dir.join("rootfs/hello"), "hi").unwrap();
+    let recipe = st.dir.join("env-recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"{ESP_ONLY}
+[[partition]]
+label = "root"
+type = "linux"
+size = "16MiB"
+source = "rootfs"
+
+[secrets.a_first_command]
+type = "single-line"
+source = {{ command = ["sh", "-c", "env > \"$DUMP_DIR/command.env\"; printf cmd-value"] }}
+
+[secrets.token]
+type = "single-line"
+source = {{ env = "MY_TOKEN_VAR" }}
+
+[secrets.default_src]
+type = "single-line"
+
+[secrets.wifi_psk]
+type = "single-line"
+source = {{ store = "WIFI_PSK" }}
+"#
+        ),
+    )
+    .unwrap();
+    let identity = std::fs::read_to_string(&st.a.file).unwrap();
+    let path = format!(
+        "{}:{}",
+        wrappers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for cmd in ["check", "build"] {
+        let mut c = Command::new(bin("build-image"));
+        c.arg(cmd).arg(&recipe);
+        if cmd == "build" {
+            c.arg("--out").arg(st.dir.join("out")).arg("--no-zst");
+        }
+        c.env("SEALED_IMAGE_STORE_IDENTITY", &identity)
+            .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+            .env("MY_TOKEN_VAR", "token-MARKER-91d2")
+            .env("default_src", "default-MARKER-55e0")
+            .env("PLAIN_VAR", "plain-visible")
+            .env("DUMP_DIR", &dumps)
+            .env("PATH", &path)
+            .env_remove("SEALED_IMAGE_STORE_ID");
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+        let mut dumped = vec![dumps.join("command.env")];
+        if cmd == "build" {
+            dumped.push(dumps.join("mke2fs.env"));
+        }
+        for d in dumped {
+            let env = std::fs::read_to_string(&d)
+                .unwrap_or_else(|e| panic!("{cmd}: {}: {e}", d.display()));
+            assert!(
+                env.contains("PLAIN_VAR=plain-visible"),
+                "{cmd}: {}: the dump works",
+                d.display()
+            );
+            for hidden in [
+                "SEALED_IMAGE_STORE_IDENTITY",
+                "AGE-SECRET-KEY",
+                "MY_TOKEN_VAR",
+                "token-MARKER-91d2",
+                "default-MARKER-55e0",
+            ] {
+                assert!(
+                    !env.contains(hidden),
+                    "{cmd}: {} shows {hidden}",
+                    d.display()
+                );
+            }
+        }
+    }
+}
+
+/// Small-order and all-zero X25519 keys (and an ssh-ed25519 key that
+/// converts to one) are refused with a clear message wherever a recipient
+/// is read; nothing panics.
+#[test]
+fn small_order_recipients_get_a_clear_error() {
+    let zero = "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z";
+    let ssh_zero =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA x";
+    let st = store();
+    let fresh = st.dir.join("fresh");
+    for bad in [zero, ssh_zero] {
+        let mut c = Command::new(bin("build-image"));
+        c.args(["store", "--store"])
+            .arg(&fresh)
+            .args(["init", "--recipient", bad]);
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "init: {}", text(&o));
+        assert!(text(&o).contains("small-order"), "{}", text(&o));
+        no_panic(&o);
+        assert!(!fresh.join("recipients.txt").exists());
+    }
+    // In recipients.txt: every command refuses it (before and after a rekey).
+    std::fs::write(
+        st.store.join("recipients.txt"),
+        format!("{}\n{}\n{zero}\n", st.a.public, st.b.public),
+    )
+    .unwrap();
+    for args in [
+        vec!["set", "X"],
+        vec!["get", "WIFI_PSK"],
+        vec!["rekey", "--yes"],
+    ] {
+        let o = st.run(Some(&st.a.file), &args, b"v");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("small-order") && text(&o).contains("line 3"),
+            "{}",
+            text(&o)
+        );
+        no_panic(&o);
+    }
+    std::fs::write(
+        st.store.join("recipients.txt"),
+        format!("{}\n{}\n", st.a.public, st.b.public),
+    )
+    .unwrap();
+    let o = st.run(Some(&st.a.file), &["recipients", "add", zero], b"");
+    assert!(
+        !o.status.success() && text(&o).contains("small-order"),
+        "{}",
+        text(&o)
+    );
+    let o = st.run(
+        Some(&st.a.file),
+        &[
+            "export",
+            st.dir.join("x.age").to_str().unwrap(),
+            "--recipient",
+            zero,
+        ],
+        b"",
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("small-order"),
+        "{}",
+        text(&o)
+    );
+    no_panic(&o);
+    // The builder: build/bundle --recipient, --ssh-recipient, a devices file.
+    let recipe = st.dir.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "{ESP_ONLY}\n[secrets.a]\ntype = \"single-line\"\nsource = {{ env = \"A_VALUE\" }}\n"
+        ),
+    )
+    .unwrap();
+    let devices = st.dir.join("devices.toml");
+    std::fs::write(
+        &devices,
+        format!("[[device]]\nname = \"d1\"\nrecipient = \"{zero}\"\n"),
+    )
+    .unwrap();
+    let out = st.dir.join("out").to_str().unwrap().to_string();
+    let r = recipe.to_str().unwrap();
+    let d = devices.to_str().unwrap();
+    for args in [
+        vec!["build", r, "--out", &out, "--recipient", zero],
+        vec!["bundle", r, "--out", &out, "--recipient", zero],
+        vec!["bundle", r, "--out", &out, "--ssh-recipient", ssh_zero],
+        vec!["bundle", r, "--out", &out, "--devices", d],
+        vec!["build", r, "--out", &out, "--devices", d, "--bundles-only"],
+    ] {
+        let o = Command::new(bin("build-image"))
+            .args(&args)
+            .env("A_VALUE", "v")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("small-order"), "{args:?}: {}", text(&o));
+        no_panic(&o);
+    }
+}
+
+/// `get -o` and `export` to a bare file name, `./x` and a path through a
+/// link to a directory: written, audited, exit 0.
+#[test]
+fn outputs_go_to_any_path() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    std::fs::create_dir(st.dir.join("real")).unwrap();
+    std::os::unix::fs::symlink("real", st.dir.join("via-link")).unwrap();
+    for (i, out) in ["value.txt", "./dot.txt", "via-link/linked.txt"]
+        .iter()
+        .enumerate()
+    {
+        let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK", "-o", out], b"");
+        ok(&o);
+        assert_eq!(std::fs::read(st.dir.join(out)).unwrap(), WIFI.as_bytes());
+        assert_eq!(perm_bits(st.dir.join(out)), 0o600);
+        let backup = format!("{}.age", out.trim_end_matches(".txt"));
+        let o = st.run(Some(&st.a.file), &["export", &backup], b"");
+        ok(&o);
+        assert!(st.dir.join(&backup).is_file());
+        let log = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+        assert_eq!(log.matches("\"op\":\"get\"").count(), i + 1, "{log}");
+        assert!(log.contains(&format!("to {backup}")), "{log}");
+    }
+    assert!(st.dir.join("real/linked.txt").is_file());
+    whole(&st);
+}
+
+/// import takes an archive only from a store key it trusts, and says
+/// where it came from first.
+#[test]
+fn import_refuses_a_foreign_or_forged_export() {
+    if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
+        return;
+    }
+    let st = store();
+    // A foreign store (A is a member of it too): its export is not ours.
+    let foreign = sibling(&st, "foreign");
+    ok(&foreign.run(Some(&st.a.file), &["set", "FOREIGN_ONE"], FORGED.as_bytes()));
+    let archive = st.dir.join("foreign.age");
+    let o = foreign.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    );
+    ok(&o);
+    let fingerprint = text(&o).split_whitespace().last().unwrap().to_string();
+    let a = archive.to_str().unwrap();
+    let before = snapshot(&st.store);
+    let o = st.run(Some(&st.a.file), &["import", a, "--yes"], b"");
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(
+        text(&o).contains(&foreign_id(&foreign)),
+        "the origin is named: {}",
+        text(&o)
+    );
+    let o = st.run(
+        Some(&st.a.file),
+        &["import", a, "--yes", "--fingerprint", &"0".repeat(64)],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    // Without --yes in a script: shown, not confirmed, nothing written.
+    let o = st.run(
+        Some(&st.a.file),
+        &["import", a, "--fingerprint", &fingerprint],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&foreign_id(&foreign)) && text(&o).contains("1 secret(s)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(&st.store), before);
+    // An archive made by hand (tar + age -r to the public recipients).
+    let work = st.dir.join("forged");
+    std::fs::create_dir_all(work.join("EVIL/global")).unwrap();
+    std::fs::write(work.join("FORMAT"), "sealed-image-store-export 1\n").unwrap();
+    std::fs::write(
+        work.join("EVIL/meta.toml"),
+        "name = \"EVIL\"\n[scopes.global]\ncreated-at = \"x\"\ncreated-by = \"x\"\ncurrent = 1\nupdated-at = \"x\"\nupdated-by = \"x\"\n[[scopes.global.versions]]\ncreated-at = \"x\"\ncreated-by = \"x\"\noperation = \"set\"\nrecipients = \"x\"\nversion = 1\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("EVIL/global/v1.value"), FORGED).unwrap();
+    let tarball = st.dir.join("forged.tar");
+    let o = command("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&work)
+        .args(["FORMAT", "EVIL/meta.toml", "EVIL/global/v1.value"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let forged = st.dir.join("forged.age");
+    let o = command("age")
+        .args(["-r", &st.a.public, "-o"])
+        .arg(&forged)
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for extra in [vec![], vec!["--from", foreign.store.to_str().unwrap()]] {
+        let mut args = vec!["import", forged.to_str().unwrap(), "--yes"];
+        args.extend(extra);
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+    }
+    assert_eq!(snapshot(&st.store), before);
+    // With the exporter's fingerprint (or --from the store), it goes in.
+    ok(&st.run(
+        Some(&st.a.file),
+        &["import", a, "--yes", "--fingerprint", &fingerprint],
+        b"",
+    ));
+    assert_eq!(value(&st, "FOREIGN_ONE"), FORGED.as_bytes());
+    whole(&st);
+}
+
+fn foreign_id(st: &St) -> String {
+    let index = std::fs::read_to_string(st.store.join("store.toml")).unwrap();
+    index
+        .lines()
+        .find_map(|l| l.strip_prefix("id = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string()
+}
+
+/// A store written by the format-1 code: every command says to migrate;
+/// `migrate` (asking, then --yes) upgrades it, values intact.
+#[test]
+fn a_format_1_store_is_migrated() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let v1 = st.dir.join("v1-store");
+    std::fs::create_dir_all(v1.join("secrets/OLD_TOKEN/global")).unwrap();
+    std::fs::write(v1.join("recipients.txt"), format!("{} # a\n", st.a.public)).unwrap();
+    std::fs::write(
+        v1.join("audit.jsonl"),
+        "{\"at\":\"2026-01-01T00:00:00Z\",\"by\":\"old\",\"op\":\"init\",\"detail\":\"1 recipients\"}\n{\"at\":\"2026-01-01T00:00:01Z\",\"by\":\"old\",\"op\":\"set\",\"name\":\"OLD_TOKEN\",\"scope\":\"global\",\"version\":1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        v1.join("secrets/OLD_TOKEN/meta.toml"),
+        "description = \"old\"\nname = \"OLD_TOKEN\"\n[scopes.global]\ncreated-at = \"x\"\ncreated-by = \"old\"\ncurrent = 1\nupdated-at = \"x\"\nupdated-by = \"old\"\n[[scopes.global.versions]]\ncreated-at = \"x\"\ncreated-by = \"old\"\noperation = \"set\"\nrecipients = \"abcd\"\nversion = 1\n",
+    )
+    .unwrap();
+    forge(
+        &st.a.public,
+        "old-value",
+        &v1.join("secrets/OLD_TOKEN/global/v1.age"),
+    );
+    std::fs::write(v1.join("secrets/OLD_TOKEN/global/.tmp-Ab12Cd"), "debris").unwrap();
+    let old = st.at(v1.clone());
+    for args in [vec!["get", "OLD_TOKEN"], vec!["list"], vec!["set", "X"]] {
+        let o = old.run(Some(&st.a.file), &args, b"v");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("store migrate"), "{}", text(&o));
+    }
+    let o = old.run(Some(&st.a.file), &["migrate"], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&st.a.public),
+        "the recipients are shown: {}",
+        text(&o)
+    );
+    // Crashed at every point of its commit: the rerun finishes it.
+    let mut point = 1;
+    loop {
+        let copy = store_copy(&old, &format!("v1-copy-{point}"));
+        let mut c = copy.cmd(Some(&st.a.file), &["migrate", "--yes"]);
+        c.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+        let o = c.output().unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "point {point}: {}", text(&o));
+        ok(&copy.run(Some(&st.a.file), &["migrate", "--yes"], b""));
+        whole(&copy);
+        assert_eq!(value(&copy, "OLD_TOKEN"), b"old-value", "point {point}");
+        assert!(!copy
+            .store
+            .join("secrets/OLD_TOKEN/global/.tmp-Ab12Cd")
+            .exists());
+        point += 1;
+    }
+    assert!(point > 5, "only {point} fail points");
+    ok(&old.run(Some(&st.a.file), &["migrate", "--yes"], b""));
+    whole(&old);
+    assert_eq!(value(&old, "OLD_TOKEN"), b"old-value");
+    assert!(!v1.join("secrets/OLD_TOKEN/global/.tmp-Ab12Cd").exists());
+    let log = std::fs::read_to_string(v1.join("audit.jsonl")).unwrap();
+    assert!(
+        log.contains("\"by\":\"old\"") && log.contains("\"op\":\"migrate\""),
+        "{log}"
+    );
+    // And then it is a store like any other: a forged file is refused.
+    forge(
+        &st.a.public,
+        FORGED,
+        &v1.join("secrets/OLD_TOKEN/global/v1.age"),
+    );
+    assert_eq!(
+        old.run(Some(&st.a.file), &["get", "OLD_TOKEN"], b"")
+            .status
+            .code(),
+        Some(11)
+    );
+}
+
+/// A store replaced wholesale (made from scratch to the same public
+/// recipients) verifies under its own key; pinning the store id refuses
+/// it, and pinning the key generation refuses a store put back as it was
+/// before a member was removed.
+#[test]
+fn a_pinned_store_id_refuses_a_replaced_or_rolled_back_store() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let id = foreign_id(&st);
+    let pinned = |s: &St, pin: &str, args: &[&str]| {
+        let mut c = s.cmd(Some(&st.a.file), args);
+        c.env("SEALED_IMAGE_STORE_ID", pin);
+        c.output().unwrap()
+    };
+    ok(&pinned(&st, &id, &["get", "WIFI_PSK"]));
+    let copy = store_copy(&st, "before-removal");
+    ok(&st.run(Some(&st.a.file), &["recipients", "rm", &st.b.public], b""));
+    ok(&pinned(&st, &format!("{id}:2"), &["get", "WIFI_PSK"]));
+    // Put back as it was (generation 1, B still a recipient).
+    std::fs::remove_dir_all(&st.store).unwrap();
+    copy_tree(&copy.store, &st.store);
+    let o = pinned(&st, &format!("{id}:2"), &["set", "NEW"]);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("generation"), "{}", text(&o));
+    // Replaced by a store someone made with the public recipients.
+    std::fs::remove_dir_all(&st.store).unwrap();
+    ok(&st.run(
+        None,
+        &[
+            "init",
+            "--recipient",
+            &st.a.public,
+            "--recipient",
+            &st.b.public,
+        ],
+        b"",
+    ));
+    ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], FORGED.as_bytes()));
+    let o = pinned(&st, &id, &["get", "WIFI_PSK"]);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(!text(&o).contains(FORGED), "{}", text(&o));
+    let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+    b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+        .env("SEALED_IMAGE_STORE_ID", &id);
+    let o = b.output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+}
+
+/// A change waiting in `.tmp/journal` that no member made (planted, with
+/// a made-up MAC) is removed, not carried out; without an identity it is
+/// not trusted either way.
+#[test]
+fn a_planted_journal_is_not_carried_out() {
+    let st = store();
+    let j = st.store.join(".tmp/journal");
+    std::fs::create_dir_all(&j).unwrap();
+    std::fs::write(j.join("0"), "planted").unwrap();
+    let plan = serde_json::json!({
+        "op": "set",
+        "id": foreign_id(&st),
+        "steps": [
+            {"do": "remove", "path": "secrets/DB_PASSWORD"},
+            {"do": "put", "path": "store.toml", "file": "0"}
+        ],
+        "files": {"0": "00"},
+        "macs": {"1": "00".repeat(32)}
+    });
+    std::fs::write(j.join("plan.json"), plan.to_string()).unwrap();
+    let before: BTreeMap<_, _> = snapshot(&st.store);
+    let o = st.run(None, &["list"], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let o = st.run(Some(&st.a.file), &["list"], b"");
+    ok(&o);
+    assert!(text(&o).contains("not authenticated"), "{}", text(&o));
+    assert_eq!(snapshot(&st.store), before);
+    assert!(!j.exists());
+    whole(&st);
+}
+
+/// The builder's own starting environment (in `/proc/PID/environ`, identity
+/// and all) is not readable by a command source running as the same user.
+/// Run as an unprivileged user (through `setpriv` when the tests run as
+/// root, whose CAP_SYS_PTRACE would read it anyway).
+#[test]
+fn a_command_source_cannot_read_the_builders_environment_from_proc() {
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if root && !require_tool_from("setpriv", "util-linux") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let recipe = dir.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "{ESP_ONLY}\n[secrets.a]\ntype = \"single-line\"\nsource = {{ command = [\"sh\", \"-c\", \"cat /proc/$PPID/environ > \\\"$DUMP_DIR/proc.env\\\" 2>/dev/null; printf v\"] }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&recipe, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut c = if root {
+        let mut c = command("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("build-image"));
+        c
+    } else {
+        Command::new(bin("build-image"))
+    };
+    let o = c
+        .arg("check")
+        .arg(&recipe)
+        .env("SEALED_IMAGE_STORE_IDENTITY", "AGE-SECRET-KEY-1PROCMARKER")
+        .env("DUMP_DIR", dir)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let dump = std::fs::read(dir.join("proc.env")).unwrap_or_default();
+    assert!(
+        !contains(&dump, b"PROCMARKER") && !contains(&dump, b"SEALED_IMAGE_STORE_IDENTITY"),
+        "the command source read the builder's environment from /proc"
+    );
+}
+
+/// A member adds and removes a recipient: the store key changes each
+/// time, every version follows, and the removed one opens nothing.
+#[test]
+fn members_add_and_remove_recipients_under_a_new_store_key() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let c = key(&st.dir, "c");
+    let key_file = |st: &St| std::fs::read(st.store.join("key.age")).unwrap();
+    let k1 = key_file(&st);
+    // Without an identity, or as a non-member: refused, nothing changed.
+    let before = snapshot(&st.store);
+    let o = st.run(None, &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let o = st.run(Some(&c.file), &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    assert_eq!(snapshot(&st.store), before);
+    ok(&st.run(
+        Some(&st.a.file),
+        &["recipients", "add", &format!("{} # carol", c.public)],
+        b"",
+    ));
+    assert!(std::fs::read_to_string(st.store.join("recipients.txt"))
+        .unwrap()
+        .contains("# carol"));
+    assert_ne!(key_file(&st), k1);
+    assert_eq!(
+        st.run(Some(&c.file), &["get", "DB_PASSWORD"], b"").stdout,
+        DB.as_bytes()
+    );
+    let o = st.run(Some(&st.a.file), &["recipients", "add", &c.public], b"");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let o = st.run(Some(&c.file), &["recipients", "list", "--json"], b"");
+    ok(&o);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["accepted"].as_array().unwrap().len(), 3);
+    // C removes A.
+    let k2 = key_file(&st);
+    ok(&st.run(Some(&c.file), &["recipients", "rm", &st.a.public], b""));
+    assert_ne!(key_file(&st), k2);
+    let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b"");
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    for f in files_named(&st.store, ".age") {
+        let o = command("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&st.a.file)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "A still opens {}", f.display());
+    }
+    let o = st.run(Some(&c.file), &["recipients", "rm", &st.a.public], b"");
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    let log = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    assert_eq!(
+        log.matches("\"op\":\"recipients\"").count(),
+        2 + 2 * 2,
+        "{log}"
+    );
+    let o = st.run(Some(&c.file), &["audit", "--verify"], b"");
+    ok(&o);
+}
