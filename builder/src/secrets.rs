@@ -172,6 +172,7 @@ pub fn collect_with(
             secrets: entries,
             templates,
             partial: false,
+            signers: None,
         },
         values,
     })

@@ -1,8 +1,10 @@
 //! Bundles of format v2, sealed by the last v2 builder and kept as
 //! fixtures (`tests/fixtures/v2/`): the device reads them for ever.
 
-use sealed_firstboot::bundle::{self, ImageKey, OpenWith};
+use sealed_firstboot::bundle::{self, BundleError, ImageKey, OpenWith, Policy, SigningKey};
+use sealed_firstboot::config::Config;
 use sealed_firstboot::identity::parse_identity_file;
+use sealed_firstboot::provision::{self, Applied, ProvisionError};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -48,7 +50,60 @@ fn an_image_key_bundle_of_format_2_opens() {
 fn a_recipient_bundle_of_format_2_opens() {
     let text = String::from_utf8(read("identity.txt")).unwrap();
     let identity = parse_identity_file(&text).unwrap();
-    let opened =
-        bundle::open_with(&read("recipient.bundle"), OpenWith::Identity(&identity)).unwrap();
+    let opened = bundle::open_with(
+        &read("recipient.bundle"),
+        OpenWith::Identity(&identity),
+        &Policy::default(),
+    )
+    .unwrap();
     check_contents(&opened);
+}
+
+/// A device that pins no signer (an image built before signatures)
+/// applies a v2 bundle and unseals it; one that pins a signer refuses it
+/// as unsigned, before anything is decrypted, and keeps its store.
+#[test]
+fn a_device_applies_format_2_only_while_no_signer_is_pinned() {
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let key = ImageKey::from_file_text(&read("image-key.key")).unwrap();
+    let bytes = read("image-key.bundle");
+
+    let pinning = Config {
+        signers: vec![SigningKey::generate().signer()],
+        ..Config::default()
+    };
+    let refused = provision::apply(root, &bytes, Some(&key), 1, &pinning).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ProvisionError::Untrusted {
+                source: BundleError::Unsigned { .. },
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(!root.join("var/lib/sealed-secrets/current").exists());
+
+    let applied = provision::apply(root, &bytes, Some(&key), 1, &Config::default()).unwrap();
+    assert!(
+        matches!(applied, Applied::Applied { secrets: 3, .. }),
+        "{applied:?}"
+    );
+    let opts = sealed_firstboot::runtime::UnsealOptions::default();
+    let outcome = sealed_firstboot::unseal::unseal_store(root, &opts).unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(
+        std::fs::read(root.join("run/secrets/wifi_psk")).unwrap(),
+        b"fixture-v2-wifi-NOT-A-SECRET"
+    );
+    let rendered = std::fs::read_to_string(root.join("run/secrets/.outside/wifi")).unwrap();
+    assert_eq!(
+        rendered,
+        "[wifi-security]\npsk=fixture-v2-wifi-NOT-A-SECRET\n"
+    );
 }

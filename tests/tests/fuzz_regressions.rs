@@ -41,7 +41,7 @@ fn bundle_inputs() {
     );
     for p in inputs("bundle_payload") {
         let data = std::fs::read(&p).unwrap();
-        let r = Contents::decode(&data);
+        let r = Contents::decode(&data, &bundle::PathPolicy::strict());
         if is_seed(&p) {
             assert!(r.is_ok(), "{}: {:?}", p.display(), r.err());
         }
@@ -75,10 +75,7 @@ fn image_and_bmap_inputs() {
     // build-image with `args`: whatever `p` holds, it exits, never killed
     // by a signal.
     let run = |p: &Path, args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(bin("build-image"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = build_image_cmd().args(args).output().unwrap();
         assert!(
             out.status.code().is_some(),
             "{}: killed by a signal",
@@ -124,7 +121,7 @@ fn build_image_parse_recipe(text: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("recipe.toml");
     std::fs::write(&p, text).unwrap();
-    let out = std::process::Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .arg("check")
         .arg(&p)
         .arg("--json")
@@ -148,7 +145,7 @@ fn devices_parse(kind: u8, text: &str) -> bool {
         "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"b\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.api_token]\ntype = \"single-line\"\nrequired = false\n\n[secrets.wifi_psk]\ntype = \"single-line\"\nrequired = false\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .args([
             "build",
             "recipe.toml",

@@ -40,6 +40,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 BuildError::Secrets(SecretsError::Missing(_)) => MISSING_SECRETS,
                 BuildError::Secrets(_) => SECRET_INVALID,
                 BuildError::Invalid(_) => RECIPE,
+                BuildError::Signing(_) => USAGE,
                 BuildError::Fleet(f)
                     if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>
                 {
