@@ -80,7 +80,11 @@ fn via_temp<T>(
     tag: &str,
     f: impl FnOnce(&Path, &Path) -> io::Result<T>,
 ) -> io::Result<T> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's directory is the current one.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;

@@ -564,3 +564,81 @@ fn only_a_signed_bundle_may_carry_a_signer_list() {
         assert!(seal_signed(&key, &c, 42, &team).is_err(), "{bad:?}");
     }
 }
+
+// ------------------------------------------------------------ sizes
+
+/// A payload as a hostile sealer writes it: the archive of `c` without
+/// any of the checks `Contents::encode` makes first.
+fn encode_unchecked(c: &Contents) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        tar.append_data(&mut h, path, data).unwrap();
+    };
+    add("manifest.json", &serde_json::to_vec(&c.manifest).unwrap());
+    for (name, v) in &c.values {
+        add(&format!("secrets/{name}"), v);
+    }
+    let tar = tar.into_inner().unwrap();
+    ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+/// 1,000 templates of one 15 MiB secret each fit the per-template limit,
+/// and would unseal 15 GB into the device's memory at every boot: the
+/// builder refuses to seal it, and the device refuses it when it is
+/// sealed by hand, both naming the bound for everything unsealed at once.
+#[test]
+fn what_unseals_together_is_bounded() {
+    let big = 15 * 1024 * 1024;
+    let mut c = sample();
+    c.values
+        .insert("big".into(), Zeroizing::new(vec![b'a'; big]));
+    c.manifest.secrets.push(entry("big", SecretType::File));
+    for i in 0..1000 {
+        let name = format!("t{i}");
+        c.values
+            .insert(name.clone(), Zeroizing::new(b"${SECRET:big}".to_vec()));
+        let mut t = entry(&name, SecretType::MultiLine);
+        t.path = format!("/run/t/{i}");
+        c.manifest.templates.push(t);
+    }
+    let key = ImageKey::generate();
+    let e = seal(&key, &c, 1).unwrap_err().to_string();
+    assert!(
+        e.contains("more than the 134217728 a device unseals at once"),
+        "{e}"
+    );
+    let bundle = seal::seal_plaintext(
+        &SealTo::ImageKey(&key),
+        &encode_unchecked(&c),
+        Stamp::at(1),
+        None,
+    )
+    .unwrap();
+    let e = open(&bundle, &key).unwrap_err().to_string();
+    assert!(e.contains("a device unseals at once"), "{e}");
+    // Seven fit (105 MiB of renderings and the secret): a real bound, not
+    // a refusal of templates.
+    c.manifest.templates.truncate(7);
+    c.values
+        .retain(|n, _| !n.starts_with('t') || n[1..].parse::<usize>().is_ok_and(|i| i < 7));
+    c.validate(&PathPolicy::strict()).unwrap();
+}
+
+/// `render` sizes the output from the template and the values before it
+/// allocates: 100,000 placeholders of a 15 MiB secret (1.5 TB) are an
+/// error, not an allocation that aborts the process.
+#[test]
+fn render_never_allocates_an_unchecked_size() {
+    let mut values = BTreeMap::new();
+    values.insert(
+        "big".to_string(),
+        Zeroizing::new(vec![b'a'; 15 * 1024 * 1024]),
+    );
+    let text = "${SECRET:big}".repeat(100_000);
+    let e = render(text.as_bytes(), &values).unwrap_err();
+    assert!(e.contains("renders to 1572864000000 bytes"), "{e}");
+}
