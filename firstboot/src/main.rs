@@ -23,25 +23,31 @@ USAGE:
 COMMANDS:
     run        provision if a bundle is on the boot partition, then unseal
                (what sealed-firstboot.service runs at every boot)
-    provision  open the bundle with its image key (or the device identity),
-               reseal every secret to the device identity into the store,
-               then overwrite and delete bundle and key from the boot partition
+    provision  check the bundle's signature (with signers pinned, only theirs
+               is accepted), open it with its image key (or the device
+               identity), reseal every secret to the device identity into the
+               store, then overwrite and delete bundle and key from the boot
+               partition (a bundle refused for its signature is wiped too)
     unseal     decrypt the store into /run/secrets (new generation, atomic swap)
     apply FILE|- [--key FILE] [--no-restart]
                apply an update bundle (from `build-image bundle`) on a running
                device, from a file or standard input, with the same rules as
-               provision (newer than the store, authenticated, crash-safe);
+               provision (signed by a pinned signer, newer than the store,
+               authenticated, validated as a whole, crash-safe);
                a partial bundle replaces only the secrets it lists. Then
                unseal, and restart (try-restart) or reload the units that
-               the changed secrets name in restart-units / reload-units
+               the changed secrets name in restart-units / reload-units (with
+               --root, no unit of this machine: it says what it would run)
     pubkey     print the device's age recipient (age1...); creates the
                persisted identity if there is none yet
     status [--json]
-               the applied bundle, the identity and ✓/✗ per secret (in the
-               store, live under /run); never values
+               the applied bundle, the identity, the pinned signers (and where
+               they come from), ✓/✗ per secret (in the store, live under
+               /run); never values
 
 OPTIONS:
-    --root DIR      operate on the tree at DIR instead of / (tests, image prep)
+    --root DIR      operate on the tree at DIR instead of / (tests, image prep):
+                    nothing outside it is read or written, no unit restarted
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -62,6 +68,14 @@ EXIT CODES:
 
 Every command takes the device lock (/var/lib/sealed-secrets/.lock): a
 second sealed-firstboot waits for the first (up to 5 minutes).
+
+CONFIGURATION (/etc/sealed-firstboot.conf, key = value lines):
+    boot_dir = /boot/firmware   the boot partition's mount point
+    identity = generated        or ssh-host-key
+    signer = sealed-signer1...  a pinned signer (one line each); with any,
+                                unsigned bundles are refused
+    allow_path = /run/...       a /run prefix bundles may write to although
+                                the default rule refuses it
 
 EXAMPLES:
     sealed-firstboot run

@@ -77,11 +77,10 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
         .manifest
         .entries()
         .map(|e| {
-            let sealed = current
-                .dir
-                .join("secrets")
-                .join(format!("{}.age", e.name))
-                .is_file();
+            let sealed = std::fs::symlink_metadata(
+                current.dir.join("secrets").join(format!("{}.age", e.name)),
+            )
+            .is_ok_and(|m| m.is_file());
             let live = exists_in_root(root, &e.path);
             SecretStatus {
                 name: e.name.clone(),

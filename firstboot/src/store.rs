@@ -167,6 +167,15 @@ impl Store {
                 StoreError::Damaged(format!("{} points outside the store", link.display()))
             })?;
         let dir = self.dir.join(name);
+        // Real directories, never links (which could lead out of a tree).
+        for d in [dir.clone(), dir.join("secrets")] {
+            if !fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                return Err(StoreError::Damaged(format!(
+                    "{} is not a directory",
+                    d.display()
+                )));
+            }
+        }
         let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
         // The form only: where files may go is checked per secret at
         // every unseal, with the device's configuration of the day.

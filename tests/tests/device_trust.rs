@@ -564,3 +564,16 @@ fn walk_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The README's table of the path rule is the code's list: each directory
+/// with its reason.
+#[test]
+fn the_readme_lists_every_refused_directory_with_its_reason() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    for (dir, why) in FORBIDDEN {
+        assert!(
+            readme.contains(&format!("| `{dir}` | {why} |")),
+            "README.md does not list {dir} with its reason"
+        );
+    }
+}

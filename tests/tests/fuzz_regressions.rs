@@ -26,19 +26,42 @@ fn is_seed(p: &Path) -> bool {
 #[test]
 fn bundle_inputs() {
     let key = ImageKey::from_bytes(&[7u8; 32]);
-    let mut opened = 0;
+    let signing = bundle::SigningKey::from_file_text(
+        format!("SEALED-SIGNING-KEY-1:{}", "09".repeat(32)).as_bytes(),
+    )
+    .unwrap();
+    let pinned = bundle::Policy {
+        signers: vec![signing.signer()],
+        paths: bundle::PathPolicy::strict(),
+    };
+    let (mut opened, mut signed) = (0, 0);
     for p in inputs("bundle_open") {
         let data = std::fs::read(&p).unwrap();
         let _ = bundle::Header::parse(&data);
         if bundle::open(&data, &key).is_ok() {
             opened += 1;
         }
+        if bundle::open_with(&data, bundle::OpenWith::ImageKey(&key), &pinned).is_ok() {
+            signed += 1;
+        }
         let _ = ImageKey::from_file_text(&data);
+        let _ = bundle::SigningKey::from_file_text(&data);
     }
     assert!(
-        opened >= 1,
-        "the sealed seed bundle must open with the seed key"
+        opened >= 2,
+        "the sealed seed bundles must open with the seed key"
     );
+    assert_eq!(
+        signed, 1,
+        "the signed seed bundle must open with its signer pinned"
+    );
+    for p in inputs("device_config") {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let r = sealed_firstboot::config::parse(&text);
+        if is_seed(&p) {
+            assert!(r.is_ok(), "{}: {:?}", p.display(), r.err());
+        }
+    }
     for p in inputs("bundle_payload") {
         let data = std::fs::read(&p).unwrap();
         let r = Contents::decode(&data, &bundle::PathPolicy::strict());
