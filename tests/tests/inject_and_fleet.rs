@@ -299,6 +299,25 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         let boot = root.join("boot/efi/sealed-secrets");
         device_tree(&root, &[]);
         copy_sealed_out(&img, esp, &["bundle"], &boot);
+        // Each device's bundle is signed, and the base image pins the signer.
+        let header =
+            sealed_firstboot::bundle::Header::parse(&std::fs::read(boot.join("bundle")).unwrap())
+                .unwrap();
+        assert_eq!(header.signer, Some(test_signer()), "{dev}");
+        let root_off = parts[1]["start"].as_u64().unwrap() * 512;
+        let conf = run_ok(
+            "debugfs",
+            &[
+                "-R",
+                "cat /etc/sealed-firstboot.conf",
+                &format!("{}?offset={root_off}", img.display()),
+            ],
+        );
+        assert!(
+            stdout(&conf).contains(&format!("signer = {}", test_signer())),
+            "{dev}: {}",
+            stdout(&conf)
+        );
         // Another device's key is refused.
         let other = if dev == "kiosk-001" {
             "kiosk-002"
