@@ -412,8 +412,8 @@ fn partial_bundles_are_validated_as_a_whole() {
 #[test]
 fn apply_with_root_runs_no_systemctl() {
     let d = provisioned();
-    let bin_dir = d.root.parent().unwrap().join("stand-in-bin");
-    std::fs::create_dir_all(&bin_dir).unwrap();
+    let stand_in = tempfile::tempdir().unwrap();
+    let bin_dir = stand_in.path();
     let log = bin_dir.join("calls");
     let script = bin_dir.join("systemctl");
     std::fs::write(
