@@ -71,16 +71,14 @@ pub fn unseal_store_with(
     };
     let identity = store_identity(root, &current, config.identity, &mut outcome.notes)?;
     let paths = config.path_policy();
-    let allowed =
-        |e: &bundle::SecretEntry, failed: &mut Vec<(String, String)>| match bundle::check_policy(
-            e, &paths,
-        ) {
-            Ok(()) => true,
-            Err(err) => {
-                failed.push((e.name.clone(), err.reason));
-                false
-            }
-        };
+    // Where the device does not let it go, a secret or template fails alone.
+    let allowed = |e: &bundle::SecretEntry, failed: &mut Vec<(String, String)>| {
+        let refusal = bundle::check_policy(e, &paths).err();
+        if let Some(err) = &refusal {
+            failed.push((e.name.clone(), err.reason.clone()));
+        }
+        refusal.is_none()
+    };
     let mut values: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
     let mut total: u64 = 0;
     for entry in &current.manifest.secrets {
@@ -116,8 +114,9 @@ pub fn unseal_store_with(
             ));
             continue;
         }
-        // Sized before anything is allocated for it.
-        let size = bundle::rendered_len(&text, &values).unwrap_or(u64::MAX);
+        // Sized before anything is allocated for it (a template that does
+        // not parse fails in `render`, with its reason).
+        let size = bundle::rendered_len(&text, &values).unwrap_or(0);
         if bundle::limits::MAX_UNSEALED_BYTES.saturating_sub(total) < size {
             outcome.failed.push((
                 t.name.clone(),

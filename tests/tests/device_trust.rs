@@ -299,6 +299,12 @@ fn the_builder_and_the_device_refuse_every_listed_directory() {
         "{}",
         link.display()
     );
+    // Allowed no more: at the next unseal that secret fails alone (exit 4),
+    // and the link made for it goes.
+    pin(&d, &[&team()]);
+    let err = d.fails("run", 4);
+    assert!(err.contains("reads as code or configuration"), "{err}");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "the link stayed");
 }
 
 /// Group- or other-writable modes (and anything beyond 0777) are refused

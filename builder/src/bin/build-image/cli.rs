@@ -12,8 +12,10 @@ use clap::{Parser, Subcommand};
     long_about = "Build device disk images with sealed secrets baked in.\n\n\
         build-image reads a recipe (TOML), collects the secrets it names from their \
         sources (environment, files, commands, dotenv files), seals them under a fresh \
-        image key and writes them into a disk image it assembles (GPT or MBR, FAT boot \
-        partition, ext4 root). On first boot sealed-firstboot reseals them to the device.",
+        image key, signs the bundle with the team's signing key and writes it into a disk image \
+        it assembles (GPT or MBR, FAT boot partition, ext4 root, whose configuration pins the \
+        signer). On first boot sealed-firstboot checks the signature and reseals the secrets \
+        to the device.",
     after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
         4 required secrets missing   5 a secret value is invalid or its source failed\n  \
         6 image assembly or output failed   7 flash refused the target (nothing written)\n  \
