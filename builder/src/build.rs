@@ -27,6 +27,8 @@ pub struct BuildOptions {
     pub force: bool,
     /// Install sealed-firstboot into the root filesystem.
     pub agent: Option<image::agent::AgentRequest>,
+    /// How the bundle is signed; the image pins its signer.
+    pub signing: crate::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller: fixes ext4 times.
     pub assemble: image::AssembleOptions,
 }
@@ -51,11 +53,17 @@ pub fn build(
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
     recipe.validate_layout()?;
-    let warnings = crate::image::host_keys::warnings(recipe);
+    let mut warnings = crate::image::host_keys::warnings(recipe);
+    warnings.extend(opts.signing.warning());
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let paths = recipe.path_policy();
+    let how = sealing::SealOptions {
+        signing: &opts.signing,
+        paths: &paths,
+    };
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     // Names and paths only, for build.json; the values go with `contents`.
     let bundled = contents.manifest.clone();
     drop(contents);
@@ -86,19 +94,19 @@ pub fn build(
     let assembled = assembled?;
 
     let img = staging.path(&img_name);
-    let agent = match &opts.agent {
-        Some(req) => {
-            progress.step("installing sealed-firstboot");
-            Some(image::agent::install_built(
-                &img,
-                crate::plan::boot_index(recipe)?,
-                req,
-                staging.dir(),
-                opts.assemble.source_date_epoch,
-            )?)
-        }
-        None => None,
-    };
+    let device = device_config(recipe, &opts.signing);
+    let (agent, pinned) = pin_signers(
+        &img,
+        recipe,
+        opts.agent.as_ref(),
+        &device,
+        staging.dir(),
+        opts.assemble.source_date_epoch,
+        progress,
+    )?;
+    if !pinned && !device.signers.is_empty() {
+        warnings.push(no_root_warning());
+    }
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
     let wrote_key = sealed
@@ -156,6 +164,12 @@ pub fn build(
     m.secrets = manifest::secrets_from(recipe, &bundled);
     m.templates = manifest::templates_from(recipe, &bundled);
     m.key_file = wrote_key.then(|| key_name.clone());
+    m.signer = header.signer.map(|s| s.to_string());
+    m.pinned_signers = if pinned {
+        device.signers.iter().map(ToString::to_string).collect()
+    } else {
+        Vec::new()
+    };
     m.warnings = warnings.clone();
     if let KeyMode::Recipient(r) = &opts.key_mode {
         m.recipient = Some(r.to_string());
@@ -211,6 +225,8 @@ pub fn build(
             bundle_id: header.bundle_id_hex(),
             key_id: header.key_id.to_string(),
             created_at: header.created_at,
+            signer: m.signer.clone(),
+            pinned_signers: m.pinned_signers.clone(),
             secrets: m.secrets,
             agent,
         },
@@ -218,6 +234,51 @@ pub fn build(
         files: m.outputs,
         warnings,
     })
+}
+
+/// What an image built from `recipe` with `signing` says in its
+/// `/etc/sealed-firstboot.conf`: the signers it pins, the paths it allows.
+pub fn device_config(
+    recipe: &Recipe,
+    signing: &crate::signing::Signing,
+) -> image::agent::DeviceConfig {
+    image::agent::DeviceConfig {
+        signers: signing.pins(recipe),
+        allow_paths: recipe.policy.allow_paths.clone(),
+    }
+}
+
+/// The warning of an image with no ext4 root to pin its signers in.
+pub fn no_root_warning() -> String {
+    "the image has no ext4 root filesystem to pin the signer in (/etc/sealed-firstboot.conf): its device accepts any bundle until a signer is pinned there".into()
+}
+
+/// Install the agent (when asked) or write just its configuration into an
+/// image just assembled: the signers it pins and the paths it allows.
+/// Returns the agent's report and whether the signers are pinned.
+pub(crate) fn pin_signers(
+    img: &std::path::Path,
+    recipe: &Recipe,
+    agent: Option<&image::agent::AgentRequest>,
+    device: &image::agent::DeviceConfig,
+    scratch: &std::path::Path,
+    epoch: Option<u64>,
+    progress: &Progress,
+) -> Result<(Option<image::agent::AgentReport>, bool), BuildError> {
+    let boot = crate::plan::boot_index(recipe)?;
+    if let Some(req) = agent {
+        progress.step("installing sealed-firstboot");
+        let report = image::agent::install_built(img, boot, req, device, scratch, epoch)?;
+        return Ok((Some(report), true));
+    }
+    if device.signers.is_empty() && device.allow_paths.is_empty() {
+        return Ok((None, false));
+    }
+    progress.step("pinning the signer in the root filesystem");
+    let root = crate::plan::root_selector(recipe);
+    let configured =
+        image::agent::configure_built(img, boot, root.as_ref(), device, scratch, epoch)?;
+    Ok((None, configured.is_some()))
 }
 
 /// Test hook: `BUILD_IMAGE_FAILPOINT=before-commit` fails the build just

@@ -22,6 +22,8 @@ pub enum BuildError {
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Agent(#[from] image::agent::AgentError),
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
     #[error("{context}: {cause}")]
     Io {
         context: String,

@@ -39,6 +39,8 @@ pub struct FleetOptions {
     pub force: bool,
     /// Install sealed-firstboot into the base image's root filesystem.
     pub agent: Option<crate::image::agent::AgentRequest>,
+    /// How every device's bundle is signed; the base image pins its signer.
+    pub signing: crate::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller.
     pub assemble: image::AssembleOptions,
 }
@@ -71,6 +73,11 @@ pub fn build_fleet(
     progress: &Progress,
 ) -> Result<FleetReport, BuildError> {
     recipe.validate_layout()?;
+    let paths = recipe.path_policy();
+    let how = sealing::SealOptions {
+        signing: &opts.signing,
+        paths: &paths,
+    };
     progress.step("collecting and sealing secrets for every device");
     let mut sealed: Vec<Sealed> = Vec::new();
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
@@ -88,7 +95,7 @@ pub fn build_fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                sealed.push(sealing::seal(&contents, &mode, opts.created_at)?);
+                sealed.push(sealing::seal(&contents, &mode, opts.created_at, &how)?);
             }
             Err(e) => failures.push((d.name.clone(), e)),
         }
@@ -132,15 +139,18 @@ pub fn build_fleet(
         let layout = crate::plan::layout(recipe, Vec::new())?;
         image::assemble_with(&base, &layout, &opts.assemble)?;
         let index = crate::plan::boot_index(recipe)?;
-        if let Some(req) = &opts.agent {
-            progress.step("installing sealed-firstboot into the base image");
-            image::agent::install_built(
-                &base,
-                index,
-                req,
-                staging.dir(),
-                opts.assemble.source_date_epoch,
-            )?;
+        let device = crate::build::device_config(recipe, &opts.signing);
+        let (_, pinned) = crate::build::pin_signers(
+            &base,
+            recipe,
+            opts.agent.as_ref(),
+            &device,
+            staging.dir(),
+            opts.assemble.source_date_epoch,
+            progress,
+        )?;
+        if !pinned && !device.signers.is_empty() {
+            eprintln!("build-image: warning: {}", crate::build::no_root_warning());
         }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(

@@ -31,8 +31,11 @@ pub struct InjectOptions {
     pub selector: BootSelector,
     pub key_mode: KeyMode,
     pub created_at: sealed_firstboot::bundle::Stamp,
-    /// Install sealed-firstboot into the image's root filesystem too.
+    /// Install sealed-firstboot into the image's root filesystem too (its
+    /// configuration then pins the signer).
     pub agent: Option<image::agent::AgentRequest>,
+    /// How the bundle is signed.
+    pub signing: crate::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller.
     pub assemble: image::AssembleOptions,
 }
@@ -141,8 +144,14 @@ pub fn inject(
 
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let paths = recipe.path_policy();
+    let how = sealing::SealOptions {
+        signing: &opts.signing,
+        paths: &paths,
+    };
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     let secrets = manifest::secrets_from(recipe, &contents.manifest);
+    let device = crate::build::device_config(recipe, &opts.signing);
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));
@@ -189,7 +198,7 @@ pub fn inject(
             progress.step("installing sealed-firstboot");
             let epoch = opts.assemble.source_date_epoch;
             Some(
-                image::agent::install(&work.0, &info, &part, req, dir, epoch)
+                image::agent::install(&work.0, &info, &part, req, &device, dir, epoch)
                     .map_err(|e| in_image(e.to_string()))?,
             )
         }
@@ -244,6 +253,12 @@ pub fn inject(
             bundle_id: sealed.header.bundle_id_hex(),
             key_id: sealed.header.key_id.to_string(),
             created_at: sealed.header.created_at,
+            signer: sealed.header.signer.map(|s| s.to_string()),
+            pinned_signers: if agent.is_some() {
+                device.signers.iter().map(ToString::to_string).collect()
+            } else {
+                Vec::new()
+            },
             secrets,
             agent,
         },

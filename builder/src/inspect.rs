@@ -4,7 +4,7 @@
 
 use crate::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 use crate::image::{self, BootSelector, ImageError};
-use sealed_firstboot::bundle::{self, BundleError, Header, ImageKey, Manifest};
+use sealed_firstboot::bundle::{self, BundleError, ImageKey, Manifest};
 use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;
@@ -45,6 +45,10 @@ pub struct BundleInfo {
     pub key_id: String,
     /// `image-key` or `age-recipient`.
     pub sealed_to: &'static str,
+    /// Who signed it (`sealed-signer1…`), once its signature verified;
+    /// absent: unsigned (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 pub fn inspect(
@@ -64,7 +68,9 @@ pub fn inspect(
                 image: image_path.display().to_string(),
                 cause: source,
             };
-            let header = Header::parse(&bytes).map_err(bundle_err)?;
+            // The signature must verify with the signer the header names
+            // (which signers a device pins is the device's business).
+            let header = bundle::verify(&bytes, &bundle::Policy::default()).map_err(bundle_err)?;
             bundle_info = Some(BundleInfo {
                 size: bytes.len() as u64,
                 format_version: header.version,
@@ -76,6 +82,7 @@ pub fn inspect(
                 } else {
                     "image-key"
                 },
+                signer: header.signer.map(|s| s.to_string()),
             });
             if let Some(key_path) = key {
                 let key = ImageKey::from_file(key_path).map_err(InspectError::Key)?;
@@ -126,6 +133,10 @@ pub fn render(i: &Inspection) -> String {
                 "boot partition {n}: bundle v{} {} bytes, id {}, created {}, sealed to {} (key id {})\n",
                 b.format_version, b.size, b.bundle_id, b.created_at, b.sealed_to, b.key_id
             ));
+            s.push_str(&match &b.signer {
+                Some(signer) => format!("  signed by {signer} (the signature verifies)\n"),
+                None => "  unsigned (format 2): devices that pin a signer refuse it\n".into(),
+            });
             if i.embedded_key {
                 s.push_str("  image key EMBEDDED: anyone holding this image can open the bundle\n");
             }

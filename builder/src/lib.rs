@@ -2,7 +2,8 @@
 //!
 //! [`recipe`] parses the recipe and [`plan`] turns it into a layout;
 //! [`sources`] fetch values; [`secrets`] checks and collects them (with
-//! [`password_hash`]); [`sealing`] seals them (the bundle format lives in
+//! [`password_hash`]); [`sealing`] seals them, signed with the key
+//! [`signing`] finds (the bundle format lives in
 //! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`bmap`] and
 //! [`output`] write the outputs and move them into place; [`io`] holds the
 //! shared byte streams. [`build`], [`inject`], [`fleet`], [`update`],
@@ -29,6 +30,7 @@ pub mod recipient;
 pub mod report;
 pub mod sealing;
 pub mod secrets;
+pub mod signing;
 pub mod sources;
 pub mod store;
 pub mod update;

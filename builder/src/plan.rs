@@ -18,6 +18,19 @@ pub fn boot_index(recipe: &Recipe) -> Result<u32, BuildError> {
         .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))
 }
 
+/// The root partition `[agent] root-partition` names (a number, or a GPT
+/// name or filesystem label), if it names one.
+pub fn root_selector(recipe: &Recipe) -> Option<crate::image::BootSelector> {
+    recipe
+        .agent
+        .root_partition
+        .as_deref()
+        .map(|p| match p.parse::<u32>() {
+            Ok(n) => crate::image::BootSelector::Index(n),
+            Err(_) => crate::image::BootSelector::Label(p.to_string()),
+        })
+}
+
 /// Turn the recipe's partitions into an image layout; the secrets partition
 /// receives `boot_files` in addition to its own files.
 pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, BuildError> {

@@ -35,6 +35,12 @@ pub struct Recipe {
     /// `[agent]`: install sealed-firstboot into the image's root filesystem.
     #[serde(default)]
     pub agent: AgentSection,
+    /// `[signing]`: the default signing key and further signers to pin.
+    #[serde(default)]
+    pub signing: SigningSection,
+    /// `[policy]`: where bundles may put files besides the default rule.
+    #[serde(default)]
+    pub policy: PolicySection,
     /// Directory of the recipe file: relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -58,6 +64,30 @@ pub struct AgentSection {
     pub boot_dir: Option<String>,
     /// The root partition (number or name); default the only ext one.
     pub root_partition: Option<String>,
+}
+
+/// `[signing]`: how bundles are signed and which signers images pin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SigningSection {
+    /// The signing key file (relative to the recipe), used when neither
+    /// `--signing-key` nor the environment names one.
+    pub key: Option<PathBuf>,
+    /// More signers (`sealed-signer1…`) an image pins besides the signing
+    /// key's own: another team member's or CI's key.
+    #[serde(default)]
+    pub trust: Vec<String>,
+}
+
+/// `[policy]`: where bundles may put files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicySection {
+    /// `/run` prefixes bundles may write to although the default rule
+    /// refuses them (written into the image's configuration as
+    /// `allow_path` lines; the devices must allow them too).
+    #[serde(default)]
+    pub allow_paths: Vec<String>,
 }
 
 /// `[store]`: where the secrets store is (default `secrets-store/` beside
@@ -309,7 +339,35 @@ impl Recipe {
         }
     }
 
+    /// The signers of `[signing] trust` (checked when the recipe is read).
+    pub fn trusted_signers(&self) -> Vec<sealed_firstboot::bundle::Signer> {
+        self.signing
+            .trust
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
+    /// Where this recipe's bundles may put files (checked when the recipe
+    /// is read).
+    pub fn path_policy(&self) -> sealed_firstboot::bundle::PathPolicy {
+        sealed_firstboot::bundle::PathPolicy::allowing(self.policy.allow_paths.clone())
+            .unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<(), RecipeError> {
+        for (i, s) in self.signing.trust.iter().enumerate() {
+            s.parse::<sealed_firstboot::bundle::Signer>()
+                .map_err(|e| self.invalid(format!("signing.trust[{i}]: {e}")))?;
+        }
+        if self.signing.trust.len() >= sealed_firstboot::bundle::MAX_SIGNERS {
+            return Err(self.invalid(format!(
+                "signing.trust: at most {} signers besides the signing key",
+                sealed_firstboot::bundle::MAX_SIGNERS - 1
+            )));
+        }
+        sealed_firstboot::bundle::PathPolicy::allowing(self.policy.allow_paths.clone())
+            .map_err(|e| self.invalid(format!("policy.allow-paths: {e}")))?;
         if !sealed_firstboot::bundle::is_plain_name(&self.image.name, usize::MAX, &['.']) {
             return Err(self.invalid(
                 "image.name: use letters, digits, '_', '-' or '.', not starting with '.'"
@@ -360,8 +418,10 @@ impl Recipe {
         let described = |e: sealed_firstboot::bundle::EntryError| {
             self.invalid(format!("secret {}: {}", e.name, e.reason))
         };
+        let paths = self.path_policy();
         for e in &entries {
             sealed_firstboot::bundle::validate_entry(e).map_err(described)?;
+            sealed_firstboot::bundle::check_policy(e, &paths).map_err(described)?;
         }
         sealed_firstboot::bundle::check_clashes(&entries).map_err(described)?;
         Ok(())

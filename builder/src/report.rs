@@ -21,6 +21,11 @@ pub struct SealedImage {
     pub key_id: String,
     /// When the bundle was sealed, unix seconds.
     pub created_at: u64,
+    /// Who signed the bundle (`sealed-signer1…`); none: unsigned (format 2).
+    pub signer: Option<String>,
+    /// The signers the image pins in `/etc/sealed-firstboot.conf`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned_signers: Vec<String>,
     /// The recipe's secrets as build.json lists them.
     pub secrets: Vec<SecretInfo>,
     /// The device agent installed into the root filesystem, if asked.

@@ -3,7 +3,10 @@
 //! go onto the boot partition; the key file that stays apart.
 
 use crate::image::FatFile;
-use sealed_firstboot::bundle::{self, BundleError, Contents, Header, ImageKey, SealTo, Stamp};
+use crate::signing::Signing;
+use sealed_firstboot::bundle::{
+    self, BundleError, Contents, Header, ImageKey, PathPolicy, SealTo, Sealing, Stamp,
+};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -42,18 +45,37 @@ pub struct Sealed {
     pub mode: KeyMode,
 }
 
-/// Seal `contents` (a fresh image key per call). `stamp` orders bundles on
-/// the device: the real clock at sealing, never `SOURCE_DATE_EPOCH`.
-pub fn seal(contents: &Contents, mode: &KeyMode, stamp: Stamp) -> Result<Sealed, BundleError> {
+/// How every bundle of a run is sealed besides its key mode: signed (or
+/// not), and where its files may go (the recipe's `[policy]`).
+pub struct SealOptions<'a> {
+    pub signing: &'a Signing,
+    pub paths: &'a PathPolicy,
+}
+
+/// Seal `contents` (a fresh image key per call), validated as a whole by
+/// the device's rules and signed. `stamp` orders bundles on the device:
+/// the real clock at sealing, never `SOURCE_DATE_EPOCH`.
+pub fn seal(
+    contents: &Contents,
+    mode: &KeyMode,
+    stamp: Stamp,
+    how: &SealOptions<'_>,
+) -> Result<Sealed, BundleError> {
+    let sealing = |to| Sealing {
+        to,
+        stamp,
+        signing: how.signing.key(),
+        paths: how.paths,
+    };
     let (bundle, key) = match mode {
         KeyMode::Recipient(r) => (
-            bundle::seal_stamped(SealTo::Recipient(r), contents, stamp)?,
+            bundle::seal_bundle(contents, &sealing(SealTo::Recipient(r)))?,
             None,
         ),
         KeyMode::Separate | KeyMode::Embedded => {
             let key = ImageKey::generate();
             (
-                bundle::seal_stamped(SealTo::ImageKey(&key), contents, stamp)?,
+                bundle::seal_bundle(contents, &sealing(SealTo::ImageKey(&key)))?,
                 Some(key),
             )
         }

@@ -182,6 +182,7 @@ pub fn collect_with(
             secrets: entries,
             templates,
             partial: false,
+            signers: None,
         },
         values,
     })

@@ -32,6 +32,20 @@ pub struct BundleOptions {
     pub only: Vec<String>,
     /// Replace existing output files.
     pub force: bool,
+    /// How the bundles are signed.
+    pub signing: crate::signing::Signing,
+    /// `--set-signers`: the bundle replaces the signers its devices pin.
+    pub set_signers: Option<Vec<sealed_firstboot::bundle::Signer>>,
+    /// `--signers-only`: a partial bundle with no secrets, only the new
+    /// signer list.
+    pub signers_only: bool,
+}
+
+impl BundleOptions {
+    /// Whether the bundle leaves the device's other secrets in place.
+    fn partial(&self) -> bool {
+        !self.only.is_empty() || self.signers_only
+    }
 }
 
 /// What was written (safe to print: no values, no key).
@@ -57,6 +71,12 @@ pub struct BundleOutput {
     pub partial: bool,
     /// Names of the secrets and templates in the bundle.
     pub secrets: Vec<String>,
+    /// Who signed it (`sealed-signer1…`); absent: unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The signers it makes its devices pin (`--set-signers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sets_signers: Option<Vec<String>>,
 }
 
 /// The recipe reduced to what a partial bundle carries: the listed
@@ -91,18 +111,38 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
     for t in r.templates.values() {
         let path = r.resolve(&t.source);
         let text =
-            std::fs::read(&path).map_err(io_err(format!("reading template {}", path.display())))?;
+            crate::sources::bounded::read_file(&path, crate::sources::bounded::MAX_VALUE_BYTES)
+                .map_err(|e| {
+                    BuildError::Invalid(format!("reading template {}: {e}", path.display()))
+                })?;
         keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
     }
     r.secrets.retain(|n, _| keep.contains(n));
     Ok(r)
 }
 
+/// The recipe a bundle carries: all of it, the `--only` names, or nothing
+/// (`--signers-only`).
+fn carried(recipe: &Recipe, opts: &BundleOptions) -> Result<Recipe, BuildError> {
+    if opts.signers_only {
+        let mut r = recipe.clone();
+        r.secrets.clear();
+        r.templates.clear();
+        return Ok(r);
+    }
+    only(recipe, &opts.only)
+}
+
 /// Seal one bundle for one device (or any device holding its image key).
 pub fn single(recipe: &Recipe, opts: &BundleOptions) -> Result<BundleReport, BuildError> {
-    let reduced = only(recipe, &opts.only)?;
-    let contents = collect(&reduced, &opts.only, &BTreeMap::new())?;
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at)?;
+    let reduced = carried(recipe, opts)?;
+    let contents = collect(recipe, &reduced, opts, &BTreeMap::new())?;
+    let paths = recipe.path_policy();
+    let how = sealing::SealOptions {
+        signing: &opts.signing,
+        paths: &paths,
+    };
+    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     let name = recipe.image.name.clone();
     write(opts, vec![(None, name, sealed, names(&contents))])
 }
@@ -115,7 +155,12 @@ pub fn fleet(
     devices: &[Device],
     opts: &BundleOptions,
 ) -> Result<BundleReport, BuildError> {
-    let reduced = only(recipe, &opts.only)?;
+    let reduced = carried(recipe, opts)?;
+    let paths = recipe.path_policy();
+    let how = sealing::SealOptions {
+        signing: &opts.signing,
+        paths: &paths,
+    };
     let mut sealed = Vec::new();
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
     for d in devices {
@@ -131,13 +176,13 @@ pub fn fleet(
             .into_iter()
             .filter(|(n, _)| reduced.secrets.contains_key(n))
             .collect();
-        match collect(&reduced, &opts.only, &overrides) {
+        match collect(recipe, &reduced, opts, &overrides) {
             Ok(contents) => {
                 let mode = match &d.recipient {
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                let s = sealing::seal(&contents, &mode, opts.created_at)?;
+                let s = sealing::seal(&contents, &mode, opts.created_at, &how)?;
                 sealed.push((Some(d.name.clone()), d.name.clone(), s, names(&contents)));
             }
             Err(BuildError::Secrets(e)) => failures.push((d.name.clone(), e)),
@@ -150,13 +195,45 @@ pub fn fleet(
     write(opts, sealed)
 }
 
+/// The bundle's contents from the `carried` part of `recipe`. A partial
+/// bundle is checked as the full build checks: its templates render (in
+/// validation, before sealing), and every template of the recipe it does
+/// not carry that uses one of its secrets must hold the new value in each
+/// of its escapes (the device renders it with the rest of its store).
 fn collect(
     recipe: &Recipe,
-    only: &[String],
+    carried: &Recipe,
+    opts: &BundleOptions,
     overrides: &BTreeMap<String, Override>,
 ) -> Result<Contents, BuildError> {
-    let mut contents = secrets::collect_with(recipe, overrides)?;
-    contents.manifest.partial = !only.is_empty();
+    let mut contents = secrets::collect_with(carried, overrides)?;
+    contents.manifest.partial = opts.partial();
+    contents.manifest.signers = opts
+        .set_signers
+        .as_ref()
+        .map(|l| l.iter().map(ToString::to_string).collect());
+    if contents.manifest.partial {
+        for (name, t) in &recipe.templates {
+            if carried.templates.contains_key(name) {
+                continue;
+            }
+            let path = recipe.resolve(&t.source);
+            let text =
+                crate::sources::bounded::read_file(&path, crate::sources::bounded::MAX_VALUE_BYTES)
+                    .map_err(|e| SecretsError::Template {
+                        name: name.clone(),
+                        reason: format!("reading {}: {e}", path.display()),
+                    })?;
+            sealed_firstboot::bundle::check_escapes(&text, &contents.values).map_err(|reason| {
+                SecretsError::Template {
+                    name: name.clone(),
+                    reason: format!(
+                        "{reason} (the template stays on the device and is rendered there with this bundle's new value)"
+                    ),
+                }
+            })?;
+        }
+    }
     Ok(contents)
 }
 
@@ -206,8 +283,13 @@ fn write(
             },
             bundle_id: s.header.bundle_id_hex(),
             sequence: s.header.sequence,
-            partial: !opts.only.is_empty(),
+            partial: opts.partial(),
             secrets: secrets.clone(),
+            signer: s.header.signer.map(|s| s.to_string()),
+            sets_signers: opts
+                .set_signers
+                .as_ref()
+                .map(|l| l.iter().map(ToString::to_string).collect()),
         });
     }
     // Without --force, nothing is replaced (a concurrent run's bundle or

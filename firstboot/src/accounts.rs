@@ -66,6 +66,7 @@ pub fn resolve_group(root: &Path, name: &str) -> Result<u32, AccountError> {
 /// numeric ids needs neither file.
 #[derive(Debug)]
 pub struct Accounts {
+    root: PathBuf,
     passwd_path: PathBuf,
     group_path: PathBuf,
     passwd: OnceCell<Table>,
@@ -82,6 +83,7 @@ struct Table {
 impl Accounts {
     pub fn new(root: &Path) -> Self {
         Accounts {
+            root: root.to_path_buf(),
             passwd_path: root.join("etc/passwd"),
             group_path: root.join("etc/group"),
             passwd: OnceCell::new(),
@@ -116,7 +118,7 @@ impl Accounts {
         let table = match cell.get() {
             Some(t) => t,
             None => {
-                let t = load(path)?;
+                let t = load(&self.root, path)?;
                 cell.get_or_init(|| t)
             }
         };
@@ -150,11 +152,24 @@ fn parse_id(s: &str) -> Option<u32> {
     s.parse::<u32>().ok().filter(|&id| id != u32::MAX)
 }
 
-fn load(path: &Path) -> Result<Table, AccountError> {
-    let bytes = std::fs::read(path).map_err(|source| AccountError::Read {
+/// Largest passwd or group file read.
+const MAX_ACCOUNTS_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Read a passwd or group file: a regular file (not a link: with `--root`
+/// it could lead out of the tree), bounded, and, with `--root`, reached
+/// through no link either.
+fn load(root: &Path, path: &Path) -> Result<Table, AccountError> {
+    let read_err = |source| AccountError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    crate::fsutil::in_root(root, &rel.to_string_lossy()).map_err(read_err)?;
+    let bytes =
+        crate::fsutil::read_regular_bounded(path, MAX_ACCOUNTS_BYTES).map_err(|e| match e {
+            crate::fsutil::ReadError::Io(source) => read_err(source),
+            other => read_err(io::Error::other(other.to_string())),
+        })?;
     Ok(parse_table(&String::from_utf8_lossy(&bytes)))
 }
 

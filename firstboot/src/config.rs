@@ -3,9 +3,12 @@
 //! ```text
 //! boot_dir = /boot/firmware   # the boot partition's mount point
 //! identity = generated        # or ssh-host-key
+//! signer = sealed-signer1…    # a pinned signer (repeat for several)
+//! allow_path = /run/…         # a /run prefix bundles may write to after all
 //! ```
 //! Unknown keys and malformed lines are errors naming the line.
 
+use crate::bundle::{PathPolicy, Signer};
 use crate::fsutil;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -42,6 +45,21 @@ pub struct Config {
     /// Absolute device path of the boot partition's mount point.
     pub boot_dir: Option<PathBuf>,
     pub identity: IdentityMode,
+    /// The signers pinned here (`signer = …` lines): with any, only
+    /// bundles signed by one of them are applied. A signed bundle may
+    /// replace them with a list of its own (kept in the store).
+    pub signers: Vec<Signer>,
+    /// `/run` prefixes bundles may write to although the default rule
+    /// refuses them (`allow_path = …` lines).
+    pub allow_paths: Vec<String>,
+}
+
+impl Config {
+    /// Where bundles may put files on this device.
+    pub fn path_policy(&self) -> PathPolicy {
+        // Each prefix was checked when the file was parsed.
+        PathPolicy::allowing(self.allow_paths.clone()).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Error)]
@@ -62,6 +80,10 @@ pub enum ConfigError {
 /// Read `ROOT/etc/sealed-firstboot.conf`; a missing file is the default.
 pub fn load(root: &Path) -> Result<Config, ConfigError> {
     let path = root.join(CONFIG_FILE);
+    fsutil::in_root(root, CONFIG_FILE).map_err(|e| ConfigError::Read {
+        path: path.clone(),
+        source: fsutil::ReadError::Io(e),
+    })?;
     let bytes = match fsutil::read_regular_bounded(&path, MAX_CONFIG_BYTES) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Config::default()),
@@ -107,9 +129,26 @@ pub fn parse(text: &str) -> Result<Config, (usize, String)> {
                     }
                 }
             }
+            "signer" => {
+                let signer: Signer = value.parse().map_err(|e: String| err(e))?;
+                if config.signers.contains(&signer) {
+                    return Err(err(format!("signer {signer} is pinned twice")));
+                }
+                if config.signers.len() >= crate::bundle::MAX_SIGNERS {
+                    return Err(err(format!(
+                        "more than {} signers",
+                        crate::bundle::MAX_SIGNERS
+                    )));
+                }
+                config.signers.push(signer);
+            }
+            "allow_path" => {
+                PathPolicy::allowing(vec![value.to_string()]).map_err(err)?;
+                config.allow_paths.push(value.to_string());
+            }
             other => {
                 return Err(err(format!(
-                    "unknown key {other:?} (known: boot_dir, identity)"
+                    "unknown key {other:?} (known: boot_dir, identity, signer, allow_path)"
                 )))
             }
         }
@@ -128,6 +167,32 @@ mod tests {
         assert_eq!(c.boot_dir.as_deref(), Some(Path::new("/boot/firmware")));
         assert_eq!(c.identity, IdentityMode::SshHostKey);
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn signers_and_allowed_paths_are_listed_and_checked() {
+        let a = crate::bundle::SigningKey::generate().signer();
+        let b = crate::bundle::SigningKey::generate().signer();
+        let c = parse(&format!(
+            "signer = {a}\nsigner={b} # the CI key\nallow_path = /run/systemd/network\n"
+        ))
+        .unwrap();
+        assert_eq!(c.signers, [a, b]);
+        assert!(c
+            .path_policy()
+            .check("/run/systemd/network/10-x.network")
+            .is_ok());
+        assert!(c.path_policy().check("/run/systemd/system/x").is_err());
+        assert_eq!(
+            parse(&format!("signer = {a}\nsigner = {a}")).unwrap_err().0,
+            2
+        );
+        assert!(parse("signer = age1xyz")
+            .unwrap_err()
+            .1
+            .contains("sealed-signer1"));
+        assert!(parse("allow_path = /etc").is_err());
+        assert!(parse("allow_path = /run/systemd/../x").is_err());
     }
 
     #[test]

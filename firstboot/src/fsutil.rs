@@ -15,6 +15,48 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Whether `root` is this machine's own `/` (then the system is the host:
+/// units may be restarted, a ramfs mounted). `--root /`, `--root //` and a
+/// link to `/` are; any other tree is not.
+pub fn is_host_root(root: &Path) -> bool {
+    fs::canonicalize(root).is_ok_and(|p| p == Path::new("/"))
+}
+
+/// `root/rel`, once no existing component of `rel` (below `root`) is a
+/// symbolic link, when `root` is a tree and not the host's `/`. Absolute
+/// links in a tree point at the host (`etc -> /etc`, `var -> /var`), and
+/// relative ones may climb out of it: with `--root`, nothing outside the
+/// tree is read or written, so such a tree is refused. On the device
+/// itself (`root` is `/`) the path is the system's own.
+pub fn in_root(root: &Path, rel: &str) -> io::Result<std::path::PathBuf> {
+    let full = root.join(rel.trim_start_matches('/'));
+    if is_host_root(root) {
+        return Ok(full);
+    }
+    let mut at = root.to_path_buf();
+    for comp in Path::new(rel.trim_start_matches('/')).components() {
+        let std::path::Component::Normal(name) = comp else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a plain path below the root", full.display()),
+            ));
+        };
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(io::Error::other(format!(
+                    "{} is a symbolic link: with --root nothing outside the tree is read or written, and a link in it may lead out (use a tree without it, or run on the device)",
+                    at.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(full)
+}
+
 /// fsync a directory so that renames and unlinks inside it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -38,7 +80,11 @@ fn via_temp<T>(
     tag: &str,
     f: impl FnOnce(&Path, &Path) -> io::Result<T>,
 ) -> io::Result<T> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's directory is the current one.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -293,6 +339,29 @@ mod tests {
                 Err(ReadError::NotRegular("a character device"))
             ));
         }
+    }
+
+    #[test]
+    fn trees_with_links_out_are_refused_and_the_host_root_is_itself() {
+        assert!(is_host_root(Path::new("/")));
+        assert!(is_host_root(Path::new("//")));
+        let (dir, _) = testkit::scratch("root");
+        assert!(!is_host_root(dir.path()));
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("var/lib")).unwrap();
+        assert_eq!(
+            in_root(&root, "var/lib/sealed-secrets/identity").unwrap(),
+            root.join("var/lib/sealed-secrets/identity")
+        );
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        let e = in_root(&root, "etc/passwd").unwrap_err().to_string();
+        assert!(e.contains("etc is a symbolic link"), "{e}");
+        std::os::unix::fs::symlink("../..", root.join("var/lib/sealed-secrets")).unwrap();
+        assert!(in_root(&root, "var/lib/sealed-secrets/current").is_err());
+        assert!(in_root(&root, "../x").is_err());
+        // A link to / is the host itself.
+        std::os::unix::fs::symlink("/", dir.path().join("slash")).unwrap();
+        assert!(is_host_root(&dir.path().join("slash")));
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl DeviceIdentity {
 
 /// The persisted identity, if there is one. Never creates one.
 pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
-    let file = root.join(IDENTITY_FILE);
+    let file = fsutil::in_root(root, IDENTITY_FILE)
+        .map_err(io_err("reading the device identity".into()))?;
     let bytes = match fsutil::read_regular_bounded(&file, MAX_KEY_FILE_BYTES) {
         Ok(b) => Zeroizing::new(b),
         Err(e) if e.is_not_found() => return Ok(None),
@@ -138,7 +139,8 @@ pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
 /// key exists. Used to open bundles sealed to `ssh-keyscan` output and to
 /// tell when the host key no longer matches the persisted identity.
 pub fn ssh_derived(root: &Path) -> Result<Option<age::x25519::Identity>, IdentityError> {
-    let ssh = root.join(SSH_HOST_KEY);
+    let ssh =
+        fsutil::in_root(root, SSH_HOST_KEY).map_err(io_err("reading the SSH host key".into()))?;
     let bytes = match fsutil::read_regular_bounded(&ssh, MAX_KEY_FILE_BYTES) {
         Ok(b) => Zeroizing::new(b),
         Err(e) if e.is_not_found() => return Ok(None),
@@ -176,7 +178,8 @@ pub fn persist(
     identity: age::x25519::Identity,
     source: IdentitySource,
 ) -> Result<DeviceIdentity, IdentityError> {
-    let file = root.join(IDENTITY_FILE);
+    let file = fsutil::in_root(root, IDENTITY_FILE)
+        .map_err(io_err("writing the device identity".into()))?;
     let dir = file.parent().unwrap_or(root);
     fsutil::create_dir_all_mode(dir, 0o700)
         .map_err(io_err(format!("creating {}", dir.display())))?;

@@ -5,7 +5,7 @@
 //! on disk) → [`runtime`] (decrypted into `/run/secrets` at every boot).
 //! [`provision`] ties the first steps together (boot bundle → store);
 //! [`unseal`] the last ones (store → runtime). [`config`] reads
-//! `/etc/sealed-firstboot.conf`.
+//! `/etc/sealed-firstboot.conf`; [`trust`] says which signers are pinned.
 
 pub mod accounts;
 pub mod bundle;
@@ -18,4 +18,5 @@ pub mod restart;
 pub mod runtime;
 pub mod status;
 pub mod store;
+pub mod trust;
 pub mod unseal;

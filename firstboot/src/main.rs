@@ -23,25 +23,31 @@ USAGE:
 COMMANDS:
     run        provision if a bundle is on the boot partition, then unseal
                (what sealed-firstboot.service runs at every boot)
-    provision  open the bundle with its image key (or the device identity),
-               reseal every secret to the device identity into the store,
-               then overwrite and delete bundle and key from the boot partition
+    provision  check the bundle's signature (with signers pinned, only theirs
+               is accepted), open it with its image key (or the device
+               identity), reseal every secret to the device identity into the
+               store, then overwrite and delete bundle and key from the boot
+               partition (a bundle refused for its signature is wiped too)
     unseal     decrypt the store into /run/secrets (new generation, atomic swap)
     apply FILE|- [--key FILE] [--no-restart]
                apply an update bundle (from `build-image bundle`) on a running
                device, from a file or standard input, with the same rules as
-               provision (newer than the store, authenticated, crash-safe);
+               provision (signed by a pinned signer, newer than the store,
+               authenticated, validated as a whole, crash-safe);
                a partial bundle replaces only the secrets it lists. Then
                unseal, and restart (try-restart) or reload the units that
-               the changed secrets name in restart-units / reload-units
+               the changed secrets name in restart-units / reload-units (with
+               --root, no unit of this machine: it says what it would run)
     pubkey     print the device's age recipient (age1...); creates the
                persisted identity if there is none yet
     status [--json]
-               the applied bundle, the identity and ✓/✗ per secret (in the
-               store, live under /run); never values
+               the applied bundle, the identity, the pinned signers (and where
+               they come from), ✓/✗ per secret (in the store, live under
+               /run); never values
 
 OPTIONS:
-    --root DIR      operate on the tree at DIR instead of / (tests, image prep)
+    --root DIR      operate on the tree at DIR instead of / (tests, image prep):
+                    nothing outside it is read or written, no unit restarted
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -62,6 +68,14 @@ EXIT CODES:
 
 Every command takes the device lock (/var/lib/sealed-secrets/.lock): a
 second sealed-firstboot waits for the first (up to 5 minutes).
+
+CONFIGURATION (/etc/sealed-firstboot.conf, key = value lines):
+    boot_dir = /boot/firmware   the boot partition's mount point
+    identity = generated        or ssh-host-key
+    signer = sealed-signer1...  a pinned signer (one line each); with any,
+                                unsigned bundles are refused
+    allow_path = /run/...       a /run prefix bundles may write to although
+                                the default rule refuses it
 
 EXAMPLES:
     sealed-firstboot run
@@ -184,13 +198,13 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             do_provision(args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
-        "unseal" => Ok(exit_for(&do_unseal(root)?, false)),
+        "unseal" => Ok(exit_for(&do_unseal(root, &config)?, false)),
         "run" => {
             let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
                 eprintln!("sealed-firstboot: error: {}", chain_message(e));
             }
-            let outcome = do_unseal(root)?;
+            let outcome = do_unseal(root, &config)?;
             if provisioned.is_err() && !outcome.had_store {
                 bail!("the bundle was not applied and there are no earlier secrets to unseal");
             }
@@ -215,7 +229,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "status" => do_status(root, args.json),
+        "status" => do_status(root, &config, args.json),
         other => bail!("unknown command {other}"),
     }
 }
@@ -296,7 +310,7 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
             if partial { "partial" } else { "full" }
         ),
     }
-    let outcome = do_unseal(&args.root)?;
+    let outcome = do_unseal(&args.root, config)?;
     let mut code = exit_for(&outcome, false);
     if outcome.changed.is_empty() {
         eprintln!("sealed-firstboot: no secret changed");
@@ -313,8 +327,14 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
         }
         return Ok(code);
     }
-    for action in restart::run(&plan) {
+    for action in restart::run(&plan, &args.root) {
         match &action.error {
+            None if !action.ran => eprintln!(
+                "sealed-firstboot: --root {}: not running systemctl on this machine; on the device it would run: systemctl {} -- {}",
+                args.root.display(),
+                action.verb,
+                action.units.join(" ")
+            ),
             None => eprintln!(
                 "sealed-firstboot: systemctl {} {}",
                 action.verb,
@@ -329,13 +349,13 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
     Ok(code)
 }
 
-fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
+fn do_unseal(root: &Path, config: &Config) -> Result<UnsealOutcome> {
     let is_root = rustix::process::geteuid().is_root();
     let opts = UnsealOptions {
-        mount_ramfs: is_root && root == Path::new("/"),
+        mount_ramfs: is_root && sealed_firstboot::fsutil::is_host_root(root),
         apply_ownership: is_root,
     };
-    let outcome = unseal::unseal_store(root, &opts).context("unsealing")?;
+    let outcome = unseal::unseal_store_with(root, &opts, config).context("unsealing")?;
     for note in &outcome.notes {
         eprintln!("sealed-firstboot: {note}");
     }
@@ -354,26 +374,44 @@ fn do_unseal(root: &Path) -> Result<UnsealOutcome> {
     Ok(outcome)
 }
 
-fn do_status(root: &Path, json: bool) -> Result<ExitCode> {
+fn print_signers(signers: &status::SignerStatus) {
+    if signers.pinned.is_empty() {
+        println!("signers: none pinned; unsigned bundles are accepted (pin one with a signer = line in /etc/sealed-firstboot.conf)");
+        return;
+    }
+    println!(
+        "signers ({}; unsigned bundles are refused):",
+        signers.source
+    );
+    for s in &signers.pinned {
+        println!("  {s}");
+    }
+}
+
+fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
+    let signers = status::signers(root, config).context("reading the store")?;
     let Some(st) = status::status(root).context("reading the store")? else {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "provisioned": false, "ok": false })
+                serde_json::json!({ "provisioned": false, "ok": false, "signers": signers })
             );
         } else {
             println!(
                 "no secrets provisioned (store {} is empty)",
                 store::STORE_DIR
             );
+            print_signers(&signers);
         }
         return Ok(ExitCode::from(EXIT_STATUS_NOT_OK));
     };
     if json {
         let mut v = serde_json::to_value(&st)?;
         v["provisioned"] = true.into();
+        v["signers"] = serde_json::to_value(&signers)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        print_signers(&signers);
         let state = &st.state;
         println!(
             "bundle {} (sealed {}.{:09}{}, applied {})",

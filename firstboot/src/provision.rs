@@ -4,6 +4,12 @@
 //!
 //! The caller holds the device lock ([`crate::store::Store::lock`]).
 //!
+//! Who signed a bundle is checked first, before anything is decrypted
+//! ([`crate::trust`]): with signers pinned, an unsigned bundle or one
+//! signed by anyone else is refused, and one found on the boot partition
+//! is wiped with its key (it can never be applied here, must not block the
+//! next legitimate one, and must not stay in clear on the partition).
+//!
 //! Wiping is crash-safe: a file is first renamed to `NAME.wipe`, then
 //! overwritten with zeros, fsynced and removed; a `.wipe` file found later
 //! (its bundle had reached the store before the rename) is wiped again. A
@@ -11,10 +17,11 @@
 //! version) is recognised as such and removed too.
 
 use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, IdentityMode};
 use crate::fsutil::{self, failpoint};
 use crate::identity::{self, IdentityError};
-use crate::store::{Current, State, Store, StoreError};
+use crate::store::{Current, SignerList, State, Store, StoreError};
+use crate::trust::Trust;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -30,6 +37,14 @@ pub const CONFIG_FILE: &str = config::CONFIG_FILE;
 pub enum ProvisionError {
     #[error("bundle {path}: {source} (the bundle and its key are kept)")]
     Bundle { path: PathBuf, source: BundleError },
+    /// Refused for who signed it: nothing was decrypted, the store is as
+    /// it was.
+    #[error("refused bundle {bundle_id}: {source}{}; the store is unchanged", if *.wiped { " (the bundle and its key were wiped from the boot partition)" } else { "" })]
+    Untrusted {
+        bundle_id: String,
+        source: BundleError,
+        wiped: bool,
+    },
     #[error("image key {path}: {source} (the bundle and its key are kept)")]
     Key { path: PathBuf, source: BundleError },
     #[error("a bundle is present at {bundle} but its image key is not at {key}: copy the build's NAME.key there (or use `build-image flash`, which does)")]
@@ -42,10 +57,12 @@ pub enum ProvisionError {
         applied_stamp: Stamp,
         wiped: bool,
     },
-    #[error("bundle {bundle_id} is partial and does not fit the secrets in the store: {source} (the store is unchanged)")]
+    #[error("bundle {bundle_id} is partial and {}: {source} (the store is unchanged)", if *.empty_store { "the store is empty, so it is all there is, and as a whole it is invalid" } else { "does not fit the secrets in the store" })]
     Merge {
         bundle_id: String,
         source: BundleError,
+        /// Checked on its own, as a full bundle (nothing to merge with).
+        empty_store: bool,
     },
     #[error("an update bundle sealed with an image key needs that key: pass --key FILE")]
     KeyNeeded,
@@ -91,11 +108,13 @@ pub fn boot_dir_with(root: &Path, explicit: Option<&Path>, config: &Config) -> P
     if let Some(p) = explicit.or(config.boot_dir.as_deref()) {
         return rel(p);
     }
+    // A real directory, not a link (with --root, a link may lead out).
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     let candidates: Vec<PathBuf> = BOOT_DIR_CANDIDATES.iter().map(|c| root.join(c)).collect();
     candidates
         .iter()
-        .find(|c| c.join(BOOT_SUBDIR).is_dir())
-        .or_else(|| candidates.iter().find(|c| c.is_dir()))
+        .find(|c| is_dir(c) && is_dir(&c.join(BOOT_SUBDIR)))
+        .or_else(|| candidates.iter().find(|c| is_dir(c)))
         .unwrap_or(&candidates[0])
         .clone()
 }
@@ -117,6 +136,13 @@ pub fn provision_with(
     let store = Store::new(root);
     store.remove_stale()?;
     let sub = boot_dir.join(BOOT_SUBDIR);
+    // With --root, the boot directory must not lead out of the tree.
+    if let Ok(rel) = sub.strip_prefix(root) {
+        fsutil::in_root(root, &rel.to_string_lossy()).map_err(|source| ProvisionError::Io {
+            context: "opening the boot partition".into(),
+            source,
+        })?;
+    }
     let bundle_path = sub.join(BUNDLE_FILE);
     let key_path = sub.join(KEY_FILE);
     // Files renamed for wiping belong to a bundle the store already holds.
@@ -154,20 +180,43 @@ pub fn provision_with(
         }
     }
 
-    // Open (and so authenticate) before judging the order: a bundle
-    // refused as a replay is then wiped, anything else is kept.
-    let opened = open_bundle(root, &bytes, &header, || {
-        if !exists(&key_path) {
-            return Err(ProvisionError::KeyMissing {
-                bundle: bundle_path.clone(),
-                key: key_path.clone(),
+    // Who signed it, before anything is decrypted. A bundle refused for
+    // that can never be applied here: it is wiped with its key.
+    let trust = Trust::effective(config, current.as_ref());
+    let policy = trust.policy(config);
+    if let Err(source) = bundle::verify(&bytes, &policy) {
+        if source.is_signature_refusal() {
+            finish_wipe(&bundle_path, &key_path)?;
+            return Err(ProvisionError::Untrusted {
+                bundle_id,
+                source,
+                wiped: true,
             });
         }
-        ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
-            path: key_path.clone(),
-            source,
-        })
-    })
+        return Err(bundle_err(source));
+    }
+    // Open (and so authenticate) before judging the order: a bundle
+    // refused as a replay is then wiped, anything else is kept.
+    let opened = open_bundle(
+        root,
+        &bytes,
+        &header,
+        config,
+        current.as_ref(),
+        &policy,
+        || {
+            if !exists(&key_path) {
+                return Err(ProvisionError::KeyMissing {
+                    bundle: bundle_path.clone(),
+                    key: key_path.clone(),
+                });
+            }
+            ImageKey::from_file(&key_path).map_err(|source| ProvisionError::Key {
+                path: key_path.clone(),
+                source,
+            })
+        },
+    )
     .map_err(|e| match e {
         ProvisionError::Bundle { source, .. } => bundle_err(source),
         other => other,
@@ -196,10 +245,11 @@ pub enum Applied {
 }
 
 /// Apply an update bundle from anywhere (a file, standard input) on a
-/// running device, with the same rules as provisioning: authenticated with
-/// `key` (image-key bundles) or the device identity (recipient bundles),
-/// newer than the store, manifest validated, crash-safe. A partial bundle
-/// replaces only the secrets it lists. The caller holds the device lock.
+/// running device, with the same rules as provisioning: signed by a pinned
+/// signer (checked first), authenticated with `key` (image-key bundles) or
+/// the device identity (recipient bundles), newer than the store, validated
+/// as a whole, crash-safe. A partial bundle replaces only the secrets it
+/// lists. The caller holds the device lock.
 pub fn apply(
     root: &Path,
     bytes: &[u8],
@@ -222,15 +272,34 @@ pub fn apply(
     let header = Header::parse(bytes).map_err(bundle_err)?;
     let bundle_id = header.bundle_id_hex();
     let current = store.current()?;
+    let trust = Trust::effective(config, current.as_ref());
+    let policy = trust.policy(config);
+    bundle::verify(bytes, &policy).map_err(|source| {
+        if source.is_signature_refusal() {
+            ProvisionError::Untrusted {
+                bundle_id: bundle_id.clone(),
+                source,
+                wiped: false,
+            }
+        } else {
+            bundle_err(source)
+        }
+    })?;
     if current
         .as_ref()
         .is_some_and(|c| c.state.bundle_id == bundle_id)
     {
         return Ok(Applied::AlreadyApplied { bundle_id });
     }
-    let opened = open_bundle(root, bytes, &header, || {
-        key.cloned().ok_or(ProvisionError::KeyNeeded)
-    })?;
+    let opened = open_bundle(
+        root,
+        bytes,
+        &header,
+        config,
+        current.as_ref(),
+        &policy,
+        || key.cloned().ok_or(ProvisionError::KeyNeeded),
+    )?;
     check_order(&header, current.as_ref(), false)?;
     let partial = opened.contents.manifest.partial;
     let secrets = commit(root, &store, opened, now, config, current.as_ref())?;
@@ -241,14 +310,21 @@ pub fn apply(
     })
 }
 
-/// Open (and so authenticate) a bundle: with the image key `key` gives
-/// (asked for only when the bundle is sealed with one), or with the
-/// persisted identity or, failing that, the one the SSH host key derives
-/// now (a controller may have sealed to `ssh-keyscan` output).
+/// Open (and so authenticate) a bundle that `policy` accepts: with the
+/// image key `key` gives (asked for only when the bundle is sealed with
+/// one), or with the device identity. Identity candidates, in order: the
+/// persisted identity; then, only when that one does not open it, the one
+/// the SSH host key derives, and only in `identity = ssh-host-key` mode or
+/// for the one-time migration of a store written before identities were
+/// persisted (a controller sealed to `ssh-keyscan` output then). A host
+/// key that cannot be read is no candidate.
 fn open_bundle(
     root: &Path,
     bytes: &[u8],
     header: &Header,
+    config: &Config,
+    current: Option<&Current>,
+    policy: &bundle::Policy,
     key: impl FnOnce() -> Result<ImageKey, ProvisionError>,
 ) -> Result<bundle::Opened, ProvisionError> {
     let bundle_err = |source| ProvisionError::Bundle {
@@ -257,23 +333,22 @@ fn open_bundle(
     };
     if !header.is_age_recipient() {
         let key = key()?;
-        return bundle::open(bytes, &key).map_err(bundle_err);
+        return bundle::open_with(bytes, OpenWith::ImageKey(&key), policy).map_err(bundle_err);
     }
     let persisted = identity::load(root)?;
-    let derived = identity::ssh_derived(root)?;
-    let candidates: Vec<&age::x25519::Identity> = persisted
-        .iter()
-        .map(|d| &d.identity)
-        .chain(derived.iter())
-        .collect();
-    let mut result = Err(BundleError::WrongKey {
+    let no_candidate = || BundleError::WrongKey {
         expected: header.key_id.to_string(),
-        actual: "none (no device identity yet and no SSH host key)".into(),
-    });
-    for id in candidates {
-        result = bundle::open_with(bytes, OpenWith::Identity(id));
-        if !matches!(result, Err(BundleError::WrongKey { .. })) {
-            break;
+        actual: "none (no device identity yet)".into(),
+    };
+    let mut result = match &persisted {
+        Some(p) => bundle::open_with(bytes, OpenWith::Identity(&p.identity), policy),
+        None => Err(no_candidate()),
+    };
+    let migrating = persisted.is_none() && current.is_some_and(|c| c.state.recipient.is_none());
+    let derive = config.identity == IdentityMode::SshHostKey || migrating;
+    if derive && matches!(result, Err(BundleError::WrongKey { .. })) {
+        if let Ok(Some(derived)) = identity::ssh_derived(root) {
+            result = bundle::open_with(bytes, OpenWith::Identity(&derived), policy);
         }
     }
     result.map_err(bundle_err)
@@ -303,8 +378,11 @@ fn check_order(
 
 /// Reseal opened contents to the persisted identity (created now if there
 /// is none) and make them the current store. A partial bundle is merged
-/// into the secrets already in the store first. Returns how many entries
-/// (secrets and templates) the bundle held.
+/// into the secrets already in the store first; on an empty store it is a
+/// full bundle, checked as one. A signer list the bundle carries becomes
+/// the pinned list, kept with the new store (else the current list is
+/// carried over). Returns how many entries (secrets and templates) the
+/// bundle held.
 fn commit(
     root: &Path,
     store: &Store,
@@ -315,15 +393,37 @@ fn commit(
 ) -> Result<usize, ProvisionError> {
     let bundle::Opened { header, contents } = opened;
     let secrets = contents.manifest.entries().count();
+    let signers = match &contents.manifest.signers {
+        Some(list) => Some(SignerList {
+            signers: list.clone(),
+            set_by: header.bundle_id_hex(),
+        }),
+        None => current.and_then(|c| c.signers.clone()),
+    };
+    let paths = config.path_policy();
     let contents = match current {
-        Some(current) if contents.manifest.partial => merge(root, current, contents, &header)?,
-        _ => Contents {
-            manifest: Manifest {
-                partial: false,
-                ..contents.manifest
-            },
-            values: contents.values,
-        },
+        Some(current) if contents.manifest.partial => {
+            merge(root, config, current, contents, &header)?
+        }
+        _ => {
+            let full = Contents {
+                manifest: Manifest {
+                    partial: false,
+                    signers: None,
+                    ..contents.manifest
+                },
+                values: contents.values,
+            };
+            // A partial bundle on an empty store is all there will be:
+            // every template must render from it alone.
+            full.validate(&paths)
+                .map_err(|source| ProvisionError::Merge {
+                    bundle_id: header.bundle_id_hex(),
+                    source,
+                    empty_store: true,
+                })?;
+            full
+        }
     };
     let device = identity::load_or_create(root, config.identity)?;
     let state = State {
@@ -340,6 +440,7 @@ fn commit(
         &contents.manifest,
         &contents.values,
         &state,
+        signers.as_ref(),
     )?;
     Ok(secrets)
 }
@@ -348,19 +449,21 @@ fn commit(
 /// adding to) them, checked as a whole.
 fn merge(
     root: &Path,
+    config: &Config,
     current: &Current,
     update: Contents,
     header: &Header,
 ) -> Result<Contents, ProvisionError> {
-    let identity =
-        crate::unseal::store_identity(root, current, &mut Vec::new()).map_err(|e| match e {
-            crate::unseal::UnsealError::Store(e) => ProvisionError::Store(e),
-            crate::unseal::UnsealError::Identity(e) => ProvisionError::Identity(e),
-            crate::unseal::UnsealError::Runtime(e) => ProvisionError::Io {
-                context: "reading the store".into(),
-                source: std::io::Error::other(e.to_string()),
-            },
-        })?;
+    let identity = crate::unseal::store_identity(root, current, config.identity, &mut Vec::new())
+        .map_err(|e| match e {
+        crate::unseal::UnsealError::Store(e) => ProvisionError::Store(e),
+        crate::unseal::UnsealError::Identity(e) => ProvisionError::Identity(e),
+        crate::unseal::UnsealError::Config(e) => ProvisionError::Config(e),
+        crate::unseal::UnsealError::Runtime(e) => ProvisionError::Io {
+            context: "reading the store".into(),
+            source: std::io::Error::other(e.to_string()),
+        },
+    })?;
     let mut values = current.decrypt_all(&identity)?;
     let replaced: std::collections::BTreeSet<String> =
         update.manifest.entries().map(|e| e.name.clone()).collect();
@@ -381,6 +484,7 @@ fn merge(
             .cloned()
             .collect(),
         partial: false,
+        signers: None,
     };
     values.retain(|k, _| !replaced.contains(k));
     let Contents {
@@ -391,10 +495,13 @@ fn merge(
     manifest.templates.extend(new.templates);
     values.extend(new_values);
     let merged = Contents { manifest, values };
-    merged.validate().map_err(|source| ProvisionError::Merge {
-        bundle_id: header.bundle_id_hex(),
-        source,
-    })?;
+    merged
+        .validate(&config.path_policy())
+        .map_err(|source| ProvisionError::Merge {
+            bundle_id: header.bundle_id_hex(),
+            source,
+            empty_store: false,
+        })?;
     Ok(merged)
 }
 

@@ -5,6 +5,7 @@
 
 use crate::bundle::Manifest;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 /// The units to act on. A unit listed for restart is not also reloaded.
@@ -39,11 +40,17 @@ pub struct Action {
     pub units: Vec<String>,
     /// `None` on success, else why it failed.
     pub error: Option<String>,
+    /// False when `root` is a tree (`--root`), not this machine: nothing
+    /// was run, this is what would have been.
+    pub ran: bool,
 }
 
 /// Run `systemctl try-restart` and `systemctl try-reload-or-restart` for
 /// the plan (units that are not running are left alone, as `try-` means).
-pub fn run(plan: &Plan) -> Vec<Action> {
+/// Only on the machine itself: with `root` a tree (`--root`), the units
+/// are the tree's, not this machine's, and nothing is run.
+pub fn run(plan: &Plan, root: &Path) -> Vec<Action> {
+    let host = crate::fsutil::is_host_root(root);
     let mut actions = Vec::new();
     for (verb, units) in [
         ("try-restart", &plan.restart),
@@ -53,6 +60,15 @@ pub fn run(plan: &Plan) -> Vec<Action> {
             continue;
         }
         let units: Vec<String> = units.iter().cloned().collect();
+        if !host {
+            actions.push(Action {
+                verb,
+                units,
+                error: None,
+                ran: false,
+            });
+            continue;
+        }
         let error = match Command::new("systemctl")
             .arg(verb)
             .arg("--")
@@ -67,7 +83,12 @@ pub fn run(plan: &Plan) -> Vec<Action> {
             )),
             Err(e) => Some(format!("cannot run systemctl: {e}")),
         };
-        actions.push(Action { verb, units, error });
+        actions.push(Action {
+            verb,
+            units,
+            error,
+            ran: true,
+        });
     }
     actions
 }
@@ -108,5 +129,19 @@ mod tests {
             ["nginx.service", "proxy.service"]
         );
         assert!(plan(&m, &[]).is_empty());
+    }
+
+    /// On a tree, the plan is reported and nothing is run (the units are
+    /// the tree's; a `systemctl` here would act on this machine).
+    #[test]
+    fn a_tree_runs_nothing() {
+        let tree = tempfile::tempdir().unwrap();
+        let p = Plan {
+            restart: ["app.service".to_string()].into(),
+            reload: ["web.service".to_string()].into(),
+        };
+        let actions = run(&p, tree.path());
+        assert_eq!(actions.len(), 2);
+        assert!(actions.iter().all(|a| !a.ran && a.error.is_none()));
     }
 }

@@ -1,9 +1,34 @@
 //! `sealed-firstboot status`: what the store holds and whether each secret
 //! is live in `/run/secrets`. Metadata only, never values.
 
+use crate::config::Config;
 use crate::store::{State, Store, StoreError};
+use crate::trust::{Trust, TrustSource};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+
+/// The signers in force, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignerStatus {
+    /// `sealed-signer1…` public keys.
+    pub pinned: Vec<String>,
+    /// Where the list comes from.
+    #[serde(flatten)]
+    pub source: TrustSource,
+    /// Unsigned (format 2) bundles are accepted: only while nothing is pinned.
+    pub unsigned_accepted: bool,
+}
+
+/// The signers `root` pins now (the store's list, else the configuration's).
+pub fn signers(root: &Path, config: &Config) -> Result<SignerStatus, StoreError> {
+    let current = Store::new(root).current()?;
+    let trust = Trust::effective(config, current.as_ref());
+    Ok(SignerStatus {
+        pinned: trust.signers.iter().map(ToString::to_string).collect(),
+        unsigned_accepted: trust.accepts_unsigned(),
+        source: trust.source,
+    })
+}
 
 /// The device's state, for people and for fleet rollouts (`--json`).
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +62,7 @@ pub struct SecretStatus {
 }
 
 /// The status of `root`, or `None` when nothing was ever provisioned.
+/// (The signers in force are [`signers`].)
 pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
     let Some(current) = Store::new(root).current()? else {
         return Ok(None);
@@ -51,11 +77,10 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
         .manifest
         .entries()
         .map(|e| {
-            let sealed = current
-                .dir
-                .join("secrets")
-                .join(format!("{}.age", e.name))
-                .is_file();
+            let sealed = std::fs::symlink_metadata(
+                current.dir.join("secrets").join(format!("{}.age", e.name)),
+            )
+            .is_ok_and(|m| m.is_file());
             let live = exists_in_root(root, &e.path);
             SecretStatus {
                 name: e.name.clone(),
@@ -82,26 +107,60 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
     }))
 }
 
-/// Whether a device path exists inside `root`, resolving symlinks whose
-/// absolute targets are device paths (as `/run/x -> /run/secrets/...`)
-/// inside the root.
+/// Whether a device path exists inside `root`, resolving symbolic links
+/// as the device would with `root` as its `/` (an absolute target starts
+/// again at `root`, `..` never climbs above it), so nothing outside the
+/// tree is looked at.
 pub fn exists_in_root(root: &Path, device_path: &str) -> bool {
-    let mut path = root.join(device_path.trim_start_matches('/'));
-    for _ in 0..8 {
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&path) {
-                Ok(t) if t.is_absolute() => {
-                    path = root.join(t.strip_prefix("/").unwrap_or(&t));
+    let mut todo: Vec<PathBuf> = vec![PathBuf::from(device_path)];
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(next) = todo.pop() {
+        let mut comps: Vec<Component<'_>> = next.components().collect();
+        comps.reverse();
+        // Remaining components of `next`, first last.
+        let mut rest: Vec<std::ffi::OsString> = Vec::new();
+        for c in comps {
+            match c {
+                Component::Normal(n) => rest.push(n.to_os_string()),
+                Component::ParentDir => rest.push("..".into()),
+                Component::RootDir => rest.push("/".into()),
+                Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+        while let Some(c) = rest.pop() {
+            if c == "/" {
+                at.clear();
+                continue;
+            }
+            if c == ".." {
+                at.pop();
+                continue;
+            }
+            let mut host = root.to_path_buf();
+            host.extend(&at);
+            host.push(&c);
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    links += 1;
+                    let Ok(target) = std::fs::read_link(&host) else {
+                        return false;
+                    };
+                    if links > 40 {
+                        return false;
+                    }
+                    // Resolve the target, then what was left.
+                    rest.reverse();
+                    let left: PathBuf = rest.iter().collect();
+                    todo.push(left);
+                    todo.push(target);
+                    rest.clear();
+                    break;
                 }
-                Ok(t) => {
-                    let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    path = parent.join(t);
-                }
+                Ok(_) => at.push(c),
                 Err(_) => return false,
-            },
-            Ok(_) => return true,
-            Err(_) => return false,
+            }
         }
     }
-    false
+    true
 }

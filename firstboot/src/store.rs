@@ -9,6 +9,7 @@
 //! current -> store-<id>    symlink, swapped atomically
 //! store-<id>/manifest.json
 //! store-<id>/state.json
+//! store-<id>/signers.json  the signers a bundle pinned (when one did)
 //! store-<id>/secrets/<name>.age
 //! ```
 //! A store directory is written completely and made durable under a
@@ -81,11 +82,27 @@ impl State {
     }
 }
 
+/// The signers a signed bundle pinned (`build-image bundle --set-signers`):
+/// they replace the configuration's `signer` lines from then on, and are
+/// carried into every later store until another bundle sets a list. Kept
+/// in the store directory, so they change atomically with the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerList {
+    /// `sealed-signer1…` public keys.
+    pub signers: Vec<String>,
+    /// The bundle that set them (hex id).
+    pub set_by: String,
+}
+
+const SIGNERS_FILE: &str = "signers.json";
+
 /// How long a command waits for another sealed-firstboot to finish.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A handle on the store directory of a root.
 pub struct Store {
+    root: PathBuf,
     dir: PathBuf,
 }
 
@@ -94,13 +111,23 @@ pub struct Current {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub state: State,
+    /// The signers a bundle pinned, if one did.
+    pub signers: Option<SignerList>,
 }
 
 impl Store {
     pub fn new(root: &Path) -> Store {
         Store {
+            root: root.to_path_buf(),
             dir: root.join(STORE_DIR),
         }
+    }
+
+    /// With `--root`, the store directory must not lead out of the tree.
+    fn confined(&self) -> Result<(), StoreError> {
+        fsutil::in_root(&self.root, STORE_DIR)
+            .map(|_| ())
+            .map_err(io_err("opening the store".into()))
     }
 
     pub fn dir(&self) -> &Path {
@@ -116,6 +143,7 @@ impl Store {
         wait: std::time::Duration,
         on_wait: impl FnOnce(),
     ) -> Result<fsutil::Lock, StoreError> {
+        self.confined()?;
         fsutil::create_dir_all_mode(&self.dir, 0o700)
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
         let path = self.dir.join(".lock");
@@ -125,6 +153,7 @@ impl Store {
 
     /// The committed store, if any.
     pub fn current(&self) -> Result<Option<Current>, StoreError> {
+        self.confined()?;
         let link = self.dir.join(CURRENT);
         let target = match fs::read_link(&link) {
             Ok(t) => t,
@@ -138,27 +167,52 @@ impl Store {
                 StoreError::Damaged(format!("{} points outside the store", link.display()))
             })?;
         let dir = self.dir.join(name);
+        // Real directories, never links (which could lead out of a tree).
+        for d in [dir.clone(), dir.join("secrets")] {
+            if !fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                return Err(StoreError::Damaged(format!(
+                    "{} is not a directory",
+                    d.display()
+                )));
+            }
+        }
         let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
+        // The form only: where files may go is checked per secret at
+        // every unseal, with the device's configuration of the day.
         manifest
-            .validate()
+            .validate_shape()
             .map_err(|e| StoreError::Damaged(e.to_string()))?;
         let state: State = read_json(&dir.join("state.json"))?;
+        let signers_path = dir.join(SIGNERS_FILE);
+        let signers = match std::fs::symlink_metadata(&signers_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            _ => {
+                let list: SignerList = read_json(&signers_path)?;
+                crate::bundle::check_signers(&list.signers)
+                    .map_err(|e| StoreError::Damaged(format!("{}: {e}", signers_path.display())))?;
+                Some(list)
+            }
+        };
         Ok(Some(Current {
             dir,
             manifest,
             state,
+            signers,
         }))
     }
 
-    /// Reseal `values` to `recipient` into a new store and make it current.
-    /// Old stores are removed afterwards.
+    /// Reseal `values` to `recipient` into a new store, with `signers` (the
+    /// signer list a bundle set, if any), and make it current. Old stores
+    /// are removed afterwards.
     pub fn replace(
         &self,
         recipient: &age::x25519::Recipient,
         manifest: &Manifest,
         values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
         state: &State,
+        signers: Option<&SignerList>,
     ) -> Result<(), StoreError> {
+        self.confined()?;
         fsutil::create_dir_all_mode(&self.dir, 0o700)
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
         let final_name = format!("store-{}", state.bundle_id);
@@ -198,6 +252,9 @@ impl Store {
         fsutil::sync_dir(&secrets).map_err(io_err(format!("syncing {}", secrets.display())))?;
         write_json_new(&tmp.join("manifest.json"), manifest)?;
         write_json_new(&tmp.join("state.json"), state)?;
+        if let Some(list) = signers {
+            write_json_new(&tmp.join(SIGNERS_FILE), list)?;
+        }
         fsutil::sync_dir(&tmp).map_err(io_err(format!("syncing {}", tmp.display())))?;
         failpoint("store-before-rename");
         fs::rename(&tmp, &final_dir).map_err(io_err(format!("renaming {}", tmp.display())))?;
@@ -226,6 +283,7 @@ impl Store {
     /// Remove store directories that are not current, and leftover temp
     /// entries from an interrupted run.
     pub fn remove_stale(&self) -> Result<(), StoreError> {
+        self.confined()?;
         let current = self.current_name()?;
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,

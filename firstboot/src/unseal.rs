@@ -6,6 +6,7 @@
 //! The caller holds the device lock.
 
 use crate::bundle;
+use crate::config::{self, Config, ConfigError, IdentityMode};
 use crate::identity::{self, IdentityError, IdentitySource};
 use crate::runtime::{self, RuntimeError, SecretFile, UnsealOptions};
 use crate::store::{Current, Store, StoreError};
@@ -22,6 +23,8 @@ pub enum UnsealError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// What an unseal did.
@@ -44,6 +47,20 @@ pub struct UnsealOutcome {
 
 /// Unseal the current store of `root` into `ROOT/run/secrets`.
 pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, UnsealError> {
+    let config = config::load(root)?;
+    unseal_store_with(root, opts, &config)
+}
+
+/// [`unseal_store`] with an already loaded configuration. Each secret is
+/// checked again against where files may go on this device (its
+/// configuration may have changed since the store was written) and fails
+/// alone when it breaks the rule; everything unsealed together is bounded
+/// ([`bundle::limits::MAX_UNSEALED_BYTES`]) before a template is rendered.
+pub fn unseal_store_with(
+    root: &Path,
+    opts: &UnsealOptions,
+    config: &Config,
+) -> Result<UnsealOutcome, UnsealError> {
     let store = Store::new(root);
     let Some(current) = store.current()? else {
         return Ok(UnsealOutcome::default());
@@ -52,11 +69,22 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
         had_store: true,
         ..Default::default()
     };
-    let identity = store_identity(root, &current, &mut outcome.notes)?;
+    let identity = store_identity(root, &current, config.identity, &mut outcome.notes)?;
+    let paths = config.path_policy();
+    // Where the device does not let it go, a secret or template fails alone.
+    let allowed = |e: &bundle::SecretEntry, failed: &mut Vec<(String, String)>| {
+        let refusal = bundle::check_policy(e, &paths).err();
+        if let Some(err) = &refusal {
+            failed.push((e.name.clone(), err.reason.clone()));
+        }
+        refusal.is_none()
+    };
     let mut values: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
+    let mut total: u64 = 0;
     for entry in &current.manifest.secrets {
         match current.decrypt(&identity, entry) {
             Ok(v) => {
+                total = total.saturating_add(v.len() as u64);
                 values.insert(entry.name.clone(), v);
             }
             Err(e) => outcome.failed.push((entry.name.clone(), e.to_string())),
@@ -64,6 +92,9 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
     }
     let mut rendered = BTreeMap::new();
     for t in &current.manifest.templates {
+        if !allowed(t, &mut outcome.failed) {
+            continue;
+        }
         let text = match current.decrypt(&identity, t) {
             Ok(v) => v,
             Err(e) => {
@@ -83,13 +114,36 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
             ));
             continue;
         }
+        // Sized before anything is allocated for it (a template that does
+        // not parse fails in `render`, with its reason).
+        let size = bundle::rendered_len(&text, &values).unwrap_or(0);
+        if bundle::limits::MAX_UNSEALED_BYTES.saturating_sub(total) < size {
+            outcome.failed.push((
+                t.name.clone(),
+                format!(
+                    "the template renders to {size} bytes: with the other secrets, more than the {} one unseal writes",
+                    bundle::limits::MAX_UNSEALED_BYTES
+                ),
+            ));
+            continue;
+        }
         match bundle::render(&text, &values) {
             Ok(out) => {
+                total = total.saturating_add(out.len() as u64);
                 rendered.insert(t.name.clone(), out);
             }
             Err(e) => outcome.failed.push((t.name.clone(), e)),
         }
     }
+    // Secrets whose path the device does not allow (templates may still
+    // have used their values).
+    let mut refused = Vec::new();
+    for entry in &current.manifest.secrets {
+        if values.contains_key(&entry.name) && !allowed(entry, &mut outcome.failed) {
+            refused.push(entry.name.clone());
+        }
+    }
+    values.retain(|k, _| !refused.contains(k));
     let mut files: Vec<SecretFile<'_>> = Vec::new();
     for entry in &current.manifest.secrets {
         if let Some(v) = values.get(&entry.name) {
@@ -114,13 +168,17 @@ pub fn unseal_store(root: &Path, opts: &UnsealOptions) -> Result<UnsealOutcome, 
     Ok(outcome)
 }
 
-/// The identity that opens the store: the persisted one. A store written
-/// before identities were persisted has no recipient in its state and no
-/// identity file: it was sealed to the identity the SSH host key derives,
-/// which is then persisted (migration) once it is seen to open the store.
+/// The identity that opens the store: the persisted one. The identity the
+/// SSH host key derives is tried only when that one does not fit, and only
+/// in `identity = ssh-host-key` mode or for a store written before
+/// identities were persisted (no recipient in its state, no identity
+/// file): it was sealed to the host-key identity, which is then persisted
+/// (migration) once it is seen to open the store. A host key that cannot
+/// be read is no candidate.
 pub(crate) fn store_identity(
     root: &Path,
     current: &Current,
+    mode: IdentityMode,
     notes: &mut Vec<String>,
 ) -> Result<age::x25519::Identity, UnsealError> {
     let want = current.state.recipient.as_deref();
@@ -134,7 +192,13 @@ pub(crate) fn store_identity(
             return Ok(p.identity.clone());
         }
     }
-    if let Some(derived) = identity::ssh_derived(root)? {
+    let migrating = persisted.is_none() && want.is_none();
+    let derived = if mode == IdentityMode::SshHostKey || migrating {
+        identity::ssh_derived(root).ok().flatten()
+    } else {
+        None
+    };
+    if let Some(derived) = derived {
         if fits(&derived) {
             if persisted.is_none() {
                 identity::persist(root, derived.clone(), IdentitySource::MigratedSshHostKey)?;

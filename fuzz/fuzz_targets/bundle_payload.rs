@@ -1,12 +1,13 @@
 //! The decrypted payload: zstd → tar → manifest.json + secrets/NAME, with
-//! every limit checked before allocation. Never panics; what decodes
-//! validates.
+//! every limit checked before allocation, validated as a whole (paths,
+//! modes, templates rendered, what unseals together bounded). Never
+//! panics; what decodes validates.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sealed_firstboot::bundle::Contents;
+use sealed_firstboot::bundle::{Contents, PathPolicy};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(c) = Contents::decode(data) {
-        assert!(c.validate().is_ok() || c.manifest.partial);
+    if let Ok(c) = Contents::decode(data, &PathPolicy::strict()) {
+        assert!(c.validate(&PathPolicy::strict()).is_ok());
     }
 });

@@ -96,9 +96,31 @@ pub fn assert_left_nothing(dir: &Path, what: &str) {
     assert!(left.is_empty(), "{what} left {left:?}");
 }
 
+/// The signing key the tests sign with (committed, not a secret).
+pub fn test_signing_key() -> PathBuf {
+    workspace().join("tests/data/TEST-ONLY-signing.key")
+}
+
+/// The test signing key's public key (`sealed-signer1…`).
+pub fn test_signer() -> sealed_firstboot::bundle::Signer {
+    let text = std::fs::read(test_signing_key()).unwrap();
+    sealed_firstboot::bundle::SigningKey::from_file_text(&text)
+        .unwrap()
+        .signer()
+}
+
+/// `build-image`, not started yet, signing with the test key
+/// (`$SEALED_IMAGE_SIGNING_KEY_FILE`) unless the test says otherwise.
+pub fn build_image_cmd() -> Command {
+    let mut c = Command::new(bin("build-image"));
+    c.env_remove("SEALED_IMAGE_SIGNING_KEY")
+        .env("SEALED_IMAGE_SIGNING_KEY_FILE", test_signing_key());
+    c
+}
+
 /// `build-image build RECIPE --out OUT`, not started yet.
 pub fn build_cmd(recipe: &Path, out: &Path) -> Command {
-    let mut c = Command::new(bin("build-image"));
+    let mut c = build_image_cmd();
     c.arg("build").arg(recipe).arg("--out").arg(out);
     c
 }

@@ -283,7 +283,7 @@ fn nothing_printed_or_written_contains_a_secret() {
     let t = &mut b.transcript;
     // Also `check`: `check` prints the table, never values.
     let check = t.run(
-        Command::new(bin("build-image"))
+        build_image_cmd()
             .arg("check")
             .arg(b.recipe_dir.join("recipe.toml"))
             .env("DEMO_MOTD", ENV_MARKER),

@@ -5,7 +5,7 @@
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const HEAD: &str = "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"boot\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n";
 
@@ -15,7 +15,7 @@ fn build(dir: &Path, recipe: &str) -> Output {
     std::fs::write(dir.join("recipe.toml"), format!("{HEAD}{recipe}")).unwrap();
     std::fs::write(dir.join("devices.toml"), "[[device]]\nname = \"dev1\"\n").unwrap();
     let _ = std::fs::remove_dir_all(dir.join("out"));
-    Command::new(bin("build-image"))
+    build_image_cmd()
         .arg("build")
         .arg(dir.join("recipe.toml"))
         .arg("--devices")
@@ -29,7 +29,7 @@ fn build(dir: &Path, recipe: &str) -> Output {
 
 /// `build-image check` of the recipe [`build`] wrote in `dir`.
 fn check(dir: &Path) -> Output {
-    Command::new(bin("build-image"))
+    build_image_cmd()
         .arg("check")
         .arg(dir.join("recipe.toml"))
         .output()

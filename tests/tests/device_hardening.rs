@@ -10,7 +10,7 @@ use sealed_image_tests::device::{
     assert_no_marker, contents, contents_owned, map, test_host_key, DeviceTree as Device,
 };
 use sealed_image_tests::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const OLD: &[(&str, &str)] = &[("wifi", "MARKER-old-wifi"), ("token", "MARKER-old-token")];
@@ -84,7 +84,7 @@ fn stores_from_the_earlier_code_are_migrated() {
         identity: None,
     };
     Store::new(&d.root)
-        .replace(&derived.to_public(), &c.manifest, &c.values, &state)
+        .replace(&derived.to_public(), &c.manifest, &c.values, &state, None)
         .unwrap();
     // The earlier state.json had exactly these fields.
     let state_file = d.root.join("var/lib/sealed-secrets/current/state.json");
@@ -105,11 +105,13 @@ fn stores_from_the_earlier_code_are_migrated() {
     assert_eq!(d.ok("pubkey"), derived.to_public().to_string());
 }
 
-/// A controller sealed to the recipient that `ssh-keyscan` output derives,
-/// but the device uses a generated identity: the bundle opens with the
-/// host-key identity, and the store is sealed to the persisted one.
+/// The SSH host key's public half is anyone's (`ssh-keyscan`): in the
+/// default `generated` mode, a bundle sealed to the identity it derives is
+/// not opened (whoever may run `apply` would otherwise be root). Only in
+/// `identity = ssh-host-key` mode is that identity a candidate, after the
+/// persisted one.
 #[test]
-fn recipient_bundles_open_with_the_host_key_identity_too() {
+fn recipient_bundles_sealed_to_the_host_key_open_only_in_ssh_host_key_mode() {
     let d = Device::new();
     d.install_host_key(&test_host_key());
     let generated = d.ok("pubkey");
@@ -118,12 +120,54 @@ fn recipient_bundles_open_with_the_host_key_identity_too() {
         .unwrap()
         .to_public();
     assert_ne!(generated, derived.to_string());
-    d.run_sealed_to(&derived, NEW, 5);
-    assert_eq!(d.state().recipient.as_deref(), Some(generated.as_str()));
-    assert!(!d.boot().exists());
-    // Sealed to the persisted identity works as well.
+    let seal_to = |r: &age::x25519::Recipient, secrets, version| {
+        sealed_firstboot::bundle::seal_with(
+            sealed_firstboot::bundle::SealTo::Recipient(r),
+            &contents(secrets),
+            version,
+        )
+        .unwrap()
+    };
+    d.place(&seal_to(&derived, NEW, 5), None);
+    let e = d.fails("run", 1);
+    assert!(e.contains("wrong image key"), "{e}");
+    assert!(d.boot().join("bundle").exists(), "a refused bundle is kept");
+    assert!(Store::new(&d.root).current().unwrap().is_none());
+    // Sealed to the persisted identity, it opens.
     let persisted: age::x25519::Recipient = generated.parse().unwrap();
     d.run_sealed_to(&persisted, OLD, 6);
+
+    // In ssh-host-key mode the derived identity is tried after the
+    // persisted one; the store stays sealed to the persisted one.
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = ssh-host-key\n",
+    )
+    .unwrap();
+    d.run_sealed_to(&derived, NEW, 7);
+    assert_eq!(d.state().recipient.as_deref(), Some(generated.as_str()));
+}
+
+/// A host key that cannot be read (a link, a directory) is no candidate,
+/// not an error: bundles sealed to the persisted identity still open, in
+/// either mode, and the store still unseals.
+#[test]
+fn an_unreadable_host_key_blocks_nothing() {
+    for conf in ["", "identity = ssh-host-key\n"] {
+        let d = Device::new();
+        d.install_host_key(&test_host_key());
+        let generated: age::x25519::Recipient = d.ok("pubkey").parse().unwrap();
+        std::fs::write(d.root.join("etc/sealed-firstboot.conf"), conf).unwrap();
+        let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(test_host_key(), &key).unwrap();
+        d.run_sealed_to(&generated, OLD, 5);
+        std::fs::remove_file(&key).unwrap();
+        std::fs::create_dir(&key).unwrap();
+        d.run_sealed_to(&generated, NEW, 6);
+        d.ok("unseal");
+        assert_eq!(d.live(), map(NEW), "{conf}");
+    }
 }
 
 /// Many sealed-firstboot processes at once on one root: provision, pubkey,
@@ -369,7 +413,7 @@ fn rotation_works_with_a_pinned_source_date_epoch() {
     for (i, value) in ["MARKER-first", "MARKER-second"].iter().enumerate() {
         std::fs::write(tmp.path().join("token.txt"), value).unwrap();
         let out_dir = tmp.path().join(format!("out{i}"));
-        let out = Command::new(bin("build-image"))
+        let out = build_image_cmd()
             .arg("build")
             .arg(&recipe)
             .arg("--devices")

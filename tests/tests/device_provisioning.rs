@@ -7,7 +7,6 @@ use sealed_image_tests::device::{
     contents, host_key_identity, map, test_host_key, DeviceTree as Device,
 };
 use sealed_image_tests::*;
-use std::process::Command;
 
 const OLD: &[(&str, &str)] = &[("wifi", "old-wifi"), ("token", "old-token")];
 const NEW: &[(&str, &str)] = &[("wifi", "new-wifi"), ("api", "new-api")];
@@ -209,7 +208,7 @@ fn build_side_recipient_from_ssh_pubkey_matches_the_device() {
             .join(" ")
     );
     let build_side = output_with_stdin(
-        Command::new(bin("build-image")).args(["pubkey", "--ssh-pubkey", "-"]),
+        build_image_cmd().args(["pubkey", "--ssh-pubkey", "-"]),
         keyscan.as_bytes(),
     );
     assert!(build_side.status.success());

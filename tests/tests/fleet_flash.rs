@@ -60,13 +60,12 @@ fn flash_a_base_image_with_one_devices_bundle() {
         "name,api_token\nkiosk-001,MARKER-one\nkiosk-002,MARKER-two\n",
     )
     .unwrap();
-    let b = bin("build-image");
-    ok(Command::new(&b)
+    ok(build_image_cmd()
         .arg("build")
         .arg(d.join("recipe.toml"))
         .args(["--no-zst", "--out"])
         .arg(d.join("base")));
-    ok(Command::new(&b)
+    ok(build_image_cmd()
         .arg("build")
         .arg(d.join("recipe.toml"))
         .arg("--devices")
@@ -79,7 +78,7 @@ fn flash_a_base_image_with_one_devices_bundle() {
     // Another device's key with this device's bundle: refused before
     // anything is written.
     let target = d.join("sd.img");
-    let out = run(Command::new(&b)
+    let out = run(build_image_cmd()
         .arg("flash")
         .arg(&image)
         .arg(&target)
@@ -91,7 +90,7 @@ fn flash_a_base_image_with_one_devices_bundle() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the one the bundle is sealed to"));
     assert!(!target.exists(), "nothing may be written");
 
-    let out = ok(Command::new(&b)
+    let out = ok(build_image_cmd()
         .arg("flash")
         .arg(&image)
         .arg(&target)

@@ -26,22 +26,45 @@ fn is_seed(p: &Path) -> bool {
 #[test]
 fn bundle_inputs() {
     let key = ImageKey::from_bytes(&[7u8; 32]);
-    let mut opened = 0;
+    let signing = bundle::SigningKey::from_file_text(
+        format!("SEALED-SIGNING-KEY-1:{}", "09".repeat(32)).as_bytes(),
+    )
+    .unwrap();
+    let pinned = bundle::Policy {
+        signers: vec![signing.signer()],
+        paths: bundle::PathPolicy::strict(),
+    };
+    let (mut opened, mut signed) = (0, 0);
     for p in inputs("bundle_open") {
         let data = std::fs::read(&p).unwrap();
         let _ = bundle::Header::parse(&data);
         if bundle::open(&data, &key).is_ok() {
             opened += 1;
         }
+        if bundle::open_with(&data, bundle::OpenWith::ImageKey(&key), &pinned).is_ok() {
+            signed += 1;
+        }
         let _ = ImageKey::from_file_text(&data);
+        let _ = bundle::SigningKey::from_file_text(&data);
     }
     assert!(
-        opened >= 1,
-        "the sealed seed bundle must open with the seed key"
+        opened >= 2,
+        "the sealed seed bundles must open with the seed key"
     );
+    assert_eq!(
+        signed, 1,
+        "the signed seed bundle must open with its signer pinned"
+    );
+    for p in inputs("device_config") {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let r = sealed_firstboot::config::parse(&text);
+        if is_seed(&p) {
+            assert!(r.is_ok(), "{}: {:?}", p.display(), r.err());
+        }
+    }
     for p in inputs("bundle_payload") {
         let data = std::fs::read(&p).unwrap();
-        let r = Contents::decode(&data);
+        let r = Contents::decode(&data, &bundle::PathPolicy::strict());
         if is_seed(&p) {
             assert!(r.is_ok(), "{}: {:?}", p.display(), r.err());
         }
@@ -75,10 +98,7 @@ fn image_and_bmap_inputs() {
     // build-image with `args`: whatever `p` holds, it exits, never killed
     // by a signal.
     let run = |p: &Path, args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(bin("build-image"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = build_image_cmd().args(args).output().unwrap();
         assert!(
             out.status.code().is_some(),
             "{}: killed by a signal",
@@ -124,7 +144,7 @@ fn build_image_parse_recipe(text: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("recipe.toml");
     std::fs::write(&p, text).unwrap();
-    let out = std::process::Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .arg("check")
         .arg(&p)
         .arg("--json")
@@ -148,7 +168,7 @@ fn devices_parse(kind: u8, text: &str) -> bool {
         "[image]\nname = \"r\"\n\n[[partition]]\nlabel = \"b\"\ntype = \"fat\"\nsize = \"8MiB\"\nsecrets = true\n\n[secrets.api_token]\ntype = \"single-line\"\nrequired = false\n\n[secrets.wifi_psk]\ntype = \"single-line\"\nrequired = false\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .args([
             "build",
             "recipe.toml",

@@ -27,7 +27,7 @@ fn project(secrets: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn build_image(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("build-image"))
+    build_image_cmd()
         .args(args)
         .current_dir(dir)
         .output()
@@ -419,7 +419,7 @@ fn outputs_are_committed_as_a_set() {
         "--no-zst",
         "--force",
     ];
-    let out = Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .args(forced)
         .env("BUILD_IMAGE_FAILPOINT", "before-commit")
         .current_dir(d)

@@ -5,7 +5,6 @@
 use sealed_image_tests::pi::{self, BOOT_SECTORS, BOOT_START, ROOT_OFF, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const MARKER: &str = "MARKER-inject-5f0c-psk";
 
@@ -30,7 +29,7 @@ fn raspios_like(dir: &Path) -> PathBuf {
 }
 
 fn inject(args: &[&str], env_psk: &str) -> std::process::Output {
-    Command::new(bin("build-image"))
+    build_image_cmd()
         .arg("inject")
         .args(args)
         .arg("--recipe")
@@ -300,6 +299,25 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         let boot = root.join("boot/efi/sealed-secrets");
         device_tree(&root, &[]);
         copy_sealed_out(&img, esp, &["bundle"], &boot);
+        // Each device's bundle is signed, and the base image pins the signer.
+        let header =
+            sealed_firstboot::bundle::Header::parse(&std::fs::read(boot.join("bundle")).unwrap())
+                .unwrap();
+        assert_eq!(header.signer, Some(test_signer()), "{dev}");
+        let root_off = parts[1]["start"].as_u64().unwrap() * 512;
+        let conf = run_ok(
+            "debugfs",
+            &[
+                "-R",
+                "cat /etc/sealed-firstboot.conf",
+                &format!("{}?offset={root_off}", img.display()),
+            ],
+        );
+        assert!(
+            stdout(&conf).contains(&format!("signer = {}", test_signer())),
+            "{dev}: {}",
+            stdout(&conf)
+        );
         // Another device's key is refused.
         let other = if dev == "kiosk-001" {
             "kiosk-002"
@@ -404,7 +422,7 @@ fn flash_writes_the_image_and_key_and_refuses_the_system_disk() {
         return;
     };
     let out = tmp.path().join("out");
-    let r = Command::new(bin("build-image"))
+    let r = build_image_cmd()
         .args(["build", "-q"])
         .arg(workspace().join("image-recipes/demo/recipe.toml"))
         .arg("--out")
@@ -526,10 +544,11 @@ fn inject_output_format_stale_key_and_read_only_input() {
     let mut cmd = if is_root && require_tool_from("setpriv", "util-linux") {
         let mut c = command("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .env("SEALED_IMAGE_SIGNING_KEY_FILE", test_signing_key())
             .arg(bin("build-image"));
         c
     } else {
-        Command::new(bin("build-image"))
+        build_image_cmd()
     };
     let target_dir_ok = std::fs::metadata(bin("build-image")).is_ok();
     assert!(target_dir_ok);

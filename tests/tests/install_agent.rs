@@ -6,7 +6,7 @@
 use sealed_image_tests::pi::{self, BOOT_START, ROOT_OFF, ROOT_START, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const UNIT_LINK: &str = "/etc/systemd/system/sysinit.target.wants/sealed-firstboot.service";
 
@@ -70,7 +70,7 @@ fn stock_image() -> Option<(tempfile::TempDir, PathBuf, Vec<u8>)> {
 }
 
 fn build_image(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin("build-image"));
+    let mut cmd = build_image_cmd();
     cmd.args(args).env("WIFI_PSK", "psk-value-not-checked-here");
     for (k, v) in env {
         cmd.env(k, v);
@@ -244,7 +244,15 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
     );
     assert_eq!(report["agent"]["boot_dir"], "/boot/firmware");
     let conf = String::from_utf8(cat(&img, "/etc/sealed-firstboot.conf")).unwrap();
-    assert_eq!(conf, "identity = ssh-host-key\nboot_dir = /boot/firmware\n");
+    // Its settings are kept, the boot directory set, the signer pinned.
+    assert_eq!(
+        conf,
+        format!(
+            "identity = ssh-host-key\nboot_dir = /boot/firmware\n\
+             # Only bundles signed by one of these keys are applied:\nsigner = {}\n",
+            test_signer()
+        )
+    );
 
     // No fstab line for bootfs: a clear error naming --boot-dir, the
     // image untouched; with --boot-dir it works.

@@ -1,9 +1,11 @@
 //! Rotation on deployed devices: `build-image bundle` seals update bundles
 //! (to a recipient, an SSH host key, per device of a fleet, or under an
 //! image key; full or partial), `sealed-firstboot apply FILE|-` applies them
-//! with the provisioning rules, restarts what uses a changed secret
-//! (checked through a fake `systemctl` on PATH), and `status --json`
-//! reports back. Values never appear in any output.
+//! with the provisioning rules, restarts what uses a changed secret, and
+//! `status --json` reports back. Values never appear in any output. The
+//! device is a tree (`--root`): its units are not this machine's, so
+//! `apply` runs no `systemctl` (a stand-in on PATH records any call, and
+//! none may come) and says what it would run on the device.
 
 use sealed_image_tests::device::{assert_no_marker, host_key_identity, test_host_key};
 use sealed_image_tests::*;
@@ -44,6 +46,8 @@ struct Setup {
     root: PathBuf,
     log: PathBuf,
     fakebin: PathBuf,
+    /// What sealed-firstboot printed since the last [`Setup::calls`].
+    said: std::cell::RefCell<String>,
 }
 
 impl Setup {
@@ -75,6 +79,7 @@ impl Setup {
             root,
             log,
             fakebin,
+            said: Default::default(),
         }
     }
 
@@ -86,7 +91,7 @@ impl Setup {
     }
 
     fn bundle(&self, args: &[&str]) -> Output {
-        let out = Command::new(bin("build-image"))
+        let out = build_image_cmd()
             .arg("bundle")
             .arg(self.dir.join("recipe.toml"))
             .args(args)
@@ -107,6 +112,9 @@ impl Setup {
             None => c.stdin(Stdio::null()).output().unwrap(),
         };
         assert_no_marker(&out);
+        self.said
+            .borrow_mut()
+            .push_str(&String::from_utf8_lossy(&out.stderr));
         out
     }
 
@@ -126,11 +134,18 @@ impl Setup {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
-    /// The systemctl calls since the last look.
+    /// The systemctl calls `apply` would have made on the device since
+    /// the last look (its arguments, as it prints them). The stand-in
+    /// `systemctl` on PATH must never have been run: with `--root` the
+    /// units are the tree's, and restarting this machine's is the bug.
     fn calls(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.log);
-        text.lines().map(str::to_owned).collect()
+        let ran = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(ran.is_empty(), "systemctl ran on this machine: {ran}");
+        let said = std::mem::take(&mut *self.said.borrow_mut());
+        said.lines()
+            .filter_map(|l| l.split_once("on the device it would run: systemctl "))
+            .map(|(_, call)| call.to_owned())
+            .collect()
     }
 
     fn pubkey(&self) -> String {

@@ -4,7 +4,6 @@
 
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn write_recipe(dir: &Path, secrets: &str) -> PathBuf {
     let p = dir.join("recipe.toml");
@@ -13,7 +12,7 @@ fn write_recipe(dir: &Path, secrets: &str) -> PathBuf {
 }
 
 fn build(recipe: &Path, out: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(bin("build-image"));
+    let mut c = build_image_cmd();
     c.arg("build")
         .arg(recipe)
         .arg("--out")
@@ -172,7 +171,7 @@ type = "single-line"
 required = false
 "#,
     );
-    let out = Command::new(bin("build-image"))
+    let out = build_image_cmd()
         .arg("check")
         .arg(&recipe)
         .env("present", "value-MARKER")
@@ -193,7 +192,7 @@ required = false
     );
     assert_eq!(table.matches('✓').count(), 1, "{table}");
     assert_eq!(table.matches('✗').count(), 3, "{table}");
-    let json = Command::new(bin("build-image"))
+    let json = build_image_cmd()
         .arg("check")
         .arg(&recipe)
         .arg("--json")

@@ -54,7 +54,7 @@ fn cmd(f: &Fixture, args: &[&str]) -> Command {
 
 /// [`cmd`] without any identity.
 fn anon(f: &Fixture, args: &[&str]) -> Command {
-    let mut c = Command::new(bin("build-image"));
+    let mut c = build_image_cmd();
     c.arg("store")
         .arg("--store")
         .arg(&f.store)
@@ -690,7 +690,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     let recipe = f.dir.join("recipe.toml");
     std::fs::write(&recipe, format!("{ESP_ONLY}{WIFI_FROM_STORE}")).unwrap();
     let check = |t: &mut Transcript, extra: &[&str]| {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.arg("check").arg(&recipe).args(extra);
         t.run(&mut c)
     };
@@ -721,7 +721,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     }
     let identity = std::fs::read_to_string(&f.key).unwrap();
     let build = |t: &mut Transcript, extra: &[&str], out: &Path, id: Option<&str>| {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.arg("build")
             .arg(&recipe)
             .arg("--out")
@@ -792,7 +792,7 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
     }
     // Update bundles for deployed devices resolve the same way.
     let upd = f.dir.join("upd");
-    let mut c = Command::new(bin("build-image"));
+    let mut c = build_image_cmd();
     c.arg("bundle")
         .arg(&recipe)
         .arg("--devices")
@@ -861,7 +861,7 @@ fn the_demo_store_flow_from_the_readme() {
     );
     let mut t = Transcript::default();
     let run = |t: &mut Transcript, args: &[&str]| {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.args(args)
             .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &key)
             .env_remove("SEALED_IMAGE_STORE_IDENTITY")

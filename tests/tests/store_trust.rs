@@ -86,7 +86,7 @@ impl St {
 
     /// `build-image store --store S [--identity K] ARGS` with `input` on stdin.
     fn cmd(&self, identity: Option<&Path>, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.arg("store").arg("--store").arg(&self.store);
         if let Some(k) = identity {
             c.arg("--identity").arg(k);
@@ -946,7 +946,7 @@ source = {{ store = "WIFI_PSK" }}
         std::env::var("PATH").unwrap_or_default()
     );
     for cmd in ["check", "build"] {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.arg(cmd).arg(&recipe);
         if cmd == "build" {
             c.arg("--out").arg(st.dir.join("out")).arg("--no-zst");
@@ -1001,7 +1001,7 @@ fn small_order_recipients_get_a_clear_error() {
     let st = store();
     let fresh = st.dir.join("fresh");
     for bad in [zero, ssh_zero] {
-        let mut c = Command::new(bin("build-image"));
+        let mut c = build_image_cmd();
         c.args(["store", "--store"])
             .arg(&fresh)
             .args(["init", "--recipient", bad]);
@@ -1083,7 +1083,7 @@ fn small_order_recipients_get_a_clear_error() {
         vec!["bundle", r, "--out", &out, "--devices", d],
         vec!["build", r, "--out", &out, "--devices", d, "--bundles-only"],
     ] {
-        let o = Command::new(bin("build-image"))
+        let o = build_image_cmd()
             .args(&args)
             .env("A_VALUE", "v")
             .output()
@@ -1419,7 +1419,7 @@ fn a_command_source_cannot_read_the_builders_environment_from_proc() {
             .arg(bin("build-image"));
         c
     } else {
-        Command::new(bin("build-image"))
+        build_image_cmd()
     };
     let o = c
         .arg("check")

@@ -34,7 +34,7 @@ source = {{ env = "ESC_MULTI" }}
 }
 
 fn bundle(dir: &Path) -> std::process::Output {
-    Command::new(bin("build-image"))
+    build_image_cmd()
         .args(["bundle", "recipe.toml", "--out", "out"])
         .current_dir(dir)
         .env("ESC_PSK", HOSTILE)

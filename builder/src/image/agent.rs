@@ -4,6 +4,9 @@
 //! for the boot partition's mount, and `/etc/sealed-firstboot.conf` naming
 //! that mount point.
 //!
+//! [`configure`] writes only the configuration (the signers an image
+//! pins, the paths it allows), for `build` without the agent.
+//!
 //! Like the rest of the builder it needs no root, loop device or mount:
 //! `debugfs -w` edits the filesystem at the partition's offset. Only the
 //! files named in [`INSTALLED`] (and directories missing on their way)
@@ -132,6 +135,8 @@ pub enum AgentError {
     BadBootDir(String),
     #[error("the image's {CONFIG_PATH} is invalid (line {line}: {reason}); fix or remove it")]
     BadConfig { line: usize, reason: String },
+    #[error("the image's {CONFIG_PATH} pins signers, so its device would refuse this unsigned bundle; sign it (drop --unsigned), or remove the signer lines")]
+    PinnedButUnsigned,
     #[error("{path} in the image is a directory; refusing to replace it")]
     IsDirectory { path: &'static str },
     #[error("{path} in the image is a symbolic link or a special file; make it a regular file or remove it")]
@@ -159,6 +164,30 @@ pub struct AgentRequest {
     pub root: Option<BootSelector>,
 }
 
+/// What the image's `/etc/sealed-firstboot.conf` must say besides
+/// `boot_dir`: the signers it pins (replacing any `signer` lines it has;
+/// none for an unsigned build) and the `/run` prefixes it allows (added
+/// to any it has).
+#[derive(Clone, Debug, Default)]
+pub struct DeviceConfig {
+    pub signers: Vec<sealed_firstboot::bundle::Signer>,
+    pub allow_paths: Vec<String>,
+}
+
+impl DeviceConfig {
+    fn is_empty(&self) -> bool {
+        self.signers.is_empty() && self.allow_paths.is_empty()
+    }
+}
+
+/// What [`configure`] wrote, for the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConfigReport {
+    pub root_partition: u32,
+    /// Whether the file changed (false: it already said all this).
+    pub changed: bool,
+}
+
 /// What was installed, for the report.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AgentReport {
@@ -176,6 +205,7 @@ pub fn install(
     info: &DiskInfo,
     boot: &PartInfo,
     req: &AgentRequest,
+    device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
@@ -204,7 +234,68 @@ pub fn install(
         None => boot_dir_of(image, &root, boot)?,
     };
     let boot_dir = check_boot_dir(&boot_dir)?;
-    let existing_config = match stat(image, root.start, CONFIG_PATH)? {
+    let existing_config = read_config(image, &root)?;
+    let config = config_text(existing_config.as_deref(), Some(&boot_dir), device)?;
+    let dropin = format!(
+        "# Written by build-image: provision once the boot partition is mounted.\n\
+         [Unit]\nRequiresMountsFor={boot_dir}\n"
+    );
+
+    let wanted: [(&'static str, Want); 5] = [
+        (BINARY_PATH, Want::File(&agent_bytes, 0o755)),
+        (UNIT_PATH, Want::File(UNIT_TEXT.as_bytes(), 0o644)),
+        (DROPIN_PATH, Want::File(dropin.as_bytes(), 0o644)),
+        (WANTS_LINK, Want::Link(UNIT_PATH)),
+        (CONFIG_PATH, Want::File(config.as_bytes(), 0o644)),
+    ];
+    let changed = write_wanted(image, &root, &wanted, scratch, epoch)?;
+    Ok(AgentReport {
+        arch,
+        binary,
+        root_partition: root.index,
+        boot_dir,
+        changed,
+    })
+}
+
+/// Write what `device` says into the image's `/etc/sealed-firstboot.conf`
+/// (keeping its other settings), for an image whose agent is not
+/// installed by build-image. `Ok(None)` when there is nothing to say, or
+/// no ext root filesystem to say it in (the caller warns).
+#[allow(clippy::too_many_arguments)]
+pub fn configure(
+    image: &Path,
+    info: &DiskInfo,
+    boot: &PartInfo,
+    root_sel: Option<&BootSelector>,
+    device: &DeviceConfig,
+    scratch: &Path,
+    epoch: Option<u64>,
+) -> Result<Option<ConfigReport>, AgentError> {
+    if device.is_empty() {
+        return Ok(None);
+    }
+    let root = match find_root(info, boot, root_sel) {
+        Ok(r) => r,
+        Err(AgentError::NoRoot(_) | AgentError::NotExt(..)) if root_sel.is_none() => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let existing = read_config(image, &root)?;
+    let config = config_text(existing.as_deref(), None, device)?;
+    let wanted = [(CONFIG_PATH, Want::File(config.as_bytes(), 0o644))];
+    let changed = write_wanted(image, &root, &wanted, scratch, epoch)?;
+    Ok(Some(ConfigReport {
+        root_partition: root.index,
+        changed: !changed.is_empty(),
+    }))
+}
+
+/// The image's `/etc/sealed-firstboot.conf`, if it has one (a regular
+/// file of at most the device's limit).
+fn read_config(image: &Path, root: &PartInfo) -> Result<Option<Vec<u8>>, AgentError> {
+    Ok(match stat(image, root.start, CONFIG_PATH)? {
         Some(s) if s.kind == Kind::File && s.size > MAX_CONFIG_BYTES => {
             return Err(AgentError::TooLarge {
                 path: CONFIG_PATH.into(),
@@ -220,20 +311,18 @@ pub fn install(
         // file: its settings cannot be kept, so nothing is replaced.
         Some(_) => return Err(AgentError::NotRegular { path: CONFIG_PATH }),
         None => None,
-    };
-    let config = config_text(existing_config.as_deref(), &boot_dir)?;
-    let dropin = format!(
-        "# Written by build-image: provision once the boot partition is mounted.\n\
-         [Unit]\nRequiresMountsFor={boot_dir}\n"
-    );
+    })
+}
 
-    let wanted: [(&'static str, Want); 5] = [
-        (BINARY_PATH, Want::File(&agent_bytes, 0o755)),
-        (UNIT_PATH, Want::File(UNIT_TEXT.as_bytes(), 0o644)),
-        (DROPIN_PATH, Want::File(dropin.as_bytes(), 0o644)),
-        (WANTS_LINK, Want::Link(UNIT_PATH)),
-        (CONFIG_PATH, Want::File(config.as_bytes(), 0o644)),
-    ];
+/// Write each wanted path that is not already as wanted (one debugfs
+/// session); returns the paths written.
+fn write_wanted(
+    image: &Path,
+    root: &PartInfo,
+    wanted: &[(&'static str, Want<'_>)],
+    scratch: &Path,
+    epoch: Option<u64>,
+) -> Result<Vec<String>, AgentError> {
     let staged = tempfile::Builder::new()
         .prefix(".build-image-agent-")
         .tempdir_in(scratch)
@@ -281,13 +370,7 @@ pub fn install(
     if !script.is_empty() {
         debugfs_write(image, root.start, &script, staged.path(), epoch)?;
     }
-    Ok(AgentReport {
-        arch,
-        binary,
-        root_partition: root.index,
-        boot_dir,
-        changed,
-    })
+    Ok(changed)
 }
 
 /// Install into an image just assembled, whose boot partition is number
@@ -297,12 +380,31 @@ pub fn install_built(
     image: &Path,
     boot_index: u32,
     req: &AgentRequest,
+    device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
     let info = super::read_table(image)?;
     let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
-    install(image, &info, &boot, req, scratch, epoch)
+    install(image, &info, &boot, req, device, scratch, epoch)
+}
+
+/// [`configure`] an image just assembled, whose boot partition is number
+/// `boot_index`.
+pub fn configure_built(
+    image: &Path,
+    boot_index: u32,
+    root_sel: Option<&BootSelector>,
+    device: &DeviceConfig,
+    scratch: &Path,
+    epoch: Option<u64>,
+) -> Result<Option<ConfigReport>, AgentError> {
+    if device.is_empty() {
+        return Ok(None);
+    }
+    let info = super::read_table(image)?;
+    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    configure(image, &info, &boot, root_sel, device, scratch, epoch)
 }
 
 enum Want<'a> {
@@ -702,39 +804,77 @@ fn check_boot_dir(dir: &str) -> Result<String, AgentError> {
     Ok(dir.trim_end_matches('/').to_string())
 }
 
-/// The configuration file: the image's own with `boot_dir` set, or a new one.
-fn config_text(existing: Option<&[u8]>, boot_dir: &str) -> Result<String, AgentError> {
-    let setting = format!("boot_dir = {boot_dir}");
-    let Some(existing) = existing else {
-        return Ok(format!(
-            "# sealed-firstboot configuration (written by build-image --install-agent)\n\
-             # Where the boot partition holding sealed-secrets/ is mounted:\n{setting}\n"
-        ));
-    };
-    let text = String::from_utf8_lossy(existing);
-    sealed_firstboot::config::parse(&text)
+/// The configuration file: the image's own (its other settings kept) with
+/// `boot_dir` set (when given), its `signer` lines replaced by the pinned
+/// signers and the allowed paths added, or a new one.
+fn config_text(
+    existing: Option<&[u8]>,
+    boot_dir: Option<&str>,
+    device: &DeviceConfig,
+) -> Result<String, AgentError> {
+    let text = existing
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .unwrap_or_default();
+    let parsed = sealed_firstboot::config::parse(&text)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })?;
+    if device.signers.is_empty() && !parsed.signers.is_empty() {
+        return Err(AgentError::PinnedButUnsigned);
+    }
+    let signer_lines: String = device
+        .signers
+        .iter()
+        .map(|s| format!("signer = {s}\n"))
+        .collect();
     let mut out = String::new();
-    let mut set = false;
+    if existing.is_none() {
+        out.push_str("# sealed-firstboot configuration (written by build-image)\n");
+    }
+    let (mut boot_set, mut signers_set) = (false, false);
     for l in text.lines() {
-        let key = l.split('#').next().unwrap_or_default();
-        if key
+        let key = l
+            .split('#')
+            .next()
+            .unwrap_or_default()
             .split_once('=')
-            .is_some_and(|(k, _)| k.trim() == "boot_dir")
-        {
-            if !set {
-                out.push_str(&setting);
-                out.push('\n');
-                set = true;
+            .map(|(k, _)| k.trim());
+        match (key, boot_dir) {
+            (Some("boot_dir"), Some(dir)) => {
+                if !std::mem::replace(&mut boot_set, true) {
+                    out.push_str(&format!("boot_dir = {dir}\n"));
+                }
+                continue;
             }
-            continue;
+            (Some("signer"), _) if !device.signers.is_empty() => {
+                if !std::mem::replace(&mut signers_set, true) {
+                    out.push_str(&signer_lines);
+                }
+                continue;
+            }
+            _ => {}
         }
         out.push_str(l);
         out.push('\n');
     }
-    if !set {
-        out.push_str(&setting);
-        out.push('\n');
+    if let (Some(dir), false) = (boot_dir, boot_set) {
+        out.push_str("# Where the boot partition holding sealed-secrets/ is mounted:\n");
+        out.push_str(&format!("boot_dir = {dir}\n"));
+    }
+    if !device.signers.is_empty() && !signers_set {
+        out.push_str("# Only bundles signed by one of these keys are applied:\n");
+        out.push_str(&signer_lines);
+    }
+    let missing: Vec<&String> = device
+        .allow_paths
+        .iter()
+        .filter(|p| !parsed.allow_paths.contains(p))
+        .collect();
+    if !missing.is_empty() {
+        out.push_str(
+            "# /run prefixes bundles may write to although the default rule refuses them:\n",
+        );
+        for p in missing {
+            out.push_str(&format!("allow_path = {p}\n"));
+        }
     }
     Ok(out)
 }
@@ -813,6 +953,8 @@ mod tests {
 
     #[test]
     fn config_keeps_other_settings_and_sets_boot_dir_once() {
+        let none = DeviceConfig::default();
+        let config_text = |e, b: &str| super::config_text(e, Some(b), &none);
         let new = config_text(None, "/boot/firmware").unwrap();
         assert_eq!(
             sealed_firstboot::config::parse(&new).unwrap().boot_dir,
@@ -832,6 +974,43 @@ mod tests {
         assert!(matches!(
             config_text(Some(b"colour = blue\n"), "/boot"),
             Err(AgentError::BadConfig { line: 1, .. })
+        ));
+    }
+
+    /// The signers replace the image's own signer lines (in place, so a
+    /// second run changes nothing), allowed paths are added, and an
+    /// unsigned build is refused for an image that pins signers.
+    #[test]
+    fn config_pins_the_build_signers() {
+        use sealed_firstboot::bundle::SigningKey;
+        let (a, b) = (
+            SigningKey::generate().signer(),
+            SigningKey::generate().signer(),
+        );
+        let pins = DeviceConfig {
+            signers: vec![a, b],
+            allow_paths: vec!["/run/systemd/network".into()],
+        };
+        let old = SigningKey::generate().signer();
+        let mine = format!("boot_dir = /boot\nsigner = {old}\nidentity = generated\n");
+        let text = config_text(Some(mine.as_bytes()), None, &pins).unwrap();
+        let parsed = sealed_firstboot::config::parse(&text).unwrap();
+        assert_eq!(parsed.signers, [a, b]);
+        assert_eq!(parsed.allow_paths, ["/run/systemd/network"]);
+        assert_eq!(parsed.boot_dir.as_deref(), Some(Path::new("/boot")));
+        assert!(!text.contains(&old.to_string()));
+        assert_eq!(
+            config_text(Some(text.as_bytes()), None, &pins).unwrap(),
+            text
+        );
+        let fresh = config_text(None, None, &pins).unwrap();
+        assert_eq!(
+            sealed_firstboot::config::parse(&fresh).unwrap().signers,
+            [a, b]
+        );
+        assert!(matches!(
+            config_text(Some(mine.as_bytes()), None, &DeviceConfig::default()),
+            Err(AgentError::PinnedButUnsigned)
         ));
     }
 

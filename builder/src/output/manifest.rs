@@ -58,6 +58,12 @@ pub struct BuildManifest {
     /// Recipient mode: the device's `age1…` recipient (a public key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
+    /// Who signed the bundle (`sealed-signer1…`); absent: unsigned (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The signers the image pins in its `/etc/sealed-firstboot.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_signers: Vec<String>,
     /// When the bundle was sealed, unix seconds (the real clock: never
     /// `SOURCE_DATE_EPOCH`, since the device orders bundles by it).
     pub created_at: u64,
@@ -345,6 +351,8 @@ impl BuildManifest {
             key_mode: key_mode.into(),
             key_file: None,
             recipient: None,
+            signer: None,
+            pinned_signers: Vec::new(),
             created_at,
             created_at_utc: rfc3339_utc(created_at),
             outputs: Vec::new(),
@@ -446,6 +454,7 @@ mod tests {
                 .collect(),
             templates: Vec::new(),
             partial: false,
+            signers: None,
         };
         std::fs::write(dir.join("demo.img"), b"image bytes").unwrap();
         let mut m = BuildManifest::new(

@@ -8,12 +8,14 @@ pub enum BundleError {
     TruncatedHeader { len: u64, header: usize },
     #[error("not a sealed-image bundle (bad magic bytes)")]
     BadMagic,
-    #[error("unsupported bundle format version {found} (this build reads version {supported})")]
-    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("unsupported bundle format version {found} (this build reads versions 2 and 3)")]
+    UnsupportedVersion { found: u16 },
     #[error("unsupported bundle flags {found:#06x}")]
     UnsupportedFlags { found: u16 },
     #[error("bundle is truncated: the header declares {declared} ciphertext bytes, the file holds {actual}")]
     TruncatedCiphertext { declared: u64, actual: u64 },
+    #[error("bundle is truncated: the signature after the ciphertext has {found} of its 64 bytes")]
+    TruncatedSignature { found: u64 },
     #[error("bundle has {extra} unexpected bytes after the declared ciphertext")]
     TrailingData { extra: u64 },
     #[error("bundle header has an invalid sealing time (nanoseconds out of range)")]
@@ -28,6 +30,12 @@ pub enum BundleError {
     WrongKey { expected: String, actual: String },
     #[error("bundle failed authentication: it was modified or corrupted after sealing")]
     Tampered,
+    #[error("the bundle is unsigned (format 2), and this device pins its signers ({pinned}): only a bundle signed by one of them is applied")]
+    Unsigned { pinned: String },
+    #[error("the bundle is signed by {signer}, which this device does not pin (it pins {pinned})")]
+    UnknownSigner { signer: String, pinned: String },
+    #[error("the bundle's signature does not verify with its signer {signer}: it was modified after signing, or signed with another key")]
+    BadSignature { signer: String },
     #[error("bundle is sealed to an age recipient; open it with the device identity")]
     NeedsIdentity,
     #[error("bundle is sealed with an image key; open it with the image key")]
@@ -42,6 +50,8 @@ pub enum BundleError {
     Manifest(String),
     #[error("invalid image key: {0}")]
     InvalidKey(String),
+    #[error("invalid signing key: {0}")]
+    InvalidSigningKey(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -50,6 +60,18 @@ pub enum BundleError {
 }
 
 impl BundleError {
+    /// The bundle was refused for who signed it (unsigned while signers
+    /// are pinned, an unknown signer, a signature that does not verify):
+    /// nothing was decrypted.
+    pub fn is_signature_refusal(&self) -> bool {
+        matches!(
+            self,
+            BundleError::Unsigned { .. }
+                | BundleError::UnknownSigner { .. }
+                | BundleError::BadSignature { .. }
+        )
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BundleError::Io {
             context: context.into(),

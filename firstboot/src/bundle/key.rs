@@ -3,7 +3,7 @@
 use super::error::BundleError;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 const KEY_FILE_PREFIX: &str = "SEALED-IMAGE-KEY-1:";
 
@@ -89,18 +89,8 @@ impl ImageKey {
                 body.len()
             )));
         }
-        let mut key = Zeroizing::new([0u8; 32]);
-        for (i, pair) in body.as_bytes().chunks(2).enumerate() {
-            let hi = unhex(pair[0]);
-            let lo = unhex(pair[1]);
-            match (hi, lo) {
-                (Some(h), Some(l)) => key[i] = (h << 4) | l,
-                _ => {
-                    key.zeroize();
-                    return Err(BundleError::InvalidKey("non-hex character in key".into()));
-                }
-            }
-        }
+        let key = unhex32(body)
+            .ok_or_else(|| BundleError::InvalidKey("non-hex character in key".into()))?;
         Ok(ImageKey(key))
     }
 
@@ -123,6 +113,18 @@ impl std::fmt::Debug for ImageKey {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// 64 hex digits as 32 bytes (zeroized on drop): key material.
+pub(crate) fn unhex32(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        out[i] = (unhex(pair[0])? << 4) | unhex(pair[1])?;
+    }
+    Some(out)
+}
 
 fn unhex(c: u8) -> Option<u8> {
     match c {

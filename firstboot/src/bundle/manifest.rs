@@ -3,6 +3,7 @@
 
 use super::error::BundleError;
 use super::limits;
+use super::paths::PathPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -75,7 +76,15 @@ pub struct Manifest {
     /// replaces the whole store.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// A signed bundle may replace the signers the device pins (so that a
+    /// leaked signing key can be retired fleet-wide): `sealed-signer1…`
+    /// public keys. Never part of the device store's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<Vec<String>>,
 }
+
+/// Most signers a bundle may pin.
+pub const MAX_SIGNERS: usize = 16;
 
 impl Manifest {
     /// Secrets, then templates.
@@ -84,11 +93,27 @@ impl Manifest {
     }
 
     /// Check every rule the device relies on: names, paths, modes, owners,
-    /// uniqueness, path clashes and count. This is the one home of these
-    /// rules: the builder runs it before sealing (through
-    /// `Contents::encode`), the device when opening a bundle and again,
-    /// as defence in depth, when it plans an unseal.
-    pub fn validate(&self) -> Result<(), BundleError> {
+    /// uniqueness, path clashes, count, a signer list, and where files may
+    /// go (`paths`). This is the one home of these rules: the builder runs
+    /// it before sealing (through `Contents::encode`), the device when
+    /// opening a bundle and when merging a partial one into its store.
+    pub fn validate(&self, paths: &PathPolicy) -> Result<(), BundleError> {
+        self.validate_shape()?;
+        for s in self.entries() {
+            check_policy(s, paths).map_err(|e| BundleError::Manifest(e.to_string()))?;
+        }
+        if let Some(signers) = &self.signers {
+            check_signers(signers).map_err(BundleError::Manifest)?;
+        }
+        Ok(())
+    }
+
+    /// The rules on the manifest's form alone (what a store written by an
+    /// older version must still pass): count, names, path syntax, modes
+    /// within 0777, owners, units, clashes. Where files may go and which
+    /// modes are safe are checked by [`Manifest::validate`] and, for a
+    /// store, per secret at every unseal.
+    pub fn validate_shape(&self) -> Result<(), BundleError> {
         let count = self.secrets.len() + self.templates.len();
         if count > limits::MAX_SECRETS {
             return Err(BundleError::Limit(format!(
@@ -107,6 +132,44 @@ impl Manifest {
         }
         check_clashes(self.entries()).map_err(|e| BundleError::Manifest(e.to_string()))
     }
+}
+
+/// A signer list of a bundle: 1 to [`MAX_SIGNERS`] distinct signers.
+pub fn check_signers(signers: &[String]) -> Result<Vec<super::Signer>, String> {
+    if signers.is_empty() {
+        return Err("the signer list is empty: a device would then accept unsigned bundles again; name at least one signer".into());
+    }
+    if signers.len() > MAX_SIGNERS {
+        return Err(format!("{} signers (limit {MAX_SIGNERS})", signers.len()));
+    }
+    let mut parsed = Vec::with_capacity(signers.len());
+    for s in signers {
+        let signer: super::Signer = s.parse().map_err(|e| format!("signer list: {e}"))?;
+        if parsed.contains(&signer) {
+            return Err(format!("signer list: {signer} is listed twice"));
+        }
+        parsed.push(signer);
+    }
+    Ok(parsed)
+}
+
+/// Where a secret's file goes and with which mode: not where the system
+/// reads code or configuration ([`PathPolicy`]), and never writable by
+/// group or others (the mode is also within 0777, so no setuid, setgid or
+/// sticky bit).
+pub fn check_policy(s: &SecretEntry, paths: &PathPolicy) -> Result<(), EntryError> {
+    let err = |reason: String| EntryError {
+        name: s.name.clone(),
+        path: s.path.clone(),
+        reason,
+    };
+    if s.mode & 0o022 != 0 {
+        return Err(err(format!(
+            "mode {:04o} lets group or others write it; a secret is written only by sealed-firstboot",
+            s.mode
+        )));
+    }
+    paths.check(&s.path).map_err(err)
 }
 
 /// A rule a manifest entry breaks.

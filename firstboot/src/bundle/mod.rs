@@ -1,9 +1,14 @@
-//! The sealed bundle, format v2 ([`FORMAT_VERSION`]).
+//! The sealed bundle, format v3 ([`FORMAT_VERSION`]; v2 still read).
 //!
-//! A bundle is `header ‖ ciphertext`. The header is in clear and carries no
-//! names or paths; the ciphertext is XChaCha20-Poly1305 under a fresh 256-bit
-//! image key, with the whole header as associated data, over
-//! `zstd(tar(manifest.json + secrets/NAME…))`.
+//! A bundle is `header ‖ ciphertext ‖ signature`. The header is in clear
+//! and carries no names or paths, but names the signer (format 3); the
+//! ciphertext is XChaCha20-Poly1305 under a fresh 256-bit image key, with
+//! the whole header as associated data, over
+//! `zstd(tar(manifest.json + secrets/NAME…))` (or an age file for a device
+//! recipient); the Ed25519 signature covers header and ciphertext and is
+//! verified before anything is decrypted ([`sign`]). Format 2 is the same
+//! without signer and signature; a device accepts it only while it pins no
+//! signer.
 //!
 //! The device defines what it accepts, so the format, its limits and the
 //! manifest rules all live here; the builder only calls [`seal`].
@@ -13,21 +18,29 @@ mod header;
 mod key;
 mod manifest;
 mod open;
+mod paths;
 mod payload;
 mod seal;
+pub mod sign;
 mod template;
 
 pub use error::BundleError;
-pub use header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use header::{
+    Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN_V2, HEADER_LEN_V3, MAGIC,
+    UNSIGNED_VERSION,
+};
 pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
-    check_clashes, is_plain_name, validate_account, validate_device_path, validate_entry,
-    validate_name, validate_unit, EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID,
+    check_clashes, check_policy, check_signers, is_plain_name, validate_account,
+    validate_device_path, validate_entry, validate_name, validate_unit, EntryError, Manifest,
+    SecretEntry, SecretType, MAX_ACCOUNT_ID, MAX_SIGNERS,
 };
-pub use open::{open, open_file, open_with, read_bundle_file, OpenWith, Opened};
+pub use open::{open, open_file, open_with, read_bundle_file, verify, OpenWith, Opened, Policy};
+pub use paths::{forbidden_dir, PathPolicy, ALLOWED_WITHIN, FORBIDDEN};
 pub use payload::Contents;
-pub use seal::{seal, seal_stamped, seal_with, SealTo};
-pub use template::{placeholders, quote_into, render, rendered_len, Escape};
+pub use seal::{seal, seal_bundle, seal_signed, seal_stamped, seal_with, SealTo, Sealing};
+pub use sign::{Signer, SigningKey, SIGNATURE_LEN};
+pub use template::{check_escapes, placeholders, quote_into, render, rendered_len, Escape};
 
 /// The boot-partition contract between the builder (seal, inject, flash,
 /// inspect) and the device: where the bundle and an image key are.
@@ -56,6 +69,10 @@ pub mod limits {
     pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
     /// Largest decompressed archive (all members and tar overhead).
     pub const MAX_TOTAL_BYTES: u64 = 128 * 1024 * 1024;
+    /// Most bytes one unseal writes into the ramfs: every secret and every
+    /// rendered template together (a template renders at every boot, so
+    /// many of one large secret would fill the device's memory).
+    pub const MAX_UNSEALED_BYTES: u64 = 128 * 1024 * 1024;
 }
 
 #[cfg(test)]

@@ -40,10 +40,31 @@ fn within_limit(size: impl TryInto<u64>, what: impl FnOnce() -> String) -> Resul
     }
 }
 
+/// Everything a generation unseals together (secrets and rendered
+/// templates, `total` bytes) must fit [`limits::MAX_UNSEALED_BYTES`].
+pub(crate) fn within_total(total: u64) -> Result<(), BundleError> {
+    if total > limits::MAX_UNSEALED_BYTES {
+        return Err(BundleError::Limit(format!(
+            "the secrets and rendered templates come to {total} bytes, more than the {} a device unseals at once",
+            limits::MAX_UNSEALED_BYTES
+        )));
+    }
+    Ok(())
+}
+
 impl Contents {
-    /// The manifest is valid and names exactly the values present.
-    pub fn validate(&self) -> Result<(), BundleError> {
-        self.manifest.validate()?;
+    /// The bundle as a whole is valid: its manifest (with `paths`, where
+    /// files may go), exactly one value per entry within the per-secret
+    /// limit, every template rendered and checked (each placeholder names
+    /// a secret, each value fits its escape, the rendering fits the limit),
+    /// and everything unsealed together (secrets and rendered templates)
+    /// within [`limits::MAX_UNSEALED_BYTES`]. A partial bundle is checked
+    /// the same way for what it holds; a template of it that uses secrets
+    /// it does not carry is rendered when the device merges it with its
+    /// store (and a partial bundle on an empty store is a full one).
+    pub fn validate(&self, paths: &super::PathPolicy) -> Result<(), BundleError> {
+        self.manifest.validate(paths)?;
+        let mut total: u64 = 0;
         for s in self.manifest.entries() {
             let v = self.values.get(&s.name).ok_or_else(|| {
                 BundleError::Manifest(format!("secret {} has no value in the bundle", s.name))
@@ -57,47 +78,55 @@ impl Contents {
                 "the bundle holds values that the manifest does not list".into(),
             ));
         }
-        // A partial bundle's templates may use secrets of the device's
-        // store: the device checks them once merged.
-        let templates: &[super::SecretEntry] = if self.manifest.partial {
-            &[]
-        } else {
-            &self.manifest.templates
-        };
-        for t in templates {
+        for s in &self.manifest.secrets {
+            total = total.saturating_add(self.values.get(&s.name).map_or(0, |v| v.len() as u64));
+        }
+        for t in &self.manifest.templates {
             let text = self
                 .values
                 .get(&t.name)
                 .map(|v| v.as_slice())
                 .unwrap_or_default();
-            let names = super::template::placeholders(text)
-                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
+            let in_template =
+                |e: String| BundleError::Manifest(format!("template {}: {e}", t.name));
+            let names = super::template::placeholders(text).map_err(in_template)?;
+            let absent: Vec<&String> = names
+                .iter()
+                .filter(|n| !self.manifest.secrets.iter().any(|s| &s.name == *n))
+                .collect();
+            if !absent.is_empty() {
+                if self.manifest.partial {
+                    // Rendered once merged; the values it has must fit
+                    // their escapes already.
+                    super::template::check_escapes(text, &self.values).map_err(in_template)?;
+                    continue;
+                }
+                return Err(BundleError::Manifest(format!(
+                    "template {}: ${{SECRET:{}}} names no secret of the bundle",
+                    t.name, absent[0]
+                )));
+            }
             // Sized before rendering: many placeholders of a large secret
             // must not allocate without limit. The device renders it at
             // every unseal: it must fit there too.
-            let size = super::template::rendered_len(text, &self.values)
-                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
+            let size = super::template::rendered_len(text, &self.values).map_err(in_template)?;
             within_limit(size, || {
                 format!("template {} renders to {size} bytes", t.name)
             })?;
-            for name in names {
-                if !self.manifest.secrets.iter().any(|s| s.name == name) {
-                    return Err(BundleError::Manifest(format!(
-                        "template {}: ${{SECRET:{name}}} names no secret of the bundle",
-                        t.name
-                    )));
-                }
-            }
+            total = total.saturating_add(size);
+            within_total(total)?;
             // Every value fits its escape (no NUL, UTF-8 where asked, …).
-            super::template::render(text, &self.values)
-                .map_err(|e| BundleError::Manifest(format!("template {}: {e}", t.name)))?;
+            super::template::render(text, &self.values).map_err(in_template)?;
         }
-        Ok(())
+        within_total(total)
     }
 
     /// Serialise to the compressed plaintext.
-    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, BundleError> {
-        self.validate()?;
+    pub(crate) fn encode(
+        &self,
+        paths: &super::PathPolicy,
+    ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
+        self.validate(paths)?;
         let manifest = Zeroizing::new(
             serde_json::to_vec_pretty(&self.manifest)
                 .map_err(|e| BundleError::Payload(format!("encoding manifest: {e}")))?,
@@ -129,9 +158,9 @@ impl Contents {
         Ok(out)
     }
 
-    /// Parse the compressed plaintext, enforcing every limit while reading.
-    /// Parse a decrypted payload (the fuzzers call this directly).
-    pub fn decode(compressed: &[u8]) -> Result<Contents, BundleError> {
+    /// Parse a decrypted payload, enforcing every limit while reading, and
+    /// validate it as a whole with `paths` (the fuzzers call this directly).
+    pub fn decode(compressed: &[u8], paths: &super::PathPolicy) -> Result<Contents, BundleError> {
         let mut input = compressed;
         let decoder = ruzstd::decoding::StreamingDecoder::new(&mut input)
             .map_err(|e| BundleError::Payload(format!("zstd: {e}")))?;
@@ -194,7 +223,7 @@ impl Contents {
         let manifest =
             manifest.ok_or_else(|| BundleError::Payload("archive has no manifest".into()))?;
         let contents = Contents { manifest, values };
-        contents.validate()?;
+        contents.validate(paths)?;
         Ok(contents)
     }
 }

@@ -1,9 +1,11 @@
 //! Sealing: contents → bundle bytes.
 
 use super::error::BundleError;
-use super::header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, HEADER_LEN};
+use super::header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, UNSIGNED_VERSION};
 use super::key::{ImageKey, KeyId};
+use super::paths::PathPolicy;
 use super::payload::Contents;
+use super::sign::{SigningKey, SIGNATURE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
@@ -16,13 +18,52 @@ pub enum SealTo<'a> {
     Recipient(&'a age::x25519::Recipient),
 }
 
-/// Seal `contents` under `key`, stamped with `created_at` (whole unix
-/// seconds; the builder uses [`seal_stamped`] with the real clock).
+/// How a bundle is sealed.
+pub struct Sealing<'a> {
+    pub to: SealTo<'a>,
+    /// The bundle's place in the order of bundles.
+    pub stamp: Stamp,
+    /// Sign with this key: format 3. `None`: unsigned format 2, for
+    /// devices that pin no signer (or run an agent that reads only v2).
+    pub signing: Option<&'a SigningKey>,
+    /// Where the contents may put files: the default rule, or what the
+    /// recipe allows (the devices must allow it too).
+    pub paths: &'a PathPolicy,
+}
+
+/// Seal `contents`: validated as a whole first (the device's own rules).
+pub fn seal_bundle(contents: &Contents, how: &Sealing<'_>) -> Result<Vec<u8>, BundleError> {
+    let plaintext = contents.encode(how.paths)?;
+    seal_plaintext(&how.to, &plaintext, how.stamp, how.signing)
+}
+
+/// Seal `contents` under `key`, unsigned (format 2), at whole unix seconds:
+/// for tests and devices that pin no signer.
 pub fn seal(key: &ImageKey, contents: &Contents, created_at: u64) -> Result<Vec<u8>, BundleError> {
     seal_stamped(SealTo::ImageKey(key), contents, Stamp::at(created_at))
 }
 
-/// Seal `contents` to an image key or to a device recipient, at whole seconds.
+/// Seal `contents` under `key` and sign it with `signing` (format 3), at
+/// whole unix seconds.
+pub fn seal_signed(
+    key: &ImageKey,
+    contents: &Contents,
+    created_at: u64,
+    signing: &SigningKey,
+) -> Result<Vec<u8>, BundleError> {
+    seal_bundle(
+        contents,
+        &Sealing {
+            to: SealTo::ImageKey(key),
+            stamp: Stamp::at(created_at),
+            signing: Some(signing),
+            paths: &PathPolicy::strict(),
+        },
+    )
+}
+
+/// Seal `contents` to an image key or a device recipient, unsigned, at
+/// whole seconds.
 pub fn seal_with(
     to: SealTo<'_>,
     contents: &Contents,
@@ -31,26 +72,39 @@ pub fn seal_with(
     seal_stamped(to, contents, Stamp::at(created_at))
 }
 
-/// Seal `contents` with a full [`Stamp`] (sub-second time and sequence).
+/// Seal `contents` unsigned (format 2) with a full [`Stamp`].
 pub fn seal_stamped(
     to: SealTo<'_>,
     contents: &Contents,
     stamp: Stamp,
 ) -> Result<Vec<u8>, BundleError> {
-    let plaintext = contents.encode()?;
-    seal_plaintext(to, &plaintext, stamp)
+    seal_bundle(
+        contents,
+        &Sealing {
+            to,
+            stamp,
+            signing: None,
+            paths: &PathPolicy::strict(),
+        },
+    )
 }
 
-/// Seal an already encoded plaintext (also used by tests to build hostile bundles).
+/// Seal an already encoded plaintext (also used by tests to build hostile
+/// bundles), signed when `signing` is given.
 pub(crate) fn seal_plaintext(
-    to: SealTo<'_>,
+    to: &SealTo<'_>,
     plaintext: &[u8],
     stamp: Stamp,
+    signing: Option<&SigningKey>,
 ) -> Result<Vec<u8>, BundleError> {
     let mut bundle_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bundle_id);
     let mut header = Header {
-        version: FORMAT_VERSION,
+        version: if signing.is_some() {
+            FORMAT_VERSION
+        } else {
+            UNSIGNED_VERSION
+        },
         flags: 0,
         bundle_id,
         created_at: stamp.seconds,
@@ -59,6 +113,7 @@ pub(crate) fn seal_plaintext(
         key_id: KeyId([0; 8]),
         nonce: [0; 24],
         ciphertext_len: 0,
+        signer: signing.map(SigningKey::signer),
     };
     let ciphertext = match to {
         SealTo::ImageKey(key) => {
@@ -82,17 +137,23 @@ pub(crate) fn seal_plaintext(
             header.key_id = recipient_key_id(recipient);
             // age does not authenticate our clear header, so a copy of it
             // travels inside the age payload and must match on open.
+            let bound = header.to_bytes();
             let mut inner =
-                zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + plaintext.len()));
-            inner.extend_from_slice(&header.to_bytes());
+                zeroize::Zeroizing::new(Vec::with_capacity(bound.len() + plaintext.len()));
+            inner.extend_from_slice(&bound);
             inner.extend_from_slice(plaintext);
-            age::encrypt(recipient, &inner).map_err(|e| BundleError::Age(e.to_string()))?
+            age::encrypt(*recipient, &inner).map_err(|e| BundleError::Age(e.to_string()))?
         }
     };
     header.ciphertext_len = ciphertext.len() as u64;
-    let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-    out.extend_from_slice(&header.to_bytes());
+    let head = header.to_bytes();
+    let mut out = Vec::with_capacity(head.len() + ciphertext.len() + SIGNATURE_LEN);
+    out.extend_from_slice(&head);
     out.extend_from_slice(&ciphertext);
+    if let Some(k) = signing {
+        let signature = k.sign_bundle(&out);
+        out.extend_from_slice(&signature);
+    }
     Ok(out)
 }
 

@@ -76,15 +76,26 @@ impl Escape {
         }
     }
 
-    /// Append `value`, escaped, to `out`. Errors never show the value.
-    fn write(self, value: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    /// Whether this escape can hold `value`. Errors never show the value.
+    fn check(self, value: &[u8]) -> Result<(), &'static str> {
         if self != Escape::Raw && value.contains(&0) {
             return Err("the value holds a NUL byte");
         }
+        if matches!(self, Escape::Keyfile | Escape::Env) && std::str::from_utf8(value).is_err() {
+            return Err("the value is not UTF-8");
+        }
+        if self == Escape::Env && value.iter().any(|&b| b == b'\n' || b == b'\r') {
+            return Err("the value holds a line break, which an env file cannot");
+        }
+        Ok(())
+    }
+
+    /// Append `value`, escaped, to `out`. Errors never show the value.
+    fn write(self, value: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+        self.check(value)?;
         match self {
             Escape::Raw => out.extend_from_slice(value),
             Escape::Keyfile => {
-                std::str::from_utf8(value).map_err(|_| "the value is not UTF-8")?;
                 let lead = value.iter().take_while(|&&b| b == b' ').count();
                 let trail = value[lead..]
                     .iter()
@@ -108,10 +119,6 @@ impl Escape {
                 quote_into(out, value, b'\'', |b| (b == b'\'').then_some(b"'\\''"));
             }
             Escape::Env => {
-                std::str::from_utf8(value).map_err(|_| "the value is not UTF-8")?;
-                if value.iter().any(|&b| b == b'\n' || b == b'\r') {
-                    return Err("the value holds a line break, which an env file cannot");
-                }
                 quote_into(out, value, b'"', |b| match b {
                     b'\\' => Some(b"\\\\"),
                     b'"' => Some(b"\\\""),
@@ -150,6 +157,18 @@ struct Placeholder<'a> {
     len: usize,
     name: &'a str,
     escape: Escape,
+}
+
+impl Placeholder<'_> {
+    /// The error for a value this placeholder cannot hold (never the value).
+    fn error(&self, reason: &str) -> String {
+        format!(
+            "${{SECRET:{}|{}}} at byte {}: {reason}",
+            self.name,
+            self.escape.name(),
+            self.at
+        )
+    }
 }
 
 /// Every placeholder of `text`, in order. Errors name the byte offset,
@@ -222,13 +241,22 @@ fn sized(
     })
 }
 
-/// Replace every placeholder by the named value, escaped as it asks.
+/// Replace every placeholder by the named value, escaped as it asks. The
+/// rendering is sized first and refused beyond the per-secret limit before
+/// anything is allocated: the size comes from the template and the values,
+/// which may be hostile.
 pub fn render(
     text: &[u8],
     values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
     let found = parse(text)?;
     let capacity = sized(&found, text, values);
+    let limit = super::limits::MAX_SECRET_BYTES;
+    if capacity > limit {
+        return Err(format!(
+            "renders to {capacity} bytes, more than a secret may hold ({limit})"
+        ));
+    }
     // Sized once: the buffer never reallocates and leaves no unzeroized
     // copy of a value behind.
     let mut out = Zeroizing::new(Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)));
@@ -238,18 +266,29 @@ pub fn render(
         let value = values
             .get(p.name)
             .ok_or_else(|| format!("placeholder at byte {} names no secret", p.at))?;
-        p.escape.write(value, &mut out).map_err(|reason| {
-            format!(
-                "${{SECRET:{}|{}}} at byte {}: {reason}",
-                p.name,
-                p.escape.name(),
-                p.at
-            )
-        })?;
+        p.escape
+            .write(value, &mut out)
+            .map_err(|reason| p.error(reason))?;
         pos = p.at + p.len;
     }
     out.extend_from_slice(&text[pos..]);
     Ok(out)
+}
+
+/// Check that each value `values` holds fits the escape of every
+/// placeholder naming it (placeholders of other names are skipped): what
+/// a partial bundle can check of a template whose other secrets are on
+/// the device. Nothing is rendered.
+pub fn check_escapes(
+    text: &[u8],
+    values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+) -> Result<(), String> {
+    for p in parse(text)? {
+        if let Some(value) = values.get(p.name) {
+            p.escape.check(value).map_err(|reason| p.error(reason))?;
+        }
+    }
+    Ok(())
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

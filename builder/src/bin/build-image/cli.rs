@@ -12,8 +12,10 @@ use clap::{Parser, Subcommand};
     long_about = "Build device disk images with sealed secrets baked in.\n\n\
         build-image reads a recipe (TOML), collects the secrets it names from their \
         sources (environment, files, commands, dotenv files), seals them under a fresh \
-        image key and writes them into a disk image it assembles (GPT or MBR, FAT boot \
-        partition, ext4 root). On first boot sealed-firstboot reseals them to the device.",
+        image key, signs the bundle with the team's signing key and writes it into a disk image \
+        it assembles (GPT or MBR, FAT boot partition, ext4 root, whose configuration pins the \
+        signer). On first boot sealed-firstboot checks the signature and reseals the secrets \
+        to the device.",
     after_help = "EXIT CODES:\n  0 success   1 failure   2 usage   3 invalid recipe\n  \
         4 required secrets missing   5 a secret value is invalid or its source failed\n  \
         6 image assembly or output failed   7 flash refused the target (nothing written)\n  \
@@ -43,6 +45,23 @@ pub(crate) struct KeyArgs {
     pub(crate) sequence: Option<u64>,
 }
 
+/// How the bundle is signed.
+#[derive(clap::Args)]
+pub(crate) struct SigningArgs {
+    /// The signing key (from `build-image keygen --signing`). Default:
+    /// $SEALED_IMAGE_SIGNING_KEY (the key itself), else the file
+    /// $SEALED_IMAGE_SIGNING_KEY_FILE, else the recipe's [signing] key. The
+    /// image pins its public key (and [signing] trust): its device applies
+    /// only bundles signed by them
+    #[arg(long, value_name = "FILE")]
+    pub(crate) signing_key: Option<std::path::PathBuf>,
+    /// Seal an unsigned bundle (format 2) for devices that pin no signer
+    /// (agents from before signatures read only format 2). Never the
+    /// default: a device that pins a signer refuses it
+    #[arg(long, conflicts_with = "signing_key")]
+    pub(crate) unsigned: bool,
+}
+
 /// Installing the device agent into the image's root filesystem.
 #[derive(clap::Args)]
 pub(crate) struct AgentArgs {
@@ -50,7 +69,8 @@ pub(crate) struct AgentArgs {
     /// root, loop device or mount: debugfs at the partition's offset): the
     /// binary for the root's architecture (read from the ELF header of
     /// /usr/bin/env), its unit enabled under sysinit.target.wants/, and
-    /// /etc/sealed-firstboot.conf with the boot partition's mount point.
+    /// /etc/sealed-firstboot.conf with the boot partition's mount point and
+    /// the pinned signers.
     /// Running it again updates in place. Same as `[agent] install = true`
     #[arg(long)]
     pub(crate) install_agent: bool,
@@ -88,7 +108,11 @@ pub(crate) enum Command {
     #[command(after_help = "EXAMPLES:\n  \
         build-image build image-recipes/demo/recipe.toml --out out/\n  \
         WIFI_PSK=… build-image build recipe.toml --out out/ --json\n  \
-        build-image build recipe.toml --out out/ --recipient age1…\n\n\
+        build-image build recipe.toml --out out/ --recipient age1…\n  \
+        build-image build recipe.toml --out out/ --signing-key signing.key\n  \
+        SEALED_IMAGE_SIGNING_KEY=\"$CI_SIGNING_KEY\" build-image build recipe.toml --out out/\n\n\
+        The bundle is signed and the image's /etc/sealed-firstboot.conf pins the signer\n\
+        (and the recipe's [signing] trust): its device applies only bundles they signed.\n\n\
         OUTPUTS:\n  OUT/NAME.img     sparse disk image\n  \
         OUT/NAME.img.zst the image compressed with zstd (multithreaded; --no-zst skips it)\n  \
         OUT/NAME.bmap    block map (bmaptool format 2.0): `bmaptool copy` and `flash` write only mapped blocks\n  \
@@ -105,6 +129,8 @@ pub(crate) enum Command {
         out: PathBuf,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
         #[command(flatten)]
         report: ReportArgs,
         /// Fleet build: one image per device listed in FILE (TOML or .csv), each
@@ -167,6 +193,8 @@ pub(crate) enum Command {
         partition: Option<String>,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
         #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
@@ -237,25 +265,52 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compute a device's age recipient from its SSH host public key
+    /// Compute a device's age recipient from its SSH host public key, or
+    /// print a signing key's public key
     #[command(
         after_help = "EXAMPLES:\n  ssh-keyscan -t ed25519 device.local | build-image pubkey --ssh-pubkey -\n  \
-        build-image pubkey --ssh-pubkey /etc/ssh/ssh_host_ed25519_key.pub\n\n\
+        build-image pubkey --ssh-pubkey /etc/ssh/ssh_host_ed25519_key.pub\n  \
+        build-image pubkey --signing-key signing.key\n\n\
         The recipient equals what `sealed-firstboot pubkey` prints on a device with that\n\
-        host key (and what ssh-to-age computes); seal to it with `build --recipient`."
+        host key (and what ssh-to-age computes); seal to it with `build --recipient`.\n\
+        A signing key's public key (sealed-signer1…) is what devices pin."
     )]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["ssh_pubkey", "signing_key"])))]
     Pubkey {
         /// File with ssh-ed25519 public key lines (authorized_keys, known_hosts or
         /// ssh-keyscan format), or - for standard input
         #[arg(long, value_name = "FILE")]
-        ssh_pubkey: PathBuf,
+        ssh_pubkey: Option<PathBuf>,
+        /// A signing key file: print its public key (sealed-signer1…)
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Create a signing key: the private key into a new file (0600), the
+    /// public key (one line) on stdout
+    #[command(after_help = "EXAMPLES:\n  \
+        build-image keygen --signing -o signing.key\n      \
+        → sealed-signer1… on stdout: the public key devices pin\n\n\
+        Keep the key like an image key (a CI secret: SEALED_IMAGE_SIGNING_KEY holds its\n\
+        text): whoever holds it can sign bundles that every device pinning it applies.\n\
+        An existing file is never replaced. Several keys can be trusted at once\n\
+        ([signing] trust in the recipe); `bundle --set-signers` retires a leaked one.")]
+    Keygen {
+        /// A signing key (Ed25519), the only kind there is
+        #[arg(long, required = true)]
+        signing: bool,
+        /// Where to write the private key (created, never replaced)
+        #[arg(long, short, value_name = "FILE", default_value = "signing.key")]
+        output: PathBuf,
     },
     /// Seal an update bundle for devices that are already deployed (no image)
     #[command(after_help = "EXAMPLES:\n  \
         build-image bundle recipe.toml --out out/ --recipient age1…\n  \
         build-image bundle recipe.toml --out out/ --ssh-recipient \"$(ssh-keyscan -t ed25519 kiosk-001 2>/dev/null)\"\n  \
         build-image bundle recipe.toml --out out/ --devices devices.toml --only wifi_psk\n  \
-        ssh root@kiosk-001 sealed-firstboot apply - < out/kiosk-001.bundle\n\n\
+        ssh root@kiosk-001 sealed-firstboot apply - < out/kiosk-001.bundle\n  \
+        build-image bundle recipe.toml --out out/ --devices devices.toml --signing-key old.key \\\n      \
+        --set-signers \"$(build-image pubkey --signing-key new.key)\" --signers-only\n      \
+        (retire old.key: signed with a key the devices pin now, naming the ones they pin next)\n\n\
         OUTPUTS:\n  OUT/NAME.bundle    one device (NAME is the recipe's image name)\n  \
         OUT/DEVICE.bundle  per device of --devices\n  \
         OUT/*.key          the image key, when not sealed to a recipient (0600): copy it \
@@ -293,6 +348,22 @@ pub(crate) enum Command {
         /// Replace existing bundle and key files in OUT
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        signing: SigningArgs,
+        /// Make the devices pin these signers instead of the ones they pin now
+        /// (sealed-signer1…; repeat or separate with commas): retires a leaked
+        /// key fleet-wide. The bundle must be signed by a key they pin now
+        #[arg(
+            long,
+            value_name = "SIGNER",
+            value_delimiter = ',',
+            conflicts_with = "unsigned"
+        )]
+        set_signers: Vec<String>,
+        /// With --set-signers: a bundle with no secrets, only the new signers
+        /// (the devices keep their store)
+        #[arg(long, requires = "set_signers", conflicts_with = "only")]
+        signers_only: bool,
         #[command(flatten)]
         report: ReportArgs,
     },

@@ -58,6 +58,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 BuildError::Secrets(SecretsError::Missing(_)) => MISSING_SECRETS,
                 BuildError::Secrets(_) => SECRET_INVALID,
                 BuildError::Invalid(_) => RECIPE,
+                BuildError::Signing(_) => USAGE,
+                // What sealing refuses once the recipe is valid depends on
+                // the values: a template escape that cannot hold one, a
+                // rendering or a bundle too large.
+                BuildError::Bundle(
+                    sealed_firstboot::bundle::BundleError::Manifest(_)
+                    | sealed_firstboot::bundle::BundleError::Limit(_),
+                ) => SECRET_INVALID,
                 BuildError::Fleet(f)
                     if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>
                 {

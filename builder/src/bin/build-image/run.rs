@@ -30,6 +30,16 @@ fn key_mode(key: KeyArgs) -> Result<KeyMode> {
     })
 }
 
+/// The signing key for this run (`--signing-key`, the environment, the
+/// recipe), or `--unsigned`.
+fn signing(args: SigningArgs, recipe: &Recipe) -> Result<build_image::signing::Signing> {
+    let req = build_image::signing::SigningRequest {
+        key_file: args.signing_key,
+        unsigned: args.unsigned,
+    };
+    Ok(build_image::signing::resolve(&req, Some(recipe)).map_err(BuildError::from)?)
+}
+
 /// The devices of a devices file (usage errors: exit 2), only shard
 /// `I/N` when given.
 fn load_devices(
@@ -94,6 +104,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             recipe,
             out,
             key,
+            signing: signing_args,
             report: ReportArgs { json, quiet },
             devices,
             shard,
@@ -108,9 +119,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let agent = agent_request(&recipe, agent)?;
             let sequence = key.sequence;
             let key_mode = key_mode(key)?;
+            let signing = signing(signing_args, &recipe)?;
             if let Some(devices) = devices {
                 let list = load_devices(&recipe, &devices, shard.as_deref())?;
                 for w in build_image::image::host_keys::warnings(&recipe) {
+                    eprintln!("build-image: warning: {w}");
+                }
+                if let Some(w) = signing.warning() {
                     eprintln!("build-image: warning: {w}");
                 }
                 let opts = build_image::fleet::FleetOptions {
@@ -122,6 +137,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     raw_images,
                     force,
                     agent,
+                    signing,
                     assemble,
                 };
                 let progress = build_image::progress::Progress::new(quiet || json);
@@ -146,6 +162,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 zst_level: (!no_zst).then_some(zst_level),
                 force,
                 agent,
+                signing,
                 assemble,
             };
             let progress = build_image::progress::Progress::new(quiet || json);
@@ -172,6 +189,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 if !absent.is_empty() {
                     eprintln!("optional secrets not provided: {}", absent.join(", "));
                 }
+                print_signed(&report.sealed);
                 match &report.sealed.key {
                     Some(k) => eprintln!(
                         "image key: {} (mode 0600): keep it apart from the image; put it on the boot partition as sealed-secrets/image.key when flashing",
@@ -192,13 +210,19 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             in_place,
             partition,
             key,
+            signing: signing_args,
             agent,
             report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let agent = agent_request(&recipe, agent)?;
+            let signing = signing(signing_args, &recipe)?;
+            if let Some(w) = signing.warning() {
+                eprintln!("build-image: warning: {w}");
+            }
             let opts = build_image::inject::InjectOptions {
                 agent,
+                signing,
                 assemble,
                 output,
                 in_place,
@@ -229,6 +253,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                         k.display()
                     );
                 }
+                print_signed(&report.sealed);
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -305,9 +330,31 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             only,
             sequence,
             force,
+            signing: signing_args,
+            set_signers,
+            signers_only,
             report: ReportArgs { json, quiet },
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
+            let signing = signing(signing_args, &recipe)?;
+            if let Some(w) = signing.warning() {
+                eprintln!("build-image: warning: {w}");
+            }
+            let set_signers = if set_signers.is_empty() {
+                None
+            } else {
+                let list = sealed_firstboot::bundle::check_signers(&set_signers)
+                    .map_err(|e| anyhow::anyhow!("--set-signers: {e}").context(UsageError))?;
+                if let Some(key) = signing.key() {
+                    if !list.contains(&key.signer()) {
+                        eprintln!(
+                            "build-image: note: the bundle is signed by {}, which the new signer list does not name: its devices will refuse later bundles signed with it",
+                            key.signer()
+                        );
+                    }
+                }
+                Some(list)
+            };
             let key_mode =
                 match (recipient, ssh_recipient) {
                     (Some(r), _) => key_mode(KeyArgs {
@@ -334,6 +381,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 created_at: created_at(sequence),
                 only,
                 force,
+                signing,
+                set_signers,
+                signers_only,
             };
             let report = match devices {
                 Some(devices) => {
@@ -360,7 +410,31 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pubkey { ssh_pubkey } => {
+        Command::Pubkey {
+            signing_key: Some(path),
+            ..
+        } => {
+            let signing = build_image::signing::from_file(&path, &path.display().to_string())
+                .map_err(BuildError::from)?;
+            if let Some(key) = signing.key() {
+                println!("{}", key.signer());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { signing: _, output } => {
+            let signer = build_image::signing::keygen(&output)
+                .with_context(|| format!("writing the signing key {}", output.display()))?;
+            println!("{signer}");
+            eprintln!(
+                "build-image: wrote the signing key {} (0600): keep it like an image key; its public key (above) is what devices pin",
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pubkey {
+            ssh_pubkey: Some(ssh_pubkey),
+            ..
+        } => {
             let mut text = String::new();
             if ssh_pubkey.as_os_str() == "-" {
                 std::io::stdin()
@@ -380,6 +454,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pubkey { .. } => Err(anyhow::anyhow!(
+            "pubkey needs --ssh-pubkey FILE or --signing-key FILE"
+        )
+        .context(UsageError)),
         Command::Store(args) => {
             build_image::store::cli::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -461,6 +539,18 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// Who signed the bundle and what the image pins (stderr).
+fn print_signed(sealed: &build_image::report::SealedImage) {
+    match (&sealed.signer, sealed.pinned_signers.len()) {
+        (Some(s), 0) => eprintln!("signed by {s} (the image's root filesystem does not pin it)"),
+        (Some(s), n) => eprintln!(
+            "signed by {s}; the image pins {n} signer{} in /etc/sealed-firstboot.conf",
+            if n == 1 { "" } else { "s" }
+        ),
+        (None, _) => eprintln!("unsigned bundle (format 2)"),
     }
 }
 

@@ -1,0 +1,191 @@
+//! Where a bundle may put files: nowhere the system reads as code or as
+//! system configuration. One rule, applied by the builder before sealing
+//! (recipe and bundle validation) and by the device when it opens a bundle
+//! and again at every unseal.
+//!
+//! A secret, template or the link made for one is refused at or below any
+//! directory of [`FORBIDDEN`] (compared with ASCII case ignored: a tmpfs
+//! mounted with `casefold` would make `/run/SystemD` the same directory),
+//! unless the device configuration allows that prefix explicitly
+//! (`allow_path = …` in `/etc/sealed-firstboot.conf`; the recipe's
+//! `[policy] allow-paths` for the builder). Paths are checked once they are
+//! known to be normalised (`validate_device_path`: absolute, no `.`, `..`,
+//! empty components or trailing slash), so no spelling reaches a directory
+//! twice. The runtime never follows a symbolic link on the way to a path and
+//! every link it creates points into `/run/secrets/`, so a link cannot lead
+//! into one of these directories either.
+
+/// Directories under `/run` that a stock Debian or Raspberry Pi OS system
+/// (systemd, udev, PAM, NetworkManager, cloud-init, polkit, …) reads as
+/// code or as system configuration, each with why.
+pub const FORBIDDEN: &[(&str, &str)] = &[
+    ("/run/systemd", "systemd's runtime units and drop-ins (system/, user/, transient/, generators), network/, resolved, journald and logind configuration, its sockets"),
+    ("/run/udev", "udev rules (rules.d: RUN+= runs programs as root), the device database and udev's control socket"),
+    ("/run/tmpfiles.d", "systemd-tmpfiles: creates, writes, chmods and chowns any path as root"),
+    ("/run/sysusers.d", "systemd-sysusers: creates users and groups and adds members (sudo, disk)"),
+    ("/run/sysctl.d", "kernel parameters set at boot (systemd-sysctl)"),
+    ("/run/modprobe.d", "modprobe configuration: an install line runs a command as root"),
+    ("/run/modules-load.d", "kernel modules loaded at boot"),
+    ("/run/binfmt.d", "binfmt_misc: which interpreter runs which binaries (with their privileges)"),
+    ("/run/environment.d", "the environment of user managers and sessions (LD_PRELOAD, PATH)"),
+    ("/run/repart.d", "systemd-repart: partitions and formats disks"),
+    ("/run/sysupdate.d", "systemd-sysupdate: which OS images are downloaded and installed"),
+    ("/run/extensions", "systemd-sysext: images merged over /usr"),
+    ("/run/confexts", "systemd-confext: images merged over /etc"),
+    ("/run/portables", "portablectl: service images attached as units"),
+    ("/run/machines", "machinectl and systemd-nspawn: container images run as machines"),
+    ("/run/nextroot", "systemctl soft-reboot switches into it as the next root file system"),
+    ("/run/initramfs", "systemd-shutdown executes /run/initramfs/shutdown as PID 1"),
+    ("/run/credentials", "the credentials systemd passes to units (LoadCredential=, SetCredential=)"),
+    ("/run/credstore", "searched by LoadCredential= and ImportCredential=: credentials such as tmpfiles.extra, sysusers.extra or network.* configure the system"),
+    ("/run/credstore.encrypted", "encrypted credentials, searched like /run/credstore"),
+    ("/run/user", "per-user runtime directories: user units (systemd/user), the session bus and agent sockets"),
+    ("/run/dbus", "the system bus socket: a file there impersonates or blocks D-Bus"),
+    ("/run/polkit-1", "polkit authorization rules (rules.d, JavaScript run by polkitd)"),
+    ("/run/NetworkManager", "NetworkManager's conf.d, dispatcher.d scripts (run as root), resolv.conf and state; only system-connections/ is allowed"),
+    ("/run/netplan", "netplan: YAML that becomes systemd-networkd and NetworkManager configuration"),
+    ("/run/resolvconf", "resolvconf: the DNS servers of /etc/resolv.conf"),
+    ("/run/cloud-init", "cloud-init's runtime configuration (cloud.cfg, ds-identify): runcmd and friends run as root"),
+    ("/run/sudo", "sudo's timestamp records: a forged record skips the password"),
+    ("/run/faillock", "pam_faillock's failure records (account lockout)"),
+    ("/run/nologin", "its existence refuses every login but root's (pam_nologin)"),
+    ("/run/motd", "the message of the day shown to every user at login (pam_motd)"),
+    ("/run/motd.d", "messages shown to every user at login (pam_motd)"),
+    ("/run/motd.dynamic", "the message of the day shown to every user at login (pam_motd)"),
+    ("/run/issue", "the text agetty shows on every console before login"),
+    ("/run/issue.d", "texts agetty shows on every console before login"),
+    ("/run/utmp", "the login records that who, w and last trust"),
+    ("/run/log", "the volatile journal (/run/log/journal): forged log entries"),
+    ("/run/blkid", "libblkid's cache: LABEL= and UUID= lookups (mount, fsck) trust it"),
+    ("/run/mount", "libmount's utab: how mounts were made (umount trusts it for user mounts)"),
+    ("/run/network", "ifupdown's state: which interfaces it takes as configured"),
+];
+
+/// Directories inside a forbidden one that hold data, not code, and are
+/// the intended home of some secrets.
+pub const ALLOWED_WITHIN: &[(&str, &str)] = &[(
+    "/run/NetworkManager/system-connections",
+    "NetworkManager connection profiles (keyfiles, 0600 root), the intended home of Wi-Fi templates; a profile configures a network and runs nothing",
+)];
+
+/// The `/run` prefixes a device (or a recipe) allows besides the default
+/// rule. Empty: the default rule alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathPolicy {
+    allow: Vec<String>,
+}
+
+impl PathPolicy {
+    /// The default rule: every directory of [`FORBIDDEN`] refused.
+    pub fn strict() -> PathPolicy {
+        PathPolicy::default()
+    }
+
+    /// The default rule with `prefixes` allowed (each a normalised path
+    /// under `/run`: itself and everything below it).
+    pub fn allowing(prefixes: Vec<String>) -> Result<PathPolicy, String> {
+        for p in &prefixes {
+            super::manifest::validate_device_path(p)
+                .map_err(|e| format!("allowed path {p:?}: {e}"))?;
+        }
+        Ok(PathPolicy { allow: prefixes })
+    }
+
+    /// The prefixes allowed explicitly.
+    pub fn allowed(&self) -> &[String] {
+        &self.allow
+    }
+
+    /// Whether a normalised device path may hold a secret, a template or
+    /// the link made for one. The error names the directory and why.
+    pub fn check(&self, path: &str) -> Result<(), String> {
+        let Some((dir, why)) = forbidden_dir(path) else {
+            return Ok(());
+        };
+        let under = |prefix: &str| {
+            path == prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        let inside = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+        };
+        if self.allow.iter().any(|p| under(p)) || ALLOWED_WITHIN.iter().any(|(p, _)| inside(p)) {
+            return Ok(());
+        }
+        Err(format!(
+            "the path is in {dir}, which the system reads as code or configuration ({why}); \
+             keep secrets under /run/secrets, or allow the prefix explicitly \
+             (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)"
+        ))
+    }
+}
+
+/// The forbidden directory `path` is at or below, ASCII case ignored.
+pub fn forbidden_dir(path: &str) -> Option<(&'static str, &'static str)> {
+    let lower = path.to_ascii_lowercase();
+    FORBIDDEN.iter().copied().find(|(dir, _)| {
+        let dir = dir.to_ascii_lowercase();
+        lower == dir
+            || lower
+                .strip_prefix(&dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_directory_and_what_is_below_it_is_refused() {
+        let strict = PathPolicy::strict();
+        for (dir, _) in FORBIDDEN {
+            for path in [
+                dir.to_string(),
+                format!("{dir}/x"),
+                format!("{dir}/a/b/c.conf"),
+                dir.to_uppercase(),
+                format!("{}/x", dir.to_uppercase()),
+            ] {
+                let e = strict.check(&path).unwrap_err();
+                assert!(e.contains(dir), "{path}: {e}");
+            }
+        }
+        for ok in [
+            "/run/secrets/x",
+            "/run/wpa/psk",
+            "/run/systemdx/y",
+            "/run/udev2",
+            "/run/user-data/x",
+            "/run/NetworkManager/system-connections/wifi.nmconnection",
+            "/run/networkmanager-like/x",
+        ] {
+            assert!(strict.check(ok).is_ok(), "{ok} refused");
+        }
+        // The allowed directory itself is no file, and only its exact
+        // spelling is NetworkManager's.
+        for bad in [
+            "/run/NetworkManager/system-connections",
+            "/run/NetworkManager/System-Connections/x",
+            "/run/NetworkManager/conf.d/x.conf",
+            "/run/NetworkManager/dispatcher.d/01-x",
+        ] {
+            assert!(strict.check(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_allowed_only_explicitly() {
+        let p = PathPolicy::allowing(vec!["/run/systemd/network".into()]).unwrap();
+        assert!(p.check("/run/systemd/network/10-wifi.network").is_ok());
+        assert!(p.check("/run/systemd/network").is_ok());
+        assert!(p.check("/run/systemd/networkd.conf.d/x").is_err());
+        assert!(p.check("/run/systemd/system/x.service").is_err());
+        for bad in ["/run/systemd/../x", "systemd", "/etc/x", "/run/x/"] {
+            assert!(PathPolicy::allowing(vec![bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
