@@ -47,7 +47,8 @@ COMMANDS:
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep):
-                    nothing outside it is read or written, no unit restarted
+                    nothing outside it is read or written, no unit restarted;
+                    as root, a tree another user could change is refused
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -149,12 +150,25 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sealed-firstboot: {e}\n\n{USAGE}");
             return ExitCode::from(2);
+        }
+    };
+    // The root is resolved once, here: a link given as --root (or on the
+    // way to it) is never looked up again, so changing it while this runs
+    // cannot move the work to another tree (or to this machine's own /).
+    args.root = match std::fs::canonicalize(&args.root) {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!(
+                "sealed-firstboot: error: --root {}: {e}",
+                args.root.display()
+            );
+            return ExitCode::FAILURE;
         }
     };
     match dispatch(&args) {

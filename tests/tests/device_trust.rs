@@ -7,7 +7,7 @@
 use sealed_firstboot::bundle::{
     self, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp, FORBIDDEN,
 };
-use sealed_image_tests::device::{contents, map, DeviceTree as Device};
+use sealed_image_tests::device::{assert_no_marker, contents, map, DeviceTree as Device};
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -582,4 +582,119 @@ fn the_readme_lists_every_refused_directory_with_its_reason() {
             "README.md does not list {dir} with its reason"
         );
     }
+}
+
+/// A deploy user allowed `sudo sealed-firstboot apply …` also controls
+/// `--root`. As root, a tree another user can change (its own directory,
+/// one above it, or one in it) is refused before anything is read or
+/// written: they could otherwise swap a directory for a link to the
+/// device's own between a check and its use. And a root given through a
+/// link is resolved once: the link flipping between an unpinned tree and
+/// a pinned one while `apply` works never lands an unsigned bundle in the
+/// pinned one.
+#[test]
+fn as_root_a_tree_another_user_can_change_or_redirect_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("a tree owned by another user") {
+        return;
+    }
+    let (k, unsigned) = seal(&contents(NEW), None, Stamp::at(5000), &[]);
+    let apply = |root: &Path| {
+        let key_file = root.parent().unwrap().join("update.key");
+        std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+        let mut c = std::process::Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
+            .arg(root)
+            .args(["apply", "-", "--no-restart", "--key"])
+            .arg(&key_file);
+        output_with_stdin(&mut c, &unsigned)
+    };
+    let nobody = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The deploy user's own directory holds the tree.
+    let theirs = tmp.path().join("deploy");
+    std::fs::create_dir(&theirs).unwrap();
+    nobody(&theirs);
+    let tree = theirs.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    sealed_image_tests::device_tree(&tree, &[]);
+    // A root-owned tree with a directory in it the deploy user owns, or
+    // that anyone may write.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    sealed_image_tests::device_tree(&mixed, &[]);
+    std::fs::create_dir_all(mixed.join("var/lib")).unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    sealed_image_tests::device_tree(&open, &[]);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (what, root, setup) in [
+        ("in a directory of another user", tree.clone(), None),
+        (
+            "var/lib owned by another user",
+            mixed.clone(),
+            Some(mixed.join("var/lib")),
+        ),
+        ("world-writable itself", open.clone(), None),
+    ] {
+        if let Some(dir) = setup {
+            nobody(&dir);
+        }
+        let out = apply(&root);
+        assert_exit(&out, 1, what);
+        assert!(
+            stderr(&out).contains("may be changed by other users than root"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !root.join("var/lib/sealed-secrets").exists() && !root.join("run").exists(),
+            "{what}: something was written"
+        );
+    }
+
+    // A link flipping between an unpinned tree and a pinned one.
+    let unpinned = Device::new();
+    let pinned = provisioned();
+    let before = store_snapshot(&pinned.root);
+    let link = tmp.path().join("r");
+    std::os::unix::fs::symlink(&unpinned.root, &link).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, link) = (stop.clone(), link.clone());
+        let targets = [pinned.root.clone(), unpinned.root.clone()];
+        std::thread::spawn(move || {
+            let tmp_link = link.with_file_name("r.new");
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&tmp_link);
+                std::os::unix::fs::symlink(&targets[i % 2], &tmp_link).unwrap();
+                std::fs::rename(&tmp_link, &link).unwrap();
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    // Large enough that opening it takes a while.
+    let big = "MARKER-big".repeat(200_000);
+    let key_file = tmp.path().join("flip.key");
+    for n in 0..30 {
+        let (k, b) = seal(&contents(&[("big", &big)]), None, Stamp::at(6000 + n), &[]);
+        std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+        let mut c = std::process::Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
+            .arg(&link)
+            .args(["apply", "-", "--no-restart", "--key"])
+            .arg(&key_file);
+        let out = output_with_stdin(&mut c, &b);
+        assert_no_marker(&out);
+        if store_snapshot(&pinned.root) != before {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            flipper.join().unwrap();
+            panic!("attempt {n}: the pinned tree took an unsigned bundle through the flipped link");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(pinned.live(), map(OLD));
 }
