@@ -698,3 +698,44 @@ fn as_root_a_tree_another_user_can_change_or_redirect_is_refused() {
     flipper.join().unwrap();
     assert_eq!(pinned.live(), map(OLD));
 }
+
+/// A partial bundle merges with a store that is damaged: it may replace
+/// a secret whose store file is gone (that is how it is repaired), and is
+/// refused, naming the file, when a secret it keeps cannot be read (the
+/// merge would lose it); the store is then as it was.
+#[test]
+fn a_partial_bundle_repairs_a_damaged_secret_and_never_drops_one_it_keeps() {
+    let d = provisioned();
+    let secrets = d.root.join("var/lib/sealed-secrets/current/secrets");
+    std::fs::remove_file(secrets.join("token.age")).unwrap();
+    let mut c = contents(&[("token", "MARKER-repaired-token")]);
+    c.manifest.partial = true;
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(2000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file).arg("--no-restart");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "a partial bundle replacing the damaged secret");
+    assert_no_marker(&out);
+    assert_eq!(
+        d.store(),
+        map(&[
+            ("wifi", "MARKER-old-wifi"),
+            ("token", "MARKER-repaired-token")
+        ])
+    );
+    // Now a secret it keeps is damaged: refused, naming it.
+    std::fs::write(secrets.join("wifi.age"), b"not an age file").unwrap();
+    let before = store_snapshot(&d.root);
+    let mut c = contents(&[("api", "MARKER-new-api")]);
+    c.manifest.partial = true;
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(3000), &[]);
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file).arg("--no-restart");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 1, "a partial bundle keeping a damaged secret");
+    assert!(stderr(&out).contains("wifi"), "{}", stderr(&out));
+    assert_eq!(store_snapshot(&d.root), before);
+}
