@@ -739,3 +739,40 @@ fn a_partial_bundle_repairs_a_damaged_secret_and_never_drops_one_it_keeps() {
     assert!(stderr(&out).contains("wifi"), "{}", stderr(&out));
     assert_eq!(store_snapshot(&d.root), before);
 }
+
+/// `restart-units` and `reload-units` name units systemctl can act on:
+/// options (`--help`), `/`, specifiers (`%i`) and a template without an
+/// instance (`getty@.service`, which systemctl refuses along with every
+/// other unit of the call) are refused by the builder (exit 3) and by the
+/// library when sealing, so no device is sent one.
+#[test]
+fn units_that_cannot_be_restarted_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
+    for unit in [
+        "getty@.service",
+        "--help",
+        "a/b.service",
+        "app@%i.service",
+        "@x.service",
+    ] {
+        std::fs::write(
+            tmp.path().join("recipe.toml"),
+            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\nrestart-units = [\"{unit}\"]\n"),
+        )
+        .unwrap();
+        let out = build_image_cmd()
+            .args(["bundle", "recipe.toml", "--out", "o"])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_exit(&out, 3, format!("restart-units = [{unit:?}]"));
+        let mut c = contents(&[("a", "MARKER-a")]);
+        c.manifest.secrets[0].reload_units = vec![unit.into()];
+        assert!(
+            bundle::seal_signed(&ImageKey::generate(), &c, 1, &team()).is_err(),
+            "{unit} sealed"
+        );
+    }
+    assert!(!tmp.path().join("o").exists());
+}
