@@ -776,3 +776,32 @@ fn units_that_cannot_be_restarted_are_refused() {
     }
     assert!(!tmp.path().join("o").exists());
 }
+
+/// The directory right under `/run` is spelled in ASCII and the runtime's
+/// names exactly: the builder refuses a look-alike of a directory the
+/// system reads as code (`/run/ſystemd`, long s) and a case variant of
+/// `/run/secrets` (exit 3), as the device does when it opens a bundle.
+#[test]
+fn look_alike_paths_are_refused_by_the_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
+    for path in [
+        "/run/\u{17f}ystemd/system/x.service",
+        "/run/ud\u{435}v/rules.d/00-x.rules",
+        "/run/Secrets/x",
+    ] {
+        std::fs::write(
+            tmp.path().join("recipe.toml"),
+            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\npath = \"{path}\"\nsource = {{ file = \"a.txt\" }}\n"),
+        )
+        .unwrap();
+        let out = build_image_cmd()
+            .args(["bundle", "recipe.toml", "--out", "o"])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_exit(&out, 3, format!("a secret at {path}"));
+        assert_not_printed(&out, b"MARKER-", "a value");
+    }
+    assert!(!tmp.path().join("o").exists());
+}
