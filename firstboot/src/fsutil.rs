@@ -92,7 +92,8 @@ fn changeable(dir: &Path, meta: &fs::Metadata) -> io::Error {
             "{} may be changed by other users than root (owner {}, group {}, mode {:04o}): \
              as root with --root, the tree, every directory above it and every directory in it \
              sealed-firstboot uses must be root's and writable by no one else, or another user \
-             could swap one for a link (to the device's own store) while it works",
+             could swap one for a link (to the device's own store) while it works; \
+             run it as that user instead, or on a tree only root can change",
             dir.display(),
             meta.uid(),
             meta.gid(),
