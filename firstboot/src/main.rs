@@ -34,7 +34,8 @@ COMMANDS:
                device, from a file or standard input, with the same rules as
                provision (signed by a pinned signer, newer than the store,
                authenticated, validated as a whole, crash-safe);
-               a partial bundle replaces only the secrets it lists. Then
+               a partial bundle replaces only the secrets it lists; the
+               same bundle again finishes an apply that was cut short. Then
                unseal, and restart (try-restart) or reload the units that
                the changed secrets name in restart-units / reload-units (with
                --root, no unit of this machine: it says what it would run)
@@ -311,10 +312,12 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
     match provision::apply(&args.root, bytes, key.as_ref(), now(), config)
         .context("applying the update bundle")?
     {
-        Applied::AlreadyApplied { bundle_id } => {
-            eprintln!("sealed-firstboot: bundle {bundle_id} is already applied; nothing to do");
-            return Ok(ExitCode::SUCCESS);
-        }
+        // An earlier apply of it may have been cut short after the store
+        // switched: unsealing again finishes it (and restarts the units of
+        // what is not live yet); if it was live already, nothing changes.
+        Applied::AlreadyApplied { bundle_id } => eprintln!(
+            "sealed-firstboot: bundle {bundle_id} is already applied; unsealing it (which changes nothing if it is live)"
+        ),
         Applied::Applied {
             bundle_id,
             secrets,

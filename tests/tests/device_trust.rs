@@ -805,3 +805,43 @@ fn look_alike_paths_are_refused_by_the_builder() {
     }
     assert!(!tmp.path().join("o").exists());
 }
+
+/// `apply` cut short after the store switched (a power cut, kill -9)
+/// before it unsealed and restarted: running the same `apply` again
+/// finishes the job (the new secrets go live, the units of what changed
+/// are restarted) instead of saying "nothing to do" over stale secrets.
+#[test]
+fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let apply = |failpoint: Option<&str>| {
+        let mut cmd = d.cmd("apply");
+        cmd.arg("-").arg("--key").arg(&key_file);
+        if let Some(f) = failpoint {
+            cmd.env("SEALED_FIRSTBOOT_FAILPOINT", f);
+        }
+        output_with_stdin(&mut cmd, &b)
+    };
+    let out = apply(Some("store-after-swap"));
+    assert_exit(&out, 86, "apply cut short after the store switch");
+    assert_eq!(d.store(), map(NEW));
+    assert_eq!(d.live(), map(OLD), "nothing was unsealed yet");
+    let out = apply(None);
+    assert_success(&out, "the rerun");
+    assert_no_marker(&out);
+    assert_eq!(d.live(), map(NEW), "the rerun left the old secrets live");
+    let err = stderr(&out);
+    assert!(err.contains("already applied"), "{err}");
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "{err}"
+    );
+    // Once live, another run changes and restarts nothing.
+    let out = apply(None);
+    assert_success(&out, "a third run");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
+}
