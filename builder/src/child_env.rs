@@ -1,5 +1,6 @@
 //! What the builder's child processes (command sources, mke2fs, debugfs)
-//! must not inherit: the store identity (`SEALED_IMAGE_STORE_IDENTITY*`)
+//! must not inherit: the store identity (`SEALED_IMAGE_STORE_IDENTITY*`),
+//! the signing key (`SEALED_IMAGE_SIGNING_KEY`, and the name of its file)
 //! and every environment variable a secret is read from. A wrapper that
 //! runs `set -x` or logs its environment would otherwise print them into
 //! the CI log. Every `Command` the builder spawns goes through
@@ -31,13 +32,16 @@ pub fn hide(var: &str) {
     }
 }
 
-/// Remove the identity variables and every hidden variable from `cmd`'s
-/// environment.
+/// Remove the identity and signing key variables and every hidden
+/// variable from `cmd`'s environment.
 pub fn scrub(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with(IDENTITY_PREFIX) {
             cmd.env_remove(&name);
         }
+    }
+    for name in [crate::signing::ENV_KEY, crate::signing::ENV_KEY_FILE] {
+        cmd.env_remove(name);
     }
     let hidden: Vec<OsString> = match SECRET_VARS.lock() {
         Ok(set) => set.iter().cloned().collect(),

@@ -152,6 +152,11 @@ pub fn inject(
     let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     let secrets = manifest::secrets_from(recipe, &contents.manifest);
     let device = crate::build::device_config(recipe, &opts.signing);
+    let contents_paths: Vec<(String, String)> = contents
+        .manifest
+        .entries()
+        .map(|e| (e.name.clone(), e.path.clone()))
+        .collect();
     drop(contents);
 
     let dir = output.parent().unwrap_or(Path::new("."));
@@ -202,7 +207,16 @@ pub fn inject(
                     .map_err(|e| in_image(e.to_string()))?,
             )
         }
-        None => None,
+        None => {
+            refused_by_the_image(&work.0, &info, &part, &sealed, &contents_paths).map_err(|e| {
+                match e {
+                    Refusal::Agent(e) => in_image(e.to_string()),
+                    Refusal::Signer(why) => crate::signing::SigningError::Conflict(why).into(),
+                    Refusal::Path(why) => BuildError::Invalid(why),
+                }
+            })?;
+            None
+        }
     };
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
@@ -265,6 +279,62 @@ pub fn inject(
         compressed: out_compressed,
         boot_partition: part.index,
     })
+}
+
+/// Why the agent already in an image would refuse this bundle.
+enum Refusal {
+    Agent(image::agent::AgentError),
+    Signer(String),
+    Path(String),
+}
+
+/// Without `--install-agent`, the image's own configuration decides what
+/// its device applies: a bundle it would refuse at first boot (unsigned or
+/// signed by a key it does not pin, wiped then; a path it does not allow)
+/// is refused here, before anything is written. An image whose
+/// configuration cannot be read (no ext root, no debugfs) is not checked.
+fn refused_by_the_image(
+    image: &Path,
+    info: &image::DiskInfo,
+    part: &image::PartInfo,
+    sealed: &sealing::Sealed,
+    paths: &[(String, String)],
+) -> Result<(), Refusal> {
+    let Some(config) = image::agent::image_config(image, info, part).map_err(Refusal::Agent)?
+    else {
+        return Ok(());
+    };
+    if !config.signers.is_empty() {
+        let pinned = config
+            .signers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fix = "sign with a key it pins, or pass --install-agent to pin this one";
+        match sealed.header.signer {
+            None => {
+                return Err(Refusal::Signer(format!(
+                    "the image's /etc/sealed-firstboot.conf pins {pinned}: its device would refuse (and wipe) this unsigned bundle at first boot; {fix}"
+                )))
+            }
+            Some(s) if !config.signers.contains(&s) => {
+                return Err(Refusal::Signer(format!(
+                    "the image's /etc/sealed-firstboot.conf pins {pinned}, not {s}: its device would refuse (and wipe) this bundle at first boot; {fix}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let policy = config.path_policy();
+    for (name, path) in paths {
+        if let Err(why) = policy.check(path) {
+            return Err(Refusal::Path(format!(
+                "secret {name} ({path}): the image's /etc/sealed-firstboot.conf does not allow it: {why}; or pass --install-agent to write the recipe's allow_path lines"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A temporary path removed on drop unless it was renamed away.

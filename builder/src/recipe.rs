@@ -422,6 +422,7 @@ impl Recipe {
         for e in &entries {
             sealed_firstboot::bundle::validate_entry(e).map_err(described)?;
             sealed_firstboot::bundle::check_policy(e, &paths).map_err(described)?;
+            sealed_firstboot::bundle::check_units(e).map_err(described)?;
         }
         sealed_firstboot::bundle::check_clashes(&entries).map_err(described)?;
         Ok(())

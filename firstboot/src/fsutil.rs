@@ -28,10 +28,22 @@ pub fn is_host_root(root: &Path) -> bool {
 /// relative ones may climb out of it: with `--root`, nothing outside the
 /// tree is read or written, so such a tree is refused. On the device
 /// itself (`root` is `/`) the path is the system's own.
+///
+/// Run as root (a deploy user's `sudo sealed-firstboot … --root TREE`),
+/// a check at one moment says nothing about the next if another user can
+/// change the tree: they could swap a directory for a link to the host's
+/// own (`/var`, or `/` itself) between the check and the use, and have
+/// their bundle land in the device's store. So, as root, the tree, every
+/// directory above it and every existing directory of `rel` must be
+/// unchangeable by other users ([`others_may_change`]).
 pub fn in_root(root: &Path, rel: &str) -> io::Result<std::path::PathBuf> {
     let full = root.join(rel.trim_start_matches('/'));
     if is_host_root(root) {
         return Ok(full);
+    }
+    let guarded = rustix::process::geteuid().is_root();
+    if guarded {
+        check_tree_owner(root)?;
     }
     let mut at = root.to_path_buf();
     for comp in Path::new(rel.trim_start_matches('/')).components() {
@@ -49,12 +61,68 @@ pub fn in_root(root: &Path, rel: &str) -> io::Result<std::path::PathBuf> {
                     at.display()
                 )))
             }
+            Ok(m) if guarded && m.is_dir() && others_may_change(&m, false) => {
+                return Err(changeable(&at, &m))
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => break,
             Err(e) => return Err(e),
         }
     }
     Ok(full)
+}
+
+/// Whether a user other than root could change the directory `meta`
+/// describes (rename an entry of it, or put a link in its place): it is
+/// not root's, or it is writable by others (or by a group other than
+/// root's). A sticky directory (`/tmp`) lets others remove only their own
+/// entries: `sticky_ok` accepts it, for the directories above a tree.
+pub fn others_may_change(meta: &fs::Metadata, sticky_ok: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != 0);
+    meta.uid() != 0 || (writable && !(sticky_ok && mode & 0o1000 != 0))
+}
+
+fn changeable(dir: &Path, meta: &fs::Metadata) -> io::Error {
+    use std::os::unix::fs::MetadataExt;
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} may be changed by other users than root (owner {}, group {}, mode {:04o}): \
+             as root with --root, the tree, every directory above it and every directory in it \
+             sealed-firstboot uses must be root's and writable by no one else, or another user \
+             could swap one for a link (to the device's own store) while it works; \
+             run it as that user instead, or on a tree only root can change",
+            dir.display(),
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777
+        ),
+    )
+}
+
+/// As root: the tree at `root` (the nearest existing directory, if it does
+/// not exist yet) and every directory above it are unchangeable by others.
+fn check_tree_owner(root: &Path) -> io::Result<()> {
+    let mut existing = root;
+    let canonical = loop {
+        match fs::canonicalize(existing) {
+            Ok(c) => break c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match existing.parent() {
+                Some(p) if !p.as_os_str().is_empty() => existing = p,
+                _ => break fs::canonicalize(".")?,
+            },
+            Err(e) => return Err(e),
+        }
+    };
+    for (i, dir) in canonical.ancestors().enumerate() {
+        let meta = fs::symlink_metadata(dir)?;
+        if others_may_change(&meta, i > 0) {
+            return Err(changeable(dir, &meta));
+        }
+    }
+    Ok(())
 }
 
 /// fsync a directory so that renames and unlinks inside it are durable.

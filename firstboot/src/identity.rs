@@ -183,12 +183,20 @@ pub fn persist(
     let dir = file.parent().unwrap_or(root);
     fsutil::create_dir_all_mode(dir, 0o700)
         .map_err(io_err(format!("creating {}", dir.display())))?;
-    let text = Zeroizing::new(format!(
-        "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{ORIGIN_PREFIX}{}\n{}\n",
+    // Sized first and filled by hand: `format!` grows its buffer as it
+    // goes and would free copies holding part of the key.
+    let head = format!(
+        "# sealed-firstboot device identity (age X25519)\n# public key: {}\n{ORIGIN_PREFIX}{}\n",
         identity.to_public(),
         source.as_str(),
-        identity.to_string().expose_secret()
+    );
+    let key = identity.to_string();
+    let mut text = Zeroizing::new(String::with_capacity(
+        head.len() + key.expose_secret().len() + 1,
     ));
+    text.push_str(&head);
+    text.push_str(key.expose_secret());
+    text.push('\n');
     let created = fsutil::create_exclusive(&file, text.as_bytes(), 0o400)
         .map_err(io_err(format!("writing {}", file.display())))?;
     if !created {
@@ -217,14 +225,15 @@ pub fn parse_identity_file(text: &str) -> Result<age::x25519::Identity, String> 
 /// Derive the age identity from an unencrypted OpenSSH Ed25519 private key,
 /// as `ssh-to-age` does.
 pub fn identity_from_openssh_ed25519(pem: &str) -> Result<age::x25519::Identity, String> {
-    let body: Zeroizing<String> = Zeroizing::new(
-        pem.lines()
-            .map(str::trim)
-            .skip_while(|l| *l != "-----BEGIN OPENSSH PRIVATE KEY-----")
-            .skip(1)
-            .take_while(|l| *l != "-----END OPENSSH PRIVATE KEY-----")
-            .collect(),
-    );
+    // Room for all of it up front: a String grown by `collect` would free
+    // copies holding part of the key.
+    let mut body = Zeroizing::new(String::with_capacity(pem.len()));
+    pem.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN OPENSSH PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END OPENSSH PRIVATE KEY-----")
+        .for_each(|l| body.push_str(l));
     if body.is_empty() {
         return Err("not an OpenSSH private key (no BEGIN OPENSSH PRIVATE KEY block)".into());
     }

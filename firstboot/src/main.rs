@@ -34,7 +34,8 @@ COMMANDS:
                device, from a file or standard input, with the same rules as
                provision (signed by a pinned signer, newer than the store,
                authenticated, validated as a whole, crash-safe);
-               a partial bundle replaces only the secrets it lists. Then
+               a partial bundle replaces only the secrets it lists; the
+               same bundle again finishes an apply that was cut short. Then
                unseal, and restart (try-restart) or reload the units that
                the changed secrets name in restart-units / reload-units (with
                --root, no unit of this machine: it says what it would run)
@@ -47,7 +48,8 @@ COMMANDS:
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep):
-                    nothing outside it is read or written, no unit restarted
+                    nothing outside it is read or written, no unit restarted;
+                    as root, a tree another user could change is refused
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -149,12 +151,25 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sealed-firstboot: {e}\n\n{USAGE}");
             return ExitCode::from(2);
+        }
+    };
+    // The root is resolved once, here: a link given as --root (or on the
+    // way to it) is never looked up again, so changing it while this runs
+    // cannot move the work to another tree (or to this machine's own /).
+    args.root = match std::fs::canonicalize(&args.root) {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!(
+                "sealed-firstboot: error: --root {}: {e}",
+                args.root.display()
+            );
+            return ExitCode::FAILURE;
         }
     };
     match dispatch(&args) {
@@ -297,10 +312,12 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
     match provision::apply(&args.root, bytes, key.as_ref(), now(), config)
         .context("applying the update bundle")?
     {
-        Applied::AlreadyApplied { bundle_id } => {
-            eprintln!("sealed-firstboot: bundle {bundle_id} is already applied; nothing to do");
-            return Ok(ExitCode::SUCCESS);
-        }
+        // An earlier apply of it may have been cut short after the store
+        // switched: unsealing again finishes it (and restarts the units of
+        // what is not live yet); if it was live already, nothing changes.
+        Applied::AlreadyApplied { bundle_id } => eprintln!(
+            "sealed-firstboot: bundle {bundle_id} is already applied; unsealing it (which changes nothing if it is live)"
+        ),
         Applied::Applied {
             bundle_id,
             secrets,

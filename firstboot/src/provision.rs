@@ -464,10 +464,16 @@ fn merge(
             source: std::io::Error::other(e.to_string()),
         },
     })?;
-    let mut values = current.decrypt_all(&identity)?;
     let replaced: std::collections::BTreeSet<String> =
         update.manifest.entries().map(|e| e.name.clone()).collect();
     let keep = |e: &&bundle::SecretEntry| !replaced.contains(&e.name);
+    // Only what is kept is decrypted: a partial bundle may replace a
+    // secret whose store file is damaged. One that is kept must open, or
+    // the merge would lose it.
+    let mut values = std::collections::BTreeMap::new();
+    for e in current.manifest.entries().filter(keep) {
+        values.insert(e.name.clone(), current.decrypt(&identity, e)?);
+    }
     let mut manifest = Manifest {
         secrets: current
             .manifest
@@ -486,7 +492,6 @@ fn merge(
         partial: false,
         signers: None,
     };
-    values.retain(|k, _| !replaced.contains(k));
     let Contents {
         manifest: new,
         values: new_values,

@@ -33,6 +33,30 @@ pub fn plan(manifest: &Manifest, changed: &[String]) -> Plan {
     plan
 }
 
+/// Where `systemctl` is looked for, in order: never through `$PATH`, which
+/// whoever runs `sudo sealed-firstboot apply` may have set.
+pub const SYSTEMCTL: [&str; 2] = ["/usr/bin/systemctl", "/bin/systemctl"];
+/// The only variable `systemctl` gets.
+const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The first of [`SYSTEMCTL`] that exists (the first, for the error, when
+/// none does).
+pub fn systemctl_program() -> &'static str {
+    SYSTEMCTL
+        .iter()
+        .copied()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or(SYSTEMCTL[0])
+}
+
+/// `program` with an empty environment but a fixed `PATH`: nothing of the
+/// caller's (`SYSTEMD_*`, `SYSTEMCTL_*`, `DBUS_*`, `LD_*`, `PATH`) reaches it.
+fn systemctl(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear().env("PATH", CHILD_PATH);
+    c
+}
+
 /// One `systemctl` call and how it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
@@ -69,7 +93,7 @@ pub fn run(plan: &Plan, root: &Path) -> Vec<Action> {
             });
             continue;
         }
-        let error = match Command::new("systemctl")
+        let error = match systemctl(Path::new(systemctl_program()))
             .arg(verb)
             .arg("--")
             .args(&units)
@@ -129,6 +153,27 @@ mod tests {
             ["nginx.service", "proxy.service"]
         );
         assert!(plan(&m, &[]).is_empty());
+    }
+
+    /// systemctl is run by its absolute path, with nothing of the caller's
+    /// environment: a stand-in that prints its environment sees only PATH.
+    #[test]
+    fn systemctl_runs_by_path_with_a_clean_environment() {
+        assert!(SYSTEMCTL.contains(&systemctl_program()));
+        let dir = tempfile::tempdir().unwrap();
+        let stand_in = dir.path().join("systemctl");
+        std::fs::write(&stand_in, "#!/bin/sh\nenv\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = systemctl(&stand_in).output().unwrap();
+        let env = String::from_utf8(out.stdout).unwrap();
+        let names: Vec<&str> = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .filter(|k| *k != "PWD" && *k != "SHLVL" && *k != "_")
+            .collect();
+        assert_eq!(names, ["PATH"], "{env}");
+        assert!(env.contains(&format!("PATH={CHILD_PATH}")), "{env}");
     }
 
     /// On a tree, the plan is reported and nothing is run (the units are

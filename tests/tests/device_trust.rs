@@ -7,7 +7,7 @@
 use sealed_firstboot::bundle::{
     self, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp, FORBIDDEN,
 };
-use sealed_image_tests::device::{contents, map, DeviceTree as Device};
+use sealed_image_tests::device::{assert_no_marker, contents, map, DeviceTree as Device};
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -582,4 +582,266 @@ fn the_readme_lists_every_refused_directory_with_its_reason() {
             "README.md does not list {dir} with its reason"
         );
     }
+}
+
+/// A deploy user allowed `sudo sealed-firstboot apply …` also controls
+/// `--root`. As root, a tree another user can change (its own directory,
+/// one above it, or one in it) is refused before anything is read or
+/// written: they could otherwise swap a directory for a link to the
+/// device's own between a check and its use. And a root given through a
+/// link is resolved once: the link flipping between an unpinned tree and
+/// a pinned one while `apply` works never lands an unsigned bundle in the
+/// pinned one.
+#[test]
+fn as_root_a_tree_another_user_can_change_or_redirect_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("a tree owned by another user") {
+        return;
+    }
+    let (k, unsigned) = seal(&contents(NEW), None, Stamp::at(5000), &[]);
+    let apply = |root: &Path| {
+        let key_file = root.parent().unwrap().join("update.key");
+        std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+        let mut c = std::process::Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
+            .arg(root)
+            .args(["apply", "-", "--no-restart", "--key"])
+            .arg(&key_file);
+        output_with_stdin(&mut c, &unsigned)
+    };
+    let nobody = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The deploy user's own directory holds the tree.
+    let theirs = tmp.path().join("deploy");
+    std::fs::create_dir(&theirs).unwrap();
+    nobody(&theirs);
+    let tree = theirs.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    sealed_image_tests::device_tree(&tree, &[]);
+    // A root-owned tree with a directory in it the deploy user owns, or
+    // that anyone may write.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    sealed_image_tests::device_tree(&mixed, &[]);
+    std::fs::create_dir_all(mixed.join("var/lib")).unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    sealed_image_tests::device_tree(&open, &[]);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (what, root, setup) in [
+        ("in a directory of another user", tree.clone(), None),
+        (
+            "var/lib owned by another user",
+            mixed.clone(),
+            Some(mixed.join("var/lib")),
+        ),
+        ("world-writable itself", open.clone(), None),
+    ] {
+        if let Some(dir) = setup {
+            nobody(&dir);
+        }
+        let out = apply(&root);
+        assert_exit(&out, 1, what);
+        assert!(
+            stderr(&out).contains("may be changed by other users than root"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !root.join("var/lib/sealed-secrets").exists() && !root.join("run").exists(),
+            "{what}: something was written"
+        );
+    }
+
+    // A link flipping between an unpinned tree and a pinned one.
+    let unpinned = Device::new();
+    let pinned = provisioned();
+    let before = store_snapshot(&pinned.root);
+    let link = tmp.path().join("r");
+    std::os::unix::fs::symlink(&unpinned.root, &link).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, link) = (stop.clone(), link.clone());
+        let targets = [pinned.root.clone(), unpinned.root.clone()];
+        std::thread::spawn(move || {
+            let tmp_link = link.with_file_name("r.new");
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&tmp_link);
+                std::os::unix::fs::symlink(&targets[i % 2], &tmp_link).unwrap();
+                std::fs::rename(&tmp_link, &link).unwrap();
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    // Large enough that opening it takes a while.
+    let big = "MARKER-big".repeat(200_000);
+    let key_file = tmp.path().join("flip.key");
+    for n in 0..30 {
+        let (k, b) = seal(&contents(&[("big", &big)]), None, Stamp::at(6000 + n), &[]);
+        std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+        let mut c = std::process::Command::new(bin("sealed-firstboot"));
+        c.arg("--root")
+            .arg(&link)
+            .args(["apply", "-", "--no-restart", "--key"])
+            .arg(&key_file);
+        let out = output_with_stdin(&mut c, &b);
+        assert_no_marker(&out);
+        if store_snapshot(&pinned.root) != before {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            flipper.join().unwrap();
+            panic!("attempt {n}: the pinned tree took an unsigned bundle through the flipped link");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(pinned.live(), map(OLD));
+}
+
+/// A partial bundle merges with a store that is damaged: it may replace
+/// a secret whose store file is gone (that is how it is repaired), and is
+/// refused, naming the file, when a secret it keeps cannot be read (the
+/// merge would lose it); the store is then as it was.
+#[test]
+fn a_partial_bundle_repairs_a_damaged_secret_and_never_drops_one_it_keeps() {
+    let d = provisioned();
+    let secrets = d.root.join("var/lib/sealed-secrets/current/secrets");
+    std::fs::remove_file(secrets.join("token.age")).unwrap();
+    let mut c = contents(&[("token", "MARKER-repaired-token")]);
+    c.manifest.partial = true;
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(2000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file).arg("--no-restart");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "a partial bundle replacing the damaged secret");
+    assert_no_marker(&out);
+    assert_eq!(
+        d.store(),
+        map(&[
+            ("wifi", "MARKER-old-wifi"),
+            ("token", "MARKER-repaired-token")
+        ])
+    );
+    // Now a secret it keeps is damaged: refused, naming it.
+    std::fs::write(secrets.join("wifi.age"), b"not an age file").unwrap();
+    let before = store_snapshot(&d.root);
+    let mut c = contents(&[("api", "MARKER-new-api")]);
+    c.manifest.partial = true;
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(3000), &[]);
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file).arg("--no-restart");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 1, "a partial bundle keeping a damaged secret");
+    assert!(stderr(&out).contains("wifi"), "{}", stderr(&out));
+    assert_eq!(store_snapshot(&d.root), before);
+}
+
+/// `restart-units` and `reload-units` name units systemctl can act on:
+/// options (`--help`), `/`, specifiers (`%i`) and a template without an
+/// instance (`getty@.service`, which systemctl refuses along with every
+/// other unit of the call) are refused by the builder (exit 3) and by the
+/// library when sealing, so no device is sent one.
+#[test]
+fn units_that_cannot_be_restarted_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
+    for unit in [
+        "getty@.service",
+        "--help",
+        "a/b.service",
+        "app@%i.service",
+        "@x.service",
+    ] {
+        std::fs::write(
+            tmp.path().join("recipe.toml"),
+            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\nrestart-units = [\"{unit}\"]\n"),
+        )
+        .unwrap();
+        let out = build_image_cmd()
+            .args(["bundle", "recipe.toml", "--out", "o"])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_exit(&out, 3, format!("restart-units = [{unit:?}]"));
+        let mut c = contents(&[("a", "MARKER-a")]);
+        c.manifest.secrets[0].reload_units = vec![unit.into()];
+        assert!(
+            bundle::seal_signed(&ImageKey::generate(), &c, 1, &team()).is_err(),
+            "{unit} sealed"
+        );
+    }
+    assert!(!tmp.path().join("o").exists());
+}
+
+/// The directory right under `/run` is spelled in ASCII and the runtime's
+/// names exactly: the builder refuses a look-alike of a directory the
+/// system reads as code (`/run/ſystemd`, long s) and a case variant of
+/// `/run/secrets` (exit 3), as the device does when it opens a bundle.
+#[test]
+fn look_alike_paths_are_refused_by_the_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
+    for path in [
+        "/run/\u{17f}ystemd/system/x.service",
+        "/run/ud\u{435}v/rules.d/00-x.rules",
+        "/run/Secrets/x",
+    ] {
+        std::fs::write(
+            tmp.path().join("recipe.toml"),
+            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\npath = \"{path}\"\nsource = {{ file = \"a.txt\" }}\n"),
+        )
+        .unwrap();
+        let out = build_image_cmd()
+            .args(["bundle", "recipe.toml", "--out", "o"])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_exit(&out, 3, format!("a secret at {path}"));
+        assert_not_printed(&out, b"MARKER-", "a value");
+    }
+    assert!(!tmp.path().join("o").exists());
+}
+
+/// `apply` cut short after the store switched (a power cut, kill -9)
+/// before it unsealed and restarted: running the same `apply` again
+/// finishes the job (the new secrets go live, the units of what changed
+/// are restarted) instead of saying "nothing to do" over stale secrets.
+#[test]
+fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let apply = |failpoint: Option<&str>| {
+        let mut cmd = d.cmd("apply");
+        cmd.arg("-").arg("--key").arg(&key_file);
+        if let Some(f) = failpoint {
+            cmd.env("SEALED_FIRSTBOOT_FAILPOINT", f);
+        }
+        output_with_stdin(&mut cmd, &b)
+    };
+    let out = apply(Some("store-after-swap"));
+    assert_exit(&out, 86, "apply cut short after the store switch");
+    assert_eq!(d.store(), map(NEW));
+    assert_eq!(d.live(), map(OLD), "nothing was unsealed yet");
+    let out = apply(None);
+    assert_success(&out, "the rerun");
+    assert_no_marker(&out);
+    assert_eq!(d.live(), map(NEW), "the rerun left the old secrets live");
+    let err = stderr(&out);
+    assert!(err.contains("already applied"), "{err}");
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "{err}"
+    );
+    // Once live, another run changes and restarts nothing.
+    let out = apply(None);
+    assert_success(&out, "a third run");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
 }

@@ -587,3 +587,73 @@ fn an_agent_given_names_the_architecture_a_bare_root_does_not() {
     );
     e2fsck_clean(&img);
 }
+
+/// Without `--install-agent`, the agent already in the image decides what
+/// its device applies: `inject` refuses (exit 2, nothing written) a bundle
+/// that device would refuse and wipe at first boot, one signed by a key
+/// its configuration does not pin or an unsigned one, and refuses (exit 3)
+/// a path its configuration does not allow; it injects a bundle signed by
+/// a key the image pins.
+#[test]
+fn inject_refuses_what_the_images_own_agent_would_refuse() {
+    let Some(t) = scratch_if(tools()) else { return };
+    let other = sealed_firstboot::bundle::SigningKey::generate().signer();
+    let conf = t.path().join("root/etc/sealed-firstboot.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, format!("signer = {other}\n")).unwrap();
+    let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
+    let before = std::fs::read(&img).unwrap();
+    let sealed = t.path().join("stock.sealed.img");
+    let key = t.path().join("stock.sealed.key");
+    for extra in [&[][..], &["--unsigned"]] {
+        let out = inject(&img, extra);
+        assert_exit(
+            &out,
+            2,
+            format!("inject {extra:?} into an image pinning another key"),
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&other.to_string()) && err.contains("would refuse"),
+            "{err}"
+        );
+        assert!(
+            !sealed.exists() && !key.exists(),
+            "{extra:?}: something was written"
+        );
+        assert!(std::fs::read(&img).unwrap() == before, "the input changed");
+    }
+
+    // The image pins the tests' key: injected, but a path its
+    // configuration does not allow is refused.
+    let team = std::fs::read_to_string(test_signing_key()).unwrap();
+    let team = sealed_firstboot::bundle::SigningKey::from_file_text(team.as_bytes())
+        .unwrap()
+        .signer();
+    let t2 = scratch_if(tools()).unwrap();
+    let conf = t2.path().join("root/etc/sealed-firstboot.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, format!("signer = {team}\n")).unwrap();
+    let img = ext4_root(t2.path(), "PARTUUID=5ea1ed01-01");
+    let recipe = t2.path().join("net.toml");
+    std::fs::write(
+        &recipe,
+        "[image]\nname = \"pi\"\n\n[policy]\nallow-paths = [\"/run/systemd/network\"]\n\n[secrets.wifi_psk]\ntype = \"single-line\"\npath = \"/run/systemd/network/psk\"\nsource = { env = \"WIFI_PSK\" }\n",
+    )
+    .unwrap();
+    let out = build_image(
+        &[
+            "inject",
+            img.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 3, "a path the image does not allow");
+    assert!(stderr(&out).contains("does not allow"), "{}", stderr(&out));
+    assert!(!t2.path().join("stock.sealed.img").exists());
+    let out = inject(&img, &[]);
+    assert_success(&out, "inject signed by a key the image pins");
+    assert!(t2.path().join("stock.sealed.img").exists());
+}

@@ -240,3 +240,47 @@ fn the_demo_builds_with_nothing_set_up_and_pins_its_demo_key() {
     .unwrap();
     assert!(!source.contains("signer"), "the source tree was modified");
 }
+
+/// The signing key in `$SEALED_IMAGE_SIGNING_KEY` (a CI secret) never
+/// reaches a child process: a command source that writes its environment
+/// to a file shows neither the variable nor the key (a `set -x` wrapper or
+/// one that logs its environment would print it into the CI log).
+#[test]
+fn child_processes_never_see_the_signing_key() {
+    let t = project();
+    let dump = t.path().join("command.env");
+    std::fs::write(
+        t.path().join("recipe.toml"),
+        format!(
+            "[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\nsource = {{ command = [\"sh\", \"-c\", \"env > '{}'; printf MARKER-cmd\"] }}\n",
+            dump.display()
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(test_signing_key()).unwrap();
+    let hex = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SEALED-SIGNING-KEY-1:"))
+        .unwrap()
+        .to_owned();
+    for (var, value) in [
+        ("SEALED_IMAGE_SIGNING_KEY", text.as_str()),
+        (
+            "SEALED_IMAGE_SIGNING_KEY_FILE",
+            test_signing_key().to_str().unwrap(),
+        ),
+    ] {
+        let out = build_image(
+            t.path(),
+            &["bundle", "recipe.toml", "--out", "o", "--force"],
+            &[(var, value), ("PLAIN_VAR", "plain-visible")],
+        );
+        assert_success(&out, format!("bundle with {var}"));
+        let env = std::fs::read_to_string(&dump).unwrap();
+        assert!(env.contains("PLAIN_VAR=plain-visible"), "the dump works");
+        for hidden in ["SEALED_IMAGE_SIGNING_KEY", "SEALED-SIGNING-KEY", &hex] {
+            assert!(!env.contains(hidden), "{var}: the command saw {hidden}");
+        }
+        std::fs::remove_file(&dump).unwrap();
+    }
+}

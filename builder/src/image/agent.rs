@@ -292,6 +292,31 @@ pub fn configure(
     }))
 }
 
+/// The configuration the agent already in an image will run with (for an
+/// `inject` that does not install one): `Ok(None)` when it cannot be told
+/// (no single ext root filesystem, no debugfs) or the image has no
+/// configuration file (then the agent's defaults decide: nothing pinned).
+pub fn image_config(
+    image: &Path,
+    info: &DiskInfo,
+    boot: &PartInfo,
+) -> Result<Option<sealed_firstboot::config::Config>, AgentError> {
+    let Ok(root) = find_root(info, boot, None) else {
+        return Ok(None);
+    };
+    let existing = match read_config(image, &root) {
+        Ok(e) => e,
+        Err(AgentError::Image(ImageError::ToolMissing { .. })) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(bytes) = existing else {
+        return Ok(None);
+    };
+    sealed_firstboot::config::parse(&String::from_utf8_lossy(&bytes))
+        .map(Some)
+        .map_err(|(line, reason)| AgentError::BadConfig { line, reason })
+}
+
 /// The image's `/etc/sealed-firstboot.conf`, if it has one (a regular
 /// file of at most the device's limit).
 fn read_config(image: &Path, root: &PartInfo) -> Result<Option<Vec<u8>>, AgentError> {

@@ -65,10 +65,7 @@ impl ImageKey {
     pub fn to_file_text(&self) -> Zeroizing<String> {
         let mut s = Zeroizing::new(String::with_capacity(KEY_FILE_PREFIX.len() + 65));
         s.push_str(KEY_FILE_PREFIX);
-        for b in self.0.iter() {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 0xf) as usize] as char);
-        }
+        hex_into(&mut s, self.0.as_ref());
         s.push('\n');
         s
     }
@@ -138,11 +135,17 @@ fn unhex(c: u8) -> Option<u8> {
 /// Lower-case hex of public bytes (ids, hashes).
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
-    }
+    hex_into(&mut s, bytes);
     s
+}
+
+/// Append the lower-case hex of `bytes` to `out` (for key material, a
+/// zeroized string with room for it: nothing else holds the digits).
+pub(crate) fn hex_into(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
 }
 
 #[cfg(test)]

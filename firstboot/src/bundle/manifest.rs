@@ -101,6 +101,7 @@ impl Manifest {
         self.validate_shape()?;
         for s in self.entries() {
             check_policy(s, paths).map_err(|e| BundleError::Manifest(e.to_string()))?;
+            check_units(s).map_err(|e| BundleError::Manifest(e.to_string()))?;
         }
         if let Some(signers) = &self.signers {
             check_signers(signers).map_err(BundleError::Manifest)?;
@@ -239,6 +240,27 @@ pub fn validate_unit(unit: &str) -> Result<(), String> {
     } else {
         Err("a unit is not a systemd unit name (NAME.service, NAME.socket, …)".to_string())
     }
+}
+
+/// The units a secret names can be restarted or reloaded: none is a
+/// template (`getty@.service`, no instance: systemctl refuses it, and the
+/// units named with it in one call) or starts with `@`. Checked for
+/// bundles and recipes, not for stores an older version wrote (their
+/// units fail at the next restart, and nothing else does).
+pub fn check_units(s: &SecretEntry) -> Result<(), EntryError> {
+    for unit in s.restart_units.iter().chain(&s.reload_units) {
+        let prefix = unit.rsplit_once('.').map_or(unit.as_str(), |(p, _)| p);
+        if prefix.starts_with('@') || prefix.ends_with('@') {
+            return Err(EntryError {
+                name: s.name.clone(),
+                path: s.path.clone(),
+                reason: format!(
+                    "unit {unit} is a template, which cannot be restarted or reloaded: name an instance (NAME@INSTANCE.TYPE)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Names and paths are unique, and no path is the parent directory of
@@ -404,6 +426,28 @@ mod tests {
         assert!(validate_device_path(&format!("/run/secrets/{}", "x".repeat(255))).is_ok());
         assert!(validate_device_path("/run/secrets/.outsider").is_ok());
         assert!(validate_device_path("/run/secrets.tmp/x").is_ok());
+    }
+
+    #[test]
+    fn template_units_are_not_restartable() {
+        let mut e = SecretEntry {
+            name: "x".into(),
+            kind: SecretType::SingleLine,
+            path: "/run/secrets/x".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o400,
+            description: None,
+            restart_units: vec!["getty@tty1.service".into(), "app.service".into()],
+            reload_units: vec!["a@b@c.service".into()],
+        };
+        assert!(check_units(&e).is_ok());
+        for bad in ["getty@.service", "@x.service", "@.socket"] {
+            e.reload_units = vec![bad.into()];
+            assert!(validate_entry(&e).is_ok(), "{bad}: the shape stays valid");
+            let why = check_units(&e).unwrap_err().reason;
+            assert!(why.contains("template"), "{bad}: {why}");
+        }
     }
 
     #[test]

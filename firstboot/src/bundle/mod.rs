@@ -31,7 +31,7 @@ pub use header::{
 };
 pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
-    check_clashes, check_policy, check_signers, is_plain_name, validate_account,
+    check_clashes, check_policy, check_signers, check_units, is_plain_name, validate_account,
     validate_device_path, validate_entry, validate_name, validate_unit, EntryError, Manifest,
     SecretEntry, SecretType, MAX_ACCOUNT_ID, MAX_SIGNERS,
 };

@@ -59,6 +59,7 @@ pub const FORBIDDEN: &[(&str, &str)] = &[
     ("/run/blkid", "libblkid's cache: LABEL= and UUID= lookups (mount, fsck) trust it"),
     ("/run/mount", "libmount's utab: how mounts were made (umount trusts it for user mounts)"),
     ("/run/network", "ifupdown's state: which interfaces it takes as configured"),
+    ("/run/chrony-dhcp", "chrony's time sources (sourcedir in Debian's chrony.conf): the clock that certificate checks and logs trust"),
 ];
 
 /// Directories inside a forbidden one that hold data, not code, and are
@@ -86,6 +87,7 @@ impl PathPolicy {
     pub fn allowing(prefixes: Vec<String>) -> Result<PathPolicy, String> {
         for p in &prefixes {
             super::manifest::validate_device_path(p)
+                .and_then(|()| look_alike(p))
                 .map_err(|e| format!("allowed path {p:?}: {e}"))?;
         }
         Ok(PathPolicy { allow: prefixes })
@@ -99,6 +101,7 @@ impl PathPolicy {
     /// Whether a normalised device path may hold a secret, a template or
     /// the link made for one. The error names the directory and why.
     pub fn check(&self, path: &str) -> Result<(), String> {
+        look_alike(path)?;
         let Some((dir, why)) = forbidden_dir(path) else {
             return Ok(());
         };
@@ -121,6 +124,41 @@ impl PathPolicy {
              (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)"
         ))
     }
+}
+
+/// The directory right under `/run` (where every directory of
+/// [`FORBIDDEN`] and the runtime's own names are) must be spelled in ASCII,
+/// and a name of the runtime's exactly: a file system that folds case
+/// (tmpfs and ext4 with `casefold`) folds Unicode too, so `/run/ſystemd`
+/// (long s) would be `/run/systemd` there, and `/run/Secrets` the
+/// runtime's `/run/secrets`. Names further down are free (Wi-Fi profiles
+/// named `Café.nmconnection`).
+fn look_alike(path: &str) -> Result<(), String> {
+    let first = path
+        .strip_prefix("/run/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    if !first.is_ascii() {
+        return Err(format!(
+            "the directory {first:?} right under /run is not spelled in ASCII: on a file system \
+             that folds case a look-alike may be one the system reads as code or configuration \
+             (/run/\u{17f}ystemd, with a long s, is /run/systemd there); use an ASCII name"
+        ));
+    }
+    let lower = first.to_ascii_lowercase();
+    let runtime = super::manifest::RESERVED_RUN_NAMES
+        .iter()
+        .any(|n| lower == *n)
+        || lower.starts_with(super::manifest::RESERVED_RUN_PREFIX);
+    if runtime
+        && !super::manifest::RESERVED_RUN_NAMES.contains(&first)
+        && !first.starts_with(super::manifest::RESERVED_RUN_PREFIX)
+    {
+        return Err(format!(
+            "/run/{first} differs from the runtime's own /run/{lower} only in case (on a file system that folds case it is the same); use a file under /run/secrets/"
+        ));
+    }
+    Ok(())
 }
 
 /// The forbidden directory `path` is at or below, ASCII case ignored.
@@ -174,6 +212,29 @@ mod tests {
             "/run/NetworkManager/dispatcher.d/01-x",
         ] {
             assert!(strict.check(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn look_alikes_and_case_variants_of_the_runtime_are_refused() {
+        let strict = PathPolicy::strict();
+        for bad in [
+            "/run/\u{17f}ystemd/system/x.service",
+            "/run/ud\u{435}v/rules.d/x.rules",
+            "/run/i\u{df}ue",
+            "/run/Secrets/x",
+            "/run/SECRETS.D/1/x",
+            "/run/Secrets.tmp-1/x",
+        ] {
+            assert!(strict.check(bad).is_err(), "{bad} accepted");
+        }
+        for ok in [
+            "/run/secrets/caf\u{e9}",
+            "/run/NetworkManager/system-connections/Caf\u{e9}.nmconnection",
+            "/run/app/caf\u{e9}.conf",
+            "/run/secretsx/y",
+        ] {
+            assert!(strict.check(ok).is_ok(), "{ok} refused");
         }
     }
 

@@ -125,7 +125,9 @@ impl SigningKey {
         );
         s.push_str(&format!("# public key: {}\n", self.signer()));
         s.push_str(KEY_PREFIX);
-        s.push_str(&super::key::hex(seed.as_ref()));
+        // Straight into the zeroized string: a hex String of its own
+        // would be freed with the seed still in it.
+        super::key::hex_into(&mut s, seed.as_ref());
         s.push('\n');
         s
     }

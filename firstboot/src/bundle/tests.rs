@@ -642,3 +642,30 @@ fn render_never_allocates_an_unchecked_size() {
     let e = render(text.as_bytes(), &values).unwrap_err();
     assert!(e.contains("renders to 1572864000000 bytes"), "{e}");
 }
+
+/// A hand-sealed bundle whose path under `/run` is a look-alike of a
+/// directory the system reads as code (long s, Cyrillic e) or a case
+/// variant of the runtime's own names is refused when opened: on a file
+/// system that folds case it would be that directory.
+#[test]
+fn look_alike_paths_are_refused_when_opened() {
+    let key = ImageKey::generate();
+    for path in [
+        "/run/\u{17f}ystemd/system/x.service",
+        "/run/ud\u{435}v/rules.d/00-x.rules",
+        "/run/Secrets/x",
+    ] {
+        let mut c = sample();
+        c.manifest.secrets[0].path = path.into();
+        assert!(seal(&key, &c, 1).is_err(), "{path} sealed");
+        let bundle = seal::seal_plaintext(
+            &SealTo::ImageKey(&key),
+            &encode_unchecked(&c),
+            Stamp::at(1),
+            None,
+        )
+        .unwrap();
+        let e = open(&bundle, &key).unwrap_err().to_string();
+        assert!(e.contains("ASCII") || e.contains("in case"), "{path}: {e}");
+    }
+}
