@@ -9,6 +9,7 @@
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -1500,4 +1501,32 @@ fn members_add_and_remove_recipients_under_a_new_store_key() {
     );
     let o = st.run(Some(&c.file), &["audit", "--verify"], b"");
     ok(&o);
+}
+
+/// The key itself given where a file name goes (`--identity "$KEY"`, or
+/// in SEALED_IMAGE_STORE_IDENTITY_FILE): refused without printing it.
+#[test]
+fn an_identity_given_as_a_file_name_is_never_printed() {
+    let st = store();
+    let key_text = std::fs::read_to_string(&st.a.file).unwrap();
+    let secret = key_text.trim();
+    let marker = &secret["AGE-SECRET-KEY-1".len()..];
+    let mut c = st.cmd(None, &["--identity", secret, "get", "WIFI_PSK"]);
+    let by_arg = c.output().unwrap();
+    let mut c = st.cmd(None, &["get", "WIFI_PSK"]);
+    c.env("SEALED_IMAGE_STORE_IDENTITY_FILE", secret);
+    let by_env = c.output().unwrap();
+    let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+    b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", secret)
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY");
+    let build = b.output().unwrap();
+    for (what, o) in [("--identity", by_arg), ("env", by_env), ("build", build)] {
+        assert_eq!(o.status.code(), Some(10), "{what}: {}", text(&o));
+        assert!(
+            !text(&o).contains(marker),
+            "{what} printed the key: {}",
+            text(&o)
+        );
+        assert!(text(&o).contains("not shown"), "{what}: {}", text(&o));
+    }
 }

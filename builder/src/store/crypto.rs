@@ -179,6 +179,13 @@ pub fn stanzas(file: &[u8]) -> Result<Vec<String>, String> {
     Err("the age header does not end".into())
 }
 
+/// Whether a file name is rather a private key (pasted where the name
+/// goes): then it is never printed.
+fn looks_like_a_key(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy().to_ascii_uppercase();
+    text.contains("AGE-SECRET-KEY-") || text.contains("PRIVATE KEY")
+}
+
 /// Where the identity comes from.
 pub enum IdentitySource {
     File(PathBuf),
@@ -223,6 +230,15 @@ impl Identity {
     /// as `<(pass show store-key)`; a device or a directory is refused. Read
     /// with a bound into a zeroized buffer.
     pub fn from_file(path: &Path) -> Result<Identity, StoreError> {
+        if looks_like_a_key(path) {
+            // The key itself where a file name goes: never repeated.
+            return Err(StoreError::BadIdentity {
+                from: "(a key, not shown)".into(),
+                reason: format!(
+                    "--identity and ${IDENTITY_FILE_ENV} take the name of a file; the key itself goes in ${IDENTITY_ENV}"
+                ),
+            });
+        }
         let bad = |reason: String| StoreError::BadIdentity {
             from: path.display().to_string(),
             reason,
