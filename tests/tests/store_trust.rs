@@ -1530,3 +1530,21 @@ fn an_identity_given_as_a_file_name_is_never_printed() {
         assert!(text(&o).contains("not shown"), "{what}: {}", text(&o));
     }
 }
+
+/// Recipient arguments are quoted shortened in messages, whatever their
+/// characters: never a panic.
+#[test]
+fn recipient_arguments_of_any_text_get_an_error_not_a_panic() {
+    let st = store();
+    for arg in [
+        "aéééééééééééééééééé",
+        "🔑🔑🔑🔑🔑x",
+        "age1\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
+    ] {
+        for sub in ["add", "rm"] {
+            let o = st.run(Some(&st.a.file), &["recipients", sub, arg], b"");
+            assert_eq!(o.status.code(), Some(2), "{sub} {arg}: {}", text(&o));
+            no_panic(&o);
+        }
+    }
+}

@@ -446,11 +446,7 @@ pub fn rekey(
 
 /// A short form of a recipient for messages (`age1abcdefgh…`).
 pub fn short_key(k: &str) -> String {
-    if k.len() > 16 {
-        format!("{}…", &k[..16])
-    } else {
-        k.to_string()
-    }
+    crate::recipient::short(k)
 }
 
 /// recipients.txt with `lines` added (refused when all are recipients).
