@@ -1548,3 +1548,51 @@ fn recipient_arguments_of_any_text_get_an_error_not_a_panic() {
         }
     }
 }
+
+/// A hostile format-1 store (nothing in it was ever authenticated): a
+/// generator `rotate` could not run is refused by `migrate`, naming the
+/// file; the last version number gives a clear error at `set --update`,
+/// never a panic or an allocation of any size.
+#[test]
+fn a_hostile_format_1_store_is_migrated_or_refused_without_a_panic() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let meta = |version: u64, generator: &str| {
+        format!(
+            "name = \"OLD\"\n[scopes.global]\ncreated-at = \"x\"\ncreated-by = \"x\"\ncurrent = {version}\nupdated-at = \"x\"\nupdated-by = \"x\"\n{generator}[[scopes.global.versions]]\ncreated-at = \"x\"\ncreated-by = \"x\"\noperation = \"set\"\nrecipients = \"x\"\nversion = {version}\n"
+        )
+    };
+    let old_store = |name: &str, meta: String, version: u64| {
+        let dir = st.dir.join(name);
+        std::fs::create_dir_all(dir.join("secrets/OLD/global")).unwrap();
+        std::fs::write(dir.join("recipients.txt"), format!("{}\n", st.a.public)).unwrap();
+        std::fs::write(dir.join("secrets/OLD/meta.toml"), meta).unwrap();
+        forge(
+            &st.a.public,
+            "old",
+            &dir.join(format!("secrets/OLD/global/v{version}.age")),
+        );
+        st.at(dir)
+    };
+    let huge = old_store(
+        "huge",
+        meta(
+            1,
+            "[scopes.global.generator]\ncharset = \"alnum\"\nlength = 1000000000000\n",
+        ),
+        1,
+    );
+    let o = huge.run(Some(&st.a.file), &["migrate", "--yes"], b"");
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("secrets/OLD/meta.toml"), "{}", text(&o));
+    no_panic(&o);
+    let last = old_store("last", meta(u32::MAX as u64, ""), u32::MAX as u64);
+    ok(&last.run(Some(&st.a.file), &["migrate", "--yes"], b""));
+    let o = last.run(Some(&st.a.file), &["set", "OLD", "--update"], b"new");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    no_panic(&o);
+    assert_eq!(value(&last, "OLD"), b"old");
+    whole(&last);
+}

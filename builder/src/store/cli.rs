@@ -625,7 +625,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
             say(format!(
                 "re-encrypted {n} version file(s) to the accepted recipients under a new store key (generation {})",
-                s.key.generation() + 1
+                s.key.generation().saturating_add(1)
             ));
             if !diff.removed.is_empty() {
                 say("the removed recipients could read every value until now: rotate them (`build-image store rotate NAME`)".into());
@@ -689,7 +689,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     say(format!(
                         "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and raise the generation in SEALED_IMAGE_STORE_ID to {}",
                         gone.len(),
-                        s.key.generation() + 1
+                        s.key.generation().saturating_add(1)
                     ));
                 }
             }

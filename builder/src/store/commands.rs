@@ -193,7 +193,16 @@ fn add_version(
     let now = now();
     let by = audit::actor();
     let key = scope.to_string();
-    let version = meta.scopes.get(&key).map(|s| s.latest() + 1).unwrap_or(1);
+    let version = match meta.scopes.get(&key) {
+        Some(s) => s.latest().checked_add(1).ok_or_else(|| {
+            StoreError::Value(format!(
+                "secret {} ({key}) is at version {}: there is no next one",
+                meta.name,
+                s.latest()
+            ))
+        })?,
+        None => 1,
+    };
     let entry = meta.scopes.entry(key).or_insert_with(|| ScopeMeta {
         created_at: now.clone(),
         created_by: by.clone(),

@@ -125,7 +125,7 @@ impl StoreKey {
         StoreKey {
             key: Zeroizing::new(rand::random::<[u8; 32]>()),
             genesis: self.genesis.clone(),
-            generation: self.generation + 1,
+            generation: self.generation.saturating_add(1),
         }
     }
 
@@ -209,7 +209,11 @@ impl StoreKey {
             genesis,
             generation,
         };
-        if generation == 0 || (generation == 1 && !same(&k.key[..], &k.genesis[..])) {
+        // (u32::MAX: no next generation a change of key could take.)
+        if generation == 0
+            || generation == u32::MAX
+            || (generation == 1 && !same(&k.key[..], &k.genesis[..]))
+        {
             return Err("inconsistent key generation".into());
         }
         if k.id() != id {
@@ -347,6 +351,11 @@ mod tests {
             .unwrap()
             .replace(&next.id(), &other.id());
         assert!(StoreKey::from_plaintext(forged.as_bytes()).is_err());
+        // The last generation has no next one: refused when read.
+        let last = String::from_utf8(k.to_plaintext().to_vec())
+            .unwrap()
+            .replace("generation 1\n", &format!("generation {}\n", u32::MAX));
+        assert!(StoreKey::from_plaintext(last.as_bytes()).is_err());
         // Parts are length-prefixed: ("ab","c") is not ("a","bc").
         assert_ne!(k.mac("l", &[b"ab", b"c"]), k.mac("l", &[b"a", b"bc"]));
     }
