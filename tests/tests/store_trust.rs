@@ -1549,6 +1549,44 @@ fn recipient_arguments_of_any_text_get_an_error_not_a_panic() {
     }
 }
 
+/// A journal of an earlier change, authenticated by the store key but
+/// put back after later changes (a replay), is not carried out: the later
+/// changes and the audit lines since stay.
+#[test]
+fn a_replayed_journal_of_an_earlier_change_is_not_carried_out() {
+    let st = store();
+    let saved = st.dir.join("saved-journal");
+    // Crash `set --update` right after its plan is written.
+    let mut point = 1;
+    loop {
+        let mut c = st.cmd(Some(&st.a.file), &["set", "WIFI_PSK", "--update"]);
+        c.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+        let o = output_with_stdin(&mut c, b"wifi-v2");
+        assert_eq!(o.status.code(), Some(86), "point {point}: {}", text(&o));
+        if st.store.join(".tmp/journal/plan.json").exists() {
+            copy_tree(&st.store.join(".tmp/journal"), &saved);
+            break;
+        }
+        point += 1;
+        assert!(point < 20, "no plan was ever written");
+    }
+    assert_eq!(value(&st, "WIFI_PSK"), b"wifi-v2");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["set", "WIFI_PSK", "--update"],
+        b"wifi-v3",
+    ));
+    ok(&st.run(Some(&st.a.file), &["get", "DB_PASSWORD"], b""));
+    let log = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    copy_tree(&saved, &st.store.join(".tmp/journal"));
+    let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b"");
+    ok(&o);
+    assert_eq!(o.stdout, b"wifi-v3");
+    let now = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    assert!(now.starts_with(&log), "the log lost lines: {now}");
+    whole(&st);
+}
+
 /// A hostile format-1 store (nothing in it was ever authenticated): a
 /// generator `rotate` could not run is refused by `migrate`, naming the
 /// file; the last version number gives a clear error at `set --update`,
