@@ -1503,6 +1503,71 @@ fn members_add_and_remove_recipients_under_a_new_store_key() {
     ok(&o);
 }
 
+/// The store's files but `recipients.txt` (or `store.toml` and `key.age`)
+/// are there: it is a store with a file removed, refused (exit 11) naming
+/// the file and saying how to put it back; never taken for no store (a
+/// build reporting the secret missing, `init` writing a new store over it)
+/// nor for a format-1 store that `migrate` would authenticate as it is.
+#[test]
+fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    std::fs::remove_file(st.store.join("recipients.txt")).unwrap();
+    let before = snapshot(&st.store);
+    for args in [
+        vec!["get", "WIFI_PSK"],
+        vec!["set", "NEW_ONE"],
+        vec!["list"],
+        vec!["audit", "--verify"],
+    ] {
+        let o = st.run(Some(&st.a.file), &args, b"v");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("recipients.txt") && text(&o).contains("git checkout"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    let evil = key(&st.dir, "evil");
+    let o = st.run(None, &["init", "--recipient", &evil.public], b"");
+    assert_eq!(o.status.code(), Some(8), "init over it: {}", text(&o));
+    assert_eq!(snapshot(&st.store), before, "init wrote over the store");
+
+    // store.toml and key.age removed, a value forged: not format 1.
+    let st = store();
+    std::fs::remove_file(st.store.join("store.toml")).unwrap();
+    std::fs::remove_file(st.store.join("key.age")).unwrap();
+    forge(
+        &st.a.public,
+        FORGED,
+        &st.store.join("secrets/WIFI_PSK/global/v1.age"),
+    );
+    let before = snapshot(&st.store);
+    for args in [
+        vec!["get", "WIFI_PSK"],
+        vec!["list"],
+        vec!["migrate", "--yes"],
+    ] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("store.toml") && !text(&o).contains(FORGED),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = st.run(None, &["list"], b"");
+    assert_eq!(o.status.code(), Some(11), "list unverified: {}", text(&o));
+    assert_eq!(snapshot(&st.store), before, "migrate authenticated it");
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    assert!(files_containing(&st.dir, FORGED.as_bytes()).is_empty());
+}
+
 /// The key itself given where a file name goes (`--identity "$KEY"`, or
 /// in SEALED_IMAGE_STORE_IDENTITY_FILE): refused without printing it.
 #[test]
@@ -1547,6 +1612,80 @@ fn recipient_arguments_of_any_text_get_an_error_not_a_panic() {
             no_panic(&o);
         }
     }
+}
+
+/// `audit.jsonl` is the one store file written in place: hard-linked to a
+/// file outside, it is refused before anything is written (the other
+/// link never changes), with how to give the store its own copy.
+#[test]
+fn a_hard_linked_audit_log_is_refused_before_anything_is_written() {
+    let st = store();
+    let victim = st.dir.join("victim");
+    std::fs::rename(st.store.join("audit.jsonl"), &victim).unwrap();
+    std::fs::hard_link(&victim, st.store.join("audit.jsonl")).unwrap();
+    let was = std::fs::read(&victim).unwrap();
+    let before = snapshot(&st.store);
+    for (args, input) in [
+        (vec!["set", "NEW_ONE"], &b"new"[..]),
+        (vec!["get", "WIFI_PSK"], b""),
+        (vec!["rm", "DB_PASSWORD"], b""),
+    ] {
+        let o = st.run(Some(&st.a.file), &args, input);
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("audit.jsonl") && text(&o).contains("hard link"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(
+            !st.store.join(".tmp/journal").exists(),
+            "{args:?} committed"
+        );
+    }
+    assert_eq!(snapshot(&st.store), before);
+    assert_eq!(std::fs::read(&victim).unwrap(), was);
+    // Its own copy: everything works again.
+    let copy = st.store.join("audit.copy");
+    std::fs::copy(st.store.join("audit.jsonl"), &copy).unwrap();
+    std::fs::rename(&copy, st.store.join("audit.jsonl")).unwrap();
+    ok(&st.run(Some(&st.a.file), &["set", "NEW_ONE"], b"new"));
+    assert_eq!(std::fs::read(&victim).unwrap(), was);
+    whole(&st);
+}
+
+/// `store.toml`, every `meta.toml` and version file put back as they were
+/// before a change (from git history), the audit log kept: the log
+/// records a change the index does not hold, so it is refused.
+#[test]
+fn a_store_rolled_back_behind_its_audit_log_is_refused() {
+    let st = store();
+    let old = store_copy(&st, "old");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["set", "WIFI_PSK", "--update"],
+        b"wifi-v2",
+    ));
+    ok(&st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b""));
+    std::fs::remove_dir_all(st.store.join("secrets")).unwrap();
+    copy_tree(&old.store.join("secrets"), &st.store.join("secrets"));
+    std::fs::copy(old.store.join("store.toml"), st.store.join("store.toml")).unwrap();
+    for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("store.toml") && text(&o).contains("line 4"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(!text(&o).contains(WIFI), "{args:?}: {}", text(&o));
+    }
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    // Reads since the last change are no change: a get, then the index
+    // of that time, verifies.
+    let st = store();
+    ok(&st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b""));
+    whole(&st);
 }
 
 /// A journal of an earlier change, authenticated by the store key but
@@ -1633,4 +1772,60 @@ fn a_hostile_format_1_store_is_migrated_or_refused_without_a_panic() {
     no_panic(&o);
     assert_eq!(value(&last, "OLD"), b"old");
     whole(&last);
+}
+
+/// `.tmp/` planted with what cannot be emptied (directories nested deeper
+/// than build-image ever makes): refused with how to remove it by hand;
+/// once removed, everything works.
+#[test]
+fn a_planted_staging_directory_says_how_to_remove_it() {
+    let st = store();
+    let mut deep = st.store.join(".tmp");
+    for _ in 0..70 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    for args in [vec!["get", "WIFI_PSK"], vec!["list"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("rm -rf"), "{args:?}: {}", text(&o));
+        no_panic(&o);
+    }
+    std::fs::remove_dir_all(st.store.join(".tmp")).unwrap();
+    assert_eq!(value(&st, "WIFI_PSK"), WIFI.as_bytes());
+}
+
+/// `key.age` replaced (by junk, or by an age file to someone else): the
+/// store was changed (exit 11, naming key.age), not "your identity is not
+/// a recipient" (10) nor a failure (1).
+#[test]
+fn a_replaced_key_file_is_refused_as_a_change_to_the_store() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let evil = key(&st.dir, "evil");
+    type Replace = fn(&St, &Key);
+    let cases: Vec<(&str, Replace)> = vec![
+        ("junk", |st, _| {
+            std::fs::write(st.store.join("key.age"), "junk").unwrap()
+        }),
+        ("to another key", |st, evil| {
+            forge(&evil.public, "x", &st.store.join("key.age"))
+        }),
+        ("a directory", |st, _| {
+            std::fs::remove_file(st.store.join("key.age")).unwrap();
+            std::fs::create_dir(st.store.join("key.age")).unwrap();
+        }),
+    ];
+    for (what, replace) in cases {
+        let st = store_copy(&st, &format!("copy-{}", what.replace(' ', "-")));
+        replace(&st, &evil);
+        for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
+            let o = st.run(Some(&st.a.file), &args, b"");
+            assert_eq!(o.status.code(), Some(11), "{what}: {args:?}: {}", text(&o));
+            assert!(text(&o).contains("key.age"), "{what}: {}", text(&o));
+            assert!(!text(&o).contains("missing"), "{what}: {}", text(&o));
+        }
+    }
 }

@@ -113,6 +113,17 @@ impl Dir {
         }
     }
 
+    /// Whether `name` has other hard links (links not followed); false
+    /// when it does not exist.
+    pub fn has_other_links(&self, name: &str) -> Result<bool, AtError> {
+        check_name(&self.path, name)?;
+        match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(st.st_nlink > 1),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_error(&self.child_path(name), e)),
+        }
+    }
+
     fn wrong_kind(&self, name: &str, want: &'static str) -> AtError {
         let what = match self.kind(name) {
             Ok(Some(k)) => k.describe(),

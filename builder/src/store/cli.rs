@@ -762,16 +762,21 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     }
                 }
             }
-            let file = migrate::recipients(&store)?;
+            let old = migrate::read(&store)?;
             eprintln!("the store's members will be (from recipients.txt):");
-            for l in &file.lines {
+            for l in &old.recipients.lines {
                 eprintln!("  {}   (line {}: {})", l.key, l.number, l.text);
             }
+            eprintln!(
+                "and its {} secret(s) ({}) are authenticated as they are now: format 1 authenticated nothing, so check in git that only members changed them",
+                old.names().len(),
+                old.names().join(", ")
+            );
             confirm(
                 "accept these recipients and authenticate the store as it is now?",
                 *yes,
             )?;
-            let m = migrate::migrate(&store, &id)?;
+            let m = migrate::migrate(&store, &id, old)?;
             if args.json {
                 print_json(&m);
             }

@@ -43,28 +43,23 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
     }
     let file = RecipientsFile::parse(&text, &root.join(layout::RECIPIENTS))?;
     let keys = Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?;
-    let exists = || StoreError::AlreadyInitialised {
-        path: root.to_path_buf(),
+    // Any file of a store (recipients.txt may have been removed, by
+    // someone who would like a new store written over the old one).
+    let exists = |dir: &Dir| -> Result<(), StoreError> {
+        match layout::store_file_in(dir).map_err(|e| at_error(root, e))? {
+            Some(file) => Err(StoreError::AlreadyInitialised {
+                path: root.to_path_buf(),
+                file: file.to_string(),
+            }),
+            None => Ok(()),
+        }
     };
     std::fs::create_dir_all(root).map_err(super::io(format!("creating {}", root.display())))?;
     let dir = Dir::open(root).map_err(|e| at_error(root, e))?;
-    if dir
-        .kind(layout::RECIPIENTS)
-        .map_err(|e| at_error(root, e))?
-        .is_some()
-    {
-        return Err(exists());
-    }
+    exists(&dir)?;
     let store = Store::locked(root, dir)?;
     // Again under the lock: two inits at once make one store.
-    if store
-        .dir()
-        .kind(layout::RECIPIENTS)
-        .map_err(|e| at_error(root, e))?
-        .is_some()
-    {
-        return Err(exists());
-    }
+    exists(store.dir())?;
     let key = StoreKey::generate();
     let key_file = keys.encrypt(&key.to_plaintext())?;
     let (log, tip) = audit::chain(
@@ -464,12 +459,7 @@ pub fn recipients_added(
     lines: &[String],
 ) -> Result<(Recipients, Vec<u8>), StoreError> {
     let root = s.store.root();
-    let mut text = String::from_utf8_lossy(
-        &s.store
-            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
-            .unwrap_or_default(),
-    )
-    .into_owned();
+    let mut text = String::from_utf8_lossy(&s.recipients_txt).into_owned();
     if !text.ends_with('\n') && !text.is_empty() {
         text.push('\n');
     }
@@ -525,12 +515,7 @@ pub fn recipients_removed(
         }
         gone.push(key);
     }
-    let text = String::from_utf8_lossy(
-        &s.store
-            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
-            .unwrap_or_default(),
-    )
-    .into_owned();
+    let text = String::from_utf8_lossy(&s.recipients_txt).into_owned();
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim();

@@ -59,9 +59,10 @@ fn source_err(secret: &str, e: StoreError) -> SourceError {
     }
 }
 
-/// Whether the recipe's store exists (its recipients.txt, not followed).
+/// Whether the recipe's store exists: any file of a store (one with
+/// recipients.txt removed is a store, refused as such, not no store).
 fn has_store(dir: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(dir.join(super::layout::RECIPIENTS)).is_ok()
+    super::layout::is_store(dir)
 }
 
 /// Read one store secret (global scope) for a build: missing names say how
