@@ -1726,6 +1726,61 @@ fn a_replayed_journal_of_an_earlier_change_is_not_carried_out() {
     whole(&st);
 }
 
+/// `get -o` into a FIFO or `/dev/fd/1` writes into it (as a shell
+/// redirection would), never replaces it; a value is never written into
+/// the store's own directory (git would take it), and nothing is left.
+#[test]
+fn outputs_are_written_into_fifos_and_never_into_the_store() {
+    let st = store();
+    let fifo = st.dir.join("value.fifo");
+    mkfifo(&fifo);
+    // Held open for reading and writing: the command's open never blocks,
+    // and what it writes waits in the pipe.
+    let mut held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let o = finishes(st.cmd(Some(&st.a.file), &["get", "WIFI_PSK", "-o", "value.fifo"]));
+    ok(&o);
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = vec![0u8; WIFI.len()];
+        let _ = tx.send(std::io::Read::read_exact(&mut held, &mut got).map(|_| got));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("nothing was written into the FIFO");
+    assert_eq!(got.unwrap(), WIFI.as_bytes());
+    let o = st.run(
+        Some(&st.a.file),
+        &["get", "WIFI_PSK", "-o", "/dev/fd/1"],
+        b"",
+    );
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+    let before = snapshot(&st.store);
+    for out in [
+        "secrets-store/wifi.txt",
+        "secrets-store/secrets/w.txt",
+        "./secrets-store/../secrets-store/x",
+    ] {
+        let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK", "-o", out], b"");
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o));
+        let o = st.run(Some(&st.a.file), &["export", out], b"");
+        assert_eq!(o.status.code(), Some(2), "export {out}: {}", text(&o));
+    }
+    assert_eq!(snapshot(&st.store), before);
+    assert!(files_containing(&st.store, WIFI.as_bytes()).is_empty());
+}
+
 /// A hostile format-1 store (nothing in it was ever authenticated): a
 /// generator `rotate` could not run is refused by `migrate`, naming the
 /// file; the last version number gives a clear error at `set --update`,

@@ -399,6 +399,9 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .into(),
                 ));
             }
+            if let Some(f) = output {
+                super::layout::refuse_output_inside(&dir, f)?;
+            }
             let mut store = Store::open(&dir)?;
             let id = identity("")?;
             let mut s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
@@ -621,7 +624,9 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let to = Recipients::from_keys(&s.file.keys(), &dir.join(super::layout::RECIPIENTS))?;
             let n = commands::rekey(&s, &id, "rekey", to, None, detail)?;
             if args.json {
-                print_json(&serde_json::json!({"files": n, "generation": s.key.generation() + 1}));
+                print_json(
+                    &serde_json::json!({"files": n, "generation": s.key.generation().saturating_add(1)}),
+                );
             }
             say(format!(
                 "re-encrypted {n} version file(s) to the accepted recipients under a new store key (generation {})",
@@ -695,6 +700,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::Export { file, recipients } => {
+            super::layout::refuse_output_inside(&dir, file)?;
             let to = if recipients.is_empty() {
                 None
             } else {

@@ -380,6 +380,27 @@ pub fn is_store(root: &Path) -> bool {
         .is_some()
 }
 
+/// Refuse an output (`get -o`, `export`) inside the store's directory: it
+/// would be committed with the store (a value in clear), or refused as a
+/// file that is no part of it.
+pub fn refuse_output_inside(root: &Path, out: &Path) -> Result<(), StoreError> {
+    let inside = match (
+        std::fs::canonicalize(root),
+        std::fs::canonicalize(crate::io::parent_dir(out)),
+    ) {
+        (Ok(r), Ok(d)) => d.starts_with(&r),
+        _ => false,
+    };
+    if inside {
+        return Err(StoreError::Value(format!(
+            "{} is inside the store {}, which lives in git: write it outside the store",
+            out.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Everything read from a store, before it is checked.
 #[derive(Default)]
 pub struct Tree {
