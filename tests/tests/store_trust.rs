@@ -1884,3 +1884,33 @@ fn a_replaced_key_file_is_refused_as_a_change_to_the_store() {
         }
     }
 }
+
+/// An identity file that is a FIFO nobody writes to: read at once as
+/// empty (refused, exit 10), never waited on for ever; a device refused.
+#[test]
+fn an_identity_fifo_without_a_writer_is_refused_at_once() {
+    let st = store();
+    let fifo = st.dir.join("id.fifo");
+    mkfifo(&fifo);
+    for id in [
+        fifo.as_path(),
+        Path::new("/dev/zero"),
+        Path::new("/dev/null"),
+    ] {
+        let o = finishes(st.cmd(Some(id), &["get", "WIFI_PSK"]));
+        assert_eq!(o.status.code(), Some(10), "{}: {}", id.display(), text(&o));
+        assert!(!text(&o).contains(WIFI), "{}", text(&o));
+    }
+    // A pipe with a writer (`<(pass show …)`) is read to its end.
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg("exec \"$0\" store --store \"$1\" --identity <(sleep 0.2; cat \"$2\") get WIFI_PSK")
+        .arg(bin("build-image"))
+        .arg(&st.store)
+        .arg(&st.a.file)
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY_FILE");
+    let o = finishes(c);
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+}
