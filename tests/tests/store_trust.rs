@@ -1885,8 +1885,9 @@ fn a_replaced_key_file_is_refused_as_a_change_to_the_store() {
     }
 }
 
-/// An identity file that is a FIFO nobody writes to: read at once as
-/// empty (refused, exit 10), never waited on for ever; a device refused.
+/// An identity file (or `--from-file`) that is a FIFO nobody writes to:
+/// read at once as empty (refused), never waited on for ever; a device
+/// refused.
 #[test]
 fn an_identity_fifo_without_a_writer_is_refused_at_once() {
     let st = store();
@@ -1901,6 +1902,14 @@ fn an_identity_fifo_without_a_writer_is_refused_at_once() {
         assert_eq!(o.status.code(), Some(10), "{}: {}", id.display(), text(&o));
         assert!(!text(&o).contains(WIFI), "{}", text(&o));
     }
+    // The same for a value: `set --from-file FIFO` is an empty value.
+    let before = snapshot(&st.store);
+    let o = finishes(st.cmd(
+        Some(&st.a.file),
+        &["set", "NEW_ONE", "--from-file", fifo.to_str().unwrap()],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(snapshot(&st.store), before);
     // A pipe with a writer (`<(pass show …)`) is read to its end.
     let mut c = Command::new("bash");
     c.arg("-c")

@@ -86,6 +86,20 @@ pub fn write_output(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::
     result
 }
 
+/// Open `path` (the user's: links followed) for reading without blocking
+/// on the open itself (a FIFO nobody writes to, a device), then make its
+/// reads blocking: a pipe with a writer (`<(command)`) is read to its end,
+/// one without reads as empty at once.
+pub fn open_for_reading(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
+    Ok(f)
+}
+
 /// Fill `buf` from `r` as far as it goes: fewer bytes only at the end of
 /// the stream (short reads happen on pipes, decoders and some filesystems).
 pub fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {

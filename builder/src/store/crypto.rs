@@ -243,18 +243,8 @@ impl Identity {
             from: path.display().to_string(),
             reason,
         };
-        // Opened without blocking (a FIFO nobody writes to, a device),
-        // then read as usual: a pipe with no writer reads as empty.
-        let mut f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(
-                    (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32,
-                )
-                .open(path)
-                .map_err(|e| bad(e.to_string()))?
-        };
+        // Never waiting on the open (a FIFO nobody writes to, a device).
+        let mut f = crate::io::open_for_reading(path).map_err(|e| bad(e.to_string()))?;
         let meta = f.metadata().map_err(|e| bad(e.to_string()))?;
         let kind = meta.file_type();
         {
@@ -263,7 +253,6 @@ impl Identity {
                 return Err(bad("not a regular file (nor a pipe)".into()));
             }
         }
-        rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty()).map_err(|e| bad(e.to_string()))?;
         let bytes = crate::io::secret::read_bounded(&mut f, MAX_IDENTITY_FILE, meta.len())
             .map_err(|e| bad(e.to_string()))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
