@@ -1923,3 +1923,59 @@ fn an_identity_fifo_without_a_writer_is_refused_at_once() {
     ok(&o);
     assert_eq!(o.stdout, WIFI.as_bytes());
 }
+
+/// Control characters a repository writer puts in what the store shows (a
+/// recipients.txt comment that would erase the line `rekey` asks about,
+/// a description, a file name): printed as `?`, never sent to the
+/// terminal.
+#[test]
+fn control_characters_in_store_files_never_reach_the_terminal() {
+    let st = store();
+    let evil = key(&st.dir, "evil");
+    let esc = "\u{1b}[2K\r\u{1b}[1A\u{9b}2K";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(st.store.join("recipients.txt"))
+        .unwrap();
+    writeln!(f, "{} # {esc}nothing to see", evil.public).unwrap();
+    drop(f);
+    let clean = |what: &str, o: &Output| {
+        let all = [&o.stdout[..], &o.stderr[..]].concat();
+        assert!(
+            !all.contains(&0x1b) && !contains(&all, "\u{9b}".as_bytes()) && !all.contains(&b'\r'),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&all)
+        );
+    };
+    let o = st.run(Some(&st.a.file), &["rekey"], b"");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&evil.public), "{}", text(&o));
+    clean("rekey", &o);
+    for args in [vec!["recipients", "list"], vec!["get", "WIFI_PSK"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        clean(&format!("{args:?}"), &o);
+    }
+    // A description and a file name, shown unverified.
+    let st = store();
+    let m = st.store.join("secrets/WIFI_PSK/meta.toml");
+    let t = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        t.replace(
+            "description = \"\"",
+            "description = \"\\u001b]52;c;eA==\\u0007\"",
+        ),
+    )
+    .unwrap();
+    for args in [vec!["list"], vec!["history", "WIFI_PSK"]] {
+        let o = st.run(None, &args, b"");
+        ok(&o);
+        clean(&format!("{args:?}"), &o);
+    }
+    std::fs::write(st.store.join("secrets").join("X\u{1b}[31m"), "x").unwrap();
+    for id in [None, Some(st.a.file.as_path())] {
+        let o = st.run(id, &["audit", "--verify"], b"");
+        assert!(!o.status.success());
+        clean("audit --verify", &o);
+    }
+}

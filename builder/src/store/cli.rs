@@ -8,6 +8,7 @@ use super::names::Scope;
 use super::session::{self, RecipientsCheck, Session};
 use super::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
+use sealed_firstboot::report::printable;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -319,7 +320,7 @@ fn confirm(question: &str, yes: bool) -> Result<(), StoreError> {
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
-        eprintln!("✗ {}: {}", p.path, p.problem);
+        eprintln!("✗ {}", printable(&p.to_string()));
     }
 }
 
@@ -330,7 +331,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
     let dir = store_dir(&args)?;
     let say = |msg: String| {
         if !args.quiet && !args.json {
-            eprintln!("{msg}");
+            eprintln!("{}", printable(&msg));
         }
     };
     let identity = |why: &str| Identity::load(args.identity.as_deref(), why);
@@ -443,12 +444,15 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 for r in &rows {
                     for (i, s) in r.scopes.iter().enumerate() {
                         println!(
-                            "{:<28} {:<18} {:<8} {:<21} {}",
-                            if i == 0 { r.name.as_str() } else { "" },
-                            s.scope,
-                            format!("v{}", s.current),
-                            s.updated_at,
-                            if i == 0 { r.description.as_str() } else { "" }
+                            "{}",
+                            printable(&format!(
+                                "{:<28} {:<18} {:<8} {:<21} {}",
+                                if i == 0 { r.name.as_str() } else { "" },
+                                s.scope,
+                                format!("v{}", s.current),
+                                s.updated_at,
+                                if i == 0 { r.description.as_str() } else { "" }
+                            ))
                         );
                     }
                 }
@@ -487,13 +491,19 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             if args.json {
                 print_json(&meta);
             } else {
-                println!("{}: {}", meta.name, meta.description);
+                println!(
+                    "{}",
+                    printable(&format!("{}: {}", meta.name, meta.description))
+                );
                 for (scope, s) in &meta.scopes {
                     println!("  {scope} (current v{})", s.current);
                     for v in &s.versions {
                         println!(
-                            "    v{:<4} {:<7} {} by {}",
-                            v.version, v.operation, v.created_at, v.created_by
+                            "{}",
+                            printable(&format!(
+                                "    v{:<4} {:<7} {} by {}",
+                                v.version, v.operation, v.created_at, v.created_by
+                            ))
                         );
                     }
                 }
@@ -536,15 +546,18 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                             _ => String::new(),
                         };
                         println!(
-                            "{}  {:<7} {:<40} {}{}",
-                            e.at,
-                            e.op,
-                            what,
-                            e.by,
-                            e.detail
-                                .as_deref()
-                                .map(|d| format!("  {d}"))
-                                .unwrap_or_default()
+                            "{}",
+                            printable(&format!(
+                                "{}  {:<7} {:<40} {}{}",
+                                e.at,
+                                e.op,
+                                what,
+                                e.by,
+                                e.detail
+                                    .as_deref()
+                                    .map(|d| format!("  {d}"))
+                                    .unwrap_or_default()
+                            ))
                         );
                     }
                 }
@@ -739,7 +752,10 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 from: from.clone(),
             };
             let opened = archive::open(&s, &id, file, &trust)?;
-            eprintln!("{}: {}", file.display(), opened.origin());
+            eprintln!(
+                "{}",
+                printable(&format!("{}: {}", file.display(), opened.origin()))
+            );
             confirm(
                 &format!("import these into the store {}?", dir.display()),
                 *yes,

@@ -35,7 +35,8 @@ pub struct Recipients {
 pub struct Line {
     /// 1-based.
     pub number: usize,
-    /// The line as written (trimmed): key and comment.
+    /// The line as written (trimmed; control characters shown as `?`):
+    /// key and comment.
     pub text: String,
     /// The age1… recipient it stands for.
     pub key: String,
@@ -63,7 +64,9 @@ impl RecipientsFile {
             })?;
             lines.push(Line {
                 number: i + 1,
-                text: line.to_string(),
+                // Shown to members deciding on it: no control characters
+                // (an escape sequence could erase the line from the screen).
+                text: sealed_firstboot::report::printable(line),
                 key: key.to_string(),
             });
         }
