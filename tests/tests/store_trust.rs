@@ -1979,3 +1979,37 @@ fn control_characters_in_store_files_never_reach_the_terminal() {
         clean("audit --verify", &o);
     }
 }
+
+/// With the store pinned (SEALED_IMAGE_STORE_ID), a build whose recipe
+/// reads it refuses a store that is gone (exit 11) instead of building
+/// without its secrets (an optional one would be left out silently).
+#[test]
+fn a_pinned_store_that_is_gone_is_refused_by_builds() {
+    let st = store();
+    let id = foreign_id(&st);
+    let recipe = st.dir.join("optional.toml");
+    std::fs::write(
+        &recipe,
+        format!("{ESP_ONLY}\n[secrets.wifi_psk]\ntype = \"single-line\"\nrequired = false\nsource = {{ store = \"WIFI_PSK\" }}\n"),
+    )
+    .unwrap();
+    std::fs::rename(&st.store, st.dir.join("moved-away")).unwrap();
+    let build = |pin: Option<&str>, out: &str| {
+        let mut c = build_cmd(&recipe, &st.dir.join(out));
+        c.arg("--no-zst")
+            .arg("--embed-key")
+            .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+            .env_remove("SEALED_IMAGE_STORE_ID");
+        if let Some(p) = pin {
+            c.env("SEALED_IMAGE_STORE_ID", p);
+        }
+        c.output().unwrap()
+    };
+    let o = build(Some(&id), "out-pinned");
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("SEALED_IMAGE_STORE_ID"), "{}", text(&o));
+    assert!(!st.dir.join("out-pinned").join("t.img").exists());
+    // Unpinned, a recipe without its store is a recipe without it.
+    ok(&build(None, "out-free"));
+}

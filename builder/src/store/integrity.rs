@@ -29,15 +29,20 @@ pub const FORMAT: u32 = 2;
 /// (a store put back as it was before a member was removed).
 pub const STORE_ID_ENV: &str = "SEALED_IMAGE_STORE_ID";
 
+/// The pin in [`STORE_ID_ENV`], when it is set.
+pub fn pin() -> Option<String> {
+    std::env::var(STORE_ID_ENV)
+        .ok()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+}
+
 /// Check `key` against [`STORE_ID_ENV`] when it is set.
 pub fn check_pin(key: &StoreKey) -> Result<(), String> {
-    let Some(pin) = std::env::var(STORE_ID_ENV)
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    else {
+    let Some(pin) = pin() else {
         return Ok(());
     };
-    let pin = pin.trim();
+    let pin = pin.as_str();
     let (id, min) = match pin.split_once(':') {
         Some((id, g)) => (
             id,
