@@ -2013,3 +2013,77 @@ fn a_pinned_store_that_is_gone_is_refused_by_builds() {
     // Unpinned, a recipe without its store is a recipe without it.
     ok(&build(None, "out-free"));
 }
+
+/// The pin printed by a change of recipients (`SEALED_IMAGE_STORE_ID=
+/// ID:GENERATION:TAG`).
+fn pin_in(o: &Output) -> String {
+    let t = text(o);
+    let at = t
+        .find("SEALED_IMAGE_STORE_ID=")
+        .unwrap_or_else(|| panic!("no pin printed: {t}"));
+    t[at + "SEALED_IMAGE_STORE_ID=".len()..]
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != ':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A removed member who kept a checkout from before the removal can run
+/// the store commands on it (they are a member there): set a forged
+/// value, then `rekey` until its key generation passes the pinned one.
+/// The pin printed after the removal names the key of that generation,
+/// which they never had: CI refuses their store; the real one, rekeyed
+/// later, still passes.
+#[test]
+fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let old = store_copy(&st, "kept-by-b");
+    let o = st.run(Some(&st.a.file), &["recipients", "rm", &st.b.public], b"");
+    ok(&o);
+    let pin = pin_in(&o);
+    assert_eq!(pin.split(':').count(), 3, "{pin}");
+    // B, on the old checkout.
+    ok(&old.run(
+        Some(&st.b.file),
+        &["set", "WIFI_PSK", "--update"],
+        FORGED.as_bytes(),
+    ));
+    for _ in 0..3 {
+        ok(&old.run(Some(&st.b.file), &["rekey", "--yes"], b""));
+    }
+    let real = store_copy(&st, "real");
+    std::fs::remove_dir_all(&st.store).unwrap();
+    copy_tree(&old.store, &st.store);
+    let pinned = |s: &St, args: &[&str]| {
+        let mut c = s.cmd(Some(&st.a.file), args);
+        c.env("SEALED_IMAGE_STORE_ID", &pin);
+        c.output().unwrap()
+    };
+    let o = pinned(&st, &["get", "WIFI_PSK"]);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(!text(&o).contains(FORGED), "{}", text(&o));
+    let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+    b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+        .env("SEALED_IMAGE_STORE_ID", &pin);
+    let o = b.output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(files_containing(&st.dir.join("out"), FORGED.as_bytes()).is_empty());
+    // The real store passes the pin, and still does after later changes
+    // of key (each generation carries the earlier keys).
+    let o = pinned(&real, &["get", "WIFI_PSK"]);
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+    ok(&real.run(Some(&st.a.file), &["rekey", "--yes"], b""));
+    ok(&real.run(Some(&st.a.file), &["recipients", "add", &st.b.public], b""));
+    ok(&pinned(&real, &["get", "WIFI_PSK"]));
+    let wrong = format!(
+        "{}:0000000000000000000000000000000000",
+        &pin[..pin.rfind(':').unwrap()]
+    );
+    let mut c = real.cmd(Some(&st.a.file), &["get", "WIFI_PSK"]);
+    c.env("SEALED_IMAGE_STORE_ID", &wrong);
+    assert_eq!(c.output().unwrap().status.code(), Some(11));
+}

@@ -352,15 +352,15 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let made = commands::init(&dir, &all)?;
             if args.json {
                 print_json(
-                    &serde_json::json!({"store": dir, "recipients": made.recipients, "id": made.id}),
+                    &serde_json::json!({"store": dir, "recipients": made.recipients, "id": made.id, "pin": made.pin}),
                 );
             }
             say(format!(
-                "created the store {} (id {}) with {} recipient(s); add it to git (the .gitignore keeps its lock out). Pin its id in CI as SEALED_IMAGE_STORE_ID={} so that a replaced store is refused",
+                "created the store {} (id {}) with {} recipient(s); add it to git (the .gitignore keeps its lock out). Pin it in CI as SEALED_IMAGE_STORE_ID={} so that a replaced store is refused",
                 dir.display(),
                 made.id,
                 made.recipients,
-                made.id
+                made.pin
             ));
         }
         StoreCommand::Set {
@@ -519,11 +519,13 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 Identity::load_optional(args.identity.as_deref())?
             };
             let mut recipients = 0;
+            let mut pin = String::new();
             let (log, problems, verified) = match &id {
                 Some(id) => match Session::open(&mut store, id, RecipientsCheck::MustMatch) {
                     Ok(s) => {
                         let p = commands::check_stanzas(&s)?;
                         recipients = s.recipients.keys.len();
+                        pin = s.key.pin();
                         (s.log, p, true)
                     }
                     Err(StoreError::Integrity { problems, .. }) => (Vec::new(), problems, true),
@@ -536,6 +538,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     "verified": verified,
                     "log": if *verify { Vec::new() } else { log.clone() },
                     "findings": problems,
+                    "pin": pin,
                 }));
             } else {
                 if !*verify {
@@ -564,7 +567,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 if !verified {
                     eprintln!("build-image: {UNVERIFIED}");
                 } else if problems.is_empty() && !args.quiet {
-                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s)", log.len());
+                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s); pin it in CI as SEALED_IMAGE_STORE_ID={pin}", log.len());
                 }
                 print_problems(&problems);
             }
@@ -635,15 +638,13 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 .to_string()
             };
             let to = Recipients::from_keys(&s.file.keys(), &dir.join(super::layout::RECIPIENTS))?;
-            let n = commands::rekey(&s, &id, "rekey", to, None, detail)?;
+            let r = commands::rekey(&s, &id, "rekey", to, None, detail)?;
             if args.json {
-                print_json(
-                    &serde_json::json!({"files": n, "generation": s.key.generation().saturating_add(1)}),
-                );
+                print_json(&r);
             }
             say(format!(
-                "re-encrypted {n} version file(s) to the accepted recipients under a new store key (generation {})",
-                s.key.generation().saturating_add(1)
+                "re-encrypted {} version file(s) to the accepted recipients under a new store key (generation {}); pin it in CI as SEALED_IMAGE_STORE_ID={} to refuse stores from before this change",
+                r.files, r.generation, r.pin
             ));
             if !diff.removed.is_empty() {
                 say("the removed recipients could read every value until now: rotate them (`build-image store rotate NAME`)".into());
@@ -689,25 +690,34 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .into_iter()
                         .filter(|k| !s.index.recipients.contains(k))
                         .collect();
-                    let n = change_recipients(&s, &id, to, text, '+', &added)?;
+                    let r = change_recipients(&s, &id, to, text, '+', &added)?;
                     if args.json {
-                        print_json(&serde_json::json!({"added": added, "files": n}));
+                        print_json(
+                            &serde_json::json!({"added": added, "files": r.files, "generation": r.generation, "pin": r.pin}),
+                        );
                     }
                     say(format!(
-                        "added {} recipient(s); re-encrypted {n} version file(s) under a new store key",
-                        added.len()
+                        "added {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}; CI's pin stays valid, or pin SEALED_IMAGE_STORE_ID={} to refuse stores from before this change)",
+                        added.len(),
+                        r.files,
+                        r.generation,
+                        r.pin
                     ));
                 }
                 RecipientsCommand::Rm { keys } => {
                     let (to, text, gone) = commands::recipients_removed(&s, keys)?;
-                    let n = change_recipients(&s, &id, to, text, '-', &gone)?;
+                    let r = change_recipients(&s, &id, to, text, '-', &gone)?;
                     if args.json {
-                        print_json(&serde_json::json!({"removed": gone, "files": n}));
+                        print_json(
+                            &serde_json::json!({"removed": gone, "files": r.files, "generation": r.generation, "pin": r.pin}),
+                        );
                     }
                     say(format!(
-                        "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and raise the generation in SEALED_IMAGE_STORE_ID to {}",
+                        "removed {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}). They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and pin the new key in CI: SEALED_IMAGE_STORE_ID={} (it refuses their old checkouts, even rekeyed)",
                         gone.len(),
-                        s.key.generation().saturating_add(1)
+                        r.files,
+                        r.generation,
+                        r.pin
                     ));
                 }
             }
@@ -803,7 +813,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 print_json(&m);
             }
             say(format!(
-                "migrated {} to format 2: store id {}, {} secret(s), {} version(s) encrypted again to {} recipient(s){}. Commit the result; pin the id in CI as SEALED_IMAGE_STORE_ID={}",
+                "migrated {} to format 2: store id {}, {} secret(s), {} version(s) encrypted again to {} recipient(s){}. Commit the result; pin it in CI as SEALED_IMAGE_STORE_ID={}",
                 dir.display(),
                 m.id,
                 m.names,
@@ -814,7 +824,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 } else {
                     format!("; removed leftovers {}", m.removed.join(", "))
                 },
-                m.id
+                m.pin
             ));
         }
     }
@@ -822,7 +832,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
 }
 
 /// `store recipients add|rm`: the new recipients.txt, with `sign` and the
-/// keys in the audit line; the number of version files.
+/// keys in the audit line.
 fn change_recipients(
     s: &Session,
     id: &Identity,
@@ -830,7 +840,7 @@ fn change_recipients(
     text: Vec<u8>,
     sign: char,
     keys: &[String],
-) -> Result<usize, StoreError> {
+) -> Result<commands::Rekeyed, StoreError> {
     let detail = format!(
         "recipients {}",
         keys.iter()

@@ -22,8 +22,10 @@ use zeroize::Zeroizing;
 #[derive(Debug, Serialize)]
 pub struct Initialised {
     pub recipients: usize,
-    /// The store id (pin it in CI as `SEALED_IMAGE_STORE_ID`).
+    /// The store id.
     pub id: String,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID` (`ID:GENERATION:TAG`).
+    pub pin: String,
 }
 
 /// `store init`: create the directory with its recipients, a fresh store
@@ -87,6 +89,7 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
     Ok(Initialised {
         recipients: keys.keys.len(),
         id: key.id(),
+        pin: key.pin(),
     })
 }
 
@@ -409,8 +412,7 @@ pub fn check_stanzas(s: &Session) -> Result<Vec<Problem>, StoreError> {
 /// `store rekey` and `store recipients add|rm`: a new store key, every
 /// version decrypted and encrypted again to `recipients` (the accepted
 /// list from now on), everything authenticated again, in one change.
-/// `recipients_txt` replaces recipients.txt when given. Returns the
-/// number of version files.
+/// `recipients_txt` replaces recipients.txt when given.
 pub fn rekey(
     s: &Session,
     identity: &Identity,
@@ -418,8 +420,9 @@ pub fn rekey(
     recipients: Recipients,
     recipients_txt: Option<Vec<u8>>,
     detail: String,
-) -> Result<usize, StoreError> {
+) -> Result<Rekeyed, StoreError> {
     let rk = Rekey::new(&s.key, recipients, recipients_txt)?;
+    let (generation, pin) = (rk.key.generation(), rk.key.pin());
     let fingerprint = rk.recipients.fingerprint();
     let mut metas = s.metas.clone();
     let mut change_files = Vec::new();
@@ -445,7 +448,22 @@ pub fn rekey(
     change.audit = entries;
     change.rekey = Some(rk);
     s.commit(change)?;
-    Ok(n)
+    Ok(Rekeyed {
+        files: n,
+        generation,
+        pin,
+    })
+}
+
+/// What a change of store key did.
+#[derive(Debug, Serialize)]
+pub struct Rekeyed {
+    /// Version files encrypted again.
+    pub files: usize,
+    /// The new key's generation.
+    pub generation: u32,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID` from now on.
+    pub pin: String,
 }
 
 /// A short form of a recipient for messages (`age1abcdefgh…`).

@@ -424,7 +424,9 @@ pub fn recover(store: &mut Store, identity: &Identity) -> Result<Recovered, Stor
 }
 
 fn open_key(key_file: &[u8], identity: &Identity) -> Option<StoreKey> {
-    let plain = identity.decrypt(key_file, "key.age", 4096).ok()?;
+    let plain = identity
+        .decrypt(key_file, "key.age", super::integrity::MAX_KEY_PLAINTEXT)
+        .ok()?;
     StoreKey::from_plaintext(&plain).ok()
 }
 

@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, serde::Serialize)]
 pub struct Migrated {
     pub id: String,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID`.
+    pub pin: String,
     pub names: usize,
     pub versions: usize,
     pub recipients: Vec<String>,
@@ -249,6 +251,7 @@ pub fn migrate(store: &Store, identity: &Identity, old: Format1) -> Result<Migra
     w.commit("migrate", &key.id(), &[&key])?;
     Ok(Migrated {
         id: key.id(),
+        pin: key.pin(),
         names: metas.len(),
         versions,
         recipients: keys.strings(),

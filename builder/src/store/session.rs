@@ -344,7 +344,7 @@ fn verify<'s>(
         .decrypt(
             &key_file,
             &root.join(layout::KEY).display().to_string(),
-            4096,
+            super::integrity::MAX_KEY_PLAINTEXT,
         )
         .map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => fatal(
