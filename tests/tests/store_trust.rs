@@ -2087,3 +2087,38 @@ fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
     c.env("SEALED_IMAGE_STORE_ID", &wrong);
     assert_eq!(c.output().unwrap().status.code(), Some(11));
 }
+
+/// An export cut short, with bytes added after its end, or given as a
+/// FIFO: refused, nothing imported; the archive itself still imports.
+#[test]
+fn a_cut_or_padded_export_is_refused() {
+    let st = store();
+    let archive = st.dir.join("backup.age");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    ok(&st.run(Some(&st.a.file), &["rm", "WIFI_PSK"], b""));
+    ok(&st.run(Some(&st.a.file), &["rm", "DB_PASSWORD"], b""));
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = st.dir.join("cut.age");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let padded = st.dir.join("padded.age");
+    std::fs::write(&padded, [&bytes[..], b"trailing"].concat()).unwrap();
+    let fifo = st.dir.join("archive.fifo");
+    mkfifo(&fifo);
+    let before = snapshot(&st.store);
+    for f in [&cut, &padded, &fifo] {
+        let o = finishes(st.cmd(Some(&st.a.file), &["import", f.to_str().unwrap(), "--yes"]));
+        assert!(!o.status.success(), "{}: {}", f.display(), text(&o));
+        no_panic(&o);
+    }
+    assert_eq!(snapshot(&st.store), before);
+    ok(&st.run(
+        Some(&st.a.file),
+        &["import", archive.to_str().unwrap(), "--yes"],
+        b"",
+    ));
+    assert_eq!(value(&st, "WIFI_PSK"), WIFI.as_bytes());
+}

@@ -307,22 +307,36 @@ impl Identity {
         what: &str,
         limit: u64,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let mut reader = self.decrypt_stream(ciphertext, what)?;
+        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64).map_err(|e| {
+            StoreError::Corrupt {
+                path: PathBuf::from(what),
+                reason: format!("age: {e}"),
+            }
+        })
+    }
+
+    /// The plaintext of an age file as it is read (each chunk
+    /// authenticated before it is returned); `what` names it in errors.
+    pub fn decrypt_stream<R: std::io::Read>(
+        &self,
+        ciphertext: R,
+        what: &str,
+    ) -> Result<age::stream::StreamReader<R>, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             path: PathBuf::from(what),
             reason,
         };
         let decryptor = age::Decryptor::new(ciphertext)
             .map_err(|e| corrupt(format!("not an age file: {e}")))?;
-        let mut reader = decryptor
+        decryptor
             .decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => StoreError::NotARecipient {
                     what: what.to_string(),
                 },
                 e => corrupt(format!("age: {e}")),
-            })?;
-        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64)
-            .map_err(|e| corrupt(format!("age: {e}")))
+            })
     }
 }
 

@@ -477,7 +477,10 @@ mod tests {
         assert_eq!(fork.id(), k4.id());
         assert_ne!(fork.pin_tag(2), k4.pin_tag(2));
         assert_eq!(fork.pin_tag(1), k4.pin_tag(1));
-        assert_eq!(k4.pin(), format!("{}:4:{}", k4.id(), k4.pin_tag(4).unwrap()));
+        assert_eq!(
+            k4.pin(),
+            format!("{}:4:{}", k4.id(), k4.pin_tag(4).unwrap())
+        );
         // Earlier lines out of place are refused.
         let text = String::from_utf8(k4.to_plaintext().to_vec()).unwrap();
         for bad in [
