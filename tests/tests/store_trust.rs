@@ -10,6 +10,7 @@ use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -2121,4 +2122,68 @@ fn a_cut_or_padded_export_is_refused() {
         b"",
     ));
     assert_eq!(value(&st, "WIFI_PSK"), WIFI.as_bytes());
+}
+
+/// `import --from DIR` while another command holds DIR's lock: refused at
+/// once, saying so (waiting for it while holding this store's lock would
+/// wait for ever when the other command waits for this store: two imports
+/// crossing, or DIR this store under another path).
+#[test]
+fn import_from_a_busy_store_is_refused_not_waited_for() {
+    if !require_tool_from("flock", "util-linux") {
+        return;
+    }
+    // flock and its sleep, in a process group of their own: ended together.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .arg(format!("-{}", self.0.id()))
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let st = store();
+    let other = sibling(&st, "other");
+    ok(&other.run(Some(&st.a.file), &["set", "OTHER_ONE"], b"o"));
+    let archive = st.dir.join("other.age");
+    ok(&other.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    let lock = other.store.join(".lock");
+    let ready = st.dir.join("locked");
+    let _holder = Holder(
+        command("flock")
+            .arg(&lock)
+            .arg("sh")
+            .arg("-c")
+            .arg("touch \"$0\"; exec sleep 300")
+            .arg(&ready)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..600 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ready.exists(), "flock never took the lock");
+    let o = finishes(st.cmd(
+        Some(&st.a.file),
+        &[
+            "import",
+            archive.to_str().unwrap(),
+            "--from",
+            other.store.to_str().unwrap(),
+            "--yes",
+        ],
+    ));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("in use"), "{}", text(&o));
 }

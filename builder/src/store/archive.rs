@@ -347,7 +347,7 @@ pub fn open(
                 "it is not authenticated by this store's current key",
             ));
         }
-        let mut other = Store::open(dir)?;
+        let mut other = Store::open_if_free(dir)?;
         let o = Session::open(&mut other, identity, RecipientsCheck::MustMatch)?;
         if !claims(&o.key) {
             return Err(untrusted(

@@ -55,6 +55,17 @@ impl Store {
     /// Leftovers of a crash in `.tmp/` are removed; a committed change is
     /// kept for [`super::Session::open`] to finish.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, true)
+    }
+
+    /// [`Store::open`] for a second store while one is held (`import
+    /// --from`): refused when another command holds its lock, never waited
+    /// for (two commands crossing would wait on each other for ever).
+    pub fn open_if_free(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, false)
+    }
+
+    fn open_with(root: &Path, wait: bool) -> Result<Store, StoreError> {
         let not_a_store = || StoreError::NotAStore {
             path: root.to_path_buf(),
         };
@@ -95,12 +106,16 @@ impl Store {
                 ))
             }
         }
-        Self::locked(root, dir)
+        Self::locked_with(root, dir, wait)
     }
 
-    /// Take the lock of `dir` and clean `.tmp/`.
+    /// Take the lock of `dir` (waiting for it) and clean `.tmp/`.
     pub(crate) fn locked(root: &Path, dir: Dir) -> Result<Store, StoreError> {
-        let lock = dir.lock(LOCK).map_err(|e| match e {
+        Self::locked_with(root, dir, true)
+    }
+
+    fn locked_with(root: &Path, dir: Dir, wait: bool) -> Result<Store, StoreError> {
+        let lock = dir.lock(LOCK, wait).map_err(|e| match e {
             AtError::Kind { what, .. } => StoreError::integrity(
                 root,
                 LOCK,
@@ -108,6 +123,14 @@ impl Store {
             ),
             e => at_error(root, e),
         })?;
+        let Some(lock) = lock else {
+            return Err(StoreError::Io {
+                context: root.display().to_string(),
+                cause: std::io::Error::other(
+                    "the store is in use by another build-image command (it holds the store's lock): run this again when that one is done",
+                ),
+            });
+        };
         let pending = Self::clean_tmp(root, &dir).map_err(|e| match e {
             StoreError::Integrity { .. } | StoreError::Io { .. } => StoreError::Io {
                 context: format!(
