@@ -45,11 +45,15 @@ pub fn format_2_traces(root: &std::path::Path, tree: &Tree) -> Vec<Problem> {
     if tree.audit_head.is_some() {
         traces.push(layout::AUDIT_HEAD.to_string());
     }
-    let chained = tree.audit.as_deref().is_some_and(|log| {
-        String::from_utf8_lossy(log)
-            .lines()
-            .any(|l| l.contains("\"mac\"") || l.contains("\"prev\""))
-    });
+    let chained = tree
+        .audit
+        .as_deref()
+        .and_then(|log| audit::parse(log).ok())
+        .is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|e| !e.mac.is_empty() || !e.prev.is_empty() || e.generation != 0)
+        });
     if chained {
         traces.push(format!("{} (its lines are chained)", layout::AUDIT));
     }
