@@ -1537,6 +1537,13 @@ fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
     let o = st.run(None, &["init", "--recipient", &evil.public], b"");
     assert_eq!(o.status.code(), Some(8), "init over it: {}", text(&o));
     assert_eq!(snapshot(&st.store), before, "init wrote over the store");
+    // What an interrupted init leaves (everything but recipients.txt, no
+    // secret yet): init runs again.
+    let fresh = st.at(st.dir.join("fresh"));
+    ok(&fresh.run(None, &["init", "--recipient", &st.a.public], b""));
+    std::fs::remove_file(fresh.store.join("recipients.txt")).unwrap();
+    ok(&fresh.run(None, &["init", "--recipient", &st.a.public], b""));
+    ok(&fresh.run(Some(&st.a.file), &["set", "X"], b"x"));
 
     // store.toml and key.age removed, a value forged: not format 1.
     let st = store();

@@ -49,6 +49,7 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
     // someone who would like a new store written over the old one).
     let exists = |dir: &Dir| -> Result<(), StoreError> {
         match layout::store_file_in(dir).map_err(|e| at_error(root, e))? {
+            Some(_) if interrupted_init(dir) => Ok(()),
             Some(file) => Err(StoreError::AlreadyInitialised {
                 path: root.to_path_buf(),
                 file: file.to_string(),
@@ -91,6 +92,25 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
         id: key.id(),
         pin: key.pin(),
     })
+}
+
+/// Whether `dir` holds what an interrupted `init` leaves (it writes
+/// recipients.txt last): no recipients.txt, no secret, an audit log of
+/// at most the init line. Writing it again loses nothing.
+fn interrupted_init(dir: &Dir) -> bool {
+    let no_recipients = matches!(dir.kind(layout::RECIPIENTS), Ok(None));
+    let no_secrets = match dir.sub(layout::SECRETS) {
+        Ok(None) => true,
+        Ok(Some(d)) => d.entries().is_ok_and(|e| e.is_empty()),
+        Err(_) => false,
+    };
+    let only_init = match dir.read(layout::AUDIT, audit::MAX_LOG) {
+        Ok(None) => true,
+        Ok(Some(log)) => audit::parse(&log)
+            .is_ok_and(|lines| lines.iter().all(|e| e.op == "init") && lines.len() <= 1),
+        Err(_) => false,
+    };
+    no_recipients && no_secrets && only_init
 }
 
 /// What `set`, `rotate` report (never the value).

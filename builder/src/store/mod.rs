@@ -86,7 +86,7 @@ pub enum StoreError {
     Exists { name: String, scope: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("{path} is already a store (it has {file}): nothing was written. Change its recipients with `build-image store recipients add|rm KEY`; if a file of it is missing, put it back from git (`git checkout -- {path}`); if an `init` there was interrupted, remove {path} and run it again")]
+    #[error("{path} is already a store (it has {file}): nothing was written. Change its recipients with `build-image store recipients add|rm KEY`; if a file of it is missing, put it back from git (`git checkout -- {path}`)")]
     AlreadyInitialised { path: PathBuf, file: String },
     #[error("no secret {name} in the store {store}{hint}")]
     NotFound {
