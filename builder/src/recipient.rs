@@ -54,12 +54,19 @@ fn public_bytes(recipient: &age::x25519::Recipient) -> Result<[u8; 32], String> 
         .map_err(|_| "an age X25519 recipient has 32 bytes".to_string())
 }
 
-fn short(s: &str) -> String {
-    if s.len() > 16 {
-        format!("{}…", &s[..16])
-    } else {
-        s.to_string()
+/// The first 16 characters of `s` (whole characters, control ones shown
+/// as `?`), with `…` when it is longer: how messages quote a key or what
+/// was given for one.
+pub fn short(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(16)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(16).is_some() {
+        out.push('…');
     }
+    out
 }
 
 #[cfg(test)]
@@ -111,5 +118,16 @@ mod tests {
         let real = age::x25519::Identity::generate().to_public().to_string();
         assert_eq!(parse(&format!("{real} # alice")).unwrap().to_string(), real);
         assert!(parse("ssh-rsa AAAA x").unwrap_err().contains("ssh-ed25519"));
+    }
+
+    #[test]
+    fn short_quotes_whole_characters() {
+        assert_eq!(short("age1abc"), "age1abc");
+        assert_eq!(short(&"x".repeat(16)), "x".repeat(16));
+        assert_eq!(
+            short(&format!("a{}", "é".repeat(20))),
+            format!("a{}…", "é".repeat(15))
+        );
+        assert_eq!(short("a\u{1b}[31m"), "a?[31m");
     }
 }

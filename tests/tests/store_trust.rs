@@ -9,6 +9,8 @@
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -1500,4 +1502,695 @@ fn members_add_and_remove_recipients_under_a_new_store_key() {
     );
     let o = st.run(Some(&c.file), &["audit", "--verify"], b"");
     ok(&o);
+}
+
+/// The store's files but `recipients.txt` (or `store.toml` and `key.age`)
+/// are there: it is a store with a file removed, refused (exit 11) naming
+/// the file and saying how to put it back; never taken for no store (a
+/// build reporting the secret missing, `init` writing a new store over it)
+/// nor for a format-1 store that `migrate` would authenticate as it is.
+#[test]
+fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    std::fs::remove_file(st.store.join("recipients.txt")).unwrap();
+    let before = snapshot(&st.store);
+    for args in [
+        vec!["get", "WIFI_PSK"],
+        vec!["set", "NEW_ONE"],
+        vec!["list"],
+        vec!["audit", "--verify"],
+    ] {
+        let o = st.run(Some(&st.a.file), &args, b"v");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("recipients.txt") && text(&o).contains("git checkout"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    let evil = key(&st.dir, "evil");
+    let o = st.run(None, &["init", "--recipient", &evil.public], b"");
+    assert_eq!(o.status.code(), Some(8), "init over it: {}", text(&o));
+    assert_eq!(snapshot(&st.store), before, "init wrote over the store");
+    // What an interrupted init leaves (everything but recipients.txt, no
+    // secret yet): init runs again.
+    let fresh = st.at(st.dir.join("fresh"));
+    ok(&fresh.run(None, &["init", "--recipient", &st.a.public], b""));
+    std::fs::remove_file(fresh.store.join("recipients.txt")).unwrap();
+    ok(&fresh.run(None, &["init", "--recipient", &st.a.public], b""));
+    ok(&fresh.run(Some(&st.a.file), &["set", "X"], b"x"));
+
+    // store.toml and key.age removed, a value forged: not format 1.
+    let st = store();
+    std::fs::remove_file(st.store.join("store.toml")).unwrap();
+    std::fs::remove_file(st.store.join("key.age")).unwrap();
+    forge(
+        &st.a.public,
+        FORGED,
+        &st.store.join("secrets/WIFI_PSK/global/v1.age"),
+    );
+    let before = snapshot(&st.store);
+    for args in [
+        vec!["get", "WIFI_PSK"],
+        vec!["list"],
+        vec!["migrate", "--yes"],
+    ] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("store.toml") && !text(&o).contains(FORGED),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = st.run(None, &["list"], b"");
+    assert_eq!(o.status.code(), Some(11), "list unverified: {}", text(&o));
+    assert_eq!(snapshot(&st.store), before, "migrate authenticated it");
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    assert!(files_containing(&st.dir, FORGED.as_bytes()).is_empty());
+}
+
+/// The key itself given where a file name goes (`--identity "$KEY"`, or
+/// in SEALED_IMAGE_STORE_IDENTITY_FILE): refused without printing it.
+#[test]
+fn an_identity_given_as_a_file_name_is_never_printed() {
+    let st = store();
+    let key_text = std::fs::read_to_string(&st.a.file).unwrap();
+    let secret = key_text.trim();
+    let marker = &secret["AGE-SECRET-KEY-1".len()..];
+    let mut c = st.cmd(None, &["--identity", secret, "get", "WIFI_PSK"]);
+    let by_arg = c.output().unwrap();
+    let mut c = st.cmd(None, &["get", "WIFI_PSK"]);
+    c.env("SEALED_IMAGE_STORE_IDENTITY_FILE", secret);
+    let by_env = c.output().unwrap();
+    let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+    b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", secret)
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY");
+    let build = b.output().unwrap();
+    for (what, o) in [("--identity", by_arg), ("env", by_env), ("build", build)] {
+        assert_eq!(o.status.code(), Some(10), "{what}: {}", text(&o));
+        assert!(
+            !text(&o).contains(marker),
+            "{what} printed the key: {}",
+            text(&o)
+        );
+        assert!(text(&o).contains("not shown"), "{what}: {}", text(&o));
+    }
+}
+
+/// Recipient arguments are quoted shortened in messages, whatever their
+/// characters: never a panic.
+#[test]
+fn recipient_arguments_of_any_text_get_an_error_not_a_panic() {
+    let st = store();
+    for arg in [
+        "aéééééééééééééééééé",
+        "🔑🔑🔑🔑🔑x",
+        "age1\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
+    ] {
+        for sub in ["add", "rm"] {
+            let o = st.run(Some(&st.a.file), &["recipients", sub, arg], b"");
+            assert_eq!(o.status.code(), Some(2), "{sub} {arg}: {}", text(&o));
+            no_panic(&o);
+        }
+    }
+}
+
+/// `audit.jsonl` is the one store file written in place: hard-linked to a
+/// file outside, it is refused before anything is written (the other
+/// link never changes), with how to give the store its own copy.
+#[test]
+fn a_hard_linked_audit_log_is_refused_before_anything_is_written() {
+    let st = store();
+    let victim = st.dir.join("victim");
+    std::fs::rename(st.store.join("audit.jsonl"), &victim).unwrap();
+    std::fs::hard_link(&victim, st.store.join("audit.jsonl")).unwrap();
+    let was = std::fs::read(&victim).unwrap();
+    let before = snapshot(&st.store);
+    for (args, input) in [
+        (vec!["set", "NEW_ONE"], &b"new"[..]),
+        (vec!["get", "WIFI_PSK"], b""),
+        (vec!["rm", "DB_PASSWORD"], b""),
+    ] {
+        let o = st.run(Some(&st.a.file), &args, input);
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("audit.jsonl") && text(&o).contains("hard link"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(
+            !st.store.join(".tmp/journal").exists(),
+            "{args:?} committed"
+        );
+    }
+    assert_eq!(snapshot(&st.store), before);
+    assert_eq!(std::fs::read(&victim).unwrap(), was);
+    // Its own copy: everything works again.
+    let copy = st.store.join("audit.copy");
+    std::fs::copy(st.store.join("audit.jsonl"), &copy).unwrap();
+    std::fs::rename(&copy, st.store.join("audit.jsonl")).unwrap();
+    ok(&st.run(Some(&st.a.file), &["set", "NEW_ONE"], b"new"));
+    assert_eq!(std::fs::read(&victim).unwrap(), was);
+    whole(&st);
+}
+
+/// `store.toml`, every `meta.toml` and version file put back as they were
+/// before a change (from git history), the audit log kept: the log
+/// records a change the index does not hold, so it is refused.
+#[test]
+fn a_store_rolled_back_behind_its_audit_log_is_refused() {
+    let st = store();
+    let old = store_copy(&st, "old");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["set", "WIFI_PSK", "--update"],
+        b"wifi-v2",
+    ));
+    ok(&st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b""));
+    std::fs::remove_dir_all(st.store.join("secrets")).unwrap();
+    copy_tree(&old.store.join("secrets"), &st.store.join("secrets"));
+    std::fs::copy(old.store.join("store.toml"), st.store.join("store.toml")).unwrap();
+    for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("store.toml") && text(&o).contains("line 4"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(!text(&o).contains(WIFI), "{args:?}: {}", text(&o));
+    }
+    let b = st.build(&st.dir.join("out"));
+    assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
+    // Reads since the last change are no change: a get, then the index
+    // of that time, verifies.
+    let st = store();
+    ok(&st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b""));
+    whole(&st);
+}
+
+/// A journal of an earlier change, authenticated by the store key but
+/// put back after later changes (a replay), is not carried out: the later
+/// changes and the audit lines since stay.
+#[test]
+fn a_replayed_journal_of_an_earlier_change_is_not_carried_out() {
+    let st = store();
+    let saved = st.dir.join("saved-journal");
+    // Crash `set --update` right after its plan is written.
+    let mut point = 1;
+    loop {
+        let mut c = st.cmd(Some(&st.a.file), &["set", "WIFI_PSK", "--update"]);
+        c.env("BUILD_IMAGE_STORE_FAILPOINT", point.to_string());
+        let o = output_with_stdin(&mut c, b"wifi-v2");
+        assert_eq!(o.status.code(), Some(86), "point {point}: {}", text(&o));
+        if st.store.join(".tmp/journal/plan.json").exists() {
+            copy_tree(&st.store.join(".tmp/journal"), &saved);
+            break;
+        }
+        point += 1;
+        assert!(point < 20, "no plan was ever written");
+    }
+    assert_eq!(value(&st, "WIFI_PSK"), b"wifi-v2");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["set", "WIFI_PSK", "--update"],
+        b"wifi-v3",
+    ));
+    ok(&st.run(Some(&st.a.file), &["get", "DB_PASSWORD"], b""));
+    let log = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    copy_tree(&saved, &st.store.join(".tmp/journal"));
+    let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK"], b"");
+    ok(&o);
+    assert_eq!(o.stdout, b"wifi-v3");
+    let now = std::fs::read_to_string(st.store.join("audit.jsonl")).unwrap();
+    assert!(now.starts_with(&log), "the log lost lines: {now}");
+    whole(&st);
+}
+
+/// `get -o` into a FIFO or `/dev/fd/1` writes into it (as a shell
+/// redirection would), never replaces it; a value is never written into
+/// the store's own directory (git would take it), and nothing is left.
+#[test]
+fn outputs_are_written_into_fifos_and_never_into_the_store() {
+    let st = store();
+    let fifo = st.dir.join("value.fifo");
+    mkfifo(&fifo);
+    // Held open for reading and writing: the command's open never blocks,
+    // and what it writes waits in the pipe.
+    let mut held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let o = finishes(st.cmd(Some(&st.a.file), &["get", "WIFI_PSK", "-o", "value.fifo"]));
+    ok(&o);
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = vec![0u8; WIFI.len()];
+        let _ = tx.send(std::io::Read::read_exact(&mut held, &mut got).map(|_| got));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("nothing was written into the FIFO");
+    assert_eq!(got.unwrap(), WIFI.as_bytes());
+    let o = st.run(
+        Some(&st.a.file),
+        &["get", "WIFI_PSK", "-o", "/dev/fd/1"],
+        b"",
+    );
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+    let before = snapshot(&st.store);
+    for out in [
+        "secrets-store/wifi.txt",
+        "secrets-store/secrets/w.txt",
+        "./secrets-store/../secrets-store/x",
+    ] {
+        let o = st.run(Some(&st.a.file), &["get", "WIFI_PSK", "-o", out], b"");
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o));
+        let o = st.run(Some(&st.a.file), &["export", out], b"");
+        assert_eq!(o.status.code(), Some(2), "export {out}: {}", text(&o));
+    }
+    assert_eq!(snapshot(&st.store), before);
+    assert!(files_containing(&st.store, WIFI.as_bytes()).is_empty());
+}
+
+/// A hostile format-1 store (nothing in it was ever authenticated): a
+/// generator `rotate` could not run is refused by `migrate`, naming the
+/// file; the last version number gives a clear error at `set --update`,
+/// never a panic or an allocation of any size.
+#[test]
+fn a_hostile_format_1_store_is_migrated_or_refused_without_a_panic() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let meta = |version: u64, generator: &str| {
+        format!(
+            "name = \"OLD\"\n[scopes.global]\ncreated-at = \"x\"\ncreated-by = \"x\"\ncurrent = {version}\nupdated-at = \"x\"\nupdated-by = \"x\"\n{generator}[[scopes.global.versions]]\ncreated-at = \"x\"\ncreated-by = \"x\"\noperation = \"set\"\nrecipients = \"x\"\nversion = {version}\n"
+        )
+    };
+    let old_store = |name: &str, meta: String, version: u64| {
+        let dir = st.dir.join(name);
+        std::fs::create_dir_all(dir.join("secrets/OLD/global")).unwrap();
+        std::fs::write(dir.join("recipients.txt"), format!("{}\n", st.a.public)).unwrap();
+        std::fs::write(dir.join("secrets/OLD/meta.toml"), meta).unwrap();
+        forge(
+            &st.a.public,
+            "old",
+            &dir.join(format!("secrets/OLD/global/v{version}.age")),
+        );
+        st.at(dir)
+    };
+    let huge = old_store(
+        "huge",
+        meta(
+            1,
+            "[scopes.global.generator]\ncharset = \"alnum\"\nlength = 1000000000000\n",
+        ),
+        1,
+    );
+    let o = huge.run(Some(&st.a.file), &["migrate", "--yes"], b"");
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("secrets/OLD/meta.toml"), "{}", text(&o));
+    no_panic(&o);
+    let last = old_store("last", meta(u32::MAX as u64, ""), u32::MAX as u64);
+    ok(&last.run(Some(&st.a.file), &["migrate", "--yes"], b""));
+    let o = last.run(Some(&st.a.file), &["set", "OLD", "--update"], b"new");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    no_panic(&o);
+    assert_eq!(value(&last, "OLD"), b"old");
+    whole(&last);
+}
+
+/// `.tmp/` planted with what cannot be emptied (directories nested deeper
+/// than build-image ever makes): refused with how to remove it by hand;
+/// once removed, everything works.
+#[test]
+fn a_planted_staging_directory_says_how_to_remove_it() {
+    let st = store();
+    let mut deep = st.store.join(".tmp");
+    for _ in 0..70 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    for args in [vec!["get", "WIFI_PSK"], vec!["list"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("rm -rf"), "{args:?}: {}", text(&o));
+        no_panic(&o);
+    }
+    std::fs::remove_dir_all(st.store.join(".tmp")).unwrap();
+    assert_eq!(value(&st, "WIFI_PSK"), WIFI.as_bytes());
+}
+
+/// `key.age` replaced (by junk, or by an age file to someone else): the
+/// store was changed (exit 11, naming key.age), not "your identity is not
+/// a recipient" (10) nor a failure (1).
+#[test]
+fn a_replaced_key_file_is_refused_as_a_change_to_the_store() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let evil = key(&st.dir, "evil");
+    type Replace = fn(&St, &Key);
+    let cases: Vec<(&str, Replace)> = vec![
+        ("junk", |st, _| {
+            std::fs::write(st.store.join("key.age"), "junk").unwrap()
+        }),
+        ("to another key", |st, evil| {
+            forge(&evil.public, "x", &st.store.join("key.age"))
+        }),
+        ("a directory", |st, _| {
+            std::fs::remove_file(st.store.join("key.age")).unwrap();
+            std::fs::create_dir(st.store.join("key.age")).unwrap();
+        }),
+    ];
+    for (what, replace) in cases {
+        let st = store_copy(&st, &format!("copy-{}", what.replace(' ', "-")));
+        replace(&st, &evil);
+        for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
+            let o = st.run(Some(&st.a.file), &args, b"");
+            assert_eq!(o.status.code(), Some(11), "{what}: {args:?}: {}", text(&o));
+            assert!(text(&o).contains("key.age"), "{what}: {}", text(&o));
+            assert!(!text(&o).contains("missing"), "{what}: {}", text(&o));
+        }
+    }
+}
+
+/// An identity file (or `--from-file`) that is a FIFO nobody writes to:
+/// read at once as empty (refused), never waited on for ever; a device
+/// refused.
+#[test]
+fn an_identity_fifo_without_a_writer_is_refused_at_once() {
+    let st = store();
+    let fifo = st.dir.join("id.fifo");
+    mkfifo(&fifo);
+    for id in [
+        fifo.as_path(),
+        Path::new("/dev/zero"),
+        Path::new("/dev/null"),
+    ] {
+        let o = finishes(st.cmd(Some(id), &["get", "WIFI_PSK"]));
+        assert_eq!(o.status.code(), Some(10), "{}: {}", id.display(), text(&o));
+        assert!(!text(&o).contains(WIFI), "{}", text(&o));
+    }
+    // The same for a value: `set --from-file FIFO` is an empty value.
+    let before = snapshot(&st.store);
+    let o = finishes(st.cmd(
+        Some(&st.a.file),
+        &["set", "NEW_ONE", "--from-file", fifo.to_str().unwrap()],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(snapshot(&st.store), before);
+    // A pipe with a writer (`<(pass show …)`) is read to its end.
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg("exec \"$0\" store --store \"$1\" --identity <(sleep 0.2; cat \"$2\") get WIFI_PSK")
+        .arg(bin("build-image"))
+        .arg(&st.store)
+        .arg(&st.a.file)
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY_FILE");
+    let o = finishes(c);
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+}
+
+/// Control characters a repository writer puts in what the store shows (a
+/// recipients.txt comment that would erase the line `rekey` asks about,
+/// a description, a file name): printed as `?`, never sent to the
+/// terminal.
+#[test]
+fn control_characters_in_store_files_never_reach_the_terminal() {
+    let st = store();
+    let evil = key(&st.dir, "evil");
+    let esc = "\u{1b}[2K\r\u{1b}[1A\u{9b}2K";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(st.store.join("recipients.txt"))
+        .unwrap();
+    writeln!(f, "{} # {esc}nothing to see", evil.public).unwrap();
+    drop(f);
+    let clean = |what: &str, o: &Output| {
+        let all = [&o.stdout[..], &o.stderr[..]].concat();
+        assert!(
+            !all.contains(&0x1b) && !contains(&all, "\u{9b}".as_bytes()) && !all.contains(&b'\r'),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&all)
+        );
+    };
+    let o = st.run(Some(&st.a.file), &["rekey"], b"");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&evil.public), "{}", text(&o));
+    clean("rekey", &o);
+    for args in [vec!["recipients", "list"], vec!["get", "WIFI_PSK"]] {
+        let o = st.run(Some(&st.a.file), &args, b"");
+        clean(&format!("{args:?}"), &o);
+    }
+    // A description and a file name, shown unverified.
+    let st = store();
+    let m = st.store.join("secrets/WIFI_PSK/meta.toml");
+    let t = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        t.replace(
+            "description = \"\"",
+            "description = \"\\u001b]52;c;eA==\\u0007\"",
+        ),
+    )
+    .unwrap();
+    for args in [vec!["list"], vec!["history", "WIFI_PSK"]] {
+        let o = st.run(None, &args, b"");
+        ok(&o);
+        clean(&format!("{args:?}"), &o);
+    }
+    std::fs::write(st.store.join("secrets").join("X\u{1b}[31m"), "x").unwrap();
+    for id in [None, Some(st.a.file.as_path())] {
+        let o = st.run(id, &["audit", "--verify"], b"");
+        assert!(!o.status.success());
+        clean("audit --verify", &o);
+    }
+}
+
+/// With the store pinned (SEALED_IMAGE_STORE_ID), a build whose recipe
+/// reads it refuses a store that is gone (exit 11) instead of building
+/// without its secrets (an optional one would be left out silently).
+#[test]
+fn a_pinned_store_that_is_gone_is_refused_by_builds() {
+    let st = store();
+    let id = foreign_id(&st);
+    let recipe = st.dir.join("optional.toml");
+    std::fs::write(
+        &recipe,
+        format!("{ESP_ONLY}\n[secrets.wifi_psk]\ntype = \"single-line\"\nrequired = false\nsource = {{ store = \"WIFI_PSK\" }}\n"),
+    )
+    .unwrap();
+    std::fs::rename(&st.store, st.dir.join("moved-away")).unwrap();
+    let build = |pin: Option<&str>, out: &str| {
+        let mut c = build_cmd(&recipe, &st.dir.join(out));
+        c.arg("--no-zst")
+            .arg("--embed-key")
+            .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+            .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+            .env_remove("SEALED_IMAGE_STORE_ID");
+        if let Some(p) = pin {
+            c.env("SEALED_IMAGE_STORE_ID", p);
+        }
+        c.output().unwrap()
+    };
+    let o = build(Some(&id), "out-pinned");
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("SEALED_IMAGE_STORE_ID"), "{}", text(&o));
+    assert!(!st.dir.join("out-pinned").join("t.img").exists());
+    // Unpinned, a recipe without its store is a recipe without it.
+    ok(&build(None, "out-free"));
+}
+
+/// The pin printed by a change of recipients (`SEALED_IMAGE_STORE_ID=
+/// ID:GENERATION:TAG`).
+fn pin_in(o: &Output) -> String {
+    let t = text(o);
+    let at = t
+        .find("SEALED_IMAGE_STORE_ID=")
+        .unwrap_or_else(|| panic!("no pin printed: {t}"));
+    t[at + "SEALED_IMAGE_STORE_ID=".len()..]
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != ':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A removed member who kept a checkout from before the removal can run
+/// the store commands on it (they are a member there): set a forged
+/// value, then `rekey` until its key generation passes the pinned one.
+/// The pin printed after the removal names the key of that generation,
+/// which they never had: CI refuses their store; the real one, rekeyed
+/// later, still passes.
+#[test]
+fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
+    if !require_tool_from("age", "age") {
+        return;
+    }
+    let st = store();
+    let old = store_copy(&st, "kept-by-b");
+    let o = st.run(Some(&st.a.file), &["recipients", "rm", &st.b.public], b"");
+    ok(&o);
+    let pin = pin_in(&o);
+    assert_eq!(pin.split(':').count(), 3, "{pin}");
+    // B, on the old checkout.
+    ok(&old.run(
+        Some(&st.b.file),
+        &["set", "WIFI_PSK", "--update"],
+        FORGED.as_bytes(),
+    ));
+    for _ in 0..3 {
+        ok(&old.run(Some(&st.b.file), &["rekey", "--yes"], b""));
+    }
+    let real = store_copy(&st, "real");
+    std::fs::remove_dir_all(&st.store).unwrap();
+    copy_tree(&old.store, &st.store);
+    let pinned = |s: &St, args: &[&str]| {
+        let mut c = s.cmd(Some(&st.a.file), args);
+        c.env("SEALED_IMAGE_STORE_ID", &pin);
+        c.output().unwrap()
+    };
+    let o = pinned(&st, &["get", "WIFI_PSK"]);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(!text(&o).contains(FORGED), "{}", text(&o));
+    let mut b = build_cmd(&st.recipe(), &st.dir.join("out"));
+    b.env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+        .env("SEALED_IMAGE_STORE_ID", &pin);
+    let o = b.output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(files_containing(&st.dir.join("out"), FORGED.as_bytes()).is_empty());
+    // The real store passes the pin, and still does after later changes
+    // of key (each generation carries the earlier keys).
+    let o = pinned(&real, &["get", "WIFI_PSK"]);
+    ok(&o);
+    assert_eq!(o.stdout, WIFI.as_bytes());
+    ok(&real.run(Some(&st.a.file), &["rekey", "--yes"], b""));
+    ok(&real.run(Some(&st.a.file), &["recipients", "add", &st.b.public], b""));
+    ok(&pinned(&real, &["get", "WIFI_PSK"]));
+    let wrong = format!(
+        "{}:0000000000000000000000000000000000",
+        &pin[..pin.rfind(':').unwrap()]
+    );
+    let mut c = real.cmd(Some(&st.a.file), &["get", "WIFI_PSK"]);
+    c.env("SEALED_IMAGE_STORE_ID", &wrong);
+    assert_eq!(c.output().unwrap().status.code(), Some(11));
+}
+
+/// An export cut short, with bytes added after its end, or given as a
+/// FIFO: refused, nothing imported; the archive itself still imports.
+#[test]
+fn a_cut_or_padded_export_is_refused() {
+    let st = store();
+    let archive = st.dir.join("backup.age");
+    ok(&st.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    ok(&st.run(Some(&st.a.file), &["rm", "WIFI_PSK"], b""));
+    ok(&st.run(Some(&st.a.file), &["rm", "DB_PASSWORD"], b""));
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = st.dir.join("cut.age");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let padded = st.dir.join("padded.age");
+    std::fs::write(&padded, [&bytes[..], b"trailing"].concat()).unwrap();
+    let fifo = st.dir.join("archive.fifo");
+    mkfifo(&fifo);
+    let before = snapshot(&st.store);
+    for f in [&cut, &padded, &fifo] {
+        let o = finishes(st.cmd(Some(&st.a.file), &["import", f.to_str().unwrap(), "--yes"]));
+        assert!(!o.status.success(), "{}: {}", f.display(), text(&o));
+        no_panic(&o);
+    }
+    assert_eq!(snapshot(&st.store), before);
+    ok(&st.run(
+        Some(&st.a.file),
+        &["import", archive.to_str().unwrap(), "--yes"],
+        b"",
+    ));
+    assert_eq!(value(&st, "WIFI_PSK"), WIFI.as_bytes());
+}
+
+/// `import --from DIR` while another command holds DIR's lock: refused at
+/// once, saying so (waiting for it while holding this store's lock would
+/// wait for ever when the other command waits for this store: two imports
+/// crossing, or DIR this store under another path).
+#[test]
+fn import_from_a_busy_store_is_refused_not_waited_for() {
+    if !require_tool_from("flock", "util-linux") {
+        return;
+    }
+    // flock and its sleep, in a process group of their own: ended together.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .arg(format!("-{}", self.0.id()))
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let st = store();
+    let other = sibling(&st, "other");
+    ok(&other.run(Some(&st.a.file), &["set", "OTHER_ONE"], b"o"));
+    let archive = st.dir.join("other.age");
+    ok(&other.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    let lock = other.store.join(".lock");
+    let ready = st.dir.join("locked");
+    let _holder = Holder(
+        command("flock")
+            .arg(&lock)
+            .arg("sh")
+            .arg("-c")
+            .arg("touch \"$0\"; exec sleep 300")
+            .arg(&ready)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..600 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ready.exists(), "flock never took the lock");
+    let o = finishes(st.cmd(
+        Some(&st.a.file),
+        &[
+            "import",
+            archive.to_str().unwrap(),
+            "--from",
+            other.store.to_str().unwrap(),
+            "--yes",
+        ],
+    ));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("in use"), "{}", text(&o));
 }

@@ -113,6 +113,17 @@ impl Dir {
         }
     }
 
+    /// Whether `name` has other hard links (links not followed); false
+    /// when it does not exist.
+    pub fn has_other_links(&self, name: &str) -> Result<bool, AtError> {
+        check_name(&self.path, name)?;
+        match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(st.st_nlink > 1),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_error(&self.child_path(name), e)),
+        }
+    }
+
     fn wrong_kind(&self, name: &str, want: &'static str) -> AtError {
         let what = match self.kind(name) {
             Ok(Some(k)) => k.describe(),
@@ -385,8 +396,9 @@ impl Dir {
     }
 
     /// Take an exclusive `flock` on the file `name` (created 0600 when
-    /// missing, never through a link), waiting for it.
-    pub fn lock(&self, name: &str) -> Result<File, AtError> {
+    /// missing, never through a link), waiting for it, or (`wait` false)
+    /// `None` when another holds it.
+    pub fn lock(&self, name: &str, wait: bool) -> Result<Option<File>, AtError> {
         check_name(&self.path, name)?;
         let path = self.child_path(name);
         let fd = match rfs::openat(
@@ -410,8 +422,16 @@ impl Dir {
                 want: "a regular file",
             });
         }
-        rfs::flock(&fd, rfs::FlockOperation::LockExclusive).map_err(|e| io_error(&path, e))?;
-        Ok(File::from(fd))
+        let op = if wait {
+            rfs::FlockOperation::LockExclusive
+        } else {
+            rfs::FlockOperation::NonBlockingLockExclusive
+        };
+        match rfs::flock(&fd, op) {
+            Ok(()) => Ok(Some(File::from(fd))),
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
+            Err(e) => Err(io_error(&path, e)),
+        }
     }
 }
 
@@ -467,7 +487,7 @@ mod tests {
             d.sub_or_create("dir-link", 0o755),
             Err(AtError::Kind { .. })
         ));
-        assert!(matches!(d.lock("lock"), Err(AtError::Kind { .. })));
+        assert!(matches!(d.lock("lock", true), Err(AtError::Kind { .. })));
         assert!(!tmp.path().join("missing").exists());
         assert!(d.write_new("file-link", b"x", 0o600).is_err());
         d.remove("dir-link").unwrap();

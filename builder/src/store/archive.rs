@@ -14,22 +14,28 @@
 use super::audit::Entry;
 use super::crypto::{Identity, Recipients};
 use super::input::MAX_VALUE;
-use super::integrity::{sha256_hex, StoreKey};
+use super::integrity::{hex, sha256_hex, StoreKey};
 use super::layout::{self, Store};
 use super::metadata::{now, SecretMeta};
 use super::session::{Change, RecipientsCheck, Session};
 use super::StoreError;
 use crate::io::secret::SecretVec;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use zeroize::Zeroizing;
 
 const FORMAT_V1: &str = "sealed-image-store-export 1\n";
 const FORMAT: &str = "sealed-image-store-export 2\n";
 const MAX_ENTRIES: usize = 100_000;
 const MAX_ARCHIVE: u64 = 4 << 30;
+/// Most bytes of values an archive holds (what `import` keeps in memory
+/// and `export` builds there).
+const MAX_ARCHIVE_VALUES: u64 = 512 << 20;
 
 /// What an export or import covered.
 #[derive(Debug, Serialize)]
@@ -79,7 +85,15 @@ pub fn export(
     let to = to.unwrap_or_else(|| s.recipients.clone());
     let mut tar = tar::Builder::new(SecretVec::default());
     let mut macced: Vec<(String, String)> = Vec::new();
+    let mut total = 0u64;
     let mut add = |tar: &mut tar::Builder<SecretVec>, path: &str, data: &[u8]| {
+        // No bigger than import takes.
+        total += data.len() as u64;
+        if total > MAX_ARCHIVE_VALUES {
+            return Err(StoreError::Value(format!(
+                "the store holds more than {MAX_ARCHIVE_VALUES} bytes of values: more than one archive may hold"
+            )));
+        }
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o600);
@@ -221,18 +235,19 @@ pub fn open(
         path: file.to_path_buf(),
         reason,
     };
-    let ciphertext =
-        crate::sources::bounded::read_file(file, MAX_ARCHIVE).map_err(|e| StoreError::Io {
-            context: format!("reading {}", file.display()),
-            cause: std::io::Error::other(e.to_string()),
-        })?;
-    let fingerprint = sha256_hex(&ciphertext);
-    let plain = identity.decrypt(&ciphertext, &file.display().to_string(), MAX_ARCHIVE)?;
-    drop(ciphertext);
+    // Streamed: the file is hashed (its fingerprint) as it is decrypted,
+    // and only the entries are kept, never the whole archive in memory.
+    let (f, size) = open_archive(file)?;
+    let hashed = Rc::new(RefCell::new((Sha256::new(), 0u64)));
+    let reader = Hashing {
+        inner: f.take(MAX_ARCHIVE),
+        hashed: Rc::clone(&hashed),
+    };
+    let mut plain = identity.decrypt_stream(reader, &file.display().to_string())?;
     let mut files: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
-    let mut archive = tar::Archive::new(&plain[..]);
-    for entry in archive
+    let mut kept = 0u64;
+    for entry in tar::Archive::new(&mut plain)
         .entries()
         .map_err(|e| corrupt(format!("not a store export: {e}")))?
     {
@@ -251,16 +266,34 @@ pub fn open(
         if entry.size() > MAX_VALUE {
             return Err(corrupt(format!("{path} is too large")));
         }
-        let size = entry.size();
-        let data = crate::io::secret::read_bounded(&mut entry as &mut dyn Read, MAX_VALUE, size)
-            .map_err(|e| corrupt(format!("{path}: {e}")))?;
+        let entry_size = entry.size();
+        kept += entry_size;
+        if kept > MAX_ARCHIVE_VALUES {
+            return Err(corrupt(format!(
+                "it holds more than {MAX_ARCHIVE_VALUES} bytes of values"
+            )));
+        }
+        let data =
+            crate::io::secret::read_bounded(&mut entry as &mut dyn Read, MAX_VALUE, entry_size)
+                .map_err(|e| corrupt(format!("{path}: {e}")))?;
         if files.contains_key(&path) {
             return Err(corrupt(format!("{path} is in it twice")));
         }
         order.push((path.clone(), sha256_hex(&data)));
         files.insert(path, data);
     }
+    // To its end: the last chunk authenticated, the whole file hashed.
+    std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| corrupt(format!("age: {e}")))?;
     drop(plain);
+    let (hasher, read) = Rc::try_unwrap(hashed)
+        .map(RefCell::into_inner)
+        .map_err(|_| corrupt("still being read".into()))?;
+    if read != size {
+        return Err(corrupt(
+            "it changed while it was read, or holds data after its end".into(),
+        ));
+    }
+    let fingerprint = hex(&hasher.finalize());
     let format = files.get("FORMAT").map(|f| f.to_vec());
     let (source, mac) = match format.as_deref() {
         Some(f) if f == FORMAT.as_bytes() => {
@@ -314,7 +347,7 @@ pub fn open(
                 "it is not authenticated by this store's current key",
             ));
         }
-        let mut other = Store::open(dir)?;
+        let mut other = Store::open_if_free(dir)?;
         let o = Session::open(&mut other, identity, RecipientsCheck::MustMatch)?;
         if !claims(&o.key) {
             return Err(untrusted(
@@ -354,6 +387,44 @@ pub fn open(
         fingerprint,
         metas,
     })
+}
+
+/// The archive (the user's path): a regular file of at most
+/// [`MAX_ARCHIVE`] bytes (opened without blocking), and its size.
+fn open_archive(file: &Path) -> Result<(std::fs::File, u64), StoreError> {
+    let io = |e: std::io::Error| StoreError::Io {
+        context: format!("reading {}", file.display()),
+        cause: e,
+    };
+    let f = crate::io::open_for_reading(file).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other(
+            "not a regular file (an archive is read from a file)",
+        )));
+    }
+    if meta.len() > MAX_ARCHIVE {
+        return Err(io(std::io::Error::other(format!(
+            "larger than {MAX_ARCHIVE} bytes"
+        ))));
+    }
+    Ok((f, meta.len()))
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hashed: Rc<RefCell<(Sha256, u64)>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut h = self.hashed.borrow_mut();
+        h.0.update(&buf[..n]);
+        h.1 += n as u64;
+        Ok(n)
+    }
 }
 
 fn refs(parts: &[Vec<u8>]) -> Vec<&[u8]> {

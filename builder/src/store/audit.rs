@@ -15,6 +15,10 @@ use super::metadata::now;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The operations logged without a change to the store (a read): the
+/// only ones after the length `store.toml` records.
+pub const READ_OPS: &[&str] = &["get", "read", "export"];
+
 /// Largest audit log read (every command reads and checks it whole).
 pub const MAX_LOG: u64 = 256 << 20;
 

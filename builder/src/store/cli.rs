@@ -8,6 +8,7 @@ use super::names::Scope;
 use super::session::{self, RecipientsCheck, Session};
 use super::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
+use sealed_firstboot::report::printable;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -319,7 +320,7 @@ fn confirm(question: &str, yes: bool) -> Result<(), StoreError> {
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
-        eprintln!("✗ {}: {}", p.path, p.problem);
+        eprintln!("✗ {}", printable(&p.to_string()));
     }
 }
 
@@ -330,7 +331,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
     let dir = store_dir(&args)?;
     let say = |msg: String| {
         if !args.quiet && !args.json {
-            eprintln!("{msg}");
+            eprintln!("{}", printable(&msg));
         }
     };
     let identity = |why: &str| Identity::load(args.identity.as_deref(), why);
@@ -351,15 +352,15 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let made = commands::init(&dir, &all)?;
             if args.json {
                 print_json(
-                    &serde_json::json!({"store": dir, "recipients": made.recipients, "id": made.id}),
+                    &serde_json::json!({"store": dir, "recipients": made.recipients, "id": made.id, "pin": made.pin}),
                 );
             }
             say(format!(
-                "created the store {} (id {}) with {} recipient(s); add it to git (the .gitignore keeps its lock out). Pin its id in CI as SEALED_IMAGE_STORE_ID={} so that a replaced store is refused",
+                "created the store {} (id {}) with {} recipient(s); add it to git (the .gitignore keeps its lock out). Pin it in CI as SEALED_IMAGE_STORE_ID={} so that a replaced store is refused",
                 dir.display(),
                 made.id,
                 made.recipients,
-                made.id
+                made.pin
             ));
         }
         StoreCommand::Set {
@@ -398,6 +399,9 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     "--json prints metadata only: with get it needs --output FILE for the value"
                         .into(),
                 ));
+            }
+            if let Some(f) = output {
+                super::layout::refuse_output_inside(&dir, f)?;
             }
             let mut store = Store::open(&dir)?;
             let id = identity("")?;
@@ -440,12 +444,15 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 for r in &rows {
                     for (i, s) in r.scopes.iter().enumerate() {
                         println!(
-                            "{:<28} {:<18} {:<8} {:<21} {}",
-                            if i == 0 { r.name.as_str() } else { "" },
-                            s.scope,
-                            format!("v{}", s.current),
-                            s.updated_at,
-                            if i == 0 { r.description.as_str() } else { "" }
+                            "{}",
+                            printable(&format!(
+                                "{:<28} {:<18} {:<8} {:<21} {}",
+                                if i == 0 { r.name.as_str() } else { "" },
+                                s.scope,
+                                format!("v{}", s.current),
+                                s.updated_at,
+                                if i == 0 { r.description.as_str() } else { "" }
+                            ))
                         );
                     }
                 }
@@ -484,13 +491,19 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             if args.json {
                 print_json(&meta);
             } else {
-                println!("{}: {}", meta.name, meta.description);
+                println!(
+                    "{}",
+                    printable(&format!("{}: {}", meta.name, meta.description))
+                );
                 for (scope, s) in &meta.scopes {
                     println!("  {scope} (current v{})", s.current);
                     for v in &s.versions {
                         println!(
-                            "    v{:<4} {:<7} {} by {}",
-                            v.version, v.operation, v.created_at, v.created_by
+                            "{}",
+                            printable(&format!(
+                                "    v{:<4} {:<7} {} by {}",
+                                v.version, v.operation, v.created_at, v.created_by
+                            ))
                         );
                     }
                 }
@@ -506,11 +519,13 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 Identity::load_optional(args.identity.as_deref())?
             };
             let mut recipients = 0;
+            let mut pin = String::new();
             let (log, problems, verified) = match &id {
                 Some(id) => match Session::open(&mut store, id, RecipientsCheck::MustMatch) {
                     Ok(s) => {
                         let p = commands::check_stanzas(&s)?;
                         recipients = s.recipients.keys.len();
+                        pin = s.key.pin();
                         (s.log, p, true)
                     }
                     Err(StoreError::Integrity { problems, .. }) => (Vec::new(), problems, true),
@@ -523,6 +538,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     "verified": verified,
                     "log": if *verify { Vec::new() } else { log.clone() },
                     "findings": problems,
+                    "pin": pin,
                 }));
             } else {
                 if !*verify {
@@ -533,22 +549,25 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                             _ => String::new(),
                         };
                         println!(
-                            "{}  {:<7} {:<40} {}{}",
-                            e.at,
-                            e.op,
-                            what,
-                            e.by,
-                            e.detail
-                                .as_deref()
-                                .map(|d| format!("  {d}"))
-                                .unwrap_or_default()
+                            "{}",
+                            printable(&format!(
+                                "{}  {:<7} {:<40} {}{}",
+                                e.at,
+                                e.op,
+                                what,
+                                e.by,
+                                e.detail
+                                    .as_deref()
+                                    .map(|d| format!("  {d}"))
+                                    .unwrap_or_default()
+                            ))
                         );
                     }
                 }
                 if !verified {
                     eprintln!("build-image: {UNVERIFIED}");
                 } else if problems.is_empty() && !args.quiet {
-                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s)", log.len());
+                    eprintln!("audit: verified: the index, every meta.toml and version file, the recipients and the audit log ({} lines) are what the store key authenticates, and every version is encrypted to the {recipients} recipient(s); pin it in CI as SEALED_IMAGE_STORE_ID={pin}", log.len());
                 }
                 print_problems(&problems);
             }
@@ -619,13 +638,13 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 .to_string()
             };
             let to = Recipients::from_keys(&s.file.keys(), &dir.join(super::layout::RECIPIENTS))?;
-            let n = commands::rekey(&s, &id, "rekey", to, None, detail)?;
+            let r = commands::rekey(&s, &id, "rekey", to, None, detail)?;
             if args.json {
-                print_json(&serde_json::json!({"files": n, "generation": s.key.generation() + 1}));
+                print_json(&r);
             }
             say(format!(
-                "re-encrypted {n} version file(s) to the accepted recipients under a new store key (generation {})",
-                s.key.generation() + 1
+                "re-encrypted {} version file(s) to the accepted recipients under a new store key (generation {}); pin it in CI as SEALED_IMAGE_STORE_ID={} to refuse stores from before this change",
+                r.files, r.generation, r.pin
             ));
             if !diff.removed.is_empty() {
                 say("the removed recipients could read every value until now: rotate them (`build-image store rotate NAME`)".into());
@@ -671,30 +690,40 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .into_iter()
                         .filter(|k| !s.index.recipients.contains(k))
                         .collect();
-                    let n = change_recipients(&s, &id, to, text, '+', &added)?;
+                    let r = change_recipients(&s, &id, to, text, '+', &added)?;
                     if args.json {
-                        print_json(&serde_json::json!({"added": added, "files": n}));
+                        print_json(
+                            &serde_json::json!({"added": added, "files": r.files, "generation": r.generation, "pin": r.pin}),
+                        );
                     }
                     say(format!(
-                        "added {} recipient(s); re-encrypted {n} version file(s) under a new store key",
-                        added.len()
+                        "added {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}; CI's pin stays valid, or pin SEALED_IMAGE_STORE_ID={} to refuse stores from before this change)",
+                        added.len(),
+                        r.files,
+                        r.generation,
+                        r.pin
                     ));
                 }
                 RecipientsCommand::Rm { keys } => {
                     let (to, text, gone) = commands::recipients_removed(&s, keys)?;
-                    let n = change_recipients(&s, &id, to, text, '-', &gone)?;
+                    let r = change_recipients(&s, &id, to, text, '-', &gone)?;
                     if args.json {
-                        print_json(&serde_json::json!({"removed": gone, "files": n}));
+                        print_json(
+                            &serde_json::json!({"removed": gone, "files": r.files, "generation": r.generation, "pin": r.pin}),
+                        );
                     }
                     say(format!(
-                        "removed {} recipient(s); re-encrypted {n} version file(s) under a new store key. They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and raise the generation in SEALED_IMAGE_STORE_ID to {}",
+                        "removed {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}). They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and pin the new key in CI: SEALED_IMAGE_STORE_ID={} (it refuses their old checkouts, even rekeyed)",
                         gone.len(),
-                        s.key.generation() + 1
+                        r.files,
+                        r.generation,
+                        r.pin
                     ));
                 }
             }
         }
         StoreCommand::Export { file, recipients } => {
+            super::layout::refuse_output_inside(&dir, file)?;
             let to = if recipients.is_empty() {
                 None
             } else {
@@ -733,7 +762,10 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 from: from.clone(),
             };
             let opened = archive::open(&s, &id, file, &trust)?;
-            eprintln!("{}: {}", file.display(), opened.origin());
+            eprintln!(
+                "{}",
+                printable(&format!("{}: {}", file.display(), opened.origin()))
+            );
             confirm(
                 &format!("import these into the store {}?", dir.display()),
                 *yes,
@@ -762,21 +794,26 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     }
                 }
             }
-            let file = migrate::recipients(&store)?;
+            let old = migrate::read(&store)?;
             eprintln!("the store's members will be (from recipients.txt):");
-            for l in &file.lines {
+            for l in &old.recipients.lines {
                 eprintln!("  {}   (line {}: {})", l.key, l.number, l.text);
             }
+            eprintln!(
+                "and its {} secret(s) ({}) are authenticated as they are now: format 1 authenticated nothing, so check in git that only members changed them",
+                old.names().len(),
+                old.names().join(", ")
+            );
             confirm(
                 "accept these recipients and authenticate the store as it is now?",
                 *yes,
             )?;
-            let m = migrate::migrate(&store, &id)?;
+            let m = migrate::migrate(&store, &id, old)?;
             if args.json {
                 print_json(&m);
             }
             say(format!(
-                "migrated {} to format 2: store id {}, {} secret(s), {} version(s) encrypted again to {} recipient(s){}. Commit the result; pin the id in CI as SEALED_IMAGE_STORE_ID={}",
+                "migrated {} to format 2: store id {}, {} secret(s), {} version(s) encrypted again to {} recipient(s){}. Commit the result; pin it in CI as SEALED_IMAGE_STORE_ID={}",
                 dir.display(),
                 m.id,
                 m.names,
@@ -787,7 +824,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 } else {
                     format!("; removed leftovers {}", m.removed.join(", "))
                 },
-                m.id
+                m.pin
             ));
         }
     }
@@ -795,7 +832,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
 }
 
 /// `store recipients add|rm`: the new recipients.txt, with `sign` and the
-/// keys in the audit line; the number of version files.
+/// keys in the audit line.
 fn change_recipients(
     s: &Session,
     id: &Identity,
@@ -803,7 +840,7 @@ fn change_recipients(
     text: Vec<u8>,
     sign: char,
     keys: &[String],
-) -> Result<usize, StoreError> {
+) -> Result<commands::Rekeyed, StoreError> {
     let detail = format!(
         "recipients {}",
         keys.iter()

@@ -22,8 +22,10 @@ use zeroize::Zeroizing;
 #[derive(Debug, Serialize)]
 pub struct Initialised {
     pub recipients: usize,
-    /// The store id (pin it in CI as `SEALED_IMAGE_STORE_ID`).
+    /// The store id.
     pub id: String,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID` (`ID:GENERATION:TAG`).
+    pub pin: String,
 }
 
 /// `store init`: create the directory with its recipients, a fresh store
@@ -43,28 +45,24 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
     }
     let file = RecipientsFile::parse(&text, &root.join(layout::RECIPIENTS))?;
     let keys = Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?;
-    let exists = || StoreError::AlreadyInitialised {
-        path: root.to_path_buf(),
+    // Any file of a store (recipients.txt may have been removed, by
+    // someone who would like a new store written over the old one).
+    let exists = |dir: &Dir| -> Result<(), StoreError> {
+        match layout::store_file_in(dir).map_err(|e| at_error(root, e))? {
+            Some(_) if interrupted_init(dir) => Ok(()),
+            Some(file) => Err(StoreError::AlreadyInitialised {
+                path: root.to_path_buf(),
+                file: file.to_string(),
+            }),
+            None => Ok(()),
+        }
     };
     std::fs::create_dir_all(root).map_err(super::io(format!("creating {}", root.display())))?;
     let dir = Dir::open(root).map_err(|e| at_error(root, e))?;
-    if dir
-        .kind(layout::RECIPIENTS)
-        .map_err(|e| at_error(root, e))?
-        .is_some()
-    {
-        return Err(exists());
-    }
+    exists(&dir)?;
     let store = Store::locked(root, dir)?;
     // Again under the lock: two inits at once make one store.
-    if store
-        .dir()
-        .kind(layout::RECIPIENTS)
-        .map_err(|e| at_error(root, e))?
-        .is_some()
-    {
-        return Err(exists());
-    }
+    exists(store.dir())?;
     let key = StoreKey::generate();
     let key_file = keys.encrypt(&key.to_plaintext())?;
     let (log, tip) = audit::chain(
@@ -92,7 +90,27 @@ pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreErro
     Ok(Initialised {
         recipients: keys.keys.len(),
         id: key.id(),
+        pin: key.pin(),
     })
+}
+
+/// Whether `dir` holds what an interrupted `init` leaves (it writes
+/// recipients.txt last): no recipients.txt, no secret, an audit log of
+/// at most the init line. Writing it again loses nothing.
+fn interrupted_init(dir: &Dir) -> bool {
+    let no_recipients = matches!(dir.kind(layout::RECIPIENTS), Ok(None));
+    let no_secrets = match dir.sub(layout::SECRETS) {
+        Ok(None) => true,
+        Ok(Some(d)) => d.entries().is_ok_and(|e| e.is_empty()),
+        Err(_) => false,
+    };
+    let only_init = match dir.read(layout::AUDIT, audit::MAX_LOG) {
+        Ok(None) => true,
+        Ok(Some(log)) => audit::parse(&log)
+            .is_ok_and(|lines| lines.iter().all(|e| e.op == "init") && lines.len() <= 1),
+        Err(_) => false,
+    };
+    no_recipients && no_secrets && only_init
 }
 
 /// What `set`, `rotate` report (never the value).
@@ -193,7 +211,16 @@ fn add_version(
     let now = now();
     let by = audit::actor();
     let key = scope.to_string();
-    let version = meta.scopes.get(&key).map(|s| s.latest() + 1).unwrap_or(1);
+    let version = match meta.scopes.get(&key) {
+        Some(s) => s.latest().checked_add(1).ok_or_else(|| {
+            StoreError::Value(format!(
+                "secret {} ({key}) is at version {}: there is no next one",
+                meta.name,
+                s.latest()
+            ))
+        })?,
+        None => 1,
+    };
     let entry = meta.scopes.entry(key).or_insert_with(|| ScopeMeta {
         created_at: now.clone(),
         created_by: by.clone(),
@@ -405,8 +432,7 @@ pub fn check_stanzas(s: &Session) -> Result<Vec<Problem>, StoreError> {
 /// `store rekey` and `store recipients add|rm`: a new store key, every
 /// version decrypted and encrypted again to `recipients` (the accepted
 /// list from now on), everything authenticated again, in one change.
-/// `recipients_txt` replaces recipients.txt when given. Returns the
-/// number of version files.
+/// `recipients_txt` replaces recipients.txt when given.
 pub fn rekey(
     s: &Session,
     identity: &Identity,
@@ -414,8 +440,9 @@ pub fn rekey(
     recipients: Recipients,
     recipients_txt: Option<Vec<u8>>,
     detail: String,
-) -> Result<usize, StoreError> {
+) -> Result<Rekeyed, StoreError> {
     let rk = Rekey::new(&s.key, recipients, recipients_txt)?;
+    let (generation, pin) = (rk.key.generation(), rk.key.pin());
     let fingerprint = rk.recipients.fingerprint();
     let mut metas = s.metas.clone();
     let mut change_files = Vec::new();
@@ -441,16 +468,27 @@ pub fn rekey(
     change.audit = entries;
     change.rekey = Some(rk);
     s.commit(change)?;
-    Ok(n)
+    Ok(Rekeyed {
+        files: n,
+        generation,
+        pin,
+    })
+}
+
+/// What a change of store key did.
+#[derive(Debug, Serialize)]
+pub struct Rekeyed {
+    /// Version files encrypted again.
+    pub files: usize,
+    /// The new key's generation.
+    pub generation: u32,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID` from now on.
+    pub pin: String,
 }
 
 /// A short form of a recipient for messages (`age1abcdefgh…`).
 pub fn short_key(k: &str) -> String {
-    if k.len() > 16 {
-        format!("{}…", &k[..16])
-    } else {
-        k.to_string()
-    }
+    crate::recipient::short(k)
 }
 
 /// recipients.txt with `lines` added (refused when all are recipients).
@@ -459,12 +497,7 @@ pub fn recipients_added(
     lines: &[String],
 ) -> Result<(Recipients, Vec<u8>), StoreError> {
     let root = s.store.root();
-    let mut text = String::from_utf8_lossy(
-        &s.store
-            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
-            .unwrap_or_default(),
-    )
-    .into_owned();
+    let mut text = String::from_utf8_lossy(&s.recipients_txt).into_owned();
     if !text.ends_with('\n') && !text.is_empty() {
         text.push('\n');
     }
@@ -520,12 +553,7 @@ pub fn recipients_removed(
         }
         gone.push(key);
     }
-    let text = String::from_utf8_lossy(
-        &s.store
-            .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
-            .unwrap_or_default(),
-    )
-    .into_owned();
+    let text = String::from_utf8_lossy(&s.recipients_txt).into_owned();
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim();

@@ -35,7 +35,8 @@ pub struct Recipients {
 pub struct Line {
     /// 1-based.
     pub number: usize,
-    /// The line as written (trimmed): key and comment.
+    /// The line as written (trimmed; control characters shown as `?`):
+    /// key and comment.
     pub text: String,
     /// The age1… recipient it stands for.
     pub key: String,
@@ -63,7 +64,9 @@ impl RecipientsFile {
             })?;
             lines.push(Line {
                 number: i + 1,
-                text: line.to_string(),
+                // Shown to members deciding on it: no control characters
+                // (an escape sequence could erase the line from the screen).
+                text: sealed_firstboot::report::printable(line),
                 key: key.to_string(),
             });
         }
@@ -179,6 +182,13 @@ pub fn stanzas(file: &[u8]) -> Result<Vec<String>, String> {
     Err("the age header does not end".into())
 }
 
+/// Whether a file name is rather a private key (pasted where the name
+/// goes): then it is never printed.
+fn looks_like_a_key(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy().to_ascii_uppercase();
+    text.contains("AGE-SECRET-KEY-") || text.contains("PRIVATE KEY")
+}
+
 /// Where the identity comes from.
 pub enum IdentitySource {
     File(PathBuf),
@@ -223,11 +233,21 @@ impl Identity {
     /// as `<(pass show store-key)`; a device or a directory is refused. Read
     /// with a bound into a zeroized buffer.
     pub fn from_file(path: &Path) -> Result<Identity, StoreError> {
+        if looks_like_a_key(path) {
+            // The key itself where a file name goes: never repeated.
+            return Err(StoreError::BadIdentity {
+                from: "(a key, not shown)".into(),
+                reason: format!(
+                    "--identity and ${IDENTITY_FILE_ENV} take the name of a file; the key itself goes in ${IDENTITY_ENV}"
+                ),
+            });
+        }
         let bad = |reason: String| StoreError::BadIdentity {
             from: path.display().to_string(),
             reason,
         };
-        let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        // Never waiting on the open (a FIFO nobody writes to, a device).
+        let mut f = crate::io::open_for_reading(path).map_err(|e| bad(e.to_string()))?;
         let meta = f.metadata().map_err(|e| bad(e.to_string()))?;
         let kind = meta.file_type();
         {
@@ -287,22 +307,36 @@ impl Identity {
         what: &str,
         limit: u64,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let mut reader = self.decrypt_stream(ciphertext, what)?;
+        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64).map_err(|e| {
+            StoreError::Corrupt {
+                path: PathBuf::from(what),
+                reason: format!("age: {e}"),
+            }
+        })
+    }
+
+    /// The plaintext of an age file as it is read (each chunk
+    /// authenticated before it is returned); `what` names it in errors.
+    pub fn decrypt_stream<R: std::io::Read>(
+        &self,
+        ciphertext: R,
+        what: &str,
+    ) -> Result<age::stream::StreamReader<R>, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             path: PathBuf::from(what),
             reason,
         };
         let decryptor = age::Decryptor::new(ciphertext)
             .map_err(|e| corrupt(format!("not an age file: {e}")))?;
-        let mut reader = decryptor
+        decryptor
             .decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => StoreError::NotARecipient {
                     what: what.to_string(),
                 },
                 e => corrupt(format!("age: {e}")),
-            })?;
-        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64)
-            .map_err(|e| corrupt(format!("age: {e}")))
+            })
     }
 }
 

@@ -78,8 +78,9 @@ pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreE
     let value = match input {
         ValueInput::Generate(g) => generate(g)?,
         ValueInput::File(p) => {
-            // The user's path: links followed, a pipe (`<(command)`) read.
-            let mut f = std::fs::File::open(p)
+            // The user's path: links followed, a pipe (`<(command)`) read,
+            // one nobody writes to read as empty (never waited on).
+            let mut f = crate::io::open_for_reading(p)
                 .map_err(|e| StoreError::Value(format!("--from-file {}: {e}", p.display())))?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
             bounded(&mut f, size)

@@ -24,29 +24,43 @@ use zeroize::Zeroizing;
 /// The store's format (format 1: no key, nothing authenticated).
 pub const FORMAT: u32 = 2;
 
-/// The environment variable pinning the store (optional): `ID`, or
-/// `ID:GENERATION` to also refuse a store key older than that generation
-/// (a store put back as it was before a member was removed).
+/// The environment variable pinning the store (optional): `ID` refuses
+/// another store; `ID:GENERATION:TAG` (printed by every change of key)
+/// also refuses a store key that is not, or does not descend from, the
+/// key of that generation: a store put back as it was before a member was
+/// removed, or an old checkout a former member changed and rekeyed past
+/// that generation (they never had its key). `ID:GENERATION` alone only
+/// refuses older generations (a former member can make newer ones).
 pub const STORE_ID_ENV: &str = "SEALED_IMAGE_STORE_ID";
+
+/// The pin in [`STORE_ID_ENV`], when it is set.
+pub fn pin() -> Option<String> {
+    std::env::var(STORE_ID_ENV)
+        .ok()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+}
 
 /// Check `key` against [`STORE_ID_ENV`] when it is set.
 pub fn check_pin(key: &StoreKey) -> Result<(), String> {
-    let Some(pin) = std::env::var(STORE_ID_ENV)
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    else {
+    let Some(pin) = pin() else {
         return Ok(());
     };
-    let pin = pin.trim();
-    let (id, min) = match pin.split_once(':') {
-        Some((id, g)) => (
-            id,
-            g.parse::<u32>().map_err(|_| {
-                format!("{STORE_ID_ENV}={pin}: the generation after ':' is not a number")
-            })?,
-        ),
-        None => (pin, 0),
+    let pin = pin.as_str();
+    let mut parts = pin.split(':');
+    let id = parts.next().unwrap_or("");
+    let min = match parts.next() {
+        Some(g) => g.parse::<u32>().map_err(|_| {
+            format!("{STORE_ID_ENV}={pin}: the generation after ':' is not a number")
+        })?,
+        None => 0,
     };
+    let tag = parts.next();
+    if parts.next().is_some() {
+        return Err(format!(
+            "{STORE_ID_ENV}={pin}: expected ID, ID:GENERATION or ID:GENERATION:TAG"
+        ));
+    }
     if !id.eq_ignore_ascii_case(&key.id()) {
         return Err(format!(
             "this is store {}, but {STORE_ID_ENV} expects {id}: the store was replaced by another one (or the pin is stale)",
@@ -59,8 +73,27 @@ pub fn check_pin(key: &StoreKey) -> Result<(), String> {
             key.generation()
         ));
     }
+    if let Some(tag) = tag {
+        match key.pin_tag(min) {
+            Some(t) if t.eq_ignore_ascii_case(tag) => {}
+            Some(_) => {
+                return Err(format!(
+                    "the store key does not descend from the key of generation {min} that {STORE_ID_ENV} names: the store was replaced by one made from an old checkout (by a former member, say) or put back from before that change"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "the store key does not carry the key of generation {min} that {STORE_ID_ENV} names, so it cannot be one that descends from it"
+                ))
+            }
+        }
+    }
     Ok(())
 }
+
+/// Largest plaintext of `key.age` (a key, and the keys of earlier
+/// generations).
+pub const MAX_KEY_PLAINTEXT: u64 = 1 << 20;
 
 const KEY_MAGIC: &str = "sealed-image store key 1";
 
@@ -107,6 +140,10 @@ pub struct StoreKey {
     key: Zeroizing<[u8; 32]>,
     genesis: Zeroizing<[u8; 32]>,
     generation: u32,
+    /// The keys of the generations between the first and this one, as
+    /// far as they were carried (stores made before they were): what a
+    /// pin of an earlier generation is checked against.
+    earlier: BTreeMap<u32, Zeroizing<[u8; 32]>>,
 }
 
 impl StoreKey {
@@ -117,20 +154,60 @@ impl StoreKey {
             genesis: key.clone(),
             key,
             generation: 1,
+            earlier: BTreeMap::new(),
         }
     }
 
-    /// The next generation: a fresh random key, the same store.
+    /// The next generation: a fresh random key, the same store, carrying
+    /// this one.
     pub fn rotate(&self) -> StoreKey {
+        let mut earlier = self.earlier.clone();
+        if self.generation > 1 {
+            earlier.insert(self.generation, self.key.clone());
+        }
         StoreKey {
             key: Zeroizing::new(rand::random::<[u8; 32]>()),
             genesis: self.genesis.clone(),
-            generation: self.generation + 1,
+            generation: self.generation.saturating_add(1),
+            earlier,
         }
     }
 
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// The key of `generation` (this one or one it carries).
+    fn key_of(&self, generation: u32) -> Option<&[u8; 32]> {
+        if generation == self.generation {
+            Some(&self.key)
+        } else if generation == 1 {
+            Some(&self.genesis)
+        } else {
+            self.earlier.get(&generation).map(|k| &**k)
+        }
+    }
+
+    /// The tag of the key of `generation` in a pin (public: it names the
+    /// key without revealing it).
+    pub fn pin_tag(&self, generation: u32) -> Option<String> {
+        let key = self.key_of(generation)?;
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).expect("HMAC takes any key length");
+        m.update(b"sealed-image store pin");
+        m.update(self.id().as_bytes());
+        m.update(&generation.to_be_bytes());
+        Some(hex(&m.finalize().into_bytes()[..16]))
+    }
+
+    /// The pin of this key: `ID:GENERATION:TAG` for [`STORE_ID_ENV`].
+    pub fn pin(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.id(),
+            self.generation,
+            self.pin_tag(self.generation).unwrap_or_default()
+        )
     }
 
     /// The store id: 128 bits derived from the first key (public).
@@ -178,6 +255,11 @@ impl StoreKey {
         out.extend_from_slice(b"\ngenesis ");
         hex_into(&mut out, &self.genesis[..]);
         out.extend_from_slice(b"\n");
+        for (generation, key) in &self.earlier {
+            out.extend_from_slice(format!("earlier {generation} ").as_bytes());
+            hex_into(&mut out, &key[..]);
+            out.extend_from_slice(b"\n");
+        }
         out.into_inner()
     }
 
@@ -204,12 +286,32 @@ impl StoreKey {
         let genesis = Zeroizing::new(field("genesis")?);
         let key = Zeroizing::new(unhex::<32>(&key).ok_or("bad key")?);
         let genesis = Zeroizing::new(unhex::<32>(&genesis).ok_or("bad first key")?);
+        // Then the keys of earlier generations (none in a store made
+        // before they were carried).
+        let mut earlier = BTreeMap::new();
+        for line in lines {
+            let bad = || "bad earlier key line".to_string();
+            let (g, hexkey) = line
+                .strip_prefix("earlier ")
+                .and_then(|l| l.split_once(' '))
+                .ok_or_else(bad)?;
+            let g: u32 = g.parse().map_err(|_| bad())?;
+            let k = Zeroizing::new(unhex::<32>(hexkey).ok_or_else(bad)?);
+            if g <= 1 || g >= generation || earlier.insert(g, k).is_some() {
+                return Err(bad());
+            }
+        }
         let k = StoreKey {
             key,
             genesis,
             generation,
+            earlier,
         };
-        if generation == 0 || (generation == 1 && !same(&k.key[..], &k.genesis[..])) {
+        // (u32::MAX: no next generation a change of key could take.)
+        if generation == 0
+            || generation == u32::MAX
+            || (generation == 1 && !same(&k.key[..], &k.genesis[..]))
+        {
             return Err("inconsistent key generation".into());
         }
         if k.id() != id {
@@ -347,8 +449,48 @@ mod tests {
             .unwrap()
             .replace(&next.id(), &other.id());
         assert!(StoreKey::from_plaintext(forged.as_bytes()).is_err());
+        // The last generation has no next one: refused when read.
+        let last = String::from_utf8(k.to_plaintext().to_vec())
+            .unwrap()
+            .replace("generation 1\n", &format!("generation {}\n", u32::MAX));
+        assert!(StoreKey::from_plaintext(last.as_bytes()).is_err());
         // Parts are length-prefixed: ("ab","c") is not ("a","bc").
         assert_ne!(k.mac("l", &[b"ab", b"c"]), k.mac("l", &[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn keys_carry_earlier_generations_and_pins_name_them() {
+        let k1 = StoreKey::generate();
+        let k2 = k1.rotate();
+        let k4 = k2.rotate().rotate();
+        let back = StoreKey::from_plaintext(&k4.to_plaintext()).unwrap();
+        assert_eq!(back.generation(), 4);
+        for g in 1..=4 {
+            assert!(back.pin_tag(g).is_some(), "generation {g}");
+        }
+        assert_eq!(back.pin_tag(2), k2.pin_tag(2));
+        assert_eq!(back.pin_tag(1), k1.pin_tag(1));
+        assert_eq!(back.pin_tag(5), None);
+        // A fork from generation 1 (a former member's old checkout,
+        // rekeyed): the same id, another key of generation 2.
+        let fork = k1.rotate().rotate().rotate();
+        assert_eq!(fork.id(), k4.id());
+        assert_ne!(fork.pin_tag(2), k4.pin_tag(2));
+        assert_eq!(fork.pin_tag(1), k4.pin_tag(1));
+        assert_eq!(
+            k4.pin(),
+            format!("{}:4:{}", k4.id(), k4.pin_tag(4).unwrap())
+        );
+        // Earlier lines out of place are refused.
+        let text = String::from_utf8(k4.to_plaintext().to_vec()).unwrap();
+        for bad in [
+            text.replace("earlier 2 ", "earlier 4 "),
+            text.replace("earlier 3 ", "earlier 2 "),
+            text.replace("earlier 2 ", "earlier 1 "),
+            format!("{text}junk\n"),
+        ] {
+            assert!(StoreKey::from_plaintext(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

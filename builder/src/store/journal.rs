@@ -55,6 +55,11 @@ pub enum Step {
 struct Plan {
     op: String,
     id: String,
+    /// SHA-256 of `store.toml` when the change began (empty: there was
+    /// none). The plan is carried out only on that store, or on the one
+    /// it was making (a crash in its steps): never replayed on another.
+    #[serde(default)]
+    base: String,
     steps: Vec<Step>,
     /// Staged file → SHA-256.
     files: BTreeMap<String, String>,
@@ -82,6 +87,7 @@ impl Plan {
 pub struct Writer<'s> {
     store: &'s Store,
     journal: Dir,
+    base: String,
     files: BTreeMap<String, String>,
     removes: Vec<Step>,
     puts: Vec<Step>,
@@ -96,9 +102,11 @@ impl<'s> Writer<'s> {
         let journal = tmp
             .sub_or_create(JOURNAL, 0o700)
             .map_err(|e| at_error(store.root(), e))?;
+        let base = index_hash(store)?.unwrap_or_default();
         Ok(Writer {
             store,
             journal,
+            base,
             files: BTreeMap::new(),
             removes: Vec::new(),
             puts: Vec::new(),
@@ -158,6 +166,7 @@ impl<'s> Writer<'s> {
         let mut plan = Plan {
             op: op.into(),
             id: id.into(),
+            base: self.base,
             steps,
             files: self.files,
             macs: BTreeMap::new(),
@@ -178,6 +187,27 @@ impl<'s> Writer<'s> {
             .map_err(|e| at_error(root, e))?;
         failpoint();
         apply(self.store, &self.journal, &plan)
+    }
+}
+
+/// The SHA-256 of `store.toml` now (`None`: there is none).
+fn index_hash(store: &Store) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .read(super::layout::INDEX, super::layout::MAX_INDEX)?
+        .map(|b| sha256_hex(&b)))
+}
+
+impl Plan {
+    /// Whether the store is the one the plan was made on, or the one it
+    /// makes (its steps ran in part): `store.toml` is the one before or
+    /// the one it puts.
+    fn fits(&self, index: Option<&str>) -> bool {
+        let made = self.steps.iter().find_map(|s| match s {
+            Step::Put { path, file } if path == super::layout::INDEX => self.files.get(file),
+            _ => None,
+        });
+        let now = index.unwrap_or("");
+        now == self.base || made.is_some_and(|h| h == now)
     }
 }
 
@@ -366,10 +396,13 @@ pub fn recover(store: &mut Store, identity: &Identity) -> Result<Recovered, Stor
     let trusted = keys
         .iter()
         .any(|k| plan.verified_by(k) && super::integrity::check_pin(k).is_ok());
+    // A member's change, but of another state of the store (an old
+    // journal put back): carrying it out would undo what came after.
+    let trusted = trusted && plan.fits(index_hash(store)?.as_deref());
     if !trusted {
         if opened_store_key {
             eprintln!(
-                "build-image: warning: removed {}: it was not authenticated by the store key (not a change a member made)",
+                "build-image: warning: removed {}: it was not authenticated by the store key for the store as it is (not a change a member made, or one of an earlier state put back)",
                 root.join(".tmp/journal").display()
             );
             tmp.remove(JOURNAL).map_err(at)?;
@@ -391,7 +424,9 @@ pub fn recover(store: &mut Store, identity: &Identity) -> Result<Recovered, Stor
 }
 
 fn open_key(key_file: &[u8], identity: &Identity) -> Option<StoreKey> {
-    let plain = identity.decrypt(key_file, "key.age", 4096).ok()?;
+    let plain = identity
+        .decrypt(key_file, "key.age", super::integrity::MAX_KEY_PLAINTEXT)
+        .ok()?;
     StoreKey::from_plaintext(&plain).ok()
 }
 

@@ -55,6 +55,17 @@ impl Store {
     /// Leftovers of a crash in `.tmp/` are removed; a committed change is
     /// kept for [`super::Session::open`] to finish.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, true)
+    }
+
+    /// [`Store::open`] for a second store while one is held (`import
+    /// --from`): refused when another command holds its lock, never waited
+    /// for (two commands crossing would wait on each other for ever).
+    pub fn open_if_free(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, false)
+    }
+
+    fn open_with(root: &Path, wait: bool) -> Result<Store, StoreError> {
         let not_a_store = || StoreError::NotAStore {
             path: root.to_path_buf(),
         };
@@ -71,7 +82,21 @@ impl Store {
             Err(e) => return Err(at_error(root, e)),
         };
         match dir.kind(RECIPIENTS).map_err(|e| at_error(root, e))? {
-            None => return Err(not_a_store()),
+            // The other files of a store are there: recipients.txt was
+            // removed, which is no reason to take it for no store.
+            None => match store_file_in(&dir).map_err(|e| at_error(root, e))? {
+                Some(other) => {
+                    return Err(StoreError::integrity(
+                        root,
+                        RECIPIENTS,
+                        format!(
+                            "it is missing, but {other} is there: this is a store whose recipients.txt was removed (not by build-image); put it back as a member committed it (`git checkout -- {}`)",
+                            root.join(RECIPIENTS).display()
+                        ),
+                    ))
+                }
+                None => return Err(not_a_store()),
+            },
             Some(Kind::File) => {}
             Some(k) => {
                 return Err(StoreError::integrity(
@@ -81,12 +106,16 @@ impl Store {
                 ))
             }
         }
-        Self::locked(root, dir)
+        Self::locked_with(root, dir, wait)
     }
 
-    /// Take the lock of `dir` and clean `.tmp/`.
+    /// Take the lock of `dir` (waiting for it) and clean `.tmp/`.
     pub(crate) fn locked(root: &Path, dir: Dir) -> Result<Store, StoreError> {
-        let lock = dir.lock(LOCK).map_err(|e| match e {
+        Self::locked_with(root, dir, true)
+    }
+
+    fn locked_with(root: &Path, dir: Dir, wait: bool) -> Result<Store, StoreError> {
+        let lock = dir.lock(LOCK, wait).map_err(|e| match e {
             AtError::Kind { what, .. } => StoreError::integrity(
                 root,
                 LOCK,
@@ -94,6 +123,35 @@ impl Store {
             ),
             e => at_error(root, e),
         })?;
+        let Some(lock) = lock else {
+            return Err(StoreError::Io {
+                context: root.display().to_string(),
+                cause: std::io::Error::other(
+                    "the store is in use by another build-image command (it holds the store's lock): run this again when that one is done",
+                ),
+            });
+        };
+        let pending = Self::clean_tmp(root, &dir).map_err(|e| match e {
+            StoreError::Integrity { .. } | StoreError::Io { .. } => StoreError::Io {
+                context: format!(
+                    "cleaning the staging directory {} (it holds nothing of the store when no change was interrupted: remove it by hand, `rm -rf {}`)",
+                    root.join(TMP).display(),
+                    root.join(TMP).display()
+                ),
+                cause: std::io::Error::other(e.to_string()),
+            },
+            e => e,
+        })?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            dir,
+            pending,
+            _lock: lock,
+        })
+    }
+
+    /// Empty `.tmp/` but a committed change in it (whether there is one).
+    fn clean_tmp(root: &Path, dir: &Dir) -> Result<bool, StoreError> {
         let mut pending = false;
         match dir.kind(TMP).map_err(|e| at_error(root, e))? {
             None => {}
@@ -127,12 +185,7 @@ impl Store {
                 dir.remove(TMP).map_err(|e| at_error(root, e))?;
             }
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-            dir,
-            pending,
-            _lock: lock,
-        })
+        Ok(pending)
     }
 
     pub fn root(&self) -> &Path {
@@ -237,6 +290,22 @@ impl Store {
         tree.index = read(INDEX, MAX_INDEX, &mut problems)?;
         tree.key_file = read(KEY, MAX_KEY_FILE, &mut problems)?;
         tree.audit = read(AUDIT, super::audit::MAX_LOG, &mut problems)?;
+        // The one file written in place: a write would change every other
+        // link of it (outside the store, say) too.
+        if tree.audit.is_some()
+            && self
+                .dir
+                .has_other_links(AUDIT)
+                .map_err(|e| at_error(root, e))?
+        {
+            problems.push(Problem {
+                path: AUDIT.into(),
+                problem: format!(
+                    "it has other hard links: build-image appends to it in place, which would change them too; give the store its own copy (`cp {0} {0}.copy && mv {0}.copy {0}`)",
+                    root.join(AUDIT).display()
+                ),
+            });
+        }
         tree.audit_head = read(AUDIT_HEAD, MAX_HEAD, &mut problems)?;
         let secrets = match self.dir.sub(SECRETS) {
             Ok(d) => d,
@@ -308,6 +377,51 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = rustix::fs::unlinkat(&self.dir, TMP, rustix::fs::AtFlags::REMOVEDIR);
     }
+}
+
+/// The files whose presence makes a directory a store (any one of them:
+/// a store missing the others is a store with files removed).
+pub const STORE_FILES: &[&str] = &[RECIPIENTS, INDEX, KEY, AUDIT, AUDIT_HEAD];
+
+/// The first of [`STORE_FILES`] in `dir` (links and all), if any.
+pub fn store_file_in(dir: &Dir) -> Result<Option<&'static str>, AtError> {
+    for name in STORE_FILES {
+        if dir.kind(name)?.is_some() {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `root` holds a store, or what is left of one (any of
+/// [`STORE_FILES`], never followed). A missing or unreadable directory
+/// holds none.
+pub fn is_store(root: &Path) -> bool {
+    Dir::open(root)
+        .ok()
+        .and_then(|d| store_file_in(&d).ok().flatten())
+        .is_some()
+}
+
+/// Refuse an output (`get -o`, `export`) inside the store's directory: it
+/// would be committed with the store (a value in clear), or refused as a
+/// file that is no part of it.
+pub fn refuse_output_inside(root: &Path, out: &Path) -> Result<(), StoreError> {
+    let inside = match (
+        std::fs::canonicalize(root),
+        std::fs::canonicalize(crate::io::parent_dir(out)),
+    ) {
+        (Ok(r), Ok(d)) => d.starts_with(&r),
+        _ => false,
+    };
+    if inside {
+        return Err(StoreError::Value(format!(
+            "{} is inside the store {}, which lives in git: write it outside the store",
+            out.display(),
+            root.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Everything read from a store, before it is checked.

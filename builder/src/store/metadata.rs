@@ -64,6 +64,12 @@ impl SecretMeta {
         super::validate_name(&meta.name).map_err(|e| e.to_string())?;
         for (scope, s) in &meta.scopes {
             Scope::parse(scope).map_err(|e| e.to_string())?;
+            if let Some(g) = &s.generator {
+                // What `rotate` would generate again: a known charset, a
+                // sane length (never an allocation of any size).
+                super::input::generator(&g.charset, g.length)
+                    .map_err(|e| format!("scope {scope}: generator: {e}"))?;
+            }
             let mut seen = std::collections::BTreeSet::new();
             if let Some(v) = s
                 .versions
@@ -174,5 +180,19 @@ mod tests {
         );
         assert!(text.find("description").unwrap() < text.find("name =").unwrap());
         assert!(SecretMeta::parse(&text.replace("current = 1", "current = 7")).is_err());
+        // A generator rotate could not run: refused when read.
+        for (charset, length) in [("alnum", 1usize << 40), ("alnum", 0), ("emoji", 16)] {
+            let mut bad = m.clone();
+            if let Some(s) = bad.scopes.get_mut("global") {
+                s.generator = Some(Generator {
+                    charset: charset.into(),
+                    length,
+                });
+            }
+            assert!(
+                SecretMeta::parse(&bad.to_toml()).is_err(),
+                "{charset} {length}"
+            );
+        }
     }
 }

@@ -14,15 +14,17 @@ use super::audit::{self, Entry, Head, Tip};
 use super::crypto::{Identity, Recipients, RecipientsFile};
 use super::integrity::{sha256_hex, Index, StoreKey, FORMAT};
 use super::journal::Writer;
-use super::layout::{self, Store};
+use super::layout::{self, Store, Tree};
 use super::metadata::SecretMeta;
-use super::StoreError;
+use super::{Problem, StoreError};
 use std::collections::BTreeMap;
 
 /// What a migration did.
 #[derive(Debug, serde::Serialize)]
 pub struct Migrated {
     pub id: String,
+    /// What to pin in CI as `SEALED_IMAGE_STORE_ID`.
+    pub pin: String,
     pub names: usize,
     pub versions: usize,
     pub recipients: Vec<String>,
@@ -30,26 +32,95 @@ pub struct Migrated {
     pub removed: Vec<String>,
 }
 
-/// The recipients a migration would accept (to show before asking).
-pub fn recipients(store: &Store) -> Result<RecipientsFile, StoreError> {
-    let text = store
-        .read(layout::RECIPIENTS, layout::MAX_RECIPIENTS)?
-        .unwrap_or_default();
-    RecipientsFile::parse(
-        &String::from_utf8_lossy(&text),
-        &store.root().join(layout::RECIPIENTS),
-    )
+/// What in a store without `store.toml` shows it was already format 2
+/// (format 1 wrote none of it): `key.age`, `audit.head`, chained audit
+/// lines, version hashes in a `meta.toml`. Such a store had its
+/// `store.toml` removed (and maybe more) by someone without the store key:
+/// migrating it would authenticate whatever they left, so it is refused.
+pub fn format_2_traces(root: &std::path::Path, tree: &Tree) -> Vec<Problem> {
+    let mut traces = Vec::new();
+    if tree.key_file.is_some() {
+        traces.push(layout::KEY.to_string());
+    }
+    if tree.audit_head.is_some() {
+        traces.push(layout::AUDIT_HEAD.to_string());
+    }
+    let chained = tree
+        .audit
+        .as_deref()
+        .and_then(|log| audit::parse(log).ok())
+        .is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|e| !e.mac.is_empty() || !e.prev.is_empty() || e.generation != 0)
+        });
+    if chained {
+        traces.push(format!("{} (its lines are chained)", layout::AUDIT));
+    }
+    for (name, files) in &tree.names {
+        let hashed = files
+            .meta
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|t| SecretMeta::parse(t).ok())
+            .is_some_and(|m| {
+                m.scopes
+                    .values()
+                    .flat_map(|s| &s.versions)
+                    .any(|v| !v.sha256.is_empty())
+            });
+        if hashed {
+            traces.push(format!(
+                "{} (it records file hashes)",
+                layout::meta_rel(name)
+            ));
+        }
+    }
+    if traces.is_empty() {
+        return Vec::new();
+    }
+    vec![Problem {
+        path: layout::INDEX.into(),
+        problem: format!(
+            "it is missing, but {} show(s) the store was authenticated (format 2): store.toml was removed by someone without the store key, and what they left is not to be trusted; put the store back as a member committed it (`git checkout -- {}`), never `migrate` it",
+            traces.join(", "),
+            root.display()
+        ),
+    }]
 }
 
-/// Migrate the (locked) format-1 store.
-pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreError> {
+/// A format-1 store read for migrating: what is shown before asking is
+/// what [`migrate`] uses.
+pub struct Format1 {
+    tree: Tree,
+    /// The recipients the migration makes the store's members.
+    pub recipients: RecipientsFile,
+}
+
+impl Format1 {
+    /// The secrets' names (to show before asking).
+    pub fn names(&self) -> Vec<&str> {
+        self.tree.names.keys().map(String::as_str).collect()
+    }
+}
+
+/// Read the (locked) store and check it is one to migrate: format 1 (no
+/// `store.toml` and no trace of format 2), no link or special file.
+pub fn read(store: &Store) -> Result<Format1, StoreError> {
     let root = store.root();
     let tree = store.load()?;
-    if tree.index.is_some() || tree.key_file.is_some() {
+    if tree.index.is_some() {
         return Err(StoreError::Conflict(format!(
-            "{} is not a format 1 store (it has store.toml or key.age): nothing to migrate",
+            "{} is not a format 1 store (it has store.toml): nothing to migrate",
             root.display()
         )));
+    }
+    let traces = format_2_traces(root, &tree);
+    if !traces.is_empty() {
+        return Err(StoreError::Integrity {
+            store: root.to_path_buf(),
+            problems: traces,
+        });
     }
     if !tree.problems.is_empty() {
         return Err(StoreError::Integrity {
@@ -57,7 +128,22 @@ pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreErro
             problems: tree.problems,
         });
     }
-    let file = recipients(store)?;
+    let text = tree.recipients.clone().unwrap_or_default();
+    let recipients = RecipientsFile::parse(
+        &String::from_utf8_lossy(&text),
+        &root.join(layout::RECIPIENTS),
+    )?;
+    Ok(Format1 { tree, recipients })
+}
+
+/// Migrate the (locked) format-1 store read by [`read`], to the
+/// recipients shown then.
+pub fn migrate(store: &Store, identity: &Identity, old: Format1) -> Result<Migrated, StoreError> {
+    let root = store.root();
+    let Format1 {
+        tree,
+        recipients: file,
+    } = old;
     let keys = Recipients::from_keys(&file.keys(), &root.join(layout::RECIPIENTS))?;
     // Leftovers of format 1's temporary files: removed. Anything else
     // unexpected is for the user to look at.
@@ -68,7 +154,7 @@ pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreErro
         if last.starts_with(".tmp-") {
             removed.push(rel.clone());
         } else {
-            strange.push(super::Problem {
+            strange.push(Problem {
                 path: rel.clone(),
                 problem: "no part of the store: move it away before migrating".into(),
             });
@@ -81,7 +167,7 @@ pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreErro
     let mut versions = 0;
     for (name, files) in &tree.names {
         let Some(bytes) = &files.meta else {
-            strange.push(super::Problem {
+            strange.push(Problem {
                 path: format!("{}/{name}", layout::SECRETS),
                 problem: "a directory without meta.toml: move it away before migrating".into(),
             });
@@ -169,6 +255,7 @@ pub fn migrate(store: &Store, identity: &Identity) -> Result<Migrated, StoreErro
     w.commit("migrate", &key.id(), &[&key])?;
     Ok(Migrated {
         id: key.id(),
+        pin: key.pin(),
         names: metas.len(),
         versions,
         recipients: keys.strings(),

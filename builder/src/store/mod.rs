@@ -86,8 +86,8 @@ pub enum StoreError {
     Exists { name: String, scope: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("{path} is already a store (it has recipients.txt); change its recipients with `build-image store recipients add|rm KEY`")]
-    AlreadyInitialised { path: PathBuf },
+    #[error("{path} is already a store (it has {file}): nothing was written. Change its recipients with `build-image store recipients add|rm KEY`; if a file of it is missing, put it back from git (`git checkout -- {path}`)")]
+    AlreadyInitialised { path: PathBuf, file: String },
     #[error("no secret {name} in the store {store}{hint}")]
     NotFound {
         name: String,
@@ -116,7 +116,7 @@ pub enum StoreError {
     },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("the store {store} is not what its key authenticates, so nothing was used or changed: {}{}", .problems.first().map(|p| p.to_string()).unwrap_or_default(), more(.problems))]
+    #[error("the store {store} is not what its key authenticates, so nothing was used or changed: {}{}. If no member made this change, `git log -- {store}` shows who did and `git checkout -- {store}` puts back what a member committed", .problems.first().map(|p| p.to_string()).unwrap_or_default(), more(.problems))]
     Integrity {
         store: PathBuf,
         problems: Vec<Problem>,

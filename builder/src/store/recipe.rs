@@ -59,9 +59,26 @@ fn source_err(secret: &str, e: StoreError) -> SourceError {
     }
 }
 
-/// Whether the recipe's store exists (its recipients.txt, not followed).
+/// A store pinned by SEALED_IMAGE_STORE_ID is expected to be there: a
+/// recipe that reads it while it is gone is refused (its secrets would be
+/// missing, an optional one left out without a word).
+fn gone_but_pinned(dir: &std::path::Path) -> Option<StoreError> {
+    let pin = super::integrity::pin()?;
+    Some(StoreError::integrity(
+        dir,
+        ".",
+        format!(
+            "there is no store here, but {}={pin} pins one: it was removed (put it back as a member committed it, `git checkout -- {}`), or the recipe names another place",
+            super::integrity::STORE_ID_ENV,
+            dir.display()
+        ),
+    ))
+}
+
+/// Whether the recipe's store exists: any file of a store (one with
+/// recipients.txt removed is a store, refused as such, not no store).
 fn has_store(dir: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(dir.join(super::layout::RECIPIENTS)).is_ok()
+    super::layout::is_store(dir)
 }
 
 /// Read one store secret (global scope) for a build: missing names say how
@@ -76,6 +93,9 @@ pub fn fetch(recipe: &Recipe, secret: &str, store_name: &str) -> Result<Fetched,
         })
     };
     if !has_store(&dir) {
+        if let Some(e) = gone_but_pinned(&dir) {
+            return Err(source_err(secret, e));
+        }
         return missing();
     }
     let mut store = Store::open(&dir).map_err(|e| source_err(secret, e))?;
@@ -155,8 +175,14 @@ pub fn device_overrides(
             _ => None,
         })
         .collect();
-    if wanted.is_empty() || !has_store(&dir) {
+    if wanted.is_empty() {
         return Ok(out);
+    }
+    if !has_store(&dir) {
+        return match gone_but_pinned(&dir) {
+            Some(e) => Err(source_err(wanted[0].0, e)),
+            None => Ok(out),
+        };
     }
     for (secret, name) in &wanted {
         super::validate_name(name).map_err(|e| source_err(secret, e))?;
@@ -220,6 +246,11 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
         .secrets
         .values()
         .any(|s| matches!(s.source, Some(SourceSpec::Store(_))));
+    if uses_store && !has_store(&dir) {
+        if let Some(e) = gone_but_pinned(&dir) {
+            return Err(e);
+        }
+    }
     let (store_metas, verified) = if uses_store && has_store(&dir) {
         let mut store = Store::open(&dir)?;
         match Identity::load_optional(None)? {

@@ -91,8 +91,11 @@ pub struct Session<'s> {
     pub metas: BTreeMap<String, SecretMeta>,
     /// The accepted recipients: what values are encrypted to.
     pub recipients: Recipients,
-    /// `recipients.txt` as written.
+    /// `recipients.txt` as written (and verified).
     pub file: RecipientsFile,
+    /// Its bytes, as verified (a change of recipients edits these, never
+    /// the file read again).
+    pub recipients_txt: Vec<u8>,
     /// With [`RecipientsCheck::MayDiffer`]: what a member would accept.
     pub recipients_diff: RecipientsDiff,
     /// The bytes of `key.age`.
@@ -306,26 +309,50 @@ fn verify<'s>(
     let tree = store.load()?;
     let fatal = |path: &str, problem: String| StoreError::integrity(root, path, problem);
     let Some(index_bytes) = &tree.index else {
-        if tree.problems.iter().any(|p| p.path == layout::INDEX) {
-            return Err(StoreError::Integrity {
-                store: root.to_path_buf(),
-                problems: tree.problems,
-            });
-        }
-        return Err(StoreError::OldFormat {
-            path: root.to_path_buf(),
-        });
+        return Err(no_index(root, tree));
     };
     let index = Index::parse(index_bytes).map_err(|e| fatal(layout::INDEX, e))?;
-    let key_file = tree
-        .key_file
-        .clone()
-        .ok_or_else(|| fatal(layout::KEY, "the store key file is missing".into()))?;
-    let plain = identity.decrypt(
-        &key_file,
-        &root.join(layout::KEY).display().to_string(),
-        4096,
-    )?;
+    let Some(key_file) = tree.key_file.clone() else {
+        // A link, a special file there (already named), else missing.
+        let mut problems: Vec<Problem> = tree
+            .problems
+            .iter()
+            .filter(|p| p.path == layout::KEY)
+            .cloned()
+            .collect();
+        if problems.is_empty() {
+            problems.push(Problem {
+                path: layout::KEY.into(),
+                problem: "the store key file is missing".into(),
+            });
+        }
+        return Err(StoreError::Integrity {
+            store: root.to_path_buf(),
+            problems,
+        });
+    };
+    // Before decrypting: a key.age that is not the one store.toml names
+    // was replaced (a file no member's identity opens is not a reason to
+    // doubt the identity).
+    if sha256_hex(&key_file) != index.key_file {
+        return Err(fatal(
+            layout::KEY,
+            "it is not the key file store.toml names: one of the two was changed (replaced, or put back from another commit) without the store key".into(),
+        ));
+    }
+    let plain = identity
+        .decrypt(
+            &key_file,
+            &root.join(layout::KEY).display().to_string(),
+            super::integrity::MAX_KEY_PLAINTEXT,
+        )
+        .map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => fatal(
+                layout::KEY,
+                format!("it is not a store key build-image wrote ({reason})"),
+            ),
+            e => e,
+        })?;
     let key = StoreKey::from_plaintext(&plain).map_err(|e| fatal(layout::KEY, e))?;
     drop(plain);
     if key.id() != index.id || key.generation() != index.generation {
@@ -348,19 +375,10 @@ fn verify<'s>(
         ));
     }
     let mut problems = tree.problems.clone();
-    if sha256_hex(&key_file) != index.key_file {
-        problems.push(Problem {
-            path: layout::KEY.into(),
-            problem: "it is not the key file store.toml authenticates".into(),
-        });
-    }
     let recipients = Recipients::from_keys(&index.recipients, &root.join(layout::INDEX))
         .map_err(|e| fatal(layout::INDEX, e.to_string()))?;
-    let text = tree
-        .recipients
-        .as_deref()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
+    let recipients_txt = tree.recipients.clone().unwrap_or_default();
+    let text = String::from_utf8_lossy(&recipients_txt).into_owned();
     let file = match RecipientsFile::parse(&text, &root.join(layout::RECIPIENTS)) {
         Ok(f) => f,
         Err(StoreError::Recipients { line, reason, .. }) => {
@@ -406,6 +424,7 @@ fn verify<'s>(
             (Vec::new(), Tip::empty(&key.id()))
         }
     };
+    problems.extend(changes_past_the_index(root, &log, index.audit_floor));
     if !problems.is_empty() {
         return Err(StoreError::Integrity {
             store: root.to_path_buf(),
@@ -419,12 +438,60 @@ fn verify<'s>(
         metas,
         recipients,
         file,
+        recipients_txt,
         recipients_diff,
         key_file,
         log,
         tip,
         recovered: None,
     })
+}
+
+/// Every change writes its audit lines and `store.toml` (whose floor is
+/// the log's length then) in one commit; only reads append to the log
+/// after it. A change logged past the floor is one `store.toml` does not
+/// hold: the index (with the metadata and files) was put back as it was
+/// before it, the log kept.
+fn changes_past_the_index(root: &std::path::Path, log: &[Entry], floor: u64) -> Option<Problem> {
+    let (n, e) = log
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(floor).unwrap_or(usize::MAX))
+        .find(|(_, e)| !audit::READ_OPS.contains(&e.op.as_str()))?;
+    Some(Problem {
+        path: layout::INDEX.into(),
+        problem: format!(
+            "it is older than the audit log: line {} records a change ({}{}) that it does not hold, so store.toml (and what it authenticates) was put back as it was before (from git history, say) without the store key; put the store back as a member last committed it (`git checkout -- {}`)",
+            n + 1,
+            e.op,
+            e.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+            root.display()
+        ),
+    })
+}
+
+/// Why a store without `store.toml` is refused: a problem with the file
+/// itself (a link…), traces of format 2 (it was removed), else it is a
+/// format-1 store to migrate.
+fn no_index(root: &std::path::Path, tree: Tree) -> StoreError {
+    let mut problems: Vec<Problem> = tree
+        .problems
+        .iter()
+        .filter(|p| p.path == layout::INDEX)
+        .cloned()
+        .collect();
+    if problems.is_empty() {
+        problems = super::migrate::format_2_traces(root, &tree);
+    }
+    if problems.is_empty() {
+        return StoreError::OldFormat {
+            path: root.to_path_buf(),
+        };
+    }
+    StoreError::Integrity {
+        store: root.to_path_buf(),
+        problems,
+    }
 }
 
 /// Every name's metadata against the index, every version file against
@@ -582,9 +649,7 @@ pub fn peek(store: &Store) -> Result<Unverified, StoreError> {
         });
     }
     let Some(index) = &tree.index else {
-        return Err(StoreError::OldFormat {
-            path: root.to_path_buf(),
-        });
+        return Err(no_index(root, tree));
     };
     let index = Index::parse(index).map_err(|e| StoreError::integrity(root, layout::INDEX, e))?;
     let mut metas = BTreeMap::new();

@@ -6,6 +6,7 @@ use build_image::error::BuildError;
 use build_image::recipe::Recipe;
 use build_image::secrets;
 use sealed_firstboot::bundle::Stamp;
+use sealed_firstboot::report::printable;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -476,7 +477,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", build_image::store::recipe::render_matrix(&rows));
+                let matrix = build_image::store::recipe::render_matrix(&rows);
+                for line in matrix.lines() {
+                    println!("{}", printable(line));
+                }
             }
             let missing = rows.iter().any(|r| {
                 r.secrets.iter().any(|c| {
@@ -514,20 +518,25 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     } else {
                         "✗"
                     };
+                    // The recipe's and the store's text: no control
+                    // characters to the terminal.
                     println!(
-                        "{mark:<2} {:<24} {:<11} {:<9} {:<34} {}",
-                        r.name,
-                        r.kind.as_str(),
-                        if r.required { "required" } else { "optional" },
-                        r.source,
-                        r.description.as_deref().unwrap_or("")
+                        "{}",
+                        printable(&format!(
+                            "{mark:<2} {:<24} {:<11} {:<9} {:<34} {}",
+                            r.name,
+                            r.kind.as_str(),
+                            if r.required { "required" } else { "optional" },
+                            r.source,
+                            r.description.as_deref().unwrap_or("")
+                        ))
                     );
                     if let Some(how) = &r.how {
-                        println!("   └ missing: {how}");
+                        println!("   └ missing: {}", printable(how));
                     }
                     if let Some(e) = &r.error {
                         let what = if r.present { "invalid" } else { "failed" };
-                        println!("   └ {what}: {e}");
+                        println!("   └ {what}: {}", printable(e));
                     }
                 }
             }
