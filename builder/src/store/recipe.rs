@@ -216,11 +216,7 @@ pub struct DeviceRow {
 /// `verified` says whether it was.
 pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bool), StoreError> {
     let dir = store_dir(recipe);
-    let uses_store = recipe
-        .secrets
-        .values()
-        .any(|s| matches!(s.source, Some(SourceSpec::Store(_))));
-    let (store_metas, verified) = if uses_store && has_store(&dir) {
+    let (store_metas, verified) = if uses_store(recipe) && has_store(&dir) {
         let mut store = Store::open(&dir)?;
         match Identity::load_optional(None)? {
             Some(identity) => {
@@ -232,13 +228,34 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
     } else {
         (None, true)
     };
+    Ok((matrix_of(recipe, devices, store_metas.as_ref()), verified))
+}
+
+/// Whether `recipe` reads any secret from the store.
+pub fn uses_store(recipe: &Recipe) -> bool {
+    recipe
+        .secrets
+        .values()
+        .any(|s| matches!(s.source, Some(SourceSpec::Store(_))))
+}
+
+/// The device × secret matrix from the store's metadata (`None`: no
+/// store), as [`matrix`] makes it: store secrets resolved device > tag >
+/// global from metadata alone, other sources asked once each (their value
+/// dropped at once). A caller that has verified the store passes its
+/// metadata (`build-image serve`).
+pub fn matrix_of(
+    recipe: &Recipe,
+    devices: &[Device],
+    store_metas: Option<&BTreeMap<String, SecretMeta>>,
+) -> Vec<DeviceRow> {
     let metas: BTreeMap<String, Option<SecretMeta>> = store_metas
         .iter()
         .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
         .collect();
     // Sources other than the store: asked once, the value dropped at once.
     let mut plain: BTreeMap<String, (bool, String, Option<String>)> = BTreeMap::new();
-    let rows = devices
+    devices
         .iter()
         .map(|d| {
             let secrets = recipe
@@ -302,8 +319,7 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
                 secrets,
             }
         })
-        .collect();
-    Ok((rows, verified))
+        .collect()
 }
 
 /// The matrix as a text table.
