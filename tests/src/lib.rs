@@ -5,7 +5,9 @@
 //! re-exported here.
 
 pub mod device;
+pub mod http;
 pub mod pi;
+pub mod serve;
 
 pub use testkit::*;
 
