@@ -50,10 +50,43 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     // The server may answer (413) and close before it read everything.
     let _ = s.write_all(request);
+    // Read until the response is complete (some servers, chromedriver
+    // among them, keep the connection open despite `Connection: close`).
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .unwrap_or_else(|e| panic!("reading from {addr}: {e}"));
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        if complete(&buf) {
+            break;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if !buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading from {addr}: {e}"),
+        }
+    }
     parse(&buf)
+}
+
+/// Whether `buf` holds a whole response (sized or chunked).
+fn complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = &buf[end + 4..];
+    if head.contains("transfer-encoding: chunked") || head.contains("transfer-encoding:chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    let len = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    match len {
+        Some(n) => body.len() >= n,
+        None => false,
+    }
 }
 
 /// `method path` with `headers` (a `Host` of ours unless given) and `body`.

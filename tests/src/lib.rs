@@ -8,6 +8,7 @@ pub mod device;
 pub mod http;
 pub mod pi;
 pub mod serve;
+pub mod webdriver;
 
 pub use testkit::*;
 

@@ -206,7 +206,7 @@ async function loadSecrets() {
         el("th", { scope: "row" }, el("code", { text: s.name })),
         el("td", { text: s.description }),
         el("td", { text: sc.scope }),
-        el("td", { "data-field": "version", text: "v" + sc.current + " (" + sc.versions + ")" }),
+        el("td", { "data-field": "version", text: "v" + sc.current + " (" + sc.versions + (sc.versions === 1 ? " version)" : " versions)") }),
         el("td", { text: short(sc.created_at) + " by " + sc.created_by }),
         el("td", { text: short(sc.updated_at) + " by " + sc.updated_by }),
         actions,
@@ -217,6 +217,7 @@ async function loadSecrets() {
 
 function dialogError(dlg, text) {
   const p = dlg.querySelector(".error");
+  if (!p) return;
   p.textContent = text || "";
   p.hidden = !text;
 }
