@@ -172,6 +172,18 @@ fn every_endpoint_and_its_status_codes() {
     let r = srv.send(
         "POST",
         "/api/secrets",
+        &json!({"name": "WIFI_PSK", "value": ""}),
+    );
+    assert_error(&seen.add("empty value", r), 400, "an empty value");
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
+        &json!({"name": "WIFI_PSK", "value": "a", "generate": {}}),
+    );
+    assert_error(&seen.add("two values", r), 400, "value and generate");
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
         &json!({"name": "WIFI_PSK", "value": MARKER, "scope": "rack/1"}),
     );
     assert_error(&seen.add("bad scope", r), 400, "bad scope");

@@ -138,6 +138,13 @@ fn value_input(
             "give one of value, value_base64 and generate",
         ));
     }
+    if value.as_ref().is_some_and(|v| v.0.is_empty())
+        || value_base64.as_ref().is_some_and(|v| v.0.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "the value is empty: give one, or generate {\"length\": 32}",
+        ));
+    }
     if let Some(v) = value {
         return Ok(Some(ValueInput::Given(GivenValue(Zeroizing::new(
             v.0.as_bytes().to_vec(),
@@ -487,7 +494,7 @@ fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
         .map_err(|e| {
             ApiError::bad_request(format!(
                 "the query string does not fit this route: {}",
-                e.body_text().split(": ").last().unwrap_or("")
+                super::body::unquote(e.body_text().split(": ").last().unwrap_or(""))
             ))
         })
 }

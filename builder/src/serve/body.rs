@@ -99,7 +99,7 @@ pub fn json_error(e: &serde_json::Error) -> ApiError {
 
 /// serde's data errors quote strings of the input (`invalid type: string
 /// "…"`): those are dropped; field names in backquotes stay.
-fn unquote(msg: &str) -> String {
+pub(crate) fn unquote(msg: &str) -> String {
     let msg = msg.split(" at line ").next().unwrap_or(msg);
     // `unknown field `NAME`, expected …`: the name typed is not repeated.
     let owned;

@@ -161,7 +161,11 @@ async function route() {
     else if (parts[0] === "recipes" && parts[1]) {
       show("view-recipe");
       await loadRecipe(parts[1]);
-      state.poll = setInterval(() => loadRecipe(parts[1]).catch(() => {}), 4000);
+      // Refreshed while it is open and visible: a value added by the CLI
+      // turns its ✗ green too.
+      state.poll = setInterval(() => {
+        if (document.visibilityState === "visible") loadRecipe(parts[1]).catch(() => {});
+      }, 5000);
     } else { show("view-secrets"); await loadSecrets(); }
   } catch (e) {
     say(e.message, true);
