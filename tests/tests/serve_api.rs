@@ -1102,3 +1102,106 @@ fn the_token_from_a_file_or_the_environment_is_never_printed_nor_passed_on() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(!text(&out).contains("short-tok"));
 }
+
+#[test]
+fn recipes_found_in_a_directory_and_an_identity_that_is_no_member() {
+    // The store demo, copied: found with its devices file beside it; a
+    // broken recipe beside it is skipped with a note.
+    let tmp = tempfile::tempdir().unwrap();
+    let recipes = tmp.path().join("recipes");
+    std::fs::create_dir_all(recipes.join("broken")).unwrap();
+    std::fs::write(recipes.join("broken/recipe.toml"), "[image\n").unwrap();
+    sh(
+        &format!(
+            "cp -r {} {}",
+            workspace().join("image-recipes/store-demo").display(),
+            recipes.display()
+        ),
+        tmp.path(),
+    );
+    let demo = recipes.join("store-demo");
+    let mut c = build_image_cmd();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--recipes"])
+        .arg(&recipes)
+        .arg("--identity")
+        .arg(demo.join("DEMO-ONLY-identity.txt"))
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+        .env_remove("SEALED_IMAGE_STORE_IDENTITY_FILE")
+        .env_remove("SEALED_IMAGE_STORE_ID")
+        .current_dir(tmp.path());
+    let srv = Server::start(c);
+    assert!(
+        srv.stderr_text().contains("skipping") && srv.stderr_text().contains("broken"),
+        "{}",
+        srv.stderr_text()
+    );
+    let list = srv.get("/api/recipes").json();
+    let ids: Vec<&str> = list["recipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["store-demo"], "{list}");
+    let st = srv.get("/api/recipes/store-demo/status").json();
+    assert_eq!(st["ready"], true, "{st}");
+    let wifi = st["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["secret"] == "wifi_psk")
+        .unwrap()
+        .clone();
+    let from: Vec<&str> = wifi["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["from"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        from,
+        [
+            "store WIFI_PSK tag:lobby v1",
+            "store WIFI_PSK global v1",
+            "store WIFI_PSK device:kiosk-003 v1"
+        ]
+    );
+    drop(srv);
+
+    // An identity that is not a member cannot open the store: exit 10.
+    let site = Site::new();
+    let stranger = tmp.path().join("stranger.key");
+    std::fs::write(
+        &stranger,
+        format!("{}\n", {
+            use age::secrecy::ExposeSecret;
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+                .to_string()
+        }),
+    )
+    .unwrap();
+    let mut c = build_image_cmd();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&site.store)
+        .arg("--identity")
+        .arg(&stranger)
+        .current_dir(&site.dir);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    // A recipe that reads another store than the one served: exit 2.
+    let mut c = build_image_cmd();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(demo.join("secrets-store"))
+        .arg("--recipe")
+        .arg(&site.recipe)
+        .current_dir(&site.dir);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("serve one store at a time"),
+        "{}",
+        text(&out)
+    );
+}
