@@ -850,6 +850,8 @@ fn a_tampered_store_is_refused_and_left_as_it_is() {
     let out = output_with_stdin(&mut site.store_cmd(&["set", "WIFI_PSK"]), b"v1");
     assert_success(&out, "store set");
     let srv = Server::start(site.serve_cmd());
+    // A read before: what it verified is no licence for later reads.
+    assert_eq!(srv.get("/api/secrets").status, 200);
     let meta = site.store.join("secrets/WIFI_PSK/meta.toml");
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(

@@ -5,6 +5,13 @@
 //! queue on one mutex first, so blocking threads never pile up on the lock.
 //! Without an identity the server reads metadata unverified (and says so)
 //! and refuses every change and every reveal (403).
+//!
+//! Reads that queue together share one verification: a read may use the
+//! view of a verification that *began after the read arrived* (and that no
+//! change of this server followed), as if it had run at that moment. So
+//! every answer is what a full verification found at some time between the
+//! request and the response, as the CLI's would be; many readers waiting
+//! behind a writer are served by one verification.
 
 use super::error::ApiError;
 use crate::store::audit::Entry;
@@ -16,6 +23,7 @@ use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a read sees: verified with the identity, or read as it is.
 pub struct View {
@@ -29,6 +37,8 @@ pub struct StoreAccess {
     dir: PathBuf,
     identity: Option<Arc<Identity>>,
     queue: tokio::sync::Mutex<()>,
+    /// The last verification: when it began, and what it found.
+    last: std::sync::Mutex<Option<(Instant, Arc<View>)>>,
 }
 
 const NO_IDENTITY: &str = "the server holds no identity, so it can neither change nor reveal values: start it with --identity FILE (a member of the store: `build-image store recipients add` its key)";
@@ -39,6 +49,7 @@ impl StoreAccess {
             dir,
             identity,
             queue: tokio::sync::Mutex::new(()),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -73,25 +84,43 @@ impl StoreAccess {
         })
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _turn = self.queue.lock().await;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| ApiError::internal("the store operation failed unexpectedly"))?
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<View>)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Read the store's metadata and log.
+    /// Read the store's metadata and log: verified now, or by a
+    /// verification that began after this call (see the module's doc).
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(View) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&View) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let dir = self.dir.clone();
-        let identity = self.identity.clone();
-        self.blocking(move || f(view(&dir, identity.as_deref())?))
-            .await
+        let arrived = Instant::now();
+        let _turn = self.queue.lock().await;
+        let shared = match &*self.last() {
+            Some((began, v)) if *began >= arrived => Some(v.clone()),
+            _ => None,
+        };
+        let view = match shared {
+            Some(v) => v,
+            None => {
+                let dir = self.dir.clone();
+                let identity = self.identity.clone();
+                let began = Instant::now();
+                let v = tokio::task::spawn_blocking(move || view(&dir, identity.as_deref()))
+                    .await
+                    .map_err(|_| ApiError::internal("the store operation failed unexpectedly"))?;
+                let v = match v {
+                    Ok(v) => Arc::new(v),
+                    Err(e) => {
+                        *self.last() = None;
+                        return Err(e.into());
+                    }
+                };
+                *self.last() = Some((began, v.clone()));
+                v
+            }
+        };
+        f(&view)
     }
 
     /// Work on the verified store with the identity (changes, reveals).
@@ -103,12 +132,16 @@ impl StoreAccess {
             return Err(ApiError::forbidden(NO_IDENTITY));
         };
         let dir = self.dir.clone();
-        self.blocking(move || {
+        let _turn = self.queue.lock().await;
+        // Whatever happens now, later reads verify again.
+        *self.last() = None;
+        tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&dir)?;
             let mut s = Session::open(&mut store, &identity, RecipientsCheck::MustMatch)?;
             f(&mut s, &identity)
         })
         .await
+        .map_err(|_| ApiError::internal("the store operation failed unexpectedly"))?
     }
 }
 

@@ -622,7 +622,10 @@ async fn with_metas<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<T, ApiError> {
-    let (metas, verified) = app.store.read(|v| Ok((v.metas, v.verified))).await?;
+    let (metas, verified) = app
+        .store
+        .read(|v| Ok((v.metas.clone(), v.verified)))
+        .await?;
     tokio::task::spawn_blocking(move || f(&metas, verified))
         .await
         .map_err(|_| ApiError::internal("the recipe check failed unexpectedly"))?
