@@ -86,9 +86,9 @@ fn concurrent_reads_and_writes_lose_nothing() {
                 }
                 let name = format!("LOAD_{}", i % NAMES);
                 let t0 = Instant::now();
-                // 10% writes, 5% reveals, 85% reads.
+                // 20% writes, 5% reveals, 75% reads.
                 let (what, r) = match i % 20 {
-                    0..=1 => {
+                    0..=3 => {
                         let value = format!("w{w}-r{i}-value");
                         let r = srv.send(
                             "PUT",
@@ -105,7 +105,7 @@ fn concurrent_reads_and_writes_lose_nothing() {
                         }
                         ("PUT", r)
                     }
-                    2 => {
+                    4 => {
                         let r = srv.send("POST", &format!("/api/secrets/{name}/value"), &json!({}));
                         if r.status == 200 {
                             let j = r.json();
@@ -117,7 +117,7 @@ fn concurrent_reads_and_writes_lose_nothing() {
                         }
                         ("reveal", r)
                     }
-                    3..=11 => ("list", srv.get("/api/secrets")),
+                    5..=11 => ("list", srv.get("/api/secrets")),
                     12..=15 => ("get", srv.get(&format!("/api/secrets/{name}"))),
                     16..=17 => ("status", srv.get("/api/recipes/kiosk/status")),
                     _ => ("audit", srv.get(&format!("/api/audit?name={name}&limit=5"))),
@@ -165,7 +165,7 @@ fn concurrent_reads_and_writes_lose_nothing() {
     let identity =
         age::x25519::Identity::from_str(std::fs::read_to_string(&site.key).unwrap().trim())
             .unwrap();
-    let puts = REQUESTS / 10;
+    let puts = REQUESTS / 5;
     let mut total = 0;
     for n in 0..NAMES {
         let name = format!("LOAD_{n}");
