@@ -224,6 +224,39 @@ fn every_endpoint_and_its_status_codes() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
 
+    // Bytes that are not UTF-8 travel as base64, both ways.
+    let r = seen.add(
+        "create binary",
+        srv.send(
+            "POST",
+            "/api/secrets",
+            &json!({"name": "BLOB", "value_base64": "AP8Q/g=="}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = srv.send("POST", "/api/secrets/BLOB/value", &json!({}));
+    assert_eq!(
+        (
+            r.json()["encoding"].as_str(),
+            r.json()["value_base64"].as_str()
+        ),
+        (Some("base64"), Some("AP8Q/g=="))
+    );
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
+        &json!({"name": "BLOB2", "value_base64": "not base64!"}),
+    );
+    assert_error(&seen.add("bad base64", r), 400, "not base64");
+    let r = http::request(
+        srv.addr,
+        "DELETE",
+        "/api/secrets/BLOB",
+        &[("Authorization", &srv.bearer())],
+        None,
+    );
+    assert_eq!(r.status, 200);
+
     // 413: announced by Content-Length (refused before the body is read),
     // and sent chunked (refused once the bound is passed).
     let head = format!(

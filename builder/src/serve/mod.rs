@@ -68,6 +68,15 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         recipes,
         max_body: config.max_body,
     });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Listen {
+            addr: addr.to_string(),
+            cause: e,
+        })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = match addr.ip() {
         ip if ip.is_unspecified() => format!("{scheme}://{}:{}/", "localhost", addr.port()),
@@ -83,15 +92,6 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         app.recipes.len()
     );
     drop(shown);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Listen {
-            addr: addr.to_string(),
-            cause: e,
-        })?;
     runtime.block_on(serve(app, listener, tls))
 }
 
