@@ -1074,7 +1074,8 @@ fn the_token_from_a_file_or_the_environment_is_never_printed_nor_passed_on() {
     let token_file = site.dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut c2 = build_image_cmd();
-    c2.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+    // --deep: the setup view runs command sources (the probe).
+    c2.args(["serve", "--deep", "--listen", "127.0.0.1:0", "--store"])
         .arg(&site.store)
         .arg("--recipe")
         .arg(&recipe)
@@ -1104,7 +1105,7 @@ fn the_token_from_a_file_or_the_environment_is_never_printed_nor_passed_on() {
     std::fs::remove_file(&env_file).unwrap();
     let env_token = "env-token-0123456789-abcdef-xyz";
     let mut c = build_image_cmd();
-    c.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+    c.args(["serve", "--deep", "--listen", "127.0.0.1:0", "--store"])
         .arg(&site.store)
         .arg("--recipe")
         .arg(&recipe)

@@ -636,10 +636,11 @@ async fn recipe_status(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let entry = recipe(&app, p)?;
+    let deep = app.deep;
     with_metas(&app, move |metas, verified| {
         Ok(json(
             StatusCode::OK,
-            &status::status(&entry, metas, verified)?,
+            &status::status(&entry, metas, verified, deep)?,
         ))
     })
     .await
@@ -650,8 +651,9 @@ async fn recipe_matrix(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let entry = recipe(&app, p)?;
+    let deep = app.deep;
     with_metas(&app, move |metas, verified| {
-        let (_, rows) = status::matrix(&entry, metas)?;
+        let (_, rows) = status::matrix(&entry, metas, deep)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({"recipe": entry, "verified": verified, "devices": rows}),

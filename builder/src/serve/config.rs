@@ -34,6 +34,8 @@ pub struct Config {
     /// `--identity FILE`; else the store's environment variables.
     pub identity: Option<PathBuf>,
     pub recipes: Vec<RecipeFile>,
+    /// The setup view runs command sources (as `check --deep`).
+    pub deep: bool,
     pub max_body: usize,
 }
 
@@ -80,6 +82,7 @@ mod tests {
             store: PathBuf::from("s"),
             identity: None,
             recipes: Vec::new(),
+            deep: false,
             max_body: DEFAULT_MAX_BODY,
         }
     }

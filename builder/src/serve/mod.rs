@@ -37,6 +37,8 @@ pub struct App {
     pub auth: auth::Auth,
     pub guard: guard::Guard,
     pub recipes: Vec<status::RecipeEntry>,
+    /// `--deep`: the setup view runs the recipes' command sources.
+    pub deep: bool,
     pub max_body: usize,
 }
 
@@ -66,6 +68,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         auth: auth::Auth::new(token, secure),
         guard: guard::Guard::new(addr, &config.allow_hosts),
         recipes,
+        deep: config.deep,
         max_body: config.max_body,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -5,15 +5,19 @@
 //! `build-image store set …` command. Computed like `build-image check
 //! --devices` ([`crate::store::recipe::matrix_of`]): store secrets from the
 //! verified metadata (nothing is decrypted or audited), other sources asked
-//! as `check` asks them (environment, files, dotenv files, commands). The
-//! recipe and devices files are read again at every request.
+//! as `check` asks them (environment, files, dotenv files). `command`
+//! sources are run only when the server was started with `--deep`: a
+//! recipe in a served directory would otherwise run its
+//! commands at every refresh of every open page; without it their cells
+//! are *unchecked* (neither ✓ nor ✗) and the recipe is not called ready.
+//! The recipe and devices files are read again at every request.
 
 use super::error::ApiError;
 use super::ServeError;
 use crate::devices::Device;
 use crate::recipe::{Recipe, SourceSpec};
 use crate::store::metadata::SecretMeta;
-use crate::store::recipe::{matrix_of, set_command, store_dir, uses_store, DeviceRow};
+use crate::store::recipe::{matrix_with, set_command, store_dir, uses_store, Commands, DeviceRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,10 +193,16 @@ pub struct DeviceInfo {
     pub tags: Vec<String>,
 }
 
+/// What an unchecked cell says.
+pub const NOT_RUN: &str =
+    "a command source: not run by the setup view (`build-image serve --deep` runs command sources)";
+
 #[derive(Debug, Serialize)]
 pub struct CellStatus {
     pub device: String,
     pub present: bool,
+    /// A command source that was not run: neither present nor missing.
+    pub unchecked: bool,
     /// Where the value comes from (or would).
     pub from: String,
     /// How to provide it, when missing.
@@ -212,6 +222,8 @@ pub struct SecretStatus {
     pub store_name: Option<String>,
     /// Present for every device.
     pub complete: bool,
+    /// A command source that was not run (see [`NOT_RUN`]).
+    pub unchecked: bool,
     pub devices: Vec<CellStatus>,
     /// The command that creates the missing store secret.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,6 +241,9 @@ pub struct RecipeStatus {
     pub secrets: Vec<SecretStatus>,
     /// Required secrets missing for some device.
     pub missing_required: usize,
+    /// Required secrets from command sources that were not run.
+    pub unchecked_required: usize,
+    /// Every required secret present for every device (none unchecked).
     pub ready: bool,
 }
 
@@ -239,6 +254,7 @@ pub const PLAIN_BUILD: &str = "";
 pub fn matrix(
     entry: &RecipeEntry,
     metas: &BTreeMap<String, SecretMeta>,
+    deep: bool,
 ) -> Result<(Recipe, Vec<DeviceRow>), ApiError> {
     let recipe = Recipe::load(&entry.path).map_err(unusable)?;
     let devices = match &entry.devices {
@@ -253,7 +269,12 @@ pub fn matrix(
             tags: Vec::new(),
         }],
     };
-    let rows = matrix_of(&recipe, &devices, Some(metas));
+    let commands = if deep {
+        Commands::Run
+    } else {
+        Commands::Skip { hint: NOT_RUN }
+    };
+    let rows = matrix_with(&recipe, &devices, Some(metas), commands);
     Ok((recipe, rows))
 }
 
@@ -269,8 +290,9 @@ pub fn status(
     entry: &RecipeEntry,
     metas: &BTreeMap<String, SecretMeta>,
     verified: bool,
+    deep: bool,
 ) -> Result<RecipeStatus, ApiError> {
-    let (recipe, rows) = matrix(entry, metas)?;
+    let (recipe, rows) = matrix(entry, metas, deep)?;
     let secrets: Vec<SecretStatus> = recipe
         .secrets
         .iter()
@@ -279,6 +301,8 @@ pub fn status(
                 Some(SourceSpec::Store(n)) => Some(n.clone()),
                 _ => None,
             };
+            let spec = crate::sources::effective(name, s.source.as_ref());
+            let not_run = !deep && matches!(spec, SourceSpec::Command(_));
             let cells: Vec<CellStatus> = rows
                 .iter()
                 .filter_map(|row| {
@@ -288,12 +312,16 @@ pub fn status(
                         .map(|c| CellStatus {
                             device: row.device.clone(),
                             present: c.present,
+                            // A device's own source (devices file) was not
+                            // the recipe's command.
+                            unchecked: not_run && !c.present && c.how.as_deref() == Some(NOT_RUN),
                             from: c.from.clone(),
                             how: c.how.clone(),
                         })
                 })
                 .collect();
             let complete = cells.iter().all(|c| c.present);
+            let unchecked = cells.iter().any(|c| c.unchecked);
             let command = match &store_name {
                 Some(n) if !complete => Some(set_command(&recipe, name, n)),
                 _ => None,
@@ -303,18 +331,20 @@ pub fn status(
                 description: s.description.clone(),
                 kind: s.kind.as_str(),
                 required: s.required,
-                source: crate::sources::describe(
-                    &recipe,
-                    &crate::sources::effective(name, s.source.as_ref()),
-                ),
+                source: crate::sources::describe(&recipe, &spec),
                 store_name,
                 complete,
+                unchecked,
                 devices: cells,
                 command,
             }
         })
         .collect();
-    let missing_required = secrets.iter().filter(|s| s.required && !s.complete).count();
+    let missing_required = secrets
+        .iter()
+        .filter(|s| s.required && s.devices.iter().any(|c| !c.present && !c.unchecked))
+        .count();
+    let unchecked_required = secrets.iter().filter(|s| s.required && s.unchecked).count();
     Ok(RecipeStatus {
         recipe: entry.clone(),
         verified,
@@ -328,7 +358,8 @@ pub fn status(
             .collect(),
         secrets,
         missing_required,
-        ready: missing_required == 0,
+        unchecked_required,
+        ready: missing_required == 0 && unchecked_required == 0,
     })
 }
 

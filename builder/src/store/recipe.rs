@@ -242,12 +242,32 @@ pub fn uses_store(recipe: &Recipe) -> bool {
 /// The device × secret matrix from the store's metadata (`None`: no
 /// store), as [`matrix`] makes it: store secrets resolved device > tag >
 /// global from metadata alone, other sources asked once each (their value
-/// dropped at once). A caller that has verified the store passes its
-/// metadata (`build-image serve`).
+/// dropped at once), command sources included.
 pub fn matrix_of(
     recipe: &Recipe,
     devices: &[Device],
     store_metas: Option<&BTreeMap<String, SecretMeta>>,
+) -> Vec<DeviceRow> {
+    matrix_with(recipe, devices, store_metas, Commands::Run)
+}
+
+/// Whether [`matrix_with`] runs `command` sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commands {
+    Run,
+    /// Not run: their cells are missing, `how` says why and what runs them.
+    Skip {
+        hint: &'static str,
+    },
+}
+
+/// [`matrix_of`], with `command` sources run or not. A caller that has
+/// verified the store passes its metadata (`build-image serve`).
+pub fn matrix_with(
+    recipe: &Recipe,
+    devices: &[Device],
+    store_metas: Option<&BTreeMap<String, SecretMeta>>,
+    commands: Commands,
 ) -> Vec<DeviceRow> {
     let metas: BTreeMap<String, Option<SecretMeta>> = store_metas
         .iter()
@@ -298,6 +318,11 @@ pub fn matrix_of(
                         .entry(secret.clone())
                         .or_insert_with(|| {
                             let from = sources::describe(recipe, &spec);
+                            if let (SourceSpec::Command(_), Commands::Skip { hint }) =
+                                (&spec, commands)
+                            {
+                                return (false, from, Some(hint.to_string()));
+                            }
                             match sources::fetch(recipe, secret, &spec) {
                                 Ok(Fetched::Found(_)) => (true, from, None),
                                 Ok(Fetched::Missing { how }) => (false, from, Some(how)),

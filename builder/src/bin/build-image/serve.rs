@@ -46,6 +46,11 @@ pub(crate) struct ServeArgs {
     /// devices.csv beside it (repeatable)
     #[arg(long = "recipes", value_name = "DIR")]
     recipe_dirs: Vec<PathBuf>,
+    /// Let the setup view run the recipes' `command` sources (as `check
+    /// --deep`), at every load and refresh; without it they are shown
+    /// unchecked and never run
+    #[arg(long)]
+    deep: bool,
     /// TLS certificate chain (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -107,6 +112,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         store,
         identity: args.identity,
         recipes,
+        deep: args.deep,
         max_body: config::DEFAULT_MAX_BODY,
     };
     serve::run(config).map_err(usage)

@@ -481,8 +481,10 @@ async function loadRecipe(id) {
   $("recipe-title").textContent = "Setup: " + st.recipe.name;
   $("recipe-path").textContent = st.recipe.path + (st.recipe.devices ? " with the devices of " + st.recipe.devices : " (a plain build: global scope)");
   const ready = $("recipe-ready");
-  ready.textContent = st.ready ? "✓ ready to build" : "✗ " + st.missing_required + " required secret(s) missing";
-  ready.className = st.ready ? "pill ok" : "pill missing";
+  const notRun = st.unchecked_required ? st.unchecked_required + " required secret(s) from commands not checked (serve --deep runs them)" : "";
+  if (st.ready) { ready.textContent = "✓ ready to build"; ready.className = "pill ok"; }
+  else if (st.missing_required) { ready.textContent = "✗ " + st.missing_required + " required secret(s) missing" + (notRun ? "; " + notRun : ""); ready.className = "pill missing"; }
+  else { ready.textContent = "? " + notRun; ready.className = "pill unchecked"; }
   const head = $("recipe-head");
   clear(head);
   const cols = st.plain_build ? ["every device"] : st.devices.map((d) => d.name + (d.tags.length ? " (" + d.tags.join(", ") + ")" : ""));
@@ -497,10 +499,11 @@ async function loadRecipe(id) {
   clear(body);
   for (const s of st.secrets) {
     const cells = s.devices.map((c) => el("td", {
-      class: c.present ? "ok" : "missing",
+      class: c.present ? "ok" : (c.unchecked ? "unchecked" : "missing"),
       "data-cell": s.secret + "|" + c.device,
       title: c.present ? c.from : (c.how || c.from),
-    }, el("span", { "aria-hidden": "true", text: c.present ? "✓" : "✗" }), el("span", { class: "sr", text: c.present ? " present: " + c.from : " missing" })));
+    }, el("span", { "aria-hidden": "true", text: c.present ? "✓" : (c.unchecked ? "?" : "✗") }),
+    el("span", { class: "sr", text: c.present ? " present: " + c.from : (c.unchecked ? " not checked: " + c.from : " missing") })));
     const todo = el("td", { class: "todo" });
     if (!s.complete) {
       if (s.command) todo.append(el("code", { class: "command", text: s.command }));
