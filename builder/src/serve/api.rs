@@ -175,7 +175,8 @@ struct Login {
     token: SecretText,
 }
 
-async fn login(State(app): State<Arc<App>>, Json(l): Json<Login>) -> ApiResult {
+async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> ApiResult {
+    let l: Login = super::body::json_body(req, super::body::LOGIN_MAX_BODY).await?;
     let (cookie, csrf) = app.auth.login(&l.token.0)?;
     let mut r = json(StatusCode::OK, &serde_json::json!({ "csrf": csrf }));
     r.headers_mut().insert(header::SET_COOKIE, cookie);

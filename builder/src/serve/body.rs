@@ -1,6 +1,7 @@
 //! Request bodies: JSON only (`Content-Type: application/json`, else 415),
 //! at most the server's bound (413, checked on `Content-Length` first and
-//! while reading), parsed strictly (unknown fields refused): malformed
+//! while reading; 4 KiB for the login, which anyone may send), within
+//! [`BODY_TIMEOUT`] (408), parsed strictly (unknown fields refused): malformed
 //! JSON gets 400 with where it broke, never what it held. Values arrive as
 //! [`SecretText`], zeroized on drop and never shown by `Debug`. (The HTTP
 //! stack's own buffers are not zeroized.)
@@ -49,6 +50,13 @@ fn is_json(req: &Request) -> bool {
     mime.eq_ignore_ascii_case("application/json")
 }
 
+/// How long a request's body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest body of `POST /api/login` (a token is at most 512 bytes):
+/// what anyone who can connect may make the server buffer.
+pub const LOGIN_MAX_BODY: usize = 4096;
+
 async fn read(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -69,7 +77,16 @@ async fn read(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
         }
     }
     let limited = http_body_util::Limited::new(req.into_body(), limit);
-    match limited.collect().await {
+    let Ok(collected) = tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes().to_vec()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -134,18 +151,23 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| json_error(&e))
 }
 
+/// A JSON body of at most `limit` bytes.
+pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    if !is_json(&req) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    let bytes = Zeroizing::new(read(req, limit).await?);
+    parse(&bytes)
+}
+
 impl<T: DeserializeOwned> FromRequest<Arc<App>> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
-        if !is_json(&req) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
-        let bytes = Zeroizing::new(read(req, app.max_body).await?);
-        Ok(Json(parse(&bytes)?))
+        Ok(Json(json_body(req, app.max_body).await?))
     }
 }
 

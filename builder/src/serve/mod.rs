@@ -7,6 +7,7 @@
 //! Bearer check, the page's sessions, CSRF tokens and the backoff of
 //! failed logins; [`guard`] the checks every request passes (Host, no
 //! CORS, cross-site writes) and the security headers of every response;
+//! [`conn`] bounds connections (how many, how long);
 //! [`body`] reads JSON bodies with bounds; [`error`] is the JSON error of
 //! every refusal; [`access`] runs store operations (the same lock and
 //! verification as the CLI: every request opens and verifies the store);
@@ -19,6 +20,7 @@ pub mod assets;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod guard;
 pub mod status;
@@ -118,22 +120,37 @@ async fn serve(
         addr: addr.clone(),
         cause: e,
     };
+    // Bounded connections, each bounded in time (see `conn`).
+    let limited = conn::Limited::new(axum_server::accept::DefaultAcceptor);
     let result = match tls {
         Some(config) => {
-            axum_server::from_tcp_rustls(listener, config)
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(limited);
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(listen_err)?
-                .http1_only()
+                .acceptor(acceptor)
+                .http1_only();
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(conn::HEADER_TIMEOUT);
+            server
                 .handle(handle)
-                .first_request_timeout(Duration::from_secs(30))
+                .first_request_timeout(conn::HEADER_TIMEOUT)
                 .serve(router.into_make_service())
                 .await
         }
         None => {
-            axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(listen_err)?
-                .http1_only()
+                .acceptor(limited)
+                .http1_only();
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(conn::HEADER_TIMEOUT);
+            server
                 .handle(handle)
-                .first_request_timeout(Duration::from_secs(30))
+                .first_request_timeout(conn::HEADER_TIMEOUT)
                 .serve(router.into_make_service())
                 .await
         }
