@@ -7,7 +7,8 @@
 //! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`bmap`] and
 //! [`output`] write the outputs and move them into place; [`io`] holds the
 //! shared byte streams. [`build`], [`inject`], [`fleet`], [`update`],
-//! [`flash`] and [`inspect`] are the commands. See ARCHITECTURE.md.
+//! [`flash`] and [`inspect`] are the commands; [`serve`] is the web page
+//! and REST API over the [`store`]. See ARCHITECTURE.md.
 
 pub mod bmap;
 pub mod build;
@@ -30,6 +31,7 @@ pub mod recipient;
 pub mod report;
 pub mod sealing;
 pub mod secrets;
+pub mod serve;
 pub mod signing;
 pub mod sources;
 pub mod store;

@@ -5,7 +5,10 @@
 //! re-exported here.
 
 pub mod device;
+pub mod http;
 pub mod pi;
+pub mod serve;
+pub mod webdriver;
 
 pub use testkit::*;
 

@@ -86,8 +86,25 @@ impl Entry {
     }
 }
 
-/// Who is acting: the CI job when running in CI, else the user.
+/// What acts for the user in this process (`build-image serve`), set once.
+static VIA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Record from now on that changes and reads are made through `what`: the
+/// actor becomes `USER via WHAT` in metadata and audit lines.
+pub fn act_via(what: &str) {
+    let _ = VIA.set(what.to_string());
+}
+
+/// Who is acting: the CI job when running in CI, else the user (and what
+/// acts for them, see [`act_via`]).
 pub fn actor() -> String {
+    match VIA.get() {
+        Some(via) => format!("{} via {via}", who()),
+        None => who(),
+    }
+}
+
+fn who() -> String {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if var("GITHUB_ACTIONS").is_some() {
         return format!(

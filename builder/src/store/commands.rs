@@ -176,20 +176,46 @@ pub fn set(
 }
 
 /// `store rotate NAME`: a new version; regenerated like the last one when it
-/// was generated and no other input is given.
+/// was generated and no other input is given (else read from stdin).
 pub fn rotate(
     s: &Session,
     name: &str,
     scope: &Scope,
     value: Option<&ValueInput>,
 ) -> Result<Written, StoreError> {
+    rotate_or(s, name, scope, value, Some(ValueInput::Stdin))
+}
+
+/// [`rotate`] where no value given means regenerated, and a secret that was
+/// not generated is refused (nothing is read from stdin): the server's.
+pub fn regenerate(
+    s: &Session,
+    name: &str,
+    scope: &Scope,
+    value: Option<&ValueInput>,
+) -> Result<Written, StoreError> {
+    rotate_or(s, name, scope, value, None)
+}
+
+fn rotate_or(
+    s: &Session,
+    name: &str,
+    scope: &Scope,
+    value: Option<&ValueInput>,
+    otherwise: Option<ValueInput>,
+) -> Result<Written, StoreError> {
     validate_name(name)?;
     let meta = existing(s, name)?.clone();
     let current = meta.scope(scope).ok_or_else(|| no_scope(&meta, scope))?;
-    let input = match (value, &current.generator) {
-        (Some(v), _) => v.clone(),
-        (None, Some(g)) => ValueInput::Generate(g.clone()),
-        (None, None) => ValueInput::Stdin,
+    let input = match (value, &current.generator, otherwise) {
+        (Some(v), _, _) => v.clone(),
+        (None, Some(g), _) => ValueInput::Generate(g.clone()),
+        (None, None, Some(o)) => o,
+        (None, None, None) => {
+            return Err(StoreError::Value(format!(
+                "secret {name} ({scope}) was not generated, so it cannot be regenerated: give its new value"
+            )))
+        }
     };
     let generator = match &input {
         ValueInput::Generate(g) => Some(g.clone()),
@@ -259,6 +285,25 @@ fn add_version(
         version,
         operation: op.into(),
     })
+}
+
+/// Change a secret's description alone: no new version, one audit line.
+/// Returns whether anything changed.
+pub fn describe(s: &Session, name: &str, description: &str) -> Result<bool, StoreError> {
+    validate_name(name)?;
+    let mut meta = existing(s, name)?.clone();
+    if meta.description == description {
+        return Ok(false);
+    }
+    meta.description = description.into();
+    let mut metas = s.metas.clone();
+    metas.insert(name.into(), meta);
+    let mut change = Change::new("describe", metas);
+    let mut entry = Entry::new("describe");
+    entry.name = Some(name.into());
+    change.audit.push(entry);
+    s.commit(change)?;
+    Ok(true)
 }
 
 /// `store get NAME [--scope S] [--version N]`: the value, after the audit
@@ -342,6 +387,8 @@ pub struct ScopeRow {
     pub scope: String,
     pub current: u32,
     pub versions: usize,
+    pub created_at: String,
+    pub created_by: String,
     pub updated_at: String,
     pub updated_by: String,
 }
@@ -359,6 +406,8 @@ pub fn list(metas: &BTreeMap<String, SecretMeta>) -> Vec<ListRow> {
                     scope: scope.clone(),
                     current: s.current,
                     versions: s.versions.len(),
+                    created_at: s.created_at.clone(),
+                    created_by: s.created_by.clone(),
                     updated_at: s.updated_at.clone(),
                     updated_by: s.updated_by.clone(),
                 })
@@ -741,6 +790,45 @@ mod tests {
                 ["init", "set", "set", "update", "get", "rm", "rm"]
             );
         });
+    }
+
+    #[test]
+    fn describe_changes_the_description_alone_and_regenerate_never_reads_stdin() {
+        use crate::store::session::RecipientsCheck::MustMatch;
+        let tmp = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        init(tmp.path(), &[id.to_public().to_string()]).unwrap();
+        let identity = Identity::parse(&secret(&id), "t").unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let given = |v: &[u8]| ValueInput::Given(input::GivenValue(Zeroizing::new(v.to_vec())));
+        {
+            let s = Session::open(&mut store, &identity, MustMatch).unwrap();
+            set(&s, "A_B", &Scope::Global, Some("old"), false, &given(b"v1")).unwrap();
+        }
+        {
+            let s = Session::open(&mut store, &identity, MustMatch).unwrap();
+            assert!(describe(&s, "A_B", "new").unwrap());
+            assert!(matches!(
+                describe(&s, "NOPE", "x"),
+                Err(StoreError::NotFound { .. })
+            ));
+        }
+        let s = Session::open(&mut store, &identity, MustMatch).unwrap();
+        let m = s.meta("A_B").unwrap();
+        assert_eq!(
+            (m.description.as_str(), m.scopes["global"].current),
+            ("new", 1)
+        );
+        assert_eq!(s.log.last().unwrap().op, "describe");
+        assert!(!describe(&s, "A_B", "new").unwrap(), "unchanged: no commit");
+        let e = regenerate(&s, "A_B", &Scope::Global, None).unwrap_err();
+        assert!(matches!(e, StoreError::Value(_)), "{e}");
+        let w = regenerate(&s, "A_B", &Scope::Global, Some(&given(b"v2"))).unwrap();
+        assert_eq!(w.version, 2);
+        drop(s);
+        let mut s = Session::open(&mut store, &identity, MustMatch).unwrap();
+        let (v, _) = get(&mut s, &identity, "A_B", &Scope::Global, None).unwrap();
+        assert_eq!(&v[..], b"v2");
     }
 
     fn secret(id: &age::x25519::Identity) -> String {

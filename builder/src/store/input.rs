@@ -17,6 +17,18 @@ pub enum ValueInput {
     Stdin,
     File(PathBuf),
     Generate(Generator),
+    /// A value already read (by `build-image serve`, from a request body).
+    Given(GivenValue),
+}
+
+/// A value in memory: zeroized on drop, never shown by `Debug`.
+#[derive(Clone)]
+pub struct GivenValue(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for GivenValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GivenValue({} bytes)", self.0.len())
+    }
 }
 
 /// Character sets for `--generate`.
@@ -77,6 +89,12 @@ pub fn generate(g: &Generator) -> Result<Zeroizing<Vec<u8>>, StoreError> {
 pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let value = match input {
         ValueInput::Generate(g) => generate(g)?,
+        ValueInput::Given(v) if v.0.len() as u64 > MAX_VALUE => {
+            return Err(StoreError::Value(format!(
+                "the value is larger than {MAX_VALUE} bytes"
+            )))
+        }
+        ValueInput::Given(v) => v.0.clone(),
         ValueInput::File(p) => {
             // The user's path: links followed, a pipe (`<(command)`) read,
             // one nobody writes to read as empty (never waited on).
@@ -155,5 +173,14 @@ mod tests {
         assert_ne!(a, b);
         assert!(generator("emoji", 20).is_err());
         assert!(generator("alnum", 4).is_err());
+    }
+
+    #[test]
+    fn given_values_are_read_and_never_shown() {
+        let v = ValueInput::Given(GivenValue(Zeroizing::new(b"g1ven-MARKER".to_vec())));
+        assert_eq!(&read(&v, "A").unwrap()[..], b"g1ven-MARKER");
+        assert!(!format!("{v:?}").contains("MARKER"));
+        let empty = ValueInput::Given(GivenValue(Zeroizing::new(Vec::new())));
+        assert!(read(&empty, "A").is_err());
     }
 }

@@ -242,10 +242,7 @@ pub struct DeviceRow {
 /// `verified` says whether it was.
 pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bool), StoreError> {
     let dir = store_dir(recipe);
-    let uses_store = recipe
-        .secrets
-        .values()
-        .any(|s| matches!(s.source, Some(SourceSpec::Store(_))));
+    let uses_store = uses_store(recipe);
     if uses_store && !has_store(&dir) {
         if let Some(e) = gone_but_pinned(&dir) {
             return Err(e);
@@ -263,13 +260,54 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
     } else {
         (None, true)
     };
+    Ok((matrix_of(recipe, devices, store_metas.as_ref()), verified))
+}
+
+/// Whether `recipe` reads any secret from the store.
+pub fn uses_store(recipe: &Recipe) -> bool {
+    recipe
+        .secrets
+        .values()
+        .any(|s| matches!(s.source, Some(SourceSpec::Store(_))))
+}
+
+/// The device × secret matrix from the store's metadata (`None`: no
+/// store), as [`matrix`] makes it: store secrets resolved device > tag >
+/// global from metadata alone, other sources asked once each (their value
+/// dropped at once), command sources included.
+pub fn matrix_of(
+    recipe: &Recipe,
+    devices: &[Device],
+    store_metas: Option<&BTreeMap<String, SecretMeta>>,
+) -> Vec<DeviceRow> {
+    matrix_with(recipe, devices, store_metas, Commands::Run)
+}
+
+/// Whether [`matrix_with`] runs `command` sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commands {
+    Run,
+    /// Not run: their cells are missing, `how` says why and what runs them.
+    Skip {
+        hint: &'static str,
+    },
+}
+
+/// [`matrix_of`], with `command` sources run or not. A caller that has
+/// verified the store passes its metadata (`build-image serve`).
+pub fn matrix_with(
+    recipe: &Recipe,
+    devices: &[Device],
+    store_metas: Option<&BTreeMap<String, SecretMeta>>,
+    commands: Commands,
+) -> Vec<DeviceRow> {
     let metas: BTreeMap<String, Option<SecretMeta>> = store_metas
         .iter()
         .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
         .collect();
     // Sources other than the store: asked once, the value dropped at once.
     let mut plain: BTreeMap<String, (bool, String, Option<String>)> = BTreeMap::new();
-    let rows = devices
+    devices
         .iter()
         .map(|d| {
             let secrets = recipe
@@ -312,6 +350,11 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
                         .entry(secret.clone())
                         .or_insert_with(|| {
                             let from = sources::describe(recipe, &spec);
+                            if let (SourceSpec::Command(_), Commands::Skip { hint }) =
+                                (&spec, commands)
+                            {
+                                return (false, from, Some(hint.to_string()));
+                            }
                             match sources::fetch(recipe, secret, &spec) {
                                 Ok(Fetched::Found(_)) => (true, from, None),
                                 Ok(Fetched::Missing { how }) => (false, from, Some(how)),
@@ -333,8 +376,7 @@ pub fn matrix(recipe: &Recipe, devices: &[Device]) -> Result<(Vec<DeviceRow>, bo
                 secrets,
             }
         })
-        .collect();
-    Ok((rows, verified))
+        .collect()
 }
 
 /// The matrix as a text table.

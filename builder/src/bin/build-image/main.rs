@@ -2,11 +2,13 @@
 //! reporting only; the work is in the library.
 //!
 //! `cli.rs` holds the clap definitions, `run.rs` one dispatch over the
-//! commands, `exit.rs` the exit codes.
+//! commands, `exit.rs` the exit codes,
+//! `serve.rs` the arguments of `serve`.
 
 mod cli;
 mod exit;
 mod run;
+mod serve;
 
 use clap::Parser;
 use cli::Cli;

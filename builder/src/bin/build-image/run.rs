@@ -463,6 +463,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             build_image::store::cli::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => {
+            crate::serve::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check {
             recipe,
             json,

@@ -1,0 +1,226 @@
+//! `build-image serve` against an attacker: a page of another site or of
+//! another port of the same host (cookies are not bound to a port), a
+//! local user without the token (slow or idle clients, many connections),
+//! a recipe whose command sources would run at every refresh, and a
+//! careless admin (a certificate that is a pipe, key and token files that
+//! other users can read).
+
+use sealed_image_tests::http::{self, Response};
+use sealed_image_tests::serve::{Server, Site};
+use sealed_image_tests::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn assert_error(r: &Response, status: u16, what: &str) -> String {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    let j = r.json();
+    assert_eq!(j["status"], status, "{what}: {j}");
+    j["error"].as_str().unwrap_or_default().to_string()
+}
+
+const COMMAND_RECIPE: &str = r#"
+[secrets.vault_token]
+type = "single-line"
+description = "Token from the vault"
+source = { command = ["sh", "-c", "echo ran >> command-ran; echo from-the-vault"] }
+"#;
+
+/// The setup view runs no command source (as `check` without `--deep`)
+/// (a recipe in the served directory would otherwise run its commands at
+/// every refresh of every open page); their cells say so and the recipe is
+/// not called ready. `serve --deep` runs them.
+#[test]
+fn the_setup_view_runs_no_command_source_unless_deep() {
+    let site = Site::new();
+    let recipe = std::fs::read_to_string(&site.recipe).unwrap() + COMMAND_RECIPE;
+    std::fs::write(&site.recipe, recipe).unwrap();
+    let ran = site.dir.join("command-ran");
+    let out = site
+        .store_cmd(&["set", "WIFI_PSK", "--generate", "-q"])
+        .output()
+        .unwrap();
+    assert_success(&out, "set WIFI_PSK");
+    let out = site
+        .store_cmd(&["set", "API_TOKEN", "--generate", "-q"])
+        .output()
+        .unwrap();
+    assert_success(&out, "set API_TOKEN");
+
+    let srv = Server::start(site.serve_cmd());
+    let st = srv.get("/api/recipes/kiosk/status");
+    assert_eq!(st.status, 200, "{}", st.text());
+    let m = srv.get("/api/recipes/kiosk/matrix");
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert!(
+        !ran.exists(),
+        "the setup view ran a command source: {}",
+        st.text()
+    );
+    let st = st.json();
+    let vault = st["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["secret"] == "vault_token")
+        .unwrap()
+        .clone();
+    assert_eq!(vault["complete"], false, "{vault}");
+    assert_eq!(vault["unchecked"], true, "{vault}");
+    for cell in vault["devices"].as_array().unwrap() {
+        assert_eq!(cell["present"], false, "{cell}");
+        assert_eq!(cell["unchecked"], true, "{cell}");
+        assert!(
+            cell["how"].as_str().unwrap_or("").contains("--deep"),
+            "{cell}"
+        );
+    }
+    assert_eq!(st["ready"], false, "{st}");
+    assert_eq!(st["unchecked_required"], 1, "{st}");
+    assert_eq!(st["missing_required"], 0, "{st}");
+    drop(srv);
+
+    // With --deep the command runs, its value found and dropped.
+    let mut c = site.serve_cmd();
+    c.arg("--deep");
+    let srv = Server::start(c);
+    let st = srv.get("/api/recipes/kiosk/status");
+    assert_eq!(st.status, 200, "{}", st.text());
+    assert!(ran.exists(), "--deep runs command sources");
+    assert!(!st.text().contains("from-the-vault"), "{}", st.text());
+    let st = st.json();
+    assert_eq!(st["ready"], true, "{st}");
+    assert_eq!(st["unchecked_required"], 0, "{st}");
+}
+
+/// Read from `s` until the server closes the connection; what it sent.
+/// `None` if it still held the connection open after `limit`.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return Some(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() > deadline {
+                    return None;
+                }
+            }
+            Err(_) => return Some(buf),
+        }
+    }
+}
+
+/// Slowloris and friends: a body that never comes, a second request whose
+/// headers never end, an idle keep-alive connection are all cut off; a
+/// flood of connections holds a bounded number of descriptors, and the
+/// server serves again once it ends. Login bodies are small.
+#[test]
+fn slow_idle_and_many_clients_are_bounded() {
+    let site = Site::new();
+    let srv = Server::start(site.serve_cmd());
+    let a = srv.addr;
+    let host = format!("Host: {a}\r\n");
+    // What the server may take at most (generous: it cuts off at 10 s).
+    let limit = Duration::from_secs(60);
+
+    let slow_body = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(
+                format!("POST /api/login HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"tok").as_bytes(),
+            )
+            .unwrap();
+            until_closed(&mut s, limit)
+        })
+    };
+    let slow_second_head = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
+                .unwrap();
+            let mut first = [0u8; 1024];
+            let _ = s.read(&mut first).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: 127").unwrap();
+            until_closed(&mut s, limit)
+        })
+    };
+    let idle = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
+                .unwrap();
+            until_closed(&mut s, limit)
+        })
+    };
+
+    // A login body larger than any token: 413 without reading it all.
+    let big = format!("{{\"token\": \"{}\"}}", "x".repeat(64 * 1024));
+    let r = http::request(
+        a,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        Some(big.as_bytes()),
+    );
+    assert_error(&r, 413, "a 64 KiB login body");
+
+    // A flood of connections that send nothing.
+    let before = srv.open_fds();
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        match TcpStream::connect(a) {
+            Ok(s) => flood.push(s),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = srv.open_fds();
+    assert!(
+        during <= before + 300,
+        "{} connections made the server hold {during} descriptors (it held {before})",
+        flood.len()
+    );
+    drop(flood);
+    // Served again once the flood ends.
+    let deadline = Instant::now() + limit;
+    loop {
+        let ok = std::panic::catch_unwind(|| srv.get("/api/secrets").status == 200);
+        if ok.unwrap_or(false) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not served after the flood");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let body = slow_body.join().unwrap();
+    assert!(
+        body.is_some(),
+        "a body that never comes holds the connection"
+    );
+    let body = String::from_utf8_lossy(body.as_deref().unwrap_or_default()).into_owned();
+    assert!(
+        body.is_empty() || body.starts_with("HTTP/1.1 408"),
+        "a body that never comes: {body}"
+    );
+    assert!(
+        slow_second_head.join().unwrap().is_some(),
+        "headers that never end hold the connection"
+    );
+    assert!(
+        idle.join().unwrap().is_some(),
+        "an idle keep-alive connection is held for ever"
+    );
+}
