@@ -68,6 +68,56 @@ pub const ALLOWED_WITHIN: &[(&str, &str)] = &[(
     "NetworkManager connection profiles (keyfiles, 0600 root), the intended home of Wi-Fi templates; a profile configures a network and runs nothing",
 )];
 
+/// The credential namespaces systemd and its components read as system
+/// configuration (systemd.system-credentials(7)): a credential of that
+/// name in `/run/credstore` (or `/etc/credstore.encrypted`) configures the
+/// system at the next boot or service start. A secret's `credential` or
+/// `credential-encrypted` name is refused when its first dot-separated
+/// part (ASCII case ignored) is one of these, unless the device allows
+/// `/run/credstore/NAME` explicitly (`allow_path`; `[policy] allow-paths`
+/// in the recipe).
+pub const SYSTEM_CREDENTIALS: &[(&str, &str)] = &[
+    ("tmpfiles", "tmpfiles.extra: systemd-tmpfiles lines, which create, write and chown any path as root"),
+    ("sysusers", "sysusers.extra: users and groups systemd-sysusers creates"),
+    ("passwd", "passwd.hashed-password.*, passwd.plaintext-password.*, passwd.shell.*: passwords and shells of system users (root)"),
+    ("userdb", "userdb.user.*, userdb.group.*: user and group records"),
+    ("home", "home.create.*: home directories systemd-homed creates"),
+    ("systemd", "systemd.extra-unit.*, systemd.unit-dropin.*: units and drop-ins systemd runs"),
+    ("udev", "udev.conf.*, udev.rules.*: udev configuration and rules (RUN+= runs programs as root)"),
+    ("sysctl", "sysctl.extra: kernel parameters"),
+    ("fstab", "fstab.extra: file systems mounted at boot"),
+    ("network", "network.*: networkd, netdev, link and WireGuard configuration, DNS, /etc/hosts"),
+    ("ssh", "ssh.authorized_keys.root, ssh.listen: who logs in as root over SSH, and where sshd listens"),
+    ("login", "login.issue, login.motd, login.noauth: texts shown at login, logins without authentication"),
+    ("agetty", "agetty.autologin: a console logged in without a password"),
+    ("getty", "getty.ttys.*: the terminals gettys run on"),
+    ("tty", "tty.*: terminal settings"),
+    ("shell", "shell.prompt.*, shell.welcome: what every shell prints"),
+    ("firstboot", "firstboot.*: keymap, locale and time zone systemd-firstboot sets"),
+    ("vconsole", "vconsole.*: the console keymap and font"),
+    ("system", "system.machine_id, system.hostname: the machine's identity"),
+    ("cryptsetup", "cryptsetup.*: disk passphrases and PINs"),
+    ("journal", "journal.*: where the journal is stored and forwarded"),
+    ("vmm", "vmm.notify_socket: where the system reports its state"),
+    ("import", "import.*: images systemd-importd downloads"),
+    ("io", "io.systemd.*: systemd's own interfaces"),
+];
+
+/// The system credential namespace `name` is in, ASCII case ignored.
+pub fn system_credential(name: &str) -> Option<(&'static str, &'static str)> {
+    let first = name.split('.').next().unwrap_or_default();
+    SYSTEM_CREDENTIALS
+        .iter()
+        .copied()
+        .find(|(ns, _)| first.eq_ignore_ascii_case(ns))
+}
+
+/// Where systemd looks for the credential `name` (the device path the
+/// `allow_path` rule is written for).
+pub fn credstore_path(name: &str) -> String {
+    format!("/run/credstore/{name}")
+}
+
 /// The `/run` prefixes a device (or a recipe) allows besides the default
 /// rule. Empty: the default rule alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,9 +146,42 @@ impl PathPolicy {
         &self.allow
     }
 
+    /// Whether `path` is at or below a prefix allowed explicitly.
+    pub fn allows_explicitly(&self, path: &str) -> bool {
+        self.allow.iter().any(|p| {
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Whether a secret may be handed to systemd as the credential `name`:
+    /// not a system credential, unless `/run/credstore/NAME` is allowed
+    /// explicitly. The error names the namespace and why.
+    pub fn check_credential(&self, name: &str) -> Result<(), String> {
+        let Some((ns, why)) = system_credential(name) else {
+            return Ok(());
+        };
+        if self.allows_explicitly(&credstore_path(name)) {
+            return Ok(());
+        }
+        Err(format!(
+            "the credential name {name:?} is in systemd's {ns}.* namespace, which configures the system ({why}); \
+             choose another name, or allow it explicitly (allow_path = {} in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)",
+            credstore_path(name)
+        ))
+    }
+
     /// Whether a normalised device path may hold a secret, a template or
     /// the link made for one. The error names the directory and why.
     pub fn check(&self, path: &str) -> Result<(), String> {
+        if let Some(dir) = CREDENTIAL_DIRS.iter().find(|d| at_or_below(path, d)) {
+            return Err(format!(
+                "the path is in {dir}, where sealed-firstboot itself writes the secrets that name a credential; \
+                 set credential = \"NAME\" (or credential-encrypted) on the secret instead of a path there"
+            ));
+        }
         let Some((dir, why)) = forbidden_dir(path) else {
             return Ok(());
         };
@@ -121,6 +204,18 @@ impl PathPolicy {
              (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)"
         ))
     }
+}
+
+/// The directories the agent writes credentials into itself: never a
+/// bundle's path, whatever the device allows.
+pub const CREDENTIAL_DIRS: [&str; 2] = ["/run/credstore", "/run/credstore.encrypted"];
+
+fn at_or_below(path: &str, dir: &str) -> bool {
+    let (path, dir) = (path.to_ascii_lowercase(), dir.to_ascii_lowercase());
+    path == dir
+        || path
+            .strip_prefix(&dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The forbidden directory `path` is at or below, ASCII case ignored.
@@ -174,6 +269,44 @@ mod tests {
             "/run/NetworkManager/dispatcher.d/01-x",
         ] {
             assert!(strict.check(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn system_credentials_are_refused_unless_allowed() {
+        let strict = PathPolicy::strict();
+        for (ns, _) in SYSTEM_CREDENTIALS {
+            for name in [
+                format!("{ns}.extra"),
+                format!("{}.x", ns.to_uppercase()),
+                ns.to_string(),
+            ] {
+                let e = strict.check_credential(&name).unwrap_err();
+                assert!(e.contains(&format!("{ns}.*")), "{name}: {e}");
+            }
+        }
+        for ok in [
+            "app-db-password",
+            "wifi_psk",
+            "myapp.token",
+            "tmpfilesx.extra",
+            "systemdx",
+        ] {
+            assert!(strict.check_credential(ok).is_ok(), "{ok} refused");
+        }
+        let p = PathPolicy::allowing(vec!["/run/credstore/tmpfiles.extra".into()]).unwrap();
+        assert!(p.check_credential("tmpfiles.extra").is_ok());
+        assert!(p.check_credential("sysusers.extra").is_err());
+        // Allowing a credential does not open /run/credstore to paths.
+        for path in [
+            "/run/credstore/tmpfiles.extra",
+            "/run/credstore/x",
+            "/run/CredStore.encrypted/x",
+        ] {
+            assert!(
+                p.check(path).unwrap_err().contains("credential = "),
+                "{path}"
+            );
         }
     }
 
