@@ -167,12 +167,16 @@ pub fn swtpm_available() -> bool {
     ])
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two free loopback ports, `p` and `p + 1` (the swtpm TCTI finds the
+/// control channel at the port after the command port).
+fn free_port_pair() -> u16 {
+    loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
 }
 
 impl Swtpm {
@@ -185,7 +189,8 @@ impl Swtpm {
     }
 
     fn start_on(tmp: tempfile::TempDir, state: PathBuf) -> Swtpm {
-        let (port, ctrl) = (free_port(), free_port());
+        let port = free_port_pair();
+        let ctrl = port + 1;
         let child = Command::new(crate::tool("swtpm").unwrap())
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
