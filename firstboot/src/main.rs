@@ -28,7 +28,10 @@ COMMANDS:
                identity), reseal every secret to the device identity into the
                store, then overwrite and delete bundle and key from the boot
                partition (a bundle refused for its signature is wiped too)
-    unseal     decrypt the store into /run/secrets (new generation, atomic swap)
+    unseal     decrypt the store into /run/secrets (new generation, atomic swap);
+               the secrets that name a credential also into /run/credstore
+               (credential = NAME) or /etc/credstore.encrypted
+               (credential-encrypted = NAME, through systemd-creds)
     apply FILE|- [--key FILE] [--no-restart]
                apply an update bundle (from `build-image bundle`) on a running
                device, from a file or standard input, with the same rules as
@@ -38,16 +41,26 @@ COMMANDS:
                unseal, and restart (try-restart) or reload the units that
                the changed secrets name in restart-units / reload-units (with
                --root, no unit of this machine: it says what it would run)
-    pubkey     print the device's age recipient (age1...); creates the
-               persisted identity if there is none yet
+    pubkey [--json]
+               print the device's age recipient (age1...); creates the
+               identity if there is none yet; says how it is bound (a file,
+               sealed by the TPM2, derived from the Raspberry Pi OTP key)
+    identity migrate --to tpm2
+               move a file identity into the TPM2 (same key; the file is
+               overwritten and removed once the sealed form is proven to
+               decrypt; crash-safe)
     status [--json]
-               the applied bundle, the identity, the pinned signers (and where
-               they come from), ✓/✗ per secret (in the store, live under
-               /run); never values
+               the applied bundle, the identity and its binding, the pinned
+               signers (and where they come from), ✓/✗ per secret (in the
+               store, live under /run, its credentials); never values
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep):
-                    nothing outside it is read or written, no unit restarted
+                    nothing outside it is read or written, no unit restarted,
+                    this machine's TPM and OTP key never used (identity = tpm2,
+                    rpi-otp and credential-encrypted need
+                    $SEALED_FIRSTBOOT_TOOL_DIR: a directory holding the
+                    systemd-creds and rpi-fw-crypto to run instead)
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -71,7 +84,13 @@ second sealed-firstboot waits for the first (up to 5 minutes).
 
 CONFIGURATION (/etc/sealed-firstboot.conf, key = value lines):
     boot_dir = /boot/firmware   the boot partition's mount point
-    identity = generated        or ssh-host-key
+    identity = generated        or ssh-host-key, tpm2 (sealed by the TPM2),
+                                rpi-otp (derived from the Pi's OTP key)
+    tpm2_pcrs = 7+14            the PCRs a TPM-sealed identity is bound to
+                                (default none: updates never lock it out)
+    credential_key = host       for credential-encrypted: host, tpm2 or
+                                host+tpm2 (default host+tpm2 with
+                                identity = tpm2, else host)
     signer = sealed-signer1...  a pinned signer (one line each); with any,
                                 unsigned bundles are refused
     allow_path = /run/...       a /run prefix bundles may write to although
@@ -82,6 +101,7 @@ EXAMPLES:
     sealed-firstboot --root /mnt/device-root pubkey
     ssh root@kiosk-001 sealed-firstboot apply - < kiosk-001.bundle
     sealed-firstboot status --json
+    sealed-firstboot identity migrate --to tpm2
 ";
 
 struct Args {

@@ -442,3 +442,16 @@ fn with_identity_tpm2_encrypted_credentials_are_bound_to_the_tpm_too() {
     s.hw.apply(&mut c);
     assert!(!c.output().unwrap().status.success());
 }
+
+/// The README's table of the refused credential namespaces is the code's
+/// list: each namespace with its reason.
+#[test]
+fn the_readme_lists_every_system_credential_namespace_with_its_reason() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    for (ns, why) in sealed_firstboot::bundle::SYSTEM_CREDENTIALS {
+        assert!(
+            readme.contains(&format!("| `{ns}.*` | {why} |")),
+            "README.md does not list {ns}.* with its reason"
+        );
+    }
+}

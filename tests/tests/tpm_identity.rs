@@ -250,8 +250,10 @@ fn a_credential_of_another_name_is_not_taken_for_the_identity() {
         "-",
     ]);
     hw.apply(&mut enc);
-    let identity_text =
-        "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQS3FD2P5";
+    // A valid identity of someone else's choosing.
+    let theirs = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let identity_text = format!("{}\n", theirs.to_string().expose_secret());
     let other = output_with_stdin(&mut enc, identity_text.as_bytes());
     assert_success(&other, "stand-in encrypt");
     std::fs::remove_file(d.root.join(SEALED)).unwrap();

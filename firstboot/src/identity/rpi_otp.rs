@@ -68,7 +68,7 @@ pub fn derive(tool: &Tool) -> Result<Zeroizing<[u8; 32]>, RpiOtpError> {
         let hint = if why.contains("Key not set") {
             "the OTP device key is not provisioned: run rpi-otp-private-key once (see the README)"
         } else if why.contains("/dev/vcio") {
-            "this is no Raspberry Pi with the firmware crypto service (/dev/vcio is missing)"
+            "this is no Raspberry Pi with the firmware crypto service (no /dev/vcio_crypto or /dev/vcio)"
         } else if why.contains("locked") {
             "the key is locked for this operation"
         } else {
