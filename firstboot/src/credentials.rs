@@ -145,7 +145,13 @@ fn write_encrypted(
                 ),
             )
         };
-        let t = match tool.get_or_insert_with(|| tpm2::tool(root)) {
+        let t = match tool.get_or_insert_with(|| {
+            if key.uses_tpm2() {
+                tpm2::tool_for_tpm(root)
+            } else {
+                tpm2::tool(root)
+            }
+        }) {
             Ok(t) => t,
             Err(e) => {
                 report.failed.push(fail(e.to_string()));

@@ -176,12 +176,6 @@ impl PathPolicy {
     /// Whether a normalised device path may hold a secret, a template or
     /// the link made for one. The error names the directory and why.
     pub fn check(&self, path: &str) -> Result<(), String> {
-        if let Some(dir) = CREDENTIAL_DIRS.iter().find(|d| at_or_below(path, d)) {
-            return Err(format!(
-                "the path is in {dir}, where sealed-firstboot itself writes the secrets that name a credential; \
-                 set credential = \"NAME\" (or credential-encrypted) on the secret instead of a path there"
-            ));
-        }
         let Some((dir, why)) = forbidden_dir(path) else {
             return Ok(());
         };
@@ -198,25 +192,23 @@ impl PathPolicy {
         if self.allow.iter().any(|p| under(p)) || ALLOWED_WITHIN.iter().any(|(p, _)| inside(p)) {
             return Ok(());
         }
+        let instead = if CREDENTIAL_DIRS.contains(&dir) {
+            "; to hand a secret to systemd as a credential, set credential = \"NAME\" (or credential-encrypted) on it: sealed-firstboot writes /run/credstore itself"
+        } else {
+            ""
+        };
         Err(format!(
             "the path is in {dir}, which the system reads as code or configuration ({why}); \
              keep secrets under /run/secrets, or allow the prefix explicitly \
-             (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)"
+             (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe){instead}"
         ))
     }
 }
 
-/// The directories the agent writes credentials into itself: never a
-/// bundle's path, whatever the device allows.
+/// The directories where credentials are found, which sealed-firstboot
+/// writes itself for `credential = "NAME"` (refused to bundle paths by the
+/// default rule, like every directory of [`FORBIDDEN`]).
 pub const CREDENTIAL_DIRS: [&str; 2] = ["/run/credstore", "/run/credstore.encrypted"];
-
-fn at_or_below(path: &str, dir: &str) -> bool {
-    let (path, dir) = (path.to_ascii_lowercase(), dir.to_ascii_lowercase());
-    path == dir
-        || path
-            .strip_prefix(&dir)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
 
 /// The forbidden directory `path` is at or below, ASCII case ignored.
 pub fn forbidden_dir(path: &str) -> Option<(&'static str, &'static str)> {
@@ -297,17 +289,15 @@ mod tests {
         let p = PathPolicy::allowing(vec!["/run/credstore/tmpfiles.extra".into()]).unwrap();
         assert!(p.check_credential("tmpfiles.extra").is_ok());
         assert!(p.check_credential("sysusers.extra").is_err());
-        // Allowing a credential does not open /run/credstore to paths.
-        for path in [
-            "/run/credstore/tmpfiles.extra",
-            "/run/credstore/x",
-            "/run/CredStore.encrypted/x",
-        ] {
+        // Bundle paths there are refused by the default rule, pointing to
+        // credential = (an explicit allow_path opens exactly what it names).
+        for path in ["/run/credstore/x", "/run/CredStore.encrypted/x"] {
             assert!(
-                p.check(path).unwrap_err().contains("credential = "),
+                strict.check(path).unwrap_err().contains("credential = "),
                 "{path}"
             );
         }
+        assert!(p.check("/run/credstore/y").is_err());
     }
 
     #[test]

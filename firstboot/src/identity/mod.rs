@@ -305,7 +305,7 @@ pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
 }
 
 fn unseal_file(root: &Path, path: &Path, blob: &[u8]) -> Result<DeviceIdentity, IdentityError> {
-    let tool = tpm2::tool(root)?;
+    let tool = tpm2::tool_for_tpm(root)?;
     let text = tpm2::unseal(&tool, CREDENTIAL_NAME, blob).map_err(|e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
         other => IdentityError::Tpm2Unseal {
@@ -422,7 +422,7 @@ fn create_sealed(
     pcrs: &Pcrs,
 ) -> Result<DeviceIdentity, IdentityError> {
     let path = path_of(root, SEALED_FILE, "writing the device identity")?;
-    let tool = tpm2::tool(root)?;
+    let tool = tpm2::tool_for_tpm(root)?;
     let text = identity_text(&identity, source);
     let sealed =
         tpm2::seal(&tool, CREDENTIAL_NAME, "tpm2", pcrs, text.as_bytes()).map_err(|e| match e {
@@ -559,7 +559,7 @@ pub fn migrate_to_tpm2(root: &Path, config: &Config) -> Result<Migrated, Identit
     };
     let (identity, source) = parse_text(&file, &plain)?;
     let recipient = identity.to_public().to_string();
-    let tool = tpm2::tool(root)?;
+    let tool = tpm2::tool_for_tpm(root)?;
     let seal_err = |e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
         other => IdentityError::Tpm2Seal(other),

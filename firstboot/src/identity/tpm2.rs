@@ -70,6 +70,31 @@ pub fn tool(root: &Path) -> Result<Tool, ToolError> {
     )
 }
 
+/// How long to wait for the TPM's device node on the device: its driver
+/// may be a module that udev loads while sealed-firstboot already runs (an
+/// SPI TPM on a Raspberry Pi HAT: tpm_tis_spi).
+pub const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The systemd-creds of `root`, for an operation that needs the TPM2: on
+/// the device, once `/dev/tpmrm0` (or `/dev/tpm0`) is there, waiting at
+/// most [`DEVICE_WAIT`] for it (then systemd-creds says what is missing).
+pub fn tool_for_tpm(root: &Path) -> Result<Tool, ToolError> {
+    let tool = tool(root)?;
+    let on_device = std::env::var_os(super::tool::TOOL_DIR_ENV).is_none_or(|d| d.is_empty())
+        && crate::fsutil::is_host_root(root);
+    if on_device {
+        let started = std::time::Instant::now();
+        while !["/dev/tpmrm0", "/dev/tpm0"]
+            .iter()
+            .any(|d| Path::new(d).exists())
+            && started.elapsed() < DEVICE_WAIT
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(tool)
+}
+
 /// A sealed credential and the PCRs it is bound to.
 pub struct Sealed {
     /// What `systemd-creds encrypt` wrote (base64 text).
