@@ -126,6 +126,10 @@ fn write_encrypted(
     };
     let key = config.credential_key();
     let mut tool = None;
+    // A credential that could not be written now stays recorded (its old
+    // file, if any, is still ours), and the whole set is written again next
+    // time (the record then names no store).
+    let mut retry = false;
     for (name, entry, value) in wanted {
         let path = dir.join(name);
         let current = old.bundle_id == bundle_id
@@ -145,6 +149,11 @@ fn write_encrypted(
                 ),
             )
         };
+        // Recorded before the file exists: a crash in between leaves a
+        // name that the next run rewrites or removes, never a file of ours
+        // it does not know.
+        next.credentials
+            .insert((*name).to_owned(), entry.name.clone());
         let t = match tool.get_or_insert_with(|| {
             if key.uses_tpm2() {
                 tpm2::tool_for_tpm(root)
@@ -155,6 +164,7 @@ fn write_encrypted(
             Ok(t) => t,
             Err(e) => {
                 report.failed.push(fail(e.to_string()));
+                retry = true;
                 continue;
             }
         };
@@ -162,6 +172,7 @@ fn write_encrypted(
             Ok(s) => s,
             Err(e) => {
                 report.failed.push(fail(e.to_string()));
+                retry = true;
                 continue;
             }
         };
@@ -170,11 +181,6 @@ fn write_encrypted(
                 report.notes.push(note);
             }
         }
-        // Recorded before the file exists: a crash in between leaves a
-        // name that the next run rewrites or removes, never a file of ours
-        // it does not know.
-        next.credentials
-            .insert((*name).to_owned(), entry.name.clone());
         let mut union = next.credentials.clone();
         for (n, s) in &old.credentials {
             union.entry(n.clone()).or_insert_with(|| s.clone());
@@ -191,10 +197,13 @@ fn write_encrypted(
         match written {
             Ok(()) => report.encrypted.push((*name).to_owned()),
             Err(e) => {
-                next.credentials.remove(*name);
                 report.failed.push(fail(e.to_string()));
+                retry = true;
             }
         }
+    }
+    if retry {
+        next.bundle_id = String::new();
     }
     for (name, secret) in &old.credentials {
         if next.credentials.contains_key(name) || validate_credential_name(name).is_err() {

@@ -455,3 +455,55 @@ fn the_readme_lists_every_system_credential_namespace_with_its_reason() {
         );
     }
 }
+
+#[test]
+fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_time() {
+    if !stand_ins_available() {
+        return;
+    }
+    let s = Setup::new(RECIPE);
+    std::fs::write(
+        s.root.join("etc/sealed-firstboot.conf"),
+        "credential_key = tpm2\n",
+    )
+    .unwrap();
+    s.apply_recipe();
+    let enc = s.encrypted().join("app-api-token");
+    assert_eq!(s.decrypt("app-api-token"), b"MARKER-token-1");
+    // The TPM is gone while a rotation arrives: that credential fails
+    // alone (exit 4), the file stays (it is not "removed"), the rest is new.
+    std::fs::write(s.dir.join("token.txt"), "MARKER-token-2").unwrap();
+    s.hw.remove_tpm();
+    let recipient = stdout(&s.firstboot(&["pubkey"], None)).trim().to_string();
+    let out_dir = s.dir.parent().unwrap().join("later");
+    let out = build_image_cmd()
+        .arg("bundle")
+        .arg(s.dir.join("recipe.toml"))
+        .args([
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "bundle");
+    let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
+    let out = s.firstboot(&["apply", "-"], Some(&bundle));
+    assert_exit(&out, 4, "apply without the TPM");
+    let err = stderr(&out);
+    assert!(
+        err.contains("secret api_token was not unsealed: cannot write the encrypted credential"),
+        "{err}"
+    );
+    assert!(!err.contains("credentials removed"), "{err}");
+    assert!(enc.exists());
+    assert_eq!(
+        read(&s.root.join("run/secrets/api_token")),
+        "MARKER-token-2"
+    );
+    // The TPM is back: the next boot writes it, with the new value.
+    std::fs::remove_file(s.hw.tpm.join("absent")).unwrap();
+    s.ok(&["run"]);
+    assert_eq!(s.decrypt("app-api-token"), b"MARKER-token-2");
+}
