@@ -60,7 +60,9 @@ OPTIONS:
                     this machine's TPM and OTP key never used (identity = tpm2,
                     rpi-otp and credential-encrypted need
                     $SEALED_FIRSTBOOT_TOOL_DIR: a directory holding the
-                    systemd-creds and rpi-fw-crypto to run instead)
+                    systemd-creds and rpi-fw-crypto to run instead, owned by
+                    the caller or root; refused without --root, where the
+                    system's own tools run by absolute path, clean environment)
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)

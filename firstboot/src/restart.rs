@@ -69,7 +69,22 @@ pub fn run(plan: &Plan, root: &Path) -> Vec<Action> {
             });
             continue;
         }
-        let error = match Command::new("systemctl")
+        // The system's own systemctl, by absolute path, in a clean
+        // environment (never a caller's PATH or SYSTEMD_* variables).
+        let Some(systemctl) = crate::identity::tool::system_program("systemctl") else {
+            actions.push(Action {
+                verb,
+                units,
+                error: Some(
+                    "cannot run systemctl: not found in /usr/bin, /usr/sbin, /bin or /sbin".into(),
+                ),
+                ran: true,
+            });
+            continue;
+        };
+        let error = match Command::new(systemctl)
+            .env_clear()
+            .env("PATH", crate::identity::tool::CLEAN_PATH)
             .arg(verb)
             .arg("--")
             .args(&units)

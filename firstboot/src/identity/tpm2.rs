@@ -80,9 +80,7 @@ pub const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// most [`DEVICE_WAIT`] for it (then systemd-creds says what is missing).
 pub fn tool_for_tpm(root: &Path) -> Result<Tool, ToolError> {
     let tool = tool(root)?;
-    let on_device = std::env::var_os(super::tool::TOOL_DIR_ENV).is_none_or(|d| d.is_empty())
-        && crate::fsutil::is_host_root(root);
-    if on_device {
+    if tool.system {
         let started = std::time::Instant::now();
         while !["/dev/tpmrm0", "/dev/tpm0"]
             .iter()
