@@ -194,6 +194,12 @@ pub struct SecretSection {
     /// Units to `systemctl try-reload-or-restart` when it changes.
     #[serde(default)]
     pub reload_units: Vec<String>,
+    /// Also hand it to systemd as this credential: written to
+    /// `/run/credstore/NAME` at every unseal (`LoadCredential=NAME`).
+    pub credential: Option<String>,
+    /// Also encrypt it on the device with `systemd-creds` into
+    /// `/etc/credstore.encrypted/NAME` (`LoadCredentialEncrypted=NAME`).
+    pub credential_encrypted: Option<String>,
 }
 
 /// A template file: its text travels inside the bundle and is rendered into
@@ -218,6 +224,10 @@ pub struct TemplateSection {
     /// Units to reload when the rendered file changes.
     #[serde(default)]
     pub reload_units: Vec<String>,
+    /// The rendered file as a systemd credential (see secrets).
+    pub credential: Option<String>,
+    /// The rendered file as an encrypted systemd credential (see secrets).
+    pub credential_encrypted: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -444,6 +454,8 @@ impl Recipe {
             description: s.description.clone(),
             restart_units: s.restart_units.clone(),
             reload_units: s.reload_units.clone(),
+            credential: s.credential.clone(),
+            credential_encrypted: s.credential_encrypted.clone(),
         })
     }
 
@@ -463,6 +475,8 @@ impl Recipe {
             description: t.description.clone(),
             restart_units: t.restart_units.clone(),
             reload_units: t.reload_units.clone(),
+            credential: t.credential.clone(),
+            credential_encrypted: t.credential_encrypted.clone(),
         })
     }
 

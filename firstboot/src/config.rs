@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! boot_dir = /boot/firmware   # the boot partition's mount point
-//! identity = generated        # or ssh-host-key
+//! identity = generated        # or ssh-host-key, tpm2, rpi-otp
+//! tpm2_pcrs = 7+14            # identity = tpm2: PCRs to bind to (default none)
+//! credential_key = host       # credential-encrypted: host, tpm2 or host+tpm2
 //! signer = sealed-signer1…    # a pinned signer (repeat for several)
 //! allow_path = /run/…         # a /run prefix bundles may write to after all
 //! ```
@@ -19,23 +21,141 @@ pub const CONFIG_FILE: &str = "etc/sealed-firstboot.conf";
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
 /// How the device identity is created at the first provision. Once created
-/// it is persisted and never changes by itself.
+/// it never changes by itself (see `identity`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IdentityMode {
-    /// A fresh X25519 key (the default).
+    /// A fresh X25519 key, kept in a file (the default).
     #[default]
     Generated,
     /// Derived from `/etc/ssh/ssh_host_ed25519_key` as `ssh-to-age` does,
     /// so a controller can compute the recipient from `ssh-keyscan`.
     SshHostKey,
+    /// A fresh X25519 key, stored only sealed by the device's TPM2
+    /// (`systemd-creds encrypt --with-key=tpm2`).
+    Tpm2,
+    /// Derived at every boot from the Raspberry Pi's OTP device key
+    /// (`rpi-fw-crypto hmac`); never stored.
+    RpiOtp,
 }
 
 impl IdentityMode {
+    pub const ALL: [IdentityMode; 4] = [
+        IdentityMode::Generated,
+        IdentityMode::SshHostKey,
+        IdentityMode::Tpm2,
+        IdentityMode::RpiOtp,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IdentityMode::Generated => "generated",
             IdentityMode::SshHostKey => "ssh-host-key",
+            IdentityMode::Tpm2 => "tpm2",
+            IdentityMode::RpiOtp => "rpi-otp",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<IdentityMode> {
+        IdentityMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// The TPM2 PCRs a sealed identity or encrypted credential is bound to
+/// (`tpm2_pcrs = 7+14`): indexes 0 to 23, `+`-separated as systemd-creds
+/// takes them. Empty (the default, also `tpm2_pcrs = none`): bound to no
+/// PCR, so firmware, boot loader and kernel updates never lock the device
+/// out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pcrs(Vec<u8>);
+
+impl Pcrs {
+    /// No PCR.
+    pub fn none() -> Pcrs {
+        Pcrs(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn indexes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// `7+14`, sorted, each once; `none` for the empty list.
+    pub fn parse(s: &str) -> Result<Pcrs, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(Pcrs::none());
+        }
+        let mut out = Vec::new();
+        for part in s.split('+') {
+            let n: u8 = part
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= 23)
+                .ok_or_else(|| {
+                    format!("tpm2_pcrs: {part:?} is not a PCR index (0 to 23, joined by +, e.g. 7+14; or none)")
+                })?;
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(Pcrs(out))
+    }
+
+    /// The form `--tpm2-pcrs=` takes (empty for none).
+    pub fn arg(&self) -> String {
+        self.0
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    pub fn from_indexes(mut v: Vec<u8>) -> Pcrs {
+        v.sort_unstable();
+        v.dedup();
+        Pcrs(v)
+    }
+}
+
+impl std::fmt::Display for Pcrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&self.arg())
+        }
+    }
+}
+
+/// Which keys `systemd-creds encrypt` binds a `credential-encrypted`
+/// secret to (`credential_key = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKey {
+    /// `/var/lib/systemd/credential.secret` (on the same disk).
+    Host,
+    /// The TPM2 only.
+    Tpm2,
+    /// Both: the disk and this machine's TPM2.
+    HostTpm2,
+}
+
+impl CredentialKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKey::Host => "host",
+            CredentialKey::Tpm2 => "tpm2",
+            CredentialKey::HostTpm2 => "host+tpm2",
+        }
+    }
+
+    /// Whether the TPM2 takes part (then the PCRs apply).
+    pub fn uses_tpm2(self) -> bool {
+        self != CredentialKey::Host
     }
 }
 
@@ -45,6 +165,12 @@ pub struct Config {
     /// Absolute device path of the boot partition's mount point.
     pub boot_dir: Option<PathBuf>,
     pub identity: IdentityMode,
+    /// `identity = tpm2` (and TPM-bound encrypted credentials): the PCRs
+    /// the sealed form is bound to.
+    pub tpm2_pcrs: Pcrs,
+    /// `credential_key = …`; unset: `host+tpm2` with `identity = tpm2`,
+    /// else `host`.
+    pub credential_key: Option<CredentialKey>,
     /// The signers pinned here (`signer = …` lines): with any, only
     /// bundles signed by one of them are applied. A signed bundle may
     /// replace them with a list of its own (kept in the store).
@@ -55,6 +181,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The keys `credential-encrypted` secrets are bound to.
+    pub fn credential_key(&self) -> CredentialKey {
+        self.credential_key
+            .unwrap_or(if self.identity == IdentityMode::Tpm2 {
+                CredentialKey::HostTpm2
+            } else {
+                CredentialKey::Host
+            })
+    }
+
     /// Where bundles may put files on this device.
     pub fn path_policy(&self) -> PathPolicy {
         // Each prefix was checked when the file was parsed.
@@ -119,15 +255,24 @@ pub fn parse(text: &str) -> Result<Config, (usize, String)> {
                 config.boot_dir = Some(PathBuf::from(value));
             }
             "identity" => {
-                config.identity = match value {
-                    "generated" => IdentityMode::Generated,
-                    "ssh-host-key" => IdentityMode::SshHostKey,
+                config.identity = IdentityMode::parse(value).ok_or_else(|| {
+                    err(format!(
+                        "identity must be generated, ssh-host-key, tpm2 or rpi-otp, found {value:?}"
+                    ))
+                })?
+            }
+            "tpm2_pcrs" => config.tpm2_pcrs = Pcrs::parse(value).map_err(err)?,
+            "credential_key" => {
+                config.credential_key = Some(match value {
+                    "host" => CredentialKey::Host,
+                    "tpm2" => CredentialKey::Tpm2,
+                    "host+tpm2" => CredentialKey::HostTpm2,
                     other => {
                         return Err(err(format!(
-                            "identity must be generated or ssh-host-key, found {other:?}"
+                            "credential_key must be host, tpm2 or host+tpm2, found {other:?}"
                         )))
                     }
-                }
+                })
             }
             "signer" => {
                 let signer: Signer = value.parse().map_err(|e: String| err(e))?;
@@ -148,7 +293,7 @@ pub fn parse(text: &str) -> Result<Config, (usize, String)> {
             }
             other => {
                 return Err(err(format!(
-                    "unknown key {other:?} (known: boot_dir, identity, signer, allow_path)"
+                    "unknown key {other:?} (known: boot_dir, identity, tpm2_pcrs, credential_key, signer, allow_path)"
                 )))
             }
         }
@@ -196,12 +341,41 @@ mod tests {
     }
 
     #[test]
+    fn hardware_identities_pcrs_and_credential_keys() {
+        let c = parse("identity = tpm2\ntpm2_pcrs = 14+7+7\n").unwrap();
+        assert_eq!(c.identity, IdentityMode::Tpm2);
+        assert_eq!(c.tpm2_pcrs.indexes(), [7, 14]);
+        assert_eq!(c.tpm2_pcrs.arg(), "7+14");
+        assert_eq!(c.credential_key(), CredentialKey::HostTpm2);
+        let c = parse("identity = rpi-otp\ntpm2_pcrs = none\ncredential_key = tpm2").unwrap();
+        assert_eq!(c.identity, IdentityMode::RpiOtp);
+        assert!(c.tpm2_pcrs.is_empty());
+        assert_eq!(c.tpm2_pcrs.to_string(), "none");
+        assert_eq!(c.credential_key(), CredentialKey::Tpm2);
+        assert_eq!(Config::default().credential_key(), CredentialKey::Host);
+        assert!(Config::default().tpm2_pcrs.is_empty());
+        for bad in [
+            "tpm2_pcrs = 24",
+            "tpm2_pcrs = 7,14",
+            "tpm2_pcrs = 7+",
+            "tpm2_pcrs = -1",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.1.contains("PCR index"), "{bad}: {}", e.1);
+        }
+        assert!(parse("credential_key = auto")
+            .unwrap_err()
+            .1
+            .contains("host, tpm2 or host+tpm2"));
+    }
+
+    #[test]
     fn errors_name_the_line() {
         assert_eq!(parse("\nboot_dir=relative").unwrap_err().0, 2);
         assert!(parse("identity = both")
             .unwrap_err()
             .1
-            .contains("generated or ssh-host-key"));
+            .contains("generated, ssh-host-key, tpm2 or rpi-otp"));
         assert!(parse("colour = blue")
             .unwrap_err()
             .1

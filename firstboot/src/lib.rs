@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod bundle;
 pub mod config;
+pub mod credentials;
 pub mod fsutil;
 pub mod identity;
 pub mod provision;

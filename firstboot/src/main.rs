@@ -28,7 +28,10 @@ COMMANDS:
                identity), reseal every secret to the device identity into the
                store, then overwrite and delete bundle and key from the boot
                partition (a bundle refused for its signature is wiped too)
-    unseal     decrypt the store into /run/secrets (new generation, atomic swap)
+    unseal     decrypt the store into /run/secrets (new generation, atomic swap);
+               the secrets that name a credential also into /run/credstore
+               (credential = NAME) or /etc/credstore.encrypted
+               (credential-encrypted = NAME, through systemd-creds)
     apply FILE|- [--key FILE] [--no-restart]
                apply an update bundle (from `build-image bundle`) on a running
                device, from a file or standard input, with the same rules as
@@ -39,17 +42,29 @@ COMMANDS:
                unseal, and restart (try-restart) or reload the units that
                the changed secrets name in restart-units / reload-units (with
                --root, no unit of this machine: it says what it would run)
-    pubkey     print the device's age recipient (age1...); creates the
-               persisted identity if there is none yet
+    pubkey [--json]
+               print the device's age recipient (age1...); creates the
+               identity if there is none yet; says how it is bound (a file,
+               sealed by the TPM2, derived from the Raspberry Pi OTP key)
+    identity migrate --to tpm2
+               move a file identity into the TPM2 (same key; the file is
+               overwritten and removed once the sealed form is proven to
+               decrypt; crash-safe)
     status [--json]
-               the applied bundle, the identity, the pinned signers (and where
-               they come from), ✓/✗ per secret (in the store, live under
-               /run); never values
+               the applied bundle, the identity and its binding, the pinned
+               signers (and where they come from), ✓/✗ per secret (in the
+               store, live under /run, its credentials); never values
 
 OPTIONS:
     --root DIR      operate on the tree at DIR instead of / (tests, image prep):
-                    nothing outside it is read or written, no unit restarted;
-                    as root, a tree another user could change is refused
+                    nothing outside it is read or written, no unit restarted,
+                    as root, a tree another user could change is refused,
+                    this machine's TPM and OTP key never used (identity = tpm2,
+                    rpi-otp and credential-encrypted need
+                    $SEALED_FIRSTBOOT_TOOL_DIR: a directory holding the
+                    systemd-creds and rpi-fw-crypto to run instead, owned by
+                    the caller or root; refused without --root, where the
+                    system's own tools run by absolute path, clean environment)
     --boot-dir DIR  the boot partition mount point, absolute on the device
                     (default: boot_dir in /etc/sealed-firstboot.conf, else the
                     first of /boot/efi, /boot/firmware, /boot holding sealed-secrets/)
@@ -73,7 +88,13 @@ second sealed-firstboot waits for the first (up to 5 minutes).
 
 CONFIGURATION (/etc/sealed-firstboot.conf, key = value lines):
     boot_dir = /boot/firmware   the boot partition's mount point
-    identity = generated        or ssh-host-key
+    identity = generated        or ssh-host-key, tpm2 (sealed by the TPM2),
+                                rpi-otp (derived from the Pi's OTP key)
+    tpm2_pcrs = 7+14            the PCRs a TPM-sealed identity is bound to
+                                (default none: updates never lock it out)
+    credential_key = host       for credential-encrypted: host, tpm2 or
+                                host+tpm2 (default host+tpm2 with
+                                identity = tpm2, else host)
     signer = sealed-signer1...  a pinned signer (one line each); with any,
                                 unsigned bundles are refused
     allow_path = /run/...       a /run prefix bundles may write to although
@@ -84,6 +105,7 @@ EXAMPLES:
     sealed-firstboot --root /mnt/device-root pubkey
     ssh root@kiosk-001 sealed-firstboot apply - < kiosk-001.bundle
     sealed-firstboot status --json
+    sealed-firstboot identity migrate --to tpm2
 ";
 
 struct Args {
@@ -95,6 +117,8 @@ struct Args {
     key: Option<PathBuf>,
     no_restart: bool,
     json: bool,
+    /// `identity migrate --to BINDING`.
+    migrate_to: Option<String>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -106,7 +130,9 @@ fn parse_args() -> Result<Option<Args>, String> {
         key: None,
         no_restart: false,
         json: false,
+        migrate_to: None,
     };
+    let mut identity_verb: Option<String> = None;
     let mut command = None;
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
@@ -135,9 +161,20 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.key = Some(value(&mut it, "--key")?)
             }
             "--no-restart" if command.as_deref() == Some("apply") => args.no_restart = true,
-            "--json" if command.as_deref() == Some("status") => args.json = true,
-            "run" | "provision" | "unseal" | "pubkey" | "status" | "apply" if command.is_none() => {
+            "--json" if matches!(command.as_deref(), Some("status" | "pubkey")) => args.json = true,
+            "run" | "provision" | "unseal" | "pubkey" | "status" | "apply" | "identity"
+                if command.is_none() =>
+            {
                 command = Some(s)
+            }
+            "migrate" if command.as_deref() == Some("identity") && identity_verb.is_none() => {
+                identity_verb = Some(s)
+            }
+            "--to" if identity_verb.is_some() => {
+                args.migrate_to = Some(value(&mut it, "--to")?.to_string_lossy().into_owned())
+            }
+            _ if identity_verb.is_some() && s.starts_with("--to=") => {
+                args.migrate_to = Some(s["--to=".len()..].to_string())
             }
             _ if command.as_deref() == Some("apply") && args.file.is_none() => args.file = Some(s),
             _ => return Err(format!("unexpected argument {s:?}")),
@@ -146,6 +183,20 @@ fn parse_args() -> Result<Option<Args>, String> {
     args.command = command.ok_or("no command given")?;
     if args.command == "apply" && args.file.is_none() {
         return Err("apply needs a bundle file, or - for standard input".into());
+    }
+    if args.command == "identity" {
+        if identity_verb.is_none() {
+            return Err("identity needs a subcommand: identity migrate --to tpm2".into());
+        }
+        match args.migrate_to.as_deref() {
+            Some("tpm2") => {}
+            Some(other) => {
+                return Err(format!(
+                    "identity migrate --to {other:?}: only tpm2 (a file identity can move into the TPM2; rpi-otp derives another key, so it is chosen at the first provision)"
+                ))
+            }
+            None => return Err("identity migrate needs --to tpm2".into()),
+        }
     }
     Ok(Some(args))
 }
@@ -230,9 +281,29 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
         }
         "apply" => do_apply(args, &config, update.as_deref().unwrap_or_default()),
         "pubkey" => {
-            let device = identity::load_or_create(root, config.identity)
-                .context("loading the device identity")?;
-            println!("{}", device.recipient());
+            let device =
+                identity::load_or_create(root, &config).context("loading the device identity")?;
+            if let Some(note) = &device.note {
+                eprintln!("sealed-firstboot: {note}");
+            }
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "recipient": device.recipient().to_string(),
+                        "source": device.source.map(|s| s.as_str()),
+                        "binding": device.binding,
+                        "created": device.created,
+                    })
+                );
+            } else {
+                println!("{}", device.recipient());
+                eprintln!(
+                    "sealed-firstboot: the identity is {}{}",
+                    device.binding.describe(),
+                    if device.created { " (created now)" } else { "" }
+                );
+            }
             if let Some(derived) = identity::ssh_derived(root).unwrap_or(None) {
                 let derived = derived.to_public().to_string();
                 if derived != device.recipient().to_string() {
@@ -244,6 +315,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        "identity" => do_identity(root, &config, args),
         "status" => do_status(root, &config, args.json),
         other => bail!("unknown command {other}"),
     }
@@ -288,9 +360,18 @@ fn do_provision(args: &Args, config: &Config) -> Result<()> {
     let boot = provision::boot_dir_with(&args.root, args.boot_dir.as_deref(), config);
     match provision::provision_with(&args.root, &boot, now(), config).context("provisioning")? {
         Outcome::NoBundle => eprintln!("sealed-firstboot: no bundle in {}", boot.display()),
-        Outcome::Applied { bundle_id, secrets } => eprintln!(
-            "sealed-firstboot: applied bundle {bundle_id} ({secrets} secrets); bundle and key wiped"
-        ),
+        Outcome::Applied {
+            bundle_id,
+            secrets,
+            notes,
+        } => {
+            for note in notes {
+                eprintln!("sealed-firstboot: {note}");
+            }
+            eprintln!(
+                "sealed-firstboot: applied bundle {bundle_id} ({secrets} secrets); bundle and key wiped"
+            )
+        }
         Outcome::AlreadyApplied { bundle_id } => eprintln!(
             "sealed-firstboot: bundle {bundle_id} was already applied; bundle and key wiped"
         ),
@@ -322,10 +403,16 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
             bundle_id,
             secrets,
             partial,
-        } => eprintln!(
-            "sealed-firstboot: applied {} bundle {bundle_id} ({secrets} secrets)",
-            if partial { "partial" } else { "full" }
-        ),
+            notes,
+        } => {
+            for note in notes {
+                eprintln!("sealed-firstboot: {note}");
+            }
+            eprintln!(
+                "sealed-firstboot: applied {} bundle {bundle_id} ({secrets} secrets)",
+                if partial { "partial" } else { "full" }
+            )
+        }
     }
     let outcome = do_unseal(&args.root, config)?;
     let mut code = exit_for(&outcome, false);
@@ -385,10 +472,62 @@ fn do_unseal(root: &Path, config: &Config) -> Result<UnsealOutcome> {
         outcome.written.len(),
         outcome.generation
     );
+    if !outcome.credentials.is_empty() {
+        eprintln!(
+            "sealed-firstboot: credentials in /run/credstore: {}",
+            outcome.credentials.join(", ")
+        );
+    }
+    if !outcome.encrypted_credentials.is_empty() {
+        eprintln!(
+            "sealed-firstboot: encrypted credentials written to /etc/credstore.encrypted: {}",
+            outcome.encrypted_credentials.join(", ")
+        );
+    }
+    if !outcome.removed_credentials.is_empty() {
+        eprintln!(
+            "sealed-firstboot: credentials removed (their secrets left the store): {}",
+            outcome.removed_credentials.join(", ")
+        );
+    }
     for (name, why) in &outcome.failed {
         eprintln!("sealed-firstboot: error: secret {name} was not unsealed: {why}");
     }
     Ok(outcome)
+}
+
+fn print_binding(binding: Option<&identity::Binding>, config: &Config) {
+    let wanted = config.identity.as_str();
+    match binding {
+        None => {
+            println!("identity: none yet (created at the first provision: identity = {wanted})")
+        }
+        Some(b) => {
+            println!("identity binding: {} ({})", b.as_str(), b.describe());
+            let differs = match (b, config.identity) {
+                (identity::Binding::File, sealed_firstboot::config::IdentityMode::Tpm2) => {
+                    Some(" (move it with: sealed-firstboot identity migrate --to tpm2)")
+                }
+                (identity::Binding::File, sealed_firstboot::config::IdentityMode::RpiOtp) => Some(
+                    " (the binding is chosen at the first provision and never switches by itself)",
+                ),
+                (identity::Binding::Tpm2 { .. }, m)
+                    if m != sealed_firstboot::config::IdentityMode::Tpm2 =>
+                {
+                    Some("")
+                }
+                (identity::Binding::RpiOtp, m)
+                    if m != sealed_firstboot::config::IdentityMode::RpiOtp =>
+                {
+                    Some("")
+                }
+                _ => None,
+            };
+            if let Some(how) = differs {
+                println!("  note: the configuration says identity = {wanted}{how}");
+            }
+        }
+    }
 }
 
 fn print_signers(signers: &status::SignerStatus) {
@@ -405,13 +544,41 @@ fn print_signers(signers: &status::SignerStatus) {
     }
 }
 
+/// `identity migrate --to tpm2`.
+fn do_identity(root: &Path, config: &Config, args: &Args) -> Result<ExitCode> {
+    let _ = args;
+    match identity::migrate_to_tpm2(root, config).context("moving the identity into the TPM2")? {
+        identity::Migrated::Sealed {
+            recipient,
+            pcrs,
+            note,
+        } => {
+            if let Some(note) = note {
+                eprintln!("sealed-firstboot: {note}");
+            }
+            eprintln!(
+                "sealed-firstboot: the identity {recipient} is now sealed by this machine's TPM2 (/{}, PCRs: {pcrs}); the plain file was overwritten and removed",
+                identity::SEALED_FILE
+            );
+            if config.identity != sealed_firstboot::config::IdentityMode::Tpm2 {
+                eprintln!("sealed-firstboot: note: /etc/sealed-firstboot.conf does not say identity = tpm2; the sealed identity is used all the same (set it, so that a new identity would be sealed too)");
+            }
+        }
+        identity::Migrated::AlreadySealed { recipient } => eprintln!(
+            "sealed-firstboot: the identity {recipient} already is sealed by this machine's TPM2; nothing to do"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
+    let binding = identity::stored_binding(root).context("reading the device identity")?;
     let signers = status::signers(root, config).context("reading the store")?;
     let Some(st) = status::status(root).context("reading the store")? else {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "provisioned": false, "ok": false, "signers": signers })
+                serde_json::json!({ "provisioned": false, "ok": false, "signers": signers, "identity_binding": binding })
             );
         } else {
             println!(
@@ -419,6 +586,7 @@ fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
                 store::STORE_DIR
             );
             print_signers(&signers);
+            print_binding(binding.as_ref(), config);
         }
         return Ok(ExitCode::from(EXIT_STATUS_NOT_OK));
     };
@@ -426,6 +594,7 @@ fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&st)?;
         v["provisioned"] = true.into();
         v["signers"] = serde_json::to_value(&signers)?;
+        v["identity_binding"] = serde_json::to_value(&binding)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_signers(&signers);
@@ -448,6 +617,7 @@ fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
                 state.identity.as_deref().unwrap_or("origin not recorded")
             );
         }
+        print_binding(binding.as_ref(), config);
         for s in &st.secrets {
             println!(
                 "{} {:<24} {:<11} {:<32} {}:{} {}{}",
@@ -466,6 +636,21 @@ fn do_status(root: &Path, config: &Config, json: bool) -> Result<ExitCode> {
                     ""
                 }
             );
+            for (c, what) in [
+                (&s.credential, "credential /run/credstore/"),
+                (
+                    &s.credential_encrypted,
+                    "encrypted credential /etc/credstore.encrypted/",
+                ),
+            ] {
+                if let Some(c) = c {
+                    println!(
+                        "    {what}{}{}",
+                        c.name,
+                        if c.present { "" } else { "  (missing)" }
+                    );
+                }
+            }
         }
     }
     Ok(if st.ok {

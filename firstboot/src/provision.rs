@@ -68,6 +68,8 @@ pub enum ProvisionError {
     KeyNeeded,
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("{0}; the bundle and its key are kept")]
+    NoIdentity(IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -84,8 +86,13 @@ pub enum ProvisionError {
 pub enum Outcome {
     /// No bundle on the boot partition.
     NoBundle,
-    /// A new bundle was applied; the bundle and key are wiped.
-    Applied { bundle_id: String, secrets: usize },
+    /// A new bundle was applied; the bundle and key are wiped. `notes`:
+    /// what the journal should say (how a new identity was bound).
+    Applied {
+        bundle_id: String,
+        secrets: usize,
+        notes: Vec<String>,
+    },
     /// The bundle was applied before a crash; only the wipe was left to do.
     AlreadyApplied { bundle_id: String },
     /// What was on the boot partition was the remains of an interrupted
@@ -225,10 +232,14 @@ pub fn provision_with(
         finish_wipe(&bundle_path, &key_path)?;
         return Err(e);
     }
-    let secrets = commit(root, &store, opened, now, config, current.as_ref())?;
+    let (secrets, notes) = commit(root, &store, opened, now, config, current.as_ref())?;
     failpoint("provision-before-wipe");
     finish_wipe(&bundle_path, &key_path)?;
-    Ok(Outcome::Applied { bundle_id, secrets })
+    Ok(Outcome::Applied {
+        bundle_id,
+        secrets,
+        notes,
+    })
 }
 
 /// What [`apply`] did.
@@ -239,6 +250,7 @@ pub enum Applied {
         bundle_id: String,
         secrets: usize,
         partial: bool,
+        notes: Vec<String>,
     },
     /// The store already holds this very bundle: nothing to do.
     AlreadyApplied { bundle_id: String },
@@ -302,11 +314,12 @@ pub fn apply(
     )?;
     check_order(&header, current.as_ref(), false)?;
     let partial = opened.contents.manifest.partial;
-    let secrets = commit(root, &store, opened, now, config, current.as_ref())?;
+    let (secrets, notes) = commit(root, &store, opened, now, config, current.as_ref())?;
     Ok(Applied::Applied {
         bundle_id,
         secrets,
         partial,
+        notes,
     })
 }
 
@@ -382,7 +395,9 @@ fn check_order(
 /// full bundle, checked as one. A signer list the bundle carries becomes
 /// the pinned list, kept with the new store (else the current list is
 /// carried over). Returns how many entries (secrets and templates) the
-/// bundle held.
+/// bundle held, and what the journal should say. A device identity that
+/// cannot be created (no usable TPM2 for `identity = tpm2`) fails here,
+/// before the store changes: the bundle is kept.
 fn commit(
     root: &Path,
     store: &Store,
@@ -390,7 +405,7 @@ fn commit(
     now: u64,
     config: &Config,
     current: Option<&Current>,
-) -> Result<usize, ProvisionError> {
+) -> Result<(usize, Vec<String>), ProvisionError> {
     let bundle::Opened { header, contents } = opened;
     let secrets = contents.manifest.entries().count();
     let signers = match &contents.manifest.signers {
@@ -425,7 +440,15 @@ fn commit(
             full
         }
     };
-    let device = identity::load_or_create(root, config.identity)?;
+    let device = identity::load_or_create(root, config).map_err(ProvisionError::NoIdentity)?;
+    let mut notes: Vec<String> = device.note.clone().into_iter().collect();
+    if device.created {
+        notes.push(format!(
+            "created the device identity {} ({})",
+            device.recipient(),
+            device.binding.describe()
+        ));
+    }
     let state = State {
         bundle_id: header.bundle_id_hex(),
         created_at: header.created_at,
@@ -442,7 +465,7 @@ fn commit(
         &state,
         signers.as_ref(),
     )?;
-    Ok(secrets)
+    Ok((secrets, notes))
 }
 
 /// The store's secrets with those of a partial bundle replacing (or

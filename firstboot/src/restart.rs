@@ -133,6 +133,8 @@ mod tests {
             description: None,
             restart_units: restart.iter().map(|s| s.to_string()).collect(),
             reload_units: reload.iter().map(|s| s.to_string()).collect(),
+            credential: None,
+            credential_encrypted: None,
         }
     }
 

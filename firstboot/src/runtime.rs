@@ -21,6 +21,7 @@
 //! groups, link locations, `/run/secrets` itself) is checked before anything
 //! is written; a failure before the swap removes the new generation.
 
+mod credstore;
 mod error;
 mod fsops;
 mod links;
@@ -28,6 +29,7 @@ mod mount;
 #[cfg(test)]
 mod tests;
 
+pub use credstore::{Credential, CredstoreReport, CREDSTORE_DIR};
 pub use error::{RuntimeError, UnresolvedAccount};
 pub use links::{OUTSIDE_DIR, STATE_FILE};
 pub use mount::RAMFS_MAGIC;
@@ -228,6 +230,16 @@ pub fn unseal(
             .filter_map(|p| p.link.as_ref().map(|l| l.path.to_owned()))
             .collect(),
     })
+}
+
+/// Write the secrets that name a credential into `ROOT/run/credstore`
+/// (see [`credstore`]).
+pub fn write_credentials(
+    root: &Path,
+    creds: &[Credential<'_>],
+    opts: &UnsealOptions,
+) -> Result<CredstoreReport, RuntimeError> {
+    credstore::write(root, creds, opts)
 }
 
 /// Remove `ROOT/run/secrets`, the links we created, every generation and

@@ -58,7 +58,21 @@ pub struct SecretStatus {
     pub sealed: bool,
     /// Its path exists under `/run`.
     pub live: bool,
+    /// The systemd credential it is handed over as, and whether
+    /// `/run/credstore/NAME` exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialStatus>,
+    /// The encrypted credential, and whether
+    /// `/etc/credstore.encrypted/NAME` exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_encrypted: Option<CredentialStatus>,
     pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialStatus {
+    pub name: String,
+    pub present: bool,
 }
 
 /// The status of `root`, or `None` when nothing was ever provisioned.
@@ -82,6 +96,20 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
             )
             .is_ok_and(|m| m.is_file());
             let live = exists_in_root(root, &e.path);
+            let cred = |name: &Option<String>, dir: &str| {
+                name.as_ref().map(|n| CredentialStatus {
+                    name: n.clone(),
+                    present: std::fs::symlink_metadata(root.join(dir).join(n))
+                        .is_ok_and(|m| m.is_file()),
+                })
+            };
+            let credential = cred(&e.credential, "run/credstore");
+            let credential_encrypted =
+                cred(&e.credential_encrypted, crate::credentials::ENCRYPTED_DIR);
+            let creds_ok = [&credential, &credential_encrypted]
+                .into_iter()
+                .flatten()
+                .all(|c| c.present);
             SecretStatus {
                 name: e.name.clone(),
                 kind: e.kind.as_str().to_owned(),
@@ -96,7 +124,9 @@ pub fn status(root: &Path) -> Result<Option<Status>, StoreError> {
                 mode: format!("{:04o}", e.mode),
                 sealed,
                 live,
-                ok: sealed && live,
+                credential,
+                credential_encrypted,
+                ok: sealed && live && creds_ok,
             }
         })
         .collect();

@@ -7,6 +7,7 @@
 
 use crate::bundle;
 use crate::config::{self, Config, ConfigError, IdentityMode};
+use crate::credentials;
 use crate::identity::{self, IdentityError, IdentitySource};
 use crate::runtime::{self, RuntimeError, SecretFile, UnsealOptions};
 use crate::store::{Current, Store, StoreError};
@@ -43,6 +44,12 @@ pub struct UnsealOutcome {
     pub failed: Vec<(String, String)>,
     /// Something the journal should say (an identity migration).
     pub notes: Vec<String>,
+    /// Credentials written to `/run/credstore`.
+    pub credentials: Vec<String>,
+    /// Encrypted credentials written now to `/etc/credstore.encrypted`.
+    pub encrypted_credentials: Vec<String>,
+    /// Credentials removed (their secret left the store).
+    pub removed_credentials: Vec<String>,
 }
 
 /// Unseal the current store of `root` into `ROOT/run/secrets`.
@@ -156,6 +163,14 @@ pub fn unseal_store_with(
         }
     }
     let report = runtime::unseal(root, &files, opts)?;
+    // What was unsealed is also handed to systemd as the credentials the
+    // entries name (a secret that failed fails alone, credential and all).
+    let unsealed: Vec<(&bundle::SecretEntry, &[u8])> = files
+        .iter()
+        .filter(|f| report.written.contains(&f.entry.name))
+        .map(|f| (f.entry, f.value))
+        .collect();
+    let creds = credentials::write(root, config, opts, &unsealed, &current.state.bundle_id)?;
     outcome.generation = report.generation;
     outcome.written = report.written;
     outcome.changed = report.changed;
@@ -165,6 +180,11 @@ pub fn unseal_store_with(
             .iter()
             .map(|u| (u.secret.clone(), u.error.to_string())),
     );
+    outcome.failed.extend(creds.failed);
+    outcome.notes.extend(creds.notes);
+    outcome.credentials = creds.plain;
+    outcome.encrypted_credentials = creds.encrypted;
+    outcome.removed_credentials = creds.removed;
     Ok(outcome)
 }
 
@@ -188,6 +208,7 @@ pub(crate) fn store_identity(
     };
     let persisted = identity::load(root)?;
     if let Some(p) = &persisted {
+        notes.extend(p.note.clone());
         if fits(&p.identity) {
             return Ok(p.identity.clone());
         }

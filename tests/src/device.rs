@@ -35,6 +35,8 @@ pub fn contents_owned(secrets: &[(&str, &str, &str)]) -> Contents {
             description: None,
             restart_units: Vec::new(),
             reload_units: Vec::new(),
+            credential: None,
+            credential_encrypted: None,
         });
     }
     Contents {

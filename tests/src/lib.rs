@@ -5,6 +5,7 @@
 //! re-exported here.
 
 pub mod device;
+pub mod hardware;
 pub mod http;
 pub mod pi;
 pub mod serve;

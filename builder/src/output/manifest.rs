@@ -450,6 +450,8 @@ mod tests {
                     description: None,
                     restart_units: Vec::new(),
                     reload_units: Vec::new(),
+                    credential: None,
+                    credential_encrypted: None,
                 })
                 .collect(),
             templates: Vec::new(),

@@ -60,6 +60,27 @@ pub struct SecretEntry {
     /// systemd units to `try-reload-or-restart` when this secret changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reload_units: Vec<String>,
+    /// A systemd credential name: at every unseal the value is also
+    /// written to `/run/credstore/NAME` (ramfs, root, 0400), where
+    /// `LoadCredential=NAME` finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// A systemd credential name: the value is encrypted on the device by
+    /// `systemd-creds encrypt` into `/etc/credstore.encrypted/NAME`
+    /// (`LoadCredentialEncrypted=NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_encrypted: Option<String>,
+}
+
+impl SecretEntry {
+    /// The credential names it asks for: `(encrypted, name)`.
+    pub fn credentials(&self) -> impl Iterator<Item = (bool, &str)> {
+        self.credential
+            .as_deref()
+            .map(|n| (false, n))
+            .into_iter()
+            .chain(self.credential_encrypted.as_deref().map(|n| (true, n)))
+    }
 }
 
 /// The manifest of a bundle (and of the device store).
@@ -170,6 +191,9 @@ pub fn check_policy(s: &SecretEntry, paths: &PathPolicy) -> Result<(), EntryErro
             s.mode
         )));
     }
+    for (_, name) in s.credentials() {
+        paths.check_credential(name).map_err(err)?;
+    }
     paths.check(&s.path).map_err(err)
 }
 
@@ -204,7 +228,32 @@ pub fn validate_entry(s: &SecretEntry) -> Result<(), EntryError> {
     for unit in s.restart_units.iter().chain(&s.reload_units) {
         validate_unit(unit).map_err(err)?;
     }
+    for (encrypted, name) in s.credentials() {
+        validate_credential_name(name).map_err(|e| {
+            err(format!(
+                "{}: {e}",
+                if encrypted {
+                    "credential-encrypted"
+                } else {
+                    "credential"
+                }
+            ))
+        })?;
+    }
     Ok(())
+}
+
+/// A systemd credential name as this tool writes it: 1 to 255 of
+/// `[A-Za-z0-9_.-]`, not starting with `.` or `-` (a file name in
+/// `/run/credstore`; systemd takes any valid file name).
+pub fn validate_credential_name(name: &str) -> Result<(), String> {
+    if is_plain_name(name, 255, &['.', '-']) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a credential name: use 1 to 255 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+        ))
+    }
 }
 
 /// Most units a secret may name (restart and reload together).
@@ -263,13 +312,14 @@ pub fn check_units(s: &SecretEntry) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// Names and paths are unique, and no path is the parent directory of
-/// another (a file cannot also be a directory).
+/// Names, paths and credential names are unique, and no path is the
+/// parent directory of another (a file cannot also be a directory).
 pub fn check_clashes<'a>(
     entries: impl IntoIterator<Item = &'a SecretEntry>,
 ) -> Result<(), EntryError> {
     let mut names = BTreeSet::new();
     let mut paths: std::collections::BTreeMap<&str, &str> = Default::default();
+    let mut credentials: std::collections::BTreeMap<(bool, &str), &str> = Default::default();
     for s in entries {
         let err = |reason: String| EntryError {
             name: s.name.clone(),
@@ -281,6 +331,18 @@ pub fn check_clashes<'a>(
         }
         if let Some(other) = paths.insert(s.path.as_str(), s.name.as_str()) {
             return Err(err(format!("the path is also used by secret {other}")));
+        }
+        for (encrypted, cred) in s.credentials() {
+            if let Some(other) = credentials.insert((encrypted, cred), s.name.as_str()) {
+                return Err(err(format!(
+                    "the {} {cred:?} is also set by secret {other}",
+                    if encrypted {
+                        "credential-encrypted"
+                    } else {
+                        "credential"
+                    }
+                )));
+            }
         }
     }
     for (path, name) in &paths {

@@ -32,11 +32,14 @@ pub use header::{
 pub use key::{hex, ImageKey, KeyId};
 pub use manifest::{
     check_clashes, check_policy, check_signers, check_units, is_plain_name, validate_account,
-    validate_device_path, validate_entry, validate_name, validate_unit, EntryError, Manifest,
-    SecretEntry, SecretType, MAX_ACCOUNT_ID, MAX_SIGNERS,
+    validate_credential_name, validate_device_path, validate_entry, validate_name, validate_unit,
+    EntryError, Manifest, SecretEntry, SecretType, MAX_ACCOUNT_ID, MAX_SIGNERS,
 };
 pub use open::{open, open_file, open_with, read_bundle_file, verify, OpenWith, Opened, Policy};
-pub use paths::{forbidden_dir, PathPolicy, ALLOWED_WITHIN, FORBIDDEN};
+pub use paths::{
+    credstore_path, forbidden_dir, system_credential, PathPolicy, ALLOWED_WITHIN, CREDENTIAL_DIRS,
+    FORBIDDEN, SYSTEM_CREDENTIALS,
+};
 pub use payload::Contents;
 pub use seal::{seal, seal_bundle, seal_signed, seal_stamped, seal_with, SealTo, Sealing};
 pub use sign::{Signer, SigningKey, SIGNATURE_LEN};

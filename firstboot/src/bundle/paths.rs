@@ -69,6 +69,56 @@ pub const ALLOWED_WITHIN: &[(&str, &str)] = &[(
     "NetworkManager connection profiles (keyfiles, 0600 root), the intended home of Wi-Fi templates; a profile configures a network and runs nothing",
 )];
 
+/// The credential namespaces systemd and its components read as system
+/// configuration (systemd.system-credentials(7)): a credential of that
+/// name in `/run/credstore` (or `/etc/credstore.encrypted`) configures the
+/// system at the next boot or service start. A secret's `credential` or
+/// `credential-encrypted` name is refused when its first dot-separated
+/// part (ASCII case ignored) is one of these, unless the device allows
+/// `/run/credstore/NAME` explicitly (`allow_path`; `[policy] allow-paths`
+/// in the recipe).
+pub const SYSTEM_CREDENTIALS: &[(&str, &str)] = &[
+    ("tmpfiles", "tmpfiles.extra: systemd-tmpfiles lines, which create, write and chown any path as root"),
+    ("sysusers", "sysusers.extra: users and groups systemd-sysusers creates"),
+    ("passwd", "passwd.hashed-password.*, passwd.plaintext-password.*, passwd.shell.*: passwords and shells of system users (root)"),
+    ("userdb", "userdb.user.*, userdb.group.*: user and group records"),
+    ("home", "home.create.*: home directories systemd-homed creates"),
+    ("systemd", "systemd.extra-unit.*, systemd.unit-dropin.*: units and drop-ins systemd runs"),
+    ("udev", "udev.conf.*, udev.rules.*: udev configuration and rules (RUN+= runs programs as root)"),
+    ("sysctl", "sysctl.extra: kernel parameters"),
+    ("fstab", "fstab.extra: file systems mounted at boot"),
+    ("network", "network.*: networkd, netdev, link and WireGuard configuration, DNS, /etc/hosts"),
+    ("ssh", "ssh.authorized_keys.root, ssh.listen: who logs in as root over SSH, and where sshd listens"),
+    ("login", "login.issue, login.motd, login.noauth: texts shown at login, logins without authentication"),
+    ("agetty", "agetty.autologin: a console logged in without a password"),
+    ("getty", "getty.ttys.*: the terminals gettys run on"),
+    ("tty", "tty.*: terminal settings"),
+    ("shell", "shell.prompt.*, shell.welcome: what every shell prints"),
+    ("firstboot", "firstboot.*: keymap, locale and time zone systemd-firstboot sets"),
+    ("vconsole", "vconsole.*: the console keymap and font"),
+    ("system", "system.machine_id, system.hostname: the machine's identity"),
+    ("cryptsetup", "cryptsetup.*: disk passphrases and PINs"),
+    ("journal", "journal.*: where the journal is stored and forwarded"),
+    ("vmm", "vmm.notify_socket: where the system reports its state"),
+    ("import", "import.*: images systemd-importd downloads"),
+    ("io", "io.systemd.*: systemd's own interfaces"),
+];
+
+/// The system credential namespace `name` is in, ASCII case ignored.
+pub fn system_credential(name: &str) -> Option<(&'static str, &'static str)> {
+    let first = name.split('.').next().unwrap_or_default();
+    SYSTEM_CREDENTIALS
+        .iter()
+        .copied()
+        .find(|(ns, _)| first.eq_ignore_ascii_case(ns))
+}
+
+/// Where systemd looks for the credential `name` (the device path the
+/// `allow_path` rule is written for).
+pub fn credstore_path(name: &str) -> String {
+    format!("/run/credstore/{name}")
+}
+
 /// The `/run` prefixes a device (or a recipe) allows besides the default
 /// rule. Empty: the default rule alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,6 +148,33 @@ impl PathPolicy {
         &self.allow
     }
 
+    /// Whether `path` is at or below a prefix allowed explicitly.
+    pub fn allows_explicitly(&self, path: &str) -> bool {
+        self.allow.iter().any(|p| {
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Whether a secret may be handed to systemd as the credential `name`:
+    /// not a system credential, unless `/run/credstore/NAME` is allowed
+    /// explicitly. The error names the namespace and why.
+    pub fn check_credential(&self, name: &str) -> Result<(), String> {
+        let Some((ns, why)) = system_credential(name) else {
+            return Ok(());
+        };
+        if self.allows_explicitly(&credstore_path(name)) {
+            return Ok(());
+        }
+        Err(format!(
+            "the credential name {name:?} is in systemd's {ns}.* namespace, which configures the system ({why}); \
+             choose another name, or allow it explicitly (allow_path = {} in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)",
+            credstore_path(name)
+        ))
+    }
+
     /// Whether a normalised device path may hold a secret, a template or
     /// the link made for one. The error names the directory and why.
     pub fn check(&self, path: &str) -> Result<(), String> {
@@ -118,10 +195,15 @@ impl PathPolicy {
         if self.allow.iter().any(|p| under(p)) || ALLOWED_WITHIN.iter().any(|(p, _)| inside(p)) {
             return Ok(());
         }
+        let instead = if CREDENTIAL_DIRS.contains(&dir) {
+            "; to hand a secret to systemd as a credential, set credential = \"NAME\" (or credential-encrypted) on it: sealed-firstboot writes /run/credstore itself"
+        } else {
+            ""
+        };
         Err(format!(
             "the path is in {dir}, which the system reads as code or configuration ({why}); \
              keep secrets under /run/secrets, or allow the prefix explicitly \
-             (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe)"
+             (allow_path in /etc/sealed-firstboot.conf on the device, [policy] allow-paths in the recipe){instead}"
         ))
     }
 }
@@ -160,6 +242,11 @@ fn look_alike(path: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The directories where credentials are found, which sealed-firstboot
+/// writes itself for `credential = "NAME"` (refused to bundle paths by the
+/// default rule, like every directory of [`FORBIDDEN`]).
+pub const CREDENTIAL_DIRS: [&str; 2] = ["/run/credstore", "/run/credstore.encrypted"];
 
 /// The forbidden directory `path` is at or below, ASCII case ignored.
 pub fn forbidden_dir(path: &str) -> Option<(&'static str, &'static str)> {
@@ -236,6 +323,42 @@ mod tests {
         ] {
             assert!(strict.check(ok).is_ok(), "{ok} refused");
         }
+    }
+
+    #[test]
+    fn system_credentials_are_refused_unless_allowed() {
+        let strict = PathPolicy::strict();
+        for (ns, _) in SYSTEM_CREDENTIALS {
+            for name in [
+                format!("{ns}.extra"),
+                format!("{}.x", ns.to_uppercase()),
+                ns.to_string(),
+            ] {
+                let e = strict.check_credential(&name).unwrap_err();
+                assert!(e.contains(&format!("{ns}.*")), "{name}: {e}");
+            }
+        }
+        for ok in [
+            "app-db-password",
+            "wifi_psk",
+            "myapp.token",
+            "tmpfilesx.extra",
+            "systemdx",
+        ] {
+            assert!(strict.check_credential(ok).is_ok(), "{ok} refused");
+        }
+        let p = PathPolicy::allowing(vec!["/run/credstore/tmpfiles.extra".into()]).unwrap();
+        assert!(p.check_credential("tmpfiles.extra").is_ok());
+        assert!(p.check_credential("sysusers.extra").is_err());
+        // Bundle paths there are refused by the default rule, pointing to
+        // credential = (an explicit allow_path opens exactly what it names).
+        for path in ["/run/credstore/x", "/run/CredStore.encrypted/x"] {
+            assert!(
+                strict.check(path).unwrap_err().contains("credential = "),
+                "{path}"
+            );
+        }
+        assert!(p.check("/run/credstore/y").is_err());
     }
 
     #[test]

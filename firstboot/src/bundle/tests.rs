@@ -15,6 +15,8 @@ fn entry(name: &str, kind: SecretType) -> SecretEntry {
         description: None,
         restart_units: Vec::new(),
         reload_units: Vec::new(),
+        credential: None,
+        credential_encrypted: None,
     }
 }
 

@@ -28,6 +28,11 @@ pub(super) fn is_mount_point(parent: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> io:
 /// `/proc/self/fd` mounts on exactly the directory we opened without
 /// following symbolic links, rather than re-resolving the path.
 pub(super) fn mount_ramfs(dir: BorrowedFd<'_>, host_path: &Path) -> io::Result<()> {
+    mount_ramfs_mode(dir, host_path, 0o751)
+}
+
+/// [`mount_ramfs`] with the root directory's `mode`.
+pub(super) fn mount_ramfs_mode(dir: BorrowedFd<'_>, host_path: &Path, mode: u32) -> io::Result<()> {
     let proc_fd = Path::new("/proc/self/fd");
     let target = if proc_fd.is_dir() {
         proc_fd.join(dir.as_raw_fd().to_string())
@@ -35,6 +40,7 @@ pub(super) fn mount_ramfs(dir: BorrowedFd<'_>, host_path: &Path) -> io::Result<(
         PathBuf::from(host_path)
     };
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    mount("ramfs", &target, "ramfs", flags, Some(c"mode=0751"))?;
+    let data = std::ffi::CString::new(format!("mode={mode:04o}")).map_err(io::Error::other)?;
+    mount("ramfs", &target, "ramfs", flags, Some(data.as_c_str()))?;
     Ok(())
 }

@@ -38,6 +38,8 @@ fn owned(name: &str, path: &str, mode: u32, owner: &str, group: &str) -> SecretE
         description: None,
         restart_units: Vec::new(),
         reload_units: Vec::new(),
+        credential: None,
+        credential_encrypted: None,
     }
 }
 

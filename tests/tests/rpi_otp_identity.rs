@@ -1,0 +1,196 @@
+//! `identity = rpi-otp` through the real `sealed-firstboot` binary and the
+//! stand-in `rpi-fw-crypto` (tests/data/stand-ins: main.c's arguments,
+//! output, messages and exit codes, the firmware simulated with a key from
+//! the environment).
+
+use sealed_image_tests::device::{map, DeviceTree as Device};
+use sealed_image_tests::hardware::{stand_ins_available, StandIns};
+use sealed_image_tests::*;
+use std::process::Output;
+
+const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
+const KEY: &str = "4f1c2a9e6b7d3e5f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5";
+const OTHER_KEY: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+const MARKER: &str = "var/lib/sealed-secrets/identity.rpi-otp";
+
+fn otp_device() -> Option<(Device, StandIns)> {
+    if !stand_ins_available() || !require_tool_from("age-keygen", "age") {
+        return None;
+    }
+    let d = Device::new();
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = rpi-otp\n",
+    )
+    .unwrap();
+    let mut hw = StandIns::new();
+    hw.set_otp_key(Some(KEY));
+    Some((d, hw))
+}
+
+fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
+    let mut c = d.cmd(args[0]);
+    c.args(&args[1..]);
+    hw.apply(&mut c);
+    c.output().unwrap()
+}
+
+fn ok(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
+    let out = run(d, hw, args);
+    assert_success(&out, args.join(" "));
+    device::assert_no_marker(&out);
+    out
+}
+
+/// The recipient the derivation must give, computed apart from the agent:
+/// HMAC-SHA256(key, label) and HKDF-SHA256 by Python's hmac module, the
+/// X25519 public key by `age-keygen -y`.
+fn expected_recipient(key_hex: &str) -> String {
+    let py = r#"
+import hashlib, hmac, sys
+key = bytes.fromhex(sys.argv[1])
+mac = hmac.new(key, b"sealed-image device identity v1", hashlib.sha256).digest()
+prk = hmac.new(b"sealed-image rpi-otp", mac, hashlib.sha256).digest()
+okm = hmac.new(prk, b"age X25519 identity" + b"\x01", hashlib.sha256).digest()
+print(okm.hex())
+"#;
+    let out = command("python3")
+        .args(["-c", py, key_hex])
+        .output()
+        .unwrap();
+    assert_success(&out, "python3 derivation");
+    let scalar: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&stdout(&out).trim()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let hrp = bech32::Hrp::parse("age-secret-key-").unwrap();
+    let secret = bech32::encode::<bech32::Bech32>(hrp, &scalar)
+        .unwrap()
+        .to_uppercase();
+    let mut keygen = command("age-keygen");
+    keygen.arg("-y");
+    let out = output_with_stdin(&mut keygen, format!("{secret}\n").as_bytes());
+    assert_success(&out, "age-keygen -y");
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
+    let Some((d, hw)) = otp_device() else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(SECRETS));
+    let pubkey = stdout(&ok(&d, &hw, &["pubkey"])).trim().to_string();
+    assert_eq!(pubkey, expected_recipient(KEY));
+    assert_eq!(d.state().recipient.as_deref(), Some(pubkey.as_str()));
+    // Nothing secret on disk: no identity file, no sealed form; the marker
+    // says what the identity is and holds its public key only.
+    assert!(!d.identity_file().exists());
+    assert!(!d.root.join("var/lib/sealed-secrets/identity.tpm2").exists());
+    let marker = std::fs::read_to_string(d.root.join(MARKER)).unwrap();
+    assert!(
+        marker.contains(&format!("# public key: {pubkey}")),
+        "{marker}"
+    );
+    assert!(
+        marker.contains("sealed-image device identity v1"),
+        "{marker}"
+    );
+    assert!(files_containing(&d.root, b"AGE-SECRET-KEY-1").is_empty());
+    // rpi-fw-crypto was asked exactly as its main.c parses it; the label
+    // went to its standard input (no file), the HMAC came back in hex.
+    let calls = hw.otp_calls();
+    assert!(!calls.is_empty());
+    for c in &calls {
+        assert_eq!(
+            c,
+            &[
+                "hmac",
+                "--in",
+                "/proc/self/fd/0",
+                "--key-id",
+                "1",
+                "--outform",
+                "hex"
+            ]
+        );
+    }
+    // Every boot derives it again.
+    let before = calls.len();
+    ok(&d, &hw, &["run"]);
+    assert!(hw.otp_calls().len() > before);
+    assert_eq!(d.live(), map(SECRETS));
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&d, &hw, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["identity_binding"]["kind"], "rpi-otp");
+    let err = stderr(&ok(&d, &hw, &["pubkey"]));
+    assert!(
+        err.contains("derived at every boot from the Raspberry Pi OTP device key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
+    let Some((d, mut hw)) = otp_device() else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    let marker = std::fs::read(d.root.join(MARKER)).unwrap();
+    hw.set_otp_key(Some(OTHER_KEY));
+    let out = run(&d, &hw, &["unseal"]);
+    assert_exit(&out, 1, "unseal on another Pi");
+    let err = stderr(&out);
+    assert!(err.contains("provisioned on another Raspberry Pi"), "{err}");
+    assert!(err.contains(&expected_recipient(OTHER_KEY)), "{err}");
+    assert_eq!(std::fs::read(d.root.join(MARKER)).unwrap(), marker);
+}
+
+#[test]
+fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundle() {
+    for case in ["no key", "no vcio"] {
+        let Some((d, mut hw)) = otp_device() else {
+            return;
+        };
+        match case {
+            "no key" => hw.set_otp_key(None),
+            _ => hw.set_no_vcio(),
+        }
+        d.place_sealed(SECRETS, 1000);
+        let out = run(&d, &hw, &["run"]);
+        assert_exit(&out, 1, case);
+        let err = stderr(&out);
+        // What rpi-fw-crypto says, and its exit code (the negated firmware
+        // error; 1 when the mailbox cannot even be opened).
+        let (said, code) = match case {
+            "no key" => ("Key not set (all zeros)", "exit 250"),
+            _ => ("Failed to open /dev/vcio_crypto", "exit 1"),
+        };
+        assert!(err.contains(said), "{case}: {err}");
+        assert!(err.contains(code), "{case}: {err}");
+        assert!(
+            err.contains("the bundle and its key are kept"),
+            "{case}: {err}"
+        );
+        if case == "no key" {
+            assert!(err.contains("rpi-otp-private-key"), "{err}");
+        }
+        assert!(d.boot().join("bundle").exists() && d.boot().join("image.key").exists());
+        assert!(!d.root.join(MARKER).exists() && !d.identity_file().exists());
+    }
+}
+
+#[test]
+fn with_root_and_no_tool_directory_the_hosts_otp_is_never_used() {
+    let Some((d, _hw)) = otp_device() else {
+        return;
+    };
+    let mut c = d.cmd("pubkey");
+    c.env_remove(sealed_image_tests::hardware::TOOL_DIR_ENV);
+    let out = c.output().unwrap();
+    assert_exit(&out, 1, "pubkey --root without a tool directory");
+    assert!(stderr(&out).contains("does not use this machine's Raspberry Pi OTP key"));
+    assert!(!d.root.join(MARKER).exists());
+}

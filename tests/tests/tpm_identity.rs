@@ -1,0 +1,381 @@
+//! `identity = tpm2` and `identity migrate --to tpm2` through the real
+//! `sealed-firstboot` binary and the stand-in `systemd-creds`
+//! (tests/data/stand-ins: the command contract of systemd 252, a directory
+//! as the TPM). The real systemd-creds against an emulated TPM is
+//! tests/tests/tpm_swtpm.rs; a booted image with swtpm, scripts/e2e-qemu.
+
+use sealed_image_tests::device::{map, DeviceTree as Device};
+use sealed_image_tests::hardware::{stand_ins_available, StandIns};
+use sealed_image_tests::*;
+use std::path::Path;
+use std::process::Output;
+
+const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
+const SEALED: &str = "var/lib/sealed-secrets/identity.tpm2";
+
+fn tpm_device(conf: &str) -> Option<(Device, StandIns)> {
+    if !stand_ins_available() {
+        return None;
+    }
+    let d = Device::new();
+    std::fs::write(d.root.join("etc/sealed-firstboot.conf"), conf).unwrap();
+    Some((d, StandIns::new()))
+}
+
+fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
+    let mut c = d.cmd(args[0]);
+    c.args(&args[1..]);
+    hw.apply(&mut c);
+    c.output().unwrap()
+}
+
+fn ok(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
+    let out = run(d, hw, args);
+    assert_success(&out, args.join(" "));
+    device::assert_no_marker(&out);
+    out
+}
+
+/// No identity key in clear anywhere in the tree.
+fn assert_no_plain_key(root: &Path) {
+    let found = files_containing(root, b"AGE-SECRET-KEY-1");
+    assert!(found.is_empty(), "an identity in clear: {found:?}");
+}
+
+fn status_json(d: &Device, hw: &StandIns) -> serde_json::Value {
+    let out = run(d, hw, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_new_identity_is_stored_only_sealed_and_unsealed_at_every_boot() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    let out = ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(SECRETS));
+    // Only the sealed form, 0400, which is no age key.
+    assert!(!d.identity_file().exists());
+    let sealed = d.root.join(SEALED);
+    assert_eq!(perm_bits(&sealed), 0o400);
+    assert_no_plain_key(&d.root);
+    let age = command("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&sealed)
+        .arg(
+            d.root
+                .join("var/lib/sealed-secrets/current/secrets/wifi.age"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !age.status.success(),
+        "age -d opened the store with the sealed identity"
+    );
+    // What systemd-creds was asked: the TPM alone, the name bound in, PCRs
+    // explicit (systemd's default would be PCR 7), secrets through pipes.
+    let calls = hw.creds_calls();
+    let first = &calls[0];
+    for arg in [
+        "encrypt",
+        "--with-key=tpm2",
+        "--name=sealed-firstboot.identity",
+        "--tpm2-pcrs=",
+    ] {
+        assert!(first.contains(&arg.to_string()), "{first:?} lacks {arg}");
+    }
+    assert_eq!(&first[first.len() - 2..], ["-", "-"]);
+    assert!(calls
+        .iter()
+        .all(|c| c.iter().all(|a| !a.contains("AGE-SECRET"))));
+    // systemd 252 cannot decrypt a credential bound to no PCR: the sealing
+    // was checked, and PCR 17 used instead (and said so).
+    let err = stderr(&out);
+    assert!(err.contains("sealed to PCR 17 instead"), "{err}");
+    assert!(err.contains("sealed by this machine's TPM2"), "{err}");
+    assert!(calls
+        .iter()
+        .any(|c| c.contains(&"--tpm2-pcrs=17".to_string())));
+    let st = status_json(&d, &hw);
+    assert_eq!(st["identity_binding"]["kind"], "tpm2");
+    assert_eq!(st["identity_binding"]["pcrs"], serde_json::json!([17]));
+    // The next boot unseals it again (decrypt), the same identity.
+    let before = hw.creds_calls().len();
+    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
+    ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(SECRETS));
+    let after = hw.creds_calls();
+    assert!(after[before..].iter().any(|c| c[0] == "decrypt"));
+    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+    assert_eq!(d.state().recipient.as_deref(), Some(pubkey.trim()));
+    let out = ok(&d, &hw, &["pubkey"]);
+    assert!(stderr(&out).contains("sealed by this machine's TPM2"));
+    let human = stdout(&ok(&d, &hw, &["status"]));
+    assert!(human.contains("identity binding: tpm2"), "{human}");
+    assert!(human.contains("PCRs: 17"), "{human}");
+}
+
+#[test]
+fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
+    let Some((d, mut hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    hw.set_empty_pcrs_work();
+    d.place_sealed(SECRETS, 1000);
+    let out = ok(&d, &hw, &["run"]);
+    assert!(!stderr(&out).contains("PCR 17"), "{}", stderr(&out));
+    assert_eq!(
+        status_json(&d, &hw)["identity_binding"]["pcrs"],
+        serde_json::json!([])
+    );
+    // No PCR: a firmware update (PCR 7 changes) changes nothing.
+    hw.set_pcr(7, &"12".repeat(32));
+    ok(&d, &hw, &["unseal"]);
+    assert_eq!(d.live(), map(SECRETS));
+}
+
+#[test]
+fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\ntpm2_pcrs = 7+14\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    let calls = hw.creds_calls();
+    assert!(
+        calls[0].contains(&"--tpm2-pcrs=7+14".to_string()),
+        "{:?}",
+        calls[0]
+    );
+    assert_eq!(
+        status_json(&d, &hw)["identity_binding"]["pcrs"],
+        serde_json::json!([7, 14])
+    );
+    let sealed = std::fs::read(d.root.join(SEALED)).unwrap();
+    hw.set_pcr(7, &"12".repeat(32));
+    let out = run(&d, &hw, &["unseal"]);
+    assert_exit(&out, 1, "unseal with PCR 7 changed");
+    let err = stderr(&out);
+    assert!(err.contains("does not unseal it"), "{err}");
+    // Nothing replaced, nothing created: the identity is only locked.
+    assert_eq!(std::fs::read(d.root.join(SEALED)).unwrap(), sealed);
+    assert!(!d.identity_file().exists());
+    // The default binding (PCR 17 on systemd 252) survives the same change.
+    let Some((d2, hw2)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d2.place_sealed(SECRETS, 1000);
+    ok(&d2, &hw2, &["run"]);
+    hw2.set_pcr(7, &"12".repeat(32));
+    ok(&d2, &hw2, &["unseal"]);
+    assert_eq!(d2.live(), map(SECRETS));
+}
+
+#[test]
+fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    hw.remove_tpm();
+    d.place_sealed(SECRETS, 1000);
+    let out = run(&d, &hw, &["run"]);
+    assert_exit(&out, 1, "run without a TPM");
+    device::assert_no_marker(&out);
+    let err = stderr(&out);
+    assert!(err.contains("No TPM2 device found"), "{err}");
+    assert!(err.contains("the bundle and its key are kept"), "{err}");
+    assert!(err.contains("systemd-creds has-tpm2"), "{err}");
+    assert!(d.boot().join("bundle").exists() && d.boot().join("image.key").exists());
+    assert!(!d.identity_file().exists() && !d.root.join(SEALED).exists());
+    assert!(!d.root.join("var/lib/sealed-secrets/current").exists());
+    // Nor does pubkey create a file identity instead.
+    assert_exit(&run(&d, &hw, &["pubkey"]), 1, "pubkey without a TPM");
+    assert!(!d.identity_file().exists());
+}
+
+#[test]
+fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    let sealed = std::fs::read(d.root.join(SEALED)).unwrap();
+    hw.clear_tpm();
+    for cmd in ["run", "unseal", "pubkey"] {
+        let out = run(&d, &hw, &[cmd]);
+        assert_exit(&out, 1, format!("{cmd} with a cleared TPM"));
+        device::assert_no_marker(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains("this machine's TPM2 does not unseal it"),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("Was the TPM cleared"), "{cmd}: {err}");
+        assert!(
+            err.contains("A device whose TPM was cleared"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(d.root.join(SEALED)).unwrap(), sealed);
+    assert!(!d.identity_file().exists());
+    // Recovery as the README says: the unusable identity moved away, a
+    // full bundle under an image key; a new identity is sealed.
+    std::fs::rename(d.root.join(SEALED), d.root.join("identity.tpm2.old")).unwrap();
+    let fresh: &[(&str, &str)] = &[("wifi", "MARKER-new-wifi")];
+    d.place_sealed(fresh, 2000);
+    ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(fresh));
+    assert!(d.root.join(SEALED).exists());
+}
+
+#[test]
+fn a_credential_of_another_name_is_not_taken_for_the_identity() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    // Sealed by the same TPM, under another name (as any encrypted
+    // credential of this machine is).
+    let mut enc = command(stand_in("systemd-creds"));
+    enc.args([
+        "encrypt",
+        "--name=app-token",
+        "--with-key=tpm2",
+        "--tpm2-pcrs=17",
+        "-",
+        "-",
+    ]);
+    hw.apply(&mut enc);
+    // A valid identity of someone else's choosing.
+    let theirs = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let identity_text = format!("{}\n", theirs.to_string().expose_secret());
+    let other = output_with_stdin(&mut enc, identity_text.as_bytes());
+    assert_success(&other, "stand-in encrypt");
+    std::fs::remove_file(d.root.join(SEALED)).unwrap();
+    std::fs::write(d.root.join(SEALED), &other.stdout).unwrap();
+    let out = run(&d, &hw, &["unseal"]);
+    assert_exit(&out, 1, "unseal with a swapped credential");
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+}
+
+fn stand_in(name: &str) -> std::path::PathBuf {
+    sealed_image_tests::hardware::stand_in_dir().join(name)
+}
+
+#[test]
+fn with_root_and_no_tool_directory_the_hosts_tpm_is_never_used() {
+    let Some((d, _hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    let mut c = d.cmd("run");
+    c.env_remove(sealed_image_tests::hardware::TOOL_DIR_ENV);
+    let out = c.output().unwrap();
+    assert_exit(&out, 1, "run --root without a tool directory");
+    let err = stderr(&out);
+    assert!(err.contains("does not use this machine's TPM2"), "{err}");
+    assert!(d.boot().join("bundle").exists());
+    assert!(!d.root.join(SEALED).exists() && !d.identity_file().exists());
+}
+
+/// A device provisioned with a file identity, then configured for tpm2.
+fn file_device() -> Option<(Device, StandIns, String)> {
+    let (d, hw) = tpm_device("")?;
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    assert!(d.identity_file().exists());
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = tpm2\n",
+    )
+    .unwrap();
+    let human = stdout(&ok(&d, &hw, &["status"]));
+    assert!(human.contains("identity migrate --to tpm2"), "{human}");
+    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
+    Some((d, hw, pubkey))
+}
+
+#[test]
+fn migrate_moves_a_file_identity_into_the_tpm_keeping_the_key() {
+    let Some((d, hw, pubkey)) = file_device() else {
+        return;
+    };
+    let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("is now sealed by this machine's TPM2"),
+        "{err}"
+    );
+    assert!(!d.identity_file().exists());
+    assert!(!d.root.join("var/lib/sealed-secrets/identity.wipe").exists());
+    assert_no_plain_key(&d.root);
+    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+    ok(&d, &hw, &["unseal"]);
+    assert_eq!(d.live(), map(SECRETS));
+    assert_eq!(status_json(&d, &hw)["identity_binding"]["kind"], "tpm2");
+    let again = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert!(
+        stderr(&again).contains("already is sealed"),
+        "{}",
+        stderr(&again)
+    );
+    // Other targets are refused as usage errors.
+    let out = run(&d, &hw, &["identity", "migrate", "--to", "rpi-otp"]);
+    assert_exit(&out, 2, "migrate --to rpi-otp");
+}
+
+#[test]
+fn migrate_is_crash_safe_with_a_usable_identity_at_every_moment() {
+    for fp in [
+        "migrate-sealed-written",
+        "migrate-file-renamed",
+        "shred-partial",
+    ] {
+        let Some((d, hw, pubkey)) = file_device() else {
+            return;
+        };
+        let mut c = d.cmd("identity");
+        c.args(["migrate", "--to", "tpm2"])
+            .env("SEALED_FIRSTBOOT_FAILPOINT", fp);
+        hw.apply(&mut c);
+        assert_exit(
+            &c.output().unwrap(),
+            86,
+            format!("{fp}: failpoint not reached"),
+        );
+        // Right after the crash: the same identity opens the store.
+        assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey, "{fp}");
+        ok(&d, &hw, &["unseal"]);
+        assert_eq!(d.live(), map(SECRETS), "{fp}");
+        // The rerun finishes the job.
+        ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+        assert!(!d.identity_file().exists(), "{fp}");
+        assert_no_plain_key(&d.root);
+        assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey, "{fp}");
+        ok(&d, &hw, &["unseal"]);
+        assert_eq!(d.live(), map(SECRETS), "{fp}");
+    }
+}
+
+#[test]
+fn migrate_without_a_tpm_keeps_the_file_identity() {
+    let Some((d, hw, pubkey)) = file_device() else {
+        return;
+    };
+    hw.remove_tpm();
+    let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert_exit(&out, 1, "migrate without a TPM");
+    assert!(
+        stderr(&out).contains("No TPM2 device found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(d.identity_file().exists());
+    assert!(!d.root.join(SEALED).exists());
+    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+}
