@@ -502,6 +502,8 @@ mod tests {
             description: None,
             restart_units: vec!["getty@tty1.service".into(), "app.service".into()],
             reload_units: vec!["a@b@c.service".into()],
+            credential: None,
+            credential_encrypted: None,
         };
         assert!(check_units(&e).is_ok());
         for bad in ["getty@.service", "@x.service", "@.socket"] {
