@@ -131,9 +131,26 @@ impl Session {
             .to_string()
     }
 
+    /// Click the first element matching `css`. The page re-renders its
+    /// tables when data arrives, so an element found a moment ago may be
+    /// gone ("stale element reference"): it is found again, for up to 20 s.
     pub fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let e = self.find(css);
+            let p = format!("/session/{}/element/{e}/click", self.id);
+            let r = http::json(self.addr, "POST", &p, &[], &json!({}));
+            if r.status == 200 {
+                return;
+            }
+            let stale = r.json()["value"]["error"] == "stale element reference";
+            assert!(
+                stale && Instant::now() < deadline,
+                "POST /element/{e}/click ({css}): {}",
+                r.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Type `text` into the element (WebDriver keys: "\u{E007}" is Enter).
