@@ -379,3 +379,41 @@ fn migrate_without_a_tpm_keeps_the_file_identity() {
     assert!(!d.root.join(SEALED).exists());
     assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
 }
+
+/// An identity derived from the SSH host key: that key stays on the disk in
+/// clear, so sealing its identity would protect nothing. Refused, the file
+/// kept; once the host key is replaced the migration goes ahead.
+#[test]
+fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
+    if !require_tools_from(&[("ssh-keygen", "openssh-client")]) {
+        return;
+    }
+    let Some((d, hw)) = tpm_device("identity = ssh-host-key\n") else {
+        return;
+    };
+    let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let gen = command("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    assert!(d.identity_file().exists());
+    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
+    let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert_exit(&out, 1, "migrate of an SSH-derived identity");
+    let err = stderr(&out);
+    assert!(err.contains("derived from the SSH host key"), "{err}");
+    assert!(d.identity_file().exists());
+    assert!(!d.root.join(SEALED).exists());
+    // The host key replaced: the old identity no longer has a clear copy.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(key.with_extension("pub")).unwrap();
+    let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert!(stderr(&out).contains("no secure erase"), "{}", stderr(&out));
+    assert!(!d.identity_file().exists());
+    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+}

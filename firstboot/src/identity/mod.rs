@@ -559,6 +559,19 @@ pub fn migrate_to_tpm2(root: &Path, config: &Config) -> Result<Migrated, Identit
     };
     let (identity, source) = parse_text(&file, &plain)?;
     let recipient = identity.to_public().to_string();
+    // The same key in clear elsewhere on the disk: sealing it would
+    // protect nothing against a copied disk.
+    if let Ok(Some(derived)) = ssh_derived(root) {
+        if derived.to_public().to_string() == recipient {
+            return Err(IdentityError::Migrate(format!(
+                "the identity {recipient} is derived from the SSH host key /{SSH_HOST_KEY}, which stays on the disk in clear: \
+                 sealing it would protect nothing against a copied disk, so {} is kept. \
+                 Re-provision with a new identity instead (identity = tpm2 in /etc/sealed-firstboot.conf, the identity files moved aside, \
+                 a bundle under an image key), or replace the SSH host key and migrate then",
+                file.display()
+            )));
+        }
+    }
     let tool = tpm2::tool_for_tpm(root)?;
     let seal_err = |e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
@@ -618,7 +631,10 @@ pub fn migrate_to_tpm2(root: &Path, config: &Config) -> Result<Migrated, Identit
         fsutil::sync_dir(dir).map_err(io_err(format!("syncing {}", dir.display())))?;
     }
     failpoint("migrate-file-renamed");
-    fsutil::shred_and_remove(&wiping).map_err(io_err(format!("wiping {}", wiping.display())))?;
+    fsutil::shred_and_remove(&wiping).map_err(io_err(format!(
+        "the identity is sealed, but its plain copy {} could not be overwritten and removed (it still holds the key in clear: remove it, then rerun sealed-firstboot identity migrate --to tpm2)",
+        wiping.display()
+    )))?;
     Ok(Migrated::Sealed {
         recipient,
         pcrs,
