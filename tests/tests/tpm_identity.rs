@@ -417,3 +417,36 @@ fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
     assert!(!d.identity_file().exists());
     assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
 }
+
+/// A machine that did a dynamic launch (Intel TXT/tboot): PCR 17 holds the
+/// launch's measurement, not its reset value, so the systemd 252 fallback
+/// would bind the identity to that launch (an SINIT or tboot update would
+/// lock it out). Refused, the bundle kept; named explicitly, it is sealed.
+#[test]
+fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    hw.set_pcr(17, &"5a".repeat(32));
+    d.place_sealed(SECRETS, 1000);
+    let out = run(&d, &hw, &["run"]);
+    assert_exit(&out, 1, "run on a TXT machine with no PCR asked for");
+    device::assert_no_marker(&out);
+    let err = stderr(&out);
+    assert!(err.contains("dynamic launch"), "{err}");
+    assert!(err.contains("tpm2_pcrs = 17"), "{err}");
+    assert!(d.boot().join("bundle").exists() && d.boot().join("image.key").exists());
+    assert!(!d.identity_file().exists() && !d.root.join(SEALED).exists());
+    // Asked for explicitly, the binding to the launch is the user's choice.
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = tpm2\ntpm2_pcrs = 17\n",
+    )
+    .unwrap();
+    ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(SECRETS));
+    assert_eq!(
+        status_json(&d, &hw)["identity_binding"]["pcrs"],
+        serde_json::json!([17])
+    );
+}
