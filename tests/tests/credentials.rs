@@ -320,6 +320,12 @@ fn the_builder_checks_credential_names_with_the_shared_rules() {
         ("credential = \"../x\"", "not a credential name"),
         ("credential = \".hidden\"", "not a credential name"),
         ("credential = \"\"", "not a credential name"),
+        ("credential = \"a/b\"", "not a credential name"),
+        ("credential = \".\"", "not a credential name"),
+        ("credential-encrypted = \"..\"", "not a credential name"),
+        ("credential = \"a\\u0000b\"", "not a credential name"),
+        ("credential = \"a\\nb\"", "not a credential name"),
+        ("credential = \"a b\"", "not a credential name"),
         ("path = \"/run/credstore/v\"", "set credential = \"NAME\""),
         (
             "path = \"/run/credstore.encrypted/v\"",
@@ -331,12 +337,35 @@ fn the_builder_checks_credential_names_with_the_shared_rules() {
         let err = stderr(&out);
         assert!(err.contains(said), "{extra}: {err}");
     }
+    // 250 characters: a valid file name, but not beside its temporary
+    // name (.NAME.tmp-PID) on the device, which would fail to write it.
+    let long = check(&secret(&format!("credential = \"{}\"", "x".repeat(250))));
+    assert!(
+        !long.status.success(),
+        "a 250-character credential name accepted"
+    );
+    assert!(stderr(&long).contains("1 to 128"), "{}", stderr(&long));
     // Two secrets, one credential name.
     let two = format!(
         "{}\n[secrets.w]\ntype = \"single-line\"\nsource = {{ file = \"v.txt\" }}\ncredential = \"same\"\n",
         secret("credential = \"same\"")
     );
     assert!(stderr(&check(&two)).contains("is also set by secret"));
+    // One name as a plain credential of one secret and an encrypted one of
+    // another: LoadCredentialEncrypted= finds the plain one too.
+    let crossed = format!(
+        "{}\n[secrets.w]\ntype = \"single-line\"\nsource = {{ file = \"v.txt\" }}\ncredential-encrypted = \"same\"\n",
+        secret("credential = \"same\"")
+    );
+    let err = stderr(&check(&crossed));
+    assert!(err.contains("is also set by secret"), "{err}");
+    // One secret as both kinds under one name: one value, fine.
+    assert_success(
+        &check(&secret(
+            "credential = \"both\"\ncredential-encrypted = \"both\"",
+        )),
+        "one secret, both kinds, one name",
+    );
     // A system credential the recipe allows explicitly.
     let allowed = format!(
         "[policy]\nallow-paths = [\"/run/credstore/tmpfiles.extra\"]\n\n{}",
