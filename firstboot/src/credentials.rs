@@ -149,6 +149,15 @@ fn write_encrypted(
                 ),
             )
         };
+        // A file there that no run of ours recorded is someone else's (an
+        // administrator's own encrypted credential): neither replaced nor,
+        // later, removed.
+        if !old.credentials.contains_key(*name) && std::fs::symlink_metadata(&path).is_ok() {
+            report.failed.push(fail(
+                "it is there and was not written by sealed-firstboot: left alone (remove it, or choose another credential name)".into(),
+            ));
+            continue;
+        }
         // Recorded before the file exists: a crash in between leaves a
         // name that the next run rewrites or removes, never a file of ours
         // it does not know.

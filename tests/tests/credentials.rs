@@ -82,6 +82,13 @@ impl Setup {
 
     /// A full bundle of the recipe as it is now, sealed to the device, applied.
     fn apply_recipe(&self) -> String {
+        let out = self.apply_recipe_output();
+        assert_success(&out, "apply");
+        stderr(&out)
+    }
+
+    /// [`Setup::apply_recipe`], however it ends.
+    fn apply_recipe_output(&self) -> Output {
         let recipient = stdout(&self.firstboot(&["pubkey"], None))
             .trim()
             .to_string();
@@ -105,9 +112,7 @@ impl Setup {
         assert_no_marker(&out);
         assert_success(&out, "build-image bundle");
         let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
-        let out = self.firstboot(&["apply", "-"], Some(&bundle));
-        assert_success(&out, "apply");
-        stderr(&out)
+        self.firstboot(&["apply", "-"], Some(&bundle))
     }
 
     fn credstore(&self) -> PathBuf {
@@ -535,4 +540,43 @@ fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_t
     std::fs::remove_file(s.hw.tpm.join("absent")).unwrap();
     s.ok(&["run"]);
     assert_eq!(s.decrypt("app-api-token"), b"MARKER-token-2");
+}
+
+/// A credential of the same name that sealed-firstboot did not write (an
+/// administrator's own, in /run/credstore or /etc/credstore.encrypted) is
+/// neither replaced nor removed when the secret leaves; the other
+/// credentials are written.
+#[test]
+fn a_credential_sealed_firstboot_did_not_write_is_left_alone() {
+    if !stand_ins_available() {
+        return;
+    }
+    let s = Setup::new(RECIPE);
+    std::fs::create_dir_all(s.credstore()).unwrap();
+    std::fs::create_dir_all(s.encrypted()).unwrap();
+    let plain = s.credstore().join("app-db-password");
+    let enc = s.encrypted().join("app-api-token");
+    std::fs::write(&plain, "the admin's").unwrap();
+    std::fs::write(&enc, "the admin's encrypted").unwrap();
+    let out = s.apply_recipe_output();
+    assert!(!out.status.success(), "applied over foreign credentials");
+    let err = stderr(&out);
+    assert!(err.contains("was not written by sealed-firstboot"), "{err}");
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    assert_eq!(
+        read(&s.credstore().join("app.conf")),
+        "password=MARKER-db-1\n"
+    );
+    // A later unseal still leaves them, and never records them as ours.
+    let out = s.firstboot(&["unseal"], None);
+    assert!(!out.status.success());
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    // The secrets leave the store: the admin's files stay.
+    std::fs::write(s.dir.join("recipe.toml"), "[image]\nname = \"kiosk\"\n\n[secrets.other]\ntype = \"single-line\"\nsource = { file = \"db.txt\" }\n").unwrap();
+    s.apply_recipe();
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    assert!(!s.credstore().join("app.conf").exists());
 }

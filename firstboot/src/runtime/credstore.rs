@@ -88,6 +88,29 @@ pub fn write(
     }
     let host = run_host.join(CREDSTORE_DIR);
     let dir = prepare(run.as_fd(), &host, opts)?;
+    // A name there already that no unseal of ours recorded is someone
+    // else's credential: neither replaced nor, later, removed.
+    let mut foreign = BTreeSet::new();
+    for c in creds {
+        if old.contains(c.name) || validate_credential_name(c.name).is_err() {
+            continue;
+        }
+        match fsops::kind_at(dir.as_fd(), c.name) {
+            Ok(Kind::Missing) => {}
+            Ok(_) => {
+                foreign.insert(c.name.to_owned());
+                report.failed.push((
+                    c.secret.to_owned(),
+                    format!(
+                        "{} is there and was not written by sealed-firstboot: left alone (remove it, or choose another credential name)",
+                        host.join(c.name).display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(RuntimeError::io("inspect", host.join(c.name), e)),
+        }
+    }
+    let creds: Vec<&Credential<'_>> = creds.iter().filter(|c| !foreign.contains(c.name)).collect();
     let wanted: BTreeSet<String> = creds.iter().map(|c| c.name.to_owned()).collect();
     // Recorded before anything is created, so a crash in between still
     // lets the next run remove what it finds.
