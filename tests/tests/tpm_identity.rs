@@ -450,3 +450,39 @@ fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
         serde_json::json!([17])
     );
 }
+
+/// Whoever can write the disk can encrypt an identity of their choosing
+/// with the host key (/var/lib/systemd/credential.secret, on the same disk)
+/// under the identity's name: systemd-creds decrypts any key kind, so the
+/// kind in the authenticated header is checked: only a TPM2 one is used.
+#[test]
+fn a_sealed_identity_under_the_host_key_alone_is_refused() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    let mut enc = command(stand_in("systemd-creds"));
+    enc.args([
+        "encrypt",
+        "--name=sealed-firstboot.identity",
+        "--with-key=host",
+        "-",
+        "-",
+    ]);
+    hw.apply(&mut enc);
+    let theirs = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let text = format!("{}\n", theirs.to_string().expose_secret());
+    let forged = output_with_stdin(&mut enc, text.as_bytes());
+    assert_success(&forged, "stand-in encrypt --with-key=host");
+    std::fs::remove_file(d.root.join(SEALED)).unwrap();
+    std::fs::write(d.root.join(SEALED), &forged.stdout).unwrap();
+    for cmd in ["unseal", "pubkey"] {
+        let out = run(&d, &hw, &[cmd]);
+        assert_exit(&out, 1, &format!("{cmd} with a host-key identity"));
+        let err = stderr(&out);
+        assert!(err.contains("not sealed by a TPM2"), "{err}");
+        assert!(!stdout(&out).contains(&theirs.to_public().to_string()));
+    }
+}

@@ -305,6 +305,23 @@ pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
 }
 
 fn unseal_file(root: &Path, path: &Path, blob: &[u8]) -> Result<DeviceIdentity, IdentityError> {
+    // systemd-creds decrypts a credential of any key kind, and the host key
+    // lives on the same disk: whoever can write the disk could put there an
+    // identity of their choosing encrypted with it. The header names the
+    // kind and is authenticated by the decryption (it is the AEAD's
+    // associated data), so a TPM2 kind here means the TPM took part.
+    match tpm2::describe(blob) {
+        Some((kind, _)) if kind.contains("tpm2") && !kind.contains("absent") => {}
+        found => {
+            return Err(IdentityError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it is not sealed by a TPM2 (its header says {}): refused, since a credential under the host key (on this same disk) or none could have been put there by anyone who could write the disk",
+                    found.map_or("nothing systemd-creds writes", |(k, _)| k)
+                ),
+            })
+        }
+    }
     let tool = tpm2::tool_for_tpm(root)?;
     let text = tpm2::unseal(&tool, CREDENTIAL_NAME, blob).map_err(|e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
