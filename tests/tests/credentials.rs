@@ -580,3 +580,50 @@ fn a_credential_sealed_firstboot_did_not_write_is_left_alone() {
     assert_eq!(read(&enc), "the admin's encrypted");
     assert!(!s.credstore().join("app.conf").exists());
 }
+
+/// A secret still in the store that fails at one unseal (its owner is
+/// gone) has not left the store: its credentials, plain and encrypted,
+/// stay as they were (neither removed nor rewritten), and come back to
+/// date once it unseals again.
+#[test]
+fn a_secret_that_fails_at_one_unseal_keeps_its_credentials() {
+    if !stand_ins_available() {
+        return;
+    }
+    const OWNED: &str = r#"[image]
+name = "kiosk"
+
+[secrets.api_token]
+type = "single-line"
+source = { file = "token.txt" }
+owner = "app"
+mode = "0440"
+credential = "app-token"
+credential-encrypted = "app-token-enc"
+"#;
+    let s = Setup::new(OWNED);
+    s.apply_recipe();
+    let plain = s.credstore().join("app-token");
+    let enc = s.encrypted().join("app-token-enc");
+    assert_eq!(read(&plain), "MARKER-token-1");
+    let sealed_before = std::fs::read(&enc).unwrap();
+    // The owner is gone: the secret fails at this unseal.
+    let passwd = s.root.join("etc/passwd");
+    let text = read(&passwd);
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("app:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&passwd, without).unwrap();
+    let out = s.firstboot(&["unseal"], None);
+    assert!(!out.status.success(), "the secret did not fail");
+    assert!(stderr(&out).contains("api_token"), "{}", stderr(&out));
+    assert_eq!(read(&plain), "MARKER-token-1", "the credential was removed");
+    assert_eq!(std::fs::read(&enc).unwrap(), sealed_before);
+    // Back: written as before.
+    std::fs::write(&passwd, text).unwrap();
+    s.ok(&["unseal"]);
+    assert_eq!(read(&plain), "MARKER-token-1");
+    assert_eq!(s.decrypt("app-token-enc"), b"MARKER-token-1");
+}

@@ -68,6 +68,7 @@ pub fn write(
     root: &Path,
     creds: &[Credential<'_>],
     opts: &UnsealOptions,
+    kept: &BTreeSet<String>,
 ) -> Result<CredstoreReport, RuntimeError> {
     let run_host = root.join("run");
     let root_fd = rfs::open(
@@ -129,8 +130,10 @@ pub fn write(
         }
     }
     for stale in old.difference(&wanted) {
-        // A name that is not ours to judge (a damaged record) stays.
-        if validate_credential_name(stale).is_err() {
+        // A name that is not ours to judge (a damaged record) stays, and so
+        // does the credential of a secret that failed at this unseal but is
+        // still in the store.
+        if validate_credential_name(stale).is_err() || kept.contains(stale) {
             continue;
         }
         match fsops::kind_at(dir.as_fd(), stale) {
