@@ -480,7 +480,7 @@ fn a_sealed_identity_under_the_host_key_alone_is_refused() {
     std::fs::write(d.root.join(SEALED), &forged.stdout).unwrap();
     for cmd in ["unseal", "pubkey"] {
         let out = run(&d, &hw, &[cmd]);
-        assert_exit(&out, 1, &format!("{cmd} with a host-key identity"));
+        assert_exit(&out, 1, format!("{cmd} with a host-key identity"));
         let err = stderr(&out);
         assert!(err.contains("not sealed by a TPM2"), "{err}");
         assert!(!stdout(&out).contains(&theirs.to_public().to_string()));
