@@ -627,3 +627,24 @@ credential-encrypted = "app-token-enc"
     assert_eq!(read(&plain), "MARKER-token-1");
     assert_eq!(s.decrypt("app-token-enc"), b"MARKER-token-1");
 }
+
+/// With --root, /etc/credstore.encrypted (or /etc) a link out of the tree:
+/// nothing is written through it, the credential fails and says so, the
+/// other credentials are written.
+#[test]
+fn with_root_a_linked_encrypted_credential_directory_is_refused() {
+    if !stand_ins_available() {
+        return;
+    }
+    let s = Setup::new(RECIPE);
+    let elsewhere = s.root.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, s.encrypted()).unwrap();
+    let out = s.apply_recipe_output();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("credstore.encrypted"), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+    assert_eq!(read(&s.credstore().join("app-db-password")), "MARKER-db-1");
+}
