@@ -14,6 +14,8 @@
 //!   only, no value, no hash of one).
 //!
 //! A credential that cannot be written fails alone, named with its secret.
+//! The credentials of a secret still in the store that failed at this
+//! unseal stay as they were: only a secret leaving the store removes them.
 
 use crate::bundle::{validate_credential_name, SecretEntry};
 use crate::config::Config;
@@ -21,7 +23,7 @@ use crate::fsutil;
 use crate::identity::tpm2;
 use crate::runtime::{self, Credential, RuntimeError, UnsealOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Where encrypted credentials go, relative to the root.
@@ -66,6 +68,7 @@ pub fn write(
     opts: &UnsealOptions,
     entries: &[(&SecretEntry, &[u8])],
     bundle_id: &str,
+    kept: &BTreeSet<String>,
 ) -> Result<CredentialsReport, RuntimeError> {
     let mut report = CredentialsReport::default();
     let plain: Vec<Credential<'_>> = entries
@@ -78,7 +81,7 @@ pub fn write(
             })
         })
         .collect();
-    let r = runtime::write_credentials(root, &plain, opts)?;
+    let r = runtime::write_credentials(root, &plain, opts, kept)?;
     report.plain = r.written;
     report.removed = r.removed;
     report.failed = r.failed;
@@ -86,7 +89,7 @@ pub fn write(
         .iter()
         .filter_map(|(e, v)| e.credential_encrypted.as_deref().map(|n| (n, *e, *v)))
         .collect();
-    write_encrypted(root, config, &encrypted, bundle_id, &mut report);
+    write_encrypted(root, config, &encrypted, bundle_id, kept, &mut report);
     Ok(report)
 }
 
@@ -95,6 +98,7 @@ fn write_encrypted(
     config: &Config,
     wanted: &[(&str, &SecretEntry, &[u8])],
     bundle_id: &str,
+    kept: &BTreeSet<String>,
     report: &mut CredentialsReport,
 ) {
     let dir = match fsutil::in_root(root, ENCRYPTED_DIR) {
@@ -149,6 +153,15 @@ fn write_encrypted(
                 ),
             )
         };
+        // A file there that no run of ours recorded is someone else's (an
+        // administrator's own encrypted credential): neither replaced nor,
+        // later, removed.
+        if !old.credentials.contains_key(*name) && std::fs::symlink_metadata(&path).is_ok() {
+            report.failed.push(fail(
+                "it is there and was not written by sealed-firstboot: left alone (remove it, or choose another credential name)".into(),
+            ));
+            continue;
+        }
         // Recorded before the file exists: a crash in between leaves a
         // name that the next run rewrites or removes, never a file of ours
         // it does not know.
@@ -202,11 +215,16 @@ fn write_encrypted(
             }
         }
     }
-    if retry {
-        next.bundle_id = String::new();
-    }
     for (name, secret) in &old.credentials {
         if next.credentials.contains_key(name) || validate_credential_name(name).is_err() {
+            continue;
+        }
+        // Its secret failed at this unseal but is still in the store: kept
+        // as it is, and the set written again once it unseals (its value
+        // may have changed meanwhile).
+        if kept.contains(name) {
+            next.credentials.insert(name.clone(), secret.clone());
+            retry = true;
             continue;
         }
         let path = dir.join(name);
@@ -231,6 +249,9 @@ fn write_encrypted(
             },
             Err(_) => report.removed.push(format!("{name} (encrypted)")),
         }
+    }
+    if retry {
+        next.bundle_id = String::new();
     }
     if let Err(e) = save_state(&state_path, &next) {
         report.notes.push(format!(

@@ -560,6 +560,7 @@ fn do_identity(root: &Path, config: &Config, args: &Args) -> Result<ExitCode> {
                 "sealed-firstboot: the identity {recipient} is now sealed by this machine's TPM2 (/{}, PCRs: {pcrs}); the plain file was overwritten and removed",
                 identity::SEALED_FILE
             );
+            eprintln!("sealed-firstboot: note: overwriting is no secure erase on flash (SD cards, eMMC, SSDs remap blocks) or a journaling or copy-on-write file system, and a copy of the disk made before now still holds the plain key: where that matters, re-provision the device with a new identity (see the README)");
             if config.identity != sealed_firstboot::config::IdentityMode::Tpm2 {
                 eprintln!("sealed-firstboot: note: /etc/sealed-firstboot.conf does not say identity = tpm2; the sealed identity is used all the same (set it, so that a new identity would be sealed too)");
             }

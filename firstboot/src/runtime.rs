@@ -238,8 +238,9 @@ pub fn write_credentials(
     root: &Path,
     creds: &[Credential<'_>],
     opts: &UnsealOptions,
+    kept: &std::collections::BTreeSet<String>,
 ) -> Result<CredstoreReport, RuntimeError> {
-    credstore::write(root, creds, opts)
+    credstore::write(root, creds, opts, kept)
 }
 
 /// Remove `ROOT/run/secrets`, the links we created, every generation and

@@ -170,7 +170,24 @@ pub fn unseal_store_with(
         .filter(|f| report.written.contains(&f.entry.name))
         .map(|f| (f.entry, f.value))
         .collect();
-    let creds = credentials::write(root, config, opts, &unsealed, &current.state.bundle_id)?;
+    // The credentials of entries still in the store that failed at this
+    // unseal: they have not left the store, so they are kept as they were.
+    let kept: std::collections::BTreeSet<String> = current
+        .manifest
+        .secrets
+        .iter()
+        .chain(&current.manifest.templates)
+        .filter(|e| !report.written.contains(&e.name))
+        .flat_map(|e| e.credentials().map(|(_, n)| n.to_owned()))
+        .collect();
+    let creds = credentials::write(
+        root,
+        config,
+        opts,
+        &unsealed,
+        &current.state.bundle_id,
+        &kept,
+    )?;
     outcome.generation = report.generation;
     outcome.written = report.written;
     outcome.changed = report.changed;

@@ -82,6 +82,13 @@ impl Setup {
 
     /// A full bundle of the recipe as it is now, sealed to the device, applied.
     fn apply_recipe(&self) -> String {
+        let out = self.apply_recipe_output();
+        assert_success(&out, "apply");
+        stderr(&out)
+    }
+
+    /// [`Setup::apply_recipe`], however it ends.
+    fn apply_recipe_output(&self) -> Output {
         let recipient = stdout(&self.firstboot(&["pubkey"], None))
             .trim()
             .to_string();
@@ -105,9 +112,7 @@ impl Setup {
         assert_no_marker(&out);
         assert_success(&out, "build-image bundle");
         let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
-        let out = self.firstboot(&["apply", "-"], Some(&bundle));
-        assert_success(&out, "apply");
-        stderr(&out)
+        self.firstboot(&["apply", "-"], Some(&bundle))
     }
 
     fn credstore(&self) -> PathBuf {
@@ -320,6 +325,12 @@ fn the_builder_checks_credential_names_with_the_shared_rules() {
         ("credential = \"../x\"", "not a credential name"),
         ("credential = \".hidden\"", "not a credential name"),
         ("credential = \"\"", "not a credential name"),
+        ("credential = \"a/b\"", "not a credential name"),
+        ("credential = \".\"", "not a credential name"),
+        ("credential-encrypted = \"..\"", "not a credential name"),
+        ("credential = \"a\\u0000b\"", "not a credential name"),
+        ("credential = \"a\\nb\"", "not a credential name"),
+        ("credential = \"a b\"", "not a credential name"),
         ("path = \"/run/credstore/v\"", "set credential = \"NAME\""),
         (
             "path = \"/run/credstore.encrypted/v\"",
@@ -331,12 +342,35 @@ fn the_builder_checks_credential_names_with_the_shared_rules() {
         let err = stderr(&out);
         assert!(err.contains(said), "{extra}: {err}");
     }
+    // 250 characters: a valid file name, but not beside its temporary
+    // name (.NAME.tmp-PID) on the device, which would fail to write it.
+    let long = check(&secret(&format!("credential = \"{}\"", "x".repeat(250))));
+    assert!(
+        !long.status.success(),
+        "a 250-character credential name accepted"
+    );
+    assert!(stderr(&long).contains("1 to 128"), "{}", stderr(&long));
     // Two secrets, one credential name.
     let two = format!(
         "{}\n[secrets.w]\ntype = \"single-line\"\nsource = {{ file = \"v.txt\" }}\ncredential = \"same\"\n",
         secret("credential = \"same\"")
     );
     assert!(stderr(&check(&two)).contains("is also set by secret"));
+    // One name as a plain credential of one secret and an encrypted one of
+    // another: LoadCredentialEncrypted= finds the plain one too.
+    let crossed = format!(
+        "{}\n[secrets.w]\ntype = \"single-line\"\nsource = {{ file = \"v.txt\" }}\ncredential-encrypted = \"same\"\n",
+        secret("credential = \"same\"")
+    );
+    let err = stderr(&check(&crossed));
+    assert!(err.contains("is also set by secret"), "{err}");
+    // One secret as both kinds under one name: one value, fine.
+    assert_success(
+        &check(&secret(
+            "credential = \"both\"\ncredential-encrypted = \"both\"",
+        )),
+        "one secret, both kinds, one name",
+    );
     // A system credential the recipe allows explicitly.
     let allowed = format!(
         "[policy]\nallow-paths = [\"/run/credstore/tmpfiles.extra\"]\n\n{}",
@@ -506,4 +540,111 @@ fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_t
     std::fs::remove_file(s.hw.tpm.join("absent")).unwrap();
     s.ok(&["run"]);
     assert_eq!(s.decrypt("app-api-token"), b"MARKER-token-2");
+}
+
+/// A credential of the same name that sealed-firstboot did not write (an
+/// administrator's own, in /run/credstore or /etc/credstore.encrypted) is
+/// neither replaced nor removed when the secret leaves; the other
+/// credentials are written.
+#[test]
+fn a_credential_sealed_firstboot_did_not_write_is_left_alone() {
+    if !stand_ins_available() {
+        return;
+    }
+    let s = Setup::new(RECIPE);
+    std::fs::create_dir_all(s.credstore()).unwrap();
+    std::fs::create_dir_all(s.encrypted()).unwrap();
+    let plain = s.credstore().join("app-db-password");
+    let enc = s.encrypted().join("app-api-token");
+    std::fs::write(&plain, "the admin's").unwrap();
+    std::fs::write(&enc, "the admin's encrypted").unwrap();
+    let out = s.apply_recipe_output();
+    assert!(!out.status.success(), "applied over foreign credentials");
+    let err = stderr(&out);
+    assert!(err.contains("was not written by sealed-firstboot"), "{err}");
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    assert_eq!(
+        read(&s.credstore().join("app.conf")),
+        "password=MARKER-db-1\n"
+    );
+    // A later unseal still leaves them, and never records them as ours.
+    let out = s.firstboot(&["unseal"], None);
+    assert!(!out.status.success());
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    // The secrets leave the store: the admin's files stay.
+    std::fs::write(s.dir.join("recipe.toml"), "[image]\nname = \"kiosk\"\n\n[secrets.other]\ntype = \"single-line\"\nsource = { file = \"db.txt\" }\n").unwrap();
+    s.apply_recipe();
+    assert_eq!(read(&plain), "the admin's");
+    assert_eq!(read(&enc), "the admin's encrypted");
+    assert!(!s.credstore().join("app.conf").exists());
+}
+
+/// A secret still in the store that fails at one unseal (its owner is
+/// gone) has not left the store: its credentials, plain and encrypted,
+/// stay as they were (neither removed nor rewritten), and come back to
+/// date once it unseals again.
+#[test]
+fn a_secret_that_fails_at_one_unseal_keeps_its_credentials() {
+    if !stand_ins_available() {
+        return;
+    }
+    const OWNED: &str = r#"[image]
+name = "kiosk"
+
+[secrets.api_token]
+type = "single-line"
+source = { file = "token.txt" }
+owner = "app"
+mode = "0440"
+credential = "app-token"
+credential-encrypted = "app-token-enc"
+"#;
+    let s = Setup::new(OWNED);
+    s.apply_recipe();
+    let plain = s.credstore().join("app-token");
+    let enc = s.encrypted().join("app-token-enc");
+    assert_eq!(read(&plain), "MARKER-token-1");
+    let sealed_before = std::fs::read(&enc).unwrap();
+    // The owner is gone: the secret fails at this unseal.
+    let passwd = s.root.join("etc/passwd");
+    let text = read(&passwd);
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("app:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&passwd, without).unwrap();
+    let out = s.firstboot(&["unseal"], None);
+    assert!(!out.status.success(), "the secret did not fail");
+    assert!(stderr(&out).contains("api_token"), "{}", stderr(&out));
+    assert_eq!(read(&plain), "MARKER-token-1", "the credential was removed");
+    assert_eq!(std::fs::read(&enc).unwrap(), sealed_before);
+    // Back: written as before.
+    std::fs::write(&passwd, text).unwrap();
+    s.ok(&["unseal"]);
+    assert_eq!(read(&plain), "MARKER-token-1");
+    assert_eq!(s.decrypt("app-token-enc"), b"MARKER-token-1");
+}
+
+/// With --root, /etc/credstore.encrypted (or /etc) a link out of the tree:
+/// nothing is written through it, the credential fails and says so, the
+/// other credentials are written.
+#[test]
+fn with_root_a_linked_encrypted_credential_directory_is_refused() {
+    if !stand_ins_available() {
+        return;
+    }
+    let s = Setup::new(RECIPE);
+    let elsewhere = s.root.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, s.encrypted()).unwrap();
+    let out = s.apply_recipe_output();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("credstore.encrypted"), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+    assert_eq!(read(&s.credstore().join("app-db-password")), "MARKER-db-1");
 }

@@ -379,3 +379,110 @@ fn migrate_without_a_tpm_keeps_the_file_identity() {
     assert!(!d.root.join(SEALED).exists());
     assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
 }
+
+/// An identity derived from the SSH host key: that key stays on the disk in
+/// clear, so sealing its identity would protect nothing. Refused, the file
+/// kept; once the host key is replaced the migration goes ahead.
+#[test]
+fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
+    if !require_tools_from(&[("ssh-keygen", "openssh-client")]) {
+        return;
+    }
+    let Some((d, hw)) = tpm_device("identity = ssh-host-key\n") else {
+        return;
+    };
+    let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let gen = command("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    assert!(d.identity_file().exists());
+    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
+    let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert_exit(&out, 1, "migrate of an SSH-derived identity");
+    let err = stderr(&out);
+    assert!(err.contains("derived from the SSH host key"), "{err}");
+    assert!(d.identity_file().exists());
+    assert!(!d.root.join(SEALED).exists());
+    // The host key replaced: the old identity no longer has a clear copy.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(key.with_extension("pub")).unwrap();
+    let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    assert!(stderr(&out).contains("no secure erase"), "{}", stderr(&out));
+    assert!(!d.identity_file().exists());
+    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+}
+
+/// A machine that did a dynamic launch (Intel TXT/tboot): PCR 17 holds the
+/// launch's measurement, not its reset value, so the systemd 252 fallback
+/// would bind the identity to that launch (an SINIT or tboot update would
+/// lock it out). Refused, the bundle kept; named explicitly, it is sealed.
+#[test]
+fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    hw.set_pcr(17, &"5a".repeat(32));
+    d.place_sealed(SECRETS, 1000);
+    let out = run(&d, &hw, &["run"]);
+    assert_exit(&out, 1, "run on a TXT machine with no PCR asked for");
+    device::assert_no_marker(&out);
+    let err = stderr(&out);
+    assert!(err.contains("dynamic launch"), "{err}");
+    assert!(err.contains("tpm2_pcrs = 17"), "{err}");
+    assert!(d.boot().join("bundle").exists() && d.boot().join("image.key").exists());
+    assert!(!d.identity_file().exists() && !d.root.join(SEALED).exists());
+    // Asked for explicitly, the binding to the launch is the user's choice.
+    std::fs::write(
+        d.root.join("etc/sealed-firstboot.conf"),
+        "identity = tpm2\ntpm2_pcrs = 17\n",
+    )
+    .unwrap();
+    ok(&d, &hw, &["run"]);
+    assert_eq!(d.live(), map(SECRETS));
+    assert_eq!(
+        status_json(&d, &hw)["identity_binding"]["pcrs"],
+        serde_json::json!([17])
+    );
+}
+
+/// Whoever can write the disk can encrypt an identity of their choosing
+/// with the host key (/var/lib/systemd/credential.secret, on the same disk)
+/// under the identity's name: systemd-creds decrypts any key kind, so the
+/// kind in the authenticated header is checked: only a TPM2 one is used.
+#[test]
+fn a_sealed_identity_under_the_host_key_alone_is_refused() {
+    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
+        return;
+    };
+    d.place_sealed(SECRETS, 1000);
+    ok(&d, &hw, &["run"]);
+    let mut enc = command(stand_in("systemd-creds"));
+    enc.args([
+        "encrypt",
+        "--name=sealed-firstboot.identity",
+        "--with-key=host",
+        "-",
+        "-",
+    ]);
+    hw.apply(&mut enc);
+    let theirs = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let text = format!("{}\n", theirs.to_string().expose_secret());
+    let forged = output_with_stdin(&mut enc, text.as_bytes());
+    assert_success(&forged, "stand-in encrypt --with-key=host");
+    std::fs::remove_file(d.root.join(SEALED)).unwrap();
+    std::fs::write(d.root.join(SEALED), &forged.stdout).unwrap();
+    for cmd in ["unseal", "pubkey"] {
+        let out = run(&d, &hw, &[cmd]);
+        assert_exit(&out, 1, format!("{cmd} with a host-key identity"));
+        let err = stderr(&out);
+        assert!(err.contains("not sealed by a TPM2"), "{err}");
+        assert!(!stdout(&out).contains(&theirs.to_public().to_string()));
+    }
+}

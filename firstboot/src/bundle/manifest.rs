@@ -243,15 +243,20 @@ pub fn validate_entry(s: &SecretEntry) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// A systemd credential name as this tool writes it: 1 to 255 of
+/// Longest credential name: a file name in `/run/credstore`, with room
+/// for the temporary name it is written under first (`.NAME.tmp-PID`,
+/// within the 255 bytes a file name may have).
+pub const MAX_CREDENTIAL_NAME: usize = 128;
+
+/// A systemd credential name as this tool writes it: 1 to 128 of
 /// `[A-Za-z0-9_.-]`, not starting with `.` or `-` (a file name in
 /// `/run/credstore`; systemd takes any valid file name).
 pub fn validate_credential_name(name: &str) -> Result<(), String> {
-    if is_plain_name(name, 255, &['.', '-']) {
+    if is_plain_name(name, MAX_CREDENTIAL_NAME, &['.', '-']) {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a credential name: use 1 to 255 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+            "{name:?} is not a credential name: use 1 to {MAX_CREDENTIAL_NAME} letters, digits, '_', '-' or '.', not starting with '.' or '-'"
         ))
     }
 }
@@ -319,7 +324,11 @@ pub fn check_clashes<'a>(
 ) -> Result<(), EntryError> {
     let mut names = BTreeSet::new();
     let mut paths: std::collections::BTreeMap<&str, &str> = Default::default();
-    let mut credentials: std::collections::BTreeMap<(bool, &str), &str> = Default::default();
+    // One name, one secret, whichever kind: `LoadCredentialEncrypted=NAME`
+    // also finds a plain `/run/credstore/NAME` (and systemd's search order
+    // decides which), so a name used as `credential` by one secret and as
+    // `credential-encrypted` by another would hand a unit the other value.
+    let mut credentials: std::collections::BTreeMap<&str, (bool, &str)> = Default::default();
     for s in entries {
         let err = |reason: String| EntryError {
             name: s.name.clone(),
@@ -332,16 +341,25 @@ pub fn check_clashes<'a>(
         if let Some(other) = paths.insert(s.path.as_str(), s.name.as_str()) {
             return Err(err(format!("the path is also used by secret {other}")));
         }
+        let kind = |encrypted: bool| {
+            if encrypted {
+                "credential-encrypted"
+            } else {
+                "credential"
+            }
+        };
         for (encrypted, cred) in s.credentials() {
-            if let Some(other) = credentials.insert((encrypted, cred), s.name.as_str()) {
-                return Err(err(format!(
-                    "the {} {cred:?} is also set by secret {other}",
-                    if encrypted {
-                        "credential-encrypted"
-                    } else {
-                        "credential"
-                    }
-                )));
+            // The same secret as both kinds is one value.
+            if let Some((other_kind, other)) =
+                credentials.insert(cred, (encrypted, s.name.as_str()))
+            {
+                if other != s.name {
+                    return Err(err(format!(
+                        "the {} {cred:?} is also set by secret {other} (as {}): a credential name belongs to one secret",
+                        kind(encrypted),
+                        kind(other_kind)
+                    )));
+                }
             }
         }
     }

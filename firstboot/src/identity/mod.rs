@@ -305,6 +305,23 @@ pub fn load(root: &Path) -> Result<Option<DeviceIdentity>, IdentityError> {
 }
 
 fn unseal_file(root: &Path, path: &Path, blob: &[u8]) -> Result<DeviceIdentity, IdentityError> {
+    // systemd-creds decrypts a credential of any key kind, and the host key
+    // lives on the same disk: whoever can write the disk could put there an
+    // identity of their choosing encrypted with it. The header names the
+    // kind and is authenticated by the decryption (it is the AEAD's
+    // associated data), so a TPM2 kind here means the TPM took part.
+    match tpm2::describe(blob) {
+        Some((kind, _)) if kind.contains("tpm2") && !kind.contains("absent") => {}
+        found => {
+            return Err(IdentityError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it is not sealed by a TPM2 (its header says {}): refused, since a credential under the host key (on this same disk) or none could have been put there by anyone who could write the disk",
+                    found.map_or("nothing systemd-creds writes", |(k, _)| k)
+                ),
+            })
+        }
+    }
     let tool = tpm2::tool_for_tpm(root)?;
     let text = tpm2::unseal(&tool, CREDENTIAL_NAME, blob).map_err(|e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
@@ -568,6 +585,19 @@ pub fn migrate_to_tpm2(root: &Path, config: &Config) -> Result<Migrated, Identit
     };
     let (identity, source) = parse_text(&file, &plain)?;
     let recipient = identity.to_public().to_string();
+    // The same key in clear elsewhere on the disk: sealing it would
+    // protect nothing against a copied disk.
+    if let Ok(Some(derived)) = ssh_derived(root) {
+        if derived.to_public().to_string() == recipient {
+            return Err(IdentityError::Migrate(format!(
+                "the identity {recipient} is derived from the SSH host key /{SSH_HOST_KEY}, which stays on the disk in clear: \
+                 sealing it would protect nothing against a copied disk, so {} is kept. \
+                 Re-provision with a new identity instead (identity = tpm2 in /etc/sealed-firstboot.conf, the identity files moved aside, \
+                 a bundle under an image key), or replace the SSH host key and migrate then",
+                file.display()
+            )));
+        }
+    }
     let tool = tpm2::tool_for_tpm(root)?;
     let seal_err = |e| match e {
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
@@ -627,7 +657,10 @@ pub fn migrate_to_tpm2(root: &Path, config: &Config) -> Result<Migrated, Identit
         fsutil::sync_dir(dir).map_err(io_err(format!("syncing {}", dir.display())))?;
     }
     failpoint("migrate-file-renamed");
-    fsutil::shred_and_remove(&wiping).map_err(io_err(format!("wiping {}", wiping.display())))?;
+    fsutil::shred_and_remove(&wiping).map_err(io_err(format!(
+        "the identity is sealed, but its plain copy {} could not be overwritten and removed (it still holds the key in clear: remove it, then rerun sealed-firstboot identity migrate --to tpm2)",
+        wiping.display()
+    )))?;
     Ok(Migrated::Sealed {
         recipient,
         pcrs,

@@ -62,8 +62,8 @@ pub enum ToolError {
         tool: &'static str,
         source: std::io::Error,
     },
-    #[error("{tool} did not finish within {} seconds (killed)", TIMEOUT.as_secs())]
-    Timeout { tool: &'static str },
+    #[error("{tool} did not finish within {seconds} seconds (killed)")]
+    Timeout { tool: &'static str, seconds: u64 },
     #[error("{tool} wrote more than {limit} bytes")]
     TooMuchOutput { tool: &'static str, limit: usize },
 }
@@ -179,6 +179,17 @@ impl Tool {
         input: &[u8],
         max_out: usize,
     ) -> Result<Output, ToolError> {
+        self.run_within(args, input, max_out, TIMEOUT)
+    }
+
+    /// [`Tool::run`] within `timeout`.
+    fn run_within<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        input: &[u8],
+        max_out: usize,
+        timeout: Duration,
+    ) -> Result<Output, ToolError> {
         let spawn_err = |source| ToolError::Spawn {
             tool: self.name,
             source,
@@ -228,25 +239,36 @@ impl Tool {
             }
             String::from_utf8_lossy(&text).trim().to_string()
         });
-        // The input is small (a key, a label): it fits the pipe, so writing
-        // it before reading cannot deadlock; closing it ends the tool's read.
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(input);
-        }
+        // Written by a thread of its own: a tool that does not read its
+        // input (hung, or a large value) cannot hold this process past the
+        // timeout; closing the pipe ends the tool's read, killing the tool
+        // ends the write.
+        let stdin_pipe = child.stdin.take();
+        let data = Zeroizing::new(input.to_vec());
+        let in_writer = std::thread::spawn(move || {
+            if let Some(mut stdin) = stdin_pipe {
+                let _ = stdin.write_all(&data);
+            }
+        });
         let started = Instant::now();
         let status = loop {
             match child.try_wait().map_err(spawn_err)? {
                 Some(status) => break status,
-                None if started.elapsed() > TIMEOUT => {
+                None if started.elapsed() > timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    let _ = in_writer.join();
                     let _ = out_reader.join();
                     let _ = err_reader.join();
-                    return Err(ToolError::Timeout { tool: self.name });
+                    return Err(ToolError::Timeout {
+                        tool: self.name,
+                        seconds: timeout.as_secs(),
+                    });
                 }
                 None => std::thread::sleep(Duration::from_millis(10)),
             }
         };
+        let _ = in_writer.join();
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         if stdout.len() > max_out {
@@ -426,5 +448,16 @@ mod tests {
             let err = find().unwrap_err();
             assert!(err.to_string().contains("uid 65534"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_tool_that_never_reads_its_input_is_killed_at_the_timeout() {
+        // More than a pipe holds, to a tool that never reads it.
+        let (_d, t) = sh("exec sleep 600");
+        let err = t
+            .run_within::<&str>(&[], &vec![b'x'; 4 << 20], 64, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(matches!(err, ToolError::Timeout { .. }), "{err}");
     }
 }

@@ -23,7 +23,11 @@
 //!   does not come back, PCR 17 is used instead: a dynamic-launch (DRTM)
 //!   PCR that stays at its reset value on every platform that never does a
 //!   dynamic launch, and that software at locality 0 can neither extend
-//!   nor reset, so no update changes it.
+//!   nor reset, so no update changes it. On a machine that did a dynamic
+//!   launch (Intel TXT/tboot, AMD SKINIT) it holds that launch's
+//!   measurement, which an SINIT or tboot update changes: systemd 252
+//!   says when the PCR is at its reset value, and without that the
+//!   fallback is refused ([`Tpm2Error::DynamicLaunch`]).
 //! - input and output through pipes (`-` `-`): the plaintext never touches
 //!   a file.
 
@@ -53,6 +57,8 @@ pub enum Tpm2Error {
     },
     #[error("systemd-creds decrypt failed ({why})")]
     Decrypt { why: String },
+    #[error("systemd-creds cannot decrypt a TPM2 credential bound to no PCR (systemd 252), and PCR {NO_PCR_FALLBACK}, used instead elsewhere, holds a measurement on this machine (a dynamic launch ran at this boot: Intel TXT/tboot, AMD SKINIT or Secure Launch): binding --with-key={key} to it would lock the key out after any change to that launch (an SINIT ACM or tboot update, TXT switched off), so nothing was sealed. Name the PCRs in /etc/sealed-firstboot.conf (tpm2_pcrs = 17 accepts the binding to this launch) or use systemd 253 or later")]
+    DynamicLaunch { key: &'static str },
     #[error("the sealed form did not decrypt back to what was sealed ({why}); nothing was kept")]
     Verify { why: String },
 }
@@ -113,7 +119,7 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Result<Sealed, Tpm2Error> {
     let uses_tpm2 = key != "host";
-    let first = encrypt(tool, name, key, pcrs, plaintext)?;
+    let (first, _) = encrypt(tool, name, key, pcrs, plaintext)?;
     match verify(tool, name, &first, plaintext) {
         Ok(()) => {
             return Ok(Sealed {
@@ -126,16 +132,26 @@ pub fn seal(
         Err(_) => {}
     }
     let fallback = Pcrs::from_indexes(vec![NO_PCR_FALLBACK]);
-    let blob = encrypt(tool, name, key, &fallback, plaintext)?;
+    let (blob, said) = encrypt(tool, name, key, &fallback, plaintext)?;
+    // systemd 252 says so when the PCR is still at its reset value; when it
+    // does not, PCR 17 holds a measurement: a dynamic launch ran at this
+    // boot, and binding to it is a PCR policy nobody asked for.
+    if !said.contains(PCR_AT_RESET_VALUE) {
+        return Err(Tpm2Error::DynamicLaunch { key });
+    }
     verify(tool, name, &blob, plaintext)?;
     Ok(Sealed {
         blob,
         pcrs: fallback,
         note: Some(format!(
-            "systemd-creds cannot decrypt a TPM2 credential bound to no PCR (systemd 252); sealed to PCR {NO_PCR_FALLBACK} instead, which no firmware, boot loader or OS update changes"
+            "systemd-creds cannot decrypt a TPM2 credential bound to no PCR (systemd 252); sealed to PCR {NO_PCR_FALLBACK} instead, which stays at its reset value on a machine that does no dynamic launch (no Intel TXT/tboot, AMD SKINIT or Secure Launch): no firmware, boot loader or OS update changes it there"
         )),
     })
 }
+
+/// What systemd 252's `encrypt` says when the PCRs bound are still at
+/// their reset value (all zeros or all ones).
+const PCR_AT_RESET_VALUE: &str = "none of the selected PCRs are valid";
 
 fn encrypt(
     tool: &Tool,
@@ -143,7 +159,7 @@ fn encrypt(
     key: &'static str,
     pcrs: &Pcrs,
     plaintext: &[u8],
-) -> Result<Vec<u8>, Tpm2Error> {
+) -> Result<(Vec<u8>, String), Tpm2Error> {
     let mut args = vec![
         "encrypt".to_string(),
         format!("--name={name}"),
@@ -165,8 +181,9 @@ fn encrypt(
             },
         });
     }
-    // The ciphertext is no secret.
-    Ok(out.stdout.to_vec())
+    // The ciphertext is no secret; what systemd-creds said, for the PCR
+    // fallback.
+    Ok((out.stdout.to_vec(), out.stderr.clone()))
 }
 
 /// Decrypt credential `name` (the TPM2 it is bound to must be this one).

@@ -68,6 +68,7 @@ pub fn write(
     root: &Path,
     creds: &[Credential<'_>],
     opts: &UnsealOptions,
+    kept: &BTreeSet<String>,
 ) -> Result<CredstoreReport, RuntimeError> {
     let run_host = root.join("run");
     let root_fd = rfs::open(
@@ -88,6 +89,29 @@ pub fn write(
     }
     let host = run_host.join(CREDSTORE_DIR);
     let dir = prepare(run.as_fd(), &host, opts)?;
+    // A name there already that no unseal of ours recorded is someone
+    // else's credential: neither replaced nor, later, removed.
+    let mut foreign = BTreeSet::new();
+    for c in creds {
+        if old.contains(c.name) || validate_credential_name(c.name).is_err() {
+            continue;
+        }
+        match fsops::kind_at(dir.as_fd(), c.name) {
+            Ok(Kind::Missing) => {}
+            Ok(_) => {
+                foreign.insert(c.name.to_owned());
+                report.failed.push((
+                    c.secret.to_owned(),
+                    format!(
+                        "{} is there and was not written by sealed-firstboot: left alone (remove it, or choose another credential name)",
+                        host.join(c.name).display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(RuntimeError::io("inspect", host.join(c.name), e)),
+        }
+    }
+    let creds: Vec<&Credential<'_>> = creds.iter().filter(|c| !foreign.contains(c.name)).collect();
     let wanted: BTreeSet<String> = creds.iter().map(|c| c.name.to_owned()).collect();
     // Recorded before anything is created, so a crash in between still
     // lets the next run remove what it finds.
@@ -106,8 +130,10 @@ pub fn write(
         }
     }
     for stale in old.difference(&wanted) {
-        // A name that is not ours to judge (a damaged record) stays.
-        if validate_credential_name(stale).is_err() {
+        // A name that is not ours to judge (a damaged record) stays, and so
+        // does the credential of a secret that failed at this unseal but is
+        // still in the store.
+        if validate_credential_name(stale).is_err() || kept.contains(stale) {
             continue;
         }
         match fsops::kind_at(dir.as_fd(), stale) {
