@@ -224,3 +224,83 @@ fn slow_idle_and_many_clients_are_bounded() {
         "an idle keep-alive connection is held for ever"
     );
 }
+
+/// Wrong tokens slow down the address that sends them, not the admin's:
+/// a flood of wrong logins and Bearer tokens from 127.0.0.2 (another
+/// client) gets one try per wait, even in parallel, and the right token
+/// from 127.0.0.1 logs in at once.
+#[test]
+fn wrong_tokens_slow_only_their_source_even_in_parallel() {
+    let site = Site::new();
+    let srv = Server::start(site.serve_cmd());
+    let a = srv.addr;
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let login = |from: std::net::IpAddr, token: &str| {
+        let body = serde_json::json!({ "token": token }).to_string();
+        http::request_from(
+            from,
+            a,
+            "POST",
+            "/api/login",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+    let start = std::sync::Arc::new(std::sync::Barrier::new(12));
+    let flood: Vec<_> = (0..12)
+        .map(|i| {
+            let start = start.clone();
+            let bearer = format!("Bearer wrong-token-number-{i}");
+            std::thread::spawn(move || {
+                start.wait();
+                if i % 2 == 0 {
+                    let body = serde_json::json!({ "token": format!("wrong-{i}") }).to_string();
+                    http::request_from(
+                        attacker,
+                        a,
+                        "POST",
+                        "/api/login",
+                        &[("Content-Type", "application/json")],
+                        Some(body.as_bytes()),
+                    )
+                    .status
+                } else {
+                    http::request_from(
+                        attacker,
+                        a,
+                        "GET",
+                        "/api/secrets",
+                        &[("Authorization", &bearer)],
+                        None,
+                    )
+                    .status
+                }
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        1,
+        "parallel wrong tokens were each checked: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    // The attacker's address waits, even with the right token...
+    let r = login(attacker, &srv.token);
+    let e = assert_error(&r, 429, "the right token from the slowed address");
+    assert!(r.header("retry-after").is_some(), "{e}");
+    // ...the admin's does not.
+    let r = login("127.0.0.1".parse().unwrap(), &srv.token);
+    assert_eq!(r.status, 200, "the admin was locked out: {}", r.text());
+    let r = http::request(
+        a,
+        "GET",
+        "/api/secrets",
+        &[("Authorization", &srv.bearer())],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -176,8 +176,9 @@ struct Login {
 }
 
 async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> ApiResult {
+    let peer = auth::peer_ip(&req);
     let l: Login = super::body::json_body(req, super::body::LOGIN_MAX_BODY).await?;
-    let (cookie, csrf) = app.auth.login(&l.token.0)?;
+    let (cookie, csrf) = app.auth.login(&l.token.0, peer)?;
     let mut r = json(StatusCode::OK, &serde_json::json!({ "csrf": csrf }));
     r.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(r)
