@@ -664,7 +664,13 @@ fn login_cookie_csrf_and_slowed_failures() {
     assert!(!set.contains(&srv.token), "{set}");
     let csrf = r.json()["csrf"].as_str().unwrap().to_string();
     let cookie = cookie_pair(&r);
-    let s = http::request(a, "GET", "/api/session", &[("Cookie", &cookie)], None);
+    let s = http::request(
+        a,
+        "GET",
+        "/api/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
     assert_eq!(s.status, 200);
     assert_eq!(s.json()["csrf"], csrf.as_str());
     assert_eq!(s.json()["authenticated_by"], "session");
@@ -707,9 +713,17 @@ fn login_cookie_csrf_and_slowed_failures() {
         &body,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    // Reads need no CSRF token; a Bearer client needs none either.
+    // Reads need the CSRF token too (see serve_hardening); a Bearer
+    // client needs none.
     assert_eq!(
-        http::request(a, "GET", "/api/secrets", &[("Cookie", &cookie)], None).status,
+        http::request(
+            a,
+            "GET",
+            "/api/secrets",
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            None
+        )
+        .status,
         200
     );
     let r = srv.send("PUT", "/api/secrets/WIFI_PSK", &json!({"value": "v2"}));

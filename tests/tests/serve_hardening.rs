@@ -304,3 +304,77 @@ fn wrong_tokens_slow_only_their_source_even_in_parallel() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Browsers send a `localhost` cookie to every port of the host, so a
+/// server another local user runs on another port gets the session cookie
+/// when the admin's browser visits it. Alone, it opens nothing: every
+/// request of a page session, reads too, needs the session's CSRF token
+/// (which the page keeps in its origin's sessionStorage), and no response
+/// to the cookie alone hands out that token.
+#[test]
+fn a_session_cookie_alone_opens_nothing() {
+    let site = Site::new();
+    let srv = Server::start(site.serve_cmd());
+    let a = srv.addr;
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
+        &serde_json::json!({"name": "WIFI_PSK", "value": "cookie-alone-marker"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = http::json(
+        a,
+        "POST",
+        "/api/login",
+        &[],
+        &serde_json::json!({"token": srv.token}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for path in [
+        "/api/session",
+        "/api/secrets",
+        "/api/secrets/WIFI_PSK",
+        "/api/secrets/WIFI_PSK/history",
+        "/api/audit",
+        "/api/recipes",
+        "/api/recipes/kiosk/status",
+    ] {
+        for headers in [
+            vec![("Cookie", cookie.as_str())],
+            vec![("Cookie", cookie.as_str()), ("X-CSRF-Token", "forged")],
+        ] {
+            let r = http::request(a, "GET", path, &headers, None);
+            let m = assert_error(&r, 403, &format!("GET {path} with the cookie alone"));
+            assert!(m.contains("CSRF"), "{m}");
+            assert!(
+                !r.text().contains(&csrf),
+                "{path} handed out the CSRF token"
+            );
+        }
+        let r = http::request(
+            a,
+            "GET",
+            path,
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{path} with the token: {}", r.text());
+    }
+    let r = http::json(
+        a,
+        "POST",
+        "/api/secrets/WIFI_PSK/value",
+        &[("Cookie", &cookie)],
+        &serde_json::json!({}),
+    );
+    assert_error(&r, 403, "reveal with the cookie alone");
+    assert!(!r.text().contains("cookie-alone-marker"));
+}

@@ -1,8 +1,8 @@
 //! Who may call the API: a client that sends `Authorization: Bearer TOKEN`,
 //! or the page after it logged in with the token (`POST /api/login`), which
 //! gets a session cookie (HttpOnly, SameSite=Strict, Path=/, Secure over
-//! TLS or behind a proxy) and a CSRF token that every state-changing
-//! request repeats in `X-CSRF-Token`.
+//! TLS or behind a proxy) and a CSRF token that every request of the
+//! session repeats in `X-CSRF-Token`, reads included (see [`require`]).
 //!
 //! Failed attempts (a wrong token at login or in a Bearer header) slow
 //! down the source that made them: after its n-th failure in a row no
@@ -301,25 +301,30 @@ pub fn changes_state(m: &Method) -> bool {
 }
 
 /// The middleware in front of every API route but login: authenticate,
-/// then, for a page session, require the CSRF token on every change.
+/// then, for a page session, require the CSRF token on every request,
+/// reads too: browsers send a `localhost` cookie to every port of the host
+/// (cookies are not bound to a port), so another local user's server on
+/// another port that the admin's browser visits gets the cookie; alone it
+/// opens nothing. The page keeps the CSRF token in its tab's
+/// `sessionStorage`, which is bound to the origin, port included.
 pub async fn require(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let p = match app.auth.principal(req.headers(), peer_ip(&req)) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     if let Principal::Session { csrf, .. } = &p {
-        if changes_state(req.method()) {
-            let sent = req
-                .headers()
-                .get(CSRF_HEADER)
-                .map(|v| v.as_bytes())
-                .unwrap_or(b"");
-            if !bool::from(sent.ct_eq(csrf.as_bytes())) {
-                return ApiError::forbidden(
-                    "missing or wrong CSRF token: a change from the page sends the X-CSRF-Token it got at login (reload the page)",
-                )
-                .into_response();
-            }
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        if !bool::from(sent.ct_eq(csrf.as_bytes())) {
+            return ApiError::forbidden(if changes_state(req.method()) {
+                "missing or wrong CSRF token: a change from the page sends the X-CSRF-Token it got at login (log in again)"
+            } else {
+                "missing or wrong CSRF token: every request of a page session sends the X-CSRF-Token it got at login, a cookie alone opens nothing (log in again)"
+            })
+            .into_response();
         }
     }
     req.extensions_mut().insert(p);
