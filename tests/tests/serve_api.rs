@@ -1087,6 +1087,10 @@ fn the_token_from_a_file_or_the_environment_is_never_printed_nor_passed_on() {
     let token = "file-token-0123456789-abcdef";
     let token_file = site.dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let mut c2 = build_image_cmd();
     // --deep: the setup view runs command sources (the probe).
     c2.args(["serve", "--deep", "--listen", "127.0.0.1:0", "--store"])

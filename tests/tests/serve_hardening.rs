@@ -378,3 +378,125 @@ fn a_session_cookie_alone_opens_nothing() {
     assert_error(&r, 403, "reveal with the cookie alone");
     assert!(!r.text().contains("cookie-alone-marker"));
 }
+
+/// Run `cmd` (a server that should refuse to start): its exit code and
+/// stderr; `None` when it was still running after 20 s (then killed).
+fn refused_at_start(mut cmd: std::process::Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (code, err)
+}
+
+/// A careless admin: a TLS key or a token file that other users may read
+/// (or write) is refused at start (exit 2, naming the file and the fix,
+/// never its content), as is a certificate or key that is a pipe or a
+/// directory; a private one (600, or 640 for a group) serves.
+#[test]
+fn key_and_token_files_open_to_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let token = "a-token-from-a-file-0123456789";
+    let token_file = site.dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    for mode in [0o644, 0o604, 0o620, 0o602] {
+        chmod(&token_file, mode);
+        let mut cmd = site.serve_cmd();
+        cmd.arg("--token-file").arg(&token_file);
+        let (code, err) = refused_at_start(cmd);
+        assert_eq!(code, Some(2), "token file {mode:o}: {err}");
+        assert!(
+            err.contains("--token-file") && err.contains("chmod 600"),
+            "{mode:o}: {err}"
+        );
+        assert!(!err.contains(token), "{err}");
+    }
+
+    // The key: refused when open to others (the certificate is public).
+    let key = site.dir.join("key.pem");
+    let cert = site.dir.join("cert.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    chmod(&key, 0o644);
+    let tls = |cert: &std::path::Path, key: &std::path::Path| {
+        let mut cmd = site.serve_cmd();
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        refused_at_start(cmd)
+    };
+    let (code, err) = tls(&cert, &key);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--tls-key") && err.contains("other users may read"),
+        "{err}"
+    );
+    // A pipe or a directory as the certificate or the key.
+    let fifo = site.dir.join("fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    chmod(&key, 0o600);
+    for (c, k, what) in [
+        (&fifo, &key, "--tls-cert"),
+        (&cert, &fifo, "--tls-key"),
+        (&site.dir, &key, "--tls-cert"),
+    ] {
+        let (code, err) = tls(c, k);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains(what) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    // Private: 600 passes the mode check (and fails on the bogus PEM).
+    let (code, err) = tls(&cert, &key);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("may read"), "{err}");
+    chmod(&key, 0o640);
+    let (_, err) = tls(&cert, &key);
+    assert!(!err.contains("may read"), "a group may read it: {err}");
+
+    // A private token file serves.
+    chmod(&token_file, 0o600);
+    let mut cmd = site.serve_cmd();
+    cmd.arg("--token-file").arg(&token_file);
+    let srv = Server::start(cmd);
+    let r = http::request(
+        srv.addr,
+        "GET",
+        "/api/secrets",
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
