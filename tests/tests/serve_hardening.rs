@@ -500,3 +500,102 @@ fn key_and_token_files_open_to_others_are_refused() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Names and scopes from the URL are the store's names, never paths:
+/// `..`, encoded dots and slashes, NUL, look-alike letters and very long
+/// segments get a JSON 400 or 404 (never 5xx) and touch nothing; creates
+/// of one name racing each other give exactly one 201, the rest 409.
+#[test]
+fn url_segments_are_names_and_racing_creates_make_one() {
+    let site = Site::new();
+    let srv = Server::start(site.serve_cmd());
+    let a = srv.addr;
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
+        &serde_json::json!({"name": "WIFI_PSK", "value": "segment-marker"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let before = sealed_image_tests::serve::snapshot(&site.store);
+    let long = "A".repeat(20_000);
+    let paths = [
+        "/api/secrets/..".to_string(),
+        "/api/secrets/%2e%2e".to_string(),
+        "/api/secrets/%2E%2E%2Fkey".to_string(),
+        "/api/secrets/..%2F..%2Fsecrets".to_string(),
+        "/api/secrets/WIFI_PSK%2F..".to_string(),
+        "/api/secrets/WIFI_PSK%00".to_string(),
+        "/api/secrets/WIFI_PS%D0%9A".to_string(),
+        "/api/secrets/%EF%BC%A1".to_string(),
+        "/api/secrets/%FF%FE".to_string(),
+        format!("/api/secrets/{long}"),
+        "/api/secrets/WIFI_PSK?scope=..%2F..%2Fetc".to_string(),
+        "/api/secrets/WIFI_PSK?scope=device:..%2Fx".to_string(),
+        "/api/secrets/WIFI_PSK?scope=device:%00".to_string(),
+        "/api/recipes/..%2F..%2Fetc/status".to_string(),
+        "/api/audit?name=..%2F..&limit=99999999999999999999".to_string(),
+        // A query where none is read is refused, never ignored (a PUT
+        // would change the global value).
+        "/api/secrets/WIFI_PSK?scope=device:kiosk-1".to_string(),
+        "/api/secrets/WIFI_PSK/history?x=1".to_string(),
+    ];
+    for p in &paths {
+        for method in ["GET", "DELETE", "PUT"] {
+            let r = if method == "PUT" {
+                http::json(
+                    a,
+                    method,
+                    p,
+                    &[("Authorization", &srv.bearer())],
+                    &serde_json::json!({"value": "x"}),
+                )
+            } else {
+                http::request(a, method, p, &[("Authorization", &srv.bearer())], None)
+            };
+            let what = format!("{method} {}", &p[..p.len().min(80)]);
+            {
+                assert!(
+                    r.status == 400 || r.status == 404 || r.status == 405,
+                    "{what}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+            let _ = r.json();
+            assert!(!r.text().contains("segment-marker"), "{what}");
+        }
+    }
+    assert_eq!(
+        before,
+        sealed_image_tests::serve::snapshot(&site.store),
+        "a request with a strange segment changed the store"
+    );
+
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (start, bearer) = (start.clone(), srv.bearer());
+            std::thread::spawn(move || {
+                start.wait();
+                http::json(
+                    a,
+                    "POST",
+                    "/api/secrets",
+                    &[("Authorization", &bearer)],
+                    &serde_json::json!({"name": "RACED", "value": format!("racer-{i}")}),
+                )
+                .status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let one = srv.get("/api/secrets/RACED").json();
+    assert_eq!(one["scopes"].as_array().map(|v| v.len()), Some(1), "{one}");
+    assert_eq!(
+        one["scopes"][0]["versions"].as_array().map(|v| v.len()),
+        Some(1),
+        "{one}"
+    );
+}
