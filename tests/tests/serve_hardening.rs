@@ -1,9 +1,11 @@
 //! `build-image serve` against an attacker: a page of another site or of
-//! another port of the same host (cookies are not bound to a port), a
-//! local user without the token (slow or idle clients, many connections),
-//! a recipe whose command sources would run at every refresh, and a
-//! careless admin (a certificate that is a pipe, key and token files that
-//! other users can read).
+//! another port of the same host (cookies are not bound to a port: the
+//! cookie alone opens nothing), a local user without the token (slow or
+//! idle clients, many connections, wrong tokens in parallel from another
+//! address, a port squatted before the start), a recipe whose command
+//! sources would run at every refresh, strange URL segments and racing
+//! creates, and a careless admin (a certificate that is a pipe, key and
+//! token files that other users can read).
 
 use sealed_image_tests::http::{self, Response};
 use sealed_image_tests::serve::{Server, Site};
@@ -598,4 +600,24 @@ fn url_segments_are_names_and_racing_creates_make_one() {
         Some(1),
         "{one}"
     );
+}
+
+/// A port someone else holds (another local user squatting it, on the
+/// address or on every address): the server does not start (exit 1,
+/// naming the address), rather than sharing the port.
+#[test]
+fn a_port_in_use_is_refused() {
+    let site = Site::new();
+    for squat in ["127.0.0.1:0", "0.0.0.0:0"] {
+        let held = std::net::TcpListener::bind(squat).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let (code, err) = refused_at_start(site.serve_cmd_on(&listen));
+        assert_eq!(code, Some(1), "{squat}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {listen}")),
+            "{squat}: {err}"
+        );
+        drop(held);
+    }
 }
