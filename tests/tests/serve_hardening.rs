@@ -687,3 +687,63 @@ fn stopping_during_writes_loses_nothing_acknowledged() {
         "{acked} acknowledged writes, current version {current}"
     );
 }
+
+/// A CLI `store rekey` and `store set` racing the server's writes: the
+/// server waits for the same lock, reads the new store key at its next
+/// request, loses no write of either side, and reveals what was last set.
+#[test]
+fn cli_rekey_and_set_racing_the_server_lose_nothing() {
+    let site = Site::new();
+    let srv = Server::start(site.serve_cmd());
+    let r = srv.send(
+        "POST",
+        "/api/secrets",
+        &serde_json::json!({"name": "WIFI_PSK", "value": "v0"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (a, bearer) = (srv.addr, srv.bearer());
+    let writer = std::thread::spawn(move || {
+        let mut ok = 0;
+        for i in 0..15 {
+            let r = http::json(
+                a,
+                "PUT",
+                "/api/secrets/WIFI_PSK",
+                &[("Authorization", &bearer)],
+                &serde_json::json!({"value": format!("server-{i}")}),
+            );
+            assert_eq!(r.status, 200, "PUT {i}: {}", r.text());
+            ok += 1;
+        }
+        ok
+    });
+    for i in 0..3 {
+        let out = site.store_cmd(&["rekey", "--yes", "-q"]).output().unwrap();
+        assert_success(&out, "store rekey");
+        let args: &[&str] = if i == 0 {
+            &["set", "API_TOKEN", "--generate", "-q"]
+        } else {
+            &["rotate", "API_TOKEN", "-q"]
+        };
+        let out = site.store_cmd(args).output().unwrap();
+        assert_success(&out, &format!("store set {i}"));
+    }
+    let server_writes = writer.join().unwrap();
+    let out = site.store_cmd(&["audit"]).output().unwrap();
+    assert_success(&out, "store audit");
+    let one = srv.get("/api/secrets/WIFI_PSK").json();
+    assert_eq!(
+        one["scopes"][0]["current"].as_u64(),
+        Some(1 + server_writes),
+        "{one}"
+    );
+    let api = srv.get("/api/secrets/API_TOKEN").json();
+    assert_eq!(api["scopes"][0]["current"].as_u64(), Some(3), "{api}");
+    let r = srv.send(
+        "POST",
+        "/api/secrets/WIFI_PSK/value",
+        &serde_json::json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["value"], "server-14");
+}
