@@ -135,38 +135,29 @@ fn slow_idle_and_many_clients_are_bounded() {
     // What the server may take at most (generous: it cuts off at 10 s).
     let limit = Duration::from_secs(60);
 
-    let slow_body = {
-        let host = host.clone();
-        std::thread::spawn(move || {
-            let mut s = TcpStream::connect(a).unwrap();
-            s.write_all(
-                format!("POST /api/login HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"tok").as_bytes(),
-            )
-            .unwrap();
-            until_closed(&mut s, limit)
-        })
-    };
-    let slow_second_head = {
-        let host = host.clone();
-        std::thread::spawn(move || {
-            let mut s = TcpStream::connect(a).unwrap();
-            s.write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
-                .unwrap();
-            let mut first = [0u8; 1024];
-            let _ = s.read(&mut first).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: 127").unwrap();
-            until_closed(&mut s, limit)
-        })
-    };
-    let idle = {
-        let host = host.clone();
-        std::thread::spawn(move || {
-            let mut s = TcpStream::connect(a).unwrap();
-            s.write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
-                .unwrap();
-            until_closed(&mut s, limit)
-        })
-    };
+    // The three are connected in this order, and the last has its first
+    // answer, before the flood starts: the server accepts in order, so all
+    // three hold a connection (none is one too many).
+    let mut body_conn = TcpStream::connect(a).unwrap();
+    body_conn
+        .write_all(
+            format!("POST /api/login HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"tok").as_bytes(),
+        )
+        .unwrap();
+    let mut idle_conn = TcpStream::connect(a).unwrap();
+    idle_conn
+        .write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .unwrap();
+    let mut head_conn = TcpStream::connect(a).unwrap();
+    head_conn
+        .write_all(format!("GET /app.css HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let _ = head_conn.read(&mut first).unwrap();
+    head_conn.write_all(b"GET / HTTP/1.1\r\nHost: 127").unwrap();
+    let slow_body = std::thread::spawn(move || until_closed(&mut body_conn, limit));
+    let slow_second_head = std::thread::spawn(move || until_closed(&mut head_conn, limit));
+    let idle = std::thread::spawn(move || until_closed(&mut idle_conn, limit));
 
     // A login body larger than any token: 413 without reading it all.
     let big = format!("{{\"token\": \"{}\"}}", "x".repeat(64 * 1024));
@@ -726,7 +717,7 @@ fn cli_rekey_and_set_racing_the_server_lose_nothing() {
             &["rotate", "API_TOKEN", "-q"]
         };
         let out = site.store_cmd(args).output().unwrap();
-        assert_success(&out, &format!("store set {i}"));
+        assert_success(&out, format!("store set {i}"));
     }
     let server_writes = writer.join().unwrap();
     let out = site.store_cmd(&["audit"]).output().unwrap();
