@@ -46,7 +46,40 @@ impl Response {
 
 /// Send raw bytes, read the whole response.
 pub fn raw(addr: SocketAddr, request: &[u8]) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    raw_on(s, addr, request)
+}
+
+/// A connection to `addr` from the local address `source` (e.g. 127.0.0.2,
+/// another client of the loopback).
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    sock.connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+    sock.into()
+}
+
+/// [`request`] from the local address `source`.
+pub fn request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    raw_on(
+        connect_from(source, addr),
+        addr,
+        &request_bytes(addr, method, path, headers, body),
+    )
+}
+
+/// Send raw bytes on `s`, read the whole response.
+pub fn raw_on(mut s: TcpStream, addr: SocketAddr, request: &[u8]) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     // The server may answer (413) and close before it read everything.
     let _ = s.write_all(request);
@@ -97,6 +130,16 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Response {
+    raw(addr, &request_bytes(addr, method, path, headers, body))
+}
+
+fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
@@ -113,7 +156,7 @@ pub fn request(
     if let Some(b) = body {
         bytes.extend_from_slice(b);
     }
-    raw(addr, &bytes)
+    bytes
 }
 
 /// A JSON request.

@@ -664,7 +664,13 @@ fn login_cookie_csrf_and_slowed_failures() {
     assert!(!set.contains(&srv.token), "{set}");
     let csrf = r.json()["csrf"].as_str().unwrap().to_string();
     let cookie = cookie_pair(&r);
-    let s = http::request(a, "GET", "/api/session", &[("Cookie", &cookie)], None);
+    let s = http::request(
+        a,
+        "GET",
+        "/api/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
     assert_eq!(s.status, 200);
     assert_eq!(s.json()["csrf"], csrf.as_str());
     assert_eq!(s.json()["authenticated_by"], "session");
@@ -707,9 +713,17 @@ fn login_cookie_csrf_and_slowed_failures() {
         &body,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    // Reads need no CSRF token; a Bearer client needs none either.
+    // Reads need the CSRF token too (see serve_hardening); a Bearer
+    // client needs none.
     assert_eq!(
-        http::request(a, "GET", "/api/secrets", &[("Cookie", &cookie)], None).status,
+        http::request(
+            a,
+            "GET",
+            "/api/secrets",
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            None
+        )
+        .status,
         200
     );
     let r = srv.send("PUT", "/api/secrets/WIFI_PSK", &json!({"value": "v2"}));
@@ -1073,6 +1087,10 @@ fn the_token_from_a_file_or_the_environment_is_never_printed_nor_passed_on() {
     let token = "file-token-0123456789-abcdef";
     let token_file = site.dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let mut c2 = build_image_cmd();
     // --deep: the setup view runs command sources (the probe).
     c2.args(["serve", "--deep", "--listen", "127.0.0.1:0", "--store"])

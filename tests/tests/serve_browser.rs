@@ -69,6 +69,16 @@ fn the_page_in_a_real_browser() {
     snap(&b, "secrets (empty)");
     let cookies = b.js("return document.cookie;", json!([]));
     assert_eq!(cookies, json!(""), "the session cookie is HttpOnly");
+    // A reload keeps the session: the tab kept its CSRF token (every
+    // request of the session sends it, reads too).
+    b.js(
+        "window.beforeReload = true; location.reload(); return null;",
+        json!([]),
+    );
+    b.wait(
+        "!window.beforeReload && document.getElementById('view-login').hidden && !document.getElementById('view-secrets').hidden",
+        "the secrets view after a reload",
+    );
 
     // The setup view: both store secrets missing on both devices.
     b.goto(&format!("{base}#/recipes/kiosk"));

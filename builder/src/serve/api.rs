@@ -64,6 +64,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/login", post(login))
         .merge(api)
+        .route_layer(middleware::from_fn(queries_only_where_read))
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
@@ -71,6 +72,26 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard::guard))
         .with_state(app)
+}
+
+/// A query string only where a route reads one (`DELETE
+/// /api/secrets/NAME?scope=`, `GET /api/audit?…`); elsewhere 400, never
+/// ignored: `PUT /api/secrets/NAME?scope=device:x` would otherwise change
+/// the global value (the scope of a change goes in its body).
+async fn queries_only_where_read(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads_query = (req.method() == axum::http::Method::DELETE
+        && req.uri().path().starts_with("/api/secrets/"))
+        || (req.method() == axum::http::Method::GET && req.uri().path() == "/api/audit");
+    if req.uri().query().is_some_and(|q| !q.is_empty()) && !reads_query {
+        return ApiError::bad_request(
+            "this route takes no query string (a change's scope goes in its JSON body; only DELETE takes ?scope= and /api/audit its filters)",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -176,8 +197,9 @@ struct Login {
 }
 
 async fn login(State(app): State<Arc<App>>, req: axum::extract::Request) -> ApiResult {
+    let peer = auth::peer_ip(&req);
     let l: Login = super::body::json_body(req, super::body::LOGIN_MAX_BODY).await?;
-    let (cookie, csrf) = app.auth.login(&l.token.0)?;
+    let (cookie, csrf) = app.auth.login(&l.token.0, peer)?;
     let mut r = json(StatusCode::OK, &serde_json::json!({ "csrf": csrf }));
     r.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(r)

@@ -7,6 +7,28 @@ use super::ServeError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// A file that holds a secret the server reads (`--tls-key`,
+/// `--token-file`) must not be open to other users: refused (exit 2) when
+/// others may read or write it, or its group may write it (a group that
+/// may read it, such as Debian's `ssl-cert` for keys, is allowed). A pipe
+/// (`<(pass show …)`) has no such mode and is not checked.
+pub fn check_private(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o026 != 0 {
+        let who = if mode & 0o006 != 0 {
+            "other users"
+        } else {
+            "its group"
+        };
+        return Err(format!(
+            "{who} may {} it (mode {mode:03o}): the {what} must be private, e.g. `chmod 600` it (or 640 for a group that may read it)",
+            if mode & 0o004 != 0 { "read" } else { "write" }
+        ));
+    }
+    Ok(())
+}
+
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
 /// The largest request body (values larger go through the CLI).

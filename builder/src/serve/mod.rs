@@ -136,7 +136,7 @@ async fn serve(
             server
                 .handle(handle)
                 .first_request_timeout(conn::HEADER_TIMEOUT)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
         }
         None => {
@@ -151,7 +151,7 @@ async fn serve(
             server
                 .handle(handle)
                 .first_request_timeout(conn::HEADER_TIMEOUT)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
         }
     };

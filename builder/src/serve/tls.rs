@@ -11,20 +11,35 @@ use std::sync::Arc;
 
 const MAX_PEM: u64 = 1 << 20;
 
-fn read(path: &Path, what: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, ServeError> {
+/// A PEM file (the user's path: links followed; never a pipe or a
+/// device); a private one (see [`super::config::check_private`]) when
+/// `private`.
+fn read(path: &Path, what: &str, private: bool) -> Result<zeroize::Zeroizing<Vec<u8>>, ServeError> {
     let bad = |why: String| ServeError::Usage(format!("{what} {}: {why}", path.display()));
-    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    // O_NONBLOCK: opening a pipe would otherwise wait for a writer (the
+    // server hung at start); it changes nothing for a regular file.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| bad(e.to_string()))?
+    };
     let meta = f.metadata().map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         return Err(bad("not a regular file".into()));
+    }
+    if private {
+        super::config::check_private(&meta, "private key").map_err(bad)?;
     }
     crate::io::secret::read_bounded(&mut f, MAX_PEM, meta.len()).map_err(|e| bad(e.to_string()))
 }
 
 /// The rustls configuration of `files` (usage errors: exit 2).
 pub fn load(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
-    let cert_pem = read(&files.cert, "--tls-cert")?;
-    let key_pem = read(&files.key, "--tls-key")?;
+    let cert_pem = read(&files.cert, "--tls-cert", false)?;
+    let key_pem = read(&files.key, "--tls-key", true)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| ServeError::Usage(format!("--tls-cert {}: {e}", files.cert.display())))?;

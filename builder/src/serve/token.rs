@@ -89,7 +89,8 @@ impl AccessToken {
         }
     }
 
-    /// A token file: its first line, trimmed (bounded read, never a device).
+    /// A token file: its first line, trimmed (bounded read, never a
+    /// device, never a file other users may read or write).
     pub fn from_file(path: &Path) -> Result<AccessToken, ServeError> {
         let bad =
             |why: String| ServeError::Usage(format!("--token-file {}: {why}", path.display()));
@@ -102,6 +103,7 @@ impl AccessToken {
                 return Err(bad("not a regular file (nor a pipe)".into()));
             }
         }
+        super::config::check_private(&meta, "token file").map_err(bad)?;
         let bytes = crate::io::secret::read_bounded(&mut f, 4096, meta.len())
             .map_err(|e| bad(e.to_string()))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;

@@ -6,6 +6,19 @@
 
 const state = { csrf: null, canChange: false, recipes: [], poll: null, revealTimer: null };
 
+// The session's CSRF token goes with every request (reads too: the cookie
+// alone opens nothing, as browsers send it to every port of the host). It
+// is kept in this tab's sessionStorage, bound to this origin (port
+// included), so a reload keeps the session; another tab logs in again.
+const CSRF_KEY = "sealed-csrf";
+function setCsrf(v) {
+  state.csrf = v;
+  try {
+    if (v) sessionStorage.setItem(CSRF_KEY, v); else sessionStorage.removeItem(CSRF_KEY);
+  } catch (_) { /* storage off: this page load only */ }
+}
+try { state.csrf = sessionStorage.getItem(CSRF_KEY); } catch (_) { state.csrf = null; }
+
 function $(id) { return document.getElementById(id); }
 
 // A form's control by name (form.name, form.length are the form's own).
@@ -35,10 +48,8 @@ class ApiError extends Error {
 
 async function api(method, path, body) {
   const headers = {};
-  if (method !== "GET") {
-    if (state.csrf) headers["X-CSRF-Token"] = state.csrf;
-    headers["Content-Type"] = "application/json";
-  }
+  if (state.csrf && path !== "/api/login") headers["X-CSRF-Token"] = state.csrf;
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method,
     headers,
@@ -51,7 +62,8 @@ async function api(method, path, body) {
   try { data = await resp.json(); } catch (_) { data = null; }
   if (!resp.ok) {
     const msg = (data && data.error) || ("HTTP " + resp.status);
-    if (resp.status === 401 && path !== "/api/login") showLogin();
+    // Not logged in, or this tab's CSRF token is not the session's.
+    if ((resp.status === 401 || (resp.status === 403 && /CSRF/.test(msg))) && path !== "/api/login") showLogin();
     throw new ApiError(resp.status, msg);
   }
   return data;
@@ -69,7 +81,7 @@ function short(at) { return at ? at.replace("T", " ").replace("Z", " UTC") : "";
 // ---- login ----
 
 function showLogin() {
-  state.csrf = null;
+  setCsrf(null);
   stopPolling();
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   $("nav").hidden = true;
@@ -83,12 +95,13 @@ async function start() {
     const s = await api("GET", "/api/session");
     afterLogin(s);
   } catch (e) {
-    if (e.status !== 401) say(e.message, true);
+    if (e.status === 403) showLogin();
+    else if (e.status !== 401) say(e.message, true);
   }
 }
 
 function afterLogin(s) {
-  state.csrf = s.csrf || state.csrf;
+  if (s.csrf) setCsrf(s.csrf);
   state.canChange = s.can_change;
   state.recipes = s.recipes || [];
   $("store-path").textContent = "store " + s.store;
@@ -121,7 +134,7 @@ $("login-form").addEventListener("submit", async (ev) => {
   const token = $("login-token").value;
   try {
     const r = await api("POST", "/api/login", { token });
-    state.csrf = r.csrf;
+    setCsrf(r.csrf);
     $("login-token").value = "";
     afterLogin(await api("GET", "/api/session"));
   } catch (e) {
