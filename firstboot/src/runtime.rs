@@ -26,6 +26,7 @@ mod error;
 mod fsops;
 mod links;
 mod mount;
+mod pending;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use credstore::{Credential, CredstoreReport, CREDSTORE_DIR};
 pub use error::{RuntimeError, UnresolvedAccount};
 pub use links::{OUTSIDE_DIR, STATE_FILE};
 pub use mount::RAMFS_MAGIC;
+pub use pending::PENDING_FILE;
 
 use crate::accounts::Accounts;
 use crate::bundle::{check_clashes, validate_entry, SecretEntry};
@@ -108,6 +110,9 @@ pub struct UnsealReport {
     pub changed: Vec<String>,
     /// Device paths outside `/run/secrets` that are links into it.
     pub links: Vec<String>,
+    /// The restarts due (recorded in [`PENDING_FILE`] before the swap):
+    /// those this unseal made due and those an interrupted run left.
+    pub pending: crate::restart::Plan,
 }
 
 /// A secret, checked and resolved, ready to write.
@@ -131,6 +136,17 @@ pub fn unseal(
     root: &Path,
     files: &[SecretFile<'_>],
     opts: &UnsealOptions,
+) -> Result<UnsealReport, RuntimeError> {
+    unseal_with_due(root, files, opts, &|_| crate::restart::Plan::default())
+}
+
+/// [`unseal`], recording before the swap the restarts `due` names for the
+/// secrets that changed under a live generation (see [`pending`]).
+pub fn unseal_with_due(
+    root: &Path,
+    files: &[SecretFile<'_>],
+    opts: &UnsealOptions,
+    due: &dyn Fn(&[String]) -> crate::restart::Plan,
 ) -> Result<UnsealReport, RuntimeError> {
     // 1. Check and resolve everything; nothing is written yet.
     let (plan, unresolved) = plan(root, files)?;
@@ -200,7 +216,18 @@ pub fn unseal(
         for link in plan.iter().filter_map(|p| p.link.as_ref()) {
             links::install(run, link, &old_links, opts.apply_ownership)?;
         }
-        let changed = changed_since_live(run, gens, &plan, opts);
+        let (was_live, changed) = changed_since_live(run, gens, &plan, opts);
+        // Recorded before the swap: a crash after it loses no restart.
+        let now_due = if was_live {
+            due(&changed)
+        } else {
+            crate::restart::Plan::default()
+        };
+        if !now_due.is_empty() {
+            let mut record = pending::read(gens);
+            record.merge(now_due);
+            pending::write(gens, &gens_host, &record, opts.apply_ownership)?;
+        }
         swap(run, root, generation)?;
         Ok(changed)
     })();
@@ -222,6 +249,7 @@ pub fn unseal(
 
     Ok(UnsealReport {
         generation,
+        pending: pending::read(gens),
         changed,
         failed: unresolved,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
@@ -264,7 +292,12 @@ pub fn clear(root: &Path) -> Result<(), RuntimeError> {
                 links::remove_stale(run, &stale)?;
             }
             remove_generations(gens, &gens_host, None)?;
-            for name in [STATE_FILE, links::STATE_TMP] {
+            for name in [
+                STATE_FILE,
+                links::STATE_TMP,
+                PENDING_FILE,
+                pending::PENDING_TMP,
+            ] {
                 fsops::remove_tree(gens, &cstring(name))
                     .map_err(|e| RuntimeError::io("remove", gens_host.join(name), e))?;
             }
@@ -525,7 +558,7 @@ fn changed_since_live(
     gens: BorrowedFd<'_>,
     plan: &[Planned<'_>],
     opts: &UnsealOptions,
-) -> Vec<String> {
+) -> (bool, Vec<String>) {
     let live = fsops::read_link(run, SECRETS_LINK)
         .ok()
         .and_then(|t| String::from_utf8(t).ok())
@@ -535,7 +568,8 @@ fn changed_since_live(
         })
         .filter(|n| parse_generation(&cstring(n)).is_some())
         .and_then(|n| fsops::open_dir(gens, &n).ok().flatten());
-    plan.iter()
+    let changed = plan
+        .iter()
         .filter(|p| {
             let Some(live) = &live else { return true };
             let Ok(Some(dir)) = fsops::walk_existing(live.as_fd(), &p.dirs) else {
@@ -545,7 +579,39 @@ fn changed_since_live(
             !fsops::same_file(dir.as_fd(), p.file, p.value, p.mode, owner)
         })
         .map(|p| p.name.to_owned())
-        .collect()
+        .collect();
+    (live.is_some(), changed)
+}
+
+/// The restarts recorded as due in `ROOT/run/secrets.d`.
+pub fn pending_restarts(root: &Path) -> Result<crate::restart::Plan, RuntimeError> {
+    let Some(run) = open_run(root, false)? else {
+        return Ok(crate::restart::Plan::default());
+    };
+    let gens_host = root.join("run").join(GENERATIONS_DIR);
+    match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
+        Ok(Some(gens)) => Ok(pending::read(gens.as_fd())),
+        Ok(None) => Ok(crate::restart::Plan::default()),
+        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+    }
+}
+
+/// Replace the record of restarts due with `plan` (removed when empty):
+/// what is left once `systemctl` ran.
+pub fn set_pending_restarts(
+    root: &Path,
+    plan: &crate::restart::Plan,
+    opts: &UnsealOptions,
+) -> Result<(), RuntimeError> {
+    let Some(run) = open_run(root, false)? else {
+        return Ok(());
+    };
+    let gens_host = root.join("run").join(GENERATIONS_DIR);
+    match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
+        Ok(Some(gens)) => pending::write(gens.as_fd(), &gens_host, plan, opts.apply_ownership),
+        Ok(None) => Ok(()),
+        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+    }
 }
 
 /// Write one secret into the generation open at `gen`.

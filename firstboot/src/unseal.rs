@@ -50,6 +50,10 @@ pub struct UnsealOutcome {
     pub encrypted_credentials: Vec<String>,
     /// Credentials removed (their secret left the store).
     pub removed_credentials: Vec<String>,
+    /// The restarts due (recorded before the new secrets went live, kept
+    /// until `systemctl` ran): for what this unseal changed under running
+    /// units, and what an interrupted run left.
+    pub pending: crate::restart::Plan,
 }
 
 /// Unseal the current store of `root` into `ROOT/run/secrets`.
@@ -162,7 +166,9 @@ pub fn unseal_store_with(
             files.push(SecretFile { entry, value: v });
         }
     }
-    let report = runtime::unseal(root, &files, opts)?;
+    let report = runtime::unseal_with_due(root, &files, opts, &|changed| {
+        crate::restart::plan(&current.manifest, changed)
+    })?;
     // What was unsealed is also handed to systemd as the credentials the
     // entries name (a secret that failed fails alone, credential and all).
     let unsealed: Vec<(&bundle::SecretEntry, &[u8])> = files
@@ -174,6 +180,7 @@ pub fn unseal_store_with(
     outcome.generation = report.generation;
     outcome.written = report.written;
     outcome.changed = report.changed;
+    outcome.pending = report.pending;
     outcome.failed.extend(
         report
             .failed

@@ -845,3 +845,67 @@ fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
     assert_success(&out, "a third run");
     assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
 }
+
+/// A restart that was due survives a crash: `apply` killed after the new
+/// secrets went live but before `systemctl` ran leaves the restart
+/// recorded, and the rerun runs it (the unseal then changes nothing, so
+/// without the record the unit would keep the old secret for good).
+#[test]
+fn a_restart_due_when_apply_is_killed_before_it_is_run_by_the_rerun() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "apply-before-restarts");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 86, "apply killed before the restarts");
+    assert_eq!(d.live(), map(NEW), "the new secrets are live");
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "the rerun");
+    let err = stderr(&out);
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "the restart that was due is lost: {err}"
+    );
+    // Done once: the record is cleared.
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "a third run");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
+}
+
+/// `apply` cut short after the store switch, then a plain `unseal` (by
+/// hand, or any later one) puts the new secrets live: the restarts they
+/// need are run then, not lost.
+#[test]
+fn a_restart_due_after_a_cut_short_apply_is_run_by_the_next_unseal() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "store-after-swap");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 86, "apply cut short after the store switch");
+    let out = d.cmd("unseal").output().unwrap();
+    assert_success(&out, "the unseal");
+    assert_eq!(d.live(), map(NEW));
+    let err = stderr(&out);
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "the restart that was due is lost: {err}"
+    );
+    let out = d.cmd("unseal").output().unwrap();
+    assert_success(&out, "a second unseal");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
+}
