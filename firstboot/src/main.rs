@@ -80,7 +80,9 @@ EXIT CODES:
     3  run: the bundle was refused or could not be applied, but the secrets
        already in the store were unsealed
     4  run, unseal, apply: some secrets could not be unsealed (each is named:
-       an owner or group missing on the device, a damaged store file), or a
+       an owner or group missing on the device, a damaged store file, a
+       link path outside /run/secrets squatted or in a directory another
+       user can write: never followed or replaced), or a
        unit could not be restarted; every other secret is in /run/secrets
     5  status: something is not right (a secret missing from the store or
        not live)

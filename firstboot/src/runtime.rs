@@ -101,6 +101,10 @@ pub struct UnsealReport {
     /// Secrets left out because their owner or group does not exist on
     /// the device (every other secret was written).
     pub failed: Vec<UnresolvedAccount>,
+    /// Secrets left out because their link location outside
+    /// `/run/secrets` is squatted or unsafe (each with why; every other
+    /// secret was written).
+    pub refused: Vec<(String, RuntimeError)>,
     /// The generation now behind `/run/secrets`.
     pub generation: u64,
     /// Names of the secrets written, in input order.
@@ -149,7 +153,7 @@ pub fn unseal_with_due(
     due: &dyn Fn(&[String]) -> crate::restart::Plan,
 ) -> Result<UnsealReport, RuntimeError> {
     // 1. Check and resolve everything; nothing is written yet.
-    let (plan, unresolved) = plan(root, files)?;
+    let (mut plan, unresolved) = plan(root, files)?;
     let run = open_run(root, true)?.ok_or_else(|| {
         RuntimeError::io(
             "open",
@@ -170,9 +174,20 @@ pub fn unseal_with_due(
             ))
         }
     };
-    for link in plan.iter().filter_map(|p| p.link.as_ref()) {
-        links::preflight(run, link, &old_links)?;
-    }
+    // A squatted link location (something planted there, a link on the
+    // way, a directory another user can write) fails that secret alone:
+    // nothing is followed or replaced, every other secret is unsealed.
+    let mut refused = Vec::new();
+    plan.retain(|p| match &p.link {
+        Some(link) => match links::preflight(run, link, &old_links) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push((p.name.to_owned(), e));
+                false
+            }
+        },
+        None => true,
+    });
 
     // 2. The generations directory (ramfs) and a new generation.
     let gens_host = root.join("run").join(GENERATIONS_DIR);
@@ -252,6 +267,7 @@ pub fn unseal_with_due(
         pending: pending::read(gens),
         changed,
         failed: unresolved,
+        refused,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
         links: plan
             .iter()

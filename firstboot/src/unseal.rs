@@ -187,6 +187,12 @@ pub fn unseal_store_with(
             .iter()
             .map(|u| (u.secret.clone(), u.error.to_string())),
     );
+    outcome.failed.extend(
+        report
+            .refused
+            .iter()
+            .map(|(name, e)| (name.clone(), e.to_string())),
+    );
     outcome.failed.extend(creds.failed);
     outcome.notes.extend(creds.notes);
     outcome.credentials = creds.plain;
