@@ -909,3 +909,39 @@ fn a_restart_due_after_a_cut_short_apply_is_run_by_the_next_unseal() {
     assert_success(&out, "a second unseal");
     assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
 }
+
+/// A broken configuration at boot (a bad signer line, an unknown key, a
+/// line without `=`, a one-value key set twice) never weakens trust: the
+/// whole `run` fails clearly, naming the file and the line, and an
+/// unsigned bundle on the boot partition is not applied (no pinned signer
+/// is ever dropped because a line did not parse).
+#[test]
+fn a_broken_configuration_at_boot_fails_clearly_and_pins_stay() {
+    let d = provisioned();
+    let conf = d.root.join("etc/sealed-firstboot.conf");
+    let pinned = std::fs::read_to_string(&conf).unwrap();
+    let before = store_snapshot(&d.root);
+    let (k, b) = seal(&attacker_contents(), None, Stamp::at(5000), &["/run/udev"]);
+    for (broken, why) in [
+        ("signer = sealed-signer1garbage", "not a signer"),
+        ("signers = x", "unknown key \"signers\""),
+        ("signer sealed-signer1", "expected key = value"),
+        ("identity = generated\nidentity = tpm2", "set twice"),
+    ] {
+        std::fs::write(&conf, format!("{pinned}# broken below\n{broken}\n")).unwrap();
+        d.place(&b, Some(&k));
+        let err = d.fails("run", 1);
+        let line = pinned.lines().count() + 1 + broken.lines().count();
+        assert!(
+            err.contains("sealed-firstboot.conf line ") && err.contains(why),
+            "{broken}: {err}"
+        );
+        assert!(err.contains(&format!("line {line}")), "{broken}: {err}");
+        assert_eq!(
+            store_snapshot(&d.root),
+            before,
+            "{broken}: the store changed"
+        );
+        assert!(!d.root.join("run/udev").exists(), "{broken}: applied");
+    }
+}
