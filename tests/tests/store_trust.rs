@@ -2194,3 +2194,59 @@ fn import_from_a_busy_store_is_refused_not_waited_for() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("in use"), "{}", text(&o));
 }
+
+/// `build-image check RECIPE` on a tampered store reports the integrity
+/// failure with exit 11, as every other command that reads the store (it
+/// used to say 5, "a secret value is invalid"), and `check --devices` too.
+#[test]
+fn check_of_a_tampered_store_exits_11_like_every_command() {
+    type Tamper = fn(&St);
+    let cases: Vec<(&str, Tamper)> = vec![
+        ("a line added to recipients.txt", |st| {
+            let m = age::x25519::Identity::generate().to_public();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(st.store.join("recipients.txt"))
+                .unwrap();
+            writeln!(f, "{m} # mallory").unwrap();
+        }),
+        ("an edited meta.toml", |st| {
+            let meta = st.store.join("secrets/WIFI_PSK/meta.toml");
+            let mut text = std::fs::read_to_string(&meta).unwrap();
+            text.push_str("\n# edited\n");
+            std::fs::write(&meta, text).unwrap();
+        }),
+    ];
+    for (what, tamper) in cases {
+        let st = store();
+        tamper(&st);
+        let recipe = st.recipe();
+        let devices = st.dir.join("devices.toml");
+        std::fs::write(&devices, "[[device]]\nname = \"kiosk-1\"\n").unwrap();
+        for extra in [&[][..], &["--devices".as_ref(), devices.as_os_str()][..]] {
+            let o = build_image_cmd()
+                .arg("check")
+                .arg(&recipe)
+                .args(extra)
+                .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+                .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+                .env_remove("SEALED_IMAGE_STORE_ID")
+                .current_dir(&st.dir)
+                .output()
+                .unwrap();
+            no_panic(&o);
+            assert_eq!(
+                o.status.code(),
+                Some(11),
+                "{what}: check {extra:?}: {}",
+                text(&o)
+            );
+            assert!(
+                text(&o).contains("not what its key authenticates"),
+                "{what}: {}",
+                text(&o)
+            );
+            assert!(!text(&o).contains(WIFI), "{what}: the value was printed");
+        }
+    }
+}
