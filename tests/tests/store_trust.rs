@@ -2250,3 +2250,55 @@ fn check_of_a_tampered_store_exits_11_like_every_command() {
         }
     }
 }
+
+/// A `--recipient` (or `recipients add|rm KEY`) that is no key is a usage
+/// error, exit 2, in every command that takes one, named as given (not
+/// as a line of a recipients.txt that does not exist), and changes nothing.
+#[test]
+fn a_bad_recipient_argument_is_a_usage_error_in_every_command() {
+    let st = store();
+    let before = snapshot(&st.store);
+    let fresh = st.dir.join("fresh-store");
+    for bad in ["bogus", "age1qqqqqqqq", "ssh-rsa AAAAB3NzaC1yc2E x"] {
+        let init = st.at(fresh.clone());
+        let cases: Vec<(&str, Output)> = vec![
+            ("init", init.run(None, &["init", "--recipient", bad], b"")),
+            (
+                "init (a good one and a bad one)",
+                init.run(
+                    None,
+                    &["init", "--recipient", &st.a.public, "--recipient", bad],
+                    b"",
+                ),
+            ),
+            (
+                "export",
+                st.run(
+                    Some(&st.a.file),
+                    &["export", "--recipient", bad, "out.archive"],
+                    b"",
+                ),
+            ),
+            (
+                "recipients add",
+                st.run(Some(&st.a.file), &["recipients", "add", bad], b""),
+            ),
+            (
+                "recipients rm",
+                st.run(Some(&st.a.file), &["recipients", "rm", bad], b""),
+            ),
+        ];
+        for (what, o) in cases {
+            no_panic(&o);
+            assert_eq!(o.status.code(), Some(2), "{what} {bad:?}: {}", text(&o));
+            assert!(
+                !text(&o).contains("recipients.txt line"),
+                "{what}: {}",
+                text(&o)
+            );
+        }
+        assert!(!fresh.exists(), "{bad:?}: init wrote a store");
+        assert!(!st.dir.join("out.archive").exists(), "{bad:?}: exported");
+        assert_eq!(snapshot(&st.store), before, "{bad:?}: the store changed");
+    }
+}
