@@ -269,7 +269,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "unseal" => {
-            let outcome = do_unseal(root, &config)?;
+            let outcome = do_unseal(root, &config, true)?;
             // Secrets changed under running units (an apply cut short):
             // the restarts due are run now.
             let restarted = run_pending_restarts(root, &outcome.pending)?;
@@ -284,7 +284,7 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             if let Err(e) = &provisioned {
                 eprintln!("sealed-firstboot: error: {}", chain_message(e));
             }
-            let outcome = do_unseal(root, &config)?;
+            let outcome = do_unseal(root, &config, false)?;
             if provisioned.is_err() && !outcome.had_store {
                 bail!("the bundle was not applied and there are no earlier secrets to unseal");
             }
@@ -428,7 +428,7 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
             )
         }
     }
-    let outcome = do_unseal(&args.root, config)?;
+    let outcome = do_unseal(&args.root, config, true)?;
     let mut code = exit_for(&outcome, false);
     if outcome.changed.is_empty() {
         eprintln!("sealed-firstboot: no secret changed");
@@ -493,9 +493,12 @@ fn unseal_options(root: &Path) -> UnsealOptions {
     }
 }
 
-fn do_unseal(root: &Path, config: &Config) -> Result<UnsealOutcome> {
+/// Unseal; `restarts`: on a running system (`apply`, `unseal`, not the
+/// boot-time `run`), record the restarts what changes makes due.
+fn do_unseal(root: &Path, config: &Config, restarts: bool) -> Result<UnsealOutcome> {
     let opts = unseal_options(root);
-    let outcome = unseal::unseal_store_with(root, &opts, config).context("unsealing")?;
+    let outcome =
+        unseal::unseal_store_restarting(root, &opts, config, restarts).context("unsealing")?;
     for note in &outcome.notes {
         eprintln!("sealed-firstboot: {note}");
     }

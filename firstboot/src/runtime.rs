@@ -231,13 +231,9 @@ pub fn unseal_with_due(
         for link in plan.iter().filter_map(|p| p.link.as_ref()) {
             links::install(run, link, &old_links, opts.apply_ownership)?;
         }
-        let (was_live, changed) = changed_since_live(run, gens, &plan, opts);
+        let changed = changed_since_live(run, gens, &plan, opts);
         // Recorded before the swap: a crash after it loses no restart.
-        let now_due = if was_live {
-            due(&changed)
-        } else {
-            crate::restart::Plan::default()
-        };
+        let now_due = due(&changed);
         if !now_due.is_empty() {
             let mut record = pending::read(gens);
             record.merge(now_due);
@@ -574,7 +570,7 @@ fn changed_since_live(
     gens: BorrowedFd<'_>,
     plan: &[Planned<'_>],
     opts: &UnsealOptions,
-) -> (bool, Vec<String>) {
+) -> Vec<String> {
     let live = fsops::read_link(run, SECRETS_LINK)
         .ok()
         .and_then(|t| String::from_utf8(t).ok())
@@ -584,8 +580,7 @@ fn changed_since_live(
         })
         .filter(|n| parse_generation(&cstring(n)).is_some())
         .and_then(|n| fsops::open_dir(gens, &n).ok().flatten());
-    let changed = plan
-        .iter()
+    plan.iter()
         .filter(|p| {
             let Some(live) = &live else { return true };
             let Ok(Some(dir)) = fsops::walk_existing(live.as_fd(), &p.dirs) else {
@@ -595,8 +590,7 @@ fn changed_since_live(
             !fsops::same_file(dir.as_fd(), p.file, p.value, p.mode, owner)
         })
         .map(|p| p.name.to_owned())
-        .collect();
-    (live.is_some(), changed)
+        .collect()
 }
 
 /// The restarts recorded as due in `ROOT/run/secrets.d`.

@@ -72,6 +72,19 @@ pub fn unseal_store_with(
     opts: &UnsealOptions,
     config: &Config,
 ) -> Result<UnsealOutcome, UnsealError> {
+    unseal_store_restarting(root, opts, config, false)
+}
+
+/// [`unseal_store_with`] on a running system (`apply`, `unseal`), with
+/// `restarts`: the units of what changes are recorded as due before the
+/// swap ([`UnsealOutcome::pending`]). The boot-time unseal passes false
+/// (units start after it).
+pub fn unseal_store_restarting(
+    root: &Path,
+    opts: &UnsealOptions,
+    config: &Config,
+    restarts: bool,
+) -> Result<UnsealOutcome, UnsealError> {
     let store = Store::new(root);
     let Some(current) = store.current()? else {
         return Ok(UnsealOutcome::default());
@@ -167,7 +180,11 @@ pub fn unseal_store_with(
         }
     }
     let report = runtime::unseal_with_due(root, &files, opts, &|changed| {
-        crate::restart::plan(&current.manifest, changed)
+        if restarts {
+            crate::restart::plan(&current.manifest, changed)
+        } else {
+            crate::restart::Plan::default()
+        }
     })?;
     // What was unsealed is also handed to systemd as the credentials the
     // entries name (a secret that failed fails alone, credential and all).

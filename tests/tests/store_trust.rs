@@ -1008,7 +1008,7 @@ fn small_order_recipients_get_a_clear_error() {
             .arg(&fresh)
             .args(["init", "--recipient", bad]);
         let o = c.output().unwrap();
-        assert_eq!(o.status.code(), Some(1), "init: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "init: {}", text(&o));
         assert!(text(&o).contains("small-order"), "{}", text(&o));
         no_panic(&o);
         assert!(!fresh.join("recipients.txt").exists());

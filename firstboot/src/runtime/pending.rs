@@ -6,8 +6,8 @@
 //! ran for them, so a crash (kill -9) in between loses no restart: the
 //! next `apply` or `unseal` runs them. It lives on the ramfs with the
 //! secrets, so a reboot (which starts every unit afresh, after the
-//! boot-time unseal) clears it too. Only a change to a generation that
-//! was live makes a restart due: at boot nothing has read a secret yet.
+//! boot-time unseal) clears it too. The boot-time `run` records nothing:
+//! the units start after it.
 
 use super::error::RuntimeError;
 use super::fsops;
