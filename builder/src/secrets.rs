@@ -71,6 +71,11 @@ pub struct Status {
     /// Why the value is unusable, when present but invalid (never the value).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When a store source failed because the store is not what its key
+    /// authenticates (11) or there is no identity for it (10): that code,
+    /// so `check` exits as every other command reading the store.
+    #[serde(skip)]
+    pub store_exit: Option<u8>,
 }
 
 /// Check every secret without keeping values.
@@ -89,6 +94,7 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
                 description: s.description.clone(),
                 how: None,
                 error: None,
+                store_exit: None,
             };
             match sources::fetch(recipe, name, &spec) {
                 Ok(Fetched::Found(v)) => {
@@ -98,7 +104,16 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
                     }
                 }
                 Ok(Fetched::Missing { how }) => st.how = Some(how),
-                Err(e) => st.error = Some(e.to_string()),
+                Err(e) => {
+                    if let SourceError::Store { cause, .. } = &e {
+                        let code = cause.exit_code();
+                        st.store_exit =
+                            [crate::store::exit::INTEGRITY, crate::store::exit::IDENTITY]
+                                .contains(&code)
+                                .then_some(code);
+                    }
+                    st.error = Some(e.to_string());
+                }
             }
             st
         })

@@ -232,9 +232,13 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// The keys that take one value (`signer` and `allow_path` may repeat).
+const ONE_VALUE_KEYS: [&str; 4] = ["boot_dir", "identity", "tpm2_pcrs", "credential_key"];
+
 /// Parse the text of the configuration file; errors carry the line number.
 pub fn parse(text: &str) -> Result<Config, (usize, String)> {
     let mut config = Config::default();
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
@@ -245,6 +249,16 @@ pub fn parse(text: &str) -> Result<Config, (usize, String)> {
             .split_once('=')
             .ok_or_else(|| err("expected key = value".into()))?;
         let (key, value) = (key.trim(), value.trim());
+        // A key that holds one value is set once: a second line (appended
+        // by a script, say) would silently override the first.
+        if ONE_VALUE_KEYS.contains(&key) {
+            if let Some(first) = seen.iter().find(|(k, _)| *k == key).map(|(_, l)| *l) {
+                return Err(err(format!(
+                    "{key} is set twice (first on line {first}); it takes one value"
+                )));
+            }
+            seen.push((key, n + 1));
+        }
         match key {
             "boot_dir" => {
                 if !value.starts_with('/') {
@@ -381,5 +395,26 @@ mod tests {
             .1
             .contains("unknown key"));
         assert!(parse("just words").unwrap_err().1.contains("key = value"));
+    }
+
+    /// A key that takes one value, set twice, is an error naming both
+    /// lines (the later line used to win silently); signer and allow_path
+    /// lines repeat.
+    #[test]
+    fn a_one_value_key_set_twice_is_refused() {
+        for key in ONE_VALUE_KEYS {
+            let value = match key {
+                "boot_dir" => "/boot",
+                "identity" => "tpm2",
+                "tpm2_pcrs" => "7",
+                _ => "host",
+            };
+            let text = format!("{key} = {value}\n# note\n{key} = {value}\n");
+            let (line, reason) = parse(&text).unwrap_err();
+            assert_eq!(line, 3, "{key}: {reason}");
+            assert!(reason.contains("set twice (first on line 1)"), "{reason}");
+        }
+        let c = parse("allow_path = /run/a\nallow_path = /run/b\n").unwrap();
+        assert_eq!(c.allow_paths.len(), 2);
     }
 }

@@ -31,7 +31,9 @@ COMMANDS:
     unseal     decrypt the store into /run/secrets (new generation, atomic swap);
                the secrets that name a credential also into /run/credstore
                (credential = NAME) or /etc/credstore.encrypted
-               (credential-encrypted = NAME, through systemd-creds)
+               (credential-encrypted = NAME, through systemd-creds); then
+               run the restarts still due (secrets changed under running
+               units by an apply cut short: recorded before the swap)
     apply FILE|- [--key FILE] [--no-restart]
                apply an update bundle (from `build-image bundle`) on a running
                device, from a file or standard input, with the same rules as
@@ -78,7 +80,9 @@ EXIT CODES:
     3  run: the bundle was refused or could not be applied, but the secrets
        already in the store were unsealed
     4  run, unseal, apply: some secrets could not be unsealed (each is named:
-       an owner or group missing on the device, a damaged store file), or a
+       an owner or group missing on the device, a damaged store file, a
+       link path outside /run/secrets squatted or in a directory another
+       user can write: never followed or replaced), or a
        unit could not be restarted; every other secret is in /run/secrets
     5  status: something is not right (a secret missing from the store or
        not live)
@@ -264,13 +268,23 @@ fn dispatch(args: &Args) -> Result<ExitCode> {
             do_provision(args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
-        "unseal" => Ok(exit_for(&do_unseal(root, &config)?, false)),
+        "unseal" => {
+            let outcome = do_unseal(root, &config, true)?;
+            // Secrets changed under running units (an apply cut short):
+            // the restarts due are run now.
+            let restarted = run_pending_restarts(root, &outcome.pending)?;
+            Ok(if restarted {
+                exit_for(&outcome, false)
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
+        }
         "run" => {
             let provisioned = do_provision(args, &config);
             if let Err(e) = &provisioned {
                 eprintln!("sealed-firstboot: error: {}", chain_message(e));
             }
-            let outcome = do_unseal(root, &config)?;
+            let outcome = do_unseal(root, &config, false)?;
             if provisioned.is_err() && !outcome.had_store {
                 bail!("the bundle was not applied and there are no earlier secrets to unseal");
             }
@@ -414,28 +428,37 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
             )
         }
     }
-    let outcome = do_unseal(&args.root, config)?;
+    let outcome = do_unseal(&args.root, config, true)?;
     let mut code = exit_for(&outcome, false);
     if outcome.changed.is_empty() {
         eprintln!("sealed-firstboot: no secret changed");
     } else {
         eprintln!("sealed-firstboot: changed: {}", outcome.changed.join(", "));
     }
-    let current = Store::new(&args.root).current()?;
-    let plan = current
-        .map(|c| restart::plan(&c.manifest, &outcome.changed))
-        .unwrap_or_default();
     if args.no_restart {
-        if !plan.is_empty() {
-            eprintln!("sealed-firstboot: --no-restart: not restarting or reloading any unit");
+        if !outcome.pending.is_empty() {
+            eprintln!("sealed-firstboot: --no-restart: not restarting or reloading any unit (they stay due: the next apply or unseal runs them)");
         }
         return Ok(code);
     }
-    for action in restart::run(&plan, &args.root) {
+    if !run_pending_restarts(&args.root, &outcome.pending)? {
+        code = ExitCode::from(EXIT_PARTIAL);
+    }
+    Ok(code)
+}
+
+/// Run the restarts that are due (`plan`, recorded before the secrets went
+/// live), then record what is left: the units whose `systemctl` failed.
+/// False when one failed.
+fn run_pending_restarts(root: &Path, plan: &restart::Plan) -> Result<bool> {
+    sealed_firstboot::fsutil::failpoint("apply-before-restarts");
+    let mut ok = true;
+    let mut left = restart::Plan::default();
+    for action in restart::run(plan, root) {
         match &action.error {
             None if !action.ran => eprintln!(
                 "sealed-firstboot: --root {}: not running systemctl on this machine; on the device it would run: systemctl {} -- {}",
-                args.root.display(),
+                root.display(),
                 action.verb,
                 action.units.join(" ")
             ),
@@ -446,20 +469,36 @@ fn do_apply(args: &Args, config: &Config, bytes: &[u8]) -> Result<ExitCode> {
             ),
             Some(e) => {
                 eprintln!("sealed-firstboot: error: {e}");
-                code = ExitCode::from(EXIT_PARTIAL);
+                ok = false;
+                let units = action.units.iter().cloned();
+                match action.verb {
+                    "try-restart" => left.restart.extend(units),
+                    _ => left.reload.extend(units),
+                }
             }
         }
     }
-    Ok(code)
+    if !plan.is_empty() || !left.is_empty() {
+        sealed_firstboot::runtime::set_pending_restarts(root, &left, &unseal_options(root))
+            .context("recording the restarts still due")?;
+    }
+    Ok(ok)
 }
 
-fn do_unseal(root: &Path, config: &Config) -> Result<UnsealOutcome> {
+fn unseal_options(root: &Path) -> UnsealOptions {
     let is_root = rustix::process::geteuid().is_root();
-    let opts = UnsealOptions {
+    UnsealOptions {
         mount_ramfs: is_root && sealed_firstboot::fsutil::is_host_root(root),
         apply_ownership: is_root,
-    };
-    let outcome = unseal::unseal_store_with(root, &opts, config).context("unsealing")?;
+    }
+}
+
+/// Unseal; `restarts`: on a running system (`apply`, `unseal`, not the
+/// boot-time `run`), record the restarts what changes makes due.
+fn do_unseal(root: &Path, config: &Config, restarts: bool) -> Result<UnsealOutcome> {
+    let opts = unseal_options(root);
+    let outcome =
+        unseal::unseal_store_restarting(root, &opts, config, restarts).context("unsealing")?;
     for note in &outcome.notes {
         eprintln!("sealed-firstboot: {note}");
     }

@@ -139,10 +139,32 @@ pub fn provision_with(
     now: u64,
     config: &Config,
 ) -> Result<Outcome, ProvisionError> {
+    let sub = boot_dir.join(BOOT_SUBDIR);
+    // `sealed-secrets/` is ours: a real directory, never a link, on the
+    // device itself as under --root (through a link, the wipe would
+    // destroy files named `bundle` or `image.key` wherever it points).
+    // Checked before anything else is touched.
+    match std::fs::symlink_metadata(&sub) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(ProvisionError::Io {
+                context: "opening the boot partition".into(),
+                source: std::io::Error::other(format!(
+                    "{} is a symbolic link, which is never followed (the bundle and key go in a real directory there)",
+                    sub.display()
+                )),
+            })
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(ProvisionError::Io {
+                context: "opening the boot partition".into(),
+                source: std::io::Error::other(format!("{} is not a directory", sub.display())),
+            })
+        }
+        _ => {}
+    }
     // Finish the clean-up of a run interrupted after its store switch.
     let store = Store::new(root);
     store.remove_stale()?;
-    let sub = boot_dir.join(BOOT_SUBDIR);
     // With --root, the boot directory must not lead out of the tree.
     if let Ok(rel) = sub.strip_prefix(root) {
         fsutil::in_root(root, &rel.to_string_lossy()).map_err(|source| ProvisionError::Io {
@@ -588,4 +610,41 @@ fn shred(path: &Path) -> Result<(), ProvisionError> {
             context: format!("wiping {}", path.display()),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the device itself (root `/`, where the `--root` confinement
+    /// does not apply), `<boot>/sealed-secrets` as a symbolic link is
+    /// refused like under `--root`, before anything is read, renamed or
+    /// wiped: through it, the wipe would destroy files named `image.key`
+    /// or `bundle` wherever it points. Checked first, so this test touches
+    /// nothing of this machine's.
+    #[test]
+    fn a_linked_sealed_secrets_directory_is_refused_on_the_device_too() {
+        let boot = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join(KEY_FILE), b"not yours to wipe").unwrap();
+        std::fs::write(elsewhere.path().join(BUNDLE_FILE), b"nor this").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), boot.path().join(BOOT_SUBDIR)).unwrap();
+        let err = provision_with(Path::new("/"), boot.path(), 0, &Config::default())
+            .expect_err("a linked sealed-secrets/ must be refused");
+        let msg = err.to_string();
+        assert!(msg.contains("symbolic link"), "{msg}");
+        assert!(msg.contains(BOOT_SUBDIR), "{msg}");
+        for f in [KEY_FILE, BUNDLE_FILE] {
+            assert!(
+                elsewhere.path().join(f).exists(),
+                "{f} was wiped through the link"
+            );
+        }
+        // A file there, or anything but a directory, is refused too.
+        std::fs::remove_file(boot.path().join(BOOT_SUBDIR)).unwrap();
+        std::fs::write(boot.path().join(BOOT_SUBDIR), b"x").unwrap();
+        let err = provision_with(Path::new("/"), boot.path(), 0, &Config::default())
+            .expect_err("a file at sealed-secrets must be refused");
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
 }

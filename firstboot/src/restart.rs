@@ -19,6 +19,14 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.restart.is_empty() && self.reload.is_empty()
     }
+
+    /// Add `other`'s units (a unit restarted is not also reloaded).
+    pub fn merge(&mut self, other: Plan) {
+        self.restart.extend(other.restart);
+        self.reload.extend(other.reload);
+        let restart = self.restart.clone();
+        self.reload.retain(|u| !restart.contains(u));
+    }
 }
 
 /// Which units the changed secrets and templates name.

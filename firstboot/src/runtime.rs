@@ -26,6 +26,7 @@ mod error;
 mod fsops;
 mod links;
 mod mount;
+mod pending;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use credstore::{Credential, CredstoreReport, CREDSTORE_DIR};
 pub use error::{RuntimeError, UnresolvedAccount};
 pub use links::{OUTSIDE_DIR, STATE_FILE};
 pub use mount::RAMFS_MAGIC;
+pub use pending::PENDING_FILE;
 
 use crate::accounts::Accounts;
 use crate::bundle::{check_clashes, validate_entry, SecretEntry};
@@ -99,6 +101,10 @@ pub struct UnsealReport {
     /// Secrets left out because their owner or group does not exist on
     /// the device (every other secret was written).
     pub failed: Vec<UnresolvedAccount>,
+    /// Secrets left out because their link location outside
+    /// `/run/secrets` is squatted or unsafe (each with why; every other
+    /// secret was written).
+    pub refused: Vec<(String, RuntimeError)>,
     /// The generation now behind `/run/secrets`.
     pub generation: u64,
     /// Names of the secrets written, in input order.
@@ -108,6 +114,9 @@ pub struct UnsealReport {
     pub changed: Vec<String>,
     /// Device paths outside `/run/secrets` that are links into it.
     pub links: Vec<String>,
+    /// The restarts due (recorded in [`PENDING_FILE`] before the swap):
+    /// those this unseal made due and those an interrupted run left.
+    pub pending: crate::restart::Plan,
 }
 
 /// A secret, checked and resolved, ready to write.
@@ -132,8 +141,19 @@ pub fn unseal(
     files: &[SecretFile<'_>],
     opts: &UnsealOptions,
 ) -> Result<UnsealReport, RuntimeError> {
+    unseal_with_due(root, files, opts, &|_| crate::restart::Plan::default())
+}
+
+/// [`unseal`], recording before the swap the restarts `due` names for the
+/// secrets that changed under a live generation (see [`pending`]).
+pub fn unseal_with_due(
+    root: &Path,
+    files: &[SecretFile<'_>],
+    opts: &UnsealOptions,
+    due: &dyn Fn(&[String]) -> crate::restart::Plan,
+) -> Result<UnsealReport, RuntimeError> {
     // 1. Check and resolve everything; nothing is written yet.
-    let (plan, unresolved) = plan(root, files)?;
+    let (mut plan, unresolved) = plan(root, files)?;
     let run = open_run(root, true)?.ok_or_else(|| {
         RuntimeError::io(
             "open",
@@ -154,9 +174,20 @@ pub fn unseal(
             ))
         }
     };
-    for link in plan.iter().filter_map(|p| p.link.as_ref()) {
-        links::preflight(run, link, &old_links)?;
-    }
+    // A squatted link location (something planted there, a link on the
+    // way, a directory another user can write) fails that secret alone:
+    // nothing is followed or replaced, every other secret is unsealed.
+    let mut refused = Vec::new();
+    plan.retain(|p| match &p.link {
+        Some(link) => match links::preflight(run, link, &old_links) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push((p.name.to_owned(), e));
+                false
+            }
+        },
+        None => true,
+    });
 
     // 2. The generations directory (ramfs) and a new generation.
     let gens_host = root.join("run").join(GENERATIONS_DIR);
@@ -201,6 +232,13 @@ pub fn unseal(
             links::install(run, link, &old_links, opts.apply_ownership)?;
         }
         let changed = changed_since_live(run, gens, &plan, opts);
+        // Recorded before the swap: a crash after it loses no restart.
+        let now_due = due(&changed);
+        if !now_due.is_empty() {
+            let mut record = pending::read(gens);
+            record.merge(now_due);
+            pending::write(gens, &gens_host, &record, opts.apply_ownership)?;
+        }
         swap(run, root, generation)?;
         Ok(changed)
     })();
@@ -222,8 +260,10 @@ pub fn unseal(
 
     Ok(UnsealReport {
         generation,
+        pending: pending::read(gens),
         changed,
         failed: unresolved,
+        refused,
         written: plan.iter().map(|p| p.name.to_owned()).collect(),
         links: plan
             .iter()
@@ -265,7 +305,12 @@ pub fn clear(root: &Path) -> Result<(), RuntimeError> {
                 links::remove_stale(run, &stale)?;
             }
             remove_generations(gens, &gens_host, None)?;
-            for name in [STATE_FILE, links::STATE_TMP] {
+            for name in [
+                STATE_FILE,
+                links::STATE_TMP,
+                PENDING_FILE,
+                pending::PENDING_TMP,
+            ] {
                 fsops::remove_tree(gens, &cstring(name))
                     .map_err(|e| RuntimeError::io("remove", gens_host.join(name), e))?;
             }
@@ -547,6 +592,37 @@ fn changed_since_live(
         })
         .map(|p| p.name.to_owned())
         .collect()
+}
+
+/// The restarts recorded as due in `ROOT/run/secrets.d`.
+pub fn pending_restarts(root: &Path) -> Result<crate::restart::Plan, RuntimeError> {
+    let Some(run) = open_run(root, false)? else {
+        return Ok(crate::restart::Plan::default());
+    };
+    let gens_host = root.join("run").join(GENERATIONS_DIR);
+    match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
+        Ok(Some(gens)) => Ok(pending::read(gens.as_fd())),
+        Ok(None) => Ok(crate::restart::Plan::default()),
+        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+    }
+}
+
+/// Replace the record of restarts due with `plan` (removed when empty):
+/// what is left once `systemctl` ran.
+pub fn set_pending_restarts(
+    root: &Path,
+    plan: &crate::restart::Plan,
+    opts: &UnsealOptions,
+) -> Result<(), RuntimeError> {
+    let Some(run) = open_run(root, false)? else {
+        return Ok(());
+    };
+    let gens_host = root.join("run").join(GENERATIONS_DIR);
+    match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
+        Ok(Some(gens)) => pending::write(gens.as_fd(), &gens_host, plan, opts.apply_ownership),
+        Ok(None) => Ok(()),
+        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+    }
 }
 
 /// Write one secret into the generation open at `gen`.

@@ -50,6 +50,10 @@ pub struct UnsealOutcome {
     pub encrypted_credentials: Vec<String>,
     /// Credentials removed (their secret left the store).
     pub removed_credentials: Vec<String>,
+    /// The restarts due (recorded before the new secrets went live, kept
+    /// until `systemctl` ran): for what this unseal changed under running
+    /// units, and what an interrupted run left.
+    pub pending: crate::restart::Plan,
 }
 
 /// Unseal the current store of `root` into `ROOT/run/secrets`.
@@ -67,6 +71,19 @@ pub fn unseal_store_with(
     root: &Path,
     opts: &UnsealOptions,
     config: &Config,
+) -> Result<UnsealOutcome, UnsealError> {
+    unseal_store_restarting(root, opts, config, false)
+}
+
+/// [`unseal_store_with`] on a running system (`apply`, `unseal`), with
+/// `restarts`: the units of what changes are recorded as due before the
+/// swap ([`UnsealOutcome::pending`]). The boot-time unseal passes false
+/// (units start after it).
+pub fn unseal_store_restarting(
+    root: &Path,
+    opts: &UnsealOptions,
+    config: &Config,
+    restarts: bool,
 ) -> Result<UnsealOutcome, UnsealError> {
     let store = Store::new(root);
     let Some(current) = store.current()? else {
@@ -162,7 +179,13 @@ pub fn unseal_store_with(
             files.push(SecretFile { entry, value: v });
         }
     }
-    let report = runtime::unseal(root, &files, opts)?;
+    let report = runtime::unseal_with_due(root, &files, opts, &|changed| {
+        if restarts {
+            crate::restart::plan(&current.manifest, changed)
+        } else {
+            crate::restart::Plan::default()
+        }
+    })?;
     // What was unsealed is also handed to systemd as the credentials the
     // entries name (a secret that failed fails alone, credential and all).
     let unsealed: Vec<(&bundle::SecretEntry, &[u8])> = files
@@ -191,11 +214,18 @@ pub fn unseal_store_with(
     outcome.generation = report.generation;
     outcome.written = report.written;
     outcome.changed = report.changed;
+    outcome.pending = report.pending;
     outcome.failed.extend(
         report
             .failed
             .iter()
             .map(|u| (u.secret.clone(), u.error.to_string())),
+    );
+    outcome.failed.extend(
+        report
+            .refused
+            .iter()
+            .map(|(name, e)| (name.clone(), e.to_string())),
     );
     outcome.failed.extend(creds.failed);
     outcome.notes.extend(creds.notes);

@@ -845,3 +845,103 @@ fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
     assert_success(&out, "a third run");
     assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
 }
+
+/// A restart that was due survives a crash: `apply` killed after the new
+/// secrets went live but before `systemctl` ran leaves the restart
+/// recorded, and the rerun runs it (the unseal then changes nothing, so
+/// without the record the unit would keep the old secret for good).
+#[test]
+fn a_restart_due_when_apply_is_killed_before_it_is_run_by_the_rerun() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "apply-before-restarts");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 86, "apply killed before the restarts");
+    assert_eq!(d.live(), map(NEW), "the new secrets are live");
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "the rerun");
+    let err = stderr(&out);
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "the restart that was due is lost: {err}"
+    );
+    // Done once: the record is cleared.
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_success(&out, "a third run");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
+}
+
+/// `apply` cut short after the store switch, then a plain `unseal` (by
+/// hand, or any later one) puts the new secrets live: the restarts they
+/// need are run then, not lost.
+#[test]
+fn a_restart_due_after_a_cut_short_apply_is_run_by_the_next_unseal() {
+    let d = provisioned();
+    let mut c = contents(NEW);
+    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+    let key_file = d.root.join("update.key");
+    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+    let mut cmd = d.cmd("apply");
+    cmd.arg("-").arg("--key").arg(&key_file);
+    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "store-after-swap");
+    let out = output_with_stdin(&mut cmd, &b);
+    assert_exit(&out, 86, "apply cut short after the store switch");
+    let out = d.cmd("unseal").output().unwrap();
+    assert_success(&out, "the unseal");
+    assert_eq!(d.live(), map(NEW));
+    let err = stderr(&out);
+    assert!(
+        err.contains("would run: systemctl try-restart -- wifi.service"),
+        "the restart that was due is lost: {err}"
+    );
+    let out = d.cmd("unseal").output().unwrap();
+    assert_success(&out, "a second unseal");
+    assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
+}
+
+/// A broken configuration at boot (a bad signer line, an unknown key, a
+/// line without `=`, a one-value key set twice) never weakens trust: the
+/// whole `run` fails clearly, naming the file and the line, and an
+/// unsigned bundle on the boot partition is not applied (no pinned signer
+/// is ever dropped because a line did not parse).
+#[test]
+fn a_broken_configuration_at_boot_fails_clearly_and_pins_stay() {
+    let d = provisioned();
+    let conf = d.root.join("etc/sealed-firstboot.conf");
+    let pinned = std::fs::read_to_string(&conf).unwrap();
+    let before = store_snapshot(&d.root);
+    let (k, b) = seal(&attacker_contents(), None, Stamp::at(5000), &["/run/udev"]);
+    for (broken, why) in [
+        ("signer = sealed-signer1garbage", "not a signer"),
+        ("signers = x", "unknown key \"signers\""),
+        ("signer sealed-signer1", "expected key = value"),
+        ("identity = generated\nidentity = tpm2", "set twice"),
+    ] {
+        std::fs::write(&conf, format!("{pinned}# broken below\n{broken}\n")).unwrap();
+        d.place(&b, Some(&k));
+        let err = d.fails("run", 1);
+        let line = pinned.lines().count() + 1 + broken.lines().count();
+        assert!(
+            err.contains("sealed-firstboot.conf line ") && err.contains(why),
+            "{broken}: {err}"
+        );
+        assert!(err.contains(&format!("line {line}")), "{broken}: {err}");
+        assert_eq!(
+            store_snapshot(&d.root),
+            before,
+            "{broken}: the store changed"
+        );
+        assert!(!d.root.join("run/udev").exists(), "{broken}: applied");
+    }
+}

@@ -1008,7 +1008,7 @@ fn small_order_recipients_get_a_clear_error() {
             .arg(&fresh)
             .args(["init", "--recipient", bad]);
         let o = c.output().unwrap();
-        assert_eq!(o.status.code(), Some(1), "init: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "init: {}", text(&o));
         assert!(text(&o).contains("small-order"), "{}", text(&o));
         no_panic(&o);
         assert!(!fresh.join("recipients.txt").exists());
@@ -2193,4 +2193,112 @@ fn import_from_a_busy_store_is_refused_not_waited_for() {
     ));
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("in use"), "{}", text(&o));
+}
+
+/// `build-image check RECIPE` on a tampered store reports the integrity
+/// failure with exit 11, as every other command that reads the store (it
+/// used to say 5, "a secret value is invalid"), and `check --devices` too.
+#[test]
+fn check_of_a_tampered_store_exits_11_like_every_command() {
+    type Tamper = fn(&St);
+    let cases: Vec<(&str, Tamper)> = vec![
+        ("a line added to recipients.txt", |st| {
+            let m = age::x25519::Identity::generate().to_public();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(st.store.join("recipients.txt"))
+                .unwrap();
+            writeln!(f, "{m} # mallory").unwrap();
+        }),
+        ("an edited meta.toml", |st| {
+            let meta = st.store.join("secrets/WIFI_PSK/meta.toml");
+            let mut text = std::fs::read_to_string(&meta).unwrap();
+            text.push_str("\n# edited\n");
+            std::fs::write(&meta, text).unwrap();
+        }),
+    ];
+    for (what, tamper) in cases {
+        let st = store();
+        tamper(&st);
+        let recipe = st.recipe();
+        let devices = st.dir.join("devices.toml");
+        std::fs::write(&devices, "[[device]]\nname = \"kiosk-1\"\n").unwrap();
+        for extra in [&[][..], &["--devices".as_ref(), devices.as_os_str()][..]] {
+            let o = build_image_cmd()
+                .arg("check")
+                .arg(&recipe)
+                .args(extra)
+                .env("SEALED_IMAGE_STORE_IDENTITY_FILE", &st.a.file)
+                .env_remove("SEALED_IMAGE_STORE_IDENTITY")
+                .env_remove("SEALED_IMAGE_STORE_ID")
+                .current_dir(&st.dir)
+                .output()
+                .unwrap();
+            no_panic(&o);
+            assert_eq!(
+                o.status.code(),
+                Some(11),
+                "{what}: check {extra:?}: {}",
+                text(&o)
+            );
+            assert!(
+                text(&o).contains("not what its key authenticates"),
+                "{what}: {}",
+                text(&o)
+            );
+            assert!(!text(&o).contains(WIFI), "{what}: the value was printed");
+        }
+    }
+}
+
+/// A `--recipient` (or `recipients add|rm KEY`) that is no key is a usage
+/// error, exit 2, in every command that takes one, named as given (not
+/// as a line of a recipients.txt that does not exist), and changes nothing.
+#[test]
+fn a_bad_recipient_argument_is_a_usage_error_in_every_command() {
+    let st = store();
+    let before = snapshot(&st.store);
+    let fresh = st.dir.join("fresh-store");
+    for bad in ["bogus", "age1qqqqqqqq", "ssh-rsa AAAAB3NzaC1yc2E x"] {
+        let init = st.at(fresh.clone());
+        let cases: Vec<(&str, Output)> = vec![
+            ("init", init.run(None, &["init", "--recipient", bad], b"")),
+            (
+                "init (a good one and a bad one)",
+                init.run(
+                    None,
+                    &["init", "--recipient", &st.a.public, "--recipient", bad],
+                    b"",
+                ),
+            ),
+            (
+                "export",
+                st.run(
+                    Some(&st.a.file),
+                    &["export", "--recipient", bad, "out.archive"],
+                    b"",
+                ),
+            ),
+            (
+                "recipients add",
+                st.run(Some(&st.a.file), &["recipients", "add", bad], b""),
+            ),
+            (
+                "recipients rm",
+                st.run(Some(&st.a.file), &["recipients", "rm", bad], b""),
+            ),
+        ];
+        for (what, o) in cases {
+            no_panic(&o);
+            assert_eq!(o.status.code(), Some(2), "{what} {bad:?}: {}", text(&o));
+            assert!(
+                !text(&o).contains("recipients.txt line"),
+                "{what}: {}",
+                text(&o)
+            );
+        }
+        assert!(!fresh.exists(), "{bad:?}: init wrote a store");
+        assert!(!st.dir.join("out.archive").exists(), "{bad:?}: exported");
+        assert_eq!(snapshot(&st.store), before, "{bad:?}: the store changed");
+    }
 }

@@ -840,7 +840,24 @@ fn config_text(
     let text = existing
         .map(|e| String::from_utf8_lossy(e).into_owned())
         .unwrap_or_default();
-    let parsed = sealed_firstboot::config::parse(&text)
+    let key_of = |l: &str| {
+        l.split('#')
+            .next()
+            .unwrap_or_default()
+            .split_once('=')
+            .map(|(k, _)| k.trim().to_owned())
+    };
+    // The `boot_dir` lines this replaces are not checked (several of them,
+    // which the device refuses, become one); every other line is, with
+    // its own number.
+    let checked: String = text
+        .lines()
+        .map(|l| match key_of(l) {
+            Some(k) if k == "boot_dir" && boot_dir.is_some() => "\n".to_string(),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let parsed = sealed_firstboot::config::parse(&checked)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })?;
     if device.signers.is_empty() && !parsed.signers.is_empty() {
         return Err(AgentError::PinnedButUnsigned);
@@ -856,13 +873,8 @@ fn config_text(
     }
     let (mut boot_set, mut signers_set) = (false, false);
     for l in text.lines() {
-        let key = l
-            .split('#')
-            .next()
-            .unwrap_or_default()
-            .split_once('=')
-            .map(|(k, _)| k.trim());
-        match (key, boot_dir) {
+        let key = key_of(l);
+        match (key.as_deref(), boot_dir) {
             (Some("boot_dir"), Some(dir)) => {
                 if !std::mem::replace(&mut boot_set, true) {
                     out.push_str(&format!("boot_dir = {dir}\n"));
@@ -999,6 +1011,12 @@ mod tests {
         assert!(matches!(
             config_text(Some(b"colour = blue\n"), "/boot"),
             Err(AgentError::BadConfig { line: 1, .. })
+        ));
+        // What the device would refuse at boot is refused here, with its
+        // line: a one-value key other than the boot_dir replaced, twice.
+        assert!(matches!(
+            config_text(Some(b"identity = tpm2\n\nidentity = generated\n"), "/boot"),
+            Err(AgentError::BadConfig { line: 3, .. })
         ));
     }
 

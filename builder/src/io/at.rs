@@ -398,6 +398,23 @@ impl Dir {
     /// Take an exclusive `flock` on the file `name` (created 0600 when
     /// missing, never through a link), waiting for it, or (`wait` false)
     /// `None` when another holds it.
+    /// Take an exclusive `flock` on this directory itself (waiting, or
+    /// not: `Ok(false)` when another holds it). Unlike a lock file, the
+    /// directory cannot be removed and made anew under a holder, so two
+    /// holders never coexist. Released when this `Dir` is closed.
+    pub fn lock_self(&self, wait: bool) -> Result<bool, AtError> {
+        let op = if wait {
+            rfs::FlockOperation::LockExclusive
+        } else {
+            rfs::FlockOperation::NonBlockingLockExclusive
+        };
+        match rfs::flock(&self.fd, op) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(false),
+            Err(e) => Err(io_error(&self.path, e)),
+        }
+    }
+
     pub fn lock(&self, name: &str, wait: bool) -> Result<Option<File>, AtError> {
         check_name(&self.path, name)?;
         let path = self.child_path(name);

@@ -727,6 +727,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let to = if recipients.is_empty() {
                 None
             } else {
+                super::commands::check_cli_recipients("--recipient", recipients)?;
                 Some(Recipients::parse(
                     &recipients.join("\n"),
                     Path::new("--recipient"),

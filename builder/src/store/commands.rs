@@ -31,6 +31,7 @@ pub struct Initialised {
 /// `store init`: create the directory with its recipients, a fresh store
 /// key encrypted to them, the index and the audit log.
 pub fn init(root: &Path, recipients: &[String]) -> Result<Initialised, StoreError> {
+    check_cli_recipients("--recipient", recipients)?;
     let mut text = String::from(
         "# Recipients of this store: every secret version is encrypted to all of them.\n\
          # One key a line: age1… or ssh-ed25519 AAAA… (comments after #). A change takes\n\
@@ -538,6 +539,24 @@ pub struct Rekeyed {
 /// A short form of a recipient for messages (`age1abcdefgh…`).
 pub fn short_key(k: &str) -> String {
     crate::recipient::short(k)
+}
+
+/// Check recipients given on the command line (`init --recipient`,
+/// `export --recipient`, `recipients add|rm`): one that does not parse is
+/// a usage error (exit 2), named as given, never a file's line.
+pub fn check_cli_recipients(flag: &str, values: &[String]) -> Result<(), StoreError> {
+    for value in values {
+        for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            crate::recipient::parse(line)
+                .map_err(|e| StoreError::Value(format!("{flag} {}: {e}", short_key(line))))?;
+        }
+    }
+    if values.iter().all(|v| v.trim().is_empty()) {
+        return Err(StoreError::Value(format!(
+            "{flag}: no recipient given (an age1… or ssh-ed25519 key)"
+        )));
+    }
+    Ok(())
 }
 
 /// recipients.txt with `lines` added (refused when all are recipients).

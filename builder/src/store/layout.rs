@@ -115,6 +115,21 @@ impl Store {
     }
 
     fn locked_with(root: &Path, dir: Dir, wait: bool) -> Result<Store, StoreError> {
+        let busy = || {
+            StoreError::Io {
+            context: root.display().to_string(),
+            cause: std::io::Error::other(
+                "the store is in use by another build-image command (it holds the store's lock): run this again when that one is done",
+            ),
+        }
+        };
+        // The store directory itself is the lock: `.lock` can be removed
+        // (`git clean -X`) or replaced while a command holds it, and a
+        // second command would then lock a new file and write at the same
+        // time. `.lock` is still taken, after it, for older build-images.
+        if !dir.lock_self(wait).map_err(|e| at_error(root, e))? {
+            return Err(busy());
+        }
         let lock = dir.lock(LOCK, wait).map_err(|e| match e {
             AtError::Kind { what, .. } => StoreError::integrity(
                 root,
@@ -124,12 +139,7 @@ impl Store {
             e => at_error(root, e),
         })?;
         let Some(lock) = lock else {
-            return Err(StoreError::Io {
-                context: root.display().to_string(),
-                cause: std::io::Error::other(
-                    "the store is in use by another build-image command (it holds the store's lock): run this again when that one is done",
-                ),
-            });
+            return Err(busy());
         };
         let pending = Self::clean_tmp(root, &dir).map_err(|e| match e {
             StoreError::Integrity { .. } | StoreError::Io { .. } => StoreError::Io {
@@ -538,5 +548,45 @@ mod tests {
         for bad in ["tag.", "rack.1", ".tmp-x", "device.a/b"] {
             assert_eq!(scope_of_dir(bad), None, "{bad}");
         }
+    }
+
+    /// `.lock` removed, or replaced by a link or a FIFO, while a command
+    /// holds the store: a second command still finds the store in use
+    /// (never two writers at once), and nothing is followed.
+    #[test]
+    fn a_removed_or_replaced_lock_file_never_lets_a_second_writer_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        super::super::commands::init(&root, &[key]).unwrap();
+        let held = Store::open(&root).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"untouched").unwrap();
+        for swap in ["removed", "a link", "a FIFO", "a new file"] {
+            let lock = root.join(LOCK);
+            let _ = std::fs::remove_file(&lock);
+            match swap {
+                "a link" => std::os::unix::fs::symlink(&elsewhere, &lock).unwrap(),
+                "a FIFO" => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &lock,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap(),
+                "a new file" => std::fs::write(&lock, b"").unwrap(),
+                _ => {}
+            }
+            let second = Store::open_if_free(&root);
+            let Err(e) = second else {
+                panic!("{swap}: a second command took the store while it is held");
+            };
+            assert!(e.to_string().contains("in use"), "{swap}: {e}");
+        }
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"untouched");
+        drop(held);
+        let _ = std::fs::remove_file(root.join(LOCK));
+        Store::open_if_free(&root).expect("free once the holder is done");
     }
 }

@@ -11,6 +11,7 @@
 //!   secrets/NAME/meta.toml       description, scopes, versions (each with its file's SHA-256); no values
 //!   secrets/NAME/SCOPE/vN.age    one standard age file per version, to all recipients
 //!   .gitignore                   keeps .lock and .tmp/ out of git
+//!   .lock                        flocked by every command, after the store directory itself
 //!   .gitattributes               `*.age binary`: no text diffs of ciphertext
 //! ```
 //!

@@ -39,6 +39,15 @@ pub enum RuntimeError {
         path: String,
         what: String,
     },
+    /// A directory on the way to a secret's link path can be written by
+    /// another user, who could plant or swap what is at the path.
+    #[error("secret {name}: refusing to use {path:?}: {dir:?} {why}; another user could plant or swap what is at that path")]
+    UnsafeLinkDir {
+        name: String,
+        path: String,
+        dir: String,
+        why: String,
+    },
     /// `/run/secrets` (or `/run/secrets.d`) is not what the runtime manages.
     #[error("refusing to replace {path}: it is {what}; sealed-firstboot manages it as {expected} and will not destroy it (move it away first)")]
     Occupied {

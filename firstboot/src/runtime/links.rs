@@ -80,17 +80,44 @@ impl Link<'_> {
 /// Check a link location without changing anything: no symlink or
 /// non-directory among existing parents, and nothing at the path but a
 /// link we may replace.
+///
+/// Every existing directory on the way (below `/run`) must be writable
+/// by root (and the caller) alone: in a directory another user can write,
+/// that user could plant or swap what sits at the link path.
 pub(super) fn preflight(
     run: BorrowedFd<'_>,
     link: &Link<'_>,
     known: &BTreeSet<String>,
 ) -> Result<(), RuntimeError> {
-    let parent = match fsops::walk_existing(run, link.parent()) {
-        Ok(Some(fd)) => fd,
-        Ok(None) => return Ok(()),
-        Err((i, e)) => return Err(link.step_error(i, e)),
-    };
-    check_existing(parent.as_fd(), link, known).map(|_| ())
+    let me = rustix::process::geteuid().as_raw();
+    let mut cur = run
+        .try_clone_to_owned()
+        .map_err(|e| link.io("open /run", e))?;
+    for (i, comp) in link.parent().iter().enumerate() {
+        match fsops::open_dir(cur.as_fd(), comp) {
+            Ok(Some(fd)) => cur = fd,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(link.step_error(i, e)),
+        }
+        let st = rfs::fstat(&cur).map_err(|e| link.io("inspect a directory of the link", e))?;
+        let foreign_owner = st.st_uid != 0 && st.st_uid != me;
+        if foreign_owner || st.st_mode & 0o022 != 0 {
+            return Err(RuntimeError::UnsafeLinkDir {
+                name: link.name.to_owned(),
+                path: link.path.to_owned(),
+                dir: format!("/run/{}", link.comps[..=i].join("/")),
+                why: if foreign_owner {
+                    format!("is owned by uid {}", st.st_uid)
+                } else {
+                    format!(
+                        "is writable by its group or others (mode {:o})",
+                        st.st_mode & 0o7777
+                    )
+                },
+            });
+        }
+    }
+    check_existing(cur.as_fd(), link, known).map(|_| ())
 }
 
 /// What is at the link path now: `Ok(None)` when free, `Ok(Some(target))`

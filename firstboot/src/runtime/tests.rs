@@ -227,8 +227,18 @@ fn outside_paths_become_links_and_stale_links_go() {
     assert_eq!(fs::read(run.join("wpa/psk")).unwrap(), b"theirs");
 }
 
+/// The one refusal of `report`, for `name`, as text.
+fn refusal(report: &UnsealReport, name: &str) -> String {
+    let names: Vec<&str> = report.refused.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [name], "refused");
+    report.refused[0].1.to_string()
+}
+
+/// A link planted on the way to one secret's path fails that secret
+/// alone: nothing is written through the link, every other secret is
+/// unsealed.
 #[test]
-fn planted_symlink_parent_is_refused_and_nothing_written() {
+fn planted_symlink_parent_fails_that_secret_alone_and_nothing_is_written_through_it() {
     let t = tree();
     let elsewhere = tempfile::tempdir().unwrap();
     let root = t.path();
@@ -237,79 +247,145 @@ fn planted_symlink_parent_is_refused_and_nothing_written() {
         entry("first", "/run/secrets/first", 0o400),
         entry("wpa_psk", "/run/wpa/psk", 0o400),
     ];
-    let err = unseal(
+    let report = unseal(
         root,
         &files(&entries, &[b"x", VALUE_MARK.as_bytes()]),
         &PLAIN,
     )
-    .unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, RuntimeError::SymlinkInPath { .. }), "{msg}");
+    .unwrap();
+    let msg = refusal(&report, "wpa_psk");
     assert!(
-        msg.contains("wpa_psk") && msg.contains("/run/wpa/psk") && msg.contains("\"/run/wpa\""),
+        matches!(report.refused[0].1, RuntimeError::SymlinkInPath { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("/run/wpa/psk") && msg.contains("\"/run/wpa\""),
         "{msg}"
     );
     assert!(!msg.contains(VALUE_MARK));
+    assert_eq!(report.written, ["first"]);
+    assert_eq!(fs::read(root.join("run/secrets/first")).unwrap(), b"x");
     assert!(
         names(elsewhere.path()).is_empty(),
         "something was written through the link"
-    );
-    assert_eq!(
-        names(&root.join("run")),
-        ["wpa"],
-        "nothing may be written on refusal"
     );
 
     // A symlink deeper in the parent path too.
     fs::remove_file(root.join("run/wpa")).unwrap();
     fs::create_dir(root.join("run/app")).unwrap();
     symlink(elsewhere.path(), root.join("run/app/conf")).unwrap();
-    let entries = [entry("tok", "/run/app/conf/deep/token", 0o400)];
-    let err = unseal(root, &files(&entries, &[b"x"]), &PLAIN).unwrap_err();
-    assert!(err.to_string().contains("\"/run/app/conf\""), "{err}");
+    let entries = [
+        entry("tok", "/run/app/conf/deep/token", 0o400),
+        entry("first", "/run/secrets/first", 0o400),
+    ];
+    let report = unseal(root, &files(&entries, &[b"x", b"y"]), &PLAIN).unwrap();
+    assert!(refusal(&report, "tok").contains("\"/run/app/conf\""));
+    assert_eq!(report.written, ["first"]);
     assert!(names(elsewhere.path()).is_empty());
 }
 
+/// Something planted at one secret's link location (a foreign link, a
+/// file, a FIFO, a directory, a file as parent) is never followed or
+/// replaced, and fails that secret alone.
 #[test]
-fn occupied_link_location_is_refused_not_clobbered() {
+fn occupied_link_location_fails_that_secret_alone_not_clobbered() {
     let t = tree();
     let elsewhere = tempfile::tempdir().unwrap();
     let root = t.path();
     let run = root.join("run");
     fs::create_dir(run.join("wpa")).unwrap();
-    let entries = [entry("wpa_psk", "/run/wpa/psk", 0o400)];
+    let entries = [
+        entry("wpa_psk", "/run/wpa/psk", 0o400),
+        entry("other", "/run/secrets/other", 0o400),
+    ];
+    let values: [&[u8]; 2] = [VALUE_MARK.as_bytes(), b"o"];
 
     // A foreign symlink at the file location: not followed, not replaced.
     let target = elsewhere.path().join("target");
     fs::write(&target, "original").unwrap();
     symlink(&target, run.join("wpa/psk")).unwrap();
-    let err = unseal(root, &files(&entries, &[VALUE_MARK.as_bytes()]), &PLAIN).unwrap_err();
-    assert!(matches!(err, RuntimeError::LinkOccupied { .. }), "{err}");
-    assert!(err.to_string().contains("wpa_psk"), "{err}");
+    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let msg = refusal(&report, "wpa_psk");
+    assert!(
+        matches!(report.refused[0].1, RuntimeError::LinkOccupied { .. }),
+        "{msg}"
+    );
+    assert!(!msg.contains(VALUE_MARK));
+    assert_eq!(report.written, ["other"]);
+    assert_eq!(fs::read(run.join("secrets/other")).unwrap(), b"o");
     assert_eq!(fs::read(&target).unwrap(), b"original");
     assert_eq!(link_target(&run.join("wpa/psk")), target.to_string_lossy());
-    assert!(!exists(&run.join("secrets.d")));
 
     // A regular file.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     fs::write(run.join("wpa/psk"), "mine").unwrap();
-    let err = unseal(root, &files(&entries, &[b"v"]), &PLAIN).unwrap_err();
-    assert!(err.to_string().contains("a regular file"), "{err}");
+    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    assert!(refusal(&report, "wpa_psk").contains("a regular file"));
     assert_eq!(fs::read(run.join("wpa/psk")).unwrap(), b"mine");
+
+    // A FIFO (opening it could block forever: it is never opened).
+    fs::remove_file(run.join("wpa/psk")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        run.join("wpa/psk"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    assert!(refusal(&report, "wpa_psk").contains("wpa/psk"));
+    assert_eq!(report.written, ["other"]);
 
     // A directory.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     fs::create_dir(run.join("wpa/psk")).unwrap();
-    let err = unseal(root, &files(&entries, &[b"v"]), &PLAIN).unwrap_err();
-    assert!(err.to_string().contains("a directory"), "{err}");
+    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    assert!(refusal(&report, "wpa_psk").contains("a directory"));
 
     // A parent that is a file.
     fs::remove_dir(run.join("wpa/psk")).unwrap();
     fs::remove_dir(run.join("wpa")).unwrap();
     fs::write(run.join("wpa"), "file").unwrap();
-    let err = unseal(root, &files(&entries, &[b"v"]), &PLAIN).unwrap_err();
-    assert!(matches!(err, RuntimeError::NotADirectory { .. }), "{err}");
-    assert_eq!(names(&run), ["wpa"]);
+    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    refusal(&report, "wpa_psk");
+    assert!(matches!(
+        report.refused[0].1,
+        RuntimeError::NotADirectory { .. }
+    ));
+    assert_eq!(fs::read(run.join("wpa")).unwrap(), b"file");
+    assert_eq!(report.written, ["other"]);
+}
+
+/// A link location in a directory another user can write (group- or
+/// world-writable, sticky or not) is refused for that secret: that user
+/// could plant or swap what is at the path.
+#[test]
+fn a_link_location_in_a_directory_others_can_write_fails_that_secret_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tree();
+    let root = t.path();
+    let run = root.join("run");
+    fs::create_dir(run.join("shared")).unwrap();
+    let entries = [
+        entry("tok", "/run/shared/app/token", 0o400),
+        entry("other", "/run/secrets/other", 0o400),
+    ];
+    for mode in [0o777, 0o1777, 0o775] {
+        fs::set_permissions(run.join("shared"), fs::Permissions::from_mode(mode)).unwrap();
+        let report = unseal(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
+        let msg = refusal(&report, "tok");
+        assert!(
+            msg.contains("\"/run/shared\"") && msg.contains("writable by its group or others"),
+            "{msg}"
+        );
+        assert_eq!(report.written, ["other"]);
+        assert!(!exists(&run.join("shared/app")), "created in it");
+    }
+    fs::set_permissions(run.join("shared"), fs::Permissions::from_mode(0o755)).unwrap();
+    let report = unseal(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(read_through_link(root, "/run/shared/app/token"), b"t");
 }
 
 #[test]

@@ -372,7 +372,8 @@ pub(crate) enum Command {
         after_help = "EXAMPLES:\n  build-image check image-recipes/demo/recipe.toml\n  \
         build-image check recipe.toml --json | jq '.[] | select(.present | not)'\n  \
         build-image check recipe.toml --devices devices.toml   (device × secret matrix)\n\n\
-        Exit code 4 when a required secret is missing, 5 when one is invalid."
+        Exit code 4 when a required secret is missing, 5 when one is invalid, \
+        11 when the store is not what its key authenticates (10: no identity for it)."
     )]
     Check {
         /// The recipe file (TOML)

@@ -544,7 +544,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if invalid {
+            // A store not what its key authenticates (11), or no identity
+            // for it (10): the store's own codes, as a build says.
+            let store_exit = rows.iter().filter_map(|r| r.store_exit).max();
+            Ok(if let Some(code) = store_exit {
+                ExitCode::from(code)
+            } else if invalid {
                 ExitCode::from(exit::SECRET_INVALID)
             } else if missing {
                 ExitCode::from(exit::MISSING_SECRETS)
