@@ -4,6 +4,7 @@
 //! runs before those units start, so only `apply` calls this.
 
 use crate::bundle::Manifest;
+use crate::identity::tool::{system_program, CLEAN_PATH, SYSTEM_DIRS};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -41,27 +42,14 @@ pub fn plan(manifest: &Manifest, changed: &[String]) -> Plan {
     plan
 }
 
-/// Where `systemctl` is looked for, in order: never through `$PATH`, which
-/// whoever runs `sudo sealed-firstboot apply` may have set.
-pub const SYSTEMCTL: [&str; 2] = ["/usr/bin/systemctl", "/bin/systemctl"];
-/// The only variable `systemctl` gets.
-const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The first of [`SYSTEMCTL`] that exists (the first, for the error, when
-/// none does).
-pub fn systemctl_program() -> &'static str {
-    SYSTEMCTL
-        .iter()
-        .copied()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or(SYSTEMCTL[0])
-}
-
 /// `program` with an empty environment but a fixed `PATH`: nothing of the
 /// caller's (`SYSTEMD_*`, `SYSTEMCTL_*`, `DBUS_*`, `LD_*`, `PATH`) reaches it.
+/// `systemctl` itself is found as every device tool is
+/// ([`system_program`]: by absolute path, never through `$PATH`, which
+/// whoever runs `sudo sealed-firstboot apply` may have set).
 fn systemctl(program: &Path) -> Command {
     let mut c = Command::new(program);
-    c.env_clear().env("PATH", CHILD_PATH);
+    c.env_clear().env("PATH", CLEAN_PATH);
     c
 }
 
@@ -101,7 +89,19 @@ pub fn run(plan: &Plan, root: &Path) -> Vec<Action> {
             });
             continue;
         }
-        let error = match systemctl(Path::new(systemctl_program()))
+        let Some(program) = system_program("systemctl") else {
+            actions.push(Action {
+                verb,
+                units,
+                error: Some(format!(
+                    "cannot run systemctl: not found in {}",
+                    SYSTEM_DIRS.join(", ")
+                )),
+                ran: true,
+            });
+            continue;
+        };
+        let error = match systemctl(&program)
             .arg(verb)
             .arg("--")
             .args(&units)
@@ -169,7 +169,14 @@ mod tests {
     /// environment: a stand-in that prints its environment sees only PATH.
     #[test]
     fn systemctl_runs_by_path_with_a_clean_environment() {
-        assert!(SYSTEMCTL.contains(&systemctl_program()));
+        let found = system_program("systemctl").expect("systemctl in a system directory");
+        assert!(
+            SYSTEM_DIRS
+                .iter()
+                .any(|d| found.parent() == Some(Path::new(d))),
+            "{}",
+            found.display()
+        );
         let dir = tempfile::tempdir().unwrap();
         let stand_in = dir.path().join("systemctl");
         std::fs::write(&stand_in, "#!/bin/sh\nenv\n").unwrap();
@@ -183,7 +190,7 @@ mod tests {
             .filter(|k| *k != "PWD" && *k != "SHLVL" && *k != "_")
             .collect();
         assert_eq!(names, ["PATH"], "{env}");
-        assert!(env.contains(&format!("PATH={CHILD_PATH}")), "{env}");
+        assert!(env.contains(&format!("PATH={CLEAN_PATH}")), "{env}");
     }
 
     /// On a tree, the plan is reported and nothing is run (the units are
