@@ -13,7 +13,7 @@
 
 pub mod child_env;
 pub mod cmd;
-pub mod error;
+
 pub mod host_tools;
 pub mod image;
 pub mod io;

@@ -11,8 +11,8 @@ use crate::secrets::{self};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use crate::error::io_err;
-pub use crate::error::BuildError;
+use crate::cmd::error::io_err;
+pub use crate::cmd::error::BuildError;
 pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub struct BuildOptions {
@@ -53,7 +53,7 @@ pub fn build(
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
     recipe.validate_layout()?;
-    let mut warnings = crate::image::host_keys::warnings(recipe);
+    let mut warnings = crate::recipe::plan::host_key_warnings(recipe);
     warnings.extend(opts.signing.warning());
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;

@@ -4,8 +4,8 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
+use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
-use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::io::sparse;
 use crate::output::bmap;
@@ -82,7 +82,7 @@ pub fn build_fleet(
     let mut sealed: Vec<Sealed> = Vec::new();
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
     for d in devices {
-        let overrides = match crate::store::recipe::device_overrides(recipe, d) {
+        let overrides = match crate::secrets::sources::store::device_overrides(recipe, d) {
             Ok(o) => o,
             Err(e) => {
                 failures.push((d.name.clone(), SecretsError::Source(e)));

@@ -7,16 +7,17 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
+use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
 use crate::cmd::report::SealedImage;
-use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::io::sparse;
 use crate::output::manifest;
 use crate::output::zst;
+use crate::recipe::devices::Override;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode};
-use crate::secrets::{self, Override};
+use crate::secrets;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;

@@ -5,6 +5,7 @@
 //! follow links ([`at`]); zeroizing buffers for plaintext ([`secret`]).
 
 pub mod at;
+pub mod bounded;
 pub mod compressed;
 pub mod secret;
 pub mod sparse;

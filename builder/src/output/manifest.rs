@@ -354,7 +354,7 @@ impl BuildManifest {
             signer: None,
             pinned_signers: Vec::new(),
             created_at,
-            created_at_utc: rfc3339_utc(created_at),
+            created_at_utc: crate::store::metadata::rfc3339(created_at),
             outputs: Vec::new(),
             warnings: Vec::new(),
         }
@@ -368,28 +368,6 @@ pub fn write_build_json(path: &Path, m: &BuildManifest) -> io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,15 +376,6 @@ mod tests {
 
     fn demo_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-recipes/demo")
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339_utc(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(rfc3339_utc(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 
     fn sample(recipe: &Recipe, dir: &Path) -> BuildManifest {

@@ -19,12 +19,19 @@
 //! ```
 
 use crate::recipe::SourceSpec;
-use crate::secrets::Override;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+/// A per-device value or source that replaces the recipe's source of a
+/// secret (fleet builds).
+#[derive(Clone)]
+pub enum Override {
+    Value(Zeroizing<Vec<u8>>),
+    Source(SourceSpec),
+}
 
 #[derive(Debug, Error)]
 pub enum DevicesError {

@@ -2,20 +2,36 @@
 //! layout `image::assemble_with` builds (sizes, types, ids, FAT files from
 //! the build host).
 
-use crate::error::{io_err, BuildError};
 use crate::image::{FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
 use crate::recipe::{PartitionType, Recipe};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// What turning a recipe into a layout can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The recipe asks for something that cannot be laid out.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {cause}")]
+    Io {
+        context: String,
+        cause: std::io::Error,
+    },
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> PlanError {
+    move |cause| PlanError::Io { context, cause }
+}
+
 /// The number of the partition that holds the bundle.
-pub fn boot_index(recipe: &Recipe) -> Result<u32, BuildError> {
+pub fn boot_index(recipe: &Recipe) -> Result<u32, PlanError> {
     recipe
         .partitions
         .iter()
         .position(|p| p.secrets)
         .map(|i| i as u32 + 1)
-        .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))
+        .ok_or_else(|| PlanError::Invalid("no partition has secrets = true".into()))
 }
 
 /// The root partition `[agent] root-partition` names (a number, or a GPT
@@ -33,7 +49,7 @@ pub fn root_selector(recipe: &Recipe) -> Option<crate::image::BootSelector> {
 
 /// Turn the recipe's partitions into an image layout; the secrets partition
 /// receives `boot_files` in addition to its own files.
-pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, BuildError> {
+pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
     let mut boot_files = Some(boot_files);
     let mut partitions = Vec::new();
     for p in &recipe.partitions {
@@ -102,7 +118,7 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
 }
 
 /// A file or a directory tree from the build host, placed at `dest` in FAT.
-fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), BuildError> {
+fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), PlanError> {
     // The path the recipe names is taken as it is (links followed); inside
     // a directory, a symbolic link is followed only when its target stays
     // inside that directory: a `boot/x -> /etc/shadow` must never copy the
@@ -118,9 +134,9 @@ fn collect_fat_tree(
     dest: &str,
     out: &mut Vec<FatFile>,
     depth: usize,
-) -> Result<(), BuildError> {
+) -> Result<(), PlanError> {
     let refuse = |path: &Path, why: String| {
-        BuildError::Invalid(format!("boot file {}: {why}", path.display()))
+        PlanError::Invalid(format!("boot file {}: {why}", path.display()))
     };
     if depth > 64 {
         return Err(refuse(
@@ -174,11 +190,32 @@ fn collect_fat_tree(
     }
     // Opened non-blocking and checked again on the descriptor (the path
     // could change in between).
-    let data = crate::secrets::sources::bounded::read_file(src, u32::MAX as u64)
+    let data = crate::io::bounded::read_file(src, u32::MAX as u64)
         .map_err(|e| refuse(src, e.to_string()))?;
     out.push(FatFile {
         path: dest.to_string(),
         data: data.to_vec(),
     });
     Ok(())
+}
+
+/// One warning per root partition whose source ships host keys. A source
+/// that cannot be read is left to the build to report.
+pub fn host_key_warnings(recipe: &Recipe) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &recipe.partitions {
+        let Some(source) = &p.source else { continue };
+        let Ok(keys) = crate::image::host_keys::in_source(&recipe.resolve(source)) else {
+            continue;
+        };
+        if !keys.is_empty() {
+            out.push(format!(
+                "partition {}: its source {} ships SSH host keys ({}): every device made from this image gets the same host key; remove them and let the image create them on first boot (see README, \"SSH host keys\")",
+                p.label,
+                source.display(),
+                keys.join(", ")
+            ));
+        }
+    }
+    out
 }

@@ -17,9 +17,9 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// The key itself (for CI secrets).
-pub const ENV_KEY: &str = "SEALED_IMAGE_SIGNING_KEY";
+pub const ENV_KEY: &str = crate::child_env::SIGNING_KEY;
 /// A file holding the key.
-pub const ENV_KEY_FILE: &str = "SEALED_IMAGE_SIGNING_KEY_FILE";
+pub const ENV_KEY_FILE: &str = crate::child_env::SIGNING_KEY_FILE;
 /// Marks a key committed for demos and tests only (in its comments).
 const DEMO_MARKER: &str = "DEMO-ONLY";
 /// Largest key file read.
@@ -140,13 +140,12 @@ pub fn resolve(req: &SigningRequest, recipe: Option<&Recipe>) -> Result<Signing,
 
 /// Read a signing key file (bounded, a regular file).
 pub fn from_file(path: &Path, from: &str) -> Result<Signing, SigningError> {
-    let text =
-        crate::secrets::sources::bounded::read_file(path, MAX_KEY_FILE_BYTES).map_err(|e| {
-            SigningError::Invalid {
-                from: from.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+    let text = crate::io::bounded::read_file(path, MAX_KEY_FILE_BYTES).map_err(|e| {
+        SigningError::Invalid {
+            from: from.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     from_text(&text, from)
 }
 

@@ -387,7 +387,7 @@ pub(crate) enum Command {
     },
     /// The team secrets store: encrypted values with descriptions, versions,
     /// scopes and an audit log (see `build-image store --help`)
-    Store(build_image::store::cli::StoreArgs),
+    Store(crate::store::StoreArgs),
     /// A web page and a REST API over the store: secrets, what each recipe
     /// needs and what is missing (an admin console for a trusted machine)
     Serve(crate::serve::ServeArgs),

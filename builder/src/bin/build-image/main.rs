@@ -9,6 +9,7 @@ mod cli;
 mod exit;
 mod run;
 mod serve;
+mod store;
 
 use clap::Parser;
 use cli::Cli;

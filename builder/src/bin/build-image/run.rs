@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use build_image::cmd::build::{self, BuildOptions, KeyMode};
-use build_image::error::BuildError;
+use build_image::cmd::error::BuildError;
 use build_image::recipe::Recipe;
 use build_image::secrets;
 use sealed_firstboot::bundle::Stamp;
@@ -123,7 +123,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let signing = signing(signing_args, &recipe)?;
             if let Some(devices) = devices {
                 let list = load_devices(&recipe, &devices, shard.as_deref())?;
-                for w in build_image::image::host_keys::warnings(&recipe) {
+                for w in build_image::recipe::plan::host_key_warnings(&recipe) {
                     eprintln!("build-image: warning: {w}");
                 }
                 if let Some(w) = signing.warning() {
@@ -461,7 +461,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         )
         .context(UsageError)),
         Command::Store(args) => {
-            build_image::store::cli::run(args)?;
+            crate::store::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
@@ -475,14 +475,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let list = load_devices(&recipe, &devices, None)?;
-            let (rows, verified) = build_image::store::recipe::matrix(&recipe, &list)?;
+            let (rows, verified) = build_image::cmd::check::matrix(&recipe, &list)?;
             if !verified {
                 eprintln!("build-image: unverified: no identity, so the store's metadata was not checked against its key (pass SEALED_IMAGE_STORE_IDENTITY to verify it)");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                let matrix = build_image::store::recipe::render_matrix(&rows);
+                let matrix = build_image::cmd::check::render_matrix(&rows);
                 for line in matrix.lines() {
                     println!("{}", printable(line));
                 }
@@ -501,7 +501,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { recipe, json, .. } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let rows = secrets::check(&recipe);
-            for w in build_image::image::host_keys::warnings(&recipe) {
+            for w in build_image::recipe::plan::host_key_warnings(&recipe) {
                 eprintln!("build-image: warning: {w}");
             }
             // A source that failed (a command that exited non-zero, timed
@@ -547,9 +547,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             }
             // A store not what its key authenticates (11), or no identity
             // for it (10): the store's own codes, as a build says.
-            let store_exit = rows.iter().filter_map(|r| r.store_exit).max();
-            Ok(if let Some(code) = store_exit {
-                ExitCode::from(code)
+            let store_trouble = rows.iter().filter_map(|r| r.store_trouble).max();
+            Ok(if let Some(kind) = store_trouble {
+                ExitCode::from(exit::store_code(kind))
             } else if invalid {
                 ExitCode::from(exit::SECRET_INVALID)
             } else if missing {

@@ -13,6 +13,8 @@ pub enum BuildError {
     #[error(transparent)]
     Recipe(#[from] recipe::RecipeError),
     #[error(transparent)]
+    Plan(#[from] recipe::plan::PlanError),
+    #[error(transparent)]
     Secrets(#[from] SecretsError),
     /// Not marked as the source: the message already holds it, and a chain
     /// printer (`{:#}`) would print it twice.
