@@ -11,9 +11,10 @@
 //! commands (build, inject, fleet, bundle, inspect, flash, serve);
 //! [`store`] is the secret store, a library of its own. See ARCHITECTURE.md.
 
+#![forbid(unsafe_code)]
+
 pub mod child_env;
 pub mod cmd;
-
 pub mod host_tools;
 pub mod image;
 pub mod io;

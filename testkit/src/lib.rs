@@ -9,11 +9,15 @@
 //! * [`scratch`]: a temporary directory and a path in it.
 //! * [`files`]: sparse-file fixtures, byte ranges, marker searches in bytes,
 //!   files and trees.
+//! * [`modules`]: a crate's import graph read from its source (`crate::…`
+//!   paths), its circles, and the imports between given modules: what the
+//!   architecture tests check.
 //!
 //! It depends on neither `build-image` nor `sealed-firstboot` (they take it
 //! as a dev-dependency).
 
 pub mod files;
+pub mod modules;
 pub mod run;
 pub mod scratch;
 pub mod tools;

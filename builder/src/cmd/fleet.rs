@@ -6,7 +6,7 @@
 
 use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
-use crate::image::{self, BootSelector};
+use crate::image::{self, PartitionSelector};
 use crate::io::sparse;
 use crate::output::bmap;
 use crate::output::{frames, staging::Staging, sums};
@@ -158,7 +158,7 @@ pub fn build_fleet(
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
             &info,
-            &BootSelector::Index(index),
+            &PartitionSelector::Index(index),
         )?)
     };
 

@@ -10,7 +10,7 @@
 use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
 use crate::cmd::report::SealedImage;
-use crate::image::{self, BootSelector};
+use crate::image::{self, PartitionSelector};
 use crate::io::sparse;
 use crate::output::manifest;
 use crate::output::zst;
@@ -29,7 +29,7 @@ pub struct InjectOptions {
     pub output: Option<PathBuf>,
     /// Replace the input image (atomically) instead of writing a new one.
     pub in_place: bool,
-    pub selector: BootSelector,
+    pub selector: PartitionSelector,
     pub key_mode: KeyMode,
     pub created_at: sealed_firstboot::bundle::Stamp,
     /// Install sealed-firstboot into the image's root filesystem too (its

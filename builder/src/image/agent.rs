@@ -15,7 +15,7 @@
 
 use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
 use super::read::{describe_all, DiskInfo, PartInfo, Picked};
-use super::{BootSelector, ImageError};
+use super::{ImageError, PartitionSelector};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -161,7 +161,7 @@ pub struct AgentRequest {
     /// `--boot-dir`: the boot partition's mount point on the device.
     pub boot_dir: Option<String>,
     /// `--root-partition`: default the only ext partition besides the boot one.
-    pub root: Option<BootSelector>,
+    pub root: Option<PartitionSelector>,
 }
 
 /// What the image's `/etc/sealed-firstboot.conf` must say besides
@@ -267,7 +267,7 @@ pub fn configure(
     image: &Path,
     info: &DiskInfo,
     boot: &PartInfo,
-    root_sel: Option<&BootSelector>,
+    root_sel: Option<&PartitionSelector>,
     device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
@@ -410,7 +410,7 @@ pub fn install_built(
     epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
     let info = super::read_table(image)?;
-    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    let boot = super::find_boot_partition(&info, &PartitionSelector::Index(boot_index))?;
     install(image, &info, &boot, req, device, scratch, epoch)
 }
 
@@ -419,7 +419,7 @@ pub fn install_built(
 pub fn configure_built(
     image: &Path,
     boot_index: u32,
-    root_sel: Option<&BootSelector>,
+    root_sel: Option<&PartitionSelector>,
     device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
@@ -428,7 +428,7 @@ pub fn configure_built(
         return Ok(None);
     }
     let info = super::read_table(image)?;
-    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    let boot = super::find_boot_partition(&info, &PartitionSelector::Index(boot_index))?;
     configure(image, &info, &boot, root_sel, device, scratch, epoch)
 }
 
@@ -587,7 +587,7 @@ fn is_ext(p: &PartInfo) -> bool {
 pub fn find_root(
     info: &DiskInfo,
     boot: &PartInfo,
-    sel: Option<&BootSelector>,
+    sel: Option<&PartitionSelector>,
 ) -> Result<PartInfo, AgentError> {
     match sel.and_then(|sel| super::read::pick(info, sel)) {
         Some(Picked::One(p)) if !is_ext(p) => {
@@ -960,16 +960,16 @@ mod tests {
             ],
         };
         let boot = info.partitions[0].clone();
-        let root = |sel: Option<BootSelector>| find_root(&info, &boot, sel.as_ref());
-        let label = |l: &str| Some(BootSelector::Label(l.into()));
+        let root = |sel: Option<PartitionSelector>| find_root(&info, &boot, sel.as_ref());
+        let label = |l: &str| Some(PartitionSelector::Label(l.into()));
         assert_eq!(root(label("DATA")).unwrap().index, 4);
-        assert_eq!(root(Some(BootSelector::Index(3))).unwrap().index, 3);
+        assert_eq!(root(Some(PartitionSelector::Index(3))).unwrap().index, 3);
         assert!(
             matches!(root(label("rootfs")), Err(AgentError::AmbiguousRoot(m)) if m.contains("2 (") && m.contains("3 ("))
         );
         // Two named rootfs among three ext partitions: no guess either.
         assert!(matches!(root(None), Err(AgentError::AmbiguousRoot(_))));
-        match root(Some(BootSelector::Index(9))) {
+        match root(Some(PartitionSelector::Index(9))) {
             Err(AgentError::NoRoot(m)) => {
                 assert!(m.starts_with("no partition 9; partitions: 1 ("), "{m}")
             }

@@ -13,7 +13,7 @@
 //! [`OutputFile::from_file`] / [`OutputFile::with_sha256`] for each output
 //! file; then [`write_build_json`].
 
-use crate::image::{Assembled, Layout, PartitionKind, TableKind};
+use crate::image::{Layout, PartitionKind, Placement, TableKind};
 use crate::recipe::{self, Recipe};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -136,7 +136,7 @@ impl ImageInfo {
         name: &str,
         file: &str,
         layout: &Layout,
-        assembled: &Assembled,
+        assembled: &Placement,
     ) -> ImageInfo {
         ImageInfo {
             name: name.into(),
@@ -177,7 +177,7 @@ pub struct PartitionInfo {
 /// Partitions of an assembled image: `layout` says what each is,
 /// `assembled` where it went (matched by position, as `assemble` keeps the
 /// order).
-pub fn partitions_from(layout: &Layout, assembled: &Assembled) -> Vec<PartitionInfo> {
+pub fn partitions_from(layout: &Layout, assembled: &Placement) -> Vec<PartitionInfo> {
     assembled
         .partitions
         .iter()
@@ -395,7 +395,7 @@ mod tests {
             part_uuid: Some(format!("C0FFEE00-0000-4000-8000-00000000000{index}")),
             fs_uuid: Some(fs.into()),
         };
-        let assembled = Assembled {
+        let assembled = Placement {
             size: 129 << 20,
             disk_id: "5B4E0A6C-1F55-4C36-9A1E-2D8C3F0E7A11".into(),
             partitions: vec![

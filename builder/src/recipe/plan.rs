@@ -36,14 +36,14 @@ pub fn boot_index(recipe: &Recipe) -> Result<u32, PlanError> {
 
 /// The root partition `[agent] root-partition` names (a number, or a GPT
 /// name or filesystem label), if it names one.
-pub fn root_selector(recipe: &Recipe) -> Option<crate::image::BootSelector> {
+pub fn root_selector(recipe: &Recipe) -> Option<crate::image::PartitionSelector> {
     recipe
         .agent
         .root_partition
         .as_deref()
         .map(|p| match p.parse::<u32>() {
-            Ok(n) => crate::image::BootSelector::Index(n),
-            Err(_) => crate::image::BootSelector::Label(p.to_string()),
+            Ok(n) => crate::image::PartitionSelector::Index(n),
+            Err(_) => crate::image::PartitionSelector::Label(p.to_string()),
         })
 }
 

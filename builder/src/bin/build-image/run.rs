@@ -58,12 +58,12 @@ fn load_devices(
     Ok(build_image::recipe::devices::shard(list, shard))
 }
 
-fn selector(partition: Option<String>) -> build_image::image::BootSelector {
+fn selector(partition: Option<String>) -> build_image::image::PartitionSelector {
     match partition {
-        None => build_image::image::BootSelector::Auto,
+        None => build_image::image::PartitionSelector::Auto,
         Some(p) => match p.parse::<u32>() {
-            Ok(n) => build_image::image::BootSelector::Index(n),
-            Err(_) => build_image::image::BootSelector::Label(p),
+            Ok(n) => build_image::image::PartitionSelector::Index(n),
+            Err(_) => build_image::image::PartitionSelector::Label(p),
         },
     }
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
-use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
+use crate::image::{
+    self, fat, DiskInfo, DiskView, FatFile, ImageError, PartInfo, PartitionSelector,
+};
 use crate::seal::BUNDLE_PATH;
 
 /// The boot partition of the target, as `sel` picks it. The table is read
@@ -19,7 +21,7 @@ pub(crate) fn find_boot(
     target_path: &Path,
     dev: &File,
     size: u64,
-    sel: &BootSelector,
+    sel: &PartitionSelector,
 ) -> Result<(DiskInfo, PartInfo), ImageError> {
     let info = image::read_table_from(DiskView::new(dev, size), target_path)?;
     let boot = image::find_boot_partition(&info, sel)?;

@@ -42,7 +42,7 @@ use sealed_firstboot::bundle::ImageKey;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::image::{self, BootSelector, ImageError, PartInfo};
+use crate::image::{self, ImageError, PartInfo, PartitionSelector};
 use crate::io::compressed::Format;
 use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
@@ -67,7 +67,7 @@ pub struct FlashOptions {
     /// Progress bars on stderr.
     pub progress: bool,
     /// Which partition receives the key (default: the ESP, else the only FAT one).
-    pub partition: BootSelector,
+    pub partition: PartitionSelector,
     /// Overwrite an existing regular file that is not an earlier flash
     /// output.
     pub force: bool,
@@ -89,7 +89,7 @@ impl Default for FlashOptions {
             yes: false,
             verify: true,
             progress: false,
-            partition: BootSelector::Auto,
+            partition: PartitionSelector::Auto,
             bundle: None,
             force: false,
         }
