@@ -30,12 +30,15 @@ fn builder_imports() -> Vec<Import> {
     imports
 }
 
-fn list(found: &[&Import]) -> String {
-    found
-        .iter()
-        .map(|i| format!("  {i}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Fails with `what` and every reference found, when there is one.
+fn assert_none(found: &[&Import], what: &str) {
+    let list: Vec<String> = found.iter().map(|i| format!("  {i}")).collect();
+    assert!(found.is_empty(), "{what}:\n{}", list.join("\n"));
+}
+
+/// `names` and then `more`.
+fn with<'a>(names: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    names.iter().chain(more).copied().collect()
 }
 
 #[test]
@@ -51,12 +54,7 @@ fn no_import_circle_between_top_level_modules() {
         .filter(|n| n != "lib" && n != "bin")
         .collect();
     tops.sort();
-    let known: Vec<&str> = STAGES
-        .iter()
-        .chain(LOW)
-        .chain(&[COMMANDS, "store"])
-        .copied()
-        .collect();
+    let known = with(STAGES, &with(LOW, &[COMMANDS, "store"]));
     for t in &tops {
         assert!(
             known.contains(&t.as_str()),
@@ -68,38 +66,27 @@ fn no_import_circle_between_top_level_modules() {
 #[test]
 fn the_store_imports_nothing_of_the_pipeline() {
     let imports = builder_imports();
-    let mut above: Vec<&str> = STAGES.to_vec();
-    above.push(COMMANDS);
-    let found = imports_between(&imports, &["store"], &above);
-    assert!(
-        found.is_empty(),
-        "store/ imports the pipeline:\n{}",
-        list(&found)
-    );
+    let pipeline = with(STAGES, &[COMMANDS]);
+    let found = imports_between(&imports, &["store"], &pipeline);
+    assert_none(&found, "store/ imports the pipeline");
 }
 
 #[test]
 fn no_stage_imports_a_command() {
     let imports = builder_imports();
-    let mut below: Vec<&str> = STAGES.to_vec();
-    below.push("store");
-    below.extend(LOW);
+    let below = with(STAGES, &with(LOW, &["store"]));
     let found = imports_between(&imports, &below, &[COMMANDS]);
-    assert!(found.is_empty(), "stages import cmd/:\n{}", list(&found));
+    assert_none(&found, "stages import cmd/");
 }
 
 #[test]
 fn image_takes_a_layout_and_bytes() {
     let imports = builder_imports();
-    let found = imports_between(
-        &imports,
-        &["image"],
-        &["recipe", "secrets", "seal", "output", "store"],
-    );
-    assert!(
-        found.is_empty(),
-        "image/ imports a recipe, a secret, a seal or an output:\n{}",
-        list(&found)
+    let above = ["recipe", "secrets", "seal", "output", "store"];
+    let found = imports_between(&imports, &["image"], &above);
+    assert_none(
+        &found,
+        "image/ imports a recipe, a secret, a seal or an output",
     );
 }
 
@@ -125,23 +112,16 @@ fn stages_import_only_earlier_stages() {
             .collect();
         wrong.extend(imports_between(&imports, &[stage], &others));
     }
-    assert!(
-        wrong.is_empty(),
-        "a stage imports a later one:\n{}",
-        list(&wrong)
-    );
+    assert_none(&wrong, "a stage imports a later one");
 }
 
 #[test]
 fn low_layers_import_only_each_other() {
     let imports = builder_imports();
-    let mut above: Vec<&str> = STAGES.to_vec();
-    above.extend([COMMANDS, "store"]);
-    let found = imports_between(&imports, LOW, &above);
-    assert!(
-        found.is_empty(),
-        "a low layer imports up:\n{}",
-        list(&found)
+    let above = with(STAGES, &[COMMANDS, "store"]);
+    assert_none(
+        &imports_between(&imports, LOW, &above),
+        "a low layer imports up",
     );
 }
 

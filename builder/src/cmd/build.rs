@@ -5,6 +5,7 @@ use crate::cmd::report::SealedImage;
 use crate::image::{self, PartitionContent};
 use crate::output::bmap;
 use crate::output::{manifest, staging::Staging, sums, zst};
+use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
 use crate::seal;
 use crate::secrets::{self};
@@ -52,7 +53,7 @@ pub fn build(
     opts: &BuildOptions,
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
-    recipe.validate_layout()?;
+    let plan = Plan::new(recipe)?;
     let mut warnings = crate::recipe::plan::host_key_warnings(recipe);
     warnings.extend(opts.signing.warning());
     progress.step("collecting secrets");
@@ -82,7 +83,7 @@ pub fn build(
     let img_name = format!("{name}.img");
     let key_name = format!("{name}.key");
 
-    let mut layout = crate::recipe::plan::layout(recipe, sealed.boot_files())?;
+    let mut layout = plan.layout(sealed.boot_files())?;
     progress.step("assembling the image");
     let assembled = image::assemble_with(&staging.path(&img_name), &layout, &opts.assemble);
     // The embedded key's copy in the layout is zeroized whatever happened.
@@ -97,7 +98,7 @@ pub fn build(
     let device = device_config(recipe, &opts.signing);
     let (agent, pinned) = pin_signers(
         &img,
-        recipe,
+        &plan,
         opts.agent.as_ref(),
         &device,
         staging.dir(),
@@ -258,14 +259,14 @@ pub fn no_root_warning() -> String {
 /// Returns the agent's report and whether the signers are pinned.
 pub(crate) fn pin_signers(
     img: &std::path::Path,
-    recipe: &Recipe,
+    plan: &Plan,
     agent: Option<&image::agent::AgentRequest>,
     device: &image::agent::DeviceConfig,
     scratch: &std::path::Path,
     epoch: Option<u64>,
     progress: &Progress,
 ) -> Result<(Option<image::agent::AgentReport>, bool), BuildError> {
-    let boot = crate::recipe::plan::boot_index(recipe)?;
+    let boot = plan.boot_index;
     if let Some(req) = agent {
         progress.step("installing sealed-firstboot");
         let report = image::agent::install_built(img, boot, req, device, scratch, epoch)?;
@@ -275,9 +276,8 @@ pub(crate) fn pin_signers(
         return Ok((None, false));
     }
     progress.step("pinning the signer in the root filesystem");
-    let root = crate::recipe::plan::root_selector(recipe);
     let configured =
-        image::agent::configure_built(img, boot, root.as_ref(), device, scratch, epoch)?;
+        image::agent::configure_built(img, boot, plan.root.as_ref(), device, scratch, epoch)?;
     Ok((None, configured.is_some()))
 }
 

@@ -11,6 +11,7 @@ use crate::io::sparse;
 use crate::output::bmap;
 use crate::output::{frames, staging::Staging, sums};
 use crate::recipe::devices::Device;
+use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
@@ -72,7 +73,7 @@ pub fn build_fleet(
     opts: &FleetOptions,
     progress: &Progress,
 ) -> Result<FleetReport, BuildError> {
-    recipe.validate_layout()?;
+    let plan = Plan::new(recipe)?;
     let paths = recipe.path_policy();
     let how = seal::SealOptions {
         signing: &opts.signing,
@@ -136,13 +137,13 @@ pub fn build_fleet(
         None
     } else {
         progress.step("assembling the base image");
-        let layout = crate::recipe::plan::layout(recipe, Vec::new())?;
+        let layout = plan.layout(Vec::new())?;
         image::assemble_with(&base, &layout, &opts.assemble)?;
-        let index = crate::recipe::plan::boot_index(recipe)?;
+        let index = plan.boot_index;
         let device = crate::cmd::build::device_config(recipe, &opts.signing);
         let (_, pinned) = crate::cmd::build::pin_signers(
             &base,
-            recipe,
+            &plan,
             opts.agent.as_ref(),
             &device,
             staging.dir(),

@@ -104,6 +104,17 @@ pub enum PartitionSelector {
     Index(u32),
 }
 
+impl PartitionSelector {
+    /// A partition number, else a GPT name or filesystem label (as
+    /// `--partition` and `[agent] root-partition` take it).
+    pub fn from_arg(s: &str) -> PartitionSelector {
+        match s.parse::<u32>() {
+            Ok(n) => PartitionSelector::Index(n),
+            Err(_) => PartitionSelector::Label(s.to_string()),
+        }
+    }
+}
+
 pub(crate) fn fmt_guid(g: &uuid::Uuid) -> String {
     g.hyphenated().to_string().to_uppercase()
 }

@@ -3,7 +3,7 @@
 //! the build host).
 
 use crate::image::{FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
-use crate::recipe::{PartitionType, Recipe};
+use crate::recipe::{PartitionType, Recipe, RecipeError};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -24,14 +24,38 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> PlanError {
     move |cause| PlanError::Io { context, cause }
 }
 
-/// The number of the partition that holds the bundle.
-pub fn boot_index(recipe: &Recipe) -> Result<u32, PlanError> {
-    recipe
-        .partitions
-        .iter()
-        .position(|p| p.secrets)
-        .map(|i| i as u32 + 1)
-        .ok_or_else(|| PlanError::Invalid("no partition has secrets = true".into()))
+/// A recipe whose layout was checked, once ([`Plan::new`]), with what the
+/// later steps of `build` and `build --devices` need from it.
+pub struct Plan<'a> {
+    pub recipe: &'a Recipe,
+    /// The number of the (one) partition that receives the bundle.
+    pub boot_index: u32,
+    /// The root partition `[agent] root-partition` names, if it names one.
+    pub root: Option<crate::image::PartitionSelector>,
+}
+
+impl<'a> Plan<'a> {
+    /// Check the recipe's layout (`Recipe::validate_layout`: partitions,
+    /// exactly one FAT secrets partition, no contradicting keys).
+    pub fn new(recipe: &'a Recipe) -> Result<Plan<'a>, RecipeError> {
+        recipe.validate_layout()?;
+        let boot_index = recipe
+            .partitions
+            .iter()
+            .position(|p| p.secrets)
+            .map(|i| i as u32 + 1)
+            .ok_or_else(|| recipe.invalid("no partition has secrets = true".into()))?;
+        Ok(Plan {
+            recipe,
+            boot_index,
+            root: root_selector(recipe),
+        })
+    }
+
+    /// The image layout; the secrets partition receives `boot_files`.
+    pub fn layout(&self, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
+        layout(self.recipe, boot_files)
+    }
 }
 
 /// The root partition `[agent] root-partition` names (a number, or a GPT
@@ -41,15 +65,12 @@ pub fn root_selector(recipe: &Recipe) -> Option<crate::image::PartitionSelector>
         .agent
         .root_partition
         .as_deref()
-        .map(|p| match p.parse::<u32>() {
-            Ok(n) => crate::image::PartitionSelector::Index(n),
-            Err(_) => crate::image::PartitionSelector::Label(p.to_string()),
-        })
+        .map(crate::image::PartitionSelector::from_arg)
 }
 
 /// Turn the recipe's partitions into an image layout; the secrets partition
 /// receives `boot_files` in addition to its own files.
-pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
+fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
     let mut boot_files = Some(boot_files);
     let mut partitions = Vec::new();
     for p in &recipe.partitions {
