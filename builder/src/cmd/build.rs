@@ -95,19 +95,13 @@ pub fn build(
     let assembled = assembled?;
 
     let img = staging.path(&img_name);
-    let device = device_config(recipe, &opts.signing);
-    let (agent, pinned) = pin_signers(
-        &img,
-        &plan,
-        opts.agent.as_ref(),
-        &device,
-        staging.dir(),
-        opts.assemble.source_date_epoch,
-        progress,
-    )?;
-    if !pinned && !device.signers.is_empty() {
-        warnings.push(no_root_warning());
-    }
+    let agent_setup = AgentSetup {
+        agent: opts.agent.as_ref(),
+        device: device_config(recipe, &opts.signing),
+        epoch: opts.assemble.source_date_epoch,
+    };
+    let (agent, pinned) = pin_signers(&img, &plan, &agent_setup, staging.dir(), progress)?;
+    warnings.extend(agent_setup.warning(pinned));
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
     let wrote_key = sealed
@@ -167,7 +161,12 @@ pub fn build(
     m.key_file = wrote_key.then(|| key_name.clone());
     m.signer = header.signer.map(|s| s.to_string());
     m.pinned_signers = if pinned {
-        device.signers.iter().map(ToString::to_string).collect()
+        agent_setup
+            .device
+            .signers
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     } else {
         Vec::new()
     };
@@ -249,9 +248,22 @@ pub fn device_config(
     }
 }
 
-/// The warning of an image with no ext4 root to pin its signers in.
-pub fn no_root_warning() -> String {
-    "the image has no ext4 root filesystem to pin the signer in (/etc/sealed-firstboot.conf): its device accepts any bundle until a signer is pinned there".into()
+/// What goes into a built image's root for its agent: the agent itself
+/// when asked, the configuration it reads.
+pub(crate) struct AgentSetup<'a> {
+    pub agent: Option<&'a image::agent::AgentRequest>,
+    pub device: image::agent::DeviceConfig,
+    /// `SOURCE_DATE_EPOCH`, for the new inodes' times.
+    pub epoch: Option<u64>,
+}
+
+impl AgentSetup<'_> {
+    /// The warning of an image with no ext4 root to pin its signers in.
+    pub fn warning(&self, pinned: bool) -> Option<String> {
+        (!pinned && !self.device.signers.is_empty()).then(|| {
+            "the image has no ext4 root filesystem to pin the signer in (/etc/sealed-firstboot.conf): its device accepts any bundle until a signer is pinned there".into()
+        })
+    }
 }
 
 /// Install the agent (when asked) or write just its configuration into an
@@ -260,14 +272,13 @@ pub fn no_root_warning() -> String {
 pub(crate) fn pin_signers(
     img: &std::path::Path,
     plan: &Plan,
-    agent: Option<&image::agent::AgentRequest>,
-    device: &image::agent::DeviceConfig,
+    setup: &AgentSetup,
     scratch: &std::path::Path,
-    epoch: Option<u64>,
     progress: &Progress,
 ) -> Result<(Option<image::agent::AgentReport>, bool), BuildError> {
+    let (device, epoch) = (&setup.device, setup.epoch);
     let boot = plan.boot_index;
-    if let Some(req) = agent {
+    if let Some(req) = setup.agent {
         progress.step("installing sealed-firstboot");
         let report = image::agent::install_built(img, boot, req, device, scratch, epoch)?;
         return Ok((Some(report), true));

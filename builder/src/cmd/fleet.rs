@@ -4,6 +4,7 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
+use crate::cmd::build::{device_config, pin_signers, AgentSetup};
 use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
 use crate::image::{self, PartitionSelector};
@@ -140,21 +141,14 @@ pub fn build_fleet(
         let layout = plan.layout(Vec::new())?;
         image::assemble_with(&base, &layout, &opts.assemble)?;
         let index = plan.boot_index;
-        let device = crate::cmd::build::device_config(recipe, &opts.signing);
-        let (_, pinned) = crate::cmd::build::pin_signers(
-            &base,
-            &plan,
-            opts.agent.as_ref(),
-            &device,
-            staging.dir(),
-            opts.assemble.source_date_epoch,
-            progress,
-        )?;
-        if !pinned && !device.signers.is_empty() {
-            eprintln!(
-                "build-image: warning: {}",
-                crate::cmd::build::no_root_warning()
-            );
+        let agent_setup = AgentSetup {
+            agent: opts.agent.as_ref(),
+            device: device_config(recipe, &opts.signing),
+            epoch: opts.assemble.source_date_epoch,
+        };
+        let (_, pinned) = pin_signers(&base, &plan, &agent_setup, staging.dir(), progress)?;
+        if let Some(w) = agent_setup.warning(pinned) {
+            eprintln!("build-image: warning: {w}");
         }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
