@@ -4,7 +4,7 @@
 //! [`sources`] fetch values; [`secrets`] checks and collects them (with
 //! [`password_hash`]); [`sealing`] seals them, signed with the key
 //! [`signing`] finds (the bundle format lives in
-//! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`bmap`] and
+//! `sealed_bundle`); [`image`] assembles the disk; [`bmap`] and
 //! [`output`] write the outputs and move them into place; [`io`] holds the
 //! shared byte streams. [`build`], [`inject`], [`fleet`], [`update`],
 //! [`flash`] and [`inspect`] are the commands; [`serve`] is the web page

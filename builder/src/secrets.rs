@@ -5,7 +5,7 @@
 use crate::password_hash;
 use crate::recipe::{Recipe, SecretType, SourceSpec};
 use crate::sources::{self, Fetched, SourceError};
-use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
+use sealed_bundle::{Contents, Manifest, SecretEntry};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -222,7 +222,7 @@ fn collect_templates(
         if std::str::from_utf8(&text).is_err() {
             return Err(err(format!("{} is not UTF-8 text", path.display())));
         }
-        let names = sealed_firstboot::bundle::placeholders(&text).map_err(&err)?;
+        let names = sealed_bundle::placeholders(&text).map_err(&err)?;
         let unknown: Vec<String> = names
             .iter()
             .filter(|n| !recipe.secrets.contains_key(n.as_str()))

@@ -8,7 +8,7 @@ use super::names::Scope;
 use super::session::{self, RecipientsCheck, Session};
 use super::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
-use sealed_firstboot::report::printable;
+use sealed_bundle::report::printable;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 

@@ -12,7 +12,7 @@ mod serve;
 
 use clap::Parser;
 use cli::Cli;
-use sealed_firstboot::report::chain_message;
+use sealed_bundle::report::chain_message;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
