@@ -20,7 +20,7 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub key_mode: KeyMode,
     /// When the bundle is sealed (the real clock, never `SOURCE_DATE_EPOCH`) and its sequence number: orders bundles on the device.
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
     pub zst_level: Option<i32>,
     /// Replace an existing `NAME.key` (it may be the only key of an image

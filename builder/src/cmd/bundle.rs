@@ -17,7 +17,7 @@ use crate::recipe::devices::Override;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
-use sealed_firstboot::bundle::{Contents, Stamp};
+use sealed_bundle::{Contents, Stamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ pub struct BundleOptions {
     /// How the bundles are signed.
     pub signing: crate::seal::signing::Signing,
     /// `--set-signers`: the bundle replaces the signers its devices pin.
-    pub set_signers: Option<Vec<sealed_firstboot::bundle::Signer>>,
+    pub set_signers: Option<Vec<sealed_bundle::Signer>>,
     /// `--signers-only`: a partial bundle with no secrets, only the new
     /// signer list.
     pub signers_only: bool,
@@ -115,7 +115,7 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
             .map_err(|e| {
                 BuildError::Invalid(format!("reading template {}: {e}", path.display()))
             })?;
-        keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
+        keep.extend(sealed_bundle::placeholders(&text).unwrap_or_default());
     }
     r.secrets.retain(|n, _| keep.contains(n));
     Ok(r)
@@ -223,7 +223,7 @@ fn collect(
                     name: name.clone(),
                     reason: format!("reading {}: {e}", path.display()),
                 })?;
-            sealed_firstboot::bundle::check_escapes(&text, &contents.values).map_err(|reason| {
+            sealed_bundle::check_escapes(&text, &contents.values).map_err(|reason| {
                 SecretsError::Template {
                     name: name.clone(),
                     reason: format!(

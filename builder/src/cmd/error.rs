@@ -4,7 +4,7 @@
 use crate::image;
 use crate::recipe;
 use crate::secrets::SecretsError;
-use sealed_firstboot::bundle::BundleError;
+use sealed_bundle::BundleError;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -82,7 +82,7 @@ mod tests {
                 cause: io(),
             }
             .into(),
-            BuildError::from(sealed_firstboot::bundle::BundleError::Io {
+            BuildError::from(sealed_bundle::BundleError::Io {
                 context: "reading b".into(),
                 source: io(),
             })

@@ -27,7 +27,7 @@ pub struct FleetOptions {
     pub out_dir: PathBuf,
     /// Key mode of devices without a known recipient.
     pub key_mode: KeyMode,
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// Write `DEVICE/sealed-secrets/bundle` (+ key) instead of whole images,
     /// for `inject` or `flash`.
     pub bundles_only: bool,

@@ -31,7 +31,7 @@ pub struct InjectOptions {
     pub in_place: bool,
     pub selector: PartitionSelector,
     pub key_mode: KeyMode,
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// Install sealed-firstboot into the image's root filesystem too (its
     /// configuration then pins the signer).
     pub agent: Option<image::agent::AgentRequest>,

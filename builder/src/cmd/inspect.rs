@@ -4,7 +4,7 @@
 
 use crate::cmd::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 use crate::image::{self, ImageError, PartitionSelector};
-use sealed_firstboot::bundle::{self, BundleError, ImageKey, Manifest};
+use sealed_bundle::{self as bundle, BundleError, ImageKey, Manifest};
 use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;

@@ -170,7 +170,7 @@ pub struct AgentRequest {
 /// to any it has).
 #[derive(Clone, Debug, Default)]
 pub struct DeviceConfig {
-    pub signers: Vec<sealed_firstboot::bundle::Signer>,
+    pub signers: Vec<sealed_bundle::Signer>,
     pub allow_paths: Vec<String>,
 }
 
@@ -300,7 +300,7 @@ pub fn image_config(
     image: &Path,
     info: &DiskInfo,
     boot: &PartInfo,
-) -> Result<Option<sealed_firstboot::config::Config>, AgentError> {
+) -> Result<Option<sealed_bundle::config::Config>, AgentError> {
     let Ok(root) = find_root(info, boot, None) else {
         return Ok(None);
     };
@@ -312,7 +312,7 @@ pub fn image_config(
     let Some(bytes) = existing else {
         return Ok(None);
     };
-    sealed_firstboot::config::parse(&String::from_utf8_lossy(&bytes))
+    sealed_bundle::config::parse(&String::from_utf8_lossy(&bytes))
         .map(Some)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })
 }
@@ -857,7 +857,7 @@ fn config_text(
             _ => format!("{l}\n"),
         })
         .collect();
-    let parsed = sealed_firstboot::config::parse(&checked)
+    let parsed = sealed_bundle::config::parse(&checked)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })?;
     if device.signers.is_empty() && !parsed.signers.is_empty() {
         return Err(AgentError::PinnedButUnsigned);
@@ -994,7 +994,7 @@ mod tests {
         let config_text = |e, b: &str| super::config_text(e, Some(b), &none);
         let new = config_text(None, "/boot/firmware").unwrap();
         assert_eq!(
-            sealed_firstboot::config::parse(&new).unwrap().boot_dir,
+            sealed_bundle::config::parse(&new).unwrap().boot_dir,
             Some(PathBuf::from("/boot/firmware"))
         );
         let mine = b"# mine\nidentity = ssh-host-key\nboot_dir=/boot\nboot_dir = /old # again\n";
@@ -1025,7 +1025,7 @@ mod tests {
     /// unsigned build is refused for an image that pins signers.
     #[test]
     fn config_pins_the_build_signers() {
-        use sealed_firstboot::bundle::SigningKey;
+        use sealed_bundle::SigningKey;
         let (a, b) = (
             SigningKey::generate().signer(),
             SigningKey::generate().signer(),
@@ -1037,7 +1037,7 @@ mod tests {
         let old = SigningKey::generate().signer();
         let mine = format!("boot_dir = /boot\nsigner = {old}\nidentity = generated\n");
         let text = config_text(Some(mine.as_bytes()), None, &pins).unwrap();
-        let parsed = sealed_firstboot::config::parse(&text).unwrap();
+        let parsed = sealed_bundle::config::parse(&text).unwrap();
         assert_eq!(parsed.signers, [a, b]);
         assert_eq!(parsed.allow_paths, ["/run/systemd/network"]);
         assert_eq!(parsed.boot_dir.as_deref(), Some(Path::new("/boot")));
@@ -1048,7 +1048,7 @@ mod tests {
         );
         let fresh = config_text(None, None, &pins).unwrap();
         assert_eq!(
-            sealed_firstboot::config::parse(&fresh).unwrap().signers,
+            sealed_bundle::config::parse(&fresh).unwrap().signers,
             [a, b]
         );
         assert!(matches!(

@@ -2,7 +2,7 @@
 //! more than a secret may hold, never blocks on a FIFO or a device, and a
 //! command that hangs or floods is killed.
 
-use sealed_firstboot::bundle::limits::MAX_SECRET_BYTES;
+use sealed_bundle::limits::MAX_SECRET_BYTES;
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -56,7 +56,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedE
         Err(e) => return Err(BoundedError::Io(e.into())),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
-    if let Some(what) = sealed_firstboot::fsutil::not_regular(st.st_mode) {
+    if let Some(what) = sealed_bundle::io::not_regular(st.st_mode) {
         return Err(BoundedError::NotRegular(what));
     }
     if st.st_size as u64 > limit {

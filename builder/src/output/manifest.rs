@@ -247,10 +247,7 @@ pub struct TemplateInfo {
 /// Every secret of `recipe`; `bundled` is the bundle's manifest
 /// (`contents.manifest` before the contents are dropped; it holds no
 /// values), which says which ones were included.
-pub fn secrets_from(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<SecretInfo> {
+pub fn secrets_from(recipe: &Recipe, bundled: &sealed_bundle::Manifest) -> Vec<SecretInfo> {
     recipe
         .secrets
         .iter()
@@ -274,10 +271,7 @@ pub fn secrets_from(
 }
 
 /// Every template of `recipe` (see [`secrets_from`] for `bundled`).
-pub fn templates_from(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<TemplateInfo> {
+pub fn templates_from(recipe: &Recipe, bundled: &sealed_bundle::Manifest) -> Vec<TemplateInfo> {
     recipe
         .templates
         .iter()
@@ -404,12 +398,12 @@ mod tests {
             ],
         };
         // The bundle holds the required secrets but not the optional `motd`.
-        let bundled = sealed_firstboot::bundle::Manifest {
+        let bundled = sealed_bundle::Manifest {
             secrets: recipe
                 .secrets
                 .iter()
                 .filter(|(_, s)| s.required)
-                .map(|(n, s)| sealed_firstboot::bundle::SecretEntry {
+                .map(|(n, s)| sealed_bundle::SecretEntry {
                     name: n.clone(),
                     kind: s.kind,
                     path: recipe.device_path(n, s),

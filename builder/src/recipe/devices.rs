@@ -156,7 +156,7 @@ pub fn parse_text(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (name, recipient, overrides, tags) in devices {
-        if !sealed_firstboot::bundle::is_plain_name(&name, 64, &['.']) {
+        if !sealed_bundle::is_plain_name(&name, 64, &['.']) {
             // The cell is not echoed: with columns out of place it may hold a value.
             return Err(invalid(format!(
                 "device #{}: its name is not a valid device name: use 1 to 64 letters, digits, '_', '-' or '.' (it names a directory)",

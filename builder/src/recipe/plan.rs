@@ -203,7 +203,7 @@ fn collect_fat_tree(
         }
         return Ok(());
     }
-    if let Some(what) = sealed_firstboot::fsutil::not_regular(meta.mode()) {
+    if let Some(what) = sealed_bundle::io::not_regular(meta.mode()) {
         return Err(refuse(
             src,
             format!("{what}: only regular files and directories go into a FAT partition"),

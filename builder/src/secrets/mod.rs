@@ -7,7 +7,7 @@ pub mod sources;
 
 use crate::recipe::devices::Override;
 use crate::recipe::{Recipe, SecretType};
-use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
+use sealed_bundle::{Contents, Manifest, SecretEntry};
 use serde::Serialize;
 use sources::{Fetched, SourceError};
 use std::collections::BTreeMap;
@@ -212,7 +212,7 @@ fn collect_templates(
         if std::str::from_utf8(&text).is_err() {
             return Err(err(format!("{} is not UTF-8 text", path.display())));
         }
-        let names = sealed_firstboot::bundle::placeholders(&text).map_err(&err)?;
+        let names = sealed_bundle::placeholders(&text).map_err(&err)?;
         let unknown: Vec<String> = names
             .iter()
             .filter(|n| !recipe.secrets.contains_key(n.as_str()))

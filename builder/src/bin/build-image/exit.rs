@@ -79,8 +79,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 // the values: a template escape that cannot hold one, a
                 // rendering or a bundle too large.
                 BuildError::Bundle(
-                    sealed_firstboot::bundle::BundleError::Manifest(_)
-                    | sealed_firstboot::bundle::BundleError::Limit(_),
+                    sealed_bundle::BundleError::Manifest(_) | sealed_bundle::BundleError::Limit(_),
                 ) => SECRET_INVALID,
                 BuildError::Fleet(f)
                     if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>

@@ -16,7 +16,7 @@ mod store;
 
 use clap::Parser;
 use cli::Cli;
-use sealed_firstboot::report::chain_message;
+use sealed_bundle::report::chain_message;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -6,8 +6,8 @@ use build_image::cmd::error::BuildError;
 use build_image::image::PartitionSelector;
 use build_image::recipe::Recipe;
 use build_image::secrets;
-use sealed_firstboot::bundle::Stamp;
-use sealed_firstboot::report::printable;
+use sealed_bundle::report::printable;
+use sealed_bundle::Stamp;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -332,7 +332,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let set_signers = if set_signers.is_empty() {
                 None
             } else {
-                let list = sealed_firstboot::bundle::check_signers(&set_signers)
+                let list = sealed_bundle::check_signers(&set_signers)
                     .map_err(|e| anyhow::anyhow!("--set-signers: {e}").context(UsageError))?;
                 if let Some(key) = signing.key() {
                     if !list.contains(&key.signer()) {
@@ -417,7 +417,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 text = std::fs::read_to_string(&ssh_pubkey)
                     .with_context(|| format!("reading {}", ssh_pubkey.display()))?;
             }
-            let found = sealed_firstboot::identity::recipients_from_ssh_public_keys(&text)
+            let found = sealed_bundle::ssh::recipients_from_ssh_public_keys(&text)
                 .map_err(|(n, e)| anyhow::anyhow!("{} line {n}: {e}", ssh_pubkey.display()))?;
             if found.is_empty() {
                 anyhow::bail!("{}: no ssh-ed25519 public key found", ssh_pubkey.display());

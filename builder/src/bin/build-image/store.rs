@@ -8,7 +8,7 @@ use build_image::store::names::Scope;
 use build_image::store::session::{self, RecipientsCheck, Session};
 use build_image::store::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
-use sealed_firstboot::report::printable;
+use sealed_bundle::report::printable;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 

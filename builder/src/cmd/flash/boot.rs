@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use sealed_firstboot::bundle::{Header, ImageKey};
+use sealed_bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use crate::image::{

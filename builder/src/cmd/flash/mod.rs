@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sealed_firstboot::bundle::ImageKey;
+use sealed_bundle::ImageKey;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -435,9 +435,9 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     } else {
         (path.to_path_buf(), None)
     };
-    let bytes = sealed_firstboot::bundle::read_bundle_file(&file)
+    let bytes = sealed_bundle::read_bundle_file(&file)
         .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-    sealed_firstboot::bundle::Header::parse(&bytes)
+    sealed_bundle::Header::parse(&bytes)
         .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
     Ok((Zeroizing::new(bytes), key))
 }
@@ -501,8 +501,7 @@ fn resolve_target(target: &Path) -> Result<Target, FlashError> {
                 Err(FlashError::TargetKind {
                     target: write::shown(target, &real),
                     // Not a block device and not a regular file.
-                    kind: sealed_firstboot::fsutil::not_regular(md.mode())
-                        .unwrap_or("not a regular file"),
+                    kind: sealed_bundle::io::not_regular(md.mode()).unwrap_or("not a regular file"),
                 })
             }
         }

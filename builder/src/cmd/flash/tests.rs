@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
+use sealed_bundle::{self as bundle, Contents, ImageKey, Manifest};
 
 use super::*;
 use crate::image::{

@@ -87,7 +87,10 @@ pub enum BmapError {
 }
 
 /// Lowercase hex of a digest (the bundle module's one helper).
-pub use sealed_firstboot::bundle::hex;
+/// Lower-case hex of public bytes (checksums, ids).
+pub fn hex(bytes: &[u8]) -> String {
+    ::hex::encode(bytes)
+}
 
 /// Largest bmap file accepted (a multi-terabyte image with a fragmented map
 /// stays far below this).
