@@ -700,9 +700,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                         .collect();
                     let r = change_recipients(&s, &id, to, text, '+', &added)?;
                     if args.json {
-                        print_json(
-                            &serde_json::json!({"added": added, "files": r.files, "generation": r.generation, "pin": r.pin}),
-                        );
+                        print_rekeyed("added", &added, &r);
                     }
                     say(format!(
                         "added {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}; CI's pin stays valid, or pin SEALED_IMAGE_STORE_ID={} to refuse stores from before this change)",
@@ -716,9 +714,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     let (to, text, gone) = commands::recipients_removed(&s, keys)?;
                     let r = change_recipients(&s, &id, to, text, '-', &gone)?;
                     if args.json {
-                        print_json(
-                            &serde_json::json!({"removed": gone, "files": r.files, "generation": r.generation, "pin": r.pin}),
-                        );
+                        print_rekeyed("removed", &gone, &r);
                     }
                     say(format!(
                         "removed {} recipient(s); re-encrypted {} version file(s) under a new store key (generation {}). They could read every value until now (and old checkouts keep the old files): rotate what they could read (`build-image store rotate NAME`), and pin the new key in CI: SEALED_IMAGE_STORE_ID={} (it refuses their old checkouts, even rekeyed)",
@@ -842,6 +838,17 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
 
 /// `store recipients add|rm`: the new recipients.txt, with `sign` and the
 /// keys in the audit line.
+/// `--json` of `recipients add|rm`: the keys (under `what`), the files
+/// encrypted again, the new key's generation and pin.
+fn print_rekeyed(what: &str, keys: &[String], r: &commands::Rekeyed) {
+    let mut v = serde_json::Map::new();
+    v.insert(what.into(), serde_json::json!(keys));
+    v.insert("files".into(), serde_json::json!(r.files));
+    v.insert("generation".into(), serde_json::json!(r.generation));
+    v.insert("pin".into(), serde_json::json!(r.pin));
+    print_json(&v);
+}
+
 fn change_recipients(
     s: &Session,
     id: &Identity,
