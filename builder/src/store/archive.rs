@@ -60,6 +60,14 @@ pub struct Source {
     pub versions: usize,
 }
 
+/// How many version files the secrets hold, over every scope.
+fn version_count<'a>(metas: impl Iterator<Item = &'a SecretMeta>) -> usize {
+    metas
+        .flat_map(|m| m.scopes.values())
+        .map(|sc| sc.versions.len())
+        .sum()
+}
+
 fn mac_parts(entries: &[(String, String)]) -> Vec<Vec<u8>> {
     entries
         .iter()
@@ -103,12 +111,7 @@ pub fn export(
         tar.append_data(&mut h, path, data)
             .map_err(super::io("building the export archive"))
     };
-    let versions: usize = s
-        .metas
-        .values()
-        .flat_map(|m| m.scopes.values())
-        .map(|sc| sc.versions.len())
-        .sum();
+    let versions = version_count(s.metas.values());
     let source = Source {
         store: s.id(),
         generation: s.key.generation(),
@@ -203,12 +206,7 @@ pub struct Opened {
 impl Opened {
     /// One line saying where the archive comes from.
     pub fn origin(&self) -> String {
-        let versions: usize = self
-            .metas
-            .iter()
-            .flat_map(|m| m.scopes.values())
-            .map(|sc| sc.versions.len())
-            .sum();
+        let versions = version_count(self.metas.iter());
         let from = match &self.source {
             Some(s) => format!(
                 "store {} (key generation {}), exported {} by {}",

@@ -286,14 +286,7 @@ impl Store {
                     limit: u64,
                     problems: &mut Vec<Problem>|
          -> Result<Option<Vec<u8>>, StoreError> {
-            match self.dir.read(name, limit) {
-                Ok(v) => Ok(v),
-                Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
-                    problems.push(problem(root, &e));
-                    Ok(None)
-                }
-                Err(e) => Err(at_error(root, e)),
-            }
+            Ok(or_problem(root, self.dir.read(name, limit), problems)?.flatten())
         };
         let mut problems = Vec::new();
         tree.recipients = read(RECIPIENTS, MAX_RECIPIENTS, &mut problems)?;
@@ -339,13 +332,8 @@ impl Store {
                 for (entry, kind) in ndir.entries().map_err(|e| at_error(root, e))? {
                     let erel = format!("{rel}/{entry}");
                     if entry == META {
-                        match ndir.read(META, MAX_META) {
-                            Ok(v) => files.meta = v,
-                            Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
-                                problems.push(problem(root, &e))
-                            }
-                            Err(e) => return Err(at_error(root, e)),
-                        }
+                        files.meta =
+                            or_problem(root, ndir.read(META, MAX_META), &mut problems)?.flatten();
                         continue;
                     }
                     if kind != Kind::Dir || scope_of_dir(&entry).is_none() {
@@ -359,16 +347,12 @@ impl Store {
                     for (file, kind) in sdir.entries().map_err(|e| at_error(root, e))? {
                         let frel = format!("{erel}/{file}");
                         match (kind, version_of_file(&file)) {
-                            (Kind::File, Some(v)) => match sdir.sha256(&file, MAX_VERSION_FILE) {
-                                Ok(Some(h)) => {
+                            (Kind::File, Some(v)) => {
+                                let h = sdir.sha256(&file, MAX_VERSION_FILE);
+                                if let Some(h) = or_problem(root, h, &mut problems)?.flatten() {
                                     versions.insert(v, super::integrity::hex(&h));
                                 }
-                                Ok(None) => {}
-                                Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
-                                    problems.push(problem(root, &e))
-                                }
-                                Err(e) => return Err(at_error(root, e)),
-                            },
+                            }
                             _ => tree.unexpected.push((frel, kind)),
                         }
                     }
@@ -493,6 +477,24 @@ pub fn scope_of_dir(dir: &str) -> Option<Scope> {
         return None;
     };
     Scope::parse(&scope).ok().filter(|s| s.dir_name() == dir)
+}
+
+/// A read of a store file, where a link, a special or an oversized file is
+/// a problem to name (and nothing read) rather than an error that stops
+/// the walk.
+fn or_problem<T>(
+    root: &Path,
+    r: Result<T, AtError>,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ (AtError::Kind { .. } | AtError::TooLarge { .. })) => {
+            problems.push(problem(root, &e));
+            Ok(None)
+        }
+        Err(e) => Err(at_error(root, e)),
+    }
 }
 
 fn problem(root: &Path, e: &AtError) -> Problem {

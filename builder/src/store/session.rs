@@ -314,12 +314,7 @@ fn verify<'s>(
     let index = Index::parse(index_bytes).map_err(|e| fatal(layout::INDEX, e))?;
     let Some(key_file) = tree.key_file.clone() else {
         // A link, a special file there (already named), else missing.
-        let mut problems: Vec<Problem> = tree
-            .problems
-            .iter()
-            .filter(|p| p.path == layout::KEY)
-            .cloned()
-            .collect();
+        let mut problems = problems_at(&tree, layout::KEY);
         if problems.is_empty() {
             problems.push(Problem {
                 path: layout::KEY.into(),
@@ -470,16 +465,20 @@ fn changes_past_the_index(root: &std::path::Path, log: &[Entry], floor: u64) -> 
     })
 }
 
+/// The problems the walk found at one store file (a link, a special file).
+fn problems_at(tree: &Tree, path: &str) -> Vec<Problem> {
+    tree.problems
+        .iter()
+        .filter(|p| p.path == path)
+        .cloned()
+        .collect()
+}
+
 /// Why a store without `store.toml` is refused: a problem with the file
 /// itself (a link…), traces of format 2 (it was removed), else it is a
 /// format-1 store to migrate.
 fn no_index(root: &std::path::Path, tree: Tree) -> StoreError {
-    let mut problems: Vec<Problem> = tree
-        .problems
-        .iter()
-        .filter(|p| p.path == layout::INDEX)
-        .cloned()
-        .collect();
+    let mut problems = problems_at(&tree, layout::INDEX);
     if problems.is_empty() {
         problems = super::migrate::format_2_traces(root, &tree);
     }
