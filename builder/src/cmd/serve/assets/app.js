@@ -246,6 +246,19 @@ function closeDialog(dlg) {
   if (dlg.open) dlg.close();
 }
 
+// A dialog's request: on success the dialog closes, the page says what was
+// done (done(reply)) and shows the store again; an error stays in the dialog.
+async function submitDialog(dlg, send, done) {
+  try {
+    const r = await send();
+    closeDialog(dlg);
+    say(done(r));
+    await route();
+  } catch (e) {
+    dialogError(dlg, e.message);
+  }
+}
+
 for (const dlg of document.querySelectorAll("dialog")) {
   for (const b of dlg.querySelectorAll("[data-close]")) b.addEventListener("click", () => closeDialog(dlg));
   // Escape closes: forget what was typed.
@@ -294,7 +307,7 @@ $("create-form").addEventListener("submit", async (ev) => {
     scope: field(f, "scope").value.trim() || "global",
   };
   const how = valueHow();
-  try {
+  await submitDialog(dlg, async () => {
     if (how === "type") body.value = field(f, "value").value;
     else if (how === "generate") body.generate = { length: Number(field(f, "length").value), charset: field(f, "charset").value };
     else {
@@ -302,13 +315,8 @@ $("create-form").addEventListener("submit", async (ev) => {
       if (!file) throw new Error("choose a file");
       body.value_base64 = await fileBase64(file);
     }
-    const w = await api("POST", "/api/secrets", body);
-    closeDialog(dlg);
-    say("Created " + w.name + " (" + w.scope + ") v" + w.version + ".");
-    await route();
-  } catch (e) {
-    dialogError(dlg, e.message);
-  }
+    return api("POST", "/api/secrets", body);
+  }, (w) => "Created " + w.name + " (" + w.scope + ") v" + w.version + ".");
 });
 
 let editing = null;
@@ -329,14 +337,8 @@ $("edit-form").addEventListener("submit", async (ev) => {
   const f = ev.target;
   const body = { description: field(f, "description").value, scope: editing.scope };
   if (field(f, "value").value) body.value = field(f, "value").value;
-  try {
-    const r = await api("PUT", "/api/secrets/" + encodeURIComponent(editing.name), body);
-    closeDialog(dlg);
-    say(r.version ? "Saved " + r.name + " v" + r.version + "." : "Saved the description of " + r.name + ".");
-    await route();
-  } catch (e) {
-    dialogError(dlg, e.message);
-  }
+  await submitDialog(dlg, () => api("PUT", "/api/secrets/" + encodeURIComponent(editing.name), body),
+    (r) => r.version ? "Saved " + r.name + " v" + r.version + "." : "Saved the description of " + r.name + ".");
 });
 
 let rotating = null;
@@ -365,14 +367,8 @@ $("rotate-form").addEventListener("submit", async (ev) => {
   const v = field(ev.target, "value").value;
   const body = { scope: rotating.scope };
   if (v) body.value = v;
-  try {
-    const w = await api("POST", "/api/secrets/" + encodeURIComponent(rotating.name) + "/rotate", body);
-    closeDialog(dlg);
-    say("Rotated " + w.name + " (" + w.scope + "): now v" + w.version + ".");
-    await route();
-  } catch (e) {
-    dialogError(dlg, e.message);
-  }
+  await submitDialog(dlg, () => api("POST", "/api/secrets/" + encodeURIComponent(rotating.name) + "/rotate", body),
+    (w) => "Rotated " + w.name + " (" + w.scope + "): now v" + w.version + ".");
 });
 
 let deleting = null;
@@ -393,14 +389,8 @@ $("delete-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const dlg = $("dlg-delete");
   const q = deleting.whole ? "" : "?scope=" + encodeURIComponent(deleting.scope);
-  try {
-    const r = await api("DELETE", "/api/secrets/" + encodeURIComponent(deleting.name) + q);
-    closeDialog(dlg);
-    say("Deleted " + r.name + " (" + r.removed.join(", ") + ").");
-    await route();
-  } catch (e) {
-    dialogError(dlg, e.message);
-  }
+  await submitDialog(dlg, () => api("DELETE", "/api/secrets/" + encodeURIComponent(deleting.name) + q),
+    (r) => "Deleted " + r.name + " (" + r.removed.join(", ") + ").");
 });
 
 // ---- reveal ----
