@@ -179,7 +179,7 @@ pub fn unseal_store_restarting(
             files.push(SecretFile { entry, value: v });
         }
     }
-    let report = runtime::unseal_with_due(root, &files, opts, &|changed| {
+    let report = runtime::publish_with_due(root, &files, opts, &|changed| {
         if restarts {
             crate::restart::plan(&current.manifest, changed)
         } else {
