@@ -52,7 +52,7 @@ pub enum BundleError {
     InvalidKey(String),
     #[error("invalid signing key: {0}")]
     InvalidSigningKey(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,

@@ -15,7 +15,7 @@ use thiserror::Error;
 /// group and the file that was searched.
 #[derive(Debug, Error)]
 pub enum AccountError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("user {name:?} not found in {path}")]
     UnknownUser { name: String, path: PathBuf },

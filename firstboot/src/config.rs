@@ -18,7 +18,7 @@ pub enum ConfigError {
         line: usize,
         reason: String,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: ReadError },
 }
 

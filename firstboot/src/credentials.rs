@@ -176,7 +176,7 @@ fn write_encrypted(
         }) {
             Ok(t) => t,
             Err(e) => {
-                report.failed.push(fail(e.to_string()));
+                report.failed.push(fail(sealed_bundle::report::chain(&*e)));
                 retry = true;
                 continue;
             }
@@ -184,7 +184,7 @@ fn write_encrypted(
         let sealed = match tpm2::seal(t, name, key.as_str(), &config.tpm2_pcrs, value) {
             Ok(s) => s,
             Err(e) => {
-                report.failed.push(fail(e.to_string()));
+                report.failed.push(fail(sealed_bundle::report::chain(&e)));
                 retry = true;
                 continue;
             }
@@ -210,7 +210,7 @@ fn write_encrypted(
         match written {
             Ok(()) => report.encrypted.push((*name).to_owned()),
             Err(e) => {
-                report.failed.push(fail(e.to_string()));
+                report.failed.push(fail(sealed_bundle::report::chain(&e)));
                 retry = true;
             }
         }

@@ -7,6 +7,8 @@
 //! [`unseal`] the last ones (store → runtime). [`config`] reads
 //! `/etc/sealed-firstboot.conf`; [`trust`] says which signers are pinned.
 
+#![forbid(unsafe_code)]
+
 pub mod accounts;
 pub mod config;
 pub mod credentials;

@@ -1,6 +1,8 @@
 //! `sealed-firstboot`: the device side. Deliberately small: no CLI
 //! framework; argument handling only, the flows live in the library.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context, Result};
 use sealed_bundle::report::chain_message;
 use sealed_bundle::{self as bundle, ImageKey};

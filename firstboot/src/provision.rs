@@ -37,17 +37,17 @@ pub const CONFIG_FILE: &str = config::CONFIG_FILE;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
-    #[error("bundle {path}: {source} (the bundle and its key are kept)")]
+    #[error("bundle {path} (the bundle and its key are kept)")]
     Bundle { path: PathBuf, source: BundleError },
     /// Refused for who signed it: nothing was decrypted, the store is as
     /// it was.
-    #[error("refused bundle {bundle_id}: {source}{}; the store is unchanged", if *.wiped { " (the bundle and its key were wiped from the boot partition)" } else { "" })]
+    #[error("refused bundle {bundle_id}{}; the store is unchanged", if *.wiped { " (the bundle and its key were wiped from the boot partition)" } else { "" })]
     Untrusted {
         bundle_id: String,
         source: BundleError,
         wiped: bool,
     },
-    #[error("image key {path}: {source} (the bundle and its key are kept)")]
+    #[error("image key {path} (the bundle and its key are kept)")]
     Key { path: PathBuf, source: BundleError },
     #[error("a bundle is present at {bundle} but its image key is not at {key}: copy the build's NAME.key there (or use `build-image flash`, which does)")]
     KeyMissing { bundle: PathBuf, key: PathBuf },
@@ -59,7 +59,7 @@ pub enum ProvisionError {
         applied_stamp: Stamp,
         wiped: bool,
     },
-    #[error("bundle {bundle_id} is partial and {}: {source} (the store is unchanged)", if *.empty_store { "the store is empty, so it is all there is, and as a whole it is invalid" } else { "does not fit the secrets in the store" })]
+    #[error("bundle {bundle_id} is partial and {} (the store is unchanged)", if *.empty_store { "the store is empty, so it is all there is, and as a whole it is invalid" } else { "does not fit the secrets in the store" })]
     Merge {
         bundle_id: String,
         source: BundleError,
@@ -70,13 +70,13 @@ pub enum ProvisionError {
     KeyNeeded,
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{0}; the bundle and its key are kept")]
-    NoIdentity(IdentityError),
+    #[error("cannot load the device identity (the bundle and its key are kept)")]
+    NoIdentity(#[source] IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,
@@ -508,7 +508,7 @@ fn merge(
         crate::unseal::UnsealError::Config(e) => ProvisionError::Config(e),
         crate::unseal::UnsealError::Runtime(e) => ProvisionError::Io {
             context: "reading the store".into(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         },
     })?;
     let replaced: std::collections::BTreeSet<String> =
@@ -633,7 +633,7 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), boot.path().join(BOOT_SUBDIR)).unwrap();
         let err = provision_with(Path::new("/"), boot.path(), 0, &Config::default())
             .expect_err("a linked sealed-secrets/ must be refused");
-        let msg = err.to_string();
+        let msg = sealed_bundle::report::chain(&err);
         assert!(msg.contains("symbolic link"), "{msg}");
         assert!(msg.contains(BOOT_SUBDIR), "{msg}");
         for f in [KEY_FILE, BUNDLE_FILE] {
@@ -647,6 +647,7 @@ mod tests {
         std::fs::write(boot.path().join(BOOT_SUBDIR), b"x").unwrap();
         let err = provision_with(Path::new("/"), boot.path(), 0, &Config::default())
             .expect_err("a file at sealed-secrets must be refused");
-        assert!(err.to_string().contains("not a directory"), "{err}");
+        let msg = sealed_bundle::report::chain(&err);
+        assert!(msg.contains("not a directory"), "{msg}");
     }
 }

@@ -133,20 +133,21 @@ struct Planned<'a> {
     link: Option<links::Link<'a>>,
 }
 
-/// Write decrypted secrets into a new generation under `ROOT/run/secrets.d`, then
-/// point `ROOT/run/secrets` at it atomically and remove older generations
-/// and stale links.
-pub fn unseal(
+/// Publish secrets already decrypted (by `crate::unseal`): write them into
+/// a new generation under `ROOT/run/secrets.d`, then point
+/// `ROOT/run/secrets` at it atomically and remove older generations and
+/// stale links. Nothing is decrypted here.
+pub fn publish(
     root: &Path,
     files: &[SecretFile<'_>],
     opts: &UnsealOptions,
 ) -> Result<UnsealReport, RuntimeError> {
-    unseal_with_due(root, files, opts, &|_| crate::restart::Plan::default())
+    publish_with_due(root, files, opts, &|_| crate::restart::Plan::default())
 }
 
-/// [`unseal`], recording before the swap the restarts `due` names for the
+/// [`publish`], recording before the swap the restarts `due` names for the
 /// secrets that changed under a live generation (see [`pending`]).
-pub fn unseal_with_due(
+pub fn publish_with_due(
     root: &Path,
     files: &[SecretFile<'_>],
     opts: &UnsealOptions,

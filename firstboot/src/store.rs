@@ -30,7 +30,7 @@ const CURRENT: &str = "current";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,

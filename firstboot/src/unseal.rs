@@ -111,7 +111,9 @@ pub fn unseal_store_restarting(
                 total = total.saturating_add(v.len() as u64);
                 values.insert(entry.name.clone(), v);
             }
-            Err(e) => outcome.failed.push((entry.name.clone(), e.to_string())),
+            Err(e) => outcome
+                .failed
+                .push((entry.name.clone(), sealed_bundle::report::chain(&e))),
         }
     }
     let mut rendered = BTreeMap::new();
@@ -122,7 +124,9 @@ pub fn unseal_store_restarting(
         let text = match current.decrypt(&identity, t) {
             Ok(v) => v,
             Err(e) => {
-                outcome.failed.push((t.name.clone(), e.to_string()));
+                outcome
+                    .failed
+                    .push((t.name.clone(), sealed_bundle::report::chain(&e)));
                 continue;
             }
         };
@@ -179,7 +183,7 @@ pub fn unseal_store_restarting(
             files.push(SecretFile { entry, value: v });
         }
     }
-    let report = runtime::unseal_with_due(root, &files, opts, &|changed| {
+    let report = runtime::publish_with_due(root, &files, opts, &|changed| {
         if restarts {
             crate::restart::plan(&current.manifest, changed)
         } else {
@@ -219,13 +223,13 @@ pub fn unseal_store_restarting(
         report
             .failed
             .iter()
-            .map(|u| (u.secret.clone(), u.error.to_string())),
+            .map(|u| (u.secret.clone(), sealed_bundle::report::chain(&u.error))),
     );
     outcome.failed.extend(
         report
             .refused
             .iter()
-            .map(|(name, e)| (name.clone(), e.to_string())),
+            .map(|(name, e)| (name.clone(), sealed_bundle::report::chain(e))),
     );
     outcome.failed.extend(creds.failed);
     outcome.notes.extend(creds.notes);

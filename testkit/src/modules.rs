@@ -13,8 +13,8 @@
 //! `main.rs`, `bin/…`) is left out. Only `crate::…` and `super::…` paths
 //! count (a child module named without `crate::` from its parent is not a
 //! reference between two modules), comments are skipped, and so is test
-//! code: a module named `tests` and everything from a `#[cfg(test)]` line
-//! on, since tests may use any module.
+//! code (a module named `tests`, and the item after each `#[cfg(test)]`),
+//! since tests may use any module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -165,15 +165,29 @@ fn module_name(src: &Path, file: &Path) -> Option<String> {
 /// `use crate::a::{b, c::d}` group.
 fn references(module: &str, text: &str) -> Vec<String> {
     let mut code = String::new();
+    // Inside the item that follows a `#[cfg(test)]`: its brace depth.
+    let mut test_item: Option<i64> = None;
     for line in text.lines() {
         let t = line.trim_start();
-        if t.starts_with("#[cfg(test)]") {
-            break;
-        }
         if t.starts_with("//") {
             continue;
         }
-        code.push_str(line.split("//").next().unwrap_or_default());
+        let line = line.split("//").next().unwrap_or_default();
+        if t.starts_with("#[cfg(test)]") {
+            test_item = Some(0);
+            continue;
+        }
+        if let Some(depth) = test_item.as_mut() {
+            let opened = line.matches('{').count() as i64;
+            *depth += opened - line.matches('}').count() as i64;
+            // The item ends with its last closing brace, or at a `;`
+            // before any brace (`mod tests;`, `use …;`).
+            if *depth <= 0 && (opened > 0 || line.trim_end().ends_with(';') || line.contains('}')) {
+                test_item = None;
+            }
+            continue;
+        }
+        code.push_str(line);
         code.push('\n');
     }
     let mut out = Vec::new();
@@ -281,11 +295,18 @@ mod tests {
     fn references_groups_and_super_are_resolved() {
         let refs = references(
             "runtime::links",
-            "use crate::a::{b, c::{d, e as f}};\nlet s = \"…\";\nuse super::pending;\n// crate::not\nlet x = crate::g::h(1);\n#[cfg(test)]\nuse crate::late;",
+            "use crate::a::{b, c::{d, e as f}};\nlet s = \"…\";\nuse super::pending;\n// crate::not\nlet x = crate::g::h(1);\n#[cfg(test)]\nuse crate::late;\n#[cfg(test)]\nmod tests {\n    use crate::t;\n}\nuse crate::after;",
         );
         assert_eq!(
             refs,
-            ["a::b", "a::c::d", "a::c::e", "runtime::pending", "g::h"]
+            [
+                "a::b",
+                "a::c::d",
+                "a::c::e",
+                "runtime::pending",
+                "g::h",
+                "after"
+            ]
         );
     }
 

@@ -16,10 +16,8 @@ pub enum BuildError {
     Plan(#[from] recipe::plan::PlanError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// Not marked as the source: the message already holds it, and a chain
-    /// printer (`{:#}`) would print it twice.
-    #[error("sealing the bundle: {0}")]
-    Bundle(BundleError),
+    #[error("sealing the bundle")]
+    Bundle(#[source] BundleError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]

@@ -13,10 +13,14 @@ use thiserror::Error;
 pub enum InspectError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("bundle in {image}: {cause}")]
-    Bundle { image: String, cause: BundleError },
-    #[error("--key: {0}")]
-    Key(BundleError),
+    #[error("bundle in {image}")]
+    Bundle {
+        image: String,
+        #[source]
+        cause: BundleError,
+    },
+    #[error("--key")]
+    Key(#[source] BundleError),
 }
 
 #[derive(Debug, Serialize)]

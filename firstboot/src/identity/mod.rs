@@ -54,12 +54,12 @@ const ORIGIN_PREFIX: &str = "# origin: ";
 
 #[derive(Debug, Error)]
 pub enum IdentityError {
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: sealed_bundle::io::ReadError,
@@ -326,7 +326,7 @@ fn unseal_file(root: &Path, path: &Path, blob: &[u8]) -> Result<DeviceIdentity, 
         tpm2::Tpm2Error::Tool(t) => IdentityError::Tool(t),
         other => IdentityError::Tpm2Unseal {
             path: path.to_path_buf(),
-            why: other.to_string(),
+            why: sealed_bundle::report::chain(&other),
         },
     })?;
     let (identity, source) = parse_text(path, &text).map_err(|_| IdentityError::Invalid {

@@ -57,7 +57,7 @@ pub enum ToolError {
         tool: &'static str,
         what: &'static str,
     },
-    #[error("running {tool}: {source}")]
+    #[error("running {tool}")]
     Spawn {
         tool: &'static str,
         source: std::io::Error,

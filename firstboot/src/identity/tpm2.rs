@@ -207,7 +207,9 @@ fn verify(tool: &Tool, name: &str, blob: &[u8], plaintext: &[u8]) -> Result<(), 
         Ok(_) => Err(Tpm2Error::Verify {
             why: "other bytes came back".into(),
         }),
-        Err(e) => Err(Tpm2Error::Verify { why: e.to_string() }),
+        Err(e) => Err(Tpm2Error::Verify {
+            why: sealed_bundle::report::chain(&e),
+        }),
     }
 }
 

@@ -56,7 +56,7 @@ pub enum RuntimeError {
         expected: &'static str,
     },
     /// A file system operation on one secret failed.
-    #[error("secret {name} ({path:?}): cannot {op}: {source}")]
+    #[error("secret {name} ({path:?}): cannot {op}")]
     SecretIo {
         name: String,
         path: String,
@@ -64,7 +64,7 @@ pub enum RuntimeError {
         source: io::Error,
     },
     /// A file system operation on the runtime's own files failed.
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

@@ -103,7 +103,7 @@ fn writes_contents_and_exact_modes() {
         entry("d", "/run/secrets/dir/d", 0o644),
     ];
     let values: [&[u8]; 4] = [b"alpha", b"beta\nline2\n", b"", b"\x00\xffbin"];
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     assert_eq!(report.generation, 1);
     assert_eq!(report.written, ["a", "b", "c", "d"]);
     assert!(report.links.is_empty());
@@ -136,12 +136,12 @@ fn second_unseal_swaps_and_removes_old_generation() {
         entry("a", "/run/secrets/a", 0o400),
         entry("b", "/run/secrets/x/b", 0o440),
     ];
-    unseal(root, &files(&first, &[b"one", b"bee"]), &PLAIN).unwrap();
+    publish(root, &files(&first, &[b"one", b"bee"]), &PLAIN).unwrap();
     assert_eq!(fs::read(run.join("secrets/x/b")).unwrap(), b"bee");
 
     // b removed, a changed.
     let second = [entry("a", "/run/secrets/a", 0o440)];
-    let report = unseal(root, &files(&second, &[b"two"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&second, &[b"two"]), &PLAIN).unwrap();
     assert_eq!(report.generation, 2);
     assert_eq!(link_target(&run.join("secrets")), "secrets.d/2");
     assert_eq!(names(&run.join("secrets.d")), ["2", "links.json"]);
@@ -151,7 +151,7 @@ fn second_unseal_swaps_and_removes_old_generation() {
     assert!(!exists(&run.join("secrets/x")));
 
     // No secrets at all: an empty generation, still swapped.
-    let report = unseal(root, &[], &PLAIN).unwrap();
+    let report = publish(root, &[], &PLAIN).unwrap();
     assert_eq!(report.generation, 3);
     assert_eq!(names(&run.join("secrets.d")), ["3", "links.json"]);
     assert!(names(&run.join("secrets")).is_empty());
@@ -169,7 +169,7 @@ fn outside_paths_become_links_and_stale_links_go() {
         entry("token", "/run/app/conf/token", 0o440),
         entry("inside", "/run/secrets/inside", 0o400),
     ];
-    let report = unseal(root, &files(&entries, &[b"psk", b"tok", b"in"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &[b"psk", b"tok", b"in"]), &PLAIN).unwrap();
     assert_eq!(report.links, ["/run/wpa/psk", "/run/app/conf/token"]);
     assert_eq!(
         link_target(&run.join("wpa/psk")),
@@ -195,7 +195,7 @@ fn outside_paths_become_links_and_stale_links_go() {
     );
 
     // Drop the token: its link goes, the other stays (same target).
-    let report = unseal(root, &files(&entries[..1], &[b"psk2"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries[..1], &[b"psk2"]), &PLAIN).unwrap();
     assert_eq!(report.generation, 2);
     assert_eq!(report.links, ["/run/wpa/psk"]);
     assert_eq!(
@@ -213,7 +213,7 @@ fn outside_paths_become_links_and_stale_links_go() {
     // Our own old link with another target is replaced atomically.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     symlink("/run/secrets/.outside/old_name", run.join("wpa/psk")).unwrap();
-    unseal(root, &files(&entries[..1], &[b"psk3"]), &PLAIN).unwrap();
+    publish(root, &files(&entries[..1], &[b"psk3"]), &PLAIN).unwrap();
     assert_eq!(
         link_target(&run.join("wpa/psk")),
         "/run/secrets/.outside/wpa_psk"
@@ -223,7 +223,7 @@ fn outside_paths_become_links_and_stale_links_go() {
     // A stale link someone replaced with a real file is left alone.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     fs::write(run.join("wpa/psk"), "theirs").unwrap();
-    unseal(root, &[], &PLAIN).unwrap();
+    publish(root, &[], &PLAIN).unwrap();
     assert_eq!(fs::read(run.join("wpa/psk")).unwrap(), b"theirs");
 }
 
@@ -247,7 +247,7 @@ fn planted_symlink_parent_fails_that_secret_alone_and_nothing_is_written_through
         entry("first", "/run/secrets/first", 0o400),
         entry("wpa_psk", "/run/wpa/psk", 0o400),
     ];
-    let report = unseal(
+    let report = publish(
         root,
         &files(&entries, &[b"x", VALUE_MARK.as_bytes()]),
         &PLAIN,
@@ -278,7 +278,7 @@ fn planted_symlink_parent_fails_that_secret_alone_and_nothing_is_written_through
         entry("tok", "/run/app/conf/deep/token", 0o400),
         entry("first", "/run/secrets/first", 0o400),
     ];
-    let report = unseal(root, &files(&entries, &[b"x", b"y"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &[b"x", b"y"]), &PLAIN).unwrap();
     assert!(refusal(&report, "tok").contains("\"/run/app/conf\""));
     assert_eq!(report.written, ["first"]);
     assert!(names(elsewhere.path()).is_empty());
@@ -304,7 +304,7 @@ fn occupied_link_location_fails_that_secret_alone_not_clobbered() {
     let target = elsewhere.path().join("target");
     fs::write(&target, "original").unwrap();
     symlink(&target, run.join("wpa/psk")).unwrap();
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     let msg = refusal(&report, "wpa_psk");
     assert!(
         matches!(report.refused[0].1, RuntimeError::LinkOccupied { .. }),
@@ -319,7 +319,7 @@ fn occupied_link_location_fails_that_secret_alone_not_clobbered() {
     // A regular file.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     fs::write(run.join("wpa/psk"), "mine").unwrap();
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     assert!(refusal(&report, "wpa_psk").contains("a regular file"));
     assert_eq!(fs::read(run.join("wpa/psk")).unwrap(), b"mine");
 
@@ -333,21 +333,21 @@ fn occupied_link_location_fails_that_secret_alone_not_clobbered() {
         0,
     )
     .unwrap();
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     assert!(refusal(&report, "wpa_psk").contains("wpa/psk"));
     assert_eq!(report.written, ["other"]);
 
     // A directory.
     fs::remove_file(run.join("wpa/psk")).unwrap();
     fs::create_dir(run.join("wpa/psk")).unwrap();
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     assert!(refusal(&report, "wpa_psk").contains("a directory"));
 
     // A parent that is a file.
     fs::remove_dir(run.join("wpa/psk")).unwrap();
     fs::remove_dir(run.join("wpa")).unwrap();
     fs::write(run.join("wpa"), "file").unwrap();
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     refusal(&report, "wpa_psk");
     assert!(matches!(
         report.refused[0].1,
@@ -373,7 +373,7 @@ fn a_link_location_in_a_directory_others_can_write_fails_that_secret_alone() {
     ];
     for mode in [0o777, 0o1777, 0o775] {
         fs::set_permissions(run.join("shared"), fs::Permissions::from_mode(mode)).unwrap();
-        let report = unseal(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
+        let report = publish(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
         let msg = refusal(&report, "tok");
         assert!(
             msg.contains("\"/run/shared\"") && msg.contains("writable by its group or others"),
@@ -383,7 +383,7 @@ fn a_link_location_in_a_directory_others_can_write_fails_that_secret_alone() {
         assert!(!exists(&run.join("shared/app")), "created in it");
     }
     fs::set_permissions(run.join("shared"), fs::Permissions::from_mode(0o755)).unwrap();
-    let report = unseal(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &[b"t", b"o"]), &PLAIN).unwrap();
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     assert_eq!(read_through_link(root, "/run/shared/app/token"), b"t");
 }
@@ -396,13 +396,13 @@ fn planted_symlinks_in_generations_are_removed_not_followed() {
     let run = root.join("run");
     fs::write(elsewhere.path().join("keep"), "keep").unwrap();
     let entries = [entry("a", "/run/secrets/a", 0o400)];
-    unseal(root, &files(&entries, &[b"1"]), &PLAIN).unwrap();
+    publish(root, &files(&entries, &[b"1"]), &PLAIN).unwrap();
     // A fake generation that is a symlink, and a symlink inside generation 1.
     symlink(elsewhere.path(), run.join("secrets.d/7")).unwrap();
     symlink(elsewhere.path(), run.join("secrets.d/1/evil")).unwrap();
     // Leading zeros still count as a generation and are removed by name.
     fs::create_dir(run.join("secrets.d/005")).unwrap();
-    let report = unseal(root, &files(&entries, &[b"2"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &[b"2"]), &PLAIN).unwrap();
     assert_eq!(report.generation, 8);
     assert_eq!(names(&run.join("secrets.d")), ["8", "links.json"]);
     assert_eq!(names(elsewhere.path()), ["keep"]);
@@ -412,7 +412,7 @@ fn planted_symlinks_in_generations_are_removed_not_followed() {
     clear(root).unwrap();
     fs::remove_dir(run.join("secrets.d")).unwrap();
     symlink(elsewhere.path(), run.join("secrets.d")).unwrap();
-    let err = unseal(root, &files(&entries, &[b"3"]), &PLAIN).unwrap_err();
+    let err = publish(root, &files(&entries, &[b"3"]), &PLAIN).unwrap_err();
     assert!(matches!(err, RuntimeError::Occupied { .. }), "{err}");
     assert_eq!(names(elsewhere.path()), ["keep"]);
 
@@ -420,7 +420,7 @@ fn planted_symlinks_in_generations_are_removed_not_followed() {
     let t2 = tree();
     fs::remove_dir(t2.path().join("run")).unwrap();
     symlink(elsewhere.path(), t2.path().join("run")).unwrap();
-    assert!(unseal(t2.path(), &files(&entries, &[b"4"]), &PLAIN).is_err());
+    assert!(publish(t2.path(), &files(&entries, &[b"4"]), &PLAIN).is_err());
     assert_eq!(names(elsewhere.path()), ["keep"]);
 }
 
@@ -432,7 +432,7 @@ fn real_directory_at_run_secrets_is_refused() {
     fs::create_dir(run.join("secrets")).unwrap();
     fs::write(run.join("secrets/precious"), "data").unwrap();
     let entries = [entry("a", "/run/secrets/a", 0o400)];
-    let err = unseal(root, &files(&entries, &[b"v"]), &PLAIN).unwrap_err();
+    let err = publish(root, &files(&entries, &[b"v"]), &PLAIN).unwrap_err();
     assert!(matches!(err, RuntimeError::Occupied { .. }), "{err}");
     assert!(err.to_string().contains("a real directory"), "{err}");
     assert_eq!(fs::read(run.join("secrets/precious")).unwrap(), b"data");
@@ -444,7 +444,7 @@ fn real_directory_at_run_secrets_is_refused() {
     let elsewhere = tempfile::tempdir().unwrap();
     fs::remove_dir_all(run.join("secrets")).unwrap();
     symlink(elsewhere.path(), run.join("secrets")).unwrap();
-    unseal(root, &files(&entries, &[b"v"]), &PLAIN).unwrap();
+    publish(root, &files(&entries, &[b"v"]), &PLAIN).unwrap();
     assert_eq!(link_target(&run.join("secrets")), "secrets.d/1");
     assert!(names(elsewhere.path()).is_empty());
 }
@@ -498,7 +498,7 @@ fn bad_paths_names_and_modes_are_refused() {
     ];
     for (entries, expect) in &cases {
         let values: Vec<&[u8]> = entries.iter().map(|_| VALUE_MARK.as_bytes()).collect();
-        let err = unseal(root, &files(entries, &values), &PLAIN).unwrap_err();
+        let err = publish(root, &files(entries, &values), &PLAIN).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, RuntimeError::InvalidSecret { .. }), "{msg}");
         assert!(msg.contains(expect), "{:?}: {msg}", entries[0].path);
@@ -527,7 +527,7 @@ fn unknown_owner_or_group_fails_only_that_secret() {
     let values: [&[u8]; 4] = [b"1", b"2", b"3", b"4"];
     // A missing owner or group fails that secret only: the others are
     // written, the failures are named.
-    let report = unseal(root, &files(&entries, &values), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &values), &PLAIN).unwrap();
     assert_eq!(report.written, ["good", "numeric"]);
     let msg: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
     let msg = msg.join("; ");
@@ -552,11 +552,11 @@ fn failure_before_swap_removes_new_generation() {
     let root = t.path();
     let run = root.join("run");
     let good = [entry("a", "/run/secrets/a", 0o400)];
-    unseal(root, &files(&good, &[b"1"]), &PLAIN).unwrap();
+    publish(root, &files(&good, &[b"1"]), &PLAIN).unwrap();
     // The swap's temporary name is taken by a real directory: the swap
     // fails after generation 2 was filled, which must be rolled back.
     fs::create_dir(run.join("secrets.tmp-2")).unwrap();
-    let err = unseal(root, &files(&good, &[b"2"]), &PLAIN).unwrap_err();
+    let err = publish(root, &files(&good, &[b"2"]), &PLAIN).unwrap_err();
     assert!(matches!(err, RuntimeError::Occupied { .. }), "{err}");
     assert_eq!(names(&run.join("secrets.d")), ["1", "links.json"]);
     assert_eq!(link_target(&run.join("secrets")), "secrets.d/1");
@@ -565,7 +565,7 @@ fn failure_before_swap_removes_new_generation() {
     fs::remove_dir(run.join("secrets.tmp-2")).unwrap();
     symlink("secrets.d/2", run.join("secrets.tmp-2")).unwrap();
     symlink("secrets.d/9", run.join("secrets.tmp-9")).unwrap();
-    let report = unseal(root, &files(&good, &[b"2"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&good, &[b"2"]), &PLAIN).unwrap();
     assert_eq!(report.generation, 2);
     assert_eq!(names(&run), ["secrets", "secrets.d"]);
 }
@@ -580,12 +580,12 @@ fn clear_removes_link_generations_and_links() {
         entry("a", "/run/secrets/a", 0o400),
         entry("w", "/run/wpa/psk", 0o400),
     ];
-    unseal(root, &files(&entries, &[b"1", b"2"]), &PLAIN).unwrap();
+    publish(root, &files(&entries, &[b"1", b"2"]), &PLAIN).unwrap();
     clear(root).unwrap();
     assert!(!exists(&run.join("secrets")));
     assert!(!exists(&run.join("wpa/psk")));
     assert!(names(&run.join("secrets.d")).is_empty());
-    let report = unseal(root, &files(&entries, &[b"1", b"2"]), &PLAIN).unwrap();
+    let report = publish(root, &files(&entries, &[b"1", b"2"]), &PLAIN).unwrap();
     assert_eq!(report.generation, 1);
     assert_eq!(read_through_link(root, "/run/wpa/psk"), b"2");
 
@@ -625,7 +625,7 @@ fn as_root_applies_owner_group_and_mode() {
         mount_ramfs: false,
         apply_ownership: true,
     };
-    unseal(root, &files(&entries, &[b"k", b"s", b"n", b"o"]), &opts).unwrap();
+    publish(root, &files(&entries, &[b"k", b"s", b"n", b"o"]), &opts).unwrap();
     let check = |rel: &str, uid: u32, gid: u32, mode: u32| {
         let md = fs::symlink_metadata(run.join(rel)).unwrap();
         assert_eq!(
@@ -682,7 +682,7 @@ fn as_root_mounts_ramfs_once() {
     let _guard = Unmount(gens.clone());
     let entries = [owned("k", "/run/secrets/k", 0o400, "svc", "svcgrp")];
     let opts = UnsealOptions::device();
-    unseal(&root, &files(&entries, &[b"v1"]), &opts).unwrap();
+    publish(&root, &files(&entries, &[b"v1"]), &opts).unwrap();
     assert_eq!(
         mount::fs_type(fs::File::open(&gens).unwrap().as_fd()).unwrap(),
         RAMFS_MAGIC
@@ -697,7 +697,7 @@ fn as_root_mounts_ramfs_once() {
     );
 
     // Already a mount point: not mounted again, generations continue.
-    let report = unseal(&root, &files(&entries, &[b"v2"]), &opts).unwrap();
+    let report = publish(&root, &files(&entries, &[b"v2"]), &opts).unwrap();
     assert_eq!(report.generation, 2);
     assert_eq!(mount_count(&gens), 1);
     assert_eq!(fs::read(root.join("run/secrets/k")).unwrap(), b"v2");

@@ -435,8 +435,13 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     } else {
         (path.to_path_buf(), None)
     };
-    let bytes = sealed_bundle::read_bundle_file(&file)
-        .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+    let bytes = sealed_bundle::read_bundle_file(&file).map_err(|e| {
+        invalid(format!(
+            "{}: {}",
+            file.display(),
+            sealed_bundle::report::chain(&e)
+        ))
+    })?;
     sealed_bundle::Header::parse(&bytes)
         .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
     Ok((Zeroizing::new(bytes), key))
@@ -454,7 +459,7 @@ fn load_key(path: &Path) -> Result<(ImageKey, Zeroizing<String>), FlashError> {
     // directory, say), as before: the link is resolved here; what it points
     // to must still be a regular file of at most 1 KiB.
     let real = std::fs::canonicalize(path).map_err(|e| invalid(e.to_string()))?;
-    let key = ImageKey::from_file(&real).map_err(|e| invalid(e.to_string()))?;
+    let key = ImageKey::from_file(&real).map_err(|e| invalid(sealed_bundle::report::chain(&e)))?;
     let text = key.to_file_text();
     Ok((key, text))
 }
