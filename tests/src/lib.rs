@@ -61,13 +61,6 @@ pub fn bin(name: &str) -> PathBuf {
 /// with their Debian packages, for [`require_tools_from`].
 pub const FAT_TOOLS: &[(&str, &str)] = &[("mcopy", "mtools"), ("sfdisk", "fdisk")];
 
-/// A fresh temp directory for a test that can run here (`ready`: what it
-/// needs is there, e.g. [`require_tools_from`] said so); `None` when the
-/// test skips.
-pub fn scratch_if(ready: bool) -> Option<tempfile::TempDir> {
-    ready.then(|| tempfile::tempdir().unwrap())
-}
-
 /// Run `script` with `sh -e` in `dir`, the sbin directories on `$PATH`
 /// (mkfs and the like live there); it must succeed.
 pub fn sh(script: &str, dir: &Path) {

@@ -4,7 +4,7 @@
 //! the environment).
 
 use sealed_image_tests::device::{map, DeviceTree as Device};
-use sealed_image_tests::hardware::{stand_ins_available, StandIns};
+use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;
 use std::process::Output;
 
@@ -13,10 +13,9 @@ const KEY: &str = "4f1c2a9e6b7d3e5f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b
 const OTHER_KEY: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
 const MARKER: &str = "var/lib/sealed-secrets/identity.rpi-otp";
 
-fn otp_device() -> Option<(Device, StandIns)> {
-    if !stand_ins_available() || !require_tool_from("age-keygen", "age") {
-        return None;
-    }
+fn otp_device() -> (Device, StandIns) {
+    require_stand_ins();
+    require_tool_from("age-keygen", "age");
     let d = Device::new();
     std::fs::write(
         d.root.join("etc/sealed-firstboot.conf"),
@@ -25,7 +24,7 @@ fn otp_device() -> Option<(Device, StandIns)> {
     .unwrap();
     let mut hw = StandIns::new();
     hw.set_otp_key(Some(KEY));
-    Some((d, hw))
+    (d, hw)
 }
 
 fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
@@ -74,10 +73,9 @@ print(okm.hex())
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
-    let Some((d, hw)) = otp_device() else {
-        return;
-    };
+    let (d, hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
@@ -132,10 +130,9 @@ fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
-    let Some((d, mut hw)) = otp_device() else {
-        return;
-    };
+    let (d, mut hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     let marker = std::fs::read(d.root.join(MARKER)).unwrap();
@@ -149,11 +146,10 @@ fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundle() {
     for case in ["no key", "no vcio"] {
-        let Some((d, mut hw)) = otp_device() else {
-            return;
-        };
+        let (d, mut hw) = otp_device();
         match case {
             "no key" => hw.set_otp_key(None),
             _ => hw.set_no_vcio(),
@@ -183,10 +179,9 @@ fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundl
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn with_root_and_no_tool_directory_the_hosts_otp_is_never_used() {
-    let Some((d, _hw)) = otp_device() else {
-        return;
-    };
+    let (d, _hw) = otp_device();
     let mut c = d.cmd("pubkey");
     c.env_remove(sealed_image_tests::hardware::TOOL_DIR_ENV);
     let out = c.output().unwrap();

@@ -5,7 +5,7 @@
 //! tests/tests/tpm_swtpm.rs; a booted image with swtpm, scripts/e2e-qemu.
 
 use sealed_image_tests::device::{map, DeviceTree as Device};
-use sealed_image_tests::hardware::{stand_ins_available, StandIns};
+use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::Output;
@@ -13,13 +13,11 @@ use std::process::Output;
 const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
 const SEALED: &str = "var/lib/sealed-secrets/identity.tpm2";
 
-fn tpm_device(conf: &str) -> Option<(Device, StandIns)> {
-    if !stand_ins_available() {
-        return None;
-    }
+fn tpm_device(conf: &str) -> (Device, StandIns) {
+    require_stand_ins();
     let d = Device::new();
     std::fs::write(d.root.join("etc/sealed-firstboot.conf"), conf).unwrap();
-    Some((d, StandIns::new()))
+    (d, StandIns::new())
 }
 
 fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
@@ -48,10 +46,9 @@ fn status_json(d: &Device, hw: &StandIns) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_new_identity_is_stored_only_sealed_and_unsealed_at_every_boot() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
     let out = ok(&d, &hw, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
@@ -118,10 +115,9 @@ fn a_new_identity_is_stored_only_sealed_and_unsealed_at_every_boot() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
-    let Some((d, mut hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, mut hw) = tpm_device("identity = tpm2\n");
     hw.set_empty_pcrs_work();
     d.place_sealed(SECRETS, 1000);
     let out = ok(&d, &hw, &["run"]);
@@ -137,10 +133,9 @@ fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\ntpm2_pcrs = 7+14\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\ntpm2_pcrs = 7+14\n");
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     let calls = hw.creds_calls();
@@ -163,9 +158,7 @@ fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
     assert_eq!(std::fs::read(d.root.join(SEALED)).unwrap(), sealed);
     assert!(!d.identity_file().exists());
     // The default binding (PCR 17 on systemd 252) survives the same change.
-    let Some((d2, hw2)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d2, hw2) = tpm_device("identity = tpm2\n");
     d2.place_sealed(SECRETS, 1000);
     ok(&d2, &hw2, &["run"]);
     hw2.set_pcr(7, &"12".repeat(32));
@@ -174,10 +167,9 @@ fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     hw.remove_tpm();
     d.place_sealed(SECRETS, 1000);
     let out = run(&d, &hw, &["run"]);
@@ -196,10 +188,9 @@ fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     let sealed = std::fs::read(d.root.join(SEALED)).unwrap();
@@ -232,10 +223,9 @@ fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_credential_of_another_name_is_not_taken_for_the_identity() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     // Sealed by the same TPM, under another name (as any encrypted
@@ -268,10 +258,9 @@ fn stand_in(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn with_root_and_no_tool_directory_the_hosts_tpm_is_never_used() {
-    let Some((d, _hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, _hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
     let mut c = d.cmd("run");
     c.env_remove(sealed_image_tests::hardware::TOOL_DIR_ENV);
@@ -284,8 +273,8 @@ fn with_root_and_no_tool_directory_the_hosts_tpm_is_never_used() {
 }
 
 /// A device provisioned with a file identity, then configured for tpm2.
-fn file_device() -> Option<(Device, StandIns, String)> {
-    let (d, hw) = tpm_device("")?;
+fn file_device() -> (Device, StandIns, String) {
+    let (d, hw) = tpm_device("");
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     assert!(d.identity_file().exists());
@@ -297,14 +286,13 @@ fn file_device() -> Option<(Device, StandIns, String)> {
     let human = stdout(&ok(&d, &hw, &["status"]));
     assert!(human.contains("identity migrate --to tpm2"), "{human}");
     let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
-    Some((d, hw, pubkey))
+    (d, hw, pubkey)
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn migrate_moves_a_file_identity_into_the_tpm_keeping_the_key() {
-    let Some((d, hw, pubkey)) = file_device() else {
-        return;
-    };
+    let (d, hw, pubkey) = file_device();
     let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
     let err = stderr(&out);
     assert!(
@@ -330,15 +318,14 @@ fn migrate_moves_a_file_identity_into_the_tpm_keeping_the_key() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn migrate_is_crash_safe_with_a_usable_identity_at_every_moment() {
     for fp in [
         "migrate-sealed-written",
         "migrate-file-renamed",
         "shred-partial",
     ] {
-        let Some((d, hw, pubkey)) = file_device() else {
-            return;
-        };
+        let (d, hw, pubkey) = file_device();
         let mut c = d.cmd("identity");
         c.args(["migrate", "--to", "tpm2"])
             .env("SEALED_FIRSTBOOT_FAILPOINT", fp);
@@ -363,10 +350,9 @@ fn migrate_is_crash_safe_with_a_usable_identity_at_every_moment() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn migrate_without_a_tpm_keeps_the_file_identity() {
-    let Some((d, hw, pubkey)) = file_device() else {
-        return;
-    };
+    let (d, hw, pubkey) = file_device();
     hw.remove_tpm();
     let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
     assert_exit(&out, 1, "migrate without a TPM");
@@ -384,13 +370,10 @@ fn migrate_without_a_tpm_keeps_the_file_identity() {
 /// clear, so sealing its identity would protect nothing. Refused, the file
 /// kept; once the host key is replaced the migration goes ahead.
 #[test]
+#[ignore = "needs python3 (the stand-ins), ssh-keygen (openssh-client); scripts/test runs it"]
 fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
-    if !require_tools_from(&[("ssh-keygen", "openssh-client")]) {
-        return;
-    }
-    let Some((d, hw)) = tpm_device("identity = ssh-host-key\n") else {
-        return;
-    };
+    require_tools_from(&[("ssh-keygen", "openssh-client")]);
+    let (d, hw) = tpm_device("identity = ssh-host-key\n");
     let key = d.root.join("etc/ssh/ssh_host_ed25519_key");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     let gen = command("ssh-keygen")
@@ -423,10 +406,9 @@ fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
 /// would bind the identity to that launch (an SINIT or tboot update would
 /// lock it out). Refused, the bundle kept; named explicitly, it is sealed.
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     hw.set_pcr(17, &"5a".repeat(32));
     d.place_sealed(SECRETS, 1000);
     let out = run(&d, &hw, &["run"]);
@@ -456,10 +438,9 @@ fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
 /// under the identity's name: systemd-creds decrypts any key kind, so the
 /// kind in the authenticated header is checked: only a TPM2 one is used.
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_sealed_identity_under_the_host_key_alone_is_refused() {
-    let Some((d, hw)) = tpm_device("identity = tpm2\n") else {
-        return;
-    };
+    let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
     ok(&d, &hw, &["run"]);
     let mut enc = command(stand_in("systemd-creds"));

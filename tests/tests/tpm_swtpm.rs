@@ -5,7 +5,7 @@
 //! `SEALED_FIRSTBOOT_TOOL_DIR`.
 
 use sealed_image_tests::device::{map, DeviceTree as Device};
-use sealed_image_tests::hardware::{swtpm_available, Swtpm};
+use sealed_image_tests::hardware::{require_swtpm, Swtpm};
 use sealed_image_tests::*;
 use std::process::Output;
 
@@ -34,10 +34,9 @@ fn device(conf: &str) -> Device {
 }
 
 #[test]
+#[ignore = "needs swtpm, systemd-creds (systemd), tpm2-tools; scripts/test runs it"]
 fn the_tpm_seals_the_identity_and_only_that_tpm_unseals_it() {
-    if !swtpm_available() {
-        return;
-    }
+    require_swtpm();
     let tpm = Swtpm::start();
     let d = device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
@@ -98,10 +97,9 @@ fn the_tpm_seals_the_identity_and_only_that_tpm_unseals_it() {
 }
 
 #[test]
+#[ignore = "needs swtpm, systemd-creds (systemd), tpm2-tools; scripts/test runs it"]
 fn tpm2_pcrs_binds_to_the_pcrs_named_and_an_extend_locks_it() {
-    if !swtpm_available() {
-        return;
-    }
+    require_swtpm();
     let tpm = Swtpm::start();
     let d = device("identity = tpm2\ntpm2_pcrs = 7\n");
     d.place_sealed(SECRETS, 1000);
@@ -120,10 +118,9 @@ fn tpm2_pcrs_binds_to_the_pcrs_named_and_an_extend_locks_it() {
 }
 
 #[test]
+#[ignore = "needs swtpm, systemd-creds (systemd), tpm2-tools; scripts/test runs it"]
 fn migrate_moves_a_file_identity_into_the_emulated_tpm() {
-    if !swtpm_available() {
-        return;
-    }
+    require_swtpm();
     let tpm = Swtpm::start();
     let d = device("");
     d.place_sealed(SECRETS, 1000);
