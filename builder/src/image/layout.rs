@@ -581,10 +581,22 @@ mod tests {
         assert!(plan(&layout(TableKind::Gpt, vec![part(&ok, 1 << 20)], None)).is_ok());
         // An emoji is two UTF-16 units.
         let emoji = "😀".repeat(19);
-        assert!(plan(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![part("a", 1000)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![part("a", 0)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![], None)).is_err());
+        assert!(matches!(
+            plan(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)),
+            Err(crate::image::ImageError::GptLabelTooLong { .. })
+        ));
+        assert!(matches!(
+            plan(&layout(TableKind::Gpt, vec![part("a", 1000)], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
+        assert!(matches!(
+            plan(&layout(TableKind::Gpt, vec![part("a", 0)], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
+        assert!(matches!(
+            plan(&layout(TableKind::Gpt, vec![], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
         let huge = layout(TableKind::Mbr, vec![part("a", 4 << 40)], None);
         assert!(matches!(plan(&huge), Err(ImageError::InvalidLayout(_))));
         let overflow = layout(
@@ -592,7 +604,10 @@ mod tests {
             vec![part("a", u64::MAX - 511), part("b", 1 << 20)],
             None,
         );
-        assert!(plan(&overflow).is_err());
+        assert!(matches!(
+            plan(&overflow),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
     }
 
     #[test]
