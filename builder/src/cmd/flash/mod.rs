@@ -44,9 +44,9 @@ use zeroize::Zeroizing;
 
 use crate::image::{self, BootSelector, ImageError, PartInfo};
 use crate::io::compressed::Format;
-use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
-pub use crate::bmap::{self, Bmap};
+pub use crate::output::bmap::{self, Bmap};
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
 
 /// Options of [`flash`].

@@ -10,7 +10,7 @@ use sealed_firstboot::bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
-use crate::sealing::BUNDLE_PATH;
+use crate::seal::BUNDLE_PATH;
 
 /// The boot partition of the target, as `sel` picks it. The table is read
 /// on the handle from the first `size` bytes of `dev` (the image written
@@ -82,6 +82,6 @@ pub(crate) fn write_boot_file(
 ) -> Result<(), ImageError> {
     let mut files = vec![FatFile::file(path, data.to_vec())];
     let result = image::fat_files::fat_write_files_on(dev, boot, &files, "the target");
-    crate::sealing::zeroize_files(&mut files);
+    crate::seal::zeroize_files(&mut files);
     result
 }

@@ -573,7 +573,7 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bmap::hex;
+    use crate::output::bmap::hex;
 
     fn with_checksum(body: &str) -> String {
         // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
