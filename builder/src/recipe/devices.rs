@@ -356,7 +356,7 @@ mod tests {
         assert!(e.contains("line 3") && !e.contains("s3cr3t"), "{e}");
         assert!(matches!(
             load_text("d.toml", "[[device]]\nname = \"../x\"\n"),
-            Err(crate::devices::DevicesError::Invalid { .. })
+            Err(crate::recipe::devices::DevicesError::Invalid { .. })
         ));
     }
 

@@ -127,14 +127,14 @@ mod tests {
         });
         assert!(matches!(
             c.check(),
-            Err(crate::serve::error::ServeError::Usage(..))
+            Err(crate::cmd::serve::error::ServeError::Usage(..))
         ));
         c.insecure_behind_proxy = false;
         c.check().unwrap();
         c.allow_hosts = vec!["a b".into()];
         assert!(matches!(
             c.check(),
-            Err(crate::serve::error::ServeError::Usage(..))
+            Err(crate::cmd::serve::error::ServeError::Usage(..))
         ));
     }
 }
