@@ -24,11 +24,6 @@ use std::path::PathBuf;
 mod host_tools;
 pub use host_tools::{find_tool, SBIN_DIRS};
 
-/// Whether the tests run under `CI=true`.
-pub fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
 /// What a test does when `what` is missing: it fails, naming `what` and
 /// how to get it (`hint`). Only tests marked `#[ignore = "needs …"]` may
 /// need something that can be missing; they run with `--include-ignored`.

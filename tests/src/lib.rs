@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests: locate (and build) the real binaries,
 //! read what real tools say of the artifacts, drive `sealed-firstboot` on a
-//! device tree. The generic helpers (real tools and the CI=true rule, run
+//! device tree. The generic helpers (real tools and the rule for what is missing, run
 //! helpers, transcripts, marker searches) are the workspace's `testkit`,
 //! re-exported here.
+
+#![forbid(unsafe_code)]
 
 pub mod device;
 pub mod hardware;

@@ -6,6 +6,8 @@
 //! checked by the shared rules on both sides; nothing followed. Encrypted
 //! credentials use the stand-in `systemd-creds` (tests/data/stand-ins).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::assert_no_marker;
 use sealed_image_tests::hardware::{require_stand_ins, stand_in_dir, StandIns};
 use sealed_image_tests::*;

@@ -3,6 +3,8 @@
 //! provision and unseal it on a device tree with the real sealed-firstboot,
 //! decrypt the store with the age CLI, and grep everything for the marker.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! device applies to a manifest lives once in the firstboot library, and
 //! `build-image` runs it before sealing (exit 3 for recipe problems).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::path::Path;

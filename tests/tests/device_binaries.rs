@@ -2,6 +2,8 @@
 //! right architecture, each is static, stripped and at most 3 MB, and each
 //! runs (the foreign ones under qemu-user) and provisions a real bundle.
 
+#![forbid(unsafe_code)]
+
 use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_image_tests::device::{contents, DeviceTree};
 use sealed_image_tests::*;

@@ -4,6 +4,8 @@
 //! with reproducible builds, bounded reads, partial failures that stay
 //! partial. Everything through the real `sealed-firstboot` binary.
 
+#![forbid(unsafe_code)]
+
 use sealed_firstboot::bundle::{self, ImageKey};
 use sealed_firstboot::store::{State, Store};
 use sealed_image_tests::device::{

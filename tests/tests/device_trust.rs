@@ -4,6 +4,8 @@
 //! `build-image` where the builder must refuse too) and checks that the
 //! store is left byte for byte as it was.
 
+#![forbid(unsafe_code)]
+
 use sealed_firstboot::bundle::{
     self, BundleError, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp,
     FORBIDDEN,

@@ -4,6 +4,8 @@
 //! boot partition, verified; checked with mtools and by provisioning a
 //! device tree from what was flashed.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::{Command, Output};

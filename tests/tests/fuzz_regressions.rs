@@ -8,6 +8,8 @@
 //! least one input for every target in fuzz/fuzz_targets/; a crash input
 //! that scripts/fuzz finds is kept in fuzz/regressions/TARGET/.
 
+#![forbid(unsafe_code)]
+
 use sealed_firstboot::bundle::{self, BundleError, Contents, ImageKey};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};

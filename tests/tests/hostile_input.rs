@@ -2,6 +2,8 @@
 //! every wrong position of every input file never appears in anything
 //! printed (human or --json), and each error names where, not what.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,6 +2,8 @@
 //! mke2fs, and fleet builds: checked with sfdisk, fsck.vfat, mtools, zstd
 //! and the real sealed-firstboot.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::pi::{self, BOOT_SECTORS, BOOT_START, ROOT_OFF, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};

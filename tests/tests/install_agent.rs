@@ -3,6 +3,8 @@
 //! no root, loop device or mount. Checked with debugfs, e2fsck and cmp; and
 //! `.img.xz` input read like the official images.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::pi::{self, BOOT_START, ROOT_OFF, ROOT_START, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};

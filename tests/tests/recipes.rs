@@ -1,6 +1,8 @@
 //! Every shipped recipe builds, and its image passes the partition and
 //! filesystem tools.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 
 #[test]

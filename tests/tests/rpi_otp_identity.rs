@@ -3,6 +3,8 @@
 //! output, messages and exit codes, the firmware simulated with a key from
 //! the environment).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::{map, DeviceTree as Device};
 use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;

@@ -2,6 +2,8 @@
 //! output (stderr shown on failure, stdout never), dotenv, files, env, and
 //! `mkpasswd-yescrypt` hashes checked with the system's crypt (libxcrypt).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 

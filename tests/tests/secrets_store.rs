@@ -3,6 +3,8 @@
 //! rekey, export/import, recipes and fleet scopes. Marker values are planted
 //! and searched for in every file of the store and everything printed.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -4,6 +4,8 @@
 //! the token's sources, and a marker value that appears in no response but
 //! the reveal's, nowhere on stderr and in no store file.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::http::{self, Response};
 use sealed_image_tests::serve::{snapshot, Server, Site};
 use sealed_image_tests::*;

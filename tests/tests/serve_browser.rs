@@ -6,6 +6,8 @@
 //! only while the reveal dialog shows it. The console must hold no CSP
 //! violation. Screenshots of the main views go to target/serve-screenshots/.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::serve::{Server, Site};
 use sealed_image_tests::webdriver::{artifact_dir, Driver};
 use sealed_image_tests::*;

@@ -7,6 +7,8 @@
 //! creates, and a careless admin (a certificate that is a pipe, key and
 //! token files that other users can read).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::http::{self, Response};
 use sealed_image_tests::serve::{Server, Site};
 use sealed_image_tests::*;

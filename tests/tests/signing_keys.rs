@@ -5,6 +5,8 @@
 //! loudly when `--unsigned` or a DEMO-ONLY key is used. Keys never appear
 //! in any output.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -6,6 +6,8 @@
 //! once; kills at random points leave a whole store; child processes never
 //! see the identity; small-order recipients get a clear error.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -4,6 +4,8 @@
 //! the formats belong to: GLib's key-file parser (what NetworkManager
 //! uses), bash and dash.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::DeviceTree;
 use sealed_image_tests::*;
 use std::path::Path;

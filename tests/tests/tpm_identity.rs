@@ -4,6 +4,8 @@
 //! as the TPM). The real systemd-creds against an emulated TPM is
 //! tests/tests/tpm_swtpm.rs; a booted image with swtpm, scripts/e2e-qemu.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::{map, DeviceTree as Device};
 use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;

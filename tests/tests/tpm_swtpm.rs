@@ -4,6 +4,8 @@
 //! The device is a tree (`--root`), handed the emulated TPM through
 //! `SEALED_FIRSTBOOT_TOOL_DIR`.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::{map, DeviceTree as Device};
 use sealed_image_tests::hardware::{require_swtpm, Swtpm};
 use sealed_image_tests::*;
