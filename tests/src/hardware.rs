@@ -12,10 +12,11 @@
 //! `SEALED_FIRSTBOOT_TOOL_DIR` (without it, `--root` refuses to use this
 //! machine's TPM or OTP).
 
+use crate::device::DeviceTree;
 use crate::workspace;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const TOOL_DIR_ENV: &str = sealed_firstboot::identity::tool::TOOL_DIR_ENV;
 
@@ -76,6 +77,22 @@ impl StandIns {
     /// bound to no PCR.
     pub fn set_empty_pcrs_work(&mut self) {
         self.empty_pcrs_work = true;
+    }
+
+    /// `sealed-firstboot ARGS` on the device tree `d`, with these stand-ins.
+    pub fn run(&self, d: &DeviceTree, args: &[&str]) -> Output {
+        let mut c = d.cmd(args[0]);
+        c.args(&args[1..]);
+        self.apply(&mut c);
+        c.output().unwrap()
+    }
+
+    /// [`StandIns::run`]: it must succeed and print no marker value.
+    pub fn ok(&self, d: &DeviceTree, args: &[&str]) -> Output {
+        let out = self.run(d, args);
+        crate::assert_success(&out, args.join(" "));
+        crate::device::assert_no_marker(&out);
+        out
     }
 
     /// Set the environment of `c` to use these stand-ins.

@@ -91,6 +91,13 @@ impl Setup {
 
     /// [`Setup::apply_recipe`], however it ends.
     fn apply_recipe_output(&self) -> Output {
+        let bundle = self.bundle("kiosk.bundle");
+        self.firstboot(&["apply", "-"], Some(&bundle))
+    }
+
+    /// `build-image bundle` of the recipe for this device (its identity as
+    /// the recipient) into a fresh directory: the bytes of `file` there.
+    fn bundle(&self, file: &str) -> Vec<u8> {
         let recipient = stdout(&self.firstboot(&["pubkey"], None))
             .trim()
             .to_string();
@@ -113,8 +120,7 @@ impl Setup {
             .unwrap();
         assert_no_marker(&out);
         assert_success(&out, "build-image bundle");
-        let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
-        self.firstboot(&["apply", "-"], Some(&bundle))
+        std::fs::read(out_dir.join(file)).unwrap()
     }
 
     fn credstore(&self) -> PathBuf {
@@ -392,21 +398,7 @@ fn a_device_that_does_not_allow_a_system_credential_refuses_that_secret_alone() 
         secret("credential = \"tmpfiles.extra\"").replace("v.txt", "db.txt")
     );
     let s = Setup::new(&recipe);
-    let recipient = stdout(&s.firstboot(&["pubkey"], None)).trim().to_string();
-    let out_dir = s.dir.parent().unwrap().join("o");
-    let out = build_image_cmd()
-        .arg("bundle")
-        .arg(s.dir.join("recipe.toml"))
-        .args([
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "bundle");
-    let bundle = std::fs::read(out_dir.join("x.bundle")).unwrap();
+    let bundle = s.bundle("x.bundle");
     // The device allows nothing: the whole bundle is refused as invalid.
     let out = s.firstboot(&["apply", "-"], Some(&bundle));
     assert!(!out.status.success());
@@ -505,21 +497,7 @@ fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_t
     // alone (exit 4), the file stays (it is not "removed"), the rest is new.
     std::fs::write(s.dir.join("token.txt"), "MARKER-token-2").unwrap();
     s.hw.remove_tpm();
-    let recipient = stdout(&s.firstboot(&["pubkey"], None)).trim().to_string();
-    let out_dir = s.dir.parent().unwrap().join("later");
-    let out = build_image_cmd()
-        .arg("bundle")
-        .arg(s.dir.join("recipe.toml"))
-        .args([
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "bundle");
-    let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
+    let bundle = s.bundle("kiosk.bundle");
     let out = s.firstboot(&["apply", "-"], Some(&bundle));
     assert_exit(&out, 4, "apply without the TPM");
     let err = stderr(&out);

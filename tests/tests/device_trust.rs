@@ -757,10 +757,26 @@ fn a_partial_bundle_repairs_a_damaged_secret_and_never_drops_one_it_keeps() {
 /// instance (`getty@.service`, which systemctl refuses along with every
 /// other unit of the call) are refused by the builder (exit 3) and by the
 /// library when sealing, so no device is sent one.
+/// `build-image bundle` in `dir` of a recipe of one secret `a` (from
+/// `a.txt`, MARKER-a) whose table also holds `extra` (TOML lines), into
+/// `dir/o`.
+fn bundle_one_secret(dir: &Path, extra: &str) -> std::process::Output {
+    std::fs::write(dir.join("a.txt"), "MARKER-a").unwrap();
+    std::fs::write(
+        dir.join("recipe.toml"),
+        format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\n{extra}\n"),
+    )
+    .unwrap();
+    build_image_cmd()
+        .args(["bundle", "recipe.toml", "--out", "o"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn units_that_cannot_be_restarted_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
     for unit in [
         "getty@.service",
         "--help",
@@ -768,16 +784,7 @@ fn units_that_cannot_be_restarted_are_refused() {
         "app@%i.service",
         "@x.service",
     ] {
-        std::fs::write(
-            tmp.path().join("recipe.toml"),
-            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\nsource = {{ file = \"a.txt\" }}\nrestart-units = [\"{unit}\"]\n"),
-        )
-        .unwrap();
-        let out = build_image_cmd()
-            .args(["bundle", "recipe.toml", "--out", "o"])
-            .current_dir(tmp.path())
-            .output()
-            .unwrap();
+        let out = bundle_one_secret(tmp.path(), &format!("restart-units = [\"{unit}\"]"));
         assert_exit(&out, 3, format!("restart-units = [{unit:?}]"));
         let mut c = contents(&[("a", "MARKER-a")]);
         c.manifest.secrets[0].reload_units = vec![unit.into()];
@@ -799,26 +806,50 @@ fn units_that_cannot_be_restarted_are_refused() {
 #[test]
 fn look_alike_paths_are_refused_by_the_builder() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("a.txt"), "MARKER-a").unwrap();
     for path in [
         "/run/\u{17f}ystemd/system/x.service",
         "/run/ud\u{435}v/rules.d/00-x.rules",
         "/run/Secrets/x",
     ] {
-        std::fs::write(
-            tmp.path().join("recipe.toml"),
-            format!("[image]\nname = \"r\"\n\n[secrets.a]\ntype = \"single-line\"\npath = \"{path}\"\nsource = {{ file = \"a.txt\" }}\n"),
-        )
-        .unwrap();
-        let out = build_image_cmd()
-            .args(["bundle", "recipe.toml", "--out", "o"])
-            .current_dir(tmp.path())
-            .output()
-            .unwrap();
+        let out = bundle_one_secret(tmp.path(), &format!("path = \"{path}\""));
         assert_exit(&out, 3, format!("a secret at {path}"));
         assert_not_printed(&out, b"MARKER-", "a value");
     }
     assert!(!tmp.path().join("o").exists());
+}
+
+/// A provisioned device and a signed update to the NEW secrets, which
+/// restarts wifi.service, its key file on the device.
+struct RestartingUpdate {
+    d: Device,
+    key_file: std::path::PathBuf,
+    bundle: Vec<u8>,
+}
+
+impl RestartingUpdate {
+    fn new() -> RestartingUpdate {
+        let d = provisioned();
+        let mut c = contents(NEW);
+        c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
+        let (k, bundle) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
+        let key_file = d.root.join("update.key");
+        std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
+        RestartingUpdate {
+            d,
+            key_file,
+            bundle,
+        }
+    }
+
+    /// `apply -` of the update, killed at `failpoint` when one is given.
+    fn apply(&self, failpoint: Option<&str>) -> std::process::Output {
+        let mut cmd = self.d.cmd("apply");
+        cmd.arg("-").arg("--key").arg(&self.key_file);
+        if let Some(f) = failpoint {
+            cmd.env("SEALED_FIRSTBOOT_FAILPOINT", f);
+        }
+        output_with_stdin(&mut cmd, &self.bundle)
+    }
 }
 
 /// `apply` cut short after the store switched (a power cut, kill -9)
@@ -827,20 +858,8 @@ fn look_alike_paths_are_refused_by_the_builder() {
 /// are restarted) instead of saying "nothing to do" over stale secrets.
 #[test]
 fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
-    let d = provisioned();
-    let mut c = contents(NEW);
-    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
-    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
-    let key_file = d.root.join("update.key");
-    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
-    let apply = |failpoint: Option<&str>| {
-        let mut cmd = d.cmd("apply");
-        cmd.arg("-").arg("--key").arg(&key_file);
-        if let Some(f) = failpoint {
-            cmd.env("SEALED_FIRSTBOOT_FAILPOINT", f);
-        }
-        output_with_stdin(&mut cmd, &b)
-    };
+    let u = RestartingUpdate::new();
+    let (d, apply) = (&u.d, |failpoint| u.apply(failpoint));
     let out = apply(Some("store-after-swap"));
     assert_exit(&out, 86, "apply cut short after the store switch");
     assert_eq!(d.store(), map(NEW));
@@ -867,21 +886,11 @@ fn apply_cut_short_after_the_store_switch_is_finished_by_the_rerun() {
 /// without the record the unit would keep the old secret for good).
 #[test]
 fn a_restart_due_when_apply_is_killed_before_it_is_run_by_the_rerun() {
-    let d = provisioned();
-    let mut c = contents(NEW);
-    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
-    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
-    let key_file = d.root.join("update.key");
-    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
-    let mut cmd = d.cmd("apply");
-    cmd.arg("-").arg("--key").arg(&key_file);
-    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "apply-before-restarts");
-    let out = output_with_stdin(&mut cmd, &b);
+    let u = RestartingUpdate::new();
+    let out = u.apply(Some("apply-before-restarts"));
     assert_exit(&out, 86, "apply killed before the restarts");
-    assert_eq!(d.live(), map(NEW), "the new secrets are live");
-    let mut cmd = d.cmd("apply");
-    cmd.arg("-").arg("--key").arg(&key_file);
-    let out = output_with_stdin(&mut cmd, &b);
+    assert_eq!(u.d.live(), map(NEW), "the new secrets are live");
+    let out = u.apply(None);
     assert_success(&out, "the rerun");
     let err = stderr(&out);
     assert!(
@@ -889,9 +898,7 @@ fn a_restart_due_when_apply_is_killed_before_it_is_run_by_the_rerun() {
         "the restart that was due is lost: {err}"
     );
     // Done once: the record is cleared.
-    let mut cmd = d.cmd("apply");
-    cmd.arg("-").arg("--key").arg(&key_file);
-    let out = output_with_stdin(&mut cmd, &b);
+    let out = u.apply(None);
     assert_success(&out, "a third run");
     assert!(!stderr(&out).contains("would run"), "{}", stderr(&out));
 }
@@ -901,16 +908,9 @@ fn a_restart_due_when_apply_is_killed_before_it_is_run_by_the_rerun() {
 /// need are run then, not lost.
 #[test]
 fn a_restart_due_after_a_cut_short_apply_is_run_by_the_next_unseal() {
-    let d = provisioned();
-    let mut c = contents(NEW);
-    c.manifest.secrets[0].restart_units = vec!["wifi.service".into()];
-    let (k, b) = seal(&c, Some(&team()), Stamp::at(4000), &[]);
-    let key_file = d.root.join("update.key");
-    std::fs::write(&key_file, k.to_file_text().as_bytes()).unwrap();
-    let mut cmd = d.cmd("apply");
-    cmd.arg("-").arg("--key").arg(&key_file);
-    cmd.env("SEALED_FIRSTBOOT_FAILPOINT", "store-after-swap");
-    let out = output_with_stdin(&mut cmd, &b);
+    let u = RestartingUpdate::new();
+    let d = &u.d;
+    let out = u.apply(Some("store-after-swap"));
     assert_exit(&out, 86, "apply cut short after the store switch");
     let out = d.cmd("unseal").output().unwrap();
     assert_success(&out, "the unseal");

@@ -8,7 +8,6 @@
 use sealed_image_tests::device::{map, DeviceTree as Device};
 use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;
-use std::process::Output;
 
 const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
 const KEY: &str = "4f1c2a9e6b7d3e5f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5";
@@ -27,20 +26,6 @@ fn otp_device() -> (Device, StandIns) {
     let mut hw = StandIns::new();
     hw.set_otp_key(Some(KEY));
     (d, hw)
-}
-
-fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let mut c = d.cmd(args[0]);
-    c.args(&args[1..]);
-    hw.apply(&mut c);
-    c.output().unwrap()
-}
-
-fn ok(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let out = run(d, hw, args);
-    assert_success(&out, args.join(" "));
-    device::assert_no_marker(&out);
-    out
 }
 
 /// The recipient the derivation must give, computed apart from the agent:
@@ -79,9 +64,9 @@ print(okm.hex())
 fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
     let (d, hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
-    let pubkey = stdout(&ok(&d, &hw, &["pubkey"])).trim().to_string();
+    let pubkey = stdout(&hw.ok(&d, &["pubkey"])).trim().to_string();
     assert_eq!(pubkey, expected_recipient(KEY));
     assert_eq!(d.state().recipient.as_deref(), Some(pubkey.as_str()));
     // Nothing secret on disk: no identity file, no sealed form; the marker
@@ -118,13 +103,13 @@ fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
     }
     // Every boot derives it again.
     let before = calls.len();
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert!(hw.otp_calls().len() > before);
     assert_eq!(d.live(), map(SECRETS));
     let st: serde_json::Value =
-        serde_json::from_slice(&ok(&d, &hw, &["status", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&hw.ok(&d, &["status", "--json"]).stdout).unwrap();
     assert_eq!(st["identity_binding"]["kind"], "rpi-otp");
-    let err = stderr(&ok(&d, &hw, &["pubkey"]));
+    let err = stderr(&hw.ok(&d, &["pubkey"]));
     assert!(
         err.contains("derived at every boot from the Raspberry Pi OTP device key"),
         "{err}"
@@ -136,10 +121,10 @@ fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
 fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
     let (d, mut hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     let marker = std::fs::read(d.root.join(MARKER)).unwrap();
     hw.set_otp_key(Some(OTHER_KEY));
-    let out = run(&d, &hw, &["unseal"]);
+    let out = hw.run(&d, &["unseal"]);
     assert_exit(&out, 1, "unseal on another Pi");
     let err = stderr(&out);
     assert!(err.contains("provisioned on another Raspberry Pi"), "{err}");
@@ -157,7 +142,7 @@ fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundl
             _ => hw.set_no_vcio(),
         }
         d.place_sealed(SECRETS, 1000);
-        let out = run(&d, &hw, &["run"]);
+        let out = hw.run(&d, &["run"]);
         assert_exit(&out, 1, case);
         let err = stderr(&out);
         // What rpi-fw-crypto says, and its exit code (the negated firmware

@@ -60,17 +60,7 @@ fn store() -> St {
         b,
         _tmp: tmp,
     };
-    ok(&st.run(
-        None,
-        &[
-            "init",
-            "--recipient",
-            &st.a.public,
-            "--recipient",
-            &st.b.public,
-        ],
-        b"",
-    ));
+    st.init_for_both();
     ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], WIFI.as_bytes()));
     ok(&st.run(Some(&st.a.file), &["set", "DB_PASSWORD"], DB.as_bytes()));
     st
@@ -103,6 +93,21 @@ impl St {
             .env_remove("BUILD_IMAGE_STORE_FAILPOINT")
             .current_dir(&self.dir);
         c
+    }
+
+    /// `store init` with both keys as the recipients; it must succeed.
+    fn init_for_both(&self) {
+        ok(&self.run(
+            None,
+            &[
+                "init",
+                "--recipient",
+                &self.a.public,
+                "--recipient",
+                &self.b.public,
+            ],
+            b"",
+        ));
     }
 
     fn run(&self, identity: Option<&Path>, args: &[&str], input: &[u8]) -> Output {
@@ -1333,17 +1338,7 @@ fn a_pinned_store_id_refuses_a_replaced_or_rolled_back_store() {
     assert!(text(&o).contains("generation"), "{}", text(&o));
     // Replaced by a store someone made with the public recipients.
     std::fs::remove_dir_all(&st.store).unwrap();
-    ok(&st.run(
-        None,
-        &[
-            "init",
-            "--recipient",
-            &st.a.public,
-            "--recipient",
-            &st.b.public,
-        ],
-        b"",
-    ));
+    st.init_for_both();
     ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], FORGED.as_bytes()));
     let o = pinned(&st, &id, &["get", "WIFI_PSK"]);
     assert_eq!(o.status.code(), Some(11), "{}", text(&o));

@@ -10,7 +10,6 @@ use sealed_image_tests::device::{map, DeviceTree as Device};
 use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;
 use std::path::Path;
-use std::process::Output;
 
 const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
 const SEALED: &str = "var/lib/sealed-secrets/identity.tpm2";
@@ -22,20 +21,6 @@ fn tpm_device(conf: &str) -> (Device, StandIns) {
     (d, StandIns::new())
 }
 
-fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let mut c = d.cmd(args[0]);
-    c.args(&args[1..]);
-    hw.apply(&mut c);
-    c.output().unwrap()
-}
-
-fn ok(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let out = run(d, hw, args);
-    assert_success(&out, args.join(" "));
-    device::assert_no_marker(&out);
-    out
-}
-
 /// No identity key in clear anywhere in the tree.
 fn assert_no_plain_key(root: &Path) {
     let found = files_containing(root, b"AGE-SECRET-KEY-1");
@@ -43,7 +28,7 @@ fn assert_no_plain_key(root: &Path) {
 }
 
 fn status_json(d: &Device, hw: &StandIns) -> serde_json::Value {
-    let out = run(d, hw, &["status", "--json"]);
+    let out = hw.run(d, &["status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -52,7 +37,7 @@ fn status_json(d: &Device, hw: &StandIns) -> serde_json::Value {
 fn a_new_identity_is_stored_only_sealed_and_unsealed_at_every_boot() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
-    let out = ok(&d, &hw, &["run"]);
+    let out = hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
     // Only the sealed form, 0400, which is no age key.
     assert!(!d.identity_file().exists());
@@ -102,16 +87,16 @@ fn a_new_identity_is_stored_only_sealed_and_unsealed_at_every_boot() {
     assert_eq!(st["identity_binding"]["pcrs"], serde_json::json!([17]));
     // The next boot unseals it again (decrypt), the same identity.
     let before = hw.creds_calls().len();
-    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
-    ok(&d, &hw, &["run"]);
+    let pubkey = stdout(&hw.ok(&d, &["pubkey"]));
+    hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
     let after = hw.creds_calls();
     assert!(after[before..].iter().any(|c| c[0] == "decrypt"));
-    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+    assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey);
     assert_eq!(d.state().recipient.as_deref(), Some(pubkey.trim()));
-    let out = ok(&d, &hw, &["pubkey"]);
+    let out = hw.ok(&d, &["pubkey"]);
     assert!(stderr(&out).contains("sealed by this machine's TPM2"));
-    let human = stdout(&ok(&d, &hw, &["status"]));
+    let human = stdout(&hw.ok(&d, &["status"]));
     assert!(human.contains("identity binding: tpm2"), "{human}");
     assert!(human.contains("PCRs: 17"), "{human}");
 }
@@ -122,7 +107,7 @@ fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
     let (d, mut hw) = tpm_device("identity = tpm2\n");
     hw.set_empty_pcrs_work();
     d.place_sealed(SECRETS, 1000);
-    let out = ok(&d, &hw, &["run"]);
+    let out = hw.ok(&d, &["run"]);
     assert!(!stderr(&out).contains("PCR 17"), "{}", stderr(&out));
     assert_eq!(
         status_json(&d, &hw)["identity_binding"]["pcrs"],
@@ -130,7 +115,7 @@ fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
     );
     // No PCR: a firmware update (PCR 7 changes) changes nothing.
     hw.set_pcr(7, &"12".repeat(32));
-    ok(&d, &hw, &["unseal"]);
+    hw.ok(&d, &["unseal"]);
     assert_eq!(d.live(), map(SECRETS));
 }
 
@@ -139,7 +124,7 @@ fn where_systemd_decrypts_an_unbound_credential_no_pcr_is_bound() {
 fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
     let (d, hw) = tpm_device("identity = tpm2\ntpm2_pcrs = 7+14\n");
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     let calls = hw.creds_calls();
     assert!(
         calls[0].contains(&"--tpm2-pcrs=7+14".to_string()),
@@ -152,7 +137,7 @@ fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
     );
     let sealed = std::fs::read(d.root.join(SEALED)).unwrap();
     hw.set_pcr(7, &"12".repeat(32));
-    let out = run(&d, &hw, &["unseal"]);
+    let out = hw.run(&d, &["unseal"]);
     assert_exit(&out, 1, "unseal with PCR 7 changed");
     let err = stderr(&out);
     assert!(err.contains("does not unseal it"), "{err}");
@@ -162,9 +147,9 @@ fn tpm2_pcrs_binds_to_those_pcrs_and_a_changed_one_locks_the_identity() {
     // The default binding (PCR 17 on systemd 252) survives the same change.
     let (d2, hw2) = tpm_device("identity = tpm2\n");
     d2.place_sealed(SECRETS, 1000);
-    ok(&d2, &hw2, &["run"]);
+    hw2.ok(&d2, &["run"]);
     hw2.set_pcr(7, &"12".repeat(32));
-    ok(&d2, &hw2, &["unseal"]);
+    hw2.ok(&d2, &["unseal"]);
     assert_eq!(d2.live(), map(SECRETS));
 }
 
@@ -174,7 +159,7 @@ fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     hw.remove_tpm();
     d.place_sealed(SECRETS, 1000);
-    let out = run(&d, &hw, &["run"]);
+    let out = hw.run(&d, &["run"]);
     assert_exit(&out, 1, "run without a TPM");
     device::assert_no_marker(&out);
     let err = stderr(&out);
@@ -185,7 +170,7 @@ fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
     assert!(!d.identity_file().exists() && !d.root.join(SEALED).exists());
     assert!(!d.root.join("var/lib/sealed-secrets/current").exists());
     // Nor does pubkey create a file identity instead.
-    assert_exit(&run(&d, &hw, &["pubkey"]), 1, "pubkey without a TPM");
+    assert_exit(&hw.run(&d, &["pubkey"]), 1, "pubkey without a TPM");
     assert!(!d.identity_file().exists());
 }
 
@@ -194,11 +179,11 @@ fn without_a_usable_tpm_provisioning_fails_clearly_and_keeps_the_bundle() {
 fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     let sealed = std::fs::read(d.root.join(SEALED)).unwrap();
     hw.clear_tpm();
     for cmd in ["run", "unseal", "pubkey"] {
-        let out = run(&d, &hw, &[cmd]);
+        let out = hw.run(&d, &[cmd]);
         assert_exit(&out, 1, format!("{cmd} with a cleared TPM"));
         device::assert_no_marker(&out);
         let err = stderr(&out);
@@ -219,9 +204,26 @@ fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
     std::fs::rename(d.root.join(SEALED), d.root.join("identity.tpm2.old")).unwrap();
     let fresh: &[(&str, &str)] = &[("wifi", "MARKER-new-wifi")];
     d.place_sealed(fresh, 2000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(fresh));
     assert!(d.root.join(SEALED).exists());
+}
+
+/// The sealed identity replaced by a valid identity of someone else's
+/// choosing, encrypted by the stand-in `systemd-creds encrypt` with `how`
+/// (name and key options); its public key.
+fn replace_sealed_identity(d: &Device, hw: &StandIns, how: &[&str]) -> age::x25519::Recipient {
+    let mut enc = command(stand_in("systemd-creds"));
+    enc.arg("encrypt").args(how).args(["-", "-"]);
+    hw.apply(&mut enc);
+    let theirs = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let text = format!("{}\n", theirs.to_string().expose_secret());
+    let forged = output_with_stdin(&mut enc, text.as_bytes());
+    assert_success(&forged, format!("stand-in encrypt {}", how.join(" ")));
+    std::fs::remove_file(d.root.join(SEALED)).unwrap();
+    std::fs::write(d.root.join(SEALED), &forged.stdout).unwrap();
+    theirs.to_public()
 }
 
 #[test]
@@ -229,28 +231,15 @@ fn a_cleared_tpm_cannot_unseal_and_says_why_and_nothing_is_replaced() {
 fn a_credential_of_another_name_is_not_taken_for_the_identity() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     // Sealed by the same TPM, under another name (as any encrypted
     // credential of this machine is).
-    let mut enc = command(stand_in("systemd-creds"));
-    enc.args([
-        "encrypt",
-        "--name=app-token",
-        "--with-key=tpm2",
-        "--tpm2-pcrs=17",
-        "-",
-        "-",
-    ]);
-    hw.apply(&mut enc);
-    // A valid identity of someone else's choosing.
-    let theirs = age::x25519::Identity::generate();
-    use age::secrecy::ExposeSecret;
-    let identity_text = format!("{}\n", theirs.to_string().expose_secret());
-    let other = output_with_stdin(&mut enc, identity_text.as_bytes());
-    assert_success(&other, "stand-in encrypt");
-    std::fs::remove_file(d.root.join(SEALED)).unwrap();
-    std::fs::write(d.root.join(SEALED), &other.stdout).unwrap();
-    let out = run(&d, &hw, &["unseal"]);
+    replace_sealed_identity(
+        &d,
+        &hw,
+        &["--name=app-token", "--with-key=tpm2", "--tpm2-pcrs=17"],
+    );
+    let out = hw.run(&d, &["unseal"]);
     assert_exit(&out, 1, "unseal with a swapped credential");
     assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
 }
@@ -278,16 +267,16 @@ fn with_root_and_no_tool_directory_the_hosts_tpm_is_never_used() {
 fn file_device() -> (Device, StandIns, String) {
     let (d, hw) = tpm_device("");
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert!(d.identity_file().exists());
     std::fs::write(
         d.root.join("etc/sealed-firstboot.conf"),
         "identity = tpm2\n",
     )
     .unwrap();
-    let human = stdout(&ok(&d, &hw, &["status"]));
+    let human = stdout(&hw.ok(&d, &["status"]));
     assert!(human.contains("identity migrate --to tpm2"), "{human}");
-    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
+    let pubkey = stdout(&hw.ok(&d, &["pubkey"]));
     (d, hw, pubkey)
 }
 
@@ -295,7 +284,7 @@ fn file_device() -> (Device, StandIns, String) {
 #[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn migrate_moves_a_file_identity_into_the_tpm_keeping_the_key() {
     let (d, hw, pubkey) = file_device();
-    let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let out = hw.ok(&d, &["identity", "migrate", "--to", "tpm2"]);
     let err = stderr(&out);
     assert!(
         err.contains("is now sealed by this machine's TPM2"),
@@ -304,18 +293,18 @@ fn migrate_moves_a_file_identity_into_the_tpm_keeping_the_key() {
     assert!(!d.identity_file().exists());
     assert!(!d.root.join("var/lib/sealed-secrets/identity.wipe").exists());
     assert_no_plain_key(&d.root);
-    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
-    ok(&d, &hw, &["unseal"]);
+    assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey);
+    hw.ok(&d, &["unseal"]);
     assert_eq!(d.live(), map(SECRETS));
     assert_eq!(status_json(&d, &hw)["identity_binding"]["kind"], "tpm2");
-    let again = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let again = hw.ok(&d, &["identity", "migrate", "--to", "tpm2"]);
     assert!(
         stderr(&again).contains("already is sealed"),
         "{}",
         stderr(&again)
     );
     // Other targets are refused as usage errors.
-    let out = run(&d, &hw, &["identity", "migrate", "--to", "rpi-otp"]);
+    let out = hw.run(&d, &["identity", "migrate", "--to", "rpi-otp"]);
     assert_exit(&out, 2, "migrate --to rpi-otp");
 }
 
@@ -338,15 +327,15 @@ fn migrate_is_crash_safe_with_a_usable_identity_at_every_moment() {
             format!("{fp}: failpoint not reached"),
         );
         // Right after the crash: the same identity opens the store.
-        assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey, "{fp}");
-        ok(&d, &hw, &["unseal"]);
+        assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey, "{fp}");
+        hw.ok(&d, &["unseal"]);
         assert_eq!(d.live(), map(SECRETS), "{fp}");
         // The rerun finishes the job.
-        ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+        hw.ok(&d, &["identity", "migrate", "--to", "tpm2"]);
         assert!(!d.identity_file().exists(), "{fp}");
         assert_no_plain_key(&d.root);
-        assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey, "{fp}");
-        ok(&d, &hw, &["unseal"]);
+        assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey, "{fp}");
+        hw.ok(&d, &["unseal"]);
         assert_eq!(d.live(), map(SECRETS), "{fp}");
     }
 }
@@ -356,7 +345,7 @@ fn migrate_is_crash_safe_with_a_usable_identity_at_every_moment() {
 fn migrate_without_a_tpm_keeps_the_file_identity() {
     let (d, hw, pubkey) = file_device();
     hw.remove_tpm();
-    let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let out = hw.run(&d, &["identity", "migrate", "--to", "tpm2"]);
     assert_exit(&out, 1, "migrate without a TPM");
     assert!(
         stderr(&out).contains("No TPM2 device found"),
@@ -365,7 +354,7 @@ fn migrate_without_a_tpm_keeps_the_file_identity() {
     );
     assert!(d.identity_file().exists());
     assert!(!d.root.join(SEALED).exists());
-    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+    assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey);
 }
 
 /// An identity derived from the SSH host key: that key stays on the disk in
@@ -385,10 +374,10 @@ fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
         .unwrap();
     assert!(gen.status.success());
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert!(d.identity_file().exists());
-    let pubkey = stdout(&ok(&d, &hw, &["pubkey"]));
-    let out = run(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let pubkey = stdout(&hw.ok(&d, &["pubkey"]));
+    let out = hw.run(&d, &["identity", "migrate", "--to", "tpm2"]);
     assert_exit(&out, 1, "migrate of an SSH-derived identity");
     let err = stderr(&out);
     assert!(err.contains("derived from the SSH host key"), "{err}");
@@ -397,10 +386,10 @@ fn migrate_refuses_an_identity_the_ssh_host_key_on_the_disk_still_derives() {
     // The host key replaced: the old identity no longer has a clear copy.
     std::fs::remove_file(&key).unwrap();
     std::fs::remove_file(key.with_extension("pub")).unwrap();
-    let out = ok(&d, &hw, &["identity", "migrate", "--to", "tpm2"]);
+    let out = hw.ok(&d, &["identity", "migrate", "--to", "tpm2"]);
     assert!(stderr(&out).contains("no secure erase"), "{}", stderr(&out));
     assert!(!d.identity_file().exists());
-    assert_eq!(stdout(&ok(&d, &hw, &["pubkey"])), pubkey);
+    assert_eq!(stdout(&hw.ok(&d, &["pubkey"])), pubkey);
 }
 
 /// A machine that did a dynamic launch (Intel TXT/tboot): PCR 17 holds the
@@ -413,7 +402,7 @@ fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     hw.set_pcr(17, &"5a".repeat(32));
     d.place_sealed(SECRETS, 1000);
-    let out = run(&d, &hw, &["run"]);
+    let out = hw.run(&d, &["run"]);
     assert_exit(&out, 1, "run on a TXT machine with no PCR asked for");
     device::assert_no_marker(&out);
     let err = stderr(&out);
@@ -427,7 +416,7 @@ fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
         "identity = tpm2\ntpm2_pcrs = 17\n",
     )
     .unwrap();
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
     assert_eq!(
         status_json(&d, &hw)["identity_binding"]["pcrs"],
@@ -444,28 +433,17 @@ fn the_pcr_17_fallback_is_refused_where_a_dynamic_launch_measured_it() {
 fn a_sealed_identity_under_the_host_key_alone_is_refused() {
     let (d, hw) = tpm_device("identity = tpm2\n");
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
-    let mut enc = command(stand_in("systemd-creds"));
-    enc.args([
-        "encrypt",
-        "--name=sealed-firstboot.identity",
-        "--with-key=host",
-        "-",
-        "-",
-    ]);
-    hw.apply(&mut enc);
-    let theirs = age::x25519::Identity::generate();
-    use age::secrecy::ExposeSecret;
-    let text = format!("{}\n", theirs.to_string().expose_secret());
-    let forged = output_with_stdin(&mut enc, text.as_bytes());
-    assert_success(&forged, "stand-in encrypt --with-key=host");
-    std::fs::remove_file(d.root.join(SEALED)).unwrap();
-    std::fs::write(d.root.join(SEALED), &forged.stdout).unwrap();
+    hw.ok(&d, &["run"]);
+    let theirs = replace_sealed_identity(
+        &d,
+        &hw,
+        &["--name=sealed-firstboot.identity", "--with-key=host"],
+    );
     for cmd in ["unseal", "pubkey"] {
-        let out = run(&d, &hw, &[cmd]);
+        let out = hw.run(&d, &[cmd]);
         assert_exit(&out, 1, format!("{cmd} with a host-key identity"));
         let err = stderr(&out);
         assert!(err.contains("not sealed by a TPM2"), "{err}");
-        assert!(!stdout(&out).contains(&theirs.to_public().to_string()));
+        assert!(!stdout(&out).contains(&theirs.to_string()));
     }
 }
