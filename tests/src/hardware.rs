@@ -280,3 +280,23 @@ impl Drop for Swtpm {
         let _ = self.child.wait();
     }
 }
+
+/// `sealed` (a sealed identity on device `d`) is no age identity: `age -d`
+/// with it cannot open a secret of the store.
+pub fn assert_sealed_is_no_age_key(d: &DeviceTree, sealed: &Path) {
+    crate::require_tool_from("age", "age");
+    let age = crate::command("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(sealed)
+        .arg(
+            d.root
+                .join("var/lib/sealed-secrets/current/secrets/wifi.age"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !age.status.success(),
+        "age -d opened the store with the sealed identity"
+    );
+}

@@ -573,6 +573,17 @@ fn sibling(st: &St, name: &str) -> St {
     other
 }
 
+/// `from` exported (with A's identity) to `st.dir/file`.
+fn export(st: &St, from: &St, file: &str) -> std::path::PathBuf {
+    let archive = st.dir.join(file);
+    ok(&from.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    archive
+}
+
 /// How long a command takes here (kills land anywhere in it).
 fn span(st: &St, args: &[&str]) -> u64 {
     let start = std::time::Instant::now();
@@ -822,12 +833,7 @@ fn set_rotate_and_import_crashed_anywhere_leave_a_whole_store() {
     let base = store();
     let src = sibling(&base, "source");
     ok(&src.run(Some(&base.a.file), &["set", "IMP"], b"imported"));
-    let archive = base.dir.join("a.age");
-    ok(&src.run(
-        Some(&base.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&base, &src, "a.age");
     let from = src.store.to_str().unwrap().to_string();
     let cases: Vec<(Vec<&str>, &str, &[u8])> = vec![
         (vec!["set", "WIFI_PSK", "--update"], "WIFI_PSK", b"new-wifi"),
@@ -2085,12 +2091,7 @@ fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
 #[test]
 fn a_cut_or_padded_export_is_refused() {
     let st = store();
-    let archive = st.dir.join("backup.age");
-    ok(&st.run(
-        Some(&st.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&st, &st, "backup.age");
     ok(&st.run(Some(&st.a.file), &["rm", "WIFI_PSK"], b""));
     ok(&st.run(Some(&st.a.file), &["rm", "DB_PASSWORD"], b""));
     let bytes = std::fs::read(&archive).unwrap();
@@ -2138,12 +2139,7 @@ fn import_from_a_busy_store_is_refused_not_waited_for() {
     let st = store();
     let other = sibling(&st, "other");
     ok(&other.run(Some(&st.a.file), &["set", "OTHER_ONE"], b"o"));
-    let archive = st.dir.join("other.age");
-    ok(&other.run(
-        Some(&st.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&st, &other, "other.age");
     let lock = other.store.join(".lock");
     let ready = st.dir.join("locked");
     let _holder = Holder(
