@@ -612,15 +612,18 @@ fn audit_rekey_export_and_import() {
         text(&o)
     );
     assert_eq!(snapshot(&other), before);
-    let o = t.ok(&mut store2(&[
-        "import",
-        backup.to_str().unwrap(),
-        "--from",
-        f.store.to_str().unwrap(),
-        "--yes",
-        "--identity",
-        both,
-    ]));
+    let import = || {
+        store2(&[
+            "import",
+            backup.to_str().unwrap(),
+            "--from",
+            f.store.to_str().unwrap(),
+            "--yes",
+            "--identity",
+            both,
+        ])
+    };
+    let o = t.ok(&mut import());
     // Where it came from was shown before anything was written.
     assert!(
         text(&o).contains("exported") && text(&o).contains("2 version(s)"),
@@ -638,15 +641,7 @@ fn audit_rekey_export_and_import() {
     );
     // Again: the names exist, refused with exit 8, nothing changed.
     let before = snapshot(&other);
-    let o = t.run(&mut store2(&[
-        "import",
-        backup.to_str().unwrap(),
-        "--from",
-        f.store.to_str().unwrap(),
-        "--yes",
-        "--identity",
-        both,
-    ]));
+    let o = t.run(&mut import());
     assert_eq!(code(&o), Some(8), "{}", text(&o));
     assert!(text(&o).contains("WIFI_PSK"));
     assert_eq!(snapshot(&other), before);

@@ -573,6 +573,15 @@ fn sibling(st: &St, name: &str) -> St {
     other
 }
 
+/// `o` (of the command `args`) is a refusal of a changed store (exit 11)
+/// whose message says each of `said`.
+fn assert_refused(o: &Output, args: &[&str], said: &[&str]) {
+    assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(o));
+    for s in said {
+        assert!(text(o).contains(s), "{args:?}: {}", text(o));
+    }
+}
+
 /// `from` exported (with A's identity) to `st.dir/file`.
 fn export(st: &St, from: &St, file: &str) -> std::path::PathBuf {
     let archive = st.dir.join(file);
@@ -1033,12 +1042,7 @@ fn small_order_recipients_get_a_clear_error() {
         vec!["rekey", "--yes"],
     ] {
         let o = st.run(Some(&st.a.file), &args, b"v");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("small-order") && text(&o).contains("line 3"),
-            "{}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["small-order", "line 3"]);
         no_panic(&o);
     }
     std::fs::write(
@@ -1517,12 +1521,7 @@ fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
         vec!["audit", "--verify"],
     ] {
         let o = st.run(Some(&st.a.file), &args, b"v");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("recipients.txt") && text(&o).contains("git checkout"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["recipients.txt", "git checkout"]);
     }
     let b = st.build(&st.dir.join("out"));
     assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
@@ -1632,12 +1631,7 @@ fn a_hard_linked_audit_log_is_refused_before_anything_is_written() {
         (vec!["rm", "DB_PASSWORD"], b""),
     ] {
         let o = st.run(Some(&st.a.file), &args, input);
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("audit.jsonl") && text(&o).contains("hard link"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["audit.jsonl", "hard link"]);
         assert!(
             !st.store.join(".tmp/journal").exists(),
             "{args:?} committed"
@@ -1672,12 +1666,7 @@ fn a_store_rolled_back_behind_its_audit_log_is_refused() {
     std::fs::copy(old.store.join("store.toml"), st.store.join("store.toml")).unwrap();
     for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
         let o = st.run(Some(&st.a.file), &args, b"");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("store.toml") && text(&o).contains("line 4"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["store.toml", "line 4"]);
         assert!(!text(&o).contains(WIFI), "{args:?}: {}", text(&o));
     }
     let b = st.build(&st.dir.join("out"));
