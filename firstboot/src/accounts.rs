@@ -280,7 +280,13 @@ badgroup:x:4294967295:
 
         // Comments, NIS entries and short lines are not names.
         for odd in ["+nisuser", "short", "# a comment"] {
-            assert!(resolve_user(t.path(), odd).is_err(), "{odd}");
+            assert!(
+                matches!(
+                    resolve_user(t.path(), odd),
+                    Err(crate::accounts::AccountError::UnknownUser { .. })
+                ),
+                "{odd}"
+            );
         }
     }
 
@@ -297,7 +303,10 @@ badgroup:x:4294967295:
             msg.contains("broken") && msg.contains("notanumber"),
             "{msg}"
         );
-        assert!(resolve_group(t.path(), "badgroup").is_err());
+        assert!(matches!(
+            resolve_group(t.path(), "badgroup"),
+            Err(crate::accounts::AccountError::BadEntry { .. })
+        ));
     }
 
     #[test]

@@ -320,8 +320,12 @@ mod tests {
         let e = in_root(&root, "etc/passwd").unwrap_err().to_string();
         assert!(e.contains("etc is a symbolic link"), "{e}");
         std::os::unix::fs::symlink("../..", root.join("var/lib/sealed-secrets")).unwrap();
-        assert!(in_root(&root, "var/lib/sealed-secrets/current").is_err());
-        assert!(in_root(&root, "../x").is_err());
+        assert!(
+            matches!(in_root(&root, "var/lib/sealed-secrets/current"), Err(e) if e.kind() == std::io::ErrorKind::Other && e.to_string().contains("is a symbolic link"))
+        );
+        assert!(
+            matches!(in_root(&root, "../x"), Err(e) if e.kind() == std::io::ErrorKind::InvalidInput)
+        );
         // A link to / is the host itself.
         std::os::unix::fs::symlink("/", dir.path().join("slash")).unwrap();
         assert!(is_host_root(&dir.path().join("slash")));

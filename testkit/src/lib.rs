@@ -2,8 +2,8 @@
 //! and the end-to-end `tests`), one copy of each helper:
 //!
 //! * [`tools`]: real tools found in `$PATH` and the sbin directories, and
-//!   the rule for what is missing (a tool, root): locally the test skips
-//!   with a printed reason, under `CI=true` it fails.
+//!   the rule for what is missing (a tool, root): the test is
+//!   `#[ignore = "needs …"]`, and run anyway it fails saying what is missing.
 //! * [`run`]: run a tool or a command, assert how it ended, keep a
 //!   transcript of everything printed.
 //! * [`scratch`]: a temporary directory and a path in it.
@@ -14,6 +14,8 @@
 //!
 //! It depends on neither `build-image` nor `sealed-firstboot` (they take it
 //! as a dev-dependency).
+
+#![forbid(unsafe_code)]
 
 pub mod files;
 pub mod modules;

@@ -12,10 +12,11 @@
 //! `SEALED_FIRSTBOOT_TOOL_DIR` (without it, `--root` refuses to use this
 //! machine's TPM or OTP).
 
+use crate::device::DeviceTree;
 use crate::workspace;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const TOOL_DIR_ENV: &str = sealed_firstboot::identity::tool::TOOL_DIR_ENV;
 
@@ -24,10 +25,10 @@ pub fn stand_in_dir() -> PathBuf {
     workspace().join("tests/data/stand-ins")
 }
 
-/// The stand-ins run with python3 (Debian's); `false`: skip (or fail under
-/// CI=true).
-pub fn stand_ins_available() -> bool {
-    crate::require_tool_from("python3", "python3")
+/// The stand-ins run with python3 (Debian's); a test fails without it (the
+/// tests that use the stand-ins are `#[ignore]`d for it).
+pub fn require_stand_ins() {
+    crate::require_tool_from("python3", "python3");
 }
 
 /// A stand-in TPM (a directory) and OTP key for one test.
@@ -76,6 +77,22 @@ impl StandIns {
     /// bound to no PCR.
     pub fn set_empty_pcrs_work(&mut self) {
         self.empty_pcrs_work = true;
+    }
+
+    /// `sealed-firstboot ARGS` on the device tree `d`, with these stand-ins.
+    pub fn run(&self, d: &DeviceTree, args: &[&str]) -> Output {
+        let mut c = d.cmd(args[0]);
+        c.args(&args[1..]);
+        self.apply(&mut c);
+        c.output().unwrap()
+    }
+
+    /// [`StandIns::run`]: it must succeed and print no marker value.
+    pub fn ok(&self, d: &DeviceTree, args: &[&str]) -> Output {
+        let out = self.run(d, args);
+        crate::assert_success(&out, args.join(" "));
+        crate::device::assert_no_marker(&out);
+        out
     }
 
     /// Set the environment of `c` to use these stand-ins.
@@ -158,13 +175,14 @@ pub struct Swtpm {
 
 /// What the swtpm tests need: swtpm, the real systemd-creds, tpm2-tools
 /// (PCR extends, flushing) and the TPM2 libraries systemd loads.
-pub fn swtpm_available() -> bool {
+/// A test fails without them (the swtpm tests are `#[ignore]`d for them).
+pub fn require_swtpm() {
     crate::require_tools_from(&[
         ("swtpm", "swtpm"),
         ("systemd-creds", "systemd"),
         ("tpm2_pcrextend", "tpm2-tools"),
         ("tpm2_flushcontext", "tpm2-tools"),
-    ])
+    ]);
 }
 
 /// Two free loopback ports, `p` and `p + 1` (the swtpm TCTI finds the
@@ -191,7 +209,7 @@ impl Swtpm {
     fn start_on(tmp: tempfile::TempDir, state: PathBuf) -> Swtpm {
         let port = free_port_pair();
         let ctrl = port + 1;
-        let child = Command::new(crate::tool("swtpm").unwrap())
+        let child = Command::new(crate::require_tool("swtpm"))
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
             .arg(format!("dir={}", state.display()))
@@ -214,8 +232,8 @@ impl Swtpm {
         let tools = tmp.path().join("tools");
         std::fs::create_dir_all(&tools).unwrap();
         let secret = tmp.path().join("credential.secret");
-        let creds = crate::tool("systemd-creds").unwrap();
-        let flush = crate::tool("tpm2_flushcontext").unwrap();
+        let creds = crate::require_tool("systemd-creds");
+        let flush = crate::require_tool("tpm2_flushcontext");
         // The real systemd-creds on the emulated TPM; afterwards, what the
         // kernel's resource manager (/dev/tpmrm0) does when a process
         // closes the device: flush its sessions and objects. The host key
@@ -261,4 +279,24 @@ impl Drop for Swtpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `sealed` (a sealed identity on device `d`) is no age identity: `age -d`
+/// with it cannot open a secret of the store.
+pub fn assert_sealed_is_no_age_key(d: &DeviceTree, sealed: &Path) {
+    crate::require_tool_from("age", "age");
+    let age = crate::command("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(sealed)
+        .arg(
+            d.root
+                .join("var/lib/sealed-secrets/current/secrets/wifi.age"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !age.status.success(),
+        "age -d opened the store with the sealed identity"
+    );
 }

@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests: locate (and build) the real binaries,
 //! read what real tools say of the artifacts, drive `sealed-firstboot` on a
-//! device tree. The generic helpers (real tools and the CI=true rule, run
+//! device tree. The generic helpers (real tools and the rule for what is missing, run
 //! helpers, transcripts, marker searches) are the workspace's `testkit`,
 //! re-exported here.
+
+#![forbid(unsafe_code)]
 
 pub mod device;
 pub mod hardware;
@@ -60,13 +62,6 @@ pub fn bin(name: &str) -> PathBuf {
 /// The tools that read a built image's partition table and FAT partition,
 /// with their Debian packages, for [`require_tools_from`].
 pub const FAT_TOOLS: &[(&str, &str)] = &[("mcopy", "mtools"), ("sfdisk", "fdisk")];
-
-/// A fresh temp directory for a test that can run here (`ready`: what it
-/// needs is there, e.g. [`require_tools_from`] said so); `None` when the
-/// test skips.
-pub fn scratch_if(ready: bool) -> Option<tempfile::TempDir> {
-    ready.then(|| tempfile::tempdir().unwrap())
-}
 
 /// Run `script` with `sh -e` in `dir`, the sbin directories on `$PATH`
 /// (mkfs and the like live there); it must succeed.

@@ -244,6 +244,16 @@ impl Server {
         )
     }
 
+    /// `POST /api/secrets` of `name` with `value`; it must be created (201).
+    pub fn create_secret(&self, name: &str, value: &str) {
+        let r = self.send(
+            "POST",
+            "/api/secrets",
+            &serde_json::json!({"name": name, "value": value}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -294,4 +304,16 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
+}
+
+/// The entry of `secret` in a recipe's status (`GET
+/// /api/recipes/ID/status`); fails when the status does not list it.
+pub fn secret_status(status: &serde_json::Value, secret: &str) -> serde_json::Value {
+    status["secrets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no secrets in {status}"))
+        .iter()
+        .find(|s| s["secret"] == secret)
+        .unwrap_or_else(|| panic!("{secret} is not in {status}"))
+        .clone()
 }

@@ -6,8 +6,10 @@
 //! checked by the shared rules on both sides; nothing followed. Encrypted
 //! credentials use the stand-in `systemd-creds` (tests/data/stand-ins).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::assert_no_marker;
-use sealed_image_tests::hardware::{stand_in_dir, stand_ins_available, StandIns};
+use sealed_image_tests::hardware::{require_stand_ins, stand_in_dir, StandIns};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -89,6 +91,13 @@ impl Setup {
 
     /// [`Setup::apply_recipe`], however it ends.
     fn apply_recipe_output(&self) -> Output {
+        let bundle = self.bundle("kiosk.bundle");
+        self.firstboot(&["apply", "-"], Some(&bundle))
+    }
+
+    /// `build-image bundle` of the recipe for this device (its identity as
+    /// the recipient) into a fresh directory: the bytes of `file` there.
+    fn bundle(&self, file: &str) -> Vec<u8> {
         let recipient = stdout(&self.firstboot(&["pubkey"], None))
             .trim()
             .to_string();
@@ -111,8 +120,7 @@ impl Setup {
             .unwrap();
         assert_no_marker(&out);
         assert_success(&out, "build-image bundle");
-        let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
-        self.firstboot(&["apply", "-"], Some(&bundle))
+        std::fs::read(out_dir.join(file)).unwrap()
     }
 
     fn credstore(&self) -> PathBuf {
@@ -147,10 +155,9 @@ fn am_root() -> bool {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn credentials_are_written_at_every_unseal_updated_by_apply_and_removed_with_their_secret() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     let err = s.apply_recipe();
     assert!(
@@ -262,10 +269,9 @@ fn credentials_are_written_at_every_unseal_updated_by_apply_and_removed_with_the
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_planted_link_is_never_followed() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     s.apply_recipe();
     // A link in place of a credential is replaced, its target untouched.
@@ -384,30 +390,15 @@ fn the_builder_checks_credential_names_with_the_shared_rules() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_device_that_does_not_allow_a_system_credential_refuses_that_secret_alone() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let recipe = format!(
         "[policy]\nallow-paths = [\"/run/credstore/tmpfiles.extra\"]\n\n{}\n[secrets.w]\ntype = \"single-line\"\nsource = {{ file = \"db.txt\" }}\ncredential = \"fine\"\n",
         secret("credential = \"tmpfiles.extra\"").replace("v.txt", "db.txt")
     );
     let s = Setup::new(&recipe);
-    let recipient = stdout(&s.firstboot(&["pubkey"], None)).trim().to_string();
-    let out_dir = s.dir.parent().unwrap().join("o");
-    let out = build_image_cmd()
-        .arg("bundle")
-        .arg(s.dir.join("recipe.toml"))
-        .args([
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "bundle");
-    let bundle = std::fs::read(out_dir.join("x.bundle")).unwrap();
+    let bundle = s.bundle("x.bundle");
     // The device allows nothing: the whole bundle is refused as invalid.
     let out = s.firstboot(&["apply", "-"], Some(&bundle));
     assert!(!out.status.success());
@@ -442,10 +433,9 @@ fn a_device_that_does_not_allow_a_system_credential_refuses_that_secret_alone() 
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn with_identity_tpm2_encrypted_credentials_are_bound_to_the_tpm_too() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     std::fs::write(
         s.root.join("etc/sealed-firstboot.conf"),
@@ -491,10 +481,9 @@ fn the_readme_lists_every_system_credential_namespace_with_its_reason() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_time() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     std::fs::write(
         s.root.join("etc/sealed-firstboot.conf"),
@@ -508,21 +497,7 @@ fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_t
     // alone (exit 4), the file stays (it is not "removed"), the rest is new.
     std::fs::write(s.dir.join("token.txt"), "MARKER-token-2").unwrap();
     s.hw.remove_tpm();
-    let recipient = stdout(&s.firstboot(&["pubkey"], None)).trim().to_string();
-    let out_dir = s.dir.parent().unwrap().join("later");
-    let out = build_image_cmd()
-        .arg("bundle")
-        .arg(s.dir.join("recipe.toml"))
-        .args([
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "bundle");
-    let bundle = std::fs::read(out_dir.join("kiosk.bundle")).unwrap();
+    let bundle = s.bundle("kiosk.bundle");
     let out = s.firstboot(&["apply", "-"], Some(&bundle));
     assert_exit(&out, 4, "apply without the TPM");
     let err = stderr(&out);
@@ -547,10 +522,9 @@ fn an_encrypted_credential_that_cannot_be_written_now_is_kept_and_written_next_t
 /// neither replaced nor removed when the secret leaves; the other
 /// credentials are written.
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_credential_sealed_firstboot_did_not_write_is_left_alone() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     std::fs::create_dir_all(s.credstore()).unwrap();
     std::fs::create_dir_all(s.encrypted()).unwrap();
@@ -586,10 +560,9 @@ fn a_credential_sealed_firstboot_did_not_write_is_left_alone() {
 /// stay as they were (neither removed nor rewritten), and come back to
 /// date once it unseals again.
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn a_secret_that_fails_at_one_unseal_keeps_its_credentials() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     const OWNED: &str = r#"[image]
 name = "kiosk"
 
@@ -632,10 +605,9 @@ credential-encrypted = "app-token-enc"
 /// nothing is written through it, the credential fails and says so, the
 /// other credentials are written.
 #[test]
+#[ignore = "needs python3 (the stand-ins); scripts/test runs it"]
 fn with_root_a_linked_encrypted_credential_directory_is_refused() {
-    if !stand_ins_available() {
-        return;
-    }
+    require_stand_ins();
     let s = Setup::new(RECIPE);
     let elsewhere = s.root.parent().unwrap().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();

@@ -3,6 +3,8 @@
 //! provision and unseal it on a device tree with the real sealed-firstboot,
 //! decrypt the store with the age CLI, and grep everything for the marker.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::path::Path;
 use std::process::Command;
@@ -59,17 +61,16 @@ fn partition(image: &Path, name: &str) -> (u64, u64) {
 }
 
 #[test]
+#[ignore = "needs sgdisk (gdisk), sfdisk (fdisk), fsck.vfat (dosfstools), mcopy (mtools), e2fsck (e2fsprogs), age, zstd, bmaptool (bmap-tools); scripts/test runs it"]
 fn demo_image_is_sound_and_provisions_on_a_device_tree() {
-    if !require_tools_from(&[
+    require_tools_from(&[
         ("sgdisk", "gdisk"),
         ("sfdisk", "fdisk"),
         ("fsck.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("e2fsck", "e2fsprogs"),
         ("age", "age"),
-    ]) {
-        return;
-    }
+    ]);
     let mut b = build_demo(&[]);
     let t = &mut b.transcript;
     let key = b.out.join("demo.key");
@@ -95,28 +96,26 @@ fn demo_image_is_sound_and_provisions_on_a_device_tree() {
         );
     }
     assert!(!sums.contains("demo.key"));
-    if require_tool_from("zstd", "zstd") {
-        t.ok(command("zstd").arg("-t").arg(b.out.join("demo.img.zst")));
-        let unpacked = b.out.join("unpacked.img");
-        t.ok(command("zstd")
-            .args(["-q", "-d"])
-            .arg(b.out.join("demo.img.zst"))
-            .arg("-o")
-            .arg(&unpacked));
-        assert!(std::fs::read(&unpacked).unwrap() == std::fs::read(&b.image).unwrap());
-        std::fs::remove_file(&unpacked).unwrap();
-    }
-    if require_tool_from("bmaptool", "bmap-tools") {
-        let copy = b.out.join("copy.img");
-        t.ok(command("bmaptool")
-            .arg("copy")
-            .arg("--bmap")
-            .arg(b.out.join("demo.bmap"))
-            .arg(&b.image)
-            .arg(&copy));
-        assert!(std::fs::read(&copy).unwrap() == std::fs::read(&b.image).unwrap());
-        std::fs::remove_file(&copy).unwrap();
-    }
+    require_tool_from("zstd", "zstd");
+    t.ok(command("zstd").arg("-t").arg(b.out.join("demo.img.zst")));
+    let unpacked = b.out.join("unpacked.img");
+    t.ok(command("zstd")
+        .args(["-q", "-d"])
+        .arg(b.out.join("demo.img.zst"))
+        .arg("-o")
+        .arg(&unpacked));
+    assert!(std::fs::read(&unpacked).unwrap() == std::fs::read(&b.image).unwrap());
+    std::fs::remove_file(&unpacked).unwrap();
+    require_tool_from("bmaptool", "bmap-tools");
+    let copy = b.out.join("copy.img");
+    t.ok(command("bmaptool")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(b.out.join("demo.bmap"))
+        .arg(&b.image)
+        .arg(&copy));
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&b.image).unwrap());
+    std::fs::remove_file(&copy).unwrap();
     let build_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.out.join("build.json")).unwrap()).unwrap();
     assert_eq!(build_json["key_mode"], "separate");
@@ -329,10 +328,9 @@ fn nothing_printed_or_written_contains_a_secret() {
 }
 
 #[test]
+#[ignore = "needs mcopy (mtools); scripts/test runs it"]
 fn embedded_key_mode_provisions_from_the_esp_alone() {
-    if !require_tool_from("mcopy", "mtools") {
-        return;
-    }
+    require_tool_from("mcopy", "mtools");
     let mut b = build_demo(&["--embed-key"]);
     let t = &mut b.transcript;
     assert!(
@@ -423,10 +421,10 @@ fn unknown_template_placeholder_fails_the_build() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze (systemd); scripts/test runs it"]
 fn unit_file_passes_systemd_analyze_verify() {
-    let Some(root) = scratch_if(require_tool_from("systemd-analyze", "systemd")) else {
-        return;
-    };
+    require_tool_from("systemd-analyze", "systemd");
+    let root = tempfile::tempdir().unwrap();
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
@@ -469,10 +467,9 @@ fn unit_file_passes_systemd_analyze_verify() {
 }
 
 #[test]
+#[ignore = "needs mcopy (mtools); scripts/test runs it"]
 fn same_recipe_and_secrets_give_identical_images_apart_from_the_bundle() {
-    if !require_tool_from("mcopy", "mtools") {
-        return;
-    }
+    require_tool_from("mcopy", "mtools");
     let build = |out: &Path| {
         let r = build_cmd(&workspace().join("image-recipes/demo/recipe.toml"), out)
             .env("SOURCE_DATE_EPOCH", "1700000000")

@@ -2,6 +2,8 @@
 //! binary: crash safety by fault injection at every step, rotation,
 //! replay refusal, wrong keys and tampered bundles.
 
+#![forbid(unsafe_code)]
+
 use sealed_bundle::{self as bundle, ImageKey, SealTo};
 use sealed_image_tests::device::{
     contents, host_key_identity, map, test_host_key, DeviceTree as Device,

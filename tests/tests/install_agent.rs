@@ -3,6 +3,8 @@
 //! no root, loop device or mount. Checked with debugfs, e2fsck and cmp; and
 //! `.img.xz` input read like the official images.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::pi::{self, BOOT_START, ROOT_OFF, ROOT_START, SECTOR};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
@@ -10,17 +12,17 @@ use std::process::Output;
 
 const UNIT_LINK: &str = "/etc/systemd/system/sysinit.target.wants/sealed-firstboot.service";
 
-fn tools() -> bool {
-    [
+/// The tools that make and check a stock image (the tests that call this
+/// are `#[ignore]`d for them).
+fn require_pi_tools() {
+    require_tools_from(&[
         ("sfdisk", "fdisk"),
         ("mkfs.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("mke2fs", "e2fsprogs"),
         ("debugfs", "e2fsprogs"),
         ("e2fsck", "e2fsprogs"),
-    ]
-    .iter()
-    .all(|(t, p)| require_tool_from(t, p))
+    ]);
 }
 
 /// A stock image: MBR (disk id 0x5ea1ed01), FAT32 bootfs at 4 MiB, a root
@@ -62,11 +64,12 @@ fn ext4_root(dir: &Path, fstab_boot: &str) -> PathBuf {
 
 /// For a test that can run here: a temp dir holding [`ext4_root`] (fstab
 /// names bootfs by PARTUUID), and the image's bytes as made.
-fn stock_image() -> Option<(tempfile::TempDir, PathBuf, Vec<u8>)> {
-    let t = scratch_if(tools())?;
+fn stock_image() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    require_pi_tools();
+    let t = tempfile::tempdir().unwrap();
     let img = ext4_root(t.path(), "PARTUUID=5ea1ed01-01");
     let bytes = std::fs::read(&img).unwrap();
-    Some((t, img, bytes))
+    (t, img, bytes)
 }
 
 fn build_image(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -155,10 +158,9 @@ fn foreign_elf(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
-    let Some((t, img, before)) = stock_image() else {
-        return;
-    };
+    let (t, img, before) = stock_image();
     let env_before = cat(&img, "/usr/bin/env");
     let out_img = t.path().join("sealed.img");
     // The host's /usr/bin/env stands in for an agent of the root's
@@ -232,8 +234,10 @@ fn installs_into_a_stock_image_in_place_and_again_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
-    let Some(t) = scratch_if(tools()) else { return };
+    require_pi_tools();
+    let t = tempfile::tempdir().unwrap();
     // fstab names bootfs by its label; the image has its own config.
     sh("mkdir -p root/etc && printf 'identity = ssh-host-key\\nboot_dir = /boot\\n' > root/etc/sealed-firstboot.conf", t.path());
     let img = ext4_root(t.path(), "LABEL=bootfs");
@@ -288,10 +292,11 @@ fn the_images_own_config_is_kept_and_boot_dirs_come_from_fstab() {
 /// reports it) or by its device; either gives the boot directory, and a
 /// line that matched nothing would have been exit 6.
 #[test]
+#[ignore = "needs blkid (util-linux), sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn fstab_names_bootfs_by_uuid_or_device() {
-    let Some(t) = scratch_if(tools() && require_tool_from("blkid", "util-linux")) else {
-        return;
-    };
+    require_tool_from("blkid", "util-linux");
+    require_pi_tools();
+    let t = tempfile::tempdir().unwrap();
     // Leaves printf's single quotes for the command substitution.
     let by_uuid = format!(
         "UUID='\"$(blkid -p -O {} -o value -s UUID stock.img)\"'",
@@ -325,10 +330,9 @@ fn fstab_names_bootfs_by_uuid_or_device() {
 }
 
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
-    let Some((t, img, before)) = stock_image() else {
-        return;
-    };
+    let (t, img, before) = stock_image();
     let run = |extra: &[&str], env: &[(&str, &str)]| {
         let mut args = vec!["inject", img.to_str().unwrap(), "--in-place", "--recipe"];
         let recipe = inject_recipe();
@@ -391,8 +395,10 @@ fn wrong_roots_and_agents_are_clear_errors_that_change_nothing() {
 }
 
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn a_recipe_switch_installs_the_agent_at_build_time() {
-    let Some(t) = scratch_if(tools()) else { return };
+    require_pi_tools();
+    let t = tempfile::tempdir().unwrap();
     sh(
         "mkdir -p r/root/usr/bin r/root/etc r/boot && cp /usr/bin/env r/root/usr/bin/env
          printf 'LABEL=BOOT /boot/firmware vfat defaults 0 2\\n' > r/root/etc/fstab
@@ -457,13 +463,10 @@ source = { env = "TOKEN" }
 }
 
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs, xz (xz-utils); scripts/test runs it"]
 fn xz_images_are_read_like_the_official_ones() {
-    if !require_tool_from("xz", "xz-utils") {
-        return;
-    }
-    let Some((t, img, _)) = stock_image() else {
-        return;
-    };
+    require_tool_from("xz", "xz-utils");
+    let (t, img, _) = stock_image();
     sh("xz -T0 -1 -k stock.img", t.path());
     let xz = t.path().join("stock.img.xz");
     let report = json(&inject(&xz, &["--agent", "/usr/bin/env", "--json"]));
@@ -494,10 +497,9 @@ fn xz_images_are_read_like_the_official_ones() {
 /// config, a /etc/fstab that is a directory. Each is a clear error (exit 6)
 /// and the image is left as it was.
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn hostile_roots_are_refused_and_left_unchanged() {
-    if !tools() {
-        return;
-    }
+    require_pi_tools();
     let mke2fs = format!("mke2fs -q -t ext4 -L rootfs -d root -E offset={ROOT_OFF} stock.img 60M");
     let cases = [
         (
@@ -553,10 +555,9 @@ fn hostile_roots_are_refused_and_left_unchanged() {
 /// probe): the binary given with --agent says what it is for, and is
 /// installed; without --agent the error says to pass one.
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn an_agent_given_names_the_architecture_a_bare_root_does_not() {
-    if !tools() {
-        return;
-    }
+    require_pi_tools();
     let t = tempfile::tempdir().unwrap();
     let img = stock(
         t.path(),
@@ -595,8 +596,10 @@ fn an_agent_given_names_the_architecture_a_bare_root_does_not() {
 /// a path its configuration does not allow; it injects a bundle signed by
 /// a key the image pins.
 #[test]
+#[ignore = "needs sfdisk (fdisk), dosfstools, mtools, e2fsprogs; scripts/test runs it"]
 fn inject_refuses_what_the_images_own_agent_would_refuse() {
-    let Some(t) = scratch_if(tools()) else { return };
+    require_pi_tools();
+    let t = tempfile::tempdir().unwrap();
     let other = sealed_bundle::SigningKey::generate().signer();
     let conf = t.path().join("root/etc/sealed-firstboot.conf");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -630,7 +633,7 @@ fn inject_refuses_what_the_images_own_agent_would_refuse() {
     let team = sealed_bundle::SigningKey::from_file_text(team.as_bytes())
         .unwrap()
         .signer();
-    let t2 = scratch_if(tools()).unwrap();
+    let t2 = tempfile::tempdir().unwrap();
     let conf = t2.path().join("root/etc/sealed-firstboot.conf");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
     std::fs::write(&conf, format!("signer = {team}\n")).unwrap();

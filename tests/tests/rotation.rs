@@ -7,6 +7,8 @@
 //! `apply` runs no `systemctl` (a stand-in on PATH records any call, and
 //! none may come) and says what it would run on the device.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::{assert_no_marker, host_key_identity, test_host_key};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};

@@ -3,20 +3,20 @@
 //! output, messages and exit codes, the firmware simulated with a key from
 //! the environment).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::device::{map, DeviceTree as Device};
-use sealed_image_tests::hardware::{stand_ins_available, StandIns};
+use sealed_image_tests::hardware::{require_stand_ins, StandIns};
 use sealed_image_tests::*;
-use std::process::Output;
 
 const SECRETS: &[(&str, &str)] = &[("wifi", "MARKER-wifi"), ("token", "MARKER-token")];
 const KEY: &str = "4f1c2a9e6b7d3e5f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5";
 const OTHER_KEY: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
 const MARKER: &str = "var/lib/sealed-secrets/identity.rpi-otp";
 
-fn otp_device() -> Option<(Device, StandIns)> {
-    if !stand_ins_available() || !require_tool_from("age-keygen", "age") {
-        return None;
-    }
+fn otp_device() -> (Device, StandIns) {
+    require_stand_ins();
+    require_tool_from("age-keygen", "age");
     let d = Device::new();
     std::fs::write(
         d.root.join("etc/sealed-firstboot.conf"),
@@ -25,21 +25,7 @@ fn otp_device() -> Option<(Device, StandIns)> {
     .unwrap();
     let mut hw = StandIns::new();
     hw.set_otp_key(Some(KEY));
-    Some((d, hw))
-}
-
-fn run(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let mut c = d.cmd(args[0]);
-    c.args(&args[1..]);
-    hw.apply(&mut c);
-    c.output().unwrap()
-}
-
-fn ok(d: &Device, hw: &StandIns, args: &[&str]) -> Output {
-    let out = run(d, hw, args);
-    assert_success(&out, args.join(" "));
-    device::assert_no_marker(&out);
-    out
+    (d, hw)
 }
 
 /// The recipient the derivation must give, computed apart from the agent:
@@ -74,14 +60,13 @@ print(okm.hex())
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
-    let Some((d, hw)) = otp_device() else {
-        return;
-    };
+    let (d, hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert_eq!(d.live(), map(SECRETS));
-    let pubkey = stdout(&ok(&d, &hw, &["pubkey"])).trim().to_string();
+    let pubkey = stdout(&hw.ok(&d, &["pubkey"])).trim().to_string();
     assert_eq!(pubkey, expected_recipient(KEY));
     assert_eq!(d.state().recipient.as_deref(), Some(pubkey.as_str()));
     // Nothing secret on disk: no identity file, no sealed form; the marker
@@ -118,13 +103,13 @@ fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
     }
     // Every boot derives it again.
     let before = calls.len();
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     assert!(hw.otp_calls().len() > before);
     assert_eq!(d.live(), map(SECRETS));
     let st: serde_json::Value =
-        serde_json::from_slice(&ok(&d, &hw, &["status", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&hw.ok(&d, &["status", "--json"]).stdout).unwrap();
     assert_eq!(st["identity_binding"]["kind"], "rpi-otp");
-    let err = stderr(&ok(&d, &hw, &["pubkey"]));
+    let err = stderr(&hw.ok(&d, &["pubkey"]));
     assert!(
         err.contains("derived at every boot from the Raspberry Pi OTP device key"),
         "{err}"
@@ -132,15 +117,14 @@ fn the_identity_is_derived_from_the_otp_key_at_every_boot_and_never_stored() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
-    let Some((d, mut hw)) = otp_device() else {
-        return;
-    };
+    let (d, mut hw) = otp_device();
     d.place_sealed(SECRETS, 1000);
-    ok(&d, &hw, &["run"]);
+    hw.ok(&d, &["run"]);
     let marker = std::fs::read(d.root.join(MARKER)).unwrap();
     hw.set_otp_key(Some(OTHER_KEY));
-    let out = run(&d, &hw, &["unseal"]);
+    let out = hw.run(&d, &["unseal"]);
     assert_exit(&out, 1, "unseal on another Pi");
     let err = stderr(&out);
     assert!(err.contains("provisioned on another Raspberry Pi"), "{err}");
@@ -149,17 +133,16 @@ fn another_pi_or_a_changed_otp_key_is_named_and_nothing_is_replaced() {
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundle() {
     for case in ["no key", "no vcio"] {
-        let Some((d, mut hw)) = otp_device() else {
-            return;
-        };
+        let (d, mut hw) = otp_device();
         match case {
             "no key" => hw.set_otp_key(None),
             _ => hw.set_no_vcio(),
         }
         d.place_sealed(SECRETS, 1000);
-        let out = run(&d, &hw, &["run"]);
+        let out = hw.run(&d, &["run"]);
         assert_exit(&out, 1, case);
         let err = stderr(&out);
         // What rpi-fw-crypto says, and its exit code (the negated firmware
@@ -183,10 +166,9 @@ fn an_unprovisioned_key_or_no_firmware_service_fails_clearly_and_keeps_the_bundl
 }
 
 #[test]
+#[ignore = "needs python3 (the stand-ins), age-keygen (age); scripts/test runs it"]
 fn with_root_and_no_tool_directory_the_hosts_otp_is_never_used() {
-    let Some((d, _hw)) = otp_device() else {
-        return;
-    };
+    let (d, _hw) = otp_device();
     let mut c = d.cmd("pubkey");
     c.env_remove(sealed_image_tests::hardware::TOOL_DIR_ENV);
     let out = c.output().unwrap();

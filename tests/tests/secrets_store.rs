@@ -3,6 +3,8 @@
 //! rekey, export/import, recipes and fleet scopes. Marker values are planted
 //! and searched for in every file of the store and everything printed.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -157,10 +159,9 @@ fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let f = fixture();
     let mut t = Transcript::default();
     // An ssh-ed25519 teammate too: its private key decrypts through build-image.
@@ -388,10 +389,9 @@ fn set_get_update_rotate_rm_with_exit_codes_and_the_age_cli() {
 }
 
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let (f, mut t) = initialised();
     t.ok(&mut cmd(
         &f,
@@ -444,10 +444,9 @@ fn generated_values_rotate_with_the_same_charset_and_ci_is_the_actor() {
 }
 
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn failed_commands_leave_the_store_as_it_was() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let (f, mut t) = initialised();
     for name in ["A_ONE", "B_TWO"] {
         let o = with_stdin(&mut t, cmd(&f, &["set", name]), MARKER.as_bytes());
@@ -499,10 +498,9 @@ fn failed_commands_leave_the_store_as_it_was() {
 }
 
 #[test]
+#[ignore = "needs age, tar; scripts/test runs it"]
 fn audit_rekey_export_and_import() {
-    if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
-        return;
-    }
+    require_tools_from(&[("age", "age"), ("tar", "tar")]);
     let (f, mut t) = initialised();
     let o = with_stdin(
         &mut t,
@@ -614,15 +612,18 @@ fn audit_rekey_export_and_import() {
         text(&o)
     );
     assert_eq!(snapshot(&other), before);
-    let o = t.ok(&mut store2(&[
-        "import",
-        backup.to_str().unwrap(),
-        "--from",
-        f.store.to_str().unwrap(),
-        "--yes",
-        "--identity",
-        both,
-    ]));
+    let import = || {
+        store2(&[
+            "import",
+            backup.to_str().unwrap(),
+            "--from",
+            f.store.to_str().unwrap(),
+            "--yes",
+            "--identity",
+            both,
+        ])
+    };
+    let o = t.ok(&mut import());
     // Where it came from was shown before anything was written.
     assert!(
         text(&o).contains("exported") && text(&o).contains("2 version(s)"),
@@ -640,15 +641,7 @@ fn audit_rekey_export_and_import() {
     );
     // Again: the names exist, refused with exit 8, nothing changed.
     let before = snapshot(&other);
-    let o = t.run(&mut store2(&[
-        "import",
-        backup.to_str().unwrap(),
-        "--from",
-        f.store.to_str().unwrap(),
-        "--yes",
-        "--identity",
-        both,
-    ]));
+    let o = t.run(&mut import());
     assert_eq!(code(&o), Some(8), "{}", text(&o));
     assert!(text(&o).contains("WIFI_PSK"));
     assert_eq!(snapshot(&other), before);
@@ -843,10 +836,10 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
 /// `age` CLI, and the README's demo flow works (on a copy: builds append to
 /// the audit log).
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn the_demo_store_flow_from_the_readme() {
-    let Some(tmp) = scratch_if(require_tool_from("age", "age")) else {
-        return;
-    };
+    require_tool_from("age", "age");
+    let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("store-demo");
     copy_tree(&workspace().join("image-recipes/store-demo"), &demo);
     let key = demo.join("DEMO-ONLY-identity.txt");
@@ -918,10 +911,9 @@ fn the_demo_store_flow_from_the_readme() {
 
 /// Typed on a terminal (a real pty from `script`): asked twice, never echoed.
 #[test]
+#[ignore = "needs script (bsdutils), age; scripts/test runs it"]
 fn a_value_typed_on_a_terminal_is_not_echoed() {
-    if !require_tools_from(&[("script", "bsdutils"), ("age", "age")]) {
-        return;
-    }
+    require_tools_from(&[("script", "bsdutils"), ("age", "age")]);
     use std::io::Read;
     let (f, mut t) = initialised();
     let command = format!(

@@ -7,8 +7,10 @@
 //! creates, and a careless admin (a certificate that is a pipe, key and
 //! token files that other users can read).
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::http::{self, Response};
-use sealed_image_tests::serve::{Server, Site};
+use sealed_image_tests::serve::{secret_status, Server, Site};
 use sealed_image_tests::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -60,13 +62,7 @@ fn the_setup_view_runs_no_command_source_unless_deep() {
         st.text()
     );
     let st = st.json();
-    let vault = st["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["secret"] == "vault_token")
-        .unwrap()
-        .clone();
+    let vault = secret_status(&st, "vault_token");
     assert_eq!(vault["complete"], false, "{vault}");
     assert_eq!(vault["unchecked"], true, "{vault}");
     for cell in vault["devices"].as_array().unwrap() {
@@ -309,12 +305,7 @@ fn a_session_cookie_alone_opens_nothing() {
     let site = Site::new();
     let srv = Server::start(site.serve_cmd());
     let a = srv.addr;
-    let r = srv.send(
-        "POST",
-        "/api/secrets",
-        &serde_json::json!({"name": "WIFI_PSK", "value": "cookie-alone-marker"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    srv.create_secret("WIFI_PSK", "cookie-alone-marker");
     let r = http::json(
         a,
         "POST",
@@ -503,12 +494,7 @@ fn url_segments_are_names_and_racing_creates_make_one() {
     let site = Site::new();
     let srv = Server::start(site.serve_cmd());
     let a = srv.addr;
-    let r = srv.send(
-        "POST",
-        "/api/secrets",
-        &serde_json::json!({"name": "WIFI_PSK", "value": "segment-marker"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    srv.create_secret("WIFI_PSK", "segment-marker");
     let before = sealed_image_tests::serve::snapshot(&site.store);
     let long = "A".repeat(20_000);
     let paths = [
@@ -622,12 +608,7 @@ fn stopping_during_writes_loses_nothing_acknowledged() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let site = Site::new();
     let srv = Server::start(site.serve_cmd());
-    let r = srv.send(
-        "POST",
-        "/api/secrets",
-        &serde_json::json!({"name": "WIFI_PSK", "value": "v0"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    srv.create_secret("WIFI_PSK", "v0");
     let (a, bearer) = (srv.addr, srv.bearer());
     let acked = std::sync::Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..3)
@@ -686,12 +667,7 @@ fn stopping_during_writes_loses_nothing_acknowledged() {
 fn cli_rekey_and_set_racing_the_server_lose_nothing() {
     let site = Site::new();
     let srv = Server::start(site.serve_cmd());
-    let r = srv.send(
-        "POST",
-        "/api/secrets",
-        &serde_json::json!({"name": "WIFI_PSK", "value": "v0"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    srv.create_secret("WIFI_PSK", "v0");
     let (a, bearer) = (srv.addr, srv.bearer());
     let writer = std::thread::spawn(move || {
         let mut ok = 0;

@@ -5,6 +5,8 @@
 //! value its writer sent; the store verifies afterwards. Latencies are
 //! printed (p50, p90, p99, max), never asserted.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::serve::{Server, Site};
 use sealed_image_tests::*;
 use serde_json::json;

@@ -6,6 +6,8 @@
 //! once; kills at random points leave a whole store; child processes never
 //! see the identity; small-order recipients get a clear error.
 
+#![forbid(unsafe_code)]
+
 use sealed_image_tests::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -58,17 +60,7 @@ fn store() -> St {
         b,
         _tmp: tmp,
     };
-    ok(&st.run(
-        None,
-        &[
-            "init",
-            "--recipient",
-            &st.a.public,
-            "--recipient",
-            &st.b.public,
-        ],
-        b"",
-    ));
+    st.init_for_both();
     ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], WIFI.as_bytes()));
     ok(&st.run(Some(&st.a.file), &["set", "DB_PASSWORD"], DB.as_bytes()));
     st
@@ -101,6 +93,21 @@ impl St {
             .env_remove("BUILD_IMAGE_STORE_FAILPOINT")
             .current_dir(&self.dir);
         c
+    }
+
+    /// `store init` with both keys as the recipients; it must succeed.
+    fn init_for_both(&self) {
+        ok(&self.run(
+            None,
+            &[
+                "init",
+                "--recipient",
+                &self.a.public,
+                "--recipient",
+                &self.b.public,
+            ],
+            b"",
+        ));
     }
 
     fn run(&self, identity: Option<&Path>, args: &[&str], input: &[u8]) -> Output {
@@ -213,10 +220,9 @@ fn drop_line(file: &Path, n: usize) {
 /// it (exit 11) naming the file, change nothing, and no forged value is
 /// sealed or printed.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn every_tampering_is_refused_by_set_get_build_and_audit() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     type Tamper = fn(&St);
     let cases: Vec<(&str, &str, Tamper)> = vec![
         ("a line added to recipients.txt", "recipients.txt", |st| {
@@ -567,6 +573,26 @@ fn sibling(st: &St, name: &str) -> St {
     other
 }
 
+/// `o` (of the command `args`) is a refusal of a changed store (exit 11)
+/// whose message says each of `said`.
+fn assert_refused(o: &Output, args: &[&str], said: &[&str]) {
+    assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(o));
+    for s in said {
+        assert!(text(o).contains(s), "{args:?}: {}", text(o));
+    }
+}
+
+/// `from` exported (with A's identity) to `st.dir/file`.
+fn export(st: &St, from: &St, file: &str) -> std::path::PathBuf {
+    let archive = st.dir.join(file);
+    ok(&from.run(
+        Some(&st.a.file),
+        &["export", archive.to_str().unwrap()],
+        b"",
+    ));
+    archive
+}
+
 /// How long a command takes here (kills land anywhere in it).
 fn span(st: &St, args: &[&str]) -> u64 {
     let start = std::time::Instant::now();
@@ -579,10 +605,9 @@ fn span(st: &St, args: &[&str]) -> u64 {
 /// `import`: after each, a rerun finishes, the store verifies, every
 /// value is readable and nothing is lost.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn random_kills_of_set_rotate_rekey_and_import_lose_nothing() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let seed = Rng::time_seed();
     let mut rng = Rng(seed);
     let st = store();
@@ -709,10 +734,9 @@ fn random_kills_of_set_rotate_rekey_and_import_lose_nothing() {
 /// finishes; with C's it finishes once the change is committed, and before
 /// that the store is untouched (A's) and C is told it is not a member.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_rekey_crashed_anywhere_is_finished_by_either_identity() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let base = store();
     let c = key(&base.dir, "c");
     for n in 0..3 {
@@ -812,19 +836,13 @@ fn store_copy(st: &St, name: &str) -> St {
 /// `set`, `rotate` and `import` crashed at every point of their commit:
 /// the next command finishes (committed) or drops (not yet) the change.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn set_rotate_and_import_crashed_anywhere_leave_a_whole_store() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let base = store();
     let src = sibling(&base, "source");
     ok(&src.run(Some(&base.a.file), &["set", "IMP"], b"imported"));
-    let archive = base.dir.join("a.age");
-    ok(&src.run(
-        Some(&base.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&base, &src, "a.age");
     let from = src.store.to_str().unwrap().to_string();
     let cases: Vec<(Vec<&str>, &str, &[u8])> = vec![
         (vec!["set", "WIFI_PSK", "--update"], "WIFI_PSK", b"new-wifi"),
@@ -885,17 +903,16 @@ fn set_rotate_and_import_crashed_anywhere_leave_a_whole_store() {
 /// the store identity nor any variable a secret is read from; nor does
 /// mke2fs.
 #[test]
+#[ignore = "needs age, mke2fs (e2fsprogs); scripts/test runs it"]
 fn child_processes_never_see_the_identity_or_secret_variables() {
-    if !require_tools_from(&[("age", "age"), ("mke2fs", "e2fsprogs")]) {
-        return;
-    }
+    require_tools_from(&[("age", "age"), ("mke2fs", "e2fsprogs")]);
     let st = store();
     let dumps = st.dir.join("dumps");
     std::fs::create_dir(&dumps).unwrap();
     // mke2fs through a wrapper first on PATH that records its environment.
     let wrappers = st.dir.join("wrappers");
     std::fs::create_dir(&wrappers).unwrap();
-    let real = tool("mke2fs").unwrap();
+    let real = require_tool("mke2fs");
     let w = wrappers.join("mke2fs");
     std::fs::write(
         &w,
@@ -1025,12 +1042,7 @@ fn small_order_recipients_get_a_clear_error() {
         vec!["rekey", "--yes"],
     ] {
         let o = st.run(Some(&st.a.file), &args, b"v");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("small-order") && text(&o).contains("line 3"),
-            "{}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["small-order", "line 3"]);
         no_panic(&o);
     }
     std::fs::write(
@@ -1099,10 +1111,9 @@ fn small_order_recipients_get_a_clear_error() {
 /// `get -o` and `export` to a bare file name, `./x` and a path through a
 /// link to a directory: written, audited, exit 0.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn outputs_go_to_any_path() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     std::fs::create_dir(st.dir.join("real")).unwrap();
     std::os::unix::fs::symlink("real", st.dir.join("via-link")).unwrap();
@@ -1129,10 +1140,9 @@ fn outputs_go_to_any_path() {
 /// import takes an archive only from a store key it trusts, and says
 /// where it came from first.
 #[test]
+#[ignore = "needs age, tar; scripts/test runs it"]
 fn import_refuses_a_foreign_or_forged_export() {
-    if !require_tools_from(&[("age", "age"), ("tar", "tar")]) {
-        return;
-    }
+    require_tools_from(&[("age", "age"), ("tar", "tar")]);
     let st = store();
     // A foreign store (A is a member of it too): its export is not ours.
     let foreign = sibling(&st, "foreign");
@@ -1231,10 +1241,9 @@ fn foreign_id(st: &St) -> String {
 /// A store written by the format-1 code: every command says to migrate;
 /// `migrate` (asking, then --yes) upgrades it, values intact.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_format_1_store_is_migrated() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let v1 = st.dir.join("v1-store");
     std::fs::create_dir_all(v1.join("secrets/OLD_TOKEN/global")).unwrap();
@@ -1317,10 +1326,9 @@ fn a_format_1_store_is_migrated() {
 /// it, and pinning the key generation refuses a store put back as it was
 /// before a member was removed.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_pinned_store_id_refuses_a_replaced_or_rolled_back_store() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let id = foreign_id(&st);
     let pinned = |s: &St, pin: &str, args: &[&str]| {
@@ -1340,17 +1348,7 @@ fn a_pinned_store_id_refuses_a_replaced_or_rolled_back_store() {
     assert!(text(&o).contains("generation"), "{}", text(&o));
     // Replaced by a store someone made with the public recipients.
     std::fs::remove_dir_all(&st.store).unwrap();
-    ok(&st.run(
-        None,
-        &[
-            "init",
-            "--recipient",
-            &st.a.public,
-            "--recipient",
-            &st.b.public,
-        ],
-        b"",
-    ));
+    st.init_for_both();
     ok(&st.run(Some(&st.a.file), &["set", "WIFI_PSK"], FORGED.as_bytes()));
     let o = pinned(&st, &id, &["get", "WIFI_PSK"]);
     assert_eq!(o.status.code(), Some(11), "{}", text(&o));
@@ -1400,8 +1398,9 @@ fn a_planted_journal_is_not_carried_out() {
 #[test]
 fn a_command_source_cannot_read_the_builders_environment_from_proc() {
     let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    if root && !require_tool_from("setpriv", "util-linux") {
-        return;
+    if root {
+        // util-linux is essential on Debian: not a reason to ignore the test.
+        require_tool_from("setpriv", "util-linux");
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -1442,10 +1441,9 @@ fn a_command_source_cannot_read_the_builders_environment_from_proc() {
 /// A member adds and removes a recipient: the store key changes each
 /// time, every version follows, and the removed one opens nothing.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn members_add_and_remove_recipients_under_a_new_store_key() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let c = key(&st.dir, "c");
     let key_file = |st: &St| std::fs::read(st.store.join("key.age")).unwrap();
@@ -1510,10 +1508,9 @@ fn members_add_and_remove_recipients_under_a_new_store_key() {
 /// build reporting the secret missing, `init` writing a new store over it)
 /// nor for a format-1 store that `migrate` would authenticate as it is.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     std::fs::remove_file(st.store.join("recipients.txt")).unwrap();
     let before = snapshot(&st.store);
@@ -1524,12 +1521,7 @@ fn a_store_missing_a_file_is_refused_never_taken_for_no_store_or_format_1() {
         vec!["audit", "--verify"],
     ] {
         let o = st.run(Some(&st.a.file), &args, b"v");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("recipients.txt") && text(&o).contains("git checkout"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["recipients.txt", "git checkout"]);
     }
     let b = st.build(&st.dir.join("out"));
     assert_eq!(b.status.code(), Some(11), "build: {}", text(&b));
@@ -1639,12 +1631,7 @@ fn a_hard_linked_audit_log_is_refused_before_anything_is_written() {
         (vec!["rm", "DB_PASSWORD"], b""),
     ] {
         let o = st.run(Some(&st.a.file), &args, input);
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("audit.jsonl") && text(&o).contains("hard link"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["audit.jsonl", "hard link"]);
         assert!(
             !st.store.join(".tmp/journal").exists(),
             "{args:?} committed"
@@ -1679,12 +1666,7 @@ fn a_store_rolled_back_behind_its_audit_log_is_refused() {
     std::fs::copy(old.store.join("store.toml"), st.store.join("store.toml")).unwrap();
     for args in [vec!["get", "WIFI_PSK"], vec!["audit", "--verify"]] {
         let o = st.run(Some(&st.a.file), &args, b"");
-        assert_eq!(o.status.code(), Some(11), "{args:?}: {}", text(&o));
-        assert!(
-            text(&o).contains("store.toml") && text(&o).contains("line 4"),
-            "{args:?}: {}",
-            text(&o)
-        );
+        assert_refused(&o, &args, &["store.toml", "line 4"]);
         assert!(!text(&o).contains(WIFI), "{args:?}: {}", text(&o));
     }
     let b = st.build(&st.dir.join("out"));
@@ -1794,10 +1776,9 @@ fn outputs_are_written_into_fifos_and_never_into_the_store() {
 /// file; the last version number gives a clear error at `set --update`,
 /// never a panic or an allocation of any size.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_hostile_format_1_store_is_migrated_or_refused_without_a_panic() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let meta = |version: u64, generator: &str| {
         format!(
@@ -1862,10 +1843,9 @@ fn a_planted_staging_directory_says_how_to_remove_it() {
 /// store was changed (exit 11, naming key.age), not "your identity is not
 /// a recipient" (10) nor a failure (1).
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_replaced_key_file_is_refused_as_a_change_to_the_store() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let evil = key(&st.dir, "evil");
     type Replace = fn(&St, &Key);
@@ -2043,10 +2023,9 @@ fn pin_in(o: &Output) -> String {
 /// which they never had: CI refuses their store; the real one, rekeyed
 /// later, still passes.
 #[test]
+#[ignore = "needs age; scripts/test runs it"]
 fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
-    if !require_tool_from("age", "age") {
-        return;
-    }
+    require_tool_from("age", "age");
     let st = store();
     let old = store_copy(&st, "kept-by-b");
     let o = st.run(Some(&st.a.file), &["recipients", "rm", &st.b.public], b"");
@@ -2101,12 +2080,7 @@ fn a_former_members_old_checkout_rekeyed_past_the_pin_is_refused() {
 #[test]
 fn a_cut_or_padded_export_is_refused() {
     let st = store();
-    let archive = st.dir.join("backup.age");
-    ok(&st.run(
-        Some(&st.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&st, &st, "backup.age");
     ok(&st.run(Some(&st.a.file), &["rm", "WIFI_PSK"], b""));
     ok(&st.run(Some(&st.a.file), &["rm", "DB_PASSWORD"], b""));
     let bytes = std::fs::read(&archive).unwrap();
@@ -2136,10 +2110,9 @@ fn a_cut_or_padded_export_is_refused() {
 /// wait for ever when the other command waits for this store: two imports
 /// crossing, or DIR this store under another path).
 #[test]
+#[ignore = "needs flock (util-linux); scripts/test runs it"]
 fn import_from_a_busy_store_is_refused_not_waited_for() {
-    if !require_tool_from("flock", "util-linux") {
-        return;
-    }
+    require_tool_from("flock", "util-linux");
     // flock and its sleep, in a process group of their own: ended together.
     struct Holder(std::process::Child);
     impl Drop for Holder {
@@ -2155,12 +2128,7 @@ fn import_from_a_busy_store_is_refused_not_waited_for() {
     let st = store();
     let other = sibling(&st, "other");
     ok(&other.run(Some(&st.a.file), &["set", "OTHER_ONE"], b"o"));
-    let archive = st.dir.join("other.age");
-    ok(&other.run(
-        Some(&st.a.file),
-        &["export", archive.to_str().unwrap()],
-        b"",
-    ));
+    let archive = export(&st, &other, "other.age");
     let lock = other.store.join(".lock");
     let ready = st.dir.join("locked");
     let _holder = Holder(

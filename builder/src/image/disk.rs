@@ -102,8 +102,14 @@ mod tests {
         let mut b = [0u8; 3];
         v.read_exact_at(&mut b, 2).unwrap();
         assert_eq!(b, [2, 3, 4]);
-        assert!(v.read_exact_at(&mut b, 8).is_err());
-        assert!(v.seek(SeekFrom::Current(-100)).is_err());
-        assert!(v.write(b"x").is_err());
+        assert!(
+            matches!(v.read_exact_at(&mut b, 8), Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+        );
+        assert!(
+            matches!(v.seek(SeekFrom::Current(-100)), Err(e) if e.kind() == std::io::ErrorKind::InvalidInput)
+        );
+        assert!(
+            matches!(v.write(b"x"), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+        );
     }
 }

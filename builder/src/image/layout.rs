@@ -581,10 +581,22 @@ mod tests {
         assert!(place(&layout(TableKind::Gpt, vec![part(&ok, 1 << 20)], None)).is_ok());
         // An emoji is two UTF-16 units.
         let emoji = "😀".repeat(19);
-        assert!(place(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)).is_err());
-        assert!(place(&layout(TableKind::Gpt, vec![part("a", 1000)], None)).is_err());
-        assert!(place(&layout(TableKind::Gpt, vec![part("a", 0)], None)).is_err());
-        assert!(place(&layout(TableKind::Gpt, vec![], None)).is_err());
+        assert!(matches!(
+            place(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)),
+            Err(crate::image::ImageError::GptLabelTooLong { .. })
+        ));
+        assert!(matches!(
+            place(&layout(TableKind::Gpt, vec![part("a", 1000)], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
+        assert!(matches!(
+            place(&layout(TableKind::Gpt, vec![part("a", 0)], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
+        assert!(matches!(
+            place(&layout(TableKind::Gpt, vec![], None)),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
         let huge = layout(TableKind::Mbr, vec![part("a", 4 << 40)], None);
         assert!(matches!(place(&huge), Err(ImageError::InvalidLayout(_))));
         let overflow = layout(
@@ -592,7 +604,10 @@ mod tests {
             vec![part("a", u64::MAX - 511), part("b", 1 << 20)],
             None,
         );
-        assert!(place(&overflow).is_err());
+        assert!(matches!(
+            place(&overflow),
+            Err(crate::image::ImageError::InvalidLayout(..))
+        ));
     }
 
     #[test]

@@ -222,7 +222,7 @@ mod tests {
             &["a.img".into(), "SHA256SUMS".into()],
             &["a.img.zst".into()],
         );
-        assert!(err.is_err());
+        assert!(matches!(err, Err(e) if e.kind() == std::io::ErrorKind::NotFound));
         assert_eq!(fs::read_to_string(out.join("a.img")).unwrap(), "old image");
         assert_eq!(
             fs::read_to_string(out.join("a.img.zst")).unwrap(),
@@ -271,7 +271,9 @@ mod tests {
             files: Vec::new(),
             inside: Some("a.key".into()),
         };
-        assert!(s.commit_keeping(&["dev1".into()], &[], &keep).is_err());
+        assert!(
+            matches!(s.commit_keeping(&["dev1".into()], &[], &keep), Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
+        );
         assert_eq!(fs::read(out.join("dev1/a.key")).unwrap(), b"dev key");
     }
 

@@ -354,7 +354,16 @@ mod tests {
             ("tail removed", join(&lines[..3])),
             ("emptied", Vec::new()),
         ] {
-            assert!(verify(&bad, &head, &key, 0).is_err(), "{what}");
+            assert!(
+                matches!(
+                    verify(&bad, &head, &key, 0),
+                    Err(Broken {
+                        file: "audit.jsonl",
+                        ..
+                    })
+                ),
+                "{what}"
+            );
         }
         // A line added by someone without the key.
         let mut forged = Entry::new("get");
@@ -364,7 +373,10 @@ mod tests {
         let mut added = log.clone();
         added.extend_from_slice(&serde_json::to_vec(&forged).unwrap());
         added.push(b'\n');
-        assert!(verify(&added, &head, &key, 0).is_err());
+        assert!(matches!(
+            verify(&added, &head, &key, 0),
+            Err(Broken { file: "audit.jsonl", problem }) if problem.contains("changed or added without the store key")
+        ));
         // A line of ours past the head (killed before the head): kept.
         let (more, tip2) = chain(&tip, &[Entry::new("get")], &key);
         let mut longer = log.clone();
@@ -375,7 +387,10 @@ mod tests {
         torn.extend_from_slice(b"{\"at\":");
         assert_eq!(verify(&torn, &head, &key, 4).unwrap().1, tip);
         // The floor: a head rolled back below the last change.
-        assert!(verify(&log, &head, &key, 5).is_err());
+        assert!(matches!(
+            verify(&log, &head, &key, 5),
+            Err(Broken { file: "audit.head", problem }) if problem.contains("the log was rolled back")
+        ));
     }
 
     #[test]
@@ -394,6 +409,9 @@ mod tests {
         let (relog, _) = chain(&Tip::empty(&k1.id()), &lines[..3], &k1);
         let mut forged = relog;
         forged.extend_from_slice(&more);
-        assert!(verify(&forged, &head, &k2, 0).is_err());
+        assert!(matches!(
+            verify(&forged, &head, &k2, 0),
+            Err(Broken { file: "audit.jsonl", problem }) if problem.contains("does not follow line 3")
+        ));
     }
 }

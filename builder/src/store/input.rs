@@ -171,8 +171,14 @@ mod tests {
         assert_eq!(a.len(), 40);
         assert!(a.iter().all(|c| b"0123456789abcdef".contains(c)));
         assert_ne!(a, b);
-        assert!(generator("emoji", 20).is_err());
-        assert!(generator("alnum", 4).is_err());
+        assert!(matches!(
+            generator("emoji", 20),
+            Err(crate::store::StoreError::Value(..))
+        ));
+        assert!(matches!(
+            generator("alnum", 4),
+            Err(crate::store::StoreError::Value(..))
+        ));
     }
 
     #[test]
@@ -181,6 +187,9 @@ mod tests {
         assert_eq!(&read(&v, "A").unwrap()[..], b"g1ven-MARKER");
         assert!(!format!("{v:?}").contains("MARKER"));
         let empty = ValueInput::Given(GivenValue(Zeroizing::new(Vec::new())));
-        assert!(read(&empty, "A").is_err());
+        assert!(matches!(
+            read(&empty, "A"),
+            Err(crate::store::StoreError::Value(..))
+        ));
     }
 }

@@ -448,12 +448,16 @@ mod tests {
         let forged = String::from_utf8(next.to_plaintext().to_vec())
             .unwrap()
             .replace(&next.id(), &other.id());
-        assert!(StoreKey::from_plaintext(forged.as_bytes()).is_err());
+        assert!(
+            matches!(StoreKey::from_plaintext(forged.as_bytes()), Err(e) if e.contains("its id is not the one its first key names"))
+        );
         // The last generation has no next one: refused when read.
         let last = String::from_utf8(k.to_plaintext().to_vec())
             .unwrap()
             .replace("generation 1\n", &format!("generation {}\n", u32::MAX));
-        assert!(StoreKey::from_plaintext(last.as_bytes()).is_err());
+        assert!(
+            matches!(StoreKey::from_plaintext(last.as_bytes()), Err(e) if e.contains("inconsistent key generation"))
+        );
         // Parts are length-prefixed: ("ab","c") is not ("a","bc").
         assert_ne!(k.mac("l", &[b"ab", b"c"]), k.mac("l", &[b"a", b"bc"]));
     }
@@ -489,7 +493,10 @@ mod tests {
             text.replace("earlier 2 ", "earlier 1 "),
             format!("{text}junk\n"),
         ] {
-            assert!(StoreKey::from_plaintext(bad.as_bytes()).is_err(), "{bad}");
+            assert!(
+                matches!(StoreKey::from_plaintext(bad.as_bytes()), Err(e) if e.contains("bad earlier key line")),
+                "{bad}"
+            );
         }
     }
 

@@ -124,7 +124,13 @@ mod tests {
         }
         assert_eq!(Scope::parse("tag:lobby").unwrap().dir_name(), "tag.lobby");
         for bad in ["", "tag:", "tag:../x", "host:a", "Global", "device:a/b"] {
-            assert!(Scope::parse(bad).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    Scope::parse(bad),
+                    Err(crate::store::StoreError::InvalidScope(..))
+                ),
+                "{bad}"
+            );
         }
     }
 }

@@ -100,27 +100,23 @@ fn make_bmap(img: &Path, out: &Path) {
 }
 
 /// In a fresh temporary directory, a GPT test image `disk.img` (no real
-/// bundle) and its bmap, made by bmaptool, at `bmap_name`; `None` (the
-/// test skips) when bmaptool is missing outside CI.
-fn image_with_bmap(bmap_name: &str) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    if !require(&["bmaptool"]) {
-        return None;
-    }
+/// bundle) and its bmap, made by bmaptool, at `bmap_name` (the test fails
+/// when bmaptool is missing: it is `#[ignore]`d for that).
+fn image_with_bmap(bmap_name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    require(&["bmaptool"]);
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
     let bmap_path = dir.path().join(bmap_name);
     make_bmap(&img, &bmap_path);
-    Some((dir, img, bmap_path))
+    (dir, img, bmap_path)
 }
 
 /// The tools that check a flashed key (bmaptool, mtools, fsck.vfat), a
-/// fresh temporary directory and a fresh image key; `None` (the test
-/// skips) when a tool is missing outside CI.
-fn keyed_scratch() -> Option<(tempfile::TempDir, ImageKey)> {
-    if !require(&["bmaptool", "mtype", "fsck.vfat"]) {
-        return None;
-    }
-    Some((tempfile::tempdir().unwrap(), ImageKey::generate()))
+/// fresh temporary directory and a fresh image key (the test fails when a
+/// tool is missing: it is `#[ignore]`d for that).
+fn keyed_scratch() -> (tempfile::TempDir, ImageKey) {
+    require(&["bmaptool", "mtype", "fsck.vfat"]);
+    (tempfile::tempdir().unwrap(), ImageKey::generate())
 }
 
 /// Compress like the zstd CLI does a file: one frame that declares its size.
@@ -238,10 +234,9 @@ macro_rules! fails {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools), sfdisk (fdisk); scripts/test runs it"]
 fn bmap_flash_equals_the_image_and_bmaptool_copy() {
-    if !require(&["bmaptool", "sfdisk"]) {
-        return;
-    }
+    require(&["bmaptool", "sfdisk"]);
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), "disk", TableKind::Gpt, b"not a bundle");
     let bmap_path = dir.path().join("disk.img.bmap");
@@ -345,11 +340,10 @@ fn no_bmap_writes_everything_but_zero_blocks() {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools), mtools, fsck.vfat (dosfstools); scripts/test runs it"]
 fn key_goes_onto_the_boot_partition() {
     for table in [TableKind::Gpt, TableKind::Mbr] {
-        let Some((dir, key)) = keyed_scratch() else {
-            return;
-        };
+        let (dir, key) = keyed_scratch();
         let img = make_image(dir.path(), "disk", table, &real_bundle(&key));
         make_bmap(&img, &dir.path().join("disk.bmap")); // found as N.bmap
         let keyf = write_key_file(dir.path(), &key);
@@ -372,10 +366,9 @@ fn key_goes_onto_the_boot_partition() {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools), mtools, fsck.vfat (dosfstools); scripts/test runs it"]
 fn zstd_images_with_and_without_bmap() {
-    let Some((dir, key)) = keyed_scratch() else {
-        return;
-    };
+    let (dir, key) = keyed_scratch();
     let img = make_image(dir.path(), "disk", TableKind::Gpt, &real_bundle(&key));
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
@@ -414,10 +407,9 @@ fn zstd_images_with_and_without_bmap() {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools); scripts/test runs it"]
 fn corrupted_image_data_fails_the_range_checksum() {
-    let Some((dir, img, bmap_path)) = image_with_bmap("disk.img.bmap") else {
-        return;
-    };
+    let (dir, img, bmap_path) = image_with_bmap("disk.img.bmap");
     let bm = load_bmap(&bmap_path).unwrap();
     // Flip a byte inside the second mapped range.
     let (start, _) = bm.byte_range(&bm.ranges[1]);
@@ -442,10 +434,9 @@ fn corrupted_image_data_fails_the_range_checksum() {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools); scripts/test runs it"]
 fn edited_or_foreign_bmaps_are_refused_before_writing() {
-    let Some((dir, img, bmap_path)) = image_with_bmap("good.bmap") else {
-        return;
-    };
+    let (dir, img, bmap_path) = image_with_bmap("good.bmap");
     let target = dir.path().join("t.img");
 
     // An edited range checksum breaks the file checksum.
@@ -501,12 +492,11 @@ fn edited_or_foreign_bmaps_are_refused_before_writing() {
 }
 
 #[test]
+#[ignore = "needs bmaptool (bmap-tools); scripts/test runs it"]
 fn zstd_stream_longer_than_the_bmap_fails_after_the_stream() {
     // A multi-frame .zst whose first frame matches the bmap but a second
     // frame appends data: detected when the stream ends.
-    let Some((dir, img, _bmap)) = image_with_bmap("disk.img.bmap") else {
-        return;
-    };
+    let (dir, img, _bmap) = image_with_bmap("disk.img.bmap");
     let zst = dir.path().join("disk.img.zst");
     compress(&img, &zst);
     let mut bytes = fs::read(&zst).unwrap();
@@ -639,22 +629,12 @@ fn default_bmap_lookup_order() {
 
 #[test]
 fn table_read_from_a_handle_matches_read_table() {
-    // GPT and MBR images from the assembler, and an MBR with logical
-    // partitions made by sfdisk (EBR chain).
+    // GPT and MBR images from the assembler.
     let dir = tempfile::tempdir().unwrap();
     let mut images = vec![
         make_image(dir.path(), "g", TableKind::Gpt, b"x"),
         make_image(dir.path(), "m", TableKind::Mbr, b"x"),
     ];
-    if require(&["sfdisk"]) {
-        let ext = dir.path().join("ext.img");
-        fs::File::create(&ext).unwrap().set_len(64 << 20).unwrap();
-        let script = "label: dos\n,8M,c\n,8M,83\n,,5\n,8M,83\n,8M,83\n,,83\n";
-        let out =
-            testkit::output_with_stdin(testkit::command("sfdisk").arg(s(&ext)), script.as_bytes());
-        assert!(out.status.success());
-        images.push(ext);
-    }
     // A GPT image whose primary header is damaged: read from its backup.
     let damaged = dir.path().join("damaged.img");
     fs::copy(&images[0], &damaged).unwrap();
@@ -662,24 +642,45 @@ fn table_read_from_a_handle_matches_read_table() {
     d.write_all_at(&[0; 512], 512).unwrap();
     images.push(damaged);
     for img in images {
-        let want = read_table(&img).unwrap();
-        let f = fs::File::open(&img).unwrap();
-        let size = f.metadata().unwrap().len();
-        let got = read_table_from(DiskView::new(&f, size), &img).unwrap();
-        assert_eq!(got, want, "{}", img.display());
-        // A target larger than the image written onto it (a card with old
-        // data after the image): read as the image, the backup GPT header
-        // at the image's end, not at the card's.
-        let card = dir.path().join("card");
-        fs::copy(&img, &card).unwrap();
-        let c = fs::OpenOptions::new().write(true).open(&card).unwrap();
-        c.set_len(size + (4 << 20)).unwrap();
-        c.write_all_at(&[0xa5; 4096], size + (4 << 20) - 4096)
-            .unwrap();
-        let c = fs::File::open(&card).unwrap();
-        let got = read_table_from(DiskView::new(&c, size), &card).unwrap();
-        assert_eq!(got, want, "{} on a larger target", img.display());
+        table_from_handle_matches(&img, dir.path());
     }
+}
+
+#[test]
+#[ignore = "needs sfdisk (fdisk); scripts/test runs it"]
+fn table_read_from_a_handle_follows_an_ebr_chain_made_by_sfdisk() {
+    // An MBR with logical partitions made by sfdisk (EBR chain).
+    require(&["sfdisk"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("ext.img");
+    fs::File::create(&ext).unwrap().set_len(64 << 20).unwrap();
+    let script = "label: dos\n,8M,c\n,8M,83\n,,5\n,8M,83\n,8M,83\n,,83\n";
+    let out =
+        testkit::output_with_stdin(testkit::command("sfdisk").arg(s(&ext)), script.as_bytes());
+    assert!(out.status.success());
+    table_from_handle_matches(&ext, dir.path());
+}
+
+/// [`read_table_from`] on an open `img` reads what [`read_table`] does,
+/// also from a larger target holding the image (in `dir`).
+fn table_from_handle_matches(img: &Path, dir: &Path) {
+    let want = read_table(img).unwrap();
+    let f = fs::File::open(img).unwrap();
+    let size = f.metadata().unwrap().len();
+    let got = read_table_from(DiskView::new(&f, size), img).unwrap();
+    assert_eq!(got, want, "{}", img.display());
+    // A target larger than the image written onto it (a card with old
+    // data after the image): read as the image, the backup GPT header
+    // at the image's end, not at the card's.
+    let card = dir.join("card");
+    fs::copy(img, &card).unwrap();
+    let c = fs::OpenOptions::new().write(true).open(&card).unwrap();
+    c.set_len(size + (4 << 20)).unwrap();
+    c.write_all_at(&[0xa5; 4096], size + (4 << 20) - 4096)
+        .unwrap();
+    let c = fs::File::open(&card).unwrap();
+    let got = read_table_from(DiskView::new(&c, size), &card).unwrap();
+    assert_eq!(got, want, "{} on a larger target", img.display());
 }
 
 // ---------------------------------------------------------------------------
@@ -696,14 +697,12 @@ impl Drop for Loop {
     }
 }
 
-/// Attach `backing` to a free loop device, or say why not (and skip).
-fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
-    if !require(&["losetup"]) {
-        return None;
-    }
-    if !require_root("loop devices") {
-        return None;
-    }
+/// Attach `backing` to a free loop device; the test fails when it cannot
+/// (no losetup, not root, or the kernel refuses loop devices: such tests
+/// are `#[ignore]`d for that).
+fn attach(backing: &Path, partscan: bool) -> Loop {
+    require(&["losetup"]);
+    require_root("loop devices");
     let mut args = vec!["-f", "--show"];
     if partscan {
         args.push("-P");
@@ -712,22 +711,23 @@ fn attach(backing: &Path, partscan: bool) -> Option<Loop> {
     let out = run("losetup", &args);
     if !out.status.success() {
         // Not a missing tool: the kernel (or the sandbox) refuses loop
-        // devices. Skip even under CI=true, and say so.
-        eprintln!(
-            "skipping: the kernel refused a loop device (losetup: {})",
-            String::from_utf8_lossy(&out.stderr).trim()
+        // devices.
+        testkit::missing(
+            "a loop device",
+            &format!(
+                "the kernel refused one: losetup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         );
-        return None;
     }
     let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Some(Loop { dev })
+    Loop { dev }
 }
 
 #[test]
-fn loop_device_flash_with_key() {
-    let Some((dir, key)) = keyed_scratch() else {
-        return;
-    };
+#[ignore = "needs root, losetup and loop devices, bmaptool (bmap-tools), mtools, fsck.vfat (dosfstools); scripts/test runs it"]
+fn as_root_loop_device_flash_with_key() {
+    let (dir, key) = keyed_scratch();
     // with/ holds the image, its bmap and its .zst; without/ the same
     // images and no bmap.
     let with = dir.path().join("with");
@@ -771,9 +771,7 @@ fn loop_device_flash_with_key() {
             let f = fs::OpenOptions::new().write(true).open(&backing).unwrap();
             f.write_all_at(&[0x77; 8192], spare.start).unwrap();
         }
-        let Some(lo) = attach(&backing, false) else {
-            return;
-        };
+        let lo = attach(&backing, false);
         // Through a symlink, like /dev/disk/by-id/...
         let link = dir.path().join(format!("by-id-{n}"));
         std::os::unix::fs::symlink(&lo.dev, &link).unwrap();
@@ -826,7 +824,8 @@ fn loop_device_flash_with_key() {
 }
 
 #[test]
-fn loop_device_refusals() {
+#[ignore = "needs root, losetup and loop devices; scripts/test runs it"]
+fn as_root_loop_device_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
     let size = fs::metadata(&img).unwrap().len();
@@ -834,9 +833,7 @@ fn loop_device_refusals() {
     // Too small: refused from sysfs before writing, even with --yes.
     let small = dir.path().join("small");
     testkit::sparse_file(&small, size - (1 << 20), &[]);
-    let Some(lo) = attach(&small, false) else {
-        return;
-    };
+    let lo = attach(&small, false);
     let e = fails!(TargetTooSmall, &img, &lo.dev, &with_yes());
     assert!(e.is_refusal());
     assert_eq!(allocated(&small), 0, "something was written");
@@ -845,9 +842,7 @@ fn loop_device_refusals() {
     // Not removable: refused without --yes.
     let big = dir.path().join("big");
     testkit::sparse_file(&big, size + (1 << 20), &[]);
-    let Some(lo) = attach(&big, true) else {
-        return;
-    };
+    let lo = attach(&big, true);
     fails!(NotRemovable, &img, &lo.dev, &opts());
 
     // Busy: someone holds it exclusively (the kernel says no).
@@ -859,6 +854,17 @@ fn loop_device_refusals() {
     fails!(Busy, &img, &lo.dev, &with_yes());
     drop(holder);
     assert_eq!(allocated(&big), 0, "something was written");
+}
+
+#[test]
+#[ignore = "needs root, losetup and loop devices with partition nodes (loopNp1); scripts/test runs it"]
+fn as_root_loop_device_partition_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path(), "disk", TableKind::Gpt, b"x");
+    let size = fs::metadata(&img).unwrap().len();
+    let big = dir.path().join("big");
+    testkit::sparse_file(&big, size + (1 << 20), &[]);
+    let lo = attach(&big, true);
 
     // Write it for real, then its partitions show up (partition scan):
     // a partition as target is refused without --yes.
@@ -871,11 +877,10 @@ fn loop_device_refusals() {
         waited += 1;
     }
     if !part.exists() {
-        eprintln!(
-            "skipping the partition check: no {} after a partition rescan",
-            part.display()
+        testkit::missing(
+            &format!("the partition node {}", part.display()),
+            "not there after a partition rescan: no udev or devtmpfs partition nodes here",
         );
-        return;
     }
     let e = fails!(IsPartition, &img, &part, &opts());
     let loop_name = lo.dev.file_name().unwrap().to_string_lossy().into_owned();

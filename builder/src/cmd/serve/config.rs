@@ -125,10 +125,16 @@ mod tests {
             cert: "c".into(),
             key: "k".into(),
         });
-        assert!(c.check().is_err());
+        assert!(matches!(
+            c.check(),
+            Err(crate::cmd::serve::error::ServeError::Usage(..))
+        ));
         c.insecure_behind_proxy = false;
         c.check().unwrap();
         c.allow_hosts = vec!["a b".into()];
-        assert!(c.check().is_err());
+        assert!(matches!(
+            c.check(),
+            Err(crate::cmd::serve::error::ServeError::Usage(..))
+        ));
     }
 }
