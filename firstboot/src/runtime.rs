@@ -27,6 +27,7 @@ mod fsops;
 mod links;
 mod mount;
 mod pending;
+mod ramfs;
 #[cfg(test)]
 mod tests;
 
@@ -37,13 +38,13 @@ pub use mount::RAMFS_MAGIC;
 pub use pending::PENDING_FILE;
 
 use crate::accounts::Accounts;
-use fsops::{Kind, StepError};
+use fsops::Kind;
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
 use sealed_bundle::{check_clashes, validate_entry, SecretEntry};
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Name of the generations directory (a ramfs) under `/run`.
 pub const GENERATIONS_DIR: &str = "secrets.d";
@@ -168,7 +169,7 @@ pub fn publish_with_due(
         Ok(Some(gens)) => links::read_state(gens.as_fd()),
         Ok(None) => BTreeSet::new(),
         Err(e) => {
-            return Err(step_to_runtime(
+            return Err(ramfs::from_step(
                 e,
                 "open",
                 root.join("run").join(GENERATIONS_DIR),
@@ -211,7 +212,7 @@ pub fn publish_with_due(
     // 3. Fill it, install links, swap. Undo the generation on failure.
     let staged = (|| {
         let gen = fsops::open_dir(gens, &gen_name)
-            .map_err(|e| step_to_runtime(e, "open", &gen_host))?
+            .map_err(|e| ramfs::from_step(e, "open", &gen_host))?
             .ok_or_else(|| {
                 RuntimeError::io(
                     "open",
@@ -317,7 +318,7 @@ pub fn clear(root: &Path) -> Result<(), RuntimeError> {
             }
         }
         Ok(None) => {}
-        Err(e) => return Err(step_to_runtime(e, "open", gens_host)),
+        Err(e) => return Err(ramfs::from_step(e, "open", gens_host)),
     }
     remove_swap_temps(run, root)
 }
@@ -432,24 +433,7 @@ fn open_run(root: &Path, create: bool) -> Result<Option<OwnedFd>, RuntimeError> 
     } else {
         fsops::open_dir(root_fd.as_fd(), "run")
     };
-    opened.map_err(|e| step_to_runtime(e, "open", host))
-}
-
-fn step_to_runtime(e: StepError, op: &'static str, path: impl Into<PathBuf>) -> RuntimeError {
-    let path = path.into();
-    match e {
-        StepError::Symlink => RuntimeError::Occupied {
-            path,
-            what: "a symbolic link",
-            expected: "a directory",
-        },
-        StepError::NotDir(what) => RuntimeError::Occupied {
-            path,
-            what,
-            expected: "a directory",
-        },
-        StepError::Io(source) => RuntimeError::Io { op, path, source },
-    }
+    opened.map_err(|e| ramfs::from_step(e, "open", host))
 }
 
 /// `ROOT/run/secrets` must be missing or a symlink: never destroy a real
@@ -471,48 +455,14 @@ fn check_secrets_link(run: BorrowedFd<'_>, root: &Path) -> Result<(), RuntimeErr
     }
 }
 
-/// Create (0751 root) and, when asked, mount a ramfs on `/run/secrets.d`;
-/// return it open and locked.
+/// `/run/secrets.d`: created (0751 root) and, when asked, a ramfs
+/// ([`ramfs::ramfs_dir`]); returned open and locked.
 fn prepare_generations(
     run: BorrowedFd<'_>,
     host: &Path,
     opts: &UnsealOptions,
 ) -> Result<OwnedFd, RuntimeError> {
-    let mut gens =
-        fsops::open_or_create_dir(run, GENERATIONS_DIR, PRIVATE_DIR_MODE, opts.apply_ownership)
-            .map_err(|e| step_to_runtime(e, "create", host))?;
-    if opts.mount_ramfs {
-        let mounted = mount::is_mount_point(run, gens.as_fd())
-            .map_err(|e| RuntimeError::io("inspect", host, e))?;
-        if !mounted {
-            mount::mount_ramfs(gens.as_fd(), host)
-                .map_err(|e| RuntimeError::io("mount a ramfs on", host, e))?;
-            // The fd still refers to the directory under the mount.
-            gens = fsops::open_dir(run, GENERATIONS_DIR)
-                .map_err(|e| step_to_runtime(e, "open", host))?
-                .ok_or_else(|| {
-                    RuntimeError::io(
-                        "open",
-                        host,
-                        std::io::Error::from(std::io::ErrorKind::NotFound),
-                    )
-                })?;
-            let found =
-                mount::fs_type(gens.as_fd()).map_err(|e| RuntimeError::io("inspect", host, e))?;
-            if found != RAMFS_MAGIC {
-                return Err(RuntimeError::NotRamfs {
-                    path: host.to_path_buf(),
-                    found,
-                });
-            }
-        }
-    }
-    fsops::set_owner_mode(
-        gens.as_fd(),
-        PRIVATE_DIR_MODE,
-        opts.apply_ownership.then_some((0, 0)),
-    )
-    .map_err(|e| RuntimeError::io("set the owner and mode of", host, e))?;
+    let gens = ramfs::ramfs_dir(run, GENERATIONS_DIR, PRIVATE_DIR_MODE, host, opts)?;
     rfs::flock(gens.as_fd(), FlockOperation::LockExclusive)
         .map_err(|e| RuntimeError::io("lock", host, e))?;
     Ok(gens)
@@ -604,7 +554,7 @@ pub fn pending_restarts(root: &Path) -> Result<crate::restart::Plan, RuntimeErro
     match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
         Ok(Some(gens)) => Ok(pending::read(gens.as_fd())),
         Ok(None) => Ok(crate::restart::Plan::default()),
-        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+        Err(e) => Err(ramfs::from_step(e, "open", gens_host)),
     }
 }
 
@@ -622,7 +572,7 @@ pub fn set_pending_restarts(
     match fsops::open_dir(run.as_fd(), GENERATIONS_DIR) {
         Ok(Some(gens)) => pending::write(gens.as_fd(), &gens_host, plan, opts.apply_ownership),
         Ok(None) => Ok(()),
-        Err(e) => Err(step_to_runtime(e, "open", gens_host)),
+        Err(e) => Err(ramfs::from_step(e, "open", gens_host)),
     }
 }
 

@@ -7,8 +7,8 @@
 #![forbid(unsafe_code)]
 
 use sealed_bundle::{
-    self as bundle, BundleError, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp,
-    FORBIDDEN,
+    self as bundle, BundleError, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey,
+    Stamp, FORBIDDEN,
 };
 use sealed_image_tests::device::{assert_no_marker, contents, map, DeviceTree as Device};
 use sealed_image_tests::*;

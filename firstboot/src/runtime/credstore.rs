@@ -15,8 +15,9 @@
 //! a real directory and every name is opened with `O_NOFOLLOW`.
 
 use super::error::RuntimeError;
-use super::fsops::{self, Kind, StepError};
-use super::{mount, UnsealOptions, GENERATIONS_DIR};
+use super::fsops::{self, Kind};
+use super::ramfs::{from_step, ramfs_dir};
+use super::{UnsealOptions, GENERATIONS_DIR};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use sealed_bundle::validate_credential_name;
@@ -77,10 +78,10 @@ pub fn write(
     )
     .map_err(|e| RuntimeError::io("open the root directory", root, e))?;
     let run = fsops::open_or_create_dir(root_fd.as_fd(), "run", 0o755, false)
-        .map_err(|e| step(e, "open", &run_host))?;
+        .map_err(|e| from_step(e, "open", &run_host))?;
     let gens_host = run_host.join(GENERATIONS_DIR);
     let gens = fsops::open_or_create_dir(run.as_fd(), GENERATIONS_DIR, 0o751, opts.apply_ownership)
-        .map_err(|e| step(e, "open", &gens_host))?;
+        .map_err(|e| from_step(e, "open", &gens_host))?;
     let old = read_state(gens.as_fd());
     let mut report = CredstoreReport::default();
     if creds.is_empty() && old.is_empty() {
@@ -165,75 +166,14 @@ pub fn write(
     Ok(report)
 }
 
-fn step(e: StepError, op: &'static str, path: &Path) -> RuntimeError {
-    match e {
-        StepError::Symlink => RuntimeError::Occupied {
-            path: path.to_path_buf(),
-            what: "a symbolic link",
-            expected: "a directory",
-        },
-        StepError::NotDir(what) => RuntimeError::Occupied {
-            path: path.to_path_buf(),
-            what,
-            expected: "a directory",
-        },
-        StepError::Io(source) => RuntimeError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        },
-    }
-}
-
-/// `/run/credstore`, created (0700 root) and, on the device, a ramfs.
+/// `/run/credstore`, created (0700 root) and, on the device, a ramfs
+/// ([`ramfs_dir`]).
 fn prepare(
     run: BorrowedFd<'_>,
     host: &Path,
     opts: &UnsealOptions,
 ) -> Result<OwnedFd, RuntimeError> {
-    let mut dir =
-        fsops::open_or_create_dir(run, CREDSTORE_DIR, CREDSTORE_MODE, opts.apply_ownership)
-            .map_err(|e| step(e, "create", host))?;
-    if opts.mount_ramfs {
-        let mounted = mount::is_mount_point(run, dir.as_fd())
-            .map_err(|e| RuntimeError::io("inspect", host, e))?;
-        if !mounted {
-            let names = fsops::list(dir.as_fd()).map_err(|e| RuntimeError::io("list", host, e))?;
-            if !names.is_empty() {
-                return Err(RuntimeError::Occupied {
-                    path: host.to_path_buf(),
-                    what: "a directory with files sealed-firstboot did not write, on a file system that may be swapped out",
-                    expected: "an empty directory to mount a ramfs on, or a ramfs",
-                });
-            }
-            mount::mount_ramfs_mode(dir.as_fd(), host, CREDSTORE_MODE)
-                .map_err(|e| RuntimeError::io("mount a ramfs on", host, e))?;
-            dir = fsops::open_dir(run, CREDSTORE_DIR)
-                .map_err(|e| step(e, "open", host))?
-                .ok_or_else(|| {
-                    RuntimeError::io(
-                        "open",
-                        host,
-                        std::io::Error::from(std::io::ErrorKind::NotFound),
-                    )
-                })?;
-        }
-        let found =
-            mount::fs_type(dir.as_fd()).map_err(|e| RuntimeError::io("inspect", host, e))?;
-        if found != mount::RAMFS_MAGIC {
-            return Err(RuntimeError::NotRamfs {
-                path: host.to_path_buf(),
-                found,
-            });
-        }
-    }
-    fsops::set_owner_mode(
-        dir.as_fd(),
-        CREDSTORE_MODE,
-        opts.apply_ownership.then_some((0, 0)),
-    )
-    .map_err(|e| RuntimeError::io("set the owner and mode of", host, e))?;
-    Ok(dir)
+    ramfs_dir(run, CREDSTORE_DIR, CREDSTORE_MODE, host, opts)
 }
 
 /// Write one credential: a private temporary file with its final owner

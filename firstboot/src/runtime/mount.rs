@@ -23,16 +23,12 @@ pub(super) fn is_mount_point(parent: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> io:
     Ok(rfs::fstat(parent)?.st_dev != rfs::fstat(dir)?.st_dev)
 }
 
-/// Mount a fresh ramfs on the directory open at `dir` (`host_path` is where
-/// it is, used only when `/proc` is not mounted). Going through
-/// `/proc/self/fd` mounts on exactly the directory we opened without
-/// following symbolic links, rather than re-resolving the path.
-pub(super) fn mount_ramfs(dir: BorrowedFd<'_>, host_path: &Path) -> io::Result<()> {
-    mount_ramfs_mode(dir, host_path, 0o751)
-}
-
-/// [`mount_ramfs`] with the root directory's `mode`.
-pub(super) fn mount_ramfs_mode(dir: BorrowedFd<'_>, host_path: &Path, mode: u32) -> io::Result<()> {
+/// Mount a fresh ramfs (nosuid, nodev, noexec; its root directory with
+/// `mode`) on the directory open at `dir` (`host_path` is where it is, used
+/// only when `/proc` is not mounted). Going through `/proc/self/fd` mounts
+/// on exactly the directory we opened without following symbolic links,
+/// rather than re-resolving the path.
+pub(super) fn mount_ramfs(dir: BorrowedFd<'_>, host_path: &Path, mode: u32) -> io::Result<()> {
     let proc_fd = Path::new("/proc/self/fd");
     let target = if proc_fd.is_dir() {
         proc_fd.join(dir.as_raw_fd().to_string())

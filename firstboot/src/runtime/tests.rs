@@ -2,6 +2,7 @@ use super::*;
 use sealed_bundle::SecretType;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::PathBuf;
 use tempfile::TempDir;
 
 const PASSWD: &str = "\
@@ -706,4 +707,51 @@ fn as_root_mounts_ramfs_once() {
     assert_eq!(mount_count(&gens), 1);
     assert_eq!(fs::read(root.join("run/secrets/k")).unwrap(), b"v2");
     assert_eq!(names(&gens), ["2", "links.json"]);
+}
+
+/// `/run/secrets.d` is prepared like `/run/credstore` (one `ramfs_dir`): a
+/// file system other than ramfs mounted there beforehand (a tmpfs, which
+/// may be swapped out) is refused, never written into; a directory that is
+/// not a mount point and holds files is refused before a ramfs would hide
+/// them. Neither is changed.
+#[test]
+#[ignore = "needs root (mount); scripts/test runs it"]
+fn as_root_generations_refuse_a_tmpfs_or_a_filled_directory() {
+    require_root("as_root_generations_refuse_a_tmpfs_or_a_filled_directory");
+    let entries = [owned("k", "/run/secrets/k", 0o400, "svc", "svcgrp")];
+    let opts = UnsealOptions::device();
+
+    let t = tree();
+    let root = t.path().canonicalize().unwrap();
+    let gens = root.join("run/secrets.d");
+    fs::create_dir(&gens).unwrap();
+    let _guard = Unmount(gens.clone());
+    rustix::mount::mount(
+        "tmpfs",
+        &gens,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let e = publish(&root, &files(&entries, &[b"v1"]), &opts).unwrap_err();
+    assert!(
+        matches!(&e, RuntimeError::NotRamfs { path, .. } if path == &gens),
+        "{e:?}"
+    );
+    assert!(names(&gens).is_empty(), "written into the tmpfs");
+    assert!(!root.join("run/secrets").exists());
+
+    let t = tree();
+    let root = t.path().canonicalize().unwrap();
+    let gens = root.join("run/secrets.d");
+    fs::create_dir(&gens).unwrap();
+    fs::write(gens.join("planted"), b"x").unwrap();
+    let e = publish(&root, &files(&entries, &[b"v1"]), &opts).unwrap_err();
+    assert!(
+        matches!(&e, RuntimeError::Occupied { path, .. } if path == &gens),
+        "{e:?}"
+    );
+    assert_eq!(mount_count(&gens), 0, "a ramfs was mounted over the files");
+    assert_eq!(names(&gens), ["planted"]);
 }
