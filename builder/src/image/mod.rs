@@ -18,6 +18,7 @@
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
 pub mod agent;
+pub mod debugfs;
 pub mod disk;
 pub mod ext4;
 pub mod fat;
@@ -91,6 +92,8 @@ pub enum ImageError {
         tool: &'static str,
         package: &'static str,
     },
+    #[error("debugfs gave unexpected output for {path}: {reason}")]
+    DebugfsOutput { path: String, reason: String },
     #[error("{tool} failed ({status}): {stderr}")]
     ToolFailed {
         tool: &'static str,
