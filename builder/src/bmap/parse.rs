@@ -525,7 +525,7 @@ mod tests {
 
     fn with_checksum(body: &str) -> String {
         // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
-        let sum = hex(&Sha256::digest(body.as_bytes()));
+        let sum = hex(Sha256::digest(body.as_bytes()));
         body.replace(&"0".repeat(64), &sum)
     }
 
@@ -558,7 +558,7 @@ mod tests {
         assert_eq!((b.ranges[0].first, b.ranges[0].last), (0, 1));
         assert_eq!((b.ranges[1].first, b.ranges[1].last), (3, 3));
         assert!(b.ranges[2].sha256.is_none());
-        assert_eq!(hex(&b.ranges[0].sha256.unwrap()), SUM);
+        assert_eq!(hex(b.ranges[0].sha256.unwrap()), SUM);
         // The last block is partial.
         assert_eq!(b.byte_range(&b.ranges[2]), (9 * 4096, 10 * 4096 - 100));
         assert_eq!(b.mapped_bytes(), 3 * 4096 + 4096 - 100);

@@ -341,7 +341,7 @@ fn no_bmap_writes_everything_but_zero_blocks() {
     // sha256_mapped is the image's SHA-256.
     use sha2::Digest;
     let sum = sha2::Sha256::digest(fs::read(&img).unwrap());
-    assert_eq!(report.sha256_mapped, hex::encode(&sum));
+    assert_eq!(report.sha256_mapped, hex::encode(sum));
 }
 
 #[test]

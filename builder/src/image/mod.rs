@@ -22,7 +22,9 @@ pub mod debugfs;
 pub mod disk;
 pub mod ext4;
 pub mod fat;
+mod fat_boot;
 pub mod fat_files;
+mod fat_repair;
 pub mod gpt;
 pub mod host_keys;
 pub mod layout;
@@ -482,7 +484,7 @@ fn write_content(
             let fat_type = fs.fat_type();
             fat::write_files(&fs, files)?;
             fat::close(fs)?;
-            fat::fix_dot_entries(file, p.start)?;
+            fat_repair::fix_dot_entries(file, p.start)?;
             fat::set_hidden_sectors(file, p.start, fat_type)?;
             fat::allocate_metadata(file, p.start)?;
             Ok(Some(fat::volume_id_string(vid)))
