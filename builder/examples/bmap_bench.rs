@@ -11,7 +11,8 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: bmap_bench IMAGE OUT.bmap");
         std::process::exit(2);
     }
-    let s = build_image::bmap::write_bmap(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]))?;
+    let s =
+        build_image::output::bmap::write_bmap(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]))?;
     println!(
         "{} of {} blocks mapped",
         s.mapped_blocks_count, s.blocks_count

@@ -40,7 +40,10 @@ pub fn scrub(cmd: &mut Command) -> &mut Command {
             cmd.env_remove(&name);
         }
     }
-    for name in [crate::signing::ENV_KEY, crate::signing::ENV_KEY_FILE] {
+    for name in [
+        crate::seal::signing::ENV_KEY,
+        crate::seal::signing::ENV_KEY_FILE,
+    ] {
         cmd.env_remove(name);
     }
     let hidden: Vec<OsString> = match SECRET_VARS.lock() {

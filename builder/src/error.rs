@@ -23,7 +23,7 @@ pub enum BuildError {
     #[error(transparent)]
     Agent(#[from] image::agent::AgentError),
     #[error(transparent)]
-    Signing(#[from] crate::signing::SigningError),
+    Signing(#[from] crate::seal::signing::SigningError),
     #[error("{context}: {cause}")]
     Io {
         context: String,
@@ -63,13 +63,13 @@ mod tests {
     fn chains_print_each_cause_once() {
         let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let errors: Vec<anyhow::Error> = vec![
-            crate::sources::SourceError::Read {
+            crate::secrets::sources::SourceError::Read {
                 name: "a".into(),
                 path: "a.txt".into(),
                 cause: io(),
             }
             .into(),
-            crate::sources::SourceError::CommandSpawn {
+            crate::secrets::sources::SourceError::CommandSpawn {
                 name: "a".into(),
                 program: "pass".into(),
                 cause: io(),
@@ -85,7 +85,7 @@ mod tests {
                 source: io(),
             })
             .into(),
-            crate::flash::FlashError::KeyOpen {
+            crate::cmd::flash::FlashError::KeyOpen {
                 key: "k".into(),
                 cause: io(),
             }

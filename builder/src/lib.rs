@@ -1,38 +1,25 @@
-//! build-image: recipe → secrets → bundle → image → outputs.
+//! build-image: recipe → secrets → seal → image → output, driven by the
+//! commands in [`cmd`].
 //!
-//! [`recipe`] parses the recipe and [`plan`] turns it into a layout;
-//! [`sources`] fetch values; [`secrets`] checks and collects them (with
-//! [`password_hash`]); [`sealing`] seals them, signed with the key
-//! [`signing`] finds (the bundle format lives in
-//! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`bmap`] and
-//! [`output`] write the outputs and move them into place; [`io`] holds the
-//! shared byte streams. [`build`], [`inject`], [`fleet`], [`update`],
-//! [`flash`] and [`inspect`] are the commands; [`serve`] is the web page
-//! and REST API over the [`store`]. See ARCHITECTURE.md.
+//! [`recipe`] parses the recipe, the devices files and turns them into a
+//! layout ([`recipe::plan`]); [`secrets`] fetches values from their
+//! [`secrets::sources`], checks and collects them; [`seal`] seals them,
+//! signed with the key [`seal::signing`] finds (the bundle format lives in
+//! `sealed_firstboot::bundle`); [`image`] assembles the disk; [`output`]
+//! writes the outputs (with the block map, [`output::bmap`]) and moves them
+//! into place; [`io`] holds the shared byte streams. [`cmd`] holds the
+//! commands (build, inject, fleet, bundle, inspect, flash, serve);
+//! [`store`] is the secret store, a library of its own. See ARCHITECTURE.md.
 
-pub mod bmap;
-pub mod build;
 pub mod child_env;
-pub mod devices;
+pub mod cmd;
 pub mod error;
-pub mod flash;
-pub mod fleet;
 pub mod host_tools;
 pub mod image;
-pub mod inject;
-pub mod inspect;
 pub mod io;
 pub mod output;
-pub mod password_hash;
-pub mod plan;
-pub mod progress;
 pub mod recipe;
 pub mod recipient;
-pub mod report;
-pub mod sealing;
+pub mod seal;
 pub mod secrets;
-pub mod serve;
-pub mod signing;
-pub mod sources;
 pub mod store;
-pub mod update;

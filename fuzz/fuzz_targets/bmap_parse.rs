@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(b) = build_image::flash::Bmap::parse(text) {
+        if let Ok(b) = build_image::cmd::flash::Bmap::parse(text) {
             let _ = b.mapped_bytes();
         }
     }

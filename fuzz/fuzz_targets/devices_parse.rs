@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Path::new("/nonexistent/devices.toml")
     };
-    let _ = build_image::devices::parse_text(text, path, &secrets);
+    let _ = build_image::recipe::devices::parse_text(text, path, &secrets);
 });

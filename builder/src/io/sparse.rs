@@ -2,7 +2,7 @@
 //! that keeps the holes.
 //!
 //! Images are mostly holes (free space between and inside partitions), so
-//! every output that reads a whole image ([`crate::output::zst`], [`crate::bmap`])
+//! every output that reads a whole image ([`crate::output::zst`], [`crate::output::bmap`])
 //! asks the kernel where the data is instead of reading gigabytes of zeros,
 //! and [`sparse_copy`] (used by flash and fleet builds) copies only the data.
 

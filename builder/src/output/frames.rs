@@ -9,8 +9,8 @@
 //! recompresses only the others, and its `.bmap` keeps the base's range
 //! hashes except for ranges that hold changed blocks.
 
-use crate::bmap::{BmapRange, BLOCK_SIZE};
 use crate::io::sparse::{data_segments, read_exact_at};
+use crate::output::bmap::{BmapRange, BLOCK_SIZE};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -430,8 +430,8 @@ mod tests {
             v
         };
         sparse_file(&full_img, size, &chunks);
-        let (_, base_ranges) = crate::bmap::ranges_of(&base).unwrap();
-        let (_, want) = crate::bmap::ranges_of(&full_img).unwrap();
+        let (_, base_ranges) = crate::output::bmap::ranges_of(&base).unwrap();
+        let (_, want) = crate::output::bmap::ranges_of(&full_img).unwrap();
         let got = device_ranges(&base, size, &base_ranges, &overlay).unwrap();
         assert_eq!(got, want);
     }

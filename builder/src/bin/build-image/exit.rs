@@ -27,7 +27,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return USAGE;
     }
-    if let Some(f) = e.downcast_ref::<build_image::flash::FlashError>() {
+    if let Some(f) = e.downcast_ref::<build_image::cmd::flash::FlashError>() {
         return if f.is_refusal() { REFUSED } else { IMAGE };
     }
     for cause in e.chain() {

@@ -1,7 +1,7 @@
 //! One function per command: load the inputs, call the library, report.
 
 use anyhow::{Context, Result};
-use build_image::build::{self, BuildOptions, KeyMode};
+use build_image::cmd::build::{self, BuildOptions, KeyMode};
 use build_image::error::BuildError;
 use build_image::recipe::Recipe;
 use build_image::secrets;
@@ -33,12 +33,12 @@ fn key_mode(key: KeyArgs) -> Result<KeyMode> {
 
 /// The signing key for this run (`--signing-key`, the environment, the
 /// recipe), or `--unsigned`.
-fn signing(args: SigningArgs, recipe: &Recipe) -> Result<build_image::signing::Signing> {
-    let req = build_image::signing::SigningRequest {
+fn signing(args: SigningArgs, recipe: &Recipe) -> Result<build_image::seal::signing::Signing> {
+    let req = build_image::seal::signing::SigningRequest {
         key_file: args.signing_key,
         unsigned: args.unsigned,
     };
-    Ok(build_image::signing::resolve(&req, Some(recipe)).map_err(BuildError::from)?)
+    Ok(build_image::seal::signing::resolve(&req, Some(recipe)).map_err(BuildError::from)?)
 }
 
 /// The devices of a devices file (usage errors: exit 2), only shard
@@ -47,15 +47,15 @@ fn load_devices(
     recipe: &Recipe,
     devices: &std::path::Path,
     shard: Option<&str>,
-) -> Result<Vec<build_image::devices::Device>> {
+) -> Result<Vec<build_image::recipe::devices::Device>> {
     let names = recipe.secrets.keys().cloned().collect();
-    let list = build_image::devices::load(devices, &names)
+    let list = build_image::recipe::devices::load(devices, &names)
         .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
     let shard = shard
-        .map(build_image::devices::parse_shard)
+        .map(build_image::recipe::devices::parse_shard)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
-    Ok(build_image::devices::shard(list, shard))
+    Ok(build_image::recipe::devices::shard(list, shard))
 }
 
 fn selector(partition: Option<String>) -> build_image::image::BootSelector {
@@ -129,7 +129,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 if let Some(w) = signing.warning() {
                     eprintln!("build-image: warning: {w}");
                 }
-                let opts = build_image::fleet::FleetOptions {
+                let opts = build_image::cmd::fleet::FleetOptions {
                     out_dir: out,
                     key_mode,
                     created_at: created_at(sequence),
@@ -141,8 +141,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     signing,
                     assemble,
                 };
-                let progress = build_image::progress::Progress::new(quiet || json);
-                let report = build_image::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
+                let progress = build_image::cmd::progress::Progress::new(quiet || json);
+                let report =
+                    build_image::cmd::fleet::build_fleet(&recipe, &list, &opts, &progress)?;
                 progress.finish();
                 print_report(json, quiet, &report, |report| {
                     for d in &report.devices {
@@ -166,7 +167,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 signing,
                 assemble,
             };
-            let progress = build_image::progress::Progress::new(quiet || json);
+            let progress = build_image::cmd::progress::Progress::new(quiet || json);
             let report = build::build(&recipe, &opts, &progress)?;
             progress.finish();
             for w in &report.warnings {
@@ -221,7 +222,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(w) = signing.warning() {
                 eprintln!("build-image: warning: {w}");
             }
-            let opts = build_image::inject::InjectOptions {
+            let opts = build_image::cmd::inject::InjectOptions {
                 agent,
                 signing,
                 assemble,
@@ -231,8 +232,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 created_at: created_at(key.sequence),
                 key_mode: key_mode(key)?,
             };
-            let progress = build_image::progress::Progress::new(quiet || json);
-            let report = build_image::inject::inject(
+            let progress = build_image::cmd::progress::Progress::new(quiet || json);
+            let report = build_image::cmd::inject::inject(
                 &recipe,
                 &image,
                 &opts,
@@ -272,7 +273,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             report: ReportArgs { json, quiet },
         } => {
             use std::io::IsTerminal;
-            let opts = build_image::flash::FlashOptions {
+            let opts = build_image::cmd::flash::FlashOptions {
                 bmap,
                 no_bmap,
                 key,
@@ -283,7 +284,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 bundle,
                 force,
             };
-            let r = build_image::flash::flash(&image, &target, &opts)?;
+            let r = build_image::cmd::flash::flash(&image, &target, &opts)?;
             print_report(json, quiet, &r, |r| {
                 eprintln!(
                     "wrote {} ({} of {} bytes{}) to {}{}{}",
@@ -310,14 +311,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let selector = selector(partition);
-            let report =
-                build_image::inspect::inspect(&image, &selector, key.as_deref()).map_err(|e| {
+            let report = build_image::cmd::inspect::inspect(&image, &selector, key.as_deref())
+                .map_err(|e| {
                     anyhow::Error::new(e).context(format!("inspecting {}", image.display()))
                 })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", build_image::inspect::render(&report));
+                print!("{}", build_image::cmd::inspect::render(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -376,7 +377,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     (None, None) => KeyMode::Separate,
                 };
-            let opts = build_image::update::BundleOptions {
+            let opts = build_image::cmd::bundle::BundleOptions {
                 out_dir: out,
                 key_mode,
                 created_at: created_at(sequence),
@@ -389,9 +390,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let report = match devices {
                 Some(devices) => {
                     let list = load_devices(&recipe, &devices, shard.as_deref())?;
-                    build_image::update::fleet(&recipe, &list, &opts)?
+                    build_image::cmd::bundle::fleet(&recipe, &list, &opts)?
                 }
-                None => build_image::update::single(&recipe, &opts)?,
+                None => build_image::cmd::bundle::single(&recipe, &opts)?,
             };
             print_report(json, quiet, &report, |report| {
                 for b in &report.bundles {
@@ -415,7 +416,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             signing_key: Some(path),
             ..
         } => {
-            let signing = build_image::signing::from_file(&path, &path.display().to_string())
+            let signing = build_image::seal::signing::from_file(&path, &path.display().to_string())
                 .map_err(BuildError::from)?;
             if let Some(key) = signing.key() {
                 println!("{}", key.signer());
@@ -423,7 +424,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { signing: _, output } => {
-            let signer = build_image::signing::keygen(&output)
+            let signer = build_image::seal::signing::keygen(&output)
                 .with_context(|| format!("writing the signing key {}", output.display()))?;
             println!("{signer}");
             eprintln!(
@@ -561,7 +562,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Who signed the bundle and what the image pins (stderr).
-fn print_signed(sealed: &build_image::report::SealedImage) {
+fn print_signed(sealed: &build_image::cmd::report::SealedImage) {
     match (&sealed.signer, sealed.pinned_signers.len()) {
         (Some(s), 0) => eprintln!("signed by {s} (the image's root filesystem does not pin it)"),
         (Some(s), n) => eprintln!(

@@ -1,8 +1,8 @@
 //! `build-image serve`: its arguments, turned into the library's
-//! [`build_image::serve::Config`].
+//! [`build_image::cmd::serve::Config`].
 
 use anyhow::Result;
-use build_image::serve::{self, config, status, token, ServeError};
+use build_image::cmd::serve::{self, config, status, token, ServeError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

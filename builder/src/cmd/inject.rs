@@ -7,15 +7,15 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
+use crate::cmd::progress::Progress;
+use crate::cmd::report::SealedImage;
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::io::sparse;
 use crate::output::manifest;
 use crate::output::zst;
-use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::report::SealedImage;
-use crate::sealing::{self, KeyMode};
+use crate::seal::{self, KeyMode};
 use crate::secrets::{self, Override};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ pub struct InjectOptions {
     /// configuration then pins the signer).
     pub agent: Option<image::agent::AgentRequest>,
     /// How the bundle is signed.
-    pub signing: crate::signing::Signing,
+    pub signing: crate::seal::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller.
     pub assemble: image::AssembleOptions,
 }
@@ -145,13 +145,13 @@ pub fn inject(
     progress.step("collecting secrets");
     let contents = secrets::collect_with(recipe, overrides)?;
     let paths = recipe.path_policy();
-    let how = sealing::SealOptions {
+    let how = seal::SealOptions {
         signing: &opts.signing,
         paths: &paths,
     };
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     let secrets = manifest::secrets_from(recipe, &contents.manifest);
-    let device = crate::build::device_config(recipe, &opts.signing);
+    let device = crate::cmd::build::device_config(recipe, &opts.signing);
     let contents_paths: Vec<(String, String)> = contents
         .manifest
         .entries()
@@ -211,7 +211,9 @@ pub fn inject(
             refused_by_the_image(&work.0, &info, &part, &sealed, &contents_paths).map_err(|e| {
                 match e {
                     Refusal::Agent(e) => in_image(e.to_string()),
-                    Refusal::Signer(why) => crate::signing::SigningError::Conflict(why).into(),
+                    Refusal::Signer(why) => {
+                        crate::seal::signing::SigningError::Conflict(why).into()
+                    }
                     Refusal::Path(why) => BuildError::Invalid(why),
                 }
             })?;
@@ -220,13 +222,13 @@ pub fn inject(
     };
     let mut files = sealed.boot_files();
     let written = image::fat_write_files(&work.0, &part, &files);
-    sealing::zeroize_files(&mut files);
+    seal::zeroize_files(&mut files);
     written.map_err(named)?;
     // A key left by an earlier embedded-key injection would be taken for
     // this bundle's key on the device ("wrong image key"): only embedded
     // mode keeps a key on the boot partition.
     if !matches!(opts.key_mode, KeyMode::Embedded) {
-        image::fat_remove_file(&work.0, &part, sealing::EMBEDDED_KEY_PATH).map_err(named)?;
+        image::fat_remove_file(&work.0, &part, seal::EMBEDDED_KEY_PATH).map_err(named)?;
     }
 
     let final_tmp = if out_compressed {
@@ -297,7 +299,7 @@ fn refused_by_the_image(
     image: &Path,
     info: &image::DiskInfo,
     part: &image::PartInfo,
-    sealed: &sealing::Sealed,
+    sealed: &seal::Sealed,
     paths: &[(String, String)],
 ) -> Result<(), Refusal> {
     let Some(config) = image::agent::image_config(image, info, part).map_err(Refusal::Agent)?

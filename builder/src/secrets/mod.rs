@@ -2,11 +2,13 @@
 //! all missing required secrets at once, validate each value against its
 //! type, apply processing, and produce the bundle contents.
 
-use crate::password_hash;
+pub mod password_hash;
+pub mod sources;
+
 use crate::recipe::{Recipe, SecretType, SourceSpec};
-use crate::sources::{self, Fetched, SourceError};
 use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
 use serde::Serialize;
+use sources::{Fetched, SourceError};
 use std::collections::BTreeMap;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -216,9 +218,11 @@ fn collect_templates(
             reason,
         };
         let path = recipe.resolve(&t.source);
-        let text =
-            crate::sources::bounded::read_file(&path, crate::sources::bounded::MAX_VALUE_BYTES)
-                .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+        let text = crate::secrets::sources::bounded::read_file(
+            &path,
+            crate::secrets::sources::bounded::MAX_VALUE_BYTES,
+        )
+        .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
         if std::str::from_utf8(&text).is_err() {
             return Err(err(format!("{} is not UTF-8 text", path.display())));
         }

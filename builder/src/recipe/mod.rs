@@ -1,6 +1,9 @@
 //! The recipe: a TOML file describing the image and the secrets it carries.
 //! Unknown fields are errors; every error names the file, line and column.
 
+pub mod devices;
+pub mod plan;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,19 +1,19 @@
 //! `build-image build`: recipe → secrets → bundle → image → outputs.
 
-use crate::bmap;
+use crate::cmd::progress::Progress;
+use crate::cmd::report::SealedImage;
 use crate::image::{self, PartitionContent};
+use crate::output::bmap;
 use crate::output::{manifest, staging::Staging, sums, zst};
-use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::report::SealedImage;
-use crate::sealing;
+use crate::seal;
 use crate::secrets::{self};
 use serde::Serialize;
 use std::path::PathBuf;
 
 use crate::error::io_err;
 pub use crate::error::BuildError;
-pub use crate::sealing::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
+pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub struct BuildOptions {
     pub out_dir: PathBuf,
@@ -28,7 +28,7 @@ pub struct BuildOptions {
     /// Install sealed-firstboot into the root filesystem.
     pub agent: Option<image::agent::AgentRequest>,
     /// How the bundle is signed; the image pins its signer.
-    pub signing: crate::signing::Signing,
+    pub signing: crate::seal::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller: fixes ext4 times.
     pub assemble: image::AssembleOptions,
 }
@@ -59,11 +59,11 @@ pub fn build(
     let contents = secrets::collect(recipe)?;
     progress.step("sealing the bundle");
     let paths = recipe.path_policy();
-    let how = sealing::SealOptions {
+    let how = seal::SealOptions {
         signing: &opts.signing,
         paths: &paths,
     };
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     // Names and paths only, for build.json; the values go with `contents`.
     let bundled = contents.manifest.clone();
     drop(contents);
@@ -82,13 +82,13 @@ pub fn build(
     let img_name = format!("{name}.img");
     let key_name = format!("{name}.key");
 
-    let mut layout = crate::plan::layout(recipe, sealed.boot_files())?;
+    let mut layout = crate::recipe::plan::layout(recipe, sealed.boot_files())?;
     progress.step("assembling the image");
     let assembled = image::assemble_with(&staging.path(&img_name), &layout, &opts.assemble);
     // The embedded key's copy in the layout is zeroized whatever happened.
     for p in &mut layout.partitions {
         if let PartitionContent::Fat { files, .. } = &mut p.content {
-            sealing::zeroize_files(files);
+            seal::zeroize_files(files);
         }
     }
     let assembled = assembled?;
@@ -240,7 +240,7 @@ pub fn build(
 /// `/etc/sealed-firstboot.conf`: the signers it pins, the paths it allows.
 pub fn device_config(
     recipe: &Recipe,
-    signing: &crate::signing::Signing,
+    signing: &crate::seal::signing::Signing,
 ) -> image::agent::DeviceConfig {
     image::agent::DeviceConfig {
         signers: signing.pins(recipe),
@@ -265,7 +265,7 @@ pub(crate) fn pin_signers(
     epoch: Option<u64>,
     progress: &Progress,
 ) -> Result<(Option<image::agent::AgentReport>, bool), BuildError> {
-    let boot = crate::plan::boot_index(recipe)?;
+    let boot = crate::recipe::plan::boot_index(recipe)?;
     if let Some(req) = agent {
         progress.step("installing sealed-firstboot");
         let report = image::agent::install_built(img, boot, req, device, scratch, epoch)?;
@@ -275,7 +275,7 @@ pub(crate) fn pin_signers(
         return Ok((None, false));
     }
     progress.step("pinning the signer in the root filesystem");
-    let root = crate::plan::root_selector(recipe);
+    let root = crate::recipe::plan::root_selector(recipe);
     let configured =
         image::agent::configure_built(img, boot, root.as_ref(), device, scratch, epoch)?;
     Ok((None, configured.is_some()))

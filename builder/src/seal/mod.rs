@@ -2,8 +2,10 @@
 //! (separate or embedded) or straight to a device recipient; the files that
 //! go onto the boot partition; the key file that stays apart.
 
+pub mod signing;
+
 use crate::image::FatFile;
-use crate::signing::Signing;
+use crate::seal::signing::Signing;
 use sealed_firstboot::bundle::{
     self, BundleError, Contents, Header, ImageKey, PathPolicy, SealTo, Sealing, Stamp,
 };

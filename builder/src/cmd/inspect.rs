@@ -2,7 +2,7 @@
 //! the partition table, the FAT boot partition, the bundle's clear header
 //! and, with the image key, the manifest (names, types, paths, owners).
 
-use crate::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::cmd::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 use crate::image::{self, BootSelector, ImageError};
 use sealed_firstboot::bundle::{self, BundleError, ImageKey, Manifest};
 use serde::Serialize;

@@ -48,7 +48,7 @@ impl Checked {
         if let Target::Block { dev, .. } = &resolved {
             let bt = check_block_device(*dev, &shown, inputs.image_size, opts.yes, roots)?;
             if inputs.image_size.is_none() {
-                let b = crate::progress::bytes(opts.progress, None, "measuring the image");
+                let b = crate::cmd::progress::bytes(opts.progress, None, "measuring the image");
                 let n = write::measure_stream(inputs.image, inputs.format, &b).map_err(|e| {
                     FlashError::ImageRead {
                         image: inputs.image.to_path_buf(),

@@ -10,11 +10,11 @@
 //! partial bundle: the device replaces the listed secrets and keeps the
 //! rest of its store.
 
-use crate::devices::Device;
 use crate::error::{io_err, BuildError};
 use crate::output::staging::Staging;
+use crate::recipe::devices::Device;
 use crate::recipe::Recipe;
-use crate::sealing::{self, KeyMode, Sealed};
+use crate::seal::{self, KeyMode, Sealed};
 use crate::secrets::{self, Override, SecretsError};
 use sealed_firstboot::bundle::{Contents, Stamp};
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub struct BundleOptions {
     /// Replace existing output files.
     pub force: bool,
     /// How the bundles are signed.
-    pub signing: crate::signing::Signing,
+    pub signing: crate::seal::signing::Signing,
     /// `--set-signers`: the bundle replaces the signers its devices pin.
     pub set_signers: Option<Vec<sealed_firstboot::bundle::Signer>>,
     /// `--signers-only`: a partial bundle with no secrets, only the new
@@ -110,11 +110,11 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
     let mut keep: Vec<String> = names.to_vec();
     for t in r.templates.values() {
         let path = r.resolve(&t.source);
-        let text =
-            crate::sources::bounded::read_file(&path, crate::sources::bounded::MAX_VALUE_BYTES)
-                .map_err(|e| {
-                    BuildError::Invalid(format!("reading template {}: {e}", path.display()))
-                })?;
+        let text = crate::secrets::sources::bounded::read_file(
+            &path,
+            crate::secrets::sources::bounded::MAX_VALUE_BYTES,
+        )
+        .map_err(|e| BuildError::Invalid(format!("reading template {}: {e}", path.display())))?;
         keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
     }
     r.secrets.retain(|n, _| keep.contains(n));
@@ -138,11 +138,11 @@ pub fn single(recipe: &Recipe, opts: &BundleOptions) -> Result<BundleReport, Bui
     let reduced = carried(recipe, opts)?;
     let contents = collect(recipe, &reduced, opts, &BTreeMap::new())?;
     let paths = recipe.path_policy();
-    let how = sealing::SealOptions {
+    let how = seal::SealOptions {
         signing: &opts.signing,
         paths: &paths,
     };
-    let sealed = sealing::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
+    let sealed = seal::seal(&contents, &opts.key_mode, opts.created_at, &how)?;
     let name = recipe.image.name.clone();
     write(opts, vec![(None, name, sealed, names(&contents))])
 }
@@ -157,7 +157,7 @@ pub fn fleet(
 ) -> Result<BundleReport, BuildError> {
     let reduced = carried(recipe, opts)?;
     let paths = recipe.path_policy();
-    let how = sealing::SealOptions {
+    let how = seal::SealOptions {
         signing: &opts.signing,
         paths: &paths,
     };
@@ -182,7 +182,7 @@ pub fn fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                let s = sealing::seal(&contents, &mode, opts.created_at, &how)?;
+                let s = seal::seal(&contents, &mode, opts.created_at, &how)?;
                 sealed.push((Some(d.name.clone()), d.name.clone(), s, names(&contents)));
             }
             Err(BuildError::Secrets(e)) => failures.push((d.name.clone(), e)),
@@ -218,12 +218,14 @@ fn collect(
                 continue;
             }
             let path = recipe.resolve(&t.source);
-            let text =
-                crate::sources::bounded::read_file(&path, crate::sources::bounded::MAX_VALUE_BYTES)
-                    .map_err(|e| SecretsError::Template {
-                        name: name.clone(),
-                        reason: format!("reading {}: {e}", path.display()),
-                    })?;
+            let text = crate::secrets::sources::bounded::read_file(
+                &path,
+                crate::secrets::sources::bounded::MAX_VALUE_BYTES,
+            )
+            .map_err(|e| SecretsError::Template {
+                name: name.clone(),
+                reason: format!("reading {}: {e}", path.display()),
+            })?;
             sealed_firstboot::bundle::check_escapes(&text, &contents.values).map_err(|reason| {
                 SecretsError::Template {
                     name: name.clone(),
@@ -266,7 +268,7 @@ fn write(
     let mut bundles = Vec::new();
     for (device, stem, s, secrets) in &sealed {
         let bundle_name = format!("{stem}.bundle");
-        crate::sealing::write_private(&staging.path(&bundle_name), &s.bundle)
+        crate::seal::write_private(&staging.path(&bundle_name), &s.bundle)
             .map_err(io_err(format!("writing {bundle_name}")))?;
         let key_name = format!("{stem}.key");
         let wrote_key = s

@@ -13,7 +13,7 @@ use super::inputs::Inputs;
 use super::target::Checked;
 use super::{write, FlashError, FlashOptions};
 use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
-use crate::sealing::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 /// Put the device bundle, then the key, into the boot partition of the
 /// `image_size` bytes written to `dst`. Returns the partition's number
@@ -132,7 +132,7 @@ pub(crate) fn write_boot_file(
 ) -> Result<(), ImageError> {
     let mut files = vec![FatFile::file(path, data.to_vec())];
     let result = image::fat_files::fat_write_files_on(dev, boot, &files, "the target");
-    crate::sealing::zeroize_files(&mut files);
+    crate::seal::zeroize_files(&mut files);
     result
 }
 

@@ -25,7 +25,7 @@
 //!    written in place and read back.
 //!
 //! The errors are [`FlashError`] (`error.rs`); progress bars come from
-//! [`crate::progress`].
+//! [`crate::cmd::progress`].
 
 mod boot;
 mod error;
@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use crate::image::BootSelector;
 
-pub use crate::bmap::{self, Bmap};
+pub use crate::output::bmap::{self, Bmap};
 pub use error::FlashError;
 pub use inputs::{default_bmap, load_bmap};
 pub use safety::{check_block_device, BlockTarget, DevNum, SysRoots};
@@ -191,7 +191,7 @@ fn write_image(
         .as_ref()
         .map(|b| b.mapped_bytes())
         .or(inputs.image_size);
-    let b = crate::progress::bytes(opts.progress, total, "writing");
+    let b = crate::cmd::progress::bytes(opts.progress, total, "writing");
     let copied = match &inputs.bmap {
         Some(bm) => write::copy_mapped(&mut src, dst, bm, &names, &b)?,
         None => write::copy_all(
@@ -221,7 +221,7 @@ fn verify(
     copied: &write::Copied,
     opts: &FlashOptions,
 ) -> Result<(), FlashError> {
-    let b = crate::progress::bytes(opts.progress, Some(copied.mapped_bytes), "verifying");
+    let b = crate::cmd::progress::bytes(opts.progress, Some(copied.mapped_bytes), "verifying");
     write::verify(dst, copied, &target.shown, &b)?;
     b.finish_and_clear();
     Ok(())

@@ -9,9 +9,9 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
-use crate::bmap::Bmap;
 use crate::io::compressed::{self, Format};
 use crate::io::sparse_write::write_nonzero_at;
+use crate::output::bmap::Bmap;
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::image::ImageError;
-use crate::sealing::EMBEDDED_KEY_PATH;
+use crate::seal::EMBEDDED_KEY_PATH;
 
 /// Everything that stops a flash. Refusals (the target checks, bad inputs)
 /// happen before anything is written.

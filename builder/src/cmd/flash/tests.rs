@@ -64,7 +64,7 @@ fn make_image(dir: &Path, name: &str, table: TableKind, bundle: &[u8]) -> PathBu
                     volume_label: "BOOT".into(),
                     volume_id: Some(0x1234_abcd),
                     files: vec![
-                        FatFile::file(crate::sealing::BUNDLE_PATH, bundle.to_vec()),
+                        FatFile::file(crate::seal::BUNDLE_PATH, bundle.to_vec()),
                         FatFile::file("EFI/BOOT/BOOTX64.EFI", vec![0x4d; 70_000]),
                         FatFile::file("config.txt", b"# nothing\n".to_vec()),
                     ],
@@ -152,7 +152,7 @@ fn expected_with_key(img: &Path, key: &ImageKey, dir: &Path) -> PathBuf {
         &exp,
         &boot,
         &[FatFile::file(
-            crate::sealing::EMBEDDED_KEY_PATH,
+            crate::seal::EMBEDDED_KEY_PATH,
             key.to_file_text().as_bytes().to_vec(),
         )],
     )
@@ -194,8 +194,8 @@ fn check_key_on_target(target: &Path, img: &Path, key: &ImageKey, dir: &Path) {
     assert_same(&a[s1..], &b[s1..], "after the boot partition");
     check_key_fat(target, &boot, key, dir);
     assert_eq!(
-        fat_read_file(target, &boot, crate::sealing::BUNDLE_PATH).unwrap(),
-        fat_read_file(img, &boot, crate::sealing::BUNDLE_PATH).unwrap()
+        fat_read_file(target, &boot, crate::seal::BUNDLE_PATH).unwrap(),
+        fat_read_file(img, &boot, crate::seal::BUNDLE_PATH).unwrap()
     );
 }
 

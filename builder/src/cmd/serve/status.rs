@@ -14,7 +14,7 @@
 
 use super::error::ApiError;
 use super::ServeError;
-use crate::devices::Device;
+use crate::recipe::devices::Device;
 use crate::recipe::{Recipe, SourceSpec};
 use crate::store::metadata::SecretMeta;
 use crate::store::recipe::{matrix_with, set_command, store_dir, uses_store, Commands, DeviceRow};
@@ -161,7 +161,7 @@ pub fn entries(files: &[RecipeFile], store: &Path) -> Result<Vec<RecipeEntry>, S
         }
         if let Some(d) = &f.devices {
             let names = recipe.secrets.keys().cloned().collect();
-            if let Err(e) = crate::devices::load(d, &names) {
+            if let Err(e) = crate::recipe::devices::load(d, &names) {
                 if f.found {
                     eprintln!("build-image serve: skipping {}: {e}", f.path.display());
                     continue;
@@ -260,7 +260,7 @@ pub fn matrix(
     let devices = match &entry.devices {
         Some(d) => {
             let names = recipe.secrets.keys().cloned().collect();
-            crate::devices::load(d, &names).map_err(unusable)?
+            crate::recipe::devices::load(d, &names).map_err(unusable)?
         }
         None => vec![Device {
             name: PLAIN_BUILD.into(),
@@ -301,7 +301,7 @@ pub fn status(
                 Some(SourceSpec::Store(n)) => Some(n.clone()),
                 _ => None,
             };
-            let spec = crate::sources::effective(name, s.source.as_ref());
+            let spec = crate::secrets::sources::effective(name, s.source.as_ref());
             let not_run = !deep && matches!(spec, SourceSpec::Command(_));
             let cells: Vec<CellStatus> = rows
                 .iter()
@@ -331,7 +331,7 @@ pub fn status(
                 description: s.description.clone(),
                 kind: s.kind.as_str(),
                 required: s.required,
-                source: crate::sources::describe(&recipe, &spec),
+                source: crate::secrets::sources::describe(&recipe, &spec),
                 store_name,
                 complete,
                 unchecked,

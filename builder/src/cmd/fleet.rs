@@ -4,15 +4,15 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
-use crate::bmap;
-use crate::devices::Device;
+use crate::cmd::progress::Progress;
 use crate::error::{io_err, BuildError};
 use crate::image::{self, BootSelector};
 use crate::io::sparse;
+use crate::output::bmap;
 use crate::output::{frames, staging::Staging, sums};
-use crate::progress::Progress;
+use crate::recipe::devices::Device;
 use crate::recipe::Recipe;
-use crate::sealing::{self, KeyMode, Sealed};
+use crate::seal::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ pub struct FleetOptions {
     /// Install sealed-firstboot into the base image's root filesystem.
     pub agent: Option<crate::image::agent::AgentRequest>,
     /// How every device's bundle is signed; the base image pins its signer.
-    pub signing: crate::signing::Signing,
+    pub signing: crate::seal::signing::Signing,
     /// `SOURCE_DATE_EPOCH`, read once by the caller.
     pub assemble: image::AssembleOptions,
 }
@@ -74,7 +74,7 @@ pub fn build_fleet(
 ) -> Result<FleetReport, BuildError> {
     recipe.validate_layout()?;
     let paths = recipe.path_policy();
-    let how = sealing::SealOptions {
+    let how = seal::SealOptions {
         signing: &opts.signing,
         paths: &paths,
     };
@@ -95,7 +95,7 @@ pub fn build_fleet(
                     Some(r) => KeyMode::Recipient(r.clone()),
                     None => opts.key_mode.clone(),
                 };
-                sealed.push(sealing::seal(&contents, &mode, opts.created_at, &how)?);
+                sealed.push(seal::seal(&contents, &mode, opts.created_at, &how)?);
             }
             Err(e) => failures.push((d.name.clone(), e)),
         }
@@ -136,11 +136,11 @@ pub fn build_fleet(
         None
     } else {
         progress.step("assembling the base image");
-        let layout = crate::plan::layout(recipe, Vec::new())?;
+        let layout = crate::recipe::plan::layout(recipe, Vec::new())?;
         image::assemble_with(&base, &layout, &opts.assemble)?;
-        let index = crate::plan::boot_index(recipe)?;
-        let device = crate::build::device_config(recipe, &opts.signing);
-        let (_, pinned) = crate::build::pin_signers(
+        let index = crate::recipe::plan::boot_index(recipe)?;
+        let device = crate::cmd::build::device_config(recipe, &opts.signing);
+        let (_, pinned) = crate::cmd::build::pin_signers(
             &base,
             recipe,
             opts.agent.as_ref(),
@@ -150,7 +150,10 @@ pub fn build_fleet(
             progress,
         )?;
         if !pinned && !device.signers.is_empty() {
-            eprintln!("build-image: warning: {}", crate::build::no_root_warning());
+            eprintln!(
+                "build-image: warning: {}",
+                crate::cmd::build::no_root_warning()
+            );
         }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
@@ -257,12 +260,12 @@ pub fn build_fleet(
                         std::fs::create_dir_all(parent)
                             .map_err(io_err(format!("creating {}", parent.display())))?;
                     }
-                    crate::sealing::write_private(&p, &f.data)
+                    crate::seal::write_private(&p, &f.data)
                         .map_err(io_err(format!("writing {}", p.display())))
                 }),
             }
         })();
-        sealing::zeroize_files(&mut files);
+        seal::zeroize_files(&mut files);
         result?;
         let key = s
             .write_key_file(&dir.join(&key_name))

@@ -9,10 +9,10 @@ use sealed_firstboot::bundle::ImageKey;
 use zeroize::Zeroizing;
 
 use super::{boot, write, FlashError, FlashOptions};
-use crate::bmap::{self, Bmap};
 use crate::image::{self, BootSelector};
 use crate::io::compressed::Format;
-use crate::sealing::BUNDLE_PATH;
+use crate::output::bmap::{self, Bmap};
+use crate::seal::BUNDLE_PATH;
 
 /// What a flash writes, opened and checked.
 pub(super) struct Inputs<'a> {
