@@ -110,11 +110,11 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
     let mut keep: Vec<String> = names.to_vec();
     for t in r.templates.values() {
         let path = r.resolve(&t.source);
-        let text = crate::secrets::sources::bounded::read_file(
-            &path,
-            crate::secrets::sources::bounded::MAX_VALUE_BYTES,
-        )
-        .map_err(|e| BuildError::Invalid(format!("reading template {}: {e}", path.display())))?;
+        let text =
+            crate::io::limit::read_file(&path, crate::secrets::sources::bounded::MAX_VALUE_BYTES)
+                .map_err(|e| {
+                BuildError::Invalid(format!("reading template {}: {e}", path.display()))
+            })?;
         keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
     }
     r.secrets.retain(|n, _| keep.contains(n));
@@ -218,7 +218,7 @@ fn collect(
                 continue;
             }
             let path = recipe.resolve(&t.source);
-            let text = crate::secrets::sources::bounded::read_file(
+            let text = crate::io::limit::read_file(
                 &path,
                 crate::secrets::sources::bounded::MAX_VALUE_BYTES,
             )

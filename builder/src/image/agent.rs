@@ -612,7 +612,7 @@ fn probe_arch(image: &Path, root: &PartInfo) -> Result<Arch, AgentError> {
 /// An agent binary: a regular file (links followed) of at most
 /// `MAX_AGENT_BYTES`, opened without blocking (a FIFO is refused at once).
 fn read_agent(path: &Path) -> Result<Vec<u8>, AgentError> {
-    crate::secrets::sources::bounded::read_file(path, MAX_AGENT_BYTES)
+    crate::io::limit::read_file(path, MAX_AGENT_BYTES)
         .map(|bytes| bytes.to_vec())
         .map_err(|e| AgentError::BadAgent {
             path: path.to_path_buf(),

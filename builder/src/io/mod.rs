@@ -6,6 +6,7 @@
 
 pub mod at;
 pub mod compressed;
+pub mod limit;
 pub mod secret;
 pub mod sparse;
 pub mod sparse_write;

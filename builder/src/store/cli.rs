@@ -344,8 +344,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             if let Some(f) = recipients_file {
                 // Bounded, and a FIFO or device refused at once.
                 let bytes =
-                    crate::secrets::sources::bounded::read_file(f, super::layout::MAX_RECIPIENTS)
-                        .map_err(|e| {
+                    crate::io::limit::read_file(f, super::layout::MAX_RECIPIENTS).map_err(|e| {
                         StoreError::Value(format!("--recipients-file {}: {e}", f.display()))
                     })?;
                 all.push(String::from_utf8_lossy(&bytes).into_owned());

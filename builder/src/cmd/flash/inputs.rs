@@ -2,7 +2,6 @@
 //! opened and checked before the target is looked at.
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sealed_firstboot::bundle::ImageKey;
@@ -10,7 +9,8 @@ use zeroize::Zeroizing;
 
 use super::{boot, write, FlashError, FlashOptions};
 use crate::image::{self, BootSelector};
-use crate::io::compressed::Format;
+use crate::io::compressed::{Format, ImageName};
+use crate::io::limit::{self, BoundedReadError};
 use crate::output::bmap::{self, Bmap};
 use crate::seal::BUNDLE_PATH;
 
@@ -143,15 +143,14 @@ impl<'a> Inputs<'a> {
 /// The bmap used by default for `image`, if one exists.
 pub fn default_bmap(image: &Path) -> Option<PathBuf> {
     let s = image.as_os_str().to_string_lossy().into_owned();
-    let mut bases = vec![s.clone()];
-    if let Some(stem) = s.strip_suffix(".zst") {
-        bases.push(stem.to_string());
+    let name = ImageName::parse(&s);
+    let mut candidates = vec![format!("{s}.bmap")];
+    if name.format == Format::Zstd {
+        let img = if name.img { ".img" } else { "" };
+        candidates.push(format!("{}{img}.bmap", name.stem));
     }
-    let mut candidates: Vec<String> = bases.iter().map(|b| format!("{b}.bmap")).collect();
-    for b in &bases {
-        if let Some(stem) = b.strip_suffix(".img") {
-            candidates.push(format!("{stem}.bmap"));
-        }
+    if name.img && name.format != Format::Xz {
+        candidates.push(format!("{}.bmap", name.stem));
     }
     candidates
         .into_iter()
@@ -165,27 +164,19 @@ pub fn load_bmap(path: &Path) -> Result<Bmap, FlashError> {
         bmap: path.to_path_buf(),
         cause: e,
     };
-    let f = File::open(path).map_err(open_err)?;
-    let mut text = String::new();
-    f.take(bmap::MAX_BMAP_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::InvalidData {
-                FlashError::BmapMalformed {
-                    bmap: path.to_path_buf(),
-                    reason: "not UTF-8 text".into(),
-                }
-            } else {
-                open_err(e)
-            }
-        })?;
-    if text.len() as u64 > bmap::MAX_BMAP_BYTES {
-        return Err(FlashError::BmapMalformed {
+    let mut f = File::open(path).map_err(open_err)?;
+    let bytes = limit::read_bounded(&mut f, bmap::MAX_BMAP_BYTES, 0).map_err(|e| match e {
+        BoundedReadError::TooLarge { limit } => FlashError::BmapMalformed {
             bmap: path.to_path_buf(),
-            reason: format!("larger than {} bytes", bmap::MAX_BMAP_BYTES),
-        });
-    }
-    Bmap::parse(&text).map_err(|reason| FlashError::BmapMalformed {
+            reason: format!("larger than {limit} bytes"),
+        },
+        BoundedReadError::Io(e) => open_err(e),
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| FlashError::BmapMalformed {
+        bmap: path.to_path_buf(),
+        reason: "not UTF-8 text".into(),
+    })?;
+    Bmap::parse(text).map_err(|reason| FlashError::BmapMalformed {
         bmap: path.to_path_buf(),
         reason: reason.to_string(),
     })
