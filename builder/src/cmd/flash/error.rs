@@ -1,5 +1,6 @@
 //! [`FlashError`]: everything that stops a flash, and which of those are
-//! refusals (nothing written yet).
+//! refusals (nothing written yet). Causes are `source()`s, never repeated
+//! in a message: the error printer joins the chain.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,14 +12,19 @@ use crate::seal::EMBEDDED_KEY_PATH;
 /// happen before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum FlashError {
-    #[error("cannot read the image {}: {cause}", image.display())]
-    ImageOpen { image: PathBuf, cause: io::Error },
+    #[error("cannot read the image {}", image.display())]
+    ImageOpen {
+        image: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     #[error("the image {} is not a regular file", image.display())]
     ImageNotFile { image: PathBuf },
-    #[error("reading the image {} failed at byte {offset}: {cause}", image.display())]
+    #[error("reading the image {} failed at byte {offset}", image.display())]
     ImageRead {
         image: PathBuf,
         offset: u64,
+        #[source]
         cause: io::Error,
     },
     #[error(
@@ -33,8 +39,12 @@ pub enum FlashError {
         actual: String,
         partially_written: Option<PathBuf>,
     },
-    #[error("cannot read the bmap {}: {cause}", bmap.display())]
-    BmapOpen { bmap: PathBuf, cause: io::Error },
+    #[error("cannot read the bmap {}", bmap.display())]
+    BmapOpen {
+        bmap: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     #[error("malformed bmap {}: {reason}", bmap.display())]
     BmapMalformed { bmap: PathBuf, reason: String },
     #[error(
@@ -72,8 +82,12 @@ pub enum FlashError {
     BundleInvalid { bundle: PathBuf, reason: String },
     #[error("the device bundle written to {} does not read back identically", target.display())]
     BundleVerifyFailed { target: PathBuf },
-    #[error("cannot read the key file {}: {cause}", key.display())]
-    KeyOpen { key: PathBuf, cause: io::Error },
+    #[error("cannot read the key file {}", key.display())]
+    KeyOpen {
+        key: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     #[error("{} is not an image key file: {reason}", key.display())]
     KeyInvalid { key: PathBuf, reason: String },
     #[error(
@@ -109,8 +123,12 @@ pub enum FlashError {
         dev: String,
         sys: PathBuf,
     },
-    #[error("cannot read {}: {cause}", path.display())]
-    SystemInfo { path: PathBuf, cause: io::Error },
+    #[error("cannot read {}", path.display())]
+    SystemInfo {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     #[error("refusing to write {}: disk {disk} is the system disk: {reason}", target.display())]
     SystemDisk {
         target: PathBuf,
@@ -129,10 +147,14 @@ pub enum FlashError {
     },
     #[error(
         "refusing to write {}: the kernel reports it busy (held by a mount, a device mapper, \
-         RAID, swap or another program): {cause}",
+         RAID, swap or another program)",
         target.display()
     )]
-    Busy { target: PathBuf, cause: io::Error },
+    Busy {
+        target: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     #[error("refusing to write {}: it is read-only (write-protect switch?)", target.display())]
     ReadOnly { target: PathBuf },
     #[error(
@@ -156,10 +178,11 @@ pub enum FlashError {
         target.display()
     )]
     NotRemovable { target: PathBuf, disk: String },
-    #[error("{}: {what}: {cause}", target.display())]
+    #[error("{}: {what}", target.display())]
     TargetIo {
         target: PathBuf,
         what: String,
+        #[source]
         cause: io::Error,
     },
     #[error(
@@ -172,9 +195,10 @@ pub enum FlashError {
         expected: String,
         actual: String,
     },
-    #[error("cannot place the key on {}: {cause}", target.display())]
+    #[error("cannot place the key on {}", target.display())]
     BootPartition {
         target: PathBuf,
+        #[source]
         cause: Box<ImageError>,
     },
     #[error(
