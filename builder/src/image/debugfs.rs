@@ -362,8 +362,9 @@ mod tests {
         assert_eq!(&bytes[48..55], b"0123456");
         let tail = "0000  0af3 0100 0400 0000 0000 0000 0000 0000  ................\n*\n";
         assert_eq!(parse_idump(tail, 60).unwrap().len(), 60);
-        assert!(parse_idump("0000  zz\n", 2).is_err());
-        assert!(parse_idump("0020  0000\n", 2).is_err());
-        assert!(parse_idump("0000  0a0b\n", 60).is_err());
+        let err = |dump, len| parse_idump(dump, len).unwrap_err();
+        assert!(err("0000  zz\n", 2).contains("not a hex group"));
+        assert!(err("0020  0000\n", 2).contains("where 0 was expected"));
+        assert!(err("0000  0a0b\n", 60).contains("2 bytes where 60"));
     }
 }

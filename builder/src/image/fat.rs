@@ -415,7 +415,10 @@ mod tests {
         for bad in [
             "", "/", "a//b", "a/", "../x", "a/./b", "a:b", "a\\b", "x.", "a\nb",
         ] {
-            assert!(path_components(bad).is_err(), "{bad:?}");
+            assert!(
+                matches!(path_components(bad), Err(ImageError::InvalidFatPath { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -470,7 +473,10 @@ mod tests {
         assert_eq!(read_file(&fs, "a/b/missing").unwrap(), None);
         assert_eq!(read_file(&fs, "nope/x").unwrap(), None);
         assert_eq!(read_file(&fs, "a/b/c.txt/x").unwrap(), None);
-        assert!(read_file(&fs, "a/b").is_err());
+        assert!(matches!(
+            read_file(&fs, "a/b"),
+            Err(ImageError::InvalidFatPath { .. })
+        ));
         assert!(fs.root_dir().open_dir("empty/dir").is_ok());
         assert!(remove_file(&fs, "a/b/c.txt").unwrap());
         assert!(!remove_file(&fs, "a/b/c.txt").unwrap());

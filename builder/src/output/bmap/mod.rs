@@ -181,6 +181,9 @@ mod tests {
             b[at] = if b[at] == b'a' { b'b' } else { b'a' };
             String::from_utf8(b).unwrap()
         };
-        assert!(Bmap::parse(&flipped).is_err());
+        assert!(matches!(
+            Bmap::parse(&flipped),
+            Err(BmapError::FileChecksum { .. })
+        ));
     }
 }

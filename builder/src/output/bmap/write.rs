@@ -508,6 +508,7 @@ mod tests {
     fn empty_image_is_refused() {
         let (dir, img) = testkit::scratch("e.img");
         sparse_file(&img, 0, &[]);
-        assert!(write_bmap(&img, &dir.path().join("e.bmap")).is_err());
+        let e = write_bmap(&img, &dir.path().join("e.bmap")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
     }
 }
