@@ -95,9 +95,27 @@ pub(crate) fn debugfs_read(
 /// Read a regular file's contents from an ext4 partition with `debugfs`
 /// (used by tests and by `inspect`). `Ok(None)` when it does not exist.
 pub fn debugfs_cat(image: &Path, offset: u64, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
-    let out = debugfs_read(image, offset, &format!("cat {}", quoted(path)?))?;
+    judged(
+        image,
+        offset,
+        &format!("cat {}", quoted(path)?),
+        &["File not found"],
+    )
+}
+
+/// Run one read-only request and judge what debugfs said on stderr (it
+/// exits 0 even when a request fails): `Ok(None)` when it holds one of
+/// `missing`, an error when it holds any other line after the banner, else
+/// what the request printed.
+fn judged(
+    image: &Path,
+    offset: u64,
+    req: &str,
+    missing: &[&str],
+) -> Result<Option<Vec<u8>>, ImageError> {
+    let out = debugfs_read(image, offset, req)?;
     let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("File not found") {
+    if missing.iter().any(|m| err.contains(m)) {
         return Ok(None);
     }
     if !out.status.success()
@@ -243,26 +261,11 @@ pub(crate) fn parse_idump(dump: &str, len: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Run a read-only request whose errors are judged here: `Ok(None)` when
-/// debugfs reports the path missing (or a parent not a directory).
+/// A read-only request's text: `Ok(None)` when debugfs reports the path
+/// missing (or a parent not a directory).
 fn request(image: &Path, offset: u64, req: &str) -> Result<Option<String>, ImageError> {
-    let out = debugfs_read(image, offset, req)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("File not found") || err.contains("not a directory") {
-        return Ok(None);
-    }
-    if !out.status.success()
-        || err
-            .lines()
-            .any(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-    {
-        return Err(ImageError::ToolFailed {
-            tool: "debugfs",
-            status: out.status.to_string(),
-            stderr: err.trim().to_string(),
-        });
-    }
-    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+    let out = judged(image, offset, req, &["File not found", "not a directory"])?;
+    Ok(out.map(|o| String::from_utf8_lossy(&o).into_owned()))
 }
 
 /// The inode at the absolute `path` of the ext filesystem at byte `offset`

@@ -11,22 +11,13 @@ use zeroize::{Zeroize, Zeroizing};
 use super::secret::SecretVec;
 
 /// Why [`read_bounded`] failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BoundedReadError {
     /// More than the limit: nothing is returned (what was read is zeroed).
-    TooLarge {
-        limit: u64,
-    },
+    #[error("more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{0}")]
     Io(io::Error),
-}
-
-impl std::fmt::Display for BoundedReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundedReadError::TooLarge { limit } => write!(f, "more than {limit} bytes"),
-            BoundedReadError::Io(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 /// Read `r` to its end, at most `limit` bytes, into a zeroizing buffer
@@ -55,29 +46,18 @@ pub fn read_bounded(
     Ok(out.into_inner())
 }
 
-/// Why a bounded read failed.
-#[derive(Debug)]
+/// Why [`read_file`] failed.
+#[derive(Debug, thiserror::Error)]
 pub enum BoundedError {
+    #[error("no such file")]
     NotFound,
     /// A FIFO, a device, a directory, a socket.
+    #[error("it is {0}, not a regular file")]
     NotRegular(&'static str),
-    TooLarge {
-        limit: u64,
-    },
+    #[error("it is larger than {limit} bytes, the limit of a secret")]
+    TooLarge { limit: u64 },
+    #[error("{0}")]
     Io(io::Error),
-}
-
-impl std::fmt::Display for BoundedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundedError::NotFound => f.write_str("no such file"),
-            BoundedError::NotRegular(what) => write!(f, "it is {what}, not a regular file"),
-            BoundedError::TooLarge { limit } => {
-                write!(f, "it is larger than {limit} bytes, the limit of a secret")
-            }
-            BoundedError::Io(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 /// Read a regular file (symbolic links followed) of at most `limit` bytes,
