@@ -666,6 +666,46 @@ mod tests {
         }
     }
 
+    /// Each XML-level rejection names the line of the construct (here the
+    /// line after `<BlockMap>`), in words of its own.
+    #[test]
+    fn every_xml_rejection_names_its_line() {
+        let cases = [
+            ("<Range>1 > 0</Range>", "stray '>'"),
+            ("<!DOCTYPE x>", "unsupported XML"),
+            ("<![CDATA[1]]>", "unsupported XML"),
+            ("<Range a=1>1</Range>", "not quoted"),
+            ("<Range a='1' a='2'>1</Range>", "repeated"),
+            ("<Range a='<'>1</Range>", "'<' in the value"),
+            ("<Range>&bogus;</Range>", "unknown entity"),
+            ("<Range>1 & 2</Range>", "does not start an entity"),
+            ("<Range a='&bogus;'>1</Range>", "unknown entity"),
+            ("<Range>1</Rang>", "closes <Range> opened on line"),
+            ("</Nothing>", "closes <BlockMap> opened on line"),
+            ("<Ra\"nge>1</Ra\"nge>", "malformed tag"),
+            ("<!-- never closed", "unterminated comment"),
+            ("<?pi never closed", "unterminated <?"),
+        ];
+        for (piece, want) in cases {
+            let text = sample(&format!("{piece}\n"), 8192, 2, 1);
+            let line = text.lines().position(|l| l.starts_with(piece)).unwrap() + 1;
+            let err = Bmap::parse(&text).expect_err(piece);
+            match &err {
+                BmapError::Syntax { line: l, reason } => {
+                    assert_eq!(*l, line, "{piece}: {err}");
+                    assert!(reason.contains(want), "{piece}: {err}");
+                }
+                other => panic!("{piece}: {other:?}"),
+            }
+        }
+        // Closing a tag never opened, at the top level.
+        let e = Bmap::parse("</bmap>").unwrap_err().to_string();
+        assert!(
+            e.contains("line 1: closing tag </bmap> without an opening tag"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn errors_name_the_line() {
         let text = sample("<Range>zz</Range>\n", 8192, 2, 1);
