@@ -13,6 +13,10 @@ use std::sync::Mutex;
 
 /// The prefix of the store identity variables.
 pub const IDENTITY_PREFIX: &str = "SEALED_IMAGE_STORE_IDENTITY";
+/// The signing key itself (`crate::seal::signing` reads it).
+pub const SIGNING_KEY: &str = "SEALED_IMAGE_SIGNING_KEY";
+/// A file holding the signing key.
+pub const SIGNING_KEY_FILE: &str = "SEALED_IMAGE_SIGNING_KEY_FILE";
 
 static SECRET_VARS: Mutex<BTreeSet<OsString>> = Mutex::new(BTreeSet::new());
 
@@ -40,10 +44,7 @@ pub fn scrub(cmd: &mut Command) -> &mut Command {
             cmd.env_remove(&name);
         }
     }
-    for name in [
-        crate::seal::signing::ENV_KEY,
-        crate::seal::signing::ENV_KEY_FILE,
-    ] {
+    for name in [SIGNING_KEY, SIGNING_KEY_FILE] {
         cmd.env_remove(name);
     }
     let hidden: Vec<OsString> = match SECRET_VARS.lock() {

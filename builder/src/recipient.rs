@@ -18,7 +18,7 @@ pub fn parse(text: &str) -> Result<age::x25519::Recipient, String> {
         age::x25519::Recipient::from_str(first)
             .map_err(|e| format!("not an age X25519 recipient: {e}"))?
     } else if text.split_whitespace().any(|t| t == "ssh-ed25519") {
-        sealed_firstboot::identity::recipient_from_ssh_public_key(text)?
+        sealed_bundle::ssh::recipient_from_ssh_public_key(text)?
     } else {
         return Err(
             "expected an age1… recipient or an ssh-ed25519 public key (other key types are not supported)"

@@ -166,8 +166,8 @@ fn load(root: &Path, path: &Path) -> Result<Table, AccountError> {
     let rel = path.strip_prefix(root).unwrap_or(path);
     crate::fsutil::in_root(root, &rel.to_string_lossy()).map_err(read_err)?;
     let bytes =
-        crate::fsutil::read_regular_bounded(path, MAX_ACCOUNTS_BYTES).map_err(|e| match e {
-            crate::fsutil::ReadError::Io(source) => read_err(source),
+        sealed_bundle::io::read_regular_bounded(path, MAX_ACCOUNTS_BYTES).map_err(|e| match e {
+            sealed_bundle::io::ReadError::Io(source) => read_err(source),
             other => read_err(io::Error::other(other.to_string())),
         })?;
     Ok(parse_table(&String::from_utf8_lossy(&bytes)))

@@ -17,11 +17,11 @@
 //! The credentials of a secret still in the store that failed at this
 //! unseal stay as they were: only a secret leaving the store removes them.
 
-use crate::bundle::{validate_credential_name, SecretEntry};
 use crate::config::Config;
 use crate::fsutil;
 use crate::identity::tpm2;
 use crate::runtime::{self, Credential, RuntimeError, UnsealOptions};
+use sealed_bundle::{validate_credential_name, SecretEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -263,7 +263,7 @@ fn write_encrypted(
 }
 
 fn read_state(path: &Path) -> EncryptedState {
-    fsutil::read_regular_bounded(path, STATE_MAX_BYTES)
+    sealed_bundle::io::read_regular_bounded(path, STATE_MAX_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()

@@ -228,74 +228,6 @@ pub fn shred_and_remove(path: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Why a file could not be read by [`read_regular_bounded`].
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("it is {0}, not a regular file")]
-    NotRegular(&'static str),
-    #[error("it is {size} bytes, more than the limit of {limit}")]
-    TooLarge { size: u64, limit: u64 },
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-impl ReadError {
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound)
-    }
-}
-
-/// What a file of mode `st_mode` is, for a message, when it is not a
-/// regular file (`None` for a regular file).
-pub fn not_regular(st_mode: u32) -> Option<&'static str> {
-    use rustix::fs::FileType;
-    match FileType::from_raw_mode(st_mode) {
-        FileType::RegularFile => None,
-        FileType::Directory => Some("a directory"),
-        FileType::Fifo => Some("a FIFO"),
-        FileType::CharacterDevice => Some("a character device"),
-        FileType::BlockDevice => Some("a block device"),
-        FileType::Socket => Some("a socket"),
-        FileType::Symlink => Some("a symbolic link"),
-        FileType::Unknown => Some("of an unknown type"),
-    }
-}
-
-/// Read a regular file of at most `limit` bytes. The file is opened
-/// without following a final symbolic link and without blocking, so a
-/// FIFO, a device, a directory or a link is refused at once; the type is
-/// checked on the open descriptor and the read is bounded, so a file that
-/// grows meanwhile is still refused.
-pub fn read_regular_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    use rustix::fs::{Mode, OFlags};
-    use std::io::Read;
-    let fd = match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::LOOP) => return Err(ReadError::NotRegular("a symbolic link")),
-        Err(e) => return Err(ReadError::Io(e.into())),
-    };
-    let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
-    if let Some(what) = not_regular(st.st_mode) {
-        return Err(ReadError::NotRegular(what));
-    }
-    let size = st.st_size as u64;
-    if size > limit {
-        return Err(ReadError::TooLarge { size, limit });
-    }
-    let mut out = Vec::with_capacity(size as usize);
-    File::from(fd).take(limit + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        let size = out.len() as u64;
-        out.iter_mut().for_each(|b| *b = 0);
-        return Err(ReadError::TooLarge { size, limit });
-    }
-    Ok(out)
-}
-
 /// Create `path` with `data` only if it does not exist yet: written and
 /// fsynced under a private temporary name, then moved into place with
 /// `RENAME_NOREPLACE`, so an existing file is never replaced and nobody sees
@@ -371,43 +303,6 @@ pub fn lock_exclusive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bounded_read_refuses_fifos_dirs_links_and_large_files() {
-        let (dir, fifo) = testkit::scratch("fifo");
-        testkit::mkfifo(&fifo);
-        // A FIFO with no writer would block a plain read forever.
-        assert!(matches!(
-            read_regular_bounded(&fifo, 10),
-            Err(ReadError::NotRegular("a FIFO"))
-        ));
-        assert!(matches!(
-            read_regular_bounded(dir.path(), 10),
-            Err(ReadError::NotRegular("a directory"))
-        ));
-        let file = dir.path().join("f");
-        fs::write(&file, b"0123456789").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert!(matches!(
-            read_regular_bounded(&link, 10),
-            Err(ReadError::NotRegular("a symbolic link"))
-        ));
-        assert!(matches!(
-            read_regular_bounded(&file, 9),
-            Err(ReadError::TooLarge { size: 10, limit: 9 })
-        ));
-        assert_eq!(read_regular_bounded(&file, 10).unwrap(), b"0123456789");
-        assert!(read_regular_bounded(&dir.path().join("missing"), 1)
-            .unwrap_err()
-            .is_not_found());
-        if std::path::Path::new("/dev/zero").exists() {
-            assert!(matches!(
-                read_regular_bounded(std::path::Path::new("/dev/zero"), 10),
-                Err(ReadError::NotRegular("a character device"))
-            ));
-        }
-    }
 
     #[test]
     fn trees_with_links_out_are_refused_and_the_host_root_is_itself() {

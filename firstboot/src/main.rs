@@ -2,15 +2,14 @@
 //! framework; argument handling only, the flows live in the library.
 
 use anyhow::{bail, Context, Result};
-use sealed_firstboot::bundle::{self, ImageKey};
+use sealed_bundle::report::chain_message;
+use sealed_bundle::{self as bundle, ImageKey};
 use sealed_firstboot::config::{self, Config};
 use sealed_firstboot::provision::{self, Applied, Outcome};
-use sealed_firstboot::report::chain_message;
 use sealed_firstboot::runtime::UnsealOptions;
 use sealed_firstboot::store::Store;
 use sealed_firstboot::unseal::{self, UnsealOutcome};
 use sealed_firstboot::{identity, restart, status, store};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -356,16 +355,13 @@ fn now() -> u64 {
 fn read_update(file: &str) -> Result<Vec<u8>> {
     let limit = bundle::limits::MAX_BUNDLE_BYTES;
     if file == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .context("reading the bundle from standard input")?;
-        if bytes.len() as u64 > limit {
-            bail!("the bundle on standard input is larger than {limit} bytes");
-        }
-        return Ok(bytes);
+        return match sealed_bundle::io::read_limited(std::io::stdin().lock(), limit) {
+            Ok(bytes) => Ok(bytes),
+            Err(sealed_bundle::io::ReadError::TooLarge { .. }) => {
+                bail!("the bundle on standard input is larger than {limit} bytes")
+            }
+            Err(e) => Err(e).context("reading the bundle from standard input"),
+        };
     }
     bundle::read_bundle_file(Path::new(file)).with_context(|| format!("bundle {file}"))
 }
@@ -544,19 +540,19 @@ fn print_binding(binding: Option<&identity::Binding>, config: &Config) {
         Some(b) => {
             println!("identity binding: {} ({})", b.as_str(), b.describe());
             let differs = match (b, config.identity) {
-                (identity::Binding::File, sealed_firstboot::config::IdentityMode::Tpm2) => {
+                (identity::Binding::File, sealed_bundle::config::IdentityMode::Tpm2) => {
                     Some(" (move it with: sealed-firstboot identity migrate --to tpm2)")
                 }
-                (identity::Binding::File, sealed_firstboot::config::IdentityMode::RpiOtp) => Some(
+                (identity::Binding::File, sealed_bundle::config::IdentityMode::RpiOtp) => Some(
                     " (the binding is chosen at the first provision and never switches by itself)",
                 ),
                 (identity::Binding::Tpm2 { .. }, m)
-                    if m != sealed_firstboot::config::IdentityMode::Tpm2 =>
+                    if m != sealed_bundle::config::IdentityMode::Tpm2 =>
                 {
                     Some("")
                 }
                 (identity::Binding::RpiOtp, m)
-                    if m != sealed_firstboot::config::IdentityMode::RpiOtp =>
+                    if m != sealed_bundle::config::IdentityMode::RpiOtp =>
                 {
                     Some("")
                 }
@@ -600,7 +596,7 @@ fn do_identity(root: &Path, config: &Config, args: &Args) -> Result<ExitCode> {
                 identity::SEALED_FILE
             );
             eprintln!("sealed-firstboot: note: overwriting is no secure erase on flash (SD cards, eMMC, SSDs remap blocks) or a journaling or copy-on-write file system, and a copy of the disk made before now still holds the plain key: where that matters, re-provision the device with a new identity (see the README)");
-            if config.identity != sealed_firstboot::config::IdentityMode::Tpm2 {
+            if config.identity != sealed_bundle::config::IdentityMode::Tpm2 {
                 eprintln!("sealed-firstboot: note: /etc/sealed-firstboot.conf does not say identity = tpm2; the sealed identity is used all the same (set it, so that a new identity would be sealed too)");
             }
         }

@@ -16,16 +16,18 @@
 //! bundle whose first bytes are zeros (a wipe interrupted by an older
 //! version) is recognised as such and removed too.
 
-use crate::bundle::{self, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp};
 use crate::config::{self, Config, ConfigError, IdentityMode};
 use crate::fsutil::{self, failpoint};
 use crate::identity::{self, IdentityError};
 use crate::store::{Current, SignerList, State, Store, StoreError};
 use crate::trust::Trust;
+use sealed_bundle::{
+    self as bundle, BundleError, Contents, Header, ImageKey, Manifest, OpenWith, Stamp,
+};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-pub use crate::bundle::boot::{BUNDLE_FILE, KEY_FILE, SUBDIR as BOOT_SUBDIR};
+pub use sealed_bundle::boot::{BUNDLE_FILE, KEY_FILE, SUBDIR as BOOT_SUBDIR};
 /// Suffix of a file being wiped.
 pub const WIPE_SUFFIX: &str = ".wipe";
 /// Candidate boot partition mount points, relative to the root, in order.

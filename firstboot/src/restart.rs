@@ -3,8 +3,8 @@
 //! `reload-units` in the recipe). Never during boot: the boot-time unseal
 //! runs before those units start, so only `apply` calls this.
 
-use crate::bundle::Manifest;
 use crate::identity::tool::{system_program, CLEAN_PATH, SYSTEM_DIRS};
+use sealed_bundle::Manifest;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -128,7 +128,7 @@ pub fn run(plan: &Plan, root: &Path) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{SecretEntry, SecretType};
+    use sealed_bundle::{SecretEntry, SecretType};
 
     fn e(name: &str, restart: &[&str], reload: &[&str]) -> SecretEntry {
         SecretEntry {

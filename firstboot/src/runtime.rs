@@ -37,9 +37,9 @@ pub use mount::RAMFS_MAGIC;
 pub use pending::PENDING_FILE;
 
 use crate::accounts::Accounts;
-use crate::bundle::{check_clashes, validate_entry, SecretEntry};
 use fsops::{Kind, StepError};
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
+use sealed_bundle::{check_clashes, validate_entry, SecretEntry};
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -330,7 +330,7 @@ fn plan<'a>(
 ) -> Result<(Vec<Planned<'a>>, Vec<UnresolvedAccount>), RuntimeError> {
     // The manifest's own rules (the one home of them), checked again as
     // defence in depth: the manifest was validated when opened.
-    let entry_err = |e: crate::bundle::EntryError| RuntimeError::InvalidSecret {
+    let entry_err = |e: sealed_bundle::EntryError| RuntimeError::InvalidSecret {
         name: e.name,
         path: e.path,
         reason: e.reason,

@@ -16,8 +16,8 @@
 //! temporary name, renamed, and only then does `current` point to it. A crash
 //! at any moment leaves `current` on a complete old or a complete new store.
 
-use crate::bundle::{Manifest, SecretEntry, Stamp};
 use crate::fsutil::{self, failpoint};
+use sealed_bundle::{Manifest, SecretEntry, Stamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -188,7 +188,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             _ => {
                 let list: SignerList = read_json(&signers_path)?;
-                crate::bundle::check_signers(&list.signers)
+                sealed_bundle::check_signers(&list.signers)
                     .map_err(|e| StoreError::Damaged(format!("{}: {e}", signers_path.display())))?;
                 Some(list)
             }
@@ -317,8 +317,8 @@ impl Current {
         entry: &SecretEntry,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let path = self.dir.join("secrets").join(format!("{}.age", entry.name));
-        let limit = crate::bundle::limits::MAX_SECRET_BYTES + 1024 * 1024;
-        let sealed = fsutil::read_regular_bounded(&path, limit)
+        let limit = sealed_bundle::limits::MAX_SECRET_BYTES + 1024 * 1024;
+        let sealed = sealed_bundle::io::read_regular_bounded(&path, limit)
             .map_err(|e| StoreError::Damaged(format!("cannot read {}: {e}", path.display())))?;
         age::decrypt(identity, &sealed)
             .map(Zeroizing::new)
@@ -349,8 +349,8 @@ fn remove_dir_if_exists(path: &Path) -> Result<(), StoreError> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
-    let limit = 2 * crate::bundle::limits::MAX_MANIFEST_BYTES;
-    let bytes = fsutil::read_regular_bounded(path, limit)
+    let limit = 2 * sealed_bundle::limits::MAX_MANIFEST_BYTES;
+    let bytes = sealed_bundle::io::read_regular_bounded(path, limit)
         .map_err(|e| StoreError::Damaged(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))

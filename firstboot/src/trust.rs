@@ -10,9 +10,9 @@
 //! pinned at all (images built before signatures), unsigned bundles are
 //! still accepted, and signed ones whose signature verifies.
 
-use crate::bundle::{Policy, Signer};
 use crate::config::Config;
 use crate::store::Current;
+use sealed_bundle::{Policy, Signer};
 use serde::Serialize;
 
 /// Where the pinned signers come from.

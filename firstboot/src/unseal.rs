@@ -5,12 +5,12 @@
 //!
 //! The caller holds the device lock.
 
-use crate::bundle;
 use crate::config::{self, Config, ConfigError, IdentityMode};
 use crate::credentials;
 use crate::identity::{self, IdentityError, IdentitySource};
 use crate::runtime::{self, RuntimeError, SecretFile, UnsealOptions};
 use crate::store::{Current, Store, StoreError};
+use sealed_bundle as bundle;
 use std::collections::BTreeMap;
 use std::path::Path;
 use thiserror::Error;

@@ -1,8 +1,8 @@
 //! Bundles of format v2, sealed by the last v2 builder and kept as
 //! fixtures (`tests/fixtures/v2/`): the device reads them for ever.
 
-use sealed_firstboot::bundle::{self, BundleError, ImageKey, OpenWith, Policy, SigningKey};
-use sealed_firstboot::config::Config;
+use sealed_bundle::config::Config;
+use sealed_bundle::{self as bundle, BundleError, ImageKey, OpenWith, Policy, SigningKey};
 use sealed_firstboot::identity::parse_identity_file;
 use sealed_firstboot::provision::{self, Applied, ProvisionError};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! opens holds a valid manifest, and with the signer pinned was signed by it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sealed_firstboot::bundle::{
+use sealed_bundle::{
     open, open_with, verify, Header, ImageKey, OpenWith, PathPolicy, Policy, Signer, SigningKey,
 };
 use std::str::FromStr;

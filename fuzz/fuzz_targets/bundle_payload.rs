@@ -4,7 +4,7 @@
 //! panics; what decodes validates.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sealed_firstboot::bundle::{Contents, PathPolicy};
+use sealed_bundle::{Contents, PathPolicy};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Contents::decode(data, &PathPolicy::strict()) {

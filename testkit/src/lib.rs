@@ -9,11 +9,14 @@
 //! * [`scratch`]: a temporary directory and a path in it.
 //! * [`files`]: sparse-file fixtures, byte ranges, marker searches in bytes,
 //!   files and trees.
+//! * [`modules`]: a crate's module graph read from its sources, and the
+//!   check that no modules refer to each other in a circle.
 //!
 //! It depends on neither `build-image` nor `sealed-firstboot` (they take it
 //! as a dev-dependency).
 
 pub mod files;
+pub mod modules;
 pub mod run;
 pub mod scratch;
 pub mod tools;

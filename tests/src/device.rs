@@ -2,7 +2,7 @@
 //! and `/boot/efi`, driven through the real `sealed-firstboot` binary.
 
 use crate::{assert_success, bin, device_tree};
-use sealed_firstboot::bundle::{Contents, ImageKey, Manifest, SecretEntry, SecretType};
+use sealed_bundle::{Contents, ImageKey, Manifest, SecretEntry, SecretType};
 use sealed_firstboot::store::{State, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ impl DeviceTree {
     /// the bundle and the key; returns both.
     pub fn place_sealed(&self, secrets: &[(&str, &str)], time: u64) -> (ImageKey, Vec<u8>) {
         let key = ImageKey::generate();
-        let bundle = sealed_firstboot::bundle::seal(&key, &contents(secrets), time).unwrap();
+        let bundle = sealed_bundle::seal(&key, &contents(secrets), time).unwrap();
         self.place(&bundle, Some(&key));
         (key, bundle)
     }
@@ -133,8 +133,8 @@ impl DeviceTree {
         secrets: &[(&str, &str)],
         version: u64,
     ) {
-        let bundle = sealed_firstboot::bundle::seal_with(
-            sealed_firstboot::bundle::SealTo::Recipient(recipient),
+        let bundle = sealed_bundle::seal_with(
+            sealed_bundle::SealTo::Recipient(recipient),
             &contents(secrets),
             version,
         )

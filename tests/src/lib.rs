@@ -106,9 +106,9 @@ pub fn test_signing_key() -> PathBuf {
 }
 
 /// The test signing key's public key (`sealed-signer1…`).
-pub fn test_signer() -> sealed_firstboot::bundle::Signer {
+pub fn test_signer() -> sealed_bundle::Signer {
     let text = std::fs::read(test_signing_key()).unwrap();
-    sealed_firstboot::bundle::SigningKey::from_file_text(&text)
+    sealed_bundle::SigningKey::from_file_text(&text)
         .unwrap()
         .signer()
 }

@@ -482,7 +482,7 @@ fn with_identity_tpm2_encrypted_credentials_are_bound_to_the_tpm_too() {
 #[test]
 fn the_readme_lists_every_system_credential_namespace_with_its_reason() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    for (ns, why) in sealed_firstboot::bundle::SYSTEM_CREDENTIALS {
+    for (ns, why) in sealed_bundle::SYSTEM_CREDENTIALS {
         assert!(
             readme.contains(&format!("| `{ns}.*` | {why} |")),
             "README.md does not list {ns}.* with its reason"

@@ -2,7 +2,7 @@
 //! right architecture, each is static, stripped and at most 3 MB, and each
 //! runs (the foreign ones under qemu-user) and provisions a real bundle.
 
-use sealed_firstboot::bundle::{self, ImageKey};
+use sealed_bundle::{self as bundle, ImageKey};
 use sealed_image_tests::device::{contents, DeviceTree};
 use sealed_image_tests::*;
 use std::path::PathBuf;

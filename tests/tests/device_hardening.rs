@@ -4,7 +4,7 @@
 //! with reproducible builds, bounded reads, partial failures that stay
 //! partial. Everything through the real `sealed-firstboot` binary.
 
-use sealed_firstboot::bundle::{self, ImageKey};
+use sealed_bundle::{self as bundle, ImageKey};
 use sealed_firstboot::store::{State, Store};
 use sealed_image_tests::device::{
     assert_no_marker, contents, contents_owned, map, test_host_key, DeviceTree as Device,
@@ -121,8 +121,8 @@ fn recipient_bundles_sealed_to_the_host_key_open_only_in_ssh_host_key_mode() {
         .to_public();
     assert_ne!(generated, derived.to_string());
     let seal_to = |r: &age::x25519::Recipient, secrets, version| {
-        sealed_firstboot::bundle::seal_with(
-            sealed_firstboot::bundle::SealTo::Recipient(r),
+        sealed_bundle::seal_with(
+            sealed_bundle::SealTo::Recipient(r),
             &contents(secrets),
             version,
         )

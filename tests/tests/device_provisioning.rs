@@ -2,7 +2,7 @@
 //! binary: crash safety by fault injection at every step, rotation,
 //! replay refusal, wrong keys and tampered bundles.
 
-use sealed_firstboot::bundle::{self, ImageKey, SealTo};
+use sealed_bundle::{self as bundle, ImageKey, SealTo};
 use sealed_image_tests::device::{
     contents, host_key_identity, map, test_host_key, DeviceTree as Device,
 };

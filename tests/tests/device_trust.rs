@@ -4,8 +4,8 @@
 //! `build-image` where the builder must refuse too) and checks that the
 //! store is left byte for byte as it was.
 
-use sealed_firstboot::bundle::{
-    self, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp, FORBIDDEN,
+use sealed_bundle::{
+    self as bundle, Contents, ImageKey, PathPolicy, SealTo, Sealing, SigningKey, Stamp, FORBIDDEN,
 };
 use sealed_image_tests::device::{assert_no_marker, contents, map, DeviceTree as Device};
 use sealed_image_tests::*;

@@ -3,7 +3,7 @@
 //! fuzz targets call, in the normal test run: none may panic, and the
 //! valid seeds must be accepted (so the seeds stay meaningful).
 
-use sealed_firstboot::bundle::{self, Contents, ImageKey};
+use sealed_bundle::{self as bundle, Contents, ImageKey};
 use sealed_image_tests::*;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +57,7 @@ fn bundle_inputs() {
     );
     for p in inputs("device_config") {
         let text = std::fs::read_to_string(&p).unwrap_or_default();
-        let r = sealed_firstboot::config::parse(&text);
+        let r = sealed_bundle::config::parse(&text);
         if is_seed(&p) {
             assert!(r.is_ok(), "{}: {:?}", p.display(), r.err());
         }

@@ -301,8 +301,7 @@ fn fleet_build_gives_each_device_its_own_key_and_values() {
         copy_sealed_out(&img, esp, &["bundle"], &boot);
         // Each device's bundle is signed, and the base image pins the signer.
         let header =
-            sealed_firstboot::bundle::Header::parse(&std::fs::read(boot.join("bundle")).unwrap())
-                .unwrap();
+            sealed_bundle::Header::parse(&std::fs::read(boot.join("bundle")).unwrap()).unwrap();
         assert_eq!(header.signer, Some(test_signer()), "{dev}");
         let root_off = parts[1]["start"].as_u64().unwrap() * 512;
         let conf = run_ok(

@@ -597,7 +597,7 @@ fn an_agent_given_names_the_architecture_a_bare_root_does_not() {
 #[test]
 fn inject_refuses_what_the_images_own_agent_would_refuse() {
     let Some(t) = scratch_if(tools()) else { return };
-    let other = sealed_firstboot::bundle::SigningKey::generate().signer();
+    let other = sealed_bundle::SigningKey::generate().signer();
     let conf = t.path().join("root/etc/sealed-firstboot.conf");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
     std::fs::write(&conf, format!("signer = {other}\n")).unwrap();
@@ -627,7 +627,7 @@ fn inject_refuses_what_the_images_own_agent_would_refuse() {
     // The image pins the tests' key: injected, but a path its
     // configuration does not allow is refused.
     let team = std::fs::read_to_string(test_signing_key()).unwrap();
-    let team = sealed_firstboot::bundle::SigningKey::from_file_text(team.as_bytes())
+    let team = sealed_bundle::SigningKey::from_file_text(team.as_bytes())
         .unwrap()
         .signer();
     let t2 = scratch_if(tools()).unwrap();

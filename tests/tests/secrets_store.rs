@@ -672,9 +672,9 @@ source = { store = "WIFI_PSK" }
 "#;
 
 fn open_bundle(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let key = sealed_firstboot::bundle::ImageKey::from_file(&dir.join("t.key")).unwrap();
+    let key = sealed_bundle::ImageKey::from_file(&dir.join("t.key")).unwrap();
     let bytes = std::fs::read(dir.join("sealed-secrets/bundle")).unwrap();
-    let opened = sealed_firstboot::bundle::open(&bytes, &key).unwrap();
+    let opened = sealed_bundle::open(&bytes, &key).unwrap();
     opened
         .contents
         .values
@@ -803,10 +803,9 @@ fn recipes_read_the_store_and_fleets_resolve_device_tag_global() {
         .env("SEALED_IMAGE_STORE_IDENTITY", &identity);
     t.ok(&mut c);
     for (device, value) in [("kiosk-001", "psk-lobby-B2"), ("kiosk-003", "psk-dev3-C3")] {
-        let key = sealed_firstboot::bundle::ImageKey::from_file(&upd.join(format!("{device}.key")))
-            .unwrap();
+        let key = sealed_bundle::ImageKey::from_file(&upd.join(format!("{device}.key"))).unwrap();
         let bytes = std::fs::read(upd.join(format!("{device}.bundle"))).unwrap();
-        let opened = sealed_firstboot::bundle::open(&bytes, &key).unwrap();
+        let opened = sealed_bundle::open(&bytes, &key).unwrap();
         assert_eq!(
             &opened.contents.values["wifi_psk"][..],
             value.as_bytes(),
@@ -905,12 +904,10 @@ fn the_demo_store_flow_from_the_readme() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let key1 = sealed_firstboot::bundle::ImageKey::from_file(
-        &tmp.path().join("out/kiosk-001/store-demo.key"),
-    )
-    .unwrap();
+    let key1 = sealed_bundle::ImageKey::from_file(&tmp.path().join("out/kiosk-001/store-demo.key"))
+        .unwrap();
     let bytes = std::fs::read(tmp.path().join("out/kiosk-001/sealed-secrets/bundle")).unwrap();
-    let opened = sealed_firstboot::bundle::open(&bytes, &key1).unwrap();
+    let opened = sealed_bundle::open(&bytes, &key1).unwrap();
     assert_eq!(
         &opened.contents.values["wifi_psk"][..],
         b"demo-wifi-lobby-NOT-A-SECRET"

@@ -32,8 +32,8 @@ fn project() -> tempfile::TempDir {
 }
 
 /// The header of a sealed bundle file: its version and its signer.
-fn header(path: &Path) -> sealed_firstboot::bundle::Header {
-    sealed_firstboot::bundle::Header::parse(&std::fs::read(path).unwrap()).unwrap()
+fn header(path: &Path) -> sealed_bundle::Header {
+    sealed_bundle::Header::parse(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]

@@ -5,21 +5,22 @@ use crate::cmd::report::SealedImage;
 use crate::image::{self, PartitionContent};
 use crate::output::bmap;
 use crate::output::{manifest, staging::Staging, sums, zst};
+use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
 use crate::seal;
 use crate::secrets::{self};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use crate::error::io_err;
-pub use crate::error::BuildError;
+use crate::cmd::error::io_err;
+pub use crate::cmd::error::BuildError;
 pub use crate::seal::{KeyMode, BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub key_mode: KeyMode,
     /// When the bundle is sealed (the real clock, never `SOURCE_DATE_EPOCH`) and its sequence number: orders bundles on the device.
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// zstd level of `NAME.img.zst`; `None` skips the compressed copy.
     pub zst_level: Option<i32>,
     /// Replace an existing `NAME.key` (it may be the only key of an image
@@ -52,8 +53,8 @@ pub fn build(
     opts: &BuildOptions,
     progress: &Progress,
 ) -> Result<BuildReport, BuildError> {
-    recipe.validate_layout()?;
-    let mut warnings = crate::image::host_keys::warnings(recipe);
+    let plan = Plan::new(recipe)?;
+    let mut warnings = crate::recipe::plan::host_key_warnings(recipe);
     warnings.extend(opts.signing.warning());
     progress.step("collecting secrets");
     let contents = secrets::collect(recipe)?;
@@ -82,7 +83,7 @@ pub fn build(
     let img_name = format!("{name}.img");
     let key_name = format!("{name}.key");
 
-    let mut layout = crate::recipe::plan::layout(recipe, sealed.boot_files())?;
+    let mut layout = plan.layout(sealed.boot_files())?;
     progress.step("assembling the image");
     let assembled = image::assemble_with(&staging.path(&img_name), &layout, &opts.assemble);
     // The embedded key's copy in the layout is zeroized whatever happened.
@@ -94,19 +95,13 @@ pub fn build(
     let assembled = assembled?;
 
     let img = staging.path(&img_name);
-    let device = device_config(recipe, &opts.signing);
-    let (agent, pinned) = pin_signers(
-        &img,
-        recipe,
-        opts.agent.as_ref(),
-        &device,
-        staging.dir(),
-        opts.assemble.source_date_epoch,
-        progress,
-    )?;
-    if !pinned && !device.signers.is_empty() {
-        warnings.push(no_root_warning());
-    }
+    let agent_setup = AgentSetup {
+        agent: opts.agent.as_ref(),
+        device: device_config(recipe, &opts.signing),
+        epoch: opts.assemble.source_date_epoch,
+    };
+    let (agent, pinned) = pin_signers(&img, &plan, &agent_setup, staging.dir(), progress)?;
+    warnings.extend(agent_setup.warning(pinned));
     let mut files = vec![img_name.clone()];
     let key_path = staging.path(&key_name);
     let wrote_key = sealed
@@ -166,7 +161,12 @@ pub fn build(
     m.key_file = wrote_key.then(|| key_name.clone());
     m.signer = header.signer.map(|s| s.to_string());
     m.pinned_signers = if pinned {
-        device.signers.iter().map(ToString::to_string).collect()
+        agent_setup
+            .device
+            .signers
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     } else {
         Vec::new()
     };
@@ -248,9 +248,22 @@ pub fn device_config(
     }
 }
 
-/// The warning of an image with no ext4 root to pin its signers in.
-pub fn no_root_warning() -> String {
-    "the image has no ext4 root filesystem to pin the signer in (/etc/sealed-firstboot.conf): its device accepts any bundle until a signer is pinned there".into()
+/// What goes into a built image's root for its agent: the agent itself
+/// when asked, the configuration it reads.
+pub(crate) struct AgentSetup<'a> {
+    pub agent: Option<&'a image::agent::AgentRequest>,
+    pub device: image::agent::DeviceConfig,
+    /// `SOURCE_DATE_EPOCH`, for the new inodes' times.
+    pub epoch: Option<u64>,
+}
+
+impl AgentSetup<'_> {
+    /// The warning of an image with no ext4 root to pin its signers in.
+    pub fn warning(&self, pinned: bool) -> Option<String> {
+        (!pinned && !self.device.signers.is_empty()).then(|| {
+            "the image has no ext4 root filesystem to pin the signer in (/etc/sealed-firstboot.conf): its device accepts any bundle until a signer is pinned there".into()
+        })
+    }
 }
 
 /// Install the agent (when asked) or write just its configuration into an
@@ -258,15 +271,14 @@ pub fn no_root_warning() -> String {
 /// Returns the agent's report and whether the signers are pinned.
 pub(crate) fn pin_signers(
     img: &std::path::Path,
-    recipe: &Recipe,
-    agent: Option<&image::agent::AgentRequest>,
-    device: &image::agent::DeviceConfig,
+    plan: &Plan,
+    setup: &AgentSetup,
     scratch: &std::path::Path,
-    epoch: Option<u64>,
     progress: &Progress,
 ) -> Result<(Option<image::agent::AgentReport>, bool), BuildError> {
-    let boot = crate::recipe::plan::boot_index(recipe)?;
-    if let Some(req) = agent {
+    let (device, epoch) = (&setup.device, setup.epoch);
+    let boot = plan.boot_index;
+    if let Some(req) = setup.agent {
         progress.step("installing sealed-firstboot");
         let report = image::agent::install_built(img, boot, req, device, scratch, epoch)?;
         return Ok((Some(report), true));
@@ -275,9 +287,8 @@ pub(crate) fn pin_signers(
         return Ok((None, false));
     }
     progress.step("pinning the signer in the root filesystem");
-    let root = crate::recipe::plan::root_selector(recipe);
     let configured =
-        image::agent::configure_built(img, boot, root.as_ref(), device, scratch, epoch)?;
+        image::agent::configure_built(img, boot, plan.root.as_ref(), device, scratch, epoch)?;
     Ok((None, configured.is_some()))
 }
 

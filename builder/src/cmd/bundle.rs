@@ -10,13 +10,14 @@
 //! partial bundle: the device replaces the listed secrets and keeps the
 //! rest of its store.
 
-use crate::error::{io_err, BuildError};
+use crate::cmd::error::{io_err, BuildError};
 use crate::output::staging::Staging;
 use crate::recipe::devices::Device;
+use crate::recipe::devices::Override;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode, Sealed};
-use crate::secrets::{self, Override, SecretsError};
-use sealed_firstboot::bundle::{Contents, Stamp};
+use crate::secrets::{self, SecretsError};
+use sealed_bundle::{Contents, Stamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ pub struct BundleOptions {
     /// How the bundles are signed.
     pub signing: crate::seal::signing::Signing,
     /// `--set-signers`: the bundle replaces the signers its devices pin.
-    pub set_signers: Option<Vec<sealed_firstboot::bundle::Signer>>,
+    pub set_signers: Option<Vec<sealed_bundle::Signer>>,
     /// `--signers-only`: a partial bundle with no secrets, only the new
     /// signer list.
     pub signers_only: bool,
@@ -110,12 +111,11 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
     let mut keep: Vec<String> = names.to_vec();
     for t in r.templates.values() {
         let path = r.resolve(&t.source);
-        let text =
-            crate::io::limit::read_file(&path, crate::secrets::sources::bounded::MAX_VALUE_BYTES)
-                .map_err(|e| {
+        let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+            .map_err(|e| {
                 BuildError::Invalid(format!("reading template {}: {e}", path.display()))
             })?;
-        keep.extend(sealed_firstboot::bundle::placeholders(&text).unwrap_or_default());
+        keep.extend(sealed_bundle::placeholders(&text).unwrap_or_default());
     }
     r.secrets.retain(|n, _| keep.contains(n));
     Ok(r)
@@ -165,7 +165,7 @@ pub fn fleet(
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
     for d in devices {
         // The device's own values, then its store values (device > tag > global).
-        let all = match crate::store::recipe::device_overrides(&reduced, d) {
+        let all = match crate::secrets::sources::store::device_overrides(&reduced, d) {
             Ok(o) => o,
             Err(e) => {
                 failures.push((d.name.clone(), SecretsError::Source(e)));
@@ -218,15 +218,12 @@ fn collect(
                 continue;
             }
             let path = recipe.resolve(&t.source);
-            let text = crate::io::limit::read_file(
-                &path,
-                crate::secrets::sources::bounded::MAX_VALUE_BYTES,
-            )
-            .map_err(|e| SecretsError::Template {
-                name: name.clone(),
-                reason: format!("reading {}: {e}", path.display()),
-            })?;
-            sealed_firstboot::bundle::check_escapes(&text, &contents.values).map_err(|reason| {
+            let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+                .map_err(|e| SecretsError::Template {
+                    name: name.clone(),
+                    reason: format!("reading {}: {e}", path.display()),
+                })?;
+            sealed_bundle::check_escapes(&text, &contents.values).map_err(|reason| {
                 SecretsError::Template {
                     name: name.clone(),
                     reason: format!(

@@ -4,13 +4,15 @@
 //! Every device's secrets are collected and sealed before anything is
 //! written, so a missing secret on any device fails the whole shard cleanly.
 
+use crate::cmd::build::{device_config, pin_signers, AgentSetup};
+use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
-use crate::error::{io_err, BuildError};
-use crate::image::{self, BootSelector};
+use crate::image::{self, PartitionSelector};
 use crate::io::sparse;
 use crate::output::bmap;
 use crate::output::{frames, staging::Staging, sums};
 use crate::recipe::devices::Device;
+use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode, Sealed};
 use crate::secrets::{self, SecretsError};
@@ -25,7 +27,7 @@ pub struct FleetOptions {
     pub out_dir: PathBuf,
     /// Key mode of devices without a known recipient.
     pub key_mode: KeyMode,
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// Write `DEVICE/sealed-secrets/bundle` (+ key) instead of whole images,
     /// for `inject` or `flash`.
     pub bundles_only: bool,
@@ -72,7 +74,7 @@ pub fn build_fleet(
     opts: &FleetOptions,
     progress: &Progress,
 ) -> Result<FleetReport, BuildError> {
-    recipe.validate_layout()?;
+    let plan = Plan::new(recipe)?;
     let paths = recipe.path_policy();
     let how = seal::SealOptions {
         signing: &opts.signing,
@@ -82,7 +84,7 @@ pub fn build_fleet(
     let mut sealed: Vec<Sealed> = Vec::new();
     let mut failures: Vec<(String, SecretsError)> = Vec::new();
     for d in devices {
-        let overrides = match crate::store::recipe::device_overrides(recipe, d) {
+        let overrides = match crate::secrets::sources::store::device_overrides(recipe, d) {
             Ok(o) => o,
             Err(e) => {
                 failures.push((d.name.clone(), SecretsError::Source(e)));
@@ -136,29 +138,22 @@ pub fn build_fleet(
         None
     } else {
         progress.step("assembling the base image");
-        let layout = crate::recipe::plan::layout(recipe, Vec::new())?;
+        let layout = plan.layout(Vec::new())?;
         image::assemble_with(&base, &layout, &opts.assemble)?;
-        let index = crate::recipe::plan::boot_index(recipe)?;
-        let device = crate::cmd::build::device_config(recipe, &opts.signing);
-        let (_, pinned) = crate::cmd::build::pin_signers(
-            &base,
-            recipe,
-            opts.agent.as_ref(),
-            &device,
-            staging.dir(),
-            opts.assemble.source_date_epoch,
-            progress,
-        )?;
-        if !pinned && !device.signers.is_empty() {
-            eprintln!(
-                "build-image: warning: {}",
-                crate::cmd::build::no_root_warning()
-            );
+        let index = plan.boot_index;
+        let agent_setup = AgentSetup {
+            agent: opts.agent.as_ref(),
+            device: device_config(recipe, &opts.signing),
+            epoch: opts.assemble.source_date_epoch,
+        };
+        let (_, pinned) = pin_signers(&base, &plan, &agent_setup, staging.dir(), progress)?;
+        if let Some(w) = agent_setup.warning(pinned) {
+            eprintln!("build-image: warning: {w}");
         }
         let info = image::read_table(&base)?;
         Some(image::find_boot_partition(
             &info,
-            &BootSelector::Index(index),
+            &PartitionSelector::Index(index),
         )?)
     };
 

@@ -7,17 +7,18 @@
 //! at the end, so a failure (or `--in-place`) never leaves a half-written
 //! image behind.
 
+use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
 use crate::cmd::report::SealedImage;
-use crate::error::{io_err, BuildError};
-use crate::image::{self, BootSelector};
+use crate::image::{self, PartitionSelector};
 use crate::io::compressed::{Format, ImageName};
 use crate::io::sparse;
 use crate::output::manifest;
 use crate::output::zst;
+use crate::recipe::devices::Override;
 use crate::recipe::Recipe;
 use crate::seal::{self, KeyMode};
-use crate::secrets::{self, Override};
+use crate::secrets;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,9 +30,9 @@ pub struct InjectOptions {
     pub output: Option<PathBuf>,
     /// Replace the input image (atomically) instead of writing a new one.
     pub in_place: bool,
-    pub selector: BootSelector,
+    pub selector: PartitionSelector,
     pub key_mode: KeyMode,
-    pub created_at: sealed_firstboot::bundle::Stamp,
+    pub created_at: sealed_bundle::Stamp,
     /// Install sealed-firstboot into the image's root filesystem too (its
     /// configuration then pins the signer).
     pub agent: Option<image::agent::AgentRequest>,

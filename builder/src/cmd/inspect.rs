@@ -3,8 +3,8 @@
 //! and, with the image key, the manifest (names, types, paths, owners).
 
 use crate::cmd::build::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
-use crate::image::{self, BootSelector, ImageError};
-use sealed_firstboot::bundle::{self, BundleError, ImageKey, Manifest};
+use crate::image::{self, ImageError, PartitionSelector};
+use sealed_bundle::{self as bundle, BundleError, ImageKey, Manifest};
 use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;
@@ -53,7 +53,7 @@ pub struct BundleInfo {
 
 pub fn inspect(
     image_path: &Path,
-    selector: &BootSelector,
+    selector: &PartitionSelector,
     key: Option<&Path>,
 ) -> Result<Inspection, InspectError> {
     let info = image::read_table(image_path)?;

@@ -4,6 +4,8 @@
 
 pub mod build;
 pub mod bundle;
+pub mod check;
+pub mod error;
 pub mod flash;
 pub mod fleet;
 pub mod inject;

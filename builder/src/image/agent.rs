@@ -15,7 +15,7 @@
 
 use super::debugfs::{self, debugfs_cat, debugfs_write, quote, quoted, Inode, Kind};
 use super::read::{describe_all, DiskInfo, PartInfo, Picked};
-use super::{BootSelector, ImageError};
+use super::{ImageError, PartitionSelector};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -161,7 +161,7 @@ pub struct AgentRequest {
     /// `--boot-dir`: the boot partition's mount point on the device.
     pub boot_dir: Option<String>,
     /// `--root-partition`: default the only ext partition besides the boot one.
-    pub root: Option<BootSelector>,
+    pub root: Option<PartitionSelector>,
 }
 
 /// What the image's `/etc/sealed-firstboot.conf` must say besides
@@ -170,7 +170,7 @@ pub struct AgentRequest {
 /// to any it has).
 #[derive(Clone, Debug, Default)]
 pub struct DeviceConfig {
-    pub signers: Vec<sealed_firstboot::bundle::Signer>,
+    pub signers: Vec<sealed_bundle::Signer>,
     pub allow_paths: Vec<String>,
 }
 
@@ -267,7 +267,7 @@ pub fn configure(
     image: &Path,
     info: &DiskInfo,
     boot: &PartInfo,
-    root_sel: Option<&BootSelector>,
+    root_sel: Option<&PartitionSelector>,
     device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
@@ -300,7 +300,7 @@ pub fn image_config(
     image: &Path,
     info: &DiskInfo,
     boot: &PartInfo,
-) -> Result<Option<sealed_firstboot::config::Config>, AgentError> {
+) -> Result<Option<sealed_bundle::config::Config>, AgentError> {
     let Ok(root) = find_root(info, boot, None) else {
         return Ok(None);
     };
@@ -312,7 +312,7 @@ pub fn image_config(
     let Some(bytes) = existing else {
         return Ok(None);
     };
-    sealed_firstboot::config::parse(&String::from_utf8_lossy(&bytes))
+    sealed_bundle::config::parse(&String::from_utf8_lossy(&bytes))
         .map(Some)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })
 }
@@ -410,7 +410,7 @@ pub fn install_built(
     epoch: Option<u64>,
 ) -> Result<AgentReport, AgentError> {
     let info = super::read_table(image)?;
-    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    let boot = super::find_boot_partition(&info, &PartitionSelector::Index(boot_index))?;
     install(image, &info, &boot, req, device, scratch, epoch)
 }
 
@@ -419,7 +419,7 @@ pub fn install_built(
 pub fn configure_built(
     image: &Path,
     boot_index: u32,
-    root_sel: Option<&BootSelector>,
+    root_sel: Option<&PartitionSelector>,
     device: &DeviceConfig,
     scratch: &Path,
     epoch: Option<u64>,
@@ -428,7 +428,7 @@ pub fn configure_built(
         return Ok(None);
     }
     let info = super::read_table(image)?;
-    let boot = super::find_boot_partition(&info, &BootSelector::Index(boot_index))?;
+    let boot = super::find_boot_partition(&info, &PartitionSelector::Index(boot_index))?;
     configure(image, &info, &boot, root_sel, device, scratch, epoch)
 }
 
@@ -523,7 +523,7 @@ fn is_ext(p: &PartInfo) -> bool {
 pub fn find_root(
     info: &DiskInfo,
     boot: &PartInfo,
-    sel: Option<&BootSelector>,
+    sel: Option<&PartitionSelector>,
 ) -> Result<PartInfo, AgentError> {
     match sel.and_then(|sel| super::read::pick(info, sel)) {
         Some(Picked::One(p)) if !is_ext(p) => {
@@ -793,7 +793,7 @@ fn config_text(
             _ => format!("{l}\n"),
         })
         .collect();
-    let parsed = sealed_firstboot::config::parse(&checked)
+    let parsed = sealed_bundle::config::parse(&checked)
         .map_err(|(line, reason)| AgentError::BadConfig { line, reason })?;
     if device.signers.is_empty() && !parsed.signers.is_empty() {
         return Err(AgentError::PinnedButUnsigned);
@@ -896,16 +896,16 @@ mod tests {
             ],
         };
         let boot = info.partitions[0].clone();
-        let root = |sel: Option<BootSelector>| find_root(&info, &boot, sel.as_ref());
-        let label = |l: &str| Some(BootSelector::Label(l.into()));
+        let root = |sel: Option<PartitionSelector>| find_root(&info, &boot, sel.as_ref());
+        let label = |l: &str| Some(PartitionSelector::Label(l.into()));
         assert_eq!(root(label("DATA")).unwrap().index, 4);
-        assert_eq!(root(Some(BootSelector::Index(3))).unwrap().index, 3);
+        assert_eq!(root(Some(PartitionSelector::Index(3))).unwrap().index, 3);
         assert!(
             matches!(root(label("rootfs")), Err(AgentError::AmbiguousRoot(m)) if m.contains("2 (") && m.contains("3 ("))
         );
         // Two named rootfs among three ext partitions: no guess either.
         assert!(matches!(root(None), Err(AgentError::AmbiguousRoot(_))));
-        match root(Some(BootSelector::Index(9))) {
+        match root(Some(PartitionSelector::Index(9))) {
             Err(AgentError::NoRoot(m)) => {
                 assert!(m.starts_with("no partition 9; partitions: 1 ("), "{m}")
             }
@@ -933,7 +933,7 @@ mod tests {
         let config_text = |e, b: &str| super::config_text(e, Some(b), &none);
         let new = config_text(None, "/boot/firmware").unwrap();
         assert_eq!(
-            sealed_firstboot::config::parse(&new).unwrap().boot_dir,
+            sealed_bundle::config::parse(&new).unwrap().boot_dir,
             Some(PathBuf::from("/boot/firmware"))
         );
         let mine = b"# mine\nidentity = ssh-host-key\nboot_dir=/boot\nboot_dir = /old # again\n";
@@ -964,7 +964,7 @@ mod tests {
     /// unsigned build is refused for an image that pins signers.
     #[test]
     fn config_pins_the_build_signers() {
-        use sealed_firstboot::bundle::SigningKey;
+        use sealed_bundle::SigningKey;
         let (a, b) = (
             SigningKey::generate().signer(),
             SigningKey::generate().signer(),
@@ -976,7 +976,7 @@ mod tests {
         let old = SigningKey::generate().signer();
         let mine = format!("boot_dir = /boot\nsigner = {old}\nidentity = generated\n");
         let text = config_text(Some(mine.as_bytes()), None, &pins).unwrap();
-        let parsed = sealed_firstboot::config::parse(&text).unwrap();
+        let parsed = sealed_bundle::config::parse(&text).unwrap();
         assert_eq!(parsed.signers, [a, b]);
         assert_eq!(parsed.allow_paths, ["/run/systemd/network"]);
         assert_eq!(parsed.boot_dir.as_deref(), Some(Path::new("/boot")));
@@ -987,7 +987,7 @@ mod tests {
         );
         let fresh = config_text(None, None, &pins).unwrap();
         assert_eq!(
-            sealed_firstboot::config::parse(&fresh).unwrap().signers,
+            sealed_bundle::config::parse(&fresh).unwrap().signers,
             [a, b]
         );
         assert!(matches!(

@@ -22,7 +22,7 @@ pub(crate) fn quote(path: &[u8]) -> Result<Vec<u8>, ImageError> {
         });
     }
     let mut q = Vec::new();
-    sealed_firstboot::bundle::quote_into(&mut q, path, b'"', |b| (b == b'"').then_some(b"\"\""));
+    sealed_bundle::quote_into(&mut q, path, b'"', |b| (b == b'"').then_some(b"\"\""));
     Ok(q)
 }
 

@@ -4,9 +4,9 @@
 //! key (`identity = ssh-host-key`) would be shared too. Images should
 //! create host keys on first boot (Raspberry Pi OS's
 //! `regenerate_ssh_host_keys`, cloud-init, `ssh-keygen -A` in a unit).
-//! Found at build time and reported as a warning.
+//! Found at build time (`crate::recipe::plan::host_key_warnings`) and
+//! reported as a warning.
 
-use crate::recipe::Recipe;
 use std::io;
 use std::path::Path;
 
@@ -54,27 +54,6 @@ pub fn in_source(source: &Path) -> io::Result<Vec<String>> {
     found.sort();
     found.dedup();
     Ok(found)
-}
-
-/// One warning per root partition whose source ships host keys. A source
-/// that cannot be read is left to the build to report.
-pub fn warnings(recipe: &Recipe) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in &recipe.partitions {
-        let Some(source) = &p.source else { continue };
-        let Ok(keys) = in_source(&recipe.resolve(source)) else {
-            continue;
-        };
-        if !keys.is_empty() {
-            out.push(format!(
-                "partition {}: its source {} ships SSH host keys ({}): every device made from this image gets the same host key; remove them and let the image create them on first boot (see README, \"SSH host keys\")",
-                p.label,
-                source.display(),
-                keys.join(", ")
-            ));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -240,12 +240,12 @@ impl FatFile {
     }
 }
 
-/// Result of [`super::assemble_with`] (and of [`plan`]).
+/// Result of [`super::assemble_with`] (and of [`place`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Assembled {
+pub struct Placement {
     /// Image size in bytes.
     pub size: u64,
-    /// GPT disk GUID (uppercase) or MBR signature (`0x1234abcd`); empty for a plan.
+    /// GPT disk GUID (uppercase) or MBR signature (`0x1234abcd`); empty for a placement alone.
     pub disk_id: String,
     pub partitions: Vec<Placed>,
 }
@@ -260,7 +260,7 @@ pub struct Placed {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
-    /// GPT partition GUID (uppercase) or MBR PARTUUID (`1234abcd-01`); `None` in a plan.
+    /// GPT partition GUID (uppercase) or MBR PARTUUID (`1234abcd-01`); `None` in a placement alone.
     pub part_uuid: Option<String>,
     /// Filesystem UUID (ext4) or volume id (FAT, `ABCD-1234`), when one was made.
     pub fs_uuid: Option<String>,
@@ -348,7 +348,7 @@ pub fn validate_gpt_name(label: &str) -> Result<(), ImageError> {
 /// Compute where every partition goes and the image size, checking that
 /// everything fits and that the table can describe it. Does not touch disk
 /// and does not look at contents (see `super::assemble` for those checks).
-pub fn plan(layout: &Layout) -> Result<Assembled, ImageError> {
+pub fn place(layout: &Layout) -> Result<Placement, ImageError> {
     let n = layout.partitions.len();
     if n == 0 {
         return Err(ImageError::InvalidLayout("layout has no partitions".into()));
@@ -453,7 +453,7 @@ pub fn plan(layout: &Layout) -> Result<Assembled, ImageError> {
             "image of {size} bytes is too small for a GPT"
         )));
     }
-    Ok(Assembled {
+    Ok(Placement {
         size,
         disk_id: String::new(),
         partitions: placed,
@@ -528,7 +528,7 @@ mod tests {
             vec![part("esp", 64 << 20), part("root", (100 << 20) + 512)],
             None,
         );
-        let p = plan(&l).unwrap();
+        let p = place(&l).unwrap();
         assert_eq!(p.partitions[0].start, 1 << 20);
         assert_eq!(p.partitions[1].start, 65 << 20);
         // root ends at 165 MiB + 512, rounded to 166 MiB, plus 1 MiB for the backup GPT.
@@ -539,60 +539,60 @@ mod tests {
     #[test]
     fn mbr_plan_has_no_backup() {
         let l = layout(TableKind::Mbr, vec![part("a", 8 << 20)], None);
-        assert_eq!(plan(&l).unwrap().size, 9 << 20);
+        assert_eq!(place(&l).unwrap().size, 9 << 20);
     }
 
     #[test]
     fn explicit_total_must_fit() {
         // 1 MiB gap + 8 MiB partition + 33 sectors of backup > 9 MiB
         let l = layout(TableKind::Gpt, vec![part("a", 8 << 20)], Some(9 << 20));
-        match plan(&l).unwrap_err() {
+        match place(&l).unwrap_err() {
             ImageError::DoesNotFit { index, label, .. } => {
                 assert_eq!((index, label.as_str()), (1, "a"));
             }
             e => panic!("{e}"),
         }
         let l = layout(TableKind::Mbr, vec![part("a", 8 << 20)], Some(9 << 20));
-        assert_eq!(plan(&l).unwrap().size, 9 << 20);
+        assert_eq!(place(&l).unwrap().size, 9 << 20);
         let l = layout(
             TableKind::Gpt,
             vec![part("a", 8 << 20)],
             Some((9 << 20) + 33 * 512),
         );
-        assert_eq!(plan(&l).unwrap().size, (9 << 20) + 33 * 512);
+        assert_eq!(place(&l).unwrap().size, (9 << 20) + 33 * 512);
         let l = layout(TableKind::Gpt, vec![part("a", 8 << 20)], Some(1000));
-        assert!(matches!(plan(&l), Err(ImageError::InvalidLayout(_))));
+        assert!(matches!(place(&l), Err(ImageError::InvalidLayout(_))));
     }
 
     #[test]
     fn limits_are_checked() {
         let five = (0..5).map(|i| part(&format!("p{i}"), 1 << 20)).collect();
         assert!(matches!(
-            plan(&layout(TableKind::Mbr, five, None)),
+            place(&layout(TableKind::Mbr, five, None)),
             Err(ImageError::TooManyMbrPartitions(5))
         ));
         let long = "x".repeat(37);
         assert!(matches!(
-            plan(&layout(TableKind::Gpt, vec![part(&long, 1 << 20)], None)),
+            place(&layout(TableKind::Gpt, vec![part(&long, 1 << 20)], None)),
             Err(ImageError::GptLabelTooLong { units: 37, .. })
         ));
         // 36 UTF-16 units is fine, even with non-ASCII.
         let ok = "é".repeat(36);
-        assert!(plan(&layout(TableKind::Gpt, vec![part(&ok, 1 << 20)], None)).is_ok());
+        assert!(place(&layout(TableKind::Gpt, vec![part(&ok, 1 << 20)], None)).is_ok());
         // An emoji is two UTF-16 units.
         let emoji = "😀".repeat(19);
-        assert!(plan(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![part("a", 1000)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![part("a", 0)], None)).is_err());
-        assert!(plan(&layout(TableKind::Gpt, vec![], None)).is_err());
+        assert!(place(&layout(TableKind::Gpt, vec![part(&emoji, 1 << 20)], None)).is_err());
+        assert!(place(&layout(TableKind::Gpt, vec![part("a", 1000)], None)).is_err());
+        assert!(place(&layout(TableKind::Gpt, vec![part("a", 0)], None)).is_err());
+        assert!(place(&layout(TableKind::Gpt, vec![], None)).is_err());
         let huge = layout(TableKind::Mbr, vec![part("a", 4 << 40)], None);
-        assert!(matches!(plan(&huge), Err(ImageError::InvalidLayout(_))));
+        assert!(matches!(place(&huge), Err(ImageError::InvalidLayout(_))));
         let overflow = layout(
             TableKind::Gpt,
             vec![part("a", u64::MAX - 511), part("b", 1 << 20)],
             None,
         );
-        assert!(plan(&overflow).is_err());
+        assert!(place(&overflow).is_err());
     }
 
     #[test]

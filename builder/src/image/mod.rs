@@ -25,10 +25,10 @@ pub mod fat;
 mod fat_boot;
 pub mod fat_files;
 mod fat_repair;
-pub mod gpt;
+pub mod gpt_table;
 pub mod host_keys;
 pub mod layout;
-pub mod mbr;
+pub mod mbr_table;
 pub mod read;
 pub mod slice;
 
@@ -43,11 +43,11 @@ use std::path::{Path, PathBuf};
 pub use disk::DiskView;
 pub use fat_files::{fat_read_file, fat_remove_file, fat_write_files};
 pub use layout::{
-    human_size, parse_size, plan, Assembled, FatFile, Layout, PartitionContent, PartitionKind,
-    PartitionSpec, Placed, TableKind,
+    human_size, parse_size, place, FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec,
+    Placed, Placement, TableKind,
 };
 pub use read::{
-    find_boot_partition, read_table, read_table_from, BootSelector, DiskInfo, PartInfo,
+    find_boot_partition, read_table, read_table_from, DiskInfo, PartInfo, PartitionSelector,
 };
 pub use slice::PartitionSlice;
 
@@ -344,13 +344,13 @@ pub fn assemble_with(
     out: &Path,
     layout: &Layout,
     opts: &AssembleOptions,
-) -> Result<Assembled, ImageError> {
+) -> Result<Placement, ImageError> {
     // From here on, any error removes `out`: no stale or half-made image.
     let mut guard = RemoveOnError {
         path: out,
         armed: true,
     };
-    let mut result = plan(layout)?;
+    let mut result = place(layout)?;
     precheck(layout, &result.partitions)?;
     let ids = pick_ids(layout);
 
@@ -412,12 +412,12 @@ pub fn assemble_with(
 
     let file = match layout.table {
         TableKind::Gpt => {
-            let entries: Vec<gpt::GptEntry> = result
+            let entries: Vec<gpt_table::GptEntry> = result
                 .partitions
                 .iter()
                 .zip(&layout.partitions)
                 .enumerate()
-                .map(|(i, (p, spec))| gpt::GptEntry {
+                .map(|(i, (p, spec))| gpt_table::GptEntry {
                     name: spec.label.clone(),
                     type_guid: spec.kind.gpt_type(),
                     part_guid: ids.part_uuids[i],
@@ -427,22 +427,22 @@ pub fn assemble_with(
                 })
                 .collect();
             result.disk_id = read::fmt_guid(&ids.disk_guid);
-            gpt::write(file, ids.disk_guid, &entries)?
+            gpt_table::write(file, ids.disk_guid, &entries)?
         }
         TableKind::Mbr => {
-            let entries: Vec<mbr::MbrEntry> = result
+            let entries: Vec<mbr_table::MbrEntry> = result
                 .partitions
                 .iter()
                 .zip(&layout.partitions)
-                .map(|(p, spec)| mbr::MbrEntry {
+                .map(|(p, spec)| mbr_table::MbrEntry {
                     bootable: spec.bootable,
                     type_byte: spec.kind.mbr_type(),
-                    // plan() checked both fit in 32 bits.
+                    // place() checked both fit in 32 bits.
                     start_lba: u32::try_from(p.start / SECTOR).unwrap_or(u32::MAX),
                     sectors: u32::try_from(p.size / SECTOR).unwrap_or(u32::MAX),
                 })
                 .collect();
-            mbr::write(&file, ids.disk_signature, &entries)
+            mbr_table::write(&file, ids.disk_signature, &entries)
                 .map_err(|e| ImageError::io("cannot write the MBR", e))?;
             result.disk_id = format!("0x{:08x}", ids.disk_signature);
             file

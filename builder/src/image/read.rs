@@ -12,7 +12,7 @@ use gpt::GptConfig;
 use super::disk::DiskView;
 use super::fat_boot::BootSector;
 use super::layout::{TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
-use super::mbr;
+use super::mbr_table;
 use super::ImageError;
 
 /// A partition table as found in an image.
@@ -91,15 +91,29 @@ impl PartInfo {
     }
 }
 
-/// How to pick the FAT boot partition.
+/// How to pick a partition: the FAT boot partition (`--partition`), or
+/// the root filesystem (`--root-partition`, `[agent] root-partition`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BootSelector {
-    /// The ESP if there is one, else the only FAT partition of a FAT type.
+pub enum PartitionSelector {
+    /// The default: the ESP if there is one, else the only FAT partition of
+    /// a FAT type (boot); the only ext4 partition besides the boot one
+    /// (root).
     Auto,
     /// By GPT partition name, or by filesystem label (ASCII case ignored).
     Label(String),
     /// By partition number.
     Index(u32),
+}
+
+impl PartitionSelector {
+    /// A partition number, else a GPT name or filesystem label (as
+    /// `--partition` and `[agent] root-partition` take it).
+    pub fn from_arg(s: &str) -> PartitionSelector {
+        match s.parse::<u32>() {
+            Ok(n) => PartitionSelector::Index(n),
+            Err(_) => PartitionSelector::Label(s.to_string()),
+        }
+    }
 }
 
 pub(crate) fn fmt_guid(g: &uuid::Uuid) -> String {
@@ -150,7 +164,7 @@ pub fn read_table_from<D: Read + Seek>(
         path: image.to_path_buf(),
         reason,
     };
-    let mbr = mbr::read(&mut disk).map_err(bad)?;
+    let mbr = mbr_table::read(&mut disk).map_err(bad)?;
     let lb = if has_gpt_signature(&mut disk, 512) {
         Some(LogicalBlockSize::Lb512)
     } else if has_gpt_signature(&mut disk, 4096) {
@@ -353,16 +367,16 @@ pub(crate) enum Picked<'a> {
 }
 
 /// The partition a number or a name (GPT name or filesystem label, ASCII
-/// case ignored) picks; `None` for [`BootSelector::Auto`], whose rules
+/// case ignored) picks; `None` for [`PartitionSelector::Auto`], whose rules
 /// differ between the boot and the root partition.
-pub(crate) fn pick<'a>(info: &'a DiskInfo, sel: &BootSelector) -> Option<Picked<'a>> {
+pub(crate) fn pick<'a>(info: &'a DiskInfo, sel: &PartitionSelector) -> Option<Picked<'a>> {
     let (hits, missing): (Vec<&PartInfo>, String) = match sel {
-        BootSelector::Auto => return None,
-        BootSelector::Index(i) => (
+        PartitionSelector::Auto => return None,
+        PartitionSelector::Index(i) => (
             info.partitions.iter().filter(|p| p.index == *i).collect(),
             format!("no partition {i}"),
         ),
-        BootSelector::Label(l) => (
+        PartitionSelector::Label(l) => (
             info.partitions.iter().filter(|p| p.is_called(l)).collect(),
             format!("no partition named or labelled {l:?}"),
         ),
@@ -375,7 +389,10 @@ pub(crate) fn pick<'a>(info: &'a DiskInfo, sel: &BootSelector) -> Option<Picked<
 }
 
 /// Pick the FAT boot partition.
-pub fn find_boot_partition(info: &DiskInfo, sel: &BootSelector) -> Result<PartInfo, ImageError> {
+pub fn find_boot_partition(
+    info: &DiskInfo,
+    sel: &PartitionSelector,
+) -> Result<PartInfo, ImageError> {
     let chosen = match pick(info, sel) {
         Some(Picked::One(p)) => p,
         Some(Picked::Missing(m)) => return Err(ImageError::NoBootPartition(m)),

@@ -405,12 +405,12 @@ fn mbr_image_checks_out_with_sfdisk() {
     assert_eq!(info.partitions[0].uuid.as_deref(), Some("5eedcafe-01"));
     assert_eq!(info.partitions[1].fs_label.as_deref(), Some("rootfs"));
     // Auto prefers the ESP-typed FAT partition; a label picks the other.
-    let auto = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let auto = find_boot_partition(&info, &PartitionSelector::Auto).unwrap();
     assert_eq!(auto.index, 3);
-    let by_label = find_boot_partition(&info, &BootSelector::Label("bootfs".into())).unwrap();
+    let by_label = find_boot_partition(&info, &PartitionSelector::Label("bootfs".into())).unwrap();
     assert_eq!(by_label.index, 1);
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Index(2)),
+        find_boot_partition(&info, &PartitionSelector::Index(2)),
         Err(ImageError::NotFat { .. })
     ));
 
@@ -774,10 +774,10 @@ fn fat_edits_in_place_on_an_image_made_by_other_tools() {
     assert_eq!(info.partitions[1].fs_label.as_deref(), Some("rootfs"));
 
     for sel in [
-        BootSelector::Auto,
-        BootSelector::Label("bootfs".into()),
-        BootSelector::Label("BOOTFS".into()),
-        BootSelector::Index(1),
+        PartitionSelector::Auto,
+        PartitionSelector::Label("bootfs".into()),
+        PartitionSelector::Label("BOOTFS".into()),
+        PartitionSelector::Index(1),
     ] {
         assert_eq!(
             find_boot_partition(&info, &sel).unwrap().index,
@@ -786,19 +786,19 @@ fn fat_edits_in_place_on_an_image_made_by_other_tools() {
         );
     }
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Index(2)),
+        find_boot_partition(&info, &PartitionSelector::Index(2)),
         Err(ImageError::NotFat { .. })
     ));
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Index(9)),
+        find_boot_partition(&info, &PartitionSelector::Index(9)),
         Err(ImageError::NoBootPartition(_))
     ));
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Label("nope".into())),
+        find_boot_partition(&info, &PartitionSelector::Label("nope".into())),
         Err(ImageError::NoBootPartition(_))
     ));
 
-    let part = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let part = find_boot_partition(&info, &PartitionSelector::Auto).unwrap();
     assert_eq!(
         fat_read_file(&img, &part, "cmdline.txt").unwrap().unwrap(),
         b"console=serial0 root=PARTUUID=3a8e0a1b-02\n"
@@ -890,13 +890,13 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert_eq!(
-        find_boot_partition(&info, &BootSelector::Auto)
+        find_boot_partition(&info, &PartitionSelector::Auto)
             .unwrap()
             .index,
         2
     );
     assert_eq!(
-        find_boot_partition(&info, &BootSelector::Label("data".into()))
+        find_boot_partition(&info, &PartitionSelector::Label("data".into()))
             .unwrap()
             .index,
         1
@@ -906,24 +906,24 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Auto),
+        find_boot_partition(&info, &PartitionSelector::Auto),
         Err(ImageError::AmbiguousBootPartition(_))
     ));
     // A name picks by GPT name or label, ASCII case ignored; what matches
     // nothing is named with the image's partitions.
     assert_eq!(
-        find_boot_partition(&info, &BootSelector::Label("DATA".into()))
+        find_boot_partition(&info, &PartitionSelector::Label("DATA".into()))
             .unwrap()
             .index,
         1
     );
     for (sel, want) in [
         (
-            BootSelector::Index(9),
+            PartitionSelector::Index(9),
             "no partition 9; partitions: 1 (type ",
         ),
         (
-            BootSelector::Label("nothing".into()),
+            PartitionSelector::Label("nothing".into()),
             "no partition named or labelled \"nothing\"; partitions: 1 (type ",
         ),
     ] {
@@ -940,7 +940,7 @@ fn gpt_boot_selection_prefers_the_esp_and_refuses_to_guess() {
     assemble_with(&img, &layout, &AssembleOptions::default()).unwrap();
     let info = read_table(&img).unwrap();
     assert!(matches!(
-        find_boot_partition(&info, &BootSelector::Auto),
+        find_boot_partition(&info, &PartitionSelector::Auto),
         Err(ImageError::NoBootPartition(_))
     ));
 }

@@ -75,7 +75,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedE
         Err(e) => return Err(BoundedError::Io(e.into())),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
-    if let Some(what) = sealed_firstboot::fsutil::not_regular(st.st_mode) {
+    if let Some(what) = sealed_bundle::io::not_regular(st.st_mode) {
         return Err(BoundedError::NotRegular(what));
     }
     if st.st_size as u64 > limit {

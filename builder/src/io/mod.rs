@@ -1,10 +1,13 @@
-//! The I/O room: byte streams shared by the commands. Compressed images
-//! (detected by their magic, decoded one way), sparse files (where the data
-//! is, copies that keep the holes), the one zero-skipping writer, the
-//! worker thread count; files under a directory descriptor that never
+//! The I/O layer under every stage, the store and the commands (it imports
+//! none of them): compressed images ([`compressed`]: detected by their
+//! magic, decoded one way), sparse files ([`sparse`]: where the data is,
+//! copies that keep the holes), the one zero-skipping writer
+//! ([`sparse_write`]), the worker thread count; bounded reads of files and
+//! programs ([`bounded`]); files under a directory descriptor that never
 //! follow links ([`at`]); zeroizing buffers for plaintext ([`secret`]).
 
 pub mod at;
+pub mod bounded;
 pub mod compressed;
 pub mod limit;
 pub mod secret;

@@ -13,7 +13,7 @@
 //! [`OutputFile::from_file`] / [`OutputFile::with_sha256`] for each output
 //! file; then [`write_build_json`].
 
-use crate::image::{Assembled, Layout, PartitionKind, TableKind};
+use crate::image::{Layout, PartitionKind, Placement, TableKind};
 use crate::recipe::{self, Recipe};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -136,7 +136,7 @@ impl ImageInfo {
         name: &str,
         file: &str,
         layout: &Layout,
-        assembled: &Assembled,
+        assembled: &Placement,
     ) -> ImageInfo {
         ImageInfo {
             name: name.into(),
@@ -177,7 +177,7 @@ pub struct PartitionInfo {
 /// Partitions of an assembled image: `layout` says what each is,
 /// `assembled` where it went (matched by position, as `assemble` keeps the
 /// order).
-pub fn partitions_from(layout: &Layout, assembled: &Assembled) -> Vec<PartitionInfo> {
+pub fn partitions_from(layout: &Layout, assembled: &Placement) -> Vec<PartitionInfo> {
     assembled
         .partitions
         .iter()
@@ -247,10 +247,7 @@ pub struct TemplateInfo {
 /// Every secret of `recipe`; `bundled` is the bundle's manifest
 /// (`contents.manifest` before the contents are dropped; it holds no
 /// values), which says which ones were included.
-pub fn secrets_from(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<SecretInfo> {
+pub fn secrets_from(recipe: &Recipe, bundled: &sealed_bundle::Manifest) -> Vec<SecretInfo> {
     recipe
         .secrets
         .iter()
@@ -274,10 +271,7 @@ pub fn secrets_from(
 }
 
 /// Every template of `recipe` (see [`secrets_from`] for `bundled`).
-pub fn templates_from(
-    recipe: &Recipe,
-    bundled: &sealed_firstboot::bundle::Manifest,
-) -> Vec<TemplateInfo> {
+pub fn templates_from(recipe: &Recipe, bundled: &sealed_bundle::Manifest) -> Vec<TemplateInfo> {
     recipe
         .templates
         .iter()
@@ -354,7 +348,7 @@ impl BuildManifest {
             signer: None,
             pinned_signers: Vec::new(),
             created_at,
-            created_at_utc: rfc3339_utc(created_at),
+            created_at_utc: crate::store::metadata::rfc3339(created_at),
             outputs: Vec::new(),
             warnings: Vec::new(),
         }
@@ -368,28 +362,6 @@ pub fn write_build_json(path: &Path, m: &BuildManifest) -> io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,15 +370,6 @@ mod tests {
 
     fn demo_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-recipes/demo")
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339_utc(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(rfc3339_utc(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 
     fn sample(recipe: &Recipe, dir: &Path) -> BuildManifest {
@@ -426,7 +389,7 @@ mod tests {
             part_uuid: Some(format!("C0FFEE00-0000-4000-8000-00000000000{index}")),
             fs_uuid: Some(fs.into()),
         };
-        let assembled = Assembled {
+        let assembled = Placement {
             size: 129 << 20,
             disk_id: "5B4E0A6C-1F55-4C36-9A1E-2D8C3F0E7A11".into(),
             partitions: vec![
@@ -435,12 +398,12 @@ mod tests {
             ],
         };
         // The bundle holds the required secrets but not the optional `motd`.
-        let bundled = sealed_firstboot::bundle::Manifest {
+        let bundled = sealed_bundle::Manifest {
             secrets: recipe
                 .secrets
                 .iter()
                 .filter(|(_, s)| s.required)
-                .map(|(n, s)| sealed_firstboot::bundle::SecretEntry {
+                .map(|(n, s)| sealed_bundle::SecretEntry {
                     name: n.clone(),
                     kind: s.kind,
                     path: recipe.device_path(n, s),

@@ -1,6 +1,7 @@
-//! Build outputs beside the image: `NAME.img.zst` (and per-device frames),
-//! `SHA256SUMS`, `build.json`, sparse copies, and the staging directory that
-//! commits them as a set. The block map is in `crate::output::bmap`.
+//! Build outputs beside the image: the block map ([`bmap`], read back by
+//! `flash`), `NAME.img.zst` ([`zst`], and per-device frames, [`frames`]),
+//! `SHA256SUMS` ([`sums`]), `build.json` ([`manifest`]), and the staging
+//! directory that commits them as a set ([`staging`]).
 
 pub mod bmap;
 pub mod frames;

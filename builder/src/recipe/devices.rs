@@ -19,12 +19,19 @@
 //! ```
 
 use crate::recipe::SourceSpec;
-use crate::secrets::Override;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+/// A per-device value or source that replaces the recipe's source of a
+/// secret (fleet builds).
+#[derive(Clone)]
+pub enum Override {
+    Value(Zeroizing<Vec<u8>>),
+    Source(SourceSpec),
+}
 
 #[derive(Debug, Error)]
 pub enum DevicesError {
@@ -149,7 +156,7 @@ pub fn parse_text(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (name, recipient, overrides, tags) in devices {
-        if !sealed_firstboot::bundle::is_plain_name(&name, 64, &['.']) {
+        if !sealed_bundle::is_plain_name(&name, 64, &['.']) {
             // The cell is not echoed: with columns out of place it may hold a value.
             return Err(invalid(format!(
                 "device #{}: its name is not a valid device name: use 1 to 64 letters, digits, '_', '-' or '.' (it names a directory)",
@@ -287,17 +294,6 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(cells)
 }
 
-/// Parse `--shard i/n` (1-based).
-pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (i, n) = s.split_once('/').ok_or("--shard takes I/N, e.g. 2/4")?;
-    let i: usize = i.trim().parse().map_err(|_| "--shard: I is not a number")?;
-    let n: usize = n.trim().parse().map_err(|_| "--shard: N is not a number")?;
-    if n == 0 || i == 0 || i > n {
-        return Err(format!("--shard {s}: need 1 <= I <= N"));
-    }
-    Ok((i, n))
-}
-
 /// The devices of shard `i` of `n`: every n-th device starting at i-1, so
 /// shards stay balanced and stable when devices are appended.
 pub fn shard<T>(devices: Vec<T>, shard: Option<(usize, usize)>) -> Vec<T> {
@@ -367,9 +363,5 @@ mod tests {
         seen.sort();
         assert_eq!(seen, all);
         assert_eq!(shard(all.clone(), Some((2, 3))), vec![1, 4, 7]);
-        assert!(
-            parse_shard("0/3").is_err() && parse_shard("4/3").is_err() && parse_shard("x").is_err()
-        );
-        assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
     }
 }

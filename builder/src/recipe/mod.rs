@@ -164,7 +164,7 @@ pub struct PartitionSection {
 }
 
 /// Secret types, as in the bundle.
-pub use sealed_firstboot::bundle::SecretType;
+pub use sealed_bundle::SecretType;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -353,7 +353,7 @@ impl Recipe {
     }
 
     /// The signers of `[signing] trust` (checked when the recipe is read).
-    pub fn trusted_signers(&self) -> Vec<sealed_firstboot::bundle::Signer> {
+    pub fn trusted_signers(&self) -> Vec<sealed_bundle::Signer> {
         self.signing
             .trust
             .iter()
@@ -363,32 +363,31 @@ impl Recipe {
 
     /// Where this recipe's bundles may put files (checked when the recipe
     /// is read).
-    pub fn path_policy(&self) -> sealed_firstboot::bundle::PathPolicy {
-        sealed_firstboot::bundle::PathPolicy::allowing(self.policy.allow_paths.clone())
-            .unwrap_or_default()
+    pub fn path_policy(&self) -> sealed_bundle::PathPolicy {
+        sealed_bundle::PathPolicy::allowing(self.policy.allow_paths.clone()).unwrap_or_default()
     }
 
     fn validate(&self) -> Result<(), RecipeError> {
         for (i, s) in self.signing.trust.iter().enumerate() {
-            s.parse::<sealed_firstboot::bundle::Signer>()
+            s.parse::<sealed_bundle::Signer>()
                 .map_err(|e| self.invalid(format!("signing.trust[{i}]: {e}")))?;
         }
-        if self.signing.trust.len() >= sealed_firstboot::bundle::MAX_SIGNERS {
+        if self.signing.trust.len() >= sealed_bundle::MAX_SIGNERS {
             return Err(self.invalid(format!(
                 "signing.trust: at most {} signers besides the signing key",
-                sealed_firstboot::bundle::MAX_SIGNERS - 1
+                sealed_bundle::MAX_SIGNERS - 1
             )));
         }
-        sealed_firstboot::bundle::PathPolicy::allowing(self.policy.allow_paths.clone())
+        sealed_bundle::PathPolicy::allowing(self.policy.allow_paths.clone())
             .map_err(|e| self.invalid(format!("policy.allow-paths: {e}")))?;
-        if !sealed_firstboot::bundle::is_plain_name(&self.image.name, usize::MAX, &['.']) {
+        if !sealed_bundle::is_plain_name(&self.image.name, usize::MAX, &['.']) {
             return Err(self.invalid(
                 "image.name: use letters, digits, '_', '-' or '.', not starting with '.'"
                     .to_string(),
             ));
         }
         for (name, s) in &self.secrets {
-            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            sealed_bundle::validate_name(name).map_err(|e| self.invalid(e))?;
             if s.timeout.is_some_and(|t| !(t > 0.0 && t <= 86_400.0)) {
                 return Err(self.invalid(format!(
                     "secret {name}: timeout must be a number of seconds from 0 to 86400"
@@ -399,7 +398,7 @@ impl Recipe {
                     .map_err(|e| self.invalid(format!("secret {name}: source store: {e}")))?;
             }
             let path = self.device_path(name, s);
-            sealed_firstboot::bundle::validate_device_path(&path)
+            sealed_bundle::validate_device_path(&path)
                 .map_err(|e| self.invalid(format!("secret {name}: {e}")))?;
             if s.process == Process::MkpasswdYescrypt && s.kind != SecretType::SingleLine {
                 return Err(self.invalid(format!(
@@ -408,13 +407,13 @@ impl Recipe {
             }
         }
         for (name, t) in &self.templates {
-            sealed_firstboot::bundle::validate_name(name).map_err(|e| self.invalid(e))?;
+            sealed_bundle::validate_name(name).map_err(|e| self.invalid(e))?;
             if self.secrets.contains_key(name) {
                 return Err(self.invalid(format!(
                     "template {name}: a secret has the same name; names are shared"
                 )));
             }
-            sealed_firstboot::bundle::validate_device_path(&t.path)
+            sealed_bundle::validate_device_path(&t.path)
                 .map_err(|e| self.invalid(format!("template {name}: {e}")))?;
         }
         // Every rule the device applies to a manifest (owners and groups,
@@ -428,16 +427,15 @@ impl Recipe {
             entries.push(self.template_entry(name, t).map_err(|e| self.invalid(e))?);
         }
         // Messages name the secret and the field, never a value.
-        let described = |e: sealed_firstboot::bundle::EntryError| {
-            self.invalid(format!("secret {}: {}", e.name, e.reason))
-        };
+        let described =
+            |e: sealed_bundle::EntryError| self.invalid(format!("secret {}: {}", e.name, e.reason));
         let paths = self.path_policy();
         for e in &entries {
-            sealed_firstboot::bundle::validate_entry(e).map_err(described)?;
-            sealed_firstboot::bundle::check_policy(e, &paths).map_err(described)?;
-            sealed_firstboot::bundle::check_units(e).map_err(described)?;
+            sealed_bundle::validate_entry(e).map_err(described)?;
+            sealed_bundle::check_policy(e, &paths).map_err(described)?;
+            sealed_bundle::check_units(e).map_err(described)?;
         }
-        sealed_firstboot::bundle::check_clashes(&entries).map_err(described)?;
+        sealed_bundle::check_clashes(&entries).map_err(described)?;
         Ok(())
     }
 
@@ -446,8 +444,8 @@ impl Recipe {
         &self,
         name: &str,
         s: &SecretSection,
-    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
-        Ok(sealed_firstboot::bundle::SecretEntry {
+    ) -> Result<sealed_bundle::SecretEntry, String> {
+        Ok(sealed_bundle::SecretEntry {
             name: name.to_owned(),
             kind: s.kind,
             path: self.device_path(name, s),
@@ -467,8 +465,8 @@ impl Recipe {
         &self,
         name: &str,
         t: &TemplateSection,
-    ) -> Result<sealed_firstboot::bundle::SecretEntry, String> {
-        Ok(sealed_firstboot::bundle::SecretEntry {
+    ) -> Result<sealed_bundle::SecretEntry, String> {
+        Ok(sealed_bundle::SecretEntry {
             name: name.to_owned(),
             kind: SecretType::MultiLine,
             path: t.path.clone(),

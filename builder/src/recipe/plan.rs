@@ -2,38 +2,75 @@
 //! layout `image::assemble_with` builds (sizes, types, ids, FAT files from
 //! the build host).
 
-use crate::error::{io_err, BuildError};
 use crate::image::{FatFile, Layout, PartitionContent, PartitionKind, PartitionSpec};
-use crate::recipe::{PartitionType, Recipe};
+use crate::recipe::{PartitionType, Recipe, RecipeError};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The number of the partition that holds the bundle.
-pub fn boot_index(recipe: &Recipe) -> Result<u32, BuildError> {
-    recipe
-        .partitions
-        .iter()
-        .position(|p| p.secrets)
-        .map(|i| i as u32 + 1)
-        .ok_or_else(|| BuildError::Invalid("no partition has secrets = true".into()))
+/// What turning a recipe into a layout can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The recipe asks for something that cannot be laid out.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {cause}")]
+    Io {
+        context: String,
+        cause: std::io::Error,
+    },
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> PlanError {
+    move |cause| PlanError::Io { context, cause }
+}
+
+/// A recipe whose layout was checked, once ([`Plan::new`]), with what the
+/// later steps of `build` and `build --devices` need from it.
+pub struct Plan<'a> {
+    pub recipe: &'a Recipe,
+    /// The number of the (one) partition that receives the bundle.
+    pub boot_index: u32,
+    /// The root partition `[agent] root-partition` names, if it names one.
+    pub root: Option<crate::image::PartitionSelector>,
+}
+
+impl<'a> Plan<'a> {
+    /// Check the recipe's layout (`Recipe::validate_layout`: partitions,
+    /// exactly one FAT secrets partition, no contradicting keys).
+    pub fn new(recipe: &'a Recipe) -> Result<Plan<'a>, RecipeError> {
+        recipe.validate_layout()?;
+        let boot_index = recipe
+            .partitions
+            .iter()
+            .position(|p| p.secrets)
+            .map(|i| i as u32 + 1)
+            .ok_or_else(|| recipe.invalid("no partition has secrets = true".into()))?;
+        Ok(Plan {
+            recipe,
+            boot_index,
+            root: root_selector(recipe),
+        })
+    }
+
+    /// The image layout; the secrets partition receives `boot_files`.
+    pub fn layout(&self, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
+        layout(self.recipe, boot_files)
+    }
 }
 
 /// The root partition `[agent] root-partition` names (a number, or a GPT
 /// name or filesystem label), if it names one.
-pub fn root_selector(recipe: &Recipe) -> Option<crate::image::BootSelector> {
+pub fn root_selector(recipe: &Recipe) -> Option<crate::image::PartitionSelector> {
     recipe
         .agent
         .root_partition
         .as_deref()
-        .map(|p| match p.parse::<u32>() {
-            Ok(n) => crate::image::BootSelector::Index(n),
-            Err(_) => crate::image::BootSelector::Label(p.to_string()),
-        })
+        .map(crate::image::PartitionSelector::from_arg)
 }
 
 /// Turn the recipe's partitions into an image layout; the secrets partition
 /// receives `boot_files` in addition to its own files.
-pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, BuildError> {
+fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, PlanError> {
     let mut boot_files = Some(boot_files);
     let mut partitions = Vec::new();
     for p in &recipe.partitions {
@@ -102,7 +139,7 @@ pub fn layout(recipe: &Recipe, boot_files: Vec<FatFile>) -> Result<Layout, Build
 }
 
 /// A file or a directory tree from the build host, placed at `dest` in FAT.
-fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), BuildError> {
+fn collect_fat_files(src: &Path, dest: &str, out: &mut Vec<FatFile>) -> Result<(), PlanError> {
     // The path the recipe names is taken as it is (links followed); inside
     // a directory, a symbolic link is followed only when its target stays
     // inside that directory: a `boot/x -> /etc/shadow` must never copy the
@@ -118,9 +155,9 @@ fn collect_fat_tree(
     dest: &str,
     out: &mut Vec<FatFile>,
     depth: usize,
-) -> Result<(), BuildError> {
+) -> Result<(), PlanError> {
     let refuse = |path: &Path, why: String| {
-        BuildError::Invalid(format!("boot file {}: {why}", path.display()))
+        PlanError::Invalid(format!("boot file {}: {why}", path.display()))
     };
     if depth > 64 {
         return Err(refuse(
@@ -166,7 +203,7 @@ fn collect_fat_tree(
         }
         return Ok(());
     }
-    if let Some(what) = sealed_firstboot::fsutil::not_regular(meta.mode()) {
+    if let Some(what) = sealed_bundle::io::not_regular(meta.mode()) {
         return Err(refuse(
             src,
             format!("{what}: only regular files and directories go into a FAT partition"),
@@ -181,4 +218,25 @@ fn collect_fat_tree(
         data: data.to_vec(),
     });
     Ok(())
+}
+
+/// One warning per root partition whose source ships host keys. A source
+/// that cannot be read is left to the build to report.
+pub fn host_key_warnings(recipe: &Recipe) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &recipe.partitions {
+        let Some(source) = &p.source else { continue };
+        let Ok(keys) = crate::image::host_keys::in_source(&recipe.resolve(source)) else {
+            continue;
+        };
+        if !keys.is_empty() {
+            out.push(format!(
+                "partition {}: its source {} ships SSH host keys ({}): every device made from this image gets the same host key; remove them and let the image create them on first boot (see README, \"SSH host keys\")",
+                p.label,
+                source.display(),
+                keys.join(", ")
+            ));
+        }
+    }
+    out
 }

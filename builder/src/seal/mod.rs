@@ -6,8 +6,8 @@ pub mod signing;
 
 use crate::image::FatFile;
 use crate::seal::signing::Signing;
-use sealed_firstboot::bundle::{
-    self, BundleError, Contents, Header, ImageKey, PathPolicy, SealTo, Sealing, Stamp,
+use sealed_bundle::{
+    self as bundle, BundleError, Contents, Header, ImageKey, PathPolicy, SealTo, Sealing, Stamp,
 };
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,7 +16,7 @@ use zeroize::Zeroize;
 
 /// Where the bundle and an embedded key go on the boot partition (the
 /// contract lives in the device's bundle module).
-pub use sealed_firstboot::bundle::boot::{BUNDLE_PATH, KEY_PATH as EMBEDDED_KEY_PATH};
+pub use sealed_bundle::boot::{BUNDLE_PATH, KEY_PATH as EMBEDDED_KEY_PATH};
 
 /// How the image key is handled.
 #[derive(Debug, Clone)]

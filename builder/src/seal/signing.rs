@@ -11,15 +11,15 @@
 //! trust` list in `/etc/sealed-firstboot.conf`.
 
 use crate::recipe::Recipe;
-use sealed_firstboot::bundle::{Signer, SigningKey};
+use sealed_bundle::{Signer, SigningKey};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// The key itself (for CI secrets).
-pub const ENV_KEY: &str = "SEALED_IMAGE_SIGNING_KEY";
+pub const ENV_KEY: &str = crate::child_env::SIGNING_KEY;
 /// A file holding the key.
-pub const ENV_KEY_FILE: &str = "SEALED_IMAGE_SIGNING_KEY_FILE";
+pub const ENV_KEY_FILE: &str = crate::child_env::SIGNING_KEY_FILE;
 /// Marks a key committed for demos and tests only (in its comments).
 const DEMO_MARKER: &str = "DEMO-ONLY";
 /// Largest key file read.
@@ -170,8 +170,7 @@ fn from_text(text: &[u8], from: &str) -> Result<Signing, SigningError> {
 pub fn keygen(path: &Path) -> Result<Signer, std::io::Error> {
     let key = SigningKey::generate();
     let text = key.to_file_text();
-    let created = sealed_firstboot::fsutil::create_exclusive(path, text.as_bytes(), 0o600)?;
-    if !created {
+    if !create_exclusive(path, text.as_bytes())? {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!(
@@ -181,4 +180,27 @@ pub fn keygen(path: &Path) -> Result<Signer, std::io::Error> {
         ));
     }
     Ok(key.signer())
+}
+
+/// Create `path` (0600) with `data` only if it does not exist yet: written
+/// and fsynced under a private temporary name beside it, then moved into
+/// place without replacing anything, so nobody sees a partial file. False
+/// (the existing file left alone) when `path` exists.
+fn create_exclusive(path: &Path, data: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write;
+    let dir = crate::io::parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".keygen-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
+    }
 }

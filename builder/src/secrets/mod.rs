@@ -5,8 +5,9 @@
 pub mod password_hash;
 pub mod sources;
 
-use crate::recipe::{Recipe, SecretType, SourceSpec};
-use sealed_firstboot::bundle::{Contents, Manifest, SecretEntry};
+use crate::recipe::devices::Override;
+use crate::recipe::{Recipe, SecretType};
+use sealed_bundle::{Contents, Manifest, SecretEntry};
 use serde::Serialize;
 use sources::{Fetched, SourceError};
 use std::collections::BTreeMap;
@@ -74,10 +75,10 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When a store source failed because the store is not what its key
-    /// authenticates (11) or there is no identity for it (10): that code,
-    /// so `check` exits as every other command reading the store.
+    /// authenticates or there is no identity for it: that kind, so `check`
+    /// exits as every other command reading the store.
     #[serde(skip)]
-    pub store_exit: Option<u8>,
+    pub store_trouble: Option<crate::store::ErrorKind>,
 }
 
 /// Check every secret without keeping values.
@@ -96,7 +97,7 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
                 description: s.description.clone(),
                 how: None,
                 error: None,
-                store_exit: None,
+                store_trouble: None,
             };
             match sources::fetch(recipe, name, &spec) {
                 Ok(Fetched::Found(v)) => {
@@ -108,11 +109,7 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
                 Ok(Fetched::Missing { how }) => st.how = Some(how),
                 Err(e) => {
                     if let SourceError::Store { cause, .. } = &e {
-                        let code = cause.exit_code();
-                        st.store_exit =
-                            [crate::store::exit::INTEGRITY, crate::store::exit::IDENTITY]
-                                .contains(&code)
-                                .then_some(code);
+                        st.store_trouble = cause.is_store_trouble().then_some(cause.kind());
                     }
                     st.error = Some(e.to_string());
                 }
@@ -120,14 +117,6 @@ pub fn check(recipe: &Recipe) -> Vec<Status> {
             st
         })
         .collect()
-}
-
-/// A per-device value or source that replaces the recipe's source of a
-/// secret (fleet builds).
-#[derive(Clone)]
-pub enum Override {
-    Value(Zeroizing<Vec<u8>>),
-    Source(SourceSpec),
 }
 
 /// Collect all values into bundle contents, or fail listing every missing
@@ -218,13 +207,12 @@ fn collect_templates(
             reason,
         };
         let path = recipe.resolve(&t.source);
-        let text =
-            crate::io::limit::read_file(&path, crate::secrets::sources::bounded::MAX_VALUE_BYTES)
-                .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+        let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+            .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
         if std::str::from_utf8(&text).is_err() {
             return Err(err(format!("{} is not UTF-8 text", path.display())));
         }
-        let names = sealed_firstboot::bundle::placeholders(&text).map_err(&err)?;
+        let names = sealed_bundle::placeholders(&text).map_err(&err)?;
         let unknown: Vec<String> = names
             .iter()
             .filter(|n| !recipe.secrets.contains_key(n.as_str()))

@@ -746,11 +746,7 @@ mod tests {
     #[test]
     fn set_update_rm_in_process() {
         use crate::store::session::RecipientsCheck::MustMatch;
-        let tmp = tempfile::tempdir().unwrap();
-        let id = age::x25519::Identity::generate();
-        init(tmp.path(), &[id.to_public().to_string()]).unwrap();
-        let identity = Identity::parse(&secret(&id), "t").unwrap();
-        let mut store = Store::open(tmp.path()).unwrap();
+        let (tmp, identity, mut store) = one_member_store();
         let file = tmp.path().join("v");
         std::fs::write(&file, "value-1").unwrap();
         let input = ValueInput::File(file.clone());
@@ -814,11 +810,7 @@ mod tests {
     #[test]
     fn describe_changes_the_description_alone_and_regenerate_never_reads_stdin() {
         use crate::store::session::RecipientsCheck::MustMatch;
-        let tmp = tempfile::tempdir().unwrap();
-        let id = age::x25519::Identity::generate();
-        init(tmp.path(), &[id.to_public().to_string()]).unwrap();
-        let identity = Identity::parse(&secret(&id), "t").unwrap();
-        let mut store = Store::open(tmp.path()).unwrap();
+        let (_tmp, identity, mut store) = one_member_store();
         let given = |v: &[u8]| ValueInput::Given(input::GivenValue(Zeroizing::new(v.to_vec())));
         {
             let s = Session::open(&mut store, &identity, MustMatch).unwrap();
@@ -848,6 +840,17 @@ mod tests {
         let mut s = Session::open(&mut store, &identity, MustMatch).unwrap();
         let (v, _) = get(&mut s, &identity, "A_B", &Scope::Global, None).unwrap();
         assert_eq!(&v[..], b"v2");
+    }
+
+    /// A new store whose one member is a fresh identity: its directory,
+    /// the identity, the store opened.
+    fn one_member_store() -> (tempfile::TempDir, Identity, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        init(tmp.path(), &[id.to_public().to_string()]).unwrap();
+        let identity = Identity::parse(&secret(&id), "t").unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        (tmp, identity, store)
     }
 
     fn secret(id: &age::x25519::Identity) -> String {

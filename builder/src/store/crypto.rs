@@ -66,7 +66,7 @@ impl RecipientsFile {
                 number: i + 1,
                 // Shown to members deciding on it: no control characters
                 // (an escape sequence could erase the line from the screen).
-                text: sealed_firstboot::report::printable(line),
+                text: sealed_bundle::report::printable(line),
                 key: key.to_string(),
             });
         }
@@ -134,7 +134,7 @@ impl Recipients {
     /// version.
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.strings().join("\n").as_bytes());
-        sealed_firstboot::bundle::hex(&digest[..8])
+        ::hex::encode(&digest[..8])
     }
 
     /// Encrypt a value to every recipient (a standard binary age file).
@@ -270,7 +270,7 @@ impl Identity {
             reason,
         };
         if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
-            let key = sealed_firstboot::identity::identity_from_openssh_ed25519(text)
+            let key = sealed_bundle::ssh::identity_from_openssh_ed25519(text)
                 .map_err(|e| bad(e.replace("the SSH host key", "the SSH key")))?;
             return Ok(Identity { keys: vec![key] });
         }

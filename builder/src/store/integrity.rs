@@ -99,7 +99,7 @@ const KEY_MAGIC: &str = "sealed-image store key 1";
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    sealed_firstboot::bundle::hex(bytes)
+    ::hex::encode(bytes)
 }
 
 /// The SHA-256 of `bytes`, in hex.

@@ -22,12 +22,13 @@
 //! checks names and scopes, [`metadata`] and [`audit`] are the clear-text
 //! files, [`crypto`] holds recipients and identities, [`input`] reads
 //! values (never from argv), [`commands`] are the operations, [`archive`]
-//! is export/import, [`migrate`] upgrades format 1, [`recipe`] is what
-//! builds and `check` use, [`cli`] the `build-image store` arguments.
+//! is export/import, [`migrate`] upgrades format 1. A library of its own: it
+//! imports nothing of the build pipeline. The store source of a recipe is
+//! `crate::secrets::sources::store`, the `build-image store` arguments and
+//! exit codes are the binary's (`bin/build-image/store.rs`, `exit.rs`).
 
 pub mod archive;
 pub mod audit;
-pub mod cli;
 pub mod commands;
 pub mod crypto;
 pub mod input;
@@ -37,7 +38,6 @@ pub mod layout;
 pub mod metadata;
 pub mod migrate;
 pub mod names;
-pub mod recipe;
 pub mod session;
 
 pub use layout::Store;
@@ -47,20 +47,26 @@ pub use session::Session;
 use std::path::PathBuf;
 use thiserror::Error;
 
-/// Exit codes of the store's own errors (documented in the README).
-pub mod exit {
+/// What kind of failure a [`StoreError`] is. The binary gives each kind
+/// its exit code (`bin/build-image/exit.rs`, documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Anything else (I/O, a corrupt file).
+    Other,
+    /// A bad name, scope or value given by the user.
+    Usage,
     /// The name (or store) already exists: `set` without `--update`,
     /// `init` on a store, `import` of names already present.
-    pub const EXISTS: u8 = 8;
+    Exists,
     /// No such secret, scope or version (`get`, `rm`, `rotate`, `history`).
-    pub const NOT_FOUND: u8 = 9;
+    NotFound,
     /// No identity, or the identity cannot decrypt the store's files.
-    pub const IDENTITY: u8 = 10;
+    Identity,
     /// The store is not what its key authenticates (a file changed without
     /// a member's identity, recipients nobody accepted, a link or special
     /// file in it, a format-1 store to migrate), or an archive is not from
     /// a store key you trust.
-    pub const INTEGRITY: u8 = 11;
+    Integrity,
 }
 
 /// One thing in the store that is not what its key authenticates.
@@ -148,23 +154,31 @@ fn more(problems: &[Problem]) -> String {
 }
 
 impl StoreError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::InvalidName(_) | StoreError::InvalidScope(_) => 2,
+            StoreError::InvalidName(_) | StoreError::InvalidScope(_) | StoreError::Value(_) => {
+                ErrorKind::Usage
+            }
             StoreError::Exists { .. }
             | StoreError::Conflict(_)
-            | StoreError::AlreadyInitialised { .. } => exit::EXISTS,
-            StoreError::NotFound { .. } | StoreError::NoSuchVersion { .. } => exit::NOT_FOUND,
+            | StoreError::AlreadyInitialised { .. } => ErrorKind::Exists,
+            StoreError::NotFound { .. } | StoreError::NoSuchVersion { .. } => ErrorKind::NotFound,
             StoreError::NoIdentity { .. }
             | StoreError::BadIdentity { .. }
-            | StoreError::NotARecipient { .. } => exit::IDENTITY,
+            | StoreError::NotARecipient { .. } => ErrorKind::Identity,
             StoreError::Integrity { .. }
             | StoreError::OldFormat { .. }
-            | StoreError::Untrusted(_) => exit::INTEGRITY,
-            StoreError::Value(_) => 2,
-            _ => 1,
+            | StoreError::Untrusted(_) => ErrorKind::Integrity,
+            _ => ErrorKind::Other,
         }
+    }
+
+    /// Whether the store itself cannot be trusted or opened (integrity or
+    /// identity): a build or `check` that reads it fails as the store
+    /// commands do.
+    pub fn is_store_trouble(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Integrity | ErrorKind::Identity)
     }
 
     /// A store integrity error with one problem.
@@ -195,7 +209,7 @@ impl StoreError {
 }
 
 /// A closure turning an I/O error into [`StoreError::Io`] with context.
-pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Io {
         context,

@@ -63,7 +63,7 @@ impl Scope {
             return Ok(Scope::Global);
         }
         let (kind, name) = s.split_once(':').ok_or_else(|| bad("unknown form"))?;
-        if !sealed_firstboot::bundle::is_plain_name(name, 64, &['.']) {
+        if !sealed_bundle::is_plain_name(name, 64, &['.']) {
             return Err(bad("names use letters, digits, '_', '-' or '.'"));
         }
         match kind {

@@ -17,12 +17,11 @@
 use super::error::RuntimeError;
 use super::fsops::{self, Kind, StepError};
 use super::{mount, UnsealOptions, GENERATIONS_DIR};
-use crate::bundle::validate_credential_name;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
+use sealed_bundle::validate_credential_name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -260,21 +259,9 @@ fn write_one(dir: BorrowedFd<'_>, c: &Credential<'_>, opts: &UnsealOptions) -> s
 }
 
 fn read_state(gens: BorrowedFd<'_>) -> BTreeSet<String> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let Ok(fd) = rfs::openat(gens, STATE_FILE, flags, Mode::empty()) else {
+    let Some(bytes) = fsops::read_state_file(gens, STATE_FILE, STATE_MAX_BYTES) else {
         return BTreeSet::new();
     };
-    let regular = rfs::fstat(&fd)
-        .is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile);
-    let mut bytes = Vec::new();
-    if !regular
-        || std::fs::File::from(fd)
-            .take(STATE_MAX_BYTES)
-            .read_to_end(&mut bytes)
-            .is_err()
-    {
-        return BTreeSet::new();
-    }
     serde_json::from_slice::<State>(&bytes)
         .map(|s| s.credentials.into_iter().collect())
         .unwrap_or_default()
@@ -292,15 +279,6 @@ fn write_state(
     };
     let bytes = serde_json::to_vec(&state).unwrap_or_default();
     let path: PathBuf = gens_host.join(STATE_FILE);
-    let _ = rfs::unlinkat(gens, STATE_TMP, AtFlags::empty());
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
-    let fd = rfs::openat(gens, STATE_TMP, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| RuntimeError::io("write", &path, e))?;
-    fsops::set_owner_mode(fd.as_fd(), 0o600, chown_root.then_some((0, 0)))
-        .map_err(|e| RuntimeError::io("write", &path, e))?;
-    std::fs::File::from(fd)
-        .write_all(&bytes)
-        .map_err(|e| RuntimeError::io("write", &path, e))?;
-    rfs::renameat(gens, STATE_TMP, gens, STATE_FILE)
+    fsops::write_state_file(gens, STATE_FILE, STATE_TMP, &bytes, chown_root)
         .map_err(|e| RuntimeError::io("write", &path, e))
 }

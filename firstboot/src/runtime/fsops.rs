@@ -232,7 +232,6 @@ pub(super) fn same_file(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> bool {
-    use std::io::Read;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
         return false;
@@ -248,8 +247,45 @@ pub(super) fn same_file(
         return false;
     }
     let mut old = zeroize::Zeroizing::new(Vec::with_capacity(value.len()));
-    let read = File::from(fd)
-        .take(value.len() as u64 + 1)
-        .read_to_end(&mut old);
+    let read = sealed_bundle::io::read_limited_into(File::from(fd), value.len() as u64, &mut old);
     read.is_ok() && old.as_slice() == value
+}
+
+/// A small state file of ours in `dir` (the records in `/run/secrets.d`):
+/// its bytes when it is a regular file of at most `limit` bytes, else none
+/// (missing, a link, too large or unreadable all count as no record).
+pub(super) fn read_state_file(dir: BorrowedFd<'_>, name: &str, limit: u64) -> Option<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::empty()).ok()?;
+    let st = rfs::fstat(&fd).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    sealed_bundle::io::read_limited(File::from(fd), limit).ok()
+}
+
+/// Replace the state file `name` in `dir` with `bytes` and a line break:
+/// written under `tmp` (0600, root's when `chown_root`), fsynced, renamed
+/// over it, the directory fsynced.
+pub(super) fn write_state_file(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    tmp: &str,
+    bytes: &[u8],
+    chown_root: bool,
+) -> io::Result<()> {
+    match rfs::unlinkat(dir, tmp, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
+    let fd: OwnedFd = rfs::openat(dir, tmp, flags, Mode::from_raw_mode(0o600))?;
+    set_owner_mode(fd.as_fd(), 0o600, chown_root.then_some((0, 0)))?;
+    let mut file = File::from(fd);
+    file.write_all(bytes)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())?;
+    drop(file);
+    rfs::renameat(dir, tmp, dir, name)?;
+    rfs::fsync(dir).map_err(Into::into)
 }

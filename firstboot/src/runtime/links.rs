@@ -4,13 +4,12 @@
 
 use super::error::RuntimeError;
 use super::fsops::{self, Kind, StepError};
-use crate::bundle::validate_device_path;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
+use sealed_bundle::validate_device_path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 /// Directory inside a generation holding secrets whose path is outside
@@ -227,22 +226,9 @@ fn link_components(path: &str) -> Option<Vec<&str>> {
 /// state file counts as empty (links into `/run/secrets/` stay replaceable
 /// without it); invalid entries are ignored.
 pub(super) fn read_state(gens: BorrowedFd<'_>) -> BTreeSet<String> {
-    let Ok(fd) = rfs::openat(
-        gens,
-        STATE_FILE,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+    let Some(text) = fsops::read_state_file(gens, STATE_FILE, STATE_MAX_BYTES) else {
         return BTreeSet::new();
     };
-    let mut text = Vec::new();
-    if std::fs::File::from(fd)
-        .take(STATE_MAX_BYTES)
-        .read_to_end(&mut text)
-        .is_err()
-    {
-        return BTreeSet::new();
-    }
     let state: State = serde_json::from_slice(&text).unwrap_or_default();
     state
         .links
@@ -265,18 +251,5 @@ pub(super) fn write_state(
         links: links.iter().cloned().collect(),
     };
     let json = serde_json::to_vec_pretty(&state).map_err(|e| io(e.into()))?;
-    match rfs::unlinkat(gens, STATE_TMP, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(io(e.into())),
-    }
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
-    let fd: OwnedFd = rfs::openat(gens, STATE_TMP, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| io(e.into()))?;
-    fsops::set_owner_mode(fd.as_fd(), 0o600, chown_root.then_some((0, 0))).map_err(io)?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(&json)
-        .and_then(|()| file.write_all(b"\n"))
-        .map_err(io)?;
-    drop(file);
-    rfs::renameat(gens, STATE_TMP, gens, STATE_FILE).map_err(|e| io(e.into()))
+    fsops::write_state_file(gens, STATE_FILE, STATE_TMP, &json, chown_root).map_err(io)
 }

@@ -12,12 +12,11 @@
 use super::error::RuntimeError;
 use super::fsops;
 use crate::restart::Plan;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 pub const PENDING_FILE: &str = "pending-restarts.json";
@@ -33,25 +32,11 @@ struct Record {
 /// The recorded restarts (none when there is no record, or an unreadable
 /// one: it is ours, on a root-only ramfs). Unit names are checked again.
 pub(super) fn read(gens: BorrowedFd<'_>) -> Plan {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let Ok(fd) = rfs::openat(gens, PENDING_FILE, flags, Mode::empty()) else {
+    let Some(text) = fsops::read_state_file(gens, PENDING_FILE, MAX_BYTES) else {
         return Plan::default();
     };
-    if !rfs::fstat(&fd)
-        .is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile)
-    {
-        return Plan::default();
-    }
-    let mut text = Vec::new();
-    if std::fs::File::from(fd)
-        .take(MAX_BYTES)
-        .read_to_end(&mut text)
-        .is_err()
-    {
-        return Plan::default();
-    }
     let record: Record = serde_json::from_slice(&text).unwrap_or_default();
-    let ok = |u: &String| crate::bundle::validate_unit(u).is_ok();
+    let ok = |u: &String| sealed_bundle::validate_unit(u).is_ok();
     let mut plan = Plan {
         restart: record.restart.into_iter().filter(ok).collect(),
         reload: record.reload.into_iter().filter(ok).collect(),
@@ -82,20 +67,5 @@ pub(super) fn write(
         reload: plan.reload.clone(),
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| io(e.into()))?;
-    match rfs::unlinkat(gens, PENDING_TMP, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(io(e.into())),
-    }
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
-    let fd: OwnedFd = rfs::openat(gens, PENDING_TMP, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| io(e.into()))?;
-    fsops::set_owner_mode(fd.as_fd(), 0o600, chown_root.then_some((0, 0))).map_err(io)?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(&json)
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    drop(file);
-    rfs::renameat(gens, PENDING_TMP, gens, PENDING_FILE).map_err(|e| io(e.into()))?;
-    rfs::fsync(gens).map_err(|e| io(e.into()))
+    fsops::write_state_file(gens, PENDING_FILE, PENDING_TMP, &json, chown_root).map_err(io)
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::bundle::SecretType;
+use sealed_bundle::SecretType;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use tempfile::TempDir;

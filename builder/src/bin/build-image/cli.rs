@@ -2,7 +2,39 @@
 
 use std::path::PathBuf;
 
+use build_image::image::PartitionSelector;
 use clap::{Parser, Subcommand};
+
+/// `--recipient`: an age1… recipient or an ssh-ed25519 public key, checked
+/// (small-order keys refused).
+pub(crate) fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
+    build_image::recipient::parse(s)
+}
+
+/// `--ssh-recipient`: an ssh-ed25519 public key line.
+pub(crate) fn parse_ssh_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
+    if !s.split_whitespace().any(|t| t == "ssh-ed25519") {
+        return Err("not an ssh-ed25519 public key line".into());
+    }
+    build_image::recipient::parse(s)
+}
+
+/// `--shard I/N` (1-based, 1 <= I <= N).
+pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or("takes I/N, e.g. 2/4")?;
+    let i: usize = i.trim().parse().map_err(|_| "I is not a number")?;
+    let n: usize = n.trim().parse().map_err(|_| "N is not a number")?;
+    if n == 0 || i == 0 || i > n {
+        return Err("need 1 <= I <= N".into());
+    }
+    Ok((i, n))
+}
+
+/// `--partition`, `--root-partition`: a partition number, else a GPT name
+/// or filesystem label.
+pub(crate) fn parse_partition(s: &str) -> Result<PartitionSelector, String> {
+    Ok(PartitionSelector::from_arg(s))
+}
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +67,8 @@ pub(crate) struct KeyArgs {
     #[arg(long, conflicts_with = "recipient")]
     pub(crate) embed_key: bool,
     /// Seal straight to a known device's age recipient (age1…): no image key
-    #[arg(long, value_name = "AGE1…")]
-    pub(crate) recipient: Option<String>,
+    #[arg(long, value_name = "AGE1…", value_parser = parse_recipient)]
+    pub(crate) recipient: Option<age::x25519::Recipient>,
     /// Order the bundle by this sequence number before its sealing time: a
     /// device applies a bundle only when its (sequence, sealing time) is
     /// newer than what it holds. Without it, the real clock at sealing
@@ -87,8 +119,8 @@ pub(crate) struct AgentArgs {
     /// With --install-agent: the root partition, by number or GPT name /
     /// ext label, case ignored (default: the only ext4 partition besides the
     /// boot one)
-    #[arg(long, value_name = "N|LABEL")]
-    pub(crate) root_partition: Option<String>,
+    #[arg(long, value_name = "N|LABEL", value_parser = parse_partition)]
+    pub(crate) root_partition: Option<PartitionSelector>,
 }
 
 /// What is printed on success.
@@ -138,8 +170,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         devices: Option<PathBuf>,
         /// With --devices: build only shard I of N (1-based), for a CI job matrix
-        #[arg(long, value_name = "I/N", requires = "devices")]
-        shard: Option<String>,
+        #[arg(long, value_name = "I/N", requires = "devices", value_parser = parse_shard)]
+        shard: Option<(usize, usize)>,
         /// With --devices: write OUT/DEVICE/sealed-secrets/bundle (+ key) instead
         /// of images, for `inject` or `flash`
         #[arg(long, requires = "devices")]
@@ -189,8 +221,8 @@ pub(crate) enum Command {
         in_place: bool,
         /// The FAT boot partition: its number, or its GPT name / FAT label, case ignored
         /// (default: the ESP, else the only FAT partition)
-        #[arg(long, value_name = "N|LABEL")]
-        partition: Option<String>,
+        #[arg(long, value_name = "N|LABEL", value_parser = parse_partition)]
+        partition: Option<PartitionSelector>,
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
@@ -233,8 +265,8 @@ pub(crate) enum Command {
         no_bmap: bool,
         /// The FAT boot partition for the key and bundle: its number, or its
         /// GPT name / FAT label, case ignored
-        #[arg(long, value_name = "N|LABEL")]
-        partition: Option<String>,
+        #[arg(long, value_name = "N|LABEL", value_parser = parse_partition)]
+        partition: Option<PartitionSelector>,
         /// Allow a non-removable disk or a partition as target
         #[arg(long, short)]
         yes: bool,
@@ -259,8 +291,8 @@ pub(crate) enum Command {
         key: Option<PathBuf>,
         /// The FAT boot partition: its number, or its GPT name / FAT label, case ignored
         /// (default: the ESP, else the only FAT partition)
-        #[arg(long, value_name = "N|LABEL")]
-        partition: Option<String>,
+        #[arg(long, value_name = "N|LABEL", value_parser = parse_partition)]
+        partition: Option<PartitionSelector>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -325,19 +357,21 @@ pub(crate) enum Command {
         #[arg(long, short)]
         out: PathBuf,
         /// Seal to this device's age recipient (age1…)
-        #[arg(long, value_name = "AGE1…", conflicts_with_all = ["ssh_recipient", "devices"])]
-        recipient: Option<String>,
+        #[arg(long, value_name = "AGE1…", conflicts_with_all = ["ssh_recipient", "devices"],
+              value_parser = parse_recipient)]
+        recipient: Option<age::x25519::Recipient>,
         /// Seal to the recipient of this SSH host public key line
         /// ("ssh-ed25519 AAAA…", as ssh-keyscan or ssh_host_ed25519_key.pub print it)
-        #[arg(long, value_name = "LINE", conflicts_with = "devices")]
-        ssh_recipient: Option<String>,
+        #[arg(long, value_name = "LINE", conflicts_with = "devices",
+              value_parser = parse_ssh_recipient)]
+        ssh_recipient: Option<age::x25519::Recipient>,
         /// Devices file (TOML or CSV): one bundle per device, sealed to its
         /// `recipient` (or under its own image key)
         #[arg(long, value_name = "FILE")]
         devices: Option<PathBuf>,
         /// Only this shard of the devices (I/N)
-        #[arg(long, value_name = "I/N", requires = "devices")]
-        shard: Option<String>,
+        #[arg(long, value_name = "I/N", requires = "devices", value_parser = parse_shard)]
+        shard: Option<(usize, usize)>,
         /// A partial bundle with only these secrets or templates (repeat or
         /// separate with commas); the device keeps the rest of its store
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
@@ -387,8 +421,41 @@ pub(crate) enum Command {
     },
     /// The team secrets store: encrypted values with descriptions, versions,
     /// scopes and an audit log (see `build-image store --help`)
-    Store(build_image::store::cli::StoreArgs),
+    Store(crate::store::StoreArgs),
     /// A web page and a REST API over the store: secrets, what each recipe
     /// needs and what is missing (an admin console for a trusted machine)
     Serve(crate::serve::ServeArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_one_based_and_within_n() {
+        assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
+        assert_eq!(parse_shard(" 1 / 1 ").unwrap(), (1, 1));
+        for bad in ["0/3", "4/3", "x", "1/0", "a/2", "1/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_numbers_or_labels() {
+        assert_eq!(parse_partition("2").unwrap(), PartitionSelector::Index(2));
+        assert_eq!(
+            parse_partition("bootfs").unwrap(),
+            PartitionSelector::Label("bootfs".into())
+        );
+    }
+
+    #[test]
+    fn an_ssh_recipient_must_be_an_ssh_key_line() {
+        let age = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq";
+        assert!(parse_recipient(age).is_ok());
+        assert_eq!(
+            parse_ssh_recipient(age).unwrap_err(),
+            "not an ssh-ed25519 public key line"
+        );
+    }
 }

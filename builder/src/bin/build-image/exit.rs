@@ -1,8 +1,9 @@
 //! Exit codes, decided in one place (documented in the README and in
 //! `--help`).
 
-use build_image::error::BuildError;
+use build_image::cmd::error::BuildError;
 use build_image::secrets::SecretsError;
+use build_image::store::ErrorKind;
 
 pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
@@ -11,6 +12,23 @@ pub const MISSING_SECRETS: u8 = 4;
 pub const SECRET_INVALID: u8 = 5;
 pub const IMAGE: u8 = 6;
 pub const REFUSED: u8 = 7;
+/// The store's own codes.
+pub const STORE_EXISTS: u8 = 8;
+pub const STORE_NOT_FOUND: u8 = 9;
+pub const STORE_IDENTITY: u8 = 10;
+pub const STORE_INTEGRITY: u8 = 11;
+
+/// The exit code of a store error of this kind.
+pub fn store_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Other => FAILURE,
+        ErrorKind::Usage => USAGE,
+        ErrorKind::Exists => STORE_EXISTS,
+        ErrorKind::NotFound => STORE_NOT_FOUND,
+        ErrorKind::Identity => STORE_IDENTITY,
+        ErrorKind::Integrity => STORE_INTEGRITY,
+    }
+}
 
 /// Marks an error as a usage error (exit code 2).
 #[derive(Debug)]
@@ -32,7 +50,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<build_image::store::StoreError>() {
-            return s.exit_code();
+            return store_code(s.kind());
         }
         if let Some(b) = cause.downcast_ref::<BuildError>() {
             // A store that is not what its key authenticates (11), or no
@@ -42,29 +60,26 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 BuildError::Fleet(f) => f.iter().filter_map(|(_, e)| e.store_error()).collect(),
                 _ => Vec::new(),
             };
-            if let Some(code) = store
+            if let Some(kind) = store
                 .iter()
-                .map(|e| e.exit_code())
-                .filter(|c| {
-                    *c == build_image::store::exit::INTEGRITY
-                        || *c == build_image::store::exit::IDENTITY
-                })
+                .filter(|e| e.is_store_trouble())
+                .map(|e| e.kind())
                 .max()
             {
-                return code;
+                return store_code(kind);
             }
             return match b {
                 BuildError::Recipe(_) => RECIPE,
                 BuildError::Secrets(SecretsError::Missing(_)) => MISSING_SECRETS,
                 BuildError::Secrets(_) => SECRET_INVALID,
                 BuildError::Invalid(_) => RECIPE,
+                BuildError::Plan(build_image::recipe::plan::PlanError::Invalid(_)) => RECIPE,
                 BuildError::Signing(_) => USAGE,
                 // What sealing refuses once the recipe is valid depends on
                 // the values: a template escape that cannot hold one, a
                 // rendering or a bundle too large.
                 BuildError::Bundle(
-                    sealed_firstboot::bundle::BundleError::Manifest(_)
-                    | sealed_firstboot::bundle::BundleError::Limit(_),
+                    sealed_bundle::BundleError::Manifest(_) | sealed_bundle::BundleError::Limit(_),
                 ) => SECRET_INVALID,
                 BuildError::Fleet(f)
                     if f.iter().all(|(_, e)| matches!(e, SecretsError::Missing(_))) =>

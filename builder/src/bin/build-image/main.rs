@@ -1,18 +1,22 @@
 //! `build-image`: the CLI used in CI pipelines. Argument parsing and
 //! reporting only; the work is in the library.
 //!
-//! `cli.rs` holds the clap definitions, `run.rs` one dispatch over the
-//! commands, `exit.rs` the exit codes,
-//! `serve.rs` the arguments of `serve`.
+//! `cli.rs` holds the clap definitions and value parsers, `run.rs` one
+//! dispatch over the commands, `exit.rs` every exit code (the store's
+//! included), `serve.rs` the arguments of `serve`, `store.rs` the
+//! arguments and printing of `store`.
+
+#![forbid(unsafe_code)]
 
 mod cli;
 mod exit;
 mod run;
 mod serve;
+mod store;
 
 use clap::Parser;
 use cli::Cli;
-use sealed_firstboot::report::chain_message;
+use sealed_bundle::report::chain_message;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

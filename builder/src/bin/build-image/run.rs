@@ -2,11 +2,12 @@
 
 use anyhow::{Context, Result};
 use build_image::cmd::build::{self, BuildOptions, KeyMode};
-use build_image::error::BuildError;
+use build_image::cmd::error::BuildError;
+use build_image::image::PartitionSelector;
 use build_image::recipe::Recipe;
 use build_image::secrets;
-use sealed_firstboot::bundle::Stamp;
-use sealed_firstboot::report::printable;
+use sealed_bundle::report::printable;
+use sealed_bundle::Stamp;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -20,15 +21,12 @@ fn created_at(sequence: Option<u64>) -> Stamp {
     Stamp::now().with_sequence(sequence.unwrap_or(0))
 }
 
-fn key_mode(key: KeyArgs) -> Result<KeyMode> {
-    Ok(match (key.embed_key, key.recipient) {
-        (_, Some(r)) => KeyMode::Recipient(
-            build_image::recipient::parse(&r)
-                .map_err(|e| anyhow::anyhow!("--recipient: {e}").context(UsageError))?,
-        ),
+fn key_mode(key: KeyArgs) -> KeyMode {
+    match (key.embed_key, key.recipient) {
+        (_, Some(r)) => KeyMode::Recipient(r),
         (true, None) => KeyMode::Embedded,
         (false, None) => KeyMode::Separate,
-    })
+    }
 }
 
 /// The signing key for this run (`--signing-key`, the environment, the
@@ -46,26 +44,16 @@ fn signing(args: SigningArgs, recipe: &Recipe) -> Result<build_image::seal::sign
 fn load_devices(
     recipe: &Recipe,
     devices: &std::path::Path,
-    shard: Option<&str>,
+    shard: Option<(usize, usize)>,
 ) -> Result<Vec<build_image::recipe::devices::Device>> {
     let names = recipe.secrets.keys().cloned().collect();
     let list = build_image::recipe::devices::load(devices, &names)
         .map_err(|e| anyhow::Error::new(e).context(UsageError))?;
-    let shard = shard
-        .map(build_image::recipe::devices::parse_shard)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e).context(UsageError))?;
     Ok(build_image::recipe::devices::shard(list, shard))
 }
 
-fn selector(partition: Option<String>) -> build_image::image::BootSelector {
-    match partition {
-        None => build_image::image::BootSelector::Auto,
-        Some(p) => match p.parse::<u32>() {
-            Ok(n) => build_image::image::BootSelector::Index(n),
-            Err(_) => build_image::image::BootSelector::Label(p),
-        },
-    }
+fn selector(partition: Option<PartitionSelector>) -> PartitionSelector {
+    partition.unwrap_or(PartitionSelector::Auto)
 }
 
 /// `--install-agent` and friends over the recipe's `[agent]` table.
@@ -91,8 +79,7 @@ fn agent_request(
         boot_dir: args.boot_dir.or_else(|| table.boot_dir.clone()),
         root: args
             .root_partition
-            .or_else(|| table.root_partition.clone())
-            .map(|p| selector(Some(p))),
+            .or_else(|| build_image::recipe::plan::root_selector(recipe)),
     }))
 }
 
@@ -119,11 +106,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let agent = agent_request(&recipe, agent)?;
             let sequence = key.sequence;
-            let key_mode = key_mode(key)?;
+            let key_mode = key_mode(key);
             let signing = signing(signing_args, &recipe)?;
             if let Some(devices) = devices {
-                let list = load_devices(&recipe, &devices, shard.as_deref())?;
-                for w in build_image::image::host_keys::warnings(&recipe) {
+                let list = load_devices(&recipe, &devices, shard)?;
+                for w in build_image::recipe::plan::host_key_warnings(&recipe) {
                     eprintln!("build-image: warning: {w}");
                 }
                 if let Some(w) = signing.warning() {
@@ -230,7 +217,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 in_place,
                 selector: selector(partition),
                 created_at: created_at(key.sequence),
-                key_mode: key_mode(key)?,
+                key_mode: key_mode(key),
             };
             let progress = build_image::cmd::progress::Progress::new(quiet || json);
             let report = build_image::cmd::inject::inject(
@@ -345,7 +332,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let set_signers = if set_signers.is_empty() {
                 None
             } else {
-                let list = sealed_firstboot::bundle::check_signers(&set_signers)
+                let list = sealed_bundle::check_signers(&set_signers)
                     .map_err(|e| anyhow::anyhow!("--set-signers: {e}").context(UsageError))?;
                 if let Some(key) = signing.key() {
                     if !list.contains(&key.signer()) {
@@ -357,26 +344,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Some(list)
             };
-            let key_mode =
-                match (recipient, ssh_recipient) {
-                    (Some(r), _) => key_mode(KeyArgs {
-                        embed_key: false,
-                        recipient: Some(r),
-                        sequence,
-                    })?,
-                    (None, Some(line)) if line.split_whitespace().any(|t| t == "ssh-ed25519") => {
-                        KeyMode::Recipient(build_image::recipient::parse(&line).map_err(|e| {
-                            anyhow::anyhow!("--ssh-recipient: {e}").context(UsageError)
-                        })?)
-                    }
-                    (None, Some(_)) => {
-                        return Err(anyhow::anyhow!(
-                            "--ssh-recipient: not an ssh-ed25519 public key line"
-                        )
-                        .context(UsageError))
-                    }
-                    (None, None) => KeyMode::Separate,
-                };
+            let key_mode = match recipient.or(ssh_recipient) {
+                Some(r) => KeyMode::Recipient(r),
+                None => KeyMode::Separate,
+            };
             let opts = build_image::cmd::bundle::BundleOptions {
                 out_dir: out,
                 key_mode,
@@ -389,7 +360,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = match devices {
                 Some(devices) => {
-                    let list = load_devices(&recipe, &devices, shard.as_deref())?;
+                    let list = load_devices(&recipe, &devices, shard)?;
                     build_image::cmd::bundle::fleet(&recipe, &list, &opts)?
                 }
                 None => build_image::cmd::bundle::single(&recipe, &opts)?,
@@ -446,7 +417,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 text = std::fs::read_to_string(&ssh_pubkey)
                     .with_context(|| format!("reading {}", ssh_pubkey.display()))?;
             }
-            let found = sealed_firstboot::identity::recipients_from_ssh_public_keys(&text)
+            let found = sealed_bundle::ssh::recipients_from_ssh_public_keys(&text)
                 .map_err(|(n, e)| anyhow::anyhow!("{} line {n}: {e}", ssh_pubkey.display()))?;
             if found.is_empty() {
                 anyhow::bail!("{}: no ssh-ed25519 public key found", ssh_pubkey.display());
@@ -461,7 +432,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         )
         .context(UsageError)),
         Command::Store(args) => {
-            build_image::store::cli::run(args)?;
+            crate::store::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
@@ -475,14 +446,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let list = load_devices(&recipe, &devices, None)?;
-            let (rows, verified) = build_image::store::recipe::matrix(&recipe, &list)?;
+            let (rows, verified) = build_image::cmd::check::matrix(&recipe, &list)?;
             if !verified {
                 eprintln!("build-image: unverified: no identity, so the store's metadata was not checked against its key (pass SEALED_IMAGE_STORE_IDENTITY to verify it)");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                let matrix = build_image::store::recipe::render_matrix(&rows);
+                let matrix = build_image::cmd::check::render_matrix(&rows);
                 for line in matrix.lines() {
                     println!("{}", printable(line));
                 }
@@ -501,7 +472,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { recipe, json, .. } => {
             let recipe = Recipe::load(&recipe).map_err(BuildError::from)?;
             let rows = secrets::check(&recipe);
-            for w in build_image::image::host_keys::warnings(&recipe) {
+            for w in build_image::recipe::plan::host_key_warnings(&recipe) {
                 eprintln!("build-image: warning: {w}");
             }
             // A source that failed (a command that exited non-zero, timed
@@ -547,9 +518,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             }
             // A store not what its key authenticates (11), or no identity
             // for it (10): the store's own codes, as a build says.
-            let store_exit = rows.iter().filter_map(|r| r.store_exit).max();
-            Ok(if let Some(code) = store_exit {
-                ExitCode::from(code)
+            let store_trouble = rows.iter().filter_map(|r| r.store_trouble).max();
+            Ok(if let Some(kind) = store_trouble {
+                ExitCode::from(exit::store_code(kind))
             } else if invalid {
                 ExitCode::from(exit::SECRET_INVALID)
             } else if missing {

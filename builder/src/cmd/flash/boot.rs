@@ -6,13 +6,15 @@
 use std::fs::File;
 use std::path::Path;
 
-use sealed_firstboot::bundle::{Header, ImageKey};
+use sealed_bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
 use super::inputs::Inputs;
 use super::target::Checked;
 use super::{write, FlashError, FlashOptions};
-use crate::image::{self, fat, BootSelector, DiskInfo, DiskView, FatFile, ImageError, PartInfo};
+use crate::image::{
+    self, fat, DiskInfo, DiskView, FatFile, ImageError, PartInfo, PartitionSelector,
+};
 use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
 
 /// Put the device bundle, then the key, into the boot partition of the
@@ -69,7 +71,7 @@ pub(crate) fn find_boot(
     target_path: &Path,
     dev: &File,
     size: u64,
-    sel: &BootSelector,
+    sel: &PartitionSelector,
 ) -> Result<(DiskInfo, PartInfo), ImageError> {
     let info = image::read_table_from(DiskView::new(dev, size), target_path)?;
     let boot = image::find_boot_partition(&info, sel)?;

@@ -4,11 +4,11 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sealed_firstboot::bundle::ImageKey;
+use sealed_bundle::ImageKey;
 use zeroize::Zeroizing;
 
 use super::{boot, write, FlashError, FlashOptions};
-use crate::image::{self, BootSelector};
+use crate::image::{self, PartitionSelector};
 use crate::io::compressed::{Format, ImageName};
 use crate::io::limit::{self, BoundedReadError};
 use crate::output::bmap::{self, Bmap};
@@ -108,7 +108,7 @@ impl<'a> Inputs<'a> {
     /// The key must fit the bundle it will unlock: the device bundle's, or
     /// a plain image's own (a compressed image's is checked after writing,
     /// on the target).
-    pub fn check_key_fits(&self, partition: &BootSelector) -> Result<(), FlashError> {
+    pub fn check_key_fits(&self, partition: &PartitionSelector) -> Result<(), FlashError> {
         let Some((k, _)) = &self.key else {
             return Ok(());
         };
@@ -207,9 +207,9 @@ fn load_bundle(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Option<PathBuf>), Fla
     } else {
         (path.to_path_buf(), None)
     };
-    let bytes = sealed_firstboot::bundle::read_bundle_file(&file)
+    let bytes = sealed_bundle::read_bundle_file(&file)
         .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-    sealed_firstboot::bundle::Header::parse(&bytes)
+    sealed_bundle::Header::parse(&bytes)
         .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
     Ok((Zeroizing::new(bytes), key))
 }

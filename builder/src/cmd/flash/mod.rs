@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::image::BootSelector;
+use crate::image::PartitionSelector;
 
 pub use crate::output::bmap::{self, Bmap};
 pub use error::FlashError;
@@ -70,7 +70,7 @@ pub struct FlashOptions {
     /// Progress bars on stderr.
     pub progress: bool,
     /// Which partition receives the key (default: the ESP, else the only FAT one).
-    pub partition: BootSelector,
+    pub partition: PartitionSelector,
     /// Overwrite an existing regular file that is not an earlier flash
     /// output.
     pub force: bool,
@@ -92,7 +92,7 @@ impl Default for FlashOptions {
             yes: false,
             verify: true,
             progress: false,
-            partition: BootSelector::Auto,
+            partition: PartitionSelector::Auto,
             bundle: None,
             force: false,
         }

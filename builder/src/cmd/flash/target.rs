@@ -195,8 +195,7 @@ fn resolve_target(target: &Path) -> Result<Target, FlashError> {
                 Err(FlashError::TargetKind {
                     target: write::shown(target, &real),
                     // Not a block device and not a regular file.
-                    kind: sealed_firstboot::fsutil::not_regular(md.mode())
-                        .unwrap_or("not a regular file"),
+                    kind: sealed_bundle::io::not_regular(md.mode()).unwrap_or("not a regular file"),
                 })
             }
         }

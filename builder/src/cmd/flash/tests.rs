@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use sealed_firstboot::bundle::{self, Contents, ImageKey, Manifest};
+use sealed_bundle::{self as bundle, Contents, ImageKey, Manifest};
 
 use super::*;
 use crate::image::{
@@ -147,7 +147,7 @@ fn expected_with_key(img: &Path, key: &ImageKey, dir: &Path) -> PathBuf {
     let exp = dir.join("expected.img");
     fs::copy(img, &exp).unwrap();
     let info = read_table(&exp).unwrap();
-    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let boot = find_boot_partition(&info, &PartitionSelector::Auto).unwrap();
     fat_write_files(
         &exp,
         &boot,
@@ -186,7 +186,7 @@ fn check_key_fat(view: &Path, boot: &crate::image::PartInfo, key: &ImageKey, dir
 /// untouched, and every byte outside the boot partition equal to the image.
 fn check_key_on_target(target: &Path, img: &Path, key: &ImageKey, dir: &Path) {
     let info = read_table(img).unwrap();
-    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let boot = find_boot_partition(&info, &PartitionSelector::Auto).unwrap();
     let (a, b) = (fs::read(target).unwrap(), fs::read(img).unwrap());
     assert_eq!(a.len(), b.len());
     let (s0, s1) = (boot.start as usize, (boot.start + boot.size) as usize);
@@ -745,7 +745,7 @@ fn loop_device_flash_with_key() {
     let size = fs::metadata(&img).unwrap().len();
     let exp = fs::read(expected_with_key(&img, &key, dir.path())).unwrap();
     let info = read_table(&img).unwrap();
-    let boot = find_boot_partition(&info, &BootSelector::Auto).unwrap();
+    let boot = find_boot_partition(&info, &PartitionSelector::Auto).unwrap();
     let spare = info.partitions[2].clone();
 
     for (n, image) in [

@@ -341,32 +341,29 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    /// A wrong token from `from` is refused (401), and then the right one
+    /// from `then` waits its turn (429).
+    fn wrong_then_slowed(auth: &Auth, text: &str, from: Option<IpAddr>, then: Option<IpAddr>) {
+        assert_eq!(
+            auth.login("wrong", from).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            auth.login(text, then).unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
     #[test]
     fn a_source_with_wrong_tokens_slows_only_itself() {
         let (token, text) = AccessToken::generate();
         let auth = Auth::new(token, false);
         let attacker = ip("192.0.2.7");
-        assert_eq!(
-            auth.login("wrong", attacker).unwrap_err().status,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            auth.login(&text, attacker).unwrap_err().status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        wrong_then_slowed(&auth, &text, attacker, attacker);
         // The admin elsewhere logs in at once.
         auth.login(&text, LOCAL).unwrap();
         // One IPv6 /64 is one source; an IPv4-mapped address is its IPv4.
-        assert_eq!(
-            auth.login("wrong", ip("2001:db8::1")).unwrap_err().status,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            auth.login(&text, ip("2001:db8::ffff:2"))
-                .unwrap_err()
-                .status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        wrong_then_slowed(&auth, &text, ip("2001:db8::1"), ip("2001:db8::ffff:2"));
         auth.login(&text, ip("2001:db8:0:1::1")).unwrap();
         assert_eq!(
             auth.login(&text, ip("::ffff:192.0.2.7"))
@@ -425,15 +422,8 @@ mod tests {
     fn wrong_tokens_slow_every_later_attempt() {
         let (token, text) = AccessToken::generate();
         let auth = Auth::new(token, false);
-        assert_eq!(
-            auth.login("wrong", LOCAL).unwrap_err().status,
-            StatusCode::UNAUTHORIZED
-        );
         // Even the right token waits its turn.
-        assert_eq!(
-            auth.login(&text, LOCAL).unwrap_err().status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        wrong_then_slowed(&auth, &text, LOCAL, LOCAL);
         std::thread::sleep(BACKOFF_FIRST + Duration::from_millis(50));
         let (cookie, csrf) = auth.login(&text, LOCAL).unwrap();
         let c = cookie.to_str().unwrap();

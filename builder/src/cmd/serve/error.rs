@@ -21,20 +21,6 @@ pub enum ServeError {
     Recipe(#[from] crate::recipe::RecipeError),
 }
 
-impl ServeError {
-    /// The exit code (documented in the README): 2 usage, 3 a recipe named
-    /// on the command line is invalid, the store's own codes (10 identity,
-    /// 11 integrity, …), 1 anything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ServeError::Usage(_) => 2,
-            ServeError::Listen { .. } => 1,
-            ServeError::Store(e) => e.exit_code(),
-            ServeError::Recipe(_) => 3,
-        }
-    }
-}
-
 /// A refused request.
 #[derive(Debug)]
 pub struct ApiError {

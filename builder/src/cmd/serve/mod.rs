@@ -122,38 +122,24 @@ async fn serve(
     };
     // Bounded connections, each bounded in time (see `conn`).
     let limited = conn::Limited::new(axum_server::accept::DefaultAcceptor);
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(listen_err)?
+        .http1_only();
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(conn::HEADER_TIMEOUT);
+    let server = server
+        .handle(handle)
+        .first_request_timeout(conn::HEADER_TIMEOUT);
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // The same server, over TLS or plain (behind a proxy, or loopback).
     let result = match tls {
         Some(config) => {
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(limited);
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(listen_err)?
-                .acceptor(acceptor)
-                .http1_only();
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(conn::HEADER_TIMEOUT);
-            server
-                .handle(handle)
-                .first_request_timeout(conn::HEADER_TIMEOUT)
-                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .await
+            server.acceptor(acceptor).serve(app).await
         }
-        None => {
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(listen_err)?
-                .acceptor(limited)
-                .http1_only();
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(conn::HEADER_TIMEOUT);
-            server
-                .handle(handle)
-                .first_request_timeout(conn::HEADER_TIMEOUT)
-                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .await
-        }
+        None => server.acceptor(limited).serve(app).await,
     };
     result.map_err(listen_err)?;
     eprintln!("build-image serve: stopped");

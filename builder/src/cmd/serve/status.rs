@@ -3,7 +3,7 @@
 //! ✓/✗ for each device of its devices file (or for a plain build) with
 //! where the value comes from, and for each missing store secret the exact
 //! `build-image store set …` command. Computed like `build-image check
-//! --devices` ([`crate::store::recipe::matrix_of`]): store secrets from the
+//! --devices` ([`crate::cmd::check::matrix_of`]): store secrets from the
 //! verified metadata (nothing is decrypted or audited), other sources asked
 //! as `check` asks them (environment, files, dotenv files). `command`
 //! sources are run only when the server was started with `--deep`: a
@@ -14,10 +14,11 @@
 
 use super::error::ApiError;
 use super::ServeError;
+use crate::cmd::check::{matrix_with, uses_store, Commands, DeviceRow};
 use crate::recipe::devices::Device;
 use crate::recipe::{Recipe, SourceSpec};
+use crate::secrets::sources::store::{set_command, store_dir};
 use crate::store::metadata::SecretMeta;
-use crate::store::recipe::{matrix_with, set_command, store_dir, uses_store, Commands, DeviceRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

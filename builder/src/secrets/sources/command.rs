@@ -3,8 +3,8 @@
 //! timeout (the secret's `timeout`, default 60 s) and may print at most a
 //! secret's size: beyond either it is killed with its process group.
 
-use super::bounded::{self, CommandOutcome};
 use super::{Fetched, SourceError};
+use crate::io::bounded::{self, CommandOutcome};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 pub fn fetch(name: &str, path: &Path, key: &str) -> Result<Fetched, SourceError> {
     let text: Zeroizing<Vec<u8>> =
-        match crate::io::limit::read_file(path, super::bounded::MAX_VALUE_BYTES) {
+        match crate::io::limit::read_file(path, crate::io::bounded::MAX_VALUE_BYTES) {
             Ok(t) => t,
             Err(crate::io::limit::BoundedError::NotFound) => {
                 return Ok(Fetched::Missing {

@@ -1,8 +1,8 @@
 //! File source (relative to the recipe): a regular file of at most a
 //! secret's size; a FIFO, device or directory is refused at once.
 
-use super::bounded;
 use super::{Fetched, SourceError};
+use crate::io::bounded;
 use crate::io::limit::{read_file, BoundedError};
 use std::path::Path;
 

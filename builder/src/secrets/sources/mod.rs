@@ -2,11 +2,11 @@
 //! reports it missing (with how to provide it), or fails with a reason that
 //! never contains the value.
 
-pub mod bounded;
 mod command;
 mod dotenv;
 mod env;
 mod file;
+pub mod store;
 
 use crate::recipe::{Recipe, SourceSpec};
 use std::path::PathBuf;
@@ -112,7 +112,7 @@ pub fn fetch(recipe: &Recipe, name: &str, spec: &SourceSpec) -> Result<Fetched, 
         SourceSpec::Dotenv { file, key } => {
             dotenv::fetch(name, &recipe.resolve(file), key.as_deref().unwrap_or(name))
         }
-        SourceSpec::Store(n) => crate::store::recipe::fetch(recipe, name, n),
+        SourceSpec::Store(n) => store::fetch(recipe, name, n),
     }
 }
 

@@ -1,9 +1,9 @@
 //! The manifest inside the ciphertext: what each secret is and where it goes
 //! on the device. Never contains values.
 
-use super::error::BundleError;
-use super::limits;
-use super::paths::PathPolicy;
+use crate::error::BundleError;
+use crate::limits;
+use crate::paths::{validate_device_path, PathPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -157,7 +157,7 @@ impl Manifest {
 }
 
 /// A signer list of a bundle: 1 to [`MAX_SIGNERS`] distinct signers.
-pub fn check_signers(signers: &[String]) -> Result<Vec<super::Signer>, String> {
+pub fn check_signers(signers: &[String]) -> Result<Vec<crate::sign::Signer>, String> {
     if signers.is_empty() {
         return Err("the signer list is empty: a device would then accept unsigned bundles again; name at least one signer".into());
     }
@@ -166,7 +166,7 @@ pub fn check_signers(signers: &[String]) -> Result<Vec<super::Signer>, String> {
     }
     let mut parsed = Vec::with_capacity(signers.len());
     for s in signers {
-        let signer: super::Signer = s.parse().map_err(|e| format!("signer list: {e}"))?;
+        let signer: crate::sign::Signer = s.parse().map_err(|e| format!("signer list: {e}"))?;
         if parsed.contains(&signer) {
             return Err(format!("signer list: {signer} is listed twice"));
         }
@@ -402,58 +402,6 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Longest device path, and longest component (Linux `NAME_MAX`).
-pub const MAX_PATH_BYTES: usize = 1024;
-pub const MAX_COMPONENT_BYTES: usize = 255;
-/// Names under `/run` and `/run/secrets` the runtime owns.
-pub const RESERVED_RUN_NAMES: [&str; 2] = ["secrets", "secrets.d"];
-pub const RESERVED_RUN_PREFIX: &str = "secrets.tmp-";
-pub const RESERVED_SECRETS_NAME: &str = ".outside";
-
-/// Device paths: absolute, normalised, strictly under `/run`, each component
-/// a plain name of at most 255 bytes (no `.`, `..`, empty components or
-/// control characters), and nothing the runtime owns: `/run/secrets` and
-/// `/run/secrets.d` themselves, anything in `/run/secrets.d`,
-/// `/run/secrets.tmp-*`, and `/run/secrets/.outside` (where secrets with
-/// paths elsewhere under `/run` live).
-pub fn validate_device_path(path: &str) -> Result<(), String> {
-    let rest = path
-        .strip_prefix("/run/")
-        .ok_or_else(|| "the path must be absolute and under /run/".to_string())?;
-    if path.len() > MAX_PATH_BYTES {
-        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
-    }
-    for comp in rest.split('/') {
-        if comp.is_empty() || comp == "." || comp == ".." {
-            return Err(
-                "the path must be normalised (no empty, '.' or '..' components)".to_string(),
-            );
-        }
-        if comp.bytes().any(|c| c.is_ascii_control()) {
-            return Err("the path contains a control character".to_string());
-        }
-        if comp.len() > MAX_COMPONENT_BYTES {
-            return Err(format!(
-                "the path has a component of {} bytes (limit {MAX_COMPONENT_BYTES})",
-                comp.len()
-            ));
-        }
-    }
-    let first = rest.split('/').next().unwrap_or_default();
-    let reserved = RESERVED_RUN_NAMES.contains(&rest)
-        || rest.starts_with("secrets.d/")
-        || first.starts_with(RESERVED_RUN_PREFIX)
-        || rest
-            .strip_prefix("secrets/")
-            .is_some_and(|r| r.split('/').next() == Some(RESERVED_SECRETS_NAME));
-    if reserved {
-        return Err(
-            "the path is reserved for the runtime (/run/secrets, /run/secrets.d, /run/secrets.tmp-*, /run/secrets/.outside); use a file under /run/secrets/".to_string(),
-        );
-    }
-    Ok(())
-}
-
 /// Largest uid or gid (`(uid_t)-1` is not an id).
 pub const MAX_ACCOUNT_ID: u32 = u32::MAX - 1;
 
@@ -479,34 +427,6 @@ pub fn validate_account(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths() {
-        assert!(validate_device_path("/run/secrets/wifi").is_ok());
-        assert!(validate_device_path("/run/wpa/psk").is_ok());
-        for bad in [
-            "/etc/shadow",
-            "run/secrets/x",
-            "/run/secrets/../../etc/x",
-            "/run/secrets/./x",
-            "/run//x",
-            "/run/secrets",
-            "/run/secrets.d/1/x",
-            "/run/",
-            "/run/x/",
-            "/run/secrets/.outside/x",
-            "/run/secrets/.outside",
-            "/run/secrets.tmp-5",
-            "/run/secrets.tmp-5/x",
-            "/run/secrets.d",
-            &format!("/run/secrets/{}", "x".repeat(256)),
-        ] {
-            assert!(validate_device_path(bad).is_err(), "{bad} accepted");
-        }
-        assert!(validate_device_path(&format!("/run/secrets/{}", "x".repeat(255))).is_ok());
-        assert!(validate_device_path("/run/secrets/.outsider").is_ok());
-        assert!(validate_device_path("/run/secrets.tmp/x").is_ok());
-    }
 
     #[test]
     fn template_units_are_not_restartable() {

@@ -4,7 +4,7 @@
 use crate::image;
 use crate::recipe;
 use crate::secrets::SecretsError;
-use sealed_firstboot::bundle::BundleError;
+use sealed_bundle::BundleError;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -12,6 +12,8 @@ use thiserror::Error;
 pub enum BuildError {
     #[error(transparent)]
     Recipe(#[from] recipe::RecipeError),
+    #[error(transparent)]
+    Plan(#[from] recipe::plan::PlanError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
     /// Not marked as the source: the message already holds it, and a chain
@@ -82,7 +84,7 @@ mod tests {
                 cause: io(),
             }
             .into(),
-            BuildError::from(sealed_firstboot::bundle::BundleError::Io {
+            BuildError::from(sealed_bundle::BundleError::Io {
                 context: "reading b".into(),
                 source: io(),
             })

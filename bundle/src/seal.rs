@@ -1,11 +1,11 @@
 //! Sealing: contents → bundle bytes.
 
-use super::error::BundleError;
-use super::header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, UNSIGNED_VERSION};
-use super::key::{ImageKey, KeyId};
-use super::paths::PathPolicy;
-use super::payload::Contents;
-use super::sign::{SigningKey, SIGNATURE_LEN};
+use crate::error::BundleError;
+use crate::header::{Header, Stamp, FLAG_AGE_RECIPIENT, FORMAT_VERSION, UNSIGNED_VERSION};
+use crate::key::{ImageKey, KeyId};
+use crate::paths::PathPolicy;
+use crate::payload::Contents;
+use crate::sign::{SigningKey, SIGNATURE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
@@ -37,12 +37,14 @@ pub fn seal_bundle(contents: &Contents, how: &Sealing<'_>) -> Result<Vec<u8>, Bu
     seal_plaintext(&how.to, &plaintext, how.stamp, how.signing)
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Seal `contents` under `key`, unsigned (format 2), at whole unix seconds:
 /// for tests and devices that pin no signer.
 pub fn seal(key: &ImageKey, contents: &Contents, created_at: u64) -> Result<Vec<u8>, BundleError> {
     seal_stamped(SealTo::ImageKey(key), contents, Stamp::at(created_at))
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Seal `contents` under `key` and sign it with `signing` (format 3), at
 /// whole unix seconds.
 pub fn seal_signed(
@@ -62,6 +64,7 @@ pub fn seal_signed(
     )
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Seal `contents` to an image key or a device recipient, unsigned, at
 /// whole seconds.
 pub fn seal_with(
@@ -72,6 +75,7 @@ pub fn seal_with(
     seal_stamped(to, contents, Stamp::at(created_at))
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Seal `contents` unsigned (format 2) with a full [`Stamp`].
 pub fn seal_stamped(
     to: SealTo<'_>,
@@ -134,7 +138,7 @@ pub(crate) fn seal_plaintext(
         }
         SealTo::Recipient(recipient) => {
             header.flags = FLAG_AGE_RECIPIENT;
-            header.key_id = recipient_key_id(recipient);
+            header.key_id = KeyId::of_recipient(recipient);
             // age does not authenticate our clear header, so a copy of it
             // travels inside the age payload and must match on open.
             let bound = header.to_bytes();
@@ -155,11 +159,4 @@ pub(crate) fn seal_plaintext(
         out.extend_from_slice(&signature);
     }
     Ok(out)
-}
-
-pub(crate) fn recipient_key_id(recipient: &age::x25519::Recipient) -> KeyId {
-    KeyId::of_public(
-        "sealed-image recipient id v1\0",
-        recipient.to_string().as_bytes(),
-    )
 }

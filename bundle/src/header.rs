@@ -1,8 +1,8 @@
 //! The clear header of a bundle: no names, no paths, nothing secret.
 
-use super::error::BundleError;
-use super::key::KeyId;
-use super::sign::{Signer, SIGNATURE_LEN, SIGNER_LEN};
+use crate::error::BundleError;
+use crate::key::KeyId;
+use crate::sign::{Signer, SIGNATURE_LEN, SIGNER_LEN};
 
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"SEALIMG\x1a";
@@ -225,7 +225,7 @@ impl Header {
     }
 
     pub fn bundle_id_hex(&self) -> String {
-        super::key::hex(&self.bundle_id)
+        hex::encode(self.bundle_id)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The per-build symmetric image key and its public short id.
 
-use super::error::BundleError;
+use crate::error::BundleError;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -18,7 +18,7 @@ pub struct KeyId(pub [u8; 8]);
 
 impl std::fmt::Display for KeyId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -29,6 +29,15 @@ impl std::fmt::Debug for KeyId {
 }
 
 impl KeyId {
+    /// The key id of a device's age recipient (in the header of a bundle
+    /// sealed to it).
+    pub fn of_recipient(recipient: &age::x25519::Recipient) -> KeyId {
+        KeyId::of_public(
+            "sealed-image recipient id v1\0",
+            recipient.to_string().as_bytes(),
+        )
+    }
+
     /// Key id of arbitrary public material (an age recipient string).
     pub fn of_public(tag: &str, material: &[u8]) -> KeyId {
         let mut h = Sha256::new();
@@ -65,7 +74,7 @@ impl ImageKey {
     pub fn to_file_text(&self) -> Zeroizing<String> {
         let mut s = Zeroizing::new(String::with_capacity(KEY_FILE_PREFIX.len() + 65));
         s.push_str(KEY_FILE_PREFIX);
-        hex_into(&mut s, self.0.as_ref());
+        hex_into(&mut s, &self.0);
         s.push('\n');
         s
     }
@@ -94,11 +103,10 @@ impl ImageKey {
     /// Read a key file: a regular file of at most 1 KiB (FIFOs, devices,
     /// directories and symbolic links are refused at once).
     pub fn from_file(path: &std::path::Path) -> Result<ImageKey, BundleError> {
-        let bytes = Zeroizing::new(super::open::read_boot_file(
-            path,
-            super::boot::MAX_KEY_FILE_BYTES,
-            "image key",
-        )?);
+        let bytes = Zeroizing::new(
+            crate::io::read_regular_bounded(path, crate::boot::MAX_KEY_FILE_BYTES)
+                .map_err(|e| BundleError::reading("image key", path, e))?,
+        );
         ImageKey::from_file_text(&bytes)
     }
 }
@@ -109,42 +117,21 @@ impl std::fmt::Debug for ImageKey {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// 64 hex digits as 32 bytes (zeroized on drop): key material.
 pub(crate) fn unhex32(text: &str) -> Option<Zeroizing<[u8; 32]>> {
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = Zeroizing::new([0u8; 32]);
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        out[i] = (unhex(pair[0])? << 4) | unhex(pair[1])?;
-    }
+    hex::decode_to_slice(text, out.as_mut()).ok()?;
     Some(out)
-}
-
-fn unhex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Lower-case hex of public bytes (ids, hashes).
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    hex_into(&mut s, bytes);
-    s
 }
 
 /// Append the lower-case hex of `bytes` to `out` (for key material, a
 /// zeroized string with room for it: nothing else holds the digits).
-pub(crate) fn hex_into(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0xf) as usize] as char);
+pub(crate) fn hex_into(out: &mut String, bytes: &[u8; 32]) {
+    let mut digits = Zeroizing::new([0u8; 64]);
+    // 32 bytes always fit 64 digits.
+    if hex::encode_to_slice(bytes, digits.as_mut()).is_ok() {
+        // Hex digits are ASCII.
+        out.extend(digits.iter().map(|&d| d as char));
     }
 }
 

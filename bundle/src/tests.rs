@@ -323,7 +323,7 @@ fn recipient_mode_round_trip_and_header_binding() {
 /// builder writes by path, the device reads by directory and name.
 #[test]
 fn boot_paths_are_the_names_joined() {
-    use super::boot::*;
+    use crate::boot::*;
     assert_eq!(BUNDLE_PATH, format!("{SUBDIR}/{BUNDLE_FILE}"));
     assert_eq!(KEY_PATH, format!("{SUBDIR}/{KEY_FILE}"));
 }

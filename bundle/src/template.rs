@@ -196,7 +196,7 @@ fn parse(text: &[u8]) -> Result<Vec<Placeholder<'_>>, String> {
                 })?,
             ),
         };
-        if super::validate_name(name).is_err() {
+        if crate::manifest::validate_name(name).is_err() {
             return Err(format!("invalid secret name in placeholder at byte {at}"));
         }
         let len = OPEN.len() + end + 1;
@@ -251,7 +251,7 @@ pub fn render(
 ) -> Result<Zeroizing<Vec<u8>>, String> {
     let found = parse(text)?;
     let capacity = sized(&found, text, values);
-    let limit = super::limits::MAX_SECRET_BYTES;
+    let limit = crate::limits::MAX_SECRET_BYTES;
     if capacity > limit {
         return Err(format!(
             "renders to {capacity} bytes, more than a secret may hold ({limit})"

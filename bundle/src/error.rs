@@ -72,6 +72,24 @@ impl BundleError {
         )
     }
 
+    /// A file of the boot partition (`what`: the bundle, the image key)
+    /// that could not be read.
+    pub(crate) fn reading(what: &str, path: &std::path::Path, e: crate::io::ReadError) -> Self {
+        use crate::io::ReadError;
+        match e {
+            ReadError::TooLarge { size, limit } if what == "bundle" => {
+                BundleError::TooLarge { size, limit }
+            }
+            ReadError::Io(source) => {
+                BundleError::io(format!("reading {what} {}", path.display()), source)
+            }
+            other => BundleError::NotReadable {
+                path: path.display().to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BundleError::Io {
             context: context.into(),

@@ -1,14 +1,14 @@
 //! `build-image store …`: arguments and printing. The work is in
-//! [`super::commands`], [`super::archive`] and [`super::migrate`].
+//! [`build_image::store::commands`], [`build_image::store::archive`] and [`build_image::store::migrate`].
 
-use super::crypto::{Identity, Recipients};
-use super::input::{self, ValueInput};
-use super::layout::Store;
-use super::names::Scope;
-use super::session::{self, RecipientsCheck, Session};
-use super::{archive, commands, migrate, Problem, StoreError};
+use build_image::store::crypto::{Identity, Recipients};
+use build_image::store::input::{self, ValueInput};
+use build_image::store::layout::Store;
+use build_image::store::names::Scope;
+use build_image::store::session::{self, RecipientsCheck, Session};
+use build_image::store::{archive, commands, migrate, Problem, StoreError};
 use clap::{Args, Subcommand};
-use sealed_firstboot::report::printable;
+use sealed_bundle::report::printable;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -281,9 +281,9 @@ fn store_dir(args: &StoreArgs) -> Result<PathBuf, StoreError> {
         return Ok(s.clone());
     }
     if let Some(r) = &args.recipe {
-        let recipe = crate::recipe::Recipe::load(r)
+        let recipe = build_image::recipe::Recipe::load(r)
             .map_err(|e| StoreError::Value(format!("--recipe: {e}")))?;
-        return Ok(super::recipe::store_dir(&recipe));
+        return Ok(build_image::secrets::sources::store::store_dir(&recipe));
     }
     Ok(PathBuf::from("secrets-store"))
 }
@@ -308,7 +308,7 @@ fn confirm(question: &str, yes: bool) -> Result<(), StoreError> {
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
-        .map_err(super::io("reading the answer"))?;
+        .map_err(build_image::store::io("reading the answer"))?;
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -343,10 +343,13 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let mut all = recipients.clone();
             if let Some(f) = recipients_file {
                 // Bounded, and a FIFO or device refused at once.
-                let bytes =
-                    crate::io::limit::read_file(f, super::layout::MAX_RECIPIENTS).map_err(|e| {
-                        StoreError::Value(format!("--recipients-file {}: {e}", f.display()))
-                    })?;
+                let bytes = build_image::io::limit::read_file(
+                    f,
+                    build_image::store::layout::MAX_RECIPIENTS,
+                )
+                .map_err(|e| {
+                    StoreError::Value(format!("--recipients-file {}: {e}", f.display()))
+                })?;
                 all.push(String::from_utf8_lossy(&bytes).into_owned());
             }
             let made = commands::init(&dir, &all)?;
@@ -370,7 +373,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             scope,
             value,
         } => {
-            super::validate_name(name)?;
+            build_image::store::validate_name(name)?;
             let input = value.input()?.unwrap_or(ValueInput::Stdin);
             let mut store = Store::open(&dir)?;
             let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
@@ -393,7 +396,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             scope,
             output,
         } => {
-            super::validate_name(name)?;
+            build_image::store::validate_name(name)?;
             if args.json && output.is_none() {
                 return Err(StoreError::Value(
                     "--json prints metadata only: with get it needs --output FILE for the value"
@@ -401,7 +404,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 ));
             }
             if let Some(f) = output {
-                super::layout::refuse_output_inside(&dir, f)?;
+                build_image::store::layout::refuse_output_inside(&dir, f)?;
             }
             let mut store = Store::open(&dir)?;
             let id = identity("")?;
@@ -409,10 +412,12 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let (value, v) = commands::get(&mut s, &id, name, scope, *version)?;
             match output {
                 Some(f) => {
-                    crate::io::write_output(f, &value, 0o600).map_err(super::io(format!(
-                        "writing {} (the read is in the audit log)",
-                        f.display()
-                    )))?;
+                    build_image::io::write_output(f, &value, 0o600).map_err(
+                        build_image::store::io(format!(
+                            "writing {} (the read is in the audit log)",
+                            f.display()
+                        )),
+                    )?;
                     if args.json {
                         print_json(&serde_json::json!({
                             "name": name, "scope": scope.to_string(), "version": v, "output": f
@@ -427,7 +432,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&value)
                         .and_then(|_| out.flush())
-                        .map_err(super::io("writing standard output"))?;
+                        .map_err(build_image::store::io("writing standard output"))?;
                 }
             }
         }
@@ -459,7 +464,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::Rm { name, scope } => {
-            super::validate_name(name)?;
+            build_image::store::validate_name(name)?;
             let mut store = Store::open(&dir)?;
             let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
             let s = Session::open(&mut store, &id, RecipientsCheck::MustMatch)?;
@@ -470,7 +475,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             say(format!("removed {name} ({})", removed.join(", ")));
         }
         StoreCommand::Rotate { name, scope, value } => {
-            super::validate_name(name)?;
+            build_image::store::validate_name(name)?;
             let input = value.input()?;
             let mut store = Store::open(&dir)?;
             let id = identity("changing the store needs a member's identity: the store key authenticates every change")?;
@@ -485,7 +490,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             ));
         }
         StoreCommand::History { name } => {
-            super::validate_name(name)?;
+            build_image::store::validate_name(name)?;
             let metas = read_metas(&dir, args.identity.as_deref())?;
             let meta = commands::history(&dir, &metas, name)?;
             if args.json {
@@ -585,8 +590,8 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             // of the old recipients or of the new ones.
             let mut recovered = None;
             if store.pending() {
-                if let super::journal::Recovered::Finished(op) =
-                    super::journal::recover(&mut store, &id)?
+                if let build_image::store::journal::Recovered::Finished(op) =
+                    build_image::store::journal::recover(&mut store, &id)?
                 {
                     recovered = Some(op);
                 }
@@ -637,7 +642,10 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
                 .trim_end()
                 .to_string()
             };
-            let to = Recipients::from_keys(&s.file.keys(), &dir.join(super::layout::RECIPIENTS))?;
+            let to = Recipients::from_keys(
+                &s.file.keys(),
+                &dir.join(build_image::store::layout::RECIPIENTS),
+            )?;
             let r = commands::rekey(&s, &id, "rekey", to, None, detail)?;
             if args.json {
                 print_json(&r);
@@ -723,11 +731,11 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             }
         }
         StoreCommand::Export { file, recipients } => {
-            super::layout::refuse_output_inside(&dir, file)?;
+            build_image::store::layout::refuse_output_inside(&dir, file)?;
             let to = if recipients.is_empty() {
                 None
             } else {
-                super::commands::check_cli_recipients("--recipient", recipients)?;
+                build_image::store::commands::check_cli_recipients("--recipient", recipients)?;
                 Some(Recipients::parse(
                     &recipients.join("\n"),
                     Path::new("--recipient"),
@@ -786,8 +794,8 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let mut store = Store::open(&dir)?;
             let id = identity("migrate decrypts every version")?;
             if store.pending() {
-                if let super::journal::Recovered::Finished(op) =
-                    super::journal::recover(&mut store, &id)?
+                if let build_image::store::journal::Recovered::Finished(op) =
+                    build_image::store::journal::recover(&mut store, &id)?
                 {
                     if op == "migrate" {
                         say("finished the interrupted migration".into());
@@ -857,7 +865,8 @@ fn change_recipients(
 fn read_metas(
     dir: &Path,
     identity: Option<&Path>,
-) -> Result<std::collections::BTreeMap<String, super::metadata::SecretMeta>, StoreError> {
+) -> Result<std::collections::BTreeMap<String, build_image::store::metadata::SecretMeta>, StoreError>
+{
     let mut store = Store::open(dir)?;
     Ok(match Identity::load_optional(identity)? {
         Some(id) => Session::open(&mut store, &id, RecipientsCheck::MustMatch)?.metas,

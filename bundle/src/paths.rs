@@ -136,7 +136,7 @@ impl PathPolicy {
     /// under `/run`: itself and everything below it).
     pub fn allowing(prefixes: Vec<String>) -> Result<PathPolicy, String> {
         for p in &prefixes {
-            super::manifest::validate_device_path(p)
+            validate_device_path(p)
                 .and_then(|()| look_alike(p))
                 .map_err(|e| format!("allowed path {p:?}: {e}"))?;
         }
@@ -228,14 +228,9 @@ fn look_alike(path: &str) -> Result<(), String> {
         ));
     }
     let lower = first.to_ascii_lowercase();
-    let runtime = super::manifest::RESERVED_RUN_NAMES
-        .iter()
-        .any(|n| lower == *n)
-        || lower.starts_with(super::manifest::RESERVED_RUN_PREFIX);
-    if runtime
-        && !super::manifest::RESERVED_RUN_NAMES.contains(&first)
-        && !first.starts_with(super::manifest::RESERVED_RUN_PREFIX)
-    {
+    let runtime =
+        RESERVED_RUN_NAMES.iter().any(|n| lower == *n) || lower.starts_with(RESERVED_RUN_PREFIX);
+    if runtime && !RESERVED_RUN_NAMES.contains(&first) && !first.starts_with(RESERVED_RUN_PREFIX) {
         return Err(format!(
             "/run/{first} differs from the runtime's own /run/{lower} only in case (on a file system that folds case it is the same); use a file under /run/secrets/"
         ));
@@ -260,9 +255,89 @@ pub fn forbidden_dir(path: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// Longest device path, and longest component (Linux `NAME_MAX`).
+pub const MAX_PATH_BYTES: usize = 1024;
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Names under `/run` and `/run/secrets` the runtime owns.
+pub const RESERVED_RUN_NAMES: [&str; 2] = ["secrets", "secrets.d"];
+pub const RESERVED_RUN_PREFIX: &str = "secrets.tmp-";
+pub const RESERVED_SECRETS_NAME: &str = ".outside";
+
+/// Device paths: absolute, normalised, strictly under `/run`, each component
+/// a plain name of at most 255 bytes (no `.`, `..`, empty components or
+/// control characters), and nothing the runtime owns: `/run/secrets` and
+/// `/run/secrets.d` themselves, anything in `/run/secrets.d`,
+/// `/run/secrets.tmp-*`, and `/run/secrets/.outside` (where secrets with
+/// paths elsewhere under `/run` live).
+pub fn validate_device_path(path: &str) -> Result<(), String> {
+    let rest = path
+        .strip_prefix("/run/")
+        .ok_or_else(|| "the path must be absolute and under /run/".to_string())?;
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
+    }
+    for comp in rest.split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return Err(
+                "the path must be normalised (no empty, '.' or '..' components)".to_string(),
+            );
+        }
+        if comp.bytes().any(|c| c.is_ascii_control()) {
+            return Err("the path contains a control character".to_string());
+        }
+        if comp.len() > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "the path has a component of {} bytes (limit {MAX_COMPONENT_BYTES})",
+                comp.len()
+            ));
+        }
+    }
+    let first = rest.split('/').next().unwrap_or_default();
+    let reserved = RESERVED_RUN_NAMES.contains(&rest)
+        || rest.starts_with("secrets.d/")
+        || first.starts_with(RESERVED_RUN_PREFIX)
+        || rest
+            .strip_prefix("secrets/")
+            .is_some_and(|r| r.split('/').next() == Some(RESERVED_SECRETS_NAME));
+    if reserved {
+        return Err(
+            "the path is reserved for the runtime (/run/secrets, /run/secrets.d, /run/secrets.tmp-*, /run/secrets/.outside); use a file under /run/secrets/".to_string(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths() {
+        assert!(validate_device_path("/run/secrets/wifi").is_ok());
+        assert!(validate_device_path("/run/wpa/psk").is_ok());
+        for bad in [
+            "/etc/shadow",
+            "run/secrets/x",
+            "/run/secrets/../../etc/x",
+            "/run/secrets/./x",
+            "/run//x",
+            "/run/secrets",
+            "/run/secrets.d/1/x",
+            "/run/",
+            "/run/x/",
+            "/run/secrets/.outside/x",
+            "/run/secrets/.outside",
+            "/run/secrets.tmp-5",
+            "/run/secrets.tmp-5/x",
+            "/run/secrets.d",
+            &format!("/run/secrets/{}", "x".repeat(256)),
+        ] {
+            assert!(validate_device_path(bad).is_err(), "{bad} accepted");
+        }
+        assert!(validate_device_path(&format!("/run/secrets/{}", "x".repeat(255))).is_ok());
+        assert!(validate_device_path("/run/secrets/.outsider").is_ok());
+        assert!(validate_device_path("/run/secrets.tmp/x").is_ok());
+    }
 
     #[test]
     fn every_listed_directory_and_what_is_below_it_is_refused() {

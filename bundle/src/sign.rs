@@ -14,7 +14,7 @@
 //! header is also the ciphertext's associated data, so a signature cannot be
 //! swapped for another signer's without breaking decryption.
 
-use super::error::BundleError;
+use crate::error::BundleError;
 use ed25519_dalek::{Signature, Signer as _, SigningKey as DalekSigningKey, VerifyingKey};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
@@ -127,7 +127,7 @@ impl SigningKey {
         s.push_str(KEY_PREFIX);
         // Straight into the zeroized string: a hex String of its own
         // would be freed with the seed still in it.
-        super::key::hex_into(&mut s, seed.as_ref());
+        crate::key::hex_into(&mut s, &seed);
         s.push('\n');
         s
     }
@@ -151,7 +151,7 @@ impl SigningKey {
             }
         }
         let body = found.ok_or_else(|| bad(&format!("no {KEY_PREFIX} line")))?;
-        let seed = super::key::unhex32(body)
+        let seed = crate::key::unhex32(body)
             .ok_or_else(|| bad(&format!("expected 64 hex digits after {KEY_PREFIX}")))?;
         Ok(SigningKey(DalekSigningKey::from_bytes(&seed)))
     }

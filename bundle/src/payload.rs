@@ -1,9 +1,9 @@
 //! The plaintext of a bundle: `zstd(tar(manifest.json + secrets/NAME…))`,
 //! built and parsed with size limits checked before reading.
 
-use super::error::BundleError;
-use super::limits;
-use super::manifest::Manifest;
+use crate::error::BundleError;
+use crate::limits;
+use crate::manifest::Manifest;
 use std::collections::BTreeMap;
 use std::io::Read;
 use zeroize::Zeroizing;
@@ -62,7 +62,7 @@ impl Contents {
     /// the same way for what it holds; a template of it that uses secrets
     /// it does not carry is rendered when the device merges it with its
     /// store (and a partial bundle on an empty store is a full one).
-    pub fn validate(&self, paths: &super::PathPolicy) -> Result<(), BundleError> {
+    pub fn validate(&self, paths: &crate::paths::PathPolicy) -> Result<(), BundleError> {
         self.manifest.validate(paths)?;
         let mut total: u64 = 0;
         for s in self.manifest.entries() {
@@ -89,7 +89,7 @@ impl Contents {
                 .unwrap_or_default();
             let in_template =
                 |e: String| BundleError::Manifest(format!("template {}: {e}", t.name));
-            let names = super::template::placeholders(text).map_err(in_template)?;
+            let names = crate::template::placeholders(text).map_err(in_template)?;
             let absent: Vec<&String> = names
                 .iter()
                 .filter(|n| !self.manifest.secrets.iter().any(|s| &s.name == *n))
@@ -98,7 +98,7 @@ impl Contents {
                 if self.manifest.partial {
                     // Rendered once merged; the values it has must fit
                     // their escapes already.
-                    super::template::check_escapes(text, &self.values).map_err(in_template)?;
+                    crate::template::check_escapes(text, &self.values).map_err(in_template)?;
                     continue;
                 }
                 return Err(BundleError::Manifest(format!(
@@ -109,14 +109,14 @@ impl Contents {
             // Sized before rendering: many placeholders of a large secret
             // must not allocate without limit. The device renders it at
             // every unseal: it must fit there too.
-            let size = super::template::rendered_len(text, &self.values).map_err(in_template)?;
+            let size = crate::template::rendered_len(text, &self.values).map_err(in_template)?;
             within_limit(size, || {
                 format!("template {} renders to {size} bytes", t.name)
             })?;
             total = total.saturating_add(size);
             within_total(total)?;
             // Every value fits its escape (no NUL, UTF-8 where asked, …).
-            super::template::render(text, &self.values).map_err(in_template)?;
+            crate::template::render(text, &self.values).map_err(in_template)?;
         }
         within_total(total)
     }
@@ -124,7 +124,7 @@ impl Contents {
     /// Serialise to the compressed plaintext.
     pub(crate) fn encode(
         &self,
-        paths: &super::PathPolicy,
+        paths: &crate::paths::PathPolicy,
     ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
         self.validate(paths)?;
         let manifest = Zeroizing::new(
@@ -160,7 +160,10 @@ impl Contents {
 
     /// Parse a decrypted payload, enforcing every limit while reading, and
     /// validate it as a whole with `paths` (the fuzzers call this directly).
-    pub fn decode(compressed: &[u8], paths: &super::PathPolicy) -> Result<Contents, BundleError> {
+    pub fn decode(
+        compressed: &[u8],
+        paths: &crate::paths::PathPolicy,
+    ) -> Result<Contents, BundleError> {
         let mut input = compressed;
         let decoder = ruzstd::decoding::StreamingDecoder::new(&mut input)
             .map_err(|e| BundleError::Payload(format!("zstd: {e}")))?;

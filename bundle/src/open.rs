@@ -1,13 +1,12 @@
 //! Opening: bundle bytes → contents, refusing anything not sealed by us.
 
-use super::error::BundleError;
-use super::header::Header;
-use super::key::ImageKey;
-use super::limits;
-use super::paths::PathPolicy;
-use super::payload::Contents;
-use super::seal::recipient_key_id;
-use super::sign::{self, Signer, SIGNATURE_LEN};
+use crate::error::BundleError;
+use crate::header::Header;
+use crate::key::ImageKey;
+use crate::limits;
+use crate::paths::PathPolicy;
+use crate::payload::Contents;
+use crate::sign::{self, Signer, SIGNATURE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::path::Path;
@@ -123,7 +122,7 @@ pub fn open_with(bytes: &[u8], with: OpenWith<'_>, policy: &Policy) -> Result<Op
             )
         }
         (true, OpenWith::Identity(identity)) => {
-            let expected = recipient_key_id(&identity.to_public());
+            let expected = crate::key::KeyId::of_recipient(&identity.to_public());
             if expected != header.key_id {
                 return Err(BundleError::WrongKey {
                     expected: header.key_id.to_string(),
@@ -170,22 +169,6 @@ pub fn open_file(path: &Path, with: OpenWith<'_>, policy: &Policy) -> Result<Ope
 /// symbolic link is refused at once), checked against the size limit
 /// before anything is allocated.
 pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
-    read_boot_file(path, limits::MAX_BUNDLE_BYTES, "bundle")
-}
-
-/// The one bounded reader for files found on the boot partition.
-pub(crate) fn read_boot_file(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, BundleError> {
-    use crate::fsutil::{read_regular_bounded, ReadError};
-    read_regular_bounded(path, limit).map_err(|e| match e {
-        ReadError::TooLarge { size, limit } if what == "bundle" => {
-            BundleError::TooLarge { size, limit }
-        }
-        ReadError::Io(source) => {
-            BundleError::io(format!("reading {what} {}", path.display()), source)
-        }
-        other => BundleError::NotReadable {
-            path: path.display().to_string(),
-            reason: other.to_string(),
-        },
-    })
+    crate::io::read_regular_bounded(path, limits::MAX_BUNDLE_BYTES)
+        .map_err(|e| BundleError::reading("bundle", path, e))
 }

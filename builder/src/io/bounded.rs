@@ -2,7 +2,7 @@
 //! never gives more than a secret may hold. (Files are read through
 //! [`crate::io::limit`].)
 
-use sealed_firstboot::bundle::limits::MAX_SECRET_BYTES;
+use sealed_bundle::limits::MAX_SECRET_BYTES;
 use std::io::{self, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
