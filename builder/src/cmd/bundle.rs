@@ -111,7 +111,7 @@ pub fn only(recipe: &Recipe, names: &[String]) -> Result<Recipe, BuildError> {
     let mut keep: Vec<String> = names.to_vec();
     for t in r.templates.values() {
         let path = r.resolve(&t.source);
-        let text = crate::io::bounded::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+        let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
             .map_err(|e| {
                 BuildError::Invalid(format!("reading template {}: {e}", path.display()))
             })?;
@@ -218,7 +218,7 @@ fn collect(
                 continue;
             }
             let path = recipe.resolve(&t.source);
-            let text = crate::io::bounded::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+            let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
                 .map_err(|e| SecretsError::Template {
                     name: name.clone(),
                     reason: format!("reading {}: {e}", path.display()),

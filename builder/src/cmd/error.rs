@@ -24,9 +24,10 @@ pub enum BuildError {
     Agent(#[from] image::agent::AgentError),
     #[error(transparent)]
     Signing(#[from] crate::seal::signing::SigningError),
-    #[error("{context}: {cause}")]
+    #[error("{context}")]
     Io {
         context: String,
+        #[source]
         cause: std::io::Error,
     },
     #[error("{0}")]
@@ -57,8 +58,9 @@ pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BuildErr
 mod tests {
     use super::*;
 
-    /// A message that holds its cause does not also name it as its source:
-    /// anyhow's `{:#}` (and any chain printer) then says it once, not "X: X".
+    /// A cause is said once in the printed chain: either as the `source()`
+    /// (the builder's own errors: `BuildError::Io`, `FlashError`) or in the
+    /// message alone, never both (anyhow's `{:#}` would say "X: X").
     #[test]
     fn chains_print_each_cause_once() {
         let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);

@@ -11,6 +11,7 @@ use crate::cmd::error::{io_err, BuildError};
 use crate::cmd::progress::Progress;
 use crate::cmd::report::SealedImage;
 use crate::image::{self, PartitionSelector};
+use crate::io::compressed::{Format, ImageName};
 use crate::io::sparse;
 use crate::output::manifest;
 use crate::output::zst;
@@ -51,33 +52,15 @@ pub struct InjectReport {
     pub boot_partition: u32,
 }
 
-/// How an image file name ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Suffix {
-    Raw,
-    Zst,
-    Xz,
-}
-
-/// `foo.img.zst` → (`foo`, Zst); `foo.img.xz` → (`foo`, Xz); `foo.img` and
-/// `foo` → (`foo`, Raw).
-fn split_name(path: &Path) -> (String, Suffix) {
+/// `foo.img.zst` → (`foo`, zstd); `foo.img.xz` → (`foo`, xz); `foo.img`
+/// and `foo` → (`foo`, raw): [`ImageName`] of the file name.
+fn split_name(path: &Path) -> (String, Format) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for (ext, suffix) in [
-        (".img.zst", Suffix::Zst),
-        (".zst", Suffix::Zst),
-        (".img.xz", Suffix::Xz),
-        (".xz", Suffix::Xz),
-        (".img", Suffix::Raw),
-    ] {
-        if let Some(stem) = name.strip_suffix(ext) {
-            return (stem.to_string(), suffix);
-        }
-    }
-    (name, Suffix::Raw)
+    let n = ImageName::parse(&name);
+    (n.stem.to_string(), n.format)
 }
 
 /// Where the output image and key go. A `.img.zst` input gives a
@@ -92,7 +75,7 @@ pub fn output_paths(input: &Path, opts: &InjectOptions) -> (PathBuf, PathBuf) {
         opts.output.clone().unwrap_or_else(|| {
             dir.join(format!(
                 "{stem}.sealed.img{}",
-                if suffix == Suffix::Zst { ".zst" } else { "" }
+                if suffix == Format::Zstd { ".zst" } else { "" }
             ))
         })
     };
@@ -116,9 +99,9 @@ pub fn inject(
     // The output's format follows its name: `-o x.img.zst` writes zstd
     // whatever the input was.
     let out_compressed = match split_name(&output).1 {
-        Suffix::Zst => true,
-        Suffix::Raw => false,
-        Suffix::Xz => {
+        Format::Zstd => true,
+        Format::Raw => false,
+        Format::Xz => {
             return Err(BuildError::Invalid(format!(
                 "{}: build-image does not write xz; name the output .img or .img.zst",
                 output.display()

@@ -1,9 +1,30 @@
-//! Progress on stderr, only when stderr is a terminal and not `--quiet`;
-//! silent in CI logs and pipes.
+//! Progress on stderr: the steps of a build (a spinner, only when stderr
+//! is a terminal and not `--quiet`; silent in CI logs and pipes) and the
+//! byte counts of a flash ([`bytes`]).
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
+
+/// A bar counting bytes on stderr (of `len` when known, a spinner
+/// otherwise), labelled `msg`; hidden unless `enabled`.
+pub fn bytes(enabled: bool, len: Option<u64>, msg: &'static str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    let template = if len.is_some() {
+        "{msg:10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+    } else {
+        "{spinner} {msg} {bytes} {bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b.set_message(msg);
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
 
 pub struct Progress {
     bar: Option<ProgressBar>,

@@ -13,7 +13,7 @@
 //! change; a file already as wanted is left alone, so a second run changes
 //! no byte.
 
-use super::ext4::{debugfs_cat, debugfs_read, debugfs_write, quote, quoted};
+use super::debugfs::{self, debugfs_cat, debugfs_write, quote, quoted, Inode, Kind};
 use super::read::{describe_all, DiskInfo, PartInfo, Picked};
 use super::{ImageError, PartitionSelector};
 use std::fs;
@@ -363,7 +363,7 @@ fn write_wanted(
         let have = stat(image, root.start, path)?;
         if have
             .as_ref()
-            .is_some_and(|h| h.matches(want, image, root.start, path))
+            .is_some_and(|h| is_as_wanted(h, want, image, root.start, path))
         {
             continue;
         }
@@ -437,94 +437,30 @@ enum Want<'a> {
     Link(&'static str),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    Link,
-    Other,
-}
-
-struct Stat {
-    kind: Kind,
-    size: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    link: Option<String>,
-}
-
-impl Stat {
-    fn matches(&self, want: &Want<'_>, image: &Path, offset: u64, path: &str) -> bool {
-        if self.uid != 0 || self.gid != 0 {
-            return false;
+/// Whether `have` (at `path`) is already as wanted: root-owned, and the
+/// same file content and mode, or the same link.
+fn is_as_wanted(have: &Inode, want: &Want<'_>, image: &Path, offset: u64, path: &str) -> bool {
+    if have.uid != 0 || have.gid != 0 {
+        return false;
+    }
+    match want {
+        Want::File(bytes, mode) => {
+            have.kind == Kind::File
+                && have.mode == *mode
+                && have.size == bytes.len() as u64
+                && debugfs_cat(image, offset, path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|content| content == *bytes)
         }
-        match want {
-            Want::File(bytes, mode) => {
-                self.kind == Kind::File
-                    && self.mode == *mode
-                    && self.size == bytes.len() as u64
-                    && debugfs_cat(image, offset, path)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|have| have == *bytes)
-            }
-            Want::Link(target) => self.kind == Kind::Link && self.link.as_deref() == Some(target),
-        }
+        Want::Link(target) => have.kind == Kind::Link && have.link.as_deref() == Some(target),
     }
 }
 
-/// `debugfs stat` of one path; `None` when it does not exist.
-fn stat(image: &Path, offset: u64, path: &str) -> Result<Option<Stat>, AgentError> {
-    let out = debugfs_request(image, offset, &format!("stat {}", quoted(path)?))?;
-    if out.contains("File not found") {
-        return Ok(None);
-    }
-    let field = |name: &str| -> Option<&str> {
-        let at = out.find(name)? + name.len();
-        out[at..].split_whitespace().next()
-    };
-    let kind = match field("Type:") {
-        Some("regular") => Kind::File,
-        Some("directory") => Kind::Dir,
-        Some("symlink") => Kind::Link,
-        _ => Kind::Other,
-    };
-    let num = |name: &str, radix: u32| {
-        field(name)
-            .and_then(|v| u32::from_str_radix(v, radix).ok())
-            .unwrap_or(u32::MAX)
-    };
-    let link = out
-        .find("Fast link dest: \"")
-        .map(|at| &out[at + 17..])
-        .and_then(|rest| rest.split_once("\"\n").map(|(t, _)| t.to_string()));
-    Ok(Some(Stat {
-        kind,
-        size: field("Size:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX),
-        mode: num("Mode:", 8),
-        uid: num("User:", 10),
-        gid: num("Group:", 10),
-        link,
-    }))
-}
-
-/// Run one read-only debugfs request and return what it printed.
-fn debugfs_request(image: &Path, offset: u64, request: &str) -> Result<String, AgentError> {
-    let out = debugfs_read(image, offset, request)?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        return Err(ImageError::ToolFailed {
-            tool: "debugfs",
-            status: out.status.to_string(),
-            stderr: text.trim().to_string(),
-        }
-        .into());
-    }
-    Ok(text)
+/// The inode at `path` of the root filesystem at `offset`; `None` when it
+/// does not exist.
+fn stat(image: &Path, offset: u64, path: &str) -> Result<Option<Inode>, AgentError> {
+    Ok(debugfs::lookup(image, offset, path)?)
 }
 
 fn line(script: &mut Vec<u8>, cmd: &str, args: &[&str]) -> Result<(), AgentError> {
@@ -676,7 +612,7 @@ fn probe_arch(image: &Path, root: &PartInfo) -> Result<Arch, AgentError> {
 /// An agent binary: a regular file (links followed) of at most
 /// `MAX_AGENT_BYTES`, opened without blocking (a FIFO is refused at once).
 fn read_agent(path: &Path) -> Result<Vec<u8>, AgentError> {
-    crate::io::bounded::read_file(path, MAX_AGENT_BYTES)
+    crate::io::limit::read_file(path, MAX_AGENT_BYTES)
         .map(|bytes| bytes.to_vec())
         .map_err(|e| AgentError::BadAgent {
             path: path.to_path_buf(),
@@ -984,8 +920,11 @@ mod tests {
         assert_eq!(Arch::from_elf(&elf(2, 0x3e)), Ok(Arch::X86_64));
         assert_eq!(Arch::from_elf(&elf(1, 0x28)), Ok(Arch::Armv7));
         assert!(Arch::from_elf(&elf(2, 0xf3)).unwrap_err().contains("0xf3"));
-        assert!(Arch::from_elf(b"#!/bin/sh\n").is_err());
-        assert!(Arch::from_elf(b"\x7fEL").is_err());
+        assert_eq!(
+            Arch::from_elf(b"#!/bin/sh\n").unwrap_err(),
+            "not an ELF file"
+        );
+        assert_eq!(Arch::from_elf(b"\x7fEL").unwrap_err(), "not an ELF file");
     }
 
     #[test]
@@ -1063,7 +1002,10 @@ mod tests {
         for bad in [
             "boot", "/", "/a b", "/a#b", "/a/../b", "/a\nb", "/a\\b", "/boot/%H",
         ] {
-            assert!(check_boot_dir(bad).is_err(), "{bad:?}");
+            assert!(
+                matches!(check_boot_dir(bad), Err(AgentError::BadBootDir(d)) if d == bad),
+                "{bad:?}"
+            );
         }
     }
 }

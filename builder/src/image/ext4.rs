@@ -13,7 +13,6 @@
 //!   checkouts and reads).
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::debugfs::{debugfs_write, quote};
 use super::ImageError;
 use crate::host_tools::find_tool;
 
@@ -180,7 +180,7 @@ pub fn make(job: &Ext4Job<'_>) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn set_time_env(cmd: &mut Command, epoch: Option<u64>) {
+pub(super) fn set_time_env(cmd: &mut Command, epoch: Option<u64>) {
     // mke2fs reads these from the environment; ours decides, not the caller's.
     cmd.env_remove("E2FSPROGS_FAKE_TIME");
     cmd.env_remove("SOURCE_DATE_EPOCH");
@@ -192,7 +192,7 @@ fn set_time_env(cmd: &mut Command, epoch: Option<u64>) {
     cmd.env("LC_ALL", "C");
 }
 
-fn run(mut cmd: Command, tool: &'static str) -> Result<Vec<u8>, ImageError> {
+pub(super) fn run(mut cmd: Command, tool: &'static str) -> Result<Vec<u8>, ImageError> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             ImageError::ToolMissing {
@@ -236,19 +236,6 @@ enum Fixup {
     },
 }
 
-/// Quote a path for debugfs's command parser (double quotes, `""` for `"`).
-pub(crate) fn quote(path: &[u8]) -> Result<Vec<u8>, ImageError> {
-    if path.iter().any(|&b| b == b'\n' || b == b'\r' || b == 0) {
-        return Err(ImageError::Tarball {
-            path: PathBuf::from(OsStr::from_bytes(path)),
-            reason: "file names with newlines cannot be passed to debugfs".into(),
-        });
-    }
-    let mut q = Vec::new();
-    sealed_bundle::quote_into(&mut q, path, b'"', |b| (b == b'"').then_some(b"\"\""));
-    Ok(q)
-}
-
 fn script(fixups: &[Fixup]) -> Result<Vec<u8>, ImageError> {
     let mut s = Vec::new();
     for f in fixups {
@@ -289,47 +276,6 @@ fn apply_fixups(job: &Ext4Job<'_>, fixups: &[Fixup]) -> Result<(), ImageError> {
         job.scratch_dir,
         job.source_date_epoch,
     )
-}
-
-/// Run a `debugfs -w` command script against the ext filesystem at
-/// `offset` in `image`. debugfs exits 0 even when a command fails, so any
-/// line on stderr after its version banner is an error.
-pub(crate) fn debugfs_write(
-    image: &Path,
-    offset: u64,
-    script: &[u8],
-    scratch_dir: &Path,
-    epoch: Option<u64>,
-) -> Result<(), ImageError> {
-    let debugfs = require_e2fs_tool("debugfs")?;
-    let mut script_file = tempfile::Builder::new()
-        .prefix(".build-image-debugfs-")
-        .tempfile_in(scratch_dir)
-        .map_err(|e| ImageError::io("cannot create the debugfs script", e))?;
-    io::Write::write_all(&mut script_file, script)
-        .and_then(|_| io::Write::flush(&mut script_file))
-        .map_err(|e| ImageError::io("cannot write the debugfs script", e))?;
-    let mut device = image.as_os_str().to_owned();
-    device.push(format!("?offset={offset}"));
-    let mut cmd = Command::new(debugfs);
-    cmd.arg("-w").arg("-f").arg(script_file.path()).arg(&device);
-    cmd.stdout(Stdio::null());
-    set_time_env(&mut cmd, epoch);
-    crate::child_env::scrub(&mut cmd);
-    let stderr = run(cmd, "debugfs")?;
-    let errors: Vec<String> = String::from_utf8_lossy(&stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
-        .map(str::to_string)
-        .collect();
-    if !errors.is_empty() {
-        return Err(ImageError::ToolFailed {
-            tool: "debugfs",
-            status: "commands failed".into(),
-            stderr: errors.join("\n"),
-        });
-    }
-    Ok(())
 }
 
 /// Inode path (`/a/b`) of a relative path.
@@ -574,51 +520,4 @@ fn unpack_tarball(
     // Device nodes first (they must exist before their metadata is set).
     specials.extend(fixups);
     Ok(specials)
-}
-
-/// A path quoted for a debugfs request line.
-pub(crate) fn quoted(path: &str) -> Result<String, ImageError> {
-    Ok(String::from_utf8_lossy(&quote(path.as_bytes())?).into_owned())
-}
-
-/// Run one read-only `debugfs -R REQUEST` against the ext filesystem at
-/// byte `offset` of `image`; the caller judges its output.
-pub(crate) fn debugfs_read(
-    image: &Path,
-    offset: u64,
-    request: &str,
-) -> Result<std::process::Output, ImageError> {
-    let debugfs = require_e2fs_tool("debugfs")?;
-    let mut device = image.as_os_str().to_owned();
-    device.push(format!("?offset={offset}"));
-    crate::child_env::scrub(&mut Command::new(debugfs))
-        .arg("-R")
-        .arg(request)
-        .arg(&device)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| ImageError::io("cannot run debugfs", e))
-}
-
-/// Read a regular file's contents from an ext4 partition with `debugfs`
-/// (used by tests and by `inspect`). `Ok(None)` when it does not exist.
-pub fn debugfs_cat(image: &Path, offset: u64, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
-    let out = debugfs_read(image, offset, &format!("cat {}", quoted(path)?))?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("File not found") {
-        return Ok(None);
-    }
-    if !out.status.success()
-        || err
-            .lines()
-            .any(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-    {
-        return Err(ImageError::ToolFailed {
-            tool: "debugfs",
-            status: out.status.to_string(),
-            stderr: err.trim().to_string(),
-        });
-    }
-    Ok(Some(out.stdout))
 }

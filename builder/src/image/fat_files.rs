@@ -54,7 +54,7 @@ pub fn fat_write_files_on(
     let fs = fat::open(file, part.start, part.size)?;
     fat::write_files(&fs, files)?;
     fat::close(fs)?;
-    fat::fix_dot_entries(file, part.start)?;
+    super::fat_repair::fix_dot_entries(file, part.start)?;
     file.sync_all()
         .map_err(|e| ImageError::io(format!("cannot sync {name}"), e))
 }

@@ -18,10 +18,13 @@
 //! mke2fs's clock and clamps file times). Whatever is not fixed is random.
 
 pub mod agent;
+pub mod debugfs;
 pub mod disk;
 pub mod ext4;
 pub mod fat;
+mod fat_boot;
 pub mod fat_files;
+mod fat_repair;
 pub mod gpt_table;
 pub mod host_keys;
 pub mod layout;
@@ -91,6 +94,8 @@ pub enum ImageError {
         tool: &'static str,
         package: &'static str,
     },
+    #[error("debugfs gave unexpected output for {path}: {reason}")]
+    DebugfsOutput { path: String, reason: String },
     #[error("{tool} failed ({status}): {stderr}")]
     ToolFailed {
         tool: &'static str,
@@ -479,7 +484,7 @@ fn write_content(
             let fat_type = fs.fat_type();
             fat::write_files(&fs, files)?;
             fat::close(fs)?;
-            fat::fix_dot_entries(file, p.start)?;
+            fat_repair::fix_dot_entries(file, p.start)?;
             fat::set_hidden_sectors(file, p.start, fat_type)?;
             fat::allocate_metadata(file, p.start)?;
             Ok(Some(fat::volume_id_string(vid)))

@@ -10,6 +10,7 @@ use gpt::disk::LogicalBlockSize;
 use gpt::GptConfig;
 
 use super::disk::DiskView;
+use super::fat_boot::BootSector;
 use super::layout::{TableKind, GPT_TYPE_BASIC_DATA, GPT_TYPE_ESP, SECTOR};
 use super::mbr_table;
 use super::ImageError;
@@ -325,35 +326,18 @@ fn probe_fs<D: Read + Seek>(disk: &mut DiskView<D>, start: u64, size: u64) -> Pr
         };
     }
     // FAT: boot sector signature and a sane BPB.
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let bps = u16_at(11);
-    let spc = b[13];
-    let fats = b[16];
-    let sane = b[510] == 0x55
-        && b[511] == 0xaa
-        && matches!(bps, 512 | 1024 | 2048 | 4096)
-        && spc != 0
-        && spc.is_power_of_two()
-        && u16_at(14) >= 1
-        && (1..=2).contains(&fats)
-        && (b[21] == 0xf0 || b[21] >= 0xf8);
-    if !sane {
+    let mut sector = [0u8; BootSector::LEN];
+    sector.copy_from_slice(&b[..BootSector::LEN]);
+    let bpb = BootSector::parse(&sector);
+    if !bpb.is_sane() {
         return Probe::default();
     }
-    // The extended boot signature (0x29) is followed by the serial and label.
-    let fat32 = u16_at(22) == 0;
-    let ext_bpb = match (fat32, b[66], b[38]) {
-        (true, 0x29, _) => Some(67),
-        (false, _, 0x29) => Some(39),
-        _ => None,
-    };
     Probe {
         fs_type: Some("vfat".into()),
-        fs_label: ext_bpb.and_then(|at| trim_label(&b[at + 4..at + 15])),
-        fs_uuid: ext_bpb.map(|at| {
-            let serial = u32_of(&b, at);
-            format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)
-        }),
+        fs_label: bpb.volume.and_then(|(_, label)| trim_label(&label)),
+        fs_uuid: bpb
+            .volume
+            .map(|(serial, _)| format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)),
     }
 }
 

@@ -284,12 +284,15 @@ fn gpt_image_checks_out_with_the_real_tools() {
         "device-01\n"
     );
     assert_eq!(
-        ext4::debugfs_cat(&img, rootp.start, "/etc/sealed/note")
+        debugfs::debugfs_cat(&img, rootp.start, "/etc/sealed/note")
             .unwrap()
             .unwrap(),
         vec![b'x'; 10_000]
     );
-    assert_eq!(ext4::debugfs_cat(&img, rootp.start, "/nope").unwrap(), None);
+    assert_eq!(
+        debugfs::debugfs_cat(&img, rootp.start, "/nope").unwrap(),
+        None
+    );
     let stats = debugfs(&img, rootp.start, "stats");
     assert!(stats.contains("Filesystem volume name:   root"), "{stats}");
     assert!(

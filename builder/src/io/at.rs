@@ -225,17 +225,15 @@ impl Dir {
         let Some((f, size)) = self.open_bounded(name, limit)? else {
             return Ok(None);
         };
-        let mut out = Vec::with_capacity(size as usize);
-        f.take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| AtError::Io {
+        let mut f = f;
+        let mut out = super::limit::read_bounded(&mut f, limit, size).map_err(|e| match e {
+            super::limit::BoundedReadError::TooLarge { .. } => self.too_large(name, limit),
+            super::limit::BoundedReadError::Io(e) => AtError::Io {
                 path: self.child_path(name),
                 cause: e,
-            })?;
-        if out.len() as u64 > limit {
-            return Err(self.too_large(name, limit));
-        }
-        Ok(Some(out))
+            },
+        })?;
+        Ok(Some(std::mem::take(&mut *out)))
     }
 
     /// The SHA-256 of the regular file `name` (at most `limit` bytes), read

@@ -1,10 +1,9 @@
-//! Bounded reads of build-host files and programs: a source never reads
-//! more than a secret may hold, never blocks on a FIFO or a device, and a
-//! command that hangs or floods is killed.
+//! Bounded command sources: a command that hangs or floods is killed, and
+//! never gives more than a secret may hold. (Files are read through
+//! [`crate::io::limit`].)
 
 use sealed_bundle::limits::MAX_SECRET_BYTES;
 use std::io::{self, Read};
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -15,62 +14,6 @@ pub const MAX_VALUE_BYTES: u64 = MAX_SECRET_BYTES;
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of a failing command's stderr is shown.
 const MAX_STDERR_BYTES: usize = 16 * 1024;
-
-/// Why a bounded read failed.
-#[derive(Debug)]
-pub enum BoundedError {
-    NotFound,
-    /// A FIFO, a device, a directory, a socket.
-    NotRegular(&'static str),
-    TooLarge {
-        limit: u64,
-    },
-    Io(io::Error),
-}
-
-impl std::fmt::Display for BoundedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundedError::NotFound => f.write_str("no such file"),
-            BoundedError::NotRegular(what) => write!(f, "it is {what}, not a regular file"),
-            BoundedError::TooLarge { limit } => {
-                write!(f, "it is larger than {limit} bytes, the limit of a secret")
-            }
-            BoundedError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Read a regular file (symbolic links followed) of at most `limit` bytes,
-/// refusing anything else at once (opened non-blocking, checked on the
-/// open descriptor), reading at most `limit + 1` bytes.
-pub fn read_file(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, BoundedError> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Err(BoundedError::NotFound),
-        Err(e) => return Err(BoundedError::Io(e.into())),
-    };
-    let st = rustix::fs::fstat(&fd).map_err(|e| BoundedError::Io(e.into()))?;
-    if let Some(what) = sealed_bundle::io::not_regular(st.st_mode) {
-        return Err(BoundedError::NotRegular(what));
-    }
-    if st.st_size as u64 > limit {
-        return Err(BoundedError::TooLarge { limit });
-    }
-    crate::io::secret::read_bounded(&mut std::fs::File::from(fd), limit, st.st_size as u64).map_err(
-        |e| match e {
-            crate::io::secret::BoundedReadError::TooLarge { limit } => {
-                BoundedError::TooLarge { limit }
-            }
-            crate::io::secret::BoundedReadError::Io(e) => BoundedError::Io(e),
-        },
-    )
-}
 
 /// How a command source ended.
 pub enum CommandOutcome {
@@ -113,13 +56,13 @@ pub fn run_command(cmd: &mut Command, timeout: Duration, limit: u64) -> io::Resu
     let (out_tx, out_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // Into a zeroizing buffer that leaves no copy as it grows.
-        let read = match crate::io::secret::read_bounded(&mut out_pipe, limit, 0) {
+        let read = match crate::io::limit::read_bounded(&mut out_pipe, limit, 0) {
             Ok(buf) => Ok(buf),
-            Err(crate::io::secret::BoundedReadError::TooLarge { .. }) => {
+            Err(crate::io::limit::BoundedReadError::TooLarge { .. }) => {
                 over_flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(Zeroizing::new(Vec::new()))
             }
-            Err(crate::io::secret::BoundedReadError::Io(e)) => Err(e),
+            Err(crate::io::limit::BoundedReadError::Io(e)) => Err(e),
         };
         let _ = out_tx.send(read);
     });

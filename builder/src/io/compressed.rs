@@ -73,6 +73,43 @@ pub fn open(path: &Path) -> io::Result<(Format, Box<dyn Read + Send>)> {
     Ok((format, decoder(file, format)?))
 }
 
+/// An image file name split by its suffixes: `foo.img.zst` → `foo`, `.img`,
+/// zstd; `foo.xz` → `foo`, xz; `foo.img` and `foo` → `foo`, raw. The one
+/// place image names are taken apart (`inject`'s outputs, `flash`'s bmap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageName<'a> {
+    /// The name without `.img` and the compression suffix.
+    pub stem: &'a str,
+    /// Whether `.img` came before the compression suffix (or ended the name).
+    pub img: bool,
+    /// What the name says it is: `.zst` zstd, `.xz` xz, anything else raw.
+    pub format: Format,
+}
+
+impl ImageName<'_> {
+    pub fn parse(name: &str) -> ImageName<'_> {
+        let (rest, format) = if let Some(r) = name.strip_suffix(".zst") {
+            (r, Format::Zstd)
+        } else if let Some(r) = name.strip_suffix(".xz") {
+            (r, Format::Xz)
+        } else {
+            (name, Format::Raw)
+        };
+        match rest.strip_suffix(".img") {
+            Some(stem) => ImageName {
+                stem,
+                img: true,
+                format,
+            },
+            None => ImageName {
+                stem: rest,
+                img: false,
+                format,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +140,20 @@ mod tests {
         assert!(
             matches!(r.read_to_end(&mut Vec::new()), Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
         );
+    }
+
+    #[test]
+    fn image_names_split_into_stem_and_suffixes() {
+        let n = |s| {
+            let n = ImageName::parse(s);
+            (n.stem, n.img, n.format)
+        };
+        assert_eq!(n("a.img.zst"), ("a", true, Format::Zstd));
+        assert_eq!(n("a.zst"), ("a", false, Format::Zstd));
+        assert_eq!(n("d/a.img.xz"), ("d/a", true, Format::Xz));
+        assert_eq!(n("a.xz"), ("a", false, Format::Xz));
+        assert_eq!(n("a.img"), ("a", true, Format::Raw));
+        assert_eq!(n("a.img.img"), ("a.img", true, Format::Raw));
+        assert_eq!(n("a"), ("a", false, Format::Raw));
     }
 }

@@ -2,13 +2,15 @@
 //! none of them): compressed images ([`compressed`]: detected by their
 //! magic, decoded one way), sparse files ([`sparse`]: where the data is,
 //! copies that keep the holes), the one zero-skipping writer
-//! ([`sparse_write`]), the worker thread count; bounded reads of files and
-//! programs ([`bounded`]); files under a directory descriptor that never
-//! follow links ([`at`]); zeroizing buffers for plaintext ([`secret`]).
+//! ([`sparse_write`]), the worker thread count; bounded reads of streams
+//! and files ([`limit`]) and of programs ([`bounded`]); files under a
+//! directory descriptor that never follow links ([`at`]); zeroizing
+//! buffers for plaintext ([`secret`]).
 
 pub mod at;
 pub mod bounded;
 pub mod compressed;
+pub mod limit;
 pub mod secret;
 pub mod sparse;
 pub mod sparse_write;

@@ -211,7 +211,7 @@ fn collect_fat_tree(
     }
     // Opened non-blocking and checked again on the descriptor (the path
     // could change in between).
-    let data = crate::io::bounded::read_file(src, u32::MAX as u64)
+    let data = crate::io::limit::read_file(src, u32::MAX as u64)
         .map_err(|e| refuse(src, e.to_string()))?;
     out.push(FatFile {
         path: dest.to_string(),

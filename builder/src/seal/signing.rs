@@ -140,7 +140,7 @@ pub fn resolve(req: &SigningRequest, recipe: Option<&Recipe>) -> Result<Signing,
 
 /// Read a signing key file (bounded, a regular file).
 pub fn from_file(path: &Path, from: &str) -> Result<Signing, SigningError> {
-    let text = crate::io::bounded::read_file(path, MAX_KEY_FILE_BYTES).map_err(|e| {
+    let text = crate::io::limit::read_file(path, MAX_KEY_FILE_BYTES).map_err(|e| {
         SigningError::Invalid {
             from: from.to_string(),
             reason: e.to_string(),

@@ -207,7 +207,7 @@ fn collect_templates(
             reason,
         };
         let path = recipe.resolve(&t.source);
-        let text = crate::io::bounded::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
+        let text = crate::io::limit::read_file(&path, crate::io::bounded::MAX_VALUE_BYTES)
             .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
         if std::str::from_utf8(&text).is_err() {
             return Err(err(format!("{} is not UTF-8 text", path.display())));

@@ -272,7 +272,7 @@ pub fn open(
             )));
         }
         let data =
-            crate::io::secret::read_bounded(&mut entry as &mut dyn Read, MAX_VALUE, entry_size)
+            crate::io::limit::read_bounded(&mut entry as &mut dyn Read, MAX_VALUE, entry_size)
                 .map_err(|e| corrupt(format!("{path}: {e}")))?;
         if files.contains_key(&path) {
             return Err(corrupt(format!("{path} is in it twice")));

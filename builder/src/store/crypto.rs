@@ -256,7 +256,7 @@ impl Identity {
                 return Err(bad("not a regular file (nor a pipe)".into()));
             }
         }
-        let bytes = crate::io::secret::read_bounded(&mut f, MAX_IDENTITY_FILE, meta.len())
+        let bytes = crate::io::limit::read_bounded(&mut f, MAX_IDENTITY_FILE, meta.len())
             .map_err(|e| bad(e.to_string()))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
         Identity::parse(text, &path.display().to_string())
@@ -308,7 +308,7 @@ impl Identity {
         limit: u64,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let mut reader = self.decrypt_stream(ciphertext, what)?;
-        crate::io::secret::read_bounded(&mut reader, limit, ciphertext.len() as u64).map_err(|e| {
+        crate::io::limit::read_bounded(&mut reader, limit, ciphertext.len() as u64).map_err(|e| {
             StoreError::Corrupt {
                 path: PathBuf::from(what),
                 reason: format!("age: {e}"),

@@ -128,11 +128,11 @@ pub fn read(input: &ValueInput, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreE
 
 /// Read a value of at most [`MAX_VALUE`] bytes into a zeroized buffer.
 fn bounded(r: &mut dyn Read, size_hint: u64) -> Result<Zeroizing<Vec<u8>>, String> {
-    crate::io::secret::read_bounded(r, MAX_VALUE, size_hint).map_err(|e| match e {
-        crate::io::secret::BoundedReadError::TooLarge { .. } => {
+    crate::io::limit::read_bounded(r, MAX_VALUE, size_hint).map_err(|e| match e {
+        crate::io::limit::BoundedReadError::TooLarge { .. } => {
             format!("the value is larger than {MAX_VALUE} bytes")
         }
-        crate::io::secret::BoundedReadError::Io(e) => e.to_string(),
+        crate::io::limit::BoundedReadError::Io(e) => e.to_string(),
     })
 }
 

@@ -109,23 +109,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Decode lower- or upper-case hex of exactly `N` bytes.
 pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.as_bytes();
-    if text.len() != 2 * N {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, pair) in text.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
+    ::hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
-/// Append the hex of secret bytes (no temporary copy).
+/// Append the hex of secret bytes (no copy left behind: each byte's two
+/// digits pass through a buffer that is wiped).
 fn hex_into(out: &mut crate::io::secret::SecretVec, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pair = Zeroizing::new([0u8; 2]);
     for b in bytes {
-        out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
+        // Two digits for one byte: the lengths always match.
+        if ::hex::encode_to_slice([*b], &mut pair[..]).is_ok() {
+            out.extend_from_slice(&pair[..]);
+        }
     }
 }
 
@@ -431,6 +428,21 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex_of_n_bytes() {
+        let mut out = crate::io::secret::SecretVec::with_capacity(8);
+        hex_into(&mut out, &[0x00, 0x7f, 0xab, 0xff]);
+        assert_eq!(&out.into_inner()[..], b"007fabff");
+        assert_eq!(hex(&[0x01, 0xfe]), "01fe");
+        assert_eq!(unhex::<2>("01FE"), Some([0x01, 0xfe]));
+        assert_eq!(unhex::<2>("01fe"), Some([0x01, 0xfe]));
+        // Wrong length, a sign, a non-hex digit.
+        assert_eq!(unhex::<2>("01f"), None);
+        assert_eq!(unhex::<2>("01fe00"), None);
+        assert_eq!(unhex::<2>("+1fe"), None);
+        assert_eq!(unhex::<2>("01fg"), None);
+    }
 
     #[test]
     fn keys_round_trip_and_name_their_store() {

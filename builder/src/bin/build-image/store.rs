@@ -343,7 +343,7 @@ pub fn run(args: StoreArgs) -> Result<(), StoreError> {
             let mut all = recipients.clone();
             if let Some(f) = recipients_file {
                 // Bounded, and a FIFO or device refused at once.
-                let bytes = build_image::io::bounded::read_file(
+                let bytes = build_image::io::limit::read_file(
                     f,
                     build_image::store::layout::MAX_RECIPIENTS,
                 )

@@ -1,7 +1,7 @@
-//! The boot partition of a flashed target: finding it (also on a block
-//! device, whose file length reads as 0: the table is read on the handle),
-//! checking the key against the bundle there, writing the key file and
-//! reading it back.
+//! Step 5 of a flash: the boot partition of the written target: finding
+//! it (also on a block device, whose file length reads as 0: the table is
+//! read on the handle), the device bundle written there, the key checked
+//! against the bundle there, the key file written; each read back.
 
 use std::fs::File;
 use std::path::Path;
@@ -9,10 +9,60 @@ use std::path::Path;
 use sealed_bundle::{Header, ImageKey};
 use zeroize::Zeroizing;
 
+use super::inputs::Inputs;
+use super::target::Checked;
+use super::{write, FlashError, FlashOptions};
 use crate::image::{
     self, fat, DiskInfo, DiskView, FatFile, ImageError, PartInfo, PartitionSelector,
 };
-use crate::seal::BUNDLE_PATH;
+use crate::seal::{BUNDLE_PATH, EMBEDDED_KEY_PATH};
+
+/// Put the device bundle, then the key, into the boot partition of the
+/// `image_size` bytes written to `dst`. Returns the partition's number
+/// (`None` when there was nothing to place).
+pub(super) fn place(
+    inputs: &Inputs<'_>,
+    target: &Checked,
+    dst: &File,
+    image_size: u64,
+    opts: &FlashOptions,
+) -> Result<Option<u32>, FlashError> {
+    if inputs.device_bundle.is_none() && inputs.key.is_none() {
+        return Ok(None);
+    }
+    let place = |e| FlashError::BootPartition {
+        target: target.shown.clone(),
+        cause: Box::new(e),
+    };
+    let ro = File::open(&target.real).map_err(|e| target.io_err("cannot open for reading", e))?;
+    let (_, part) = find_boot(&target.real, &ro, image_size, &opts.partition).map_err(place)?;
+    if let Some((bundle, _)) = &inputs.device_bundle {
+        let written = write_boot_checked(dst, &ro, &part, BUNDLE_PATH, bundle, opts.verify);
+        if !written.map_err(place)? {
+            return Err(FlashError::BundleVerifyFailed {
+                target: target.shown.clone(),
+            });
+        }
+    }
+    if let Some((k, text)) = &inputs.key {
+        let bundle = read_boot_file(&ro, &part, BUNDLE_PATH).map_err(place)?;
+        if let Some(reason) = key_mismatch(bundle.as_deref().map(|v| v.as_slice()), k) {
+            return Err(FlashError::KeyMismatch {
+                key: inputs.key_path.clone().unwrap_or_default(),
+                reason,
+                image_written: true,
+            });
+        }
+        let key_text = text.as_bytes();
+        let written = write_boot_checked(dst, &ro, &part, EMBEDDED_KEY_PATH, key_text, opts.verify);
+        if !written.map_err(place)? {
+            return Err(FlashError::KeyVerifyFailed {
+                target: target.shown.clone(),
+            });
+        }
+    }
+    Ok(Some(part.index))
+}
 
 /// The boot partition of the target, as `sel` picks it. The table is read
 /// on the handle from the first `size` bytes of `dev` (the image written
@@ -57,7 +107,12 @@ pub(crate) fn key_mismatch(bundle: Option<&[u8]>, key: &ImageKey) -> Option<Stri
     };
     let header = match Header::parse(bytes) {
         Ok(h) => h,
-        Err(e) => return Some(format!("the bundle {BUNDLE_PATH} is unreadable: {e}")),
+        Err(e) => {
+            return Some(format!(
+                "the bundle {BUNDLE_PATH} is unreadable: {}",
+                sealed_bundle::report::chain(&e)
+            ))
+        }
     };
     if header.is_age_recipient() {
         return Some(
@@ -86,4 +141,24 @@ pub(crate) fn write_boot_file(
     let result = image::fat_files::fat_write_files_on(dev, boot, &files, "the target");
     crate::seal::zeroize_files(&mut files);
     result
+}
+
+/// Write `data` as `path` into the boot partition `part` of `dst`; with
+/// `verify`, read it back through `ro`, past the page cache. False when what
+/// was read back differs.
+fn write_boot_checked(
+    dst: &File,
+    ro: &File,
+    part: &PartInfo,
+    path: &str,
+    data: &[u8],
+    verify: bool,
+) -> Result<bool, ImageError> {
+    write_boot_file(dst, part, path, data)?;
+    if !verify {
+        return Ok(true);
+    }
+    write::drop_cache(ro);
+    let back = read_boot_file(ro, part, path)?;
+    Ok(back.as_deref().map(|v| v.as_slice()) == Some(data))
 }

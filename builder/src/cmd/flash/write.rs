@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::FlashError;
 use crate::io::compressed::{self, Format};
 use crate::io::sparse_write::write_nonzero_at;
-use crate::output::bmap::{hex, Bmap};
+use crate::output::bmap::Bmap;
 
 /// Read and write granularity.
 const CHUNK: usize = 1 << 20;
@@ -222,8 +222,8 @@ pub(crate) fn copy_mapped(
                     } else {
                         format!("blocks {}-{} (bytes {start}..{end})", r.first, r.last)
                     },
-                    expected: hex(&expected),
-                    actual: hex(&got),
+                    expected: hex::encode(expected),
+                    actual: hex::encode(got),
                     target: names.target.to_path_buf(),
                 });
             }
@@ -348,8 +348,8 @@ pub(crate) fn verify(
             return Err(FlashError::VerifyFailed {
                 target: target.to_path_buf(),
                 what: format!("bytes {start}..{end}"),
-                expected: hex(&expected),
-                actual: hex(&got),
+                expected: hex::encode(expected),
+                actual: hex::encode(got),
             });
         }
     }
@@ -358,8 +358,8 @@ pub(crate) fn verify(
         return Err(FlashError::VerifyFailed {
             target: target.to_path_buf(),
             what: "the mapped data as a whole".into(),
-            expected: hex(&copied.sha256_mapped),
-            actual: hex(&got),
+            expected: hex::encode(copied.sha256_mapped),
+            actual: hex::encode(got),
         });
     }
     Ok(())

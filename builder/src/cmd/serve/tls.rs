@@ -33,7 +33,7 @@ fn read(path: &Path, what: &str, private: bool) -> Result<zeroize::Zeroizing<Vec
     if private {
         super::config::check_private(&meta, "private key").map_err(bad)?;
     }
-    crate::io::secret::read_bounded(&mut f, MAX_PEM, meta.len()).map_err(|e| bad(e.to_string()))
+    crate::io::limit::read_bounded(&mut f, MAX_PEM, meta.len()).map_err(|e| bad(e.to_string()))
 }
 
 /// The rustls configuration of `files` (usage errors: exit 2).

@@ -104,7 +104,7 @@ impl AccessToken {
             }
         }
         super::config::check_private(&meta, "token file").map_err(bad)?;
-        let bytes = crate::io::secret::read_bounded(&mut f, 4096, meta.len())
+        let bytes = crate::io::limit::read_bounded(&mut f, 4096, meta.len())
             .map_err(|e| bad(e.to_string()))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
         AccessToken::parse(

@@ -1,5 +1,6 @@
-//! The bmap reader: a tokenizer for the XML subset bmaptool writes and a
-//! strict walk over the expected structure.
+//! The bmap reader: quick-xml's events into a small tree (DTDs, CDATA,
+//! misnested or unclosed tags refused, each naming its line) and a strict
+//! walk over the expected structure.
 
 use super::{Bmap, BmapError, BmapRange};
 use sha2::{Digest, Sha256};
@@ -18,25 +19,7 @@ fn syntax(line: usize, reason: impl Into<String>) -> BmapError {
 }
 
 // ---------------------------------------------------------------------------
-// Tokenizer
-
-#[derive(Debug)]
-enum Tok<'a> {
-    Open {
-        name: &'a str,
-        attrs: Vec<(&'a str, String)>,
-        empty: bool,
-        at: usize,
-    },
-    Close {
-        name: &'a str,
-        at: usize,
-    },
-    Text {
-        text: &'a str,
-        at: usize,
-    },
-}
+// Tree
 
 fn line_of(text: &str, at: usize) -> usize {
     text.as_bytes()[..at.min(text.len())]
@@ -50,193 +33,21 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
 }
 
-fn decode_entities(raw: &str, text: &str, at: usize) -> Result<String, BmapError> {
-    if !raw.contains('&') {
-        return Ok(raw.to_string());
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(p) = rest.find('&') {
-        out.push_str(&rest[..p]);
-        let tail = &rest[p..];
-        let end = tail
-            .find(';')
-            .ok_or_else(|| syntax(line_of(text, at), "'&' that does not start an entity"))?;
-        let ent = &tail[1..end];
-        let c = match ent {
-            "lt" => '<',
-            "gt" => '>',
-            "amp" => '&',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let num = if let Some(h) = ent.strip_prefix("#x") {
-                    u32::from_str_radix(h, 16).ok()
-                } else if let Some(d) = ent.strip_prefix('#') {
-                    d.parse::<u32>().ok()
-                } else {
-                    None
-                };
-                num.and_then(char::from_u32)
-                    .ok_or_else(|| syntax(line_of(text, at), format!("unknown entity &{ent};")))?
-            }
-        };
-        out.push(c);
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, BmapError> {
-    let mut toks = Vec::new();
-    let b = text.as_bytes();
-    let mut i = 0;
-    // A UTF-8 byte order mark is allowed before anything else.
-    if text.starts_with('\u{feff}') {
-        i = 3;
-    }
-    while i < b.len() {
-        if b[i] != b'<' {
-            let end = text[i..].find('<').map_or(b.len(), |p| i + p);
-            let raw = &text[i..end];
-            if raw.contains('>') {
-                return Err(syntax(line_of(text, i), "stray '>' in text"));
-            }
-            toks.push(Tok::Text { text: raw, at: i });
-            i = end;
-            continue;
-        }
-        let rest = &text[i..];
-        if rest.starts_with("<?") {
-            let end = rest
-                .find("?>")
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated <? declaration"))?;
-            // The declaration and processing instructions carry nothing we use.
-            i += end + 2;
-        } else if let Some(comment) = rest.strip_prefix("<!--") {
-            let end = comment
-                .find("-->")
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated comment"))?;
-            i += 4 + end + 3;
-        } else if rest.starts_with("<!") {
-            return Err(syntax(
-                line_of(text, i),
-                "unsupported XML construct (DTD or CDATA section)",
-            ));
-        } else if let Some(r) = rest.strip_prefix("</") {
-            let end = r
-                .find('>')
-                .ok_or_else(|| syntax(line_of(text, i), "unterminated closing tag"))?;
-            let name = r[..end].trim_end();
-            if name.is_empty() || !name.chars().all(is_name_char) {
-                return Err(syntax(
-                    line_of(text, i),
-                    format!("malformed closing tag </{}>", &r[..end]),
-                ));
-            }
-            toks.push(Tok::Close { name, at: i });
-            i += 2 + end + 1;
-        } else {
-            let (tok, len) = open_tag(text, i)?;
-            toks.push(tok);
-            i += len;
-        }
-    }
-    Ok(toks)
-}
-
-/// Parse `<name a="v" b='w'>` or `<name/>` at `at`; returns the token and
-/// its length in bytes.
-fn open_tag(text: &str, at: usize) -> Result<(Tok<'_>, usize), BmapError> {
-    let line = line_of(text, at);
-    let s = &text[at + 1..];
-    let name_len = s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
-    let name = &s[..name_len];
-    if name.is_empty() {
-        return Err(syntax(line, "'<' that does not start a tag"));
-    }
-    let mut p = name_len;
-    let mut attrs = Vec::new();
-    loop {
-        let ws = s[p..]
-            .find(|c: char| !c.is_ascii_whitespace())
-            .ok_or_else(|| syntax(line, format!("unterminated tag <{name}")))?;
-        let had_ws = ws > 0;
-        p += ws;
-        let r = &s[p..];
-        // `/>` or `>`: the tag ends (its length counts the leading '<').
-        let end = if r.starts_with("/>") {
-            Some((true, 2))
-        } else if r.starts_with('>') {
-            Some((false, 1))
-        } else {
-            None
-        };
-        if let Some((empty, close_len)) = end {
-            let tok = Tok::Open {
-                name,
-                attrs,
-                empty,
-                at,
-            };
-            return Ok((tok, 1 + p + close_len));
-        }
-        if !had_ws {
-            return Err(syntax(line, format!("malformed tag <{name}")));
-        }
-        let an_len = r.find(|c: char| !is_name_char(c)).unwrap_or(r.len());
-        let an = &r[..an_len];
-        if an.is_empty() {
-            return Err(syntax(line, format!("malformed attribute in <{name}>")));
-        }
-        p += an_len;
-        let r = s[p..].trim_start();
-        p = s.len() - r.len();
-        let r = r
-            .strip_prefix('=')
-            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> has no value")))?;
-        p += 1;
-        let r2 = r.trim_start();
-        p += r.len() - r2.len();
-        let quote = r2
-            .chars()
-            .next()
-            .filter(|c| *c == '"' || *c == '\'')
-            .ok_or_else(|| syntax(line, format!("attribute {an} of <{name}> is not quoted")))?;
-        let vend = r2[1..]
-            .find(quote)
-            .ok_or_else(|| syntax(line, format!("unterminated value of attribute {an}")))?;
-        let raw = &r2[1..1 + vend];
-        if raw.contains('<') {
-            return Err(syntax(line, format!("'<' in the value of attribute {an}")));
-        }
-        if attrs.iter().any(|(n, _)| *n == an) {
-            return Err(syntax(line, format!("attribute {an} repeated in <{name}>")));
-        }
-        attrs.push((an, decode_entities(raw, text, at)?));
-        p += 1 + vend + 1;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Tree
-
 #[derive(Debug)]
-struct Element<'a> {
-    name: &'a str,
-    attrs: Vec<(&'a str, String)>,
+struct Element {
+    name: String,
+    attrs: Vec<(String, String)>,
     /// Concatenated, entity-decoded text directly inside the element.
     text: String,
-    children: Vec<Element<'a>>,
+    children: Vec<Element>,
     at: usize,
 }
 
-impl Element<'_> {
+impl Element {
     fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -244,40 +55,174 @@ impl Element<'_> {
 /// Element nesting deeper than this is not a bmap.
 const MAX_DEPTH: usize = 16;
 
-fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
-    let toks = tokenize(text)?;
-    let mut stack: Vec<Element<'_>> = Vec::new();
-    let mut root: Option<Element<'_>> = None;
-    for tok in toks {
-        match tok {
-            Tok::Text { text: t, at } => match stack.last_mut() {
-                Some(el) => el.text.push_str(&decode_entities(t, text, at)?),
-                None if t.trim().is_empty() => {}
+/// An error quick-xml reports, at the byte `at`, in our words where we
+/// have them.
+fn xml_error(text: &str, at: u64, e: quick_xml::Error) -> BmapError {
+    use quick_xml::errors::{IllFormedError, SyntaxError};
+    let line = line_of(text, usize::try_from(at).unwrap_or(usize::MAX));
+    let reason = match e {
+        quick_xml::Error::Syntax(SyntaxError::UnclosedPI | SyntaxError::UnclosedXmlDecl) => {
+            "unterminated <? declaration".to_string()
+        }
+        quick_xml::Error::Syntax(SyntaxError::UnclosedComment) => "unterminated comment".into(),
+        quick_xml::Error::Syntax(SyntaxError::UnclosedTag) => "unterminated tag".into(),
+        quick_xml::Error::Syntax(SyntaxError::InvalidBangMarkup) => {
+            "unsupported XML construct (DTD or CDATA section)".into()
+        }
+        quick_xml::Error::IllFormed(IllFormedError::UnclosedReference) => {
+            "'&' that does not start an entity".into()
+        }
+        other => format!("malformed XML: {other}"),
+    };
+    syntax(line, reason)
+}
+
+/// The text of a reference `&name;` at `at`: the five predefined entities
+/// and character references.
+fn resolve_ref(
+    text: &str,
+    at: usize,
+    r: &quick_xml::events::BytesRef<'_>,
+) -> Result<char, BmapError> {
+    let line = line_of(text, at);
+    let name = r
+        .decode()
+        .map_err(|_| syntax(line, "an entity name that is not UTF-8"))?;
+    let unknown = || syntax(line, format!("unknown entity &{name};"));
+    if r.is_char_ref() {
+        return r.resolve_char_ref().ok().flatten().ok_or_else(unknown);
+    }
+    quick_xml::escape::resolve_predefined_entity(&name)
+        .and_then(|s| s.chars().next())
+        .ok_or_else(unknown)
+}
+
+/// The name and attributes of a start tag at `at`, checked.
+fn open_tag(
+    text: &str,
+    at: usize,
+    e: &quick_xml::events::BytesStart<'_>,
+    decoder: quick_xml::encoding::Decoder,
+) -> Result<Element, BmapError> {
+    use quick_xml::events::attributes::AttrError;
+    let line = line_of(text, at);
+    let raw_name = e.name();
+    let name = std::str::from_utf8(raw_name.as_ref())
+        .map_err(|_| syntax(line, "a tag name that is not UTF-8"))?
+        .to_string();
+    if name.is_empty() {
+        return Err(syntax(line, "'<' that does not start a tag"));
+    }
+    if !name.chars().all(is_name_char) {
+        return Err(syntax(line, format!("malformed tag <{name}>")));
+    }
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| {
+            let reason = match err {
+                AttrError::ExpectedEq(_) | AttrError::ExpectedValue(_) => {
+                    format!("an attribute of <{name}> has no value")
+                }
+                AttrError::UnquotedValue(_) => {
+                    format!("an attribute of <{name}> is not quoted")
+                }
+                AttrError::ExpectedQuote(..) => {
+                    format!("unterminated attribute value in <{name}>")
+                }
+                AttrError::Duplicated(..) => format!("an attribute repeated in <{name}>"),
+            };
+            syntax(line, reason)
+        })?;
+        let an = std::str::from_utf8(a.key.as_ref())
+            .map_err(|_| syntax(line, format!("malformed attribute in <{name}>")))?
+            .to_string();
+        if an.is_empty() || !an.chars().all(is_name_char) {
+            return Err(syntax(line, format!("malformed attribute in <{name}>")));
+        }
+        if a.value.contains(&b'<') {
+            return Err(syntax(line, format!("'<' in the value of attribute {an}")));
+        }
+        let value = a
+            .decode_and_unescape_value(decoder)
+            .map_err(|err| match err {
+                quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnterminatedEntity(_)) => {
+                    syntax(line, "'&' that does not start an entity")
+                }
+                _ => syntax(line, format!("unknown entity in attribute {an}")),
+            })?
+            .into_owned();
+        attrs.push((an, value));
+    }
+    Ok(Element {
+        name,
+        attrs,
+        text: String::new(),
+        children: Vec::new(),
+        at,
+    })
+}
+
+/// Read the document with quick-xml into a tree of elements. The reader's
+/// own end-tag checks are off: misnested, unmatched and unclosed tags are
+/// reported here, with the lines of both tags.
+fn parse_document(text: &str) -> Result<Element, BmapError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let config = reader.config_mut();
+    config.check_end_names = false;
+    config.allow_unmatched_ends = true;
+    config.allow_dangling_amp = false;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let at = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let event = reader
+            .read_event()
+            .map_err(|e| xml_error(text, reader.error_position(), e))?;
+        let piece = match &event {
+            Event::Text(t) => {
+                let raw = t
+                    .decode()
+                    .map_err(|_| syntax(line_of(text, at), "text that is not UTF-8"))?;
+                if raw.contains('>') {
+                    return Err(syntax(line_of(text, at), "stray '>' in text"));
+                }
+                Some(raw.into_owned())
+            }
+            Event::GeneralRef(r) => Some(resolve_ref(text, at, r)?.to_string()),
+            _ => None,
+        };
+        if let Some(piece) = piece {
+            match stack.last_mut() {
+                Some(el) => el.text.push_str(&piece),
+                None if piece.trim().is_empty() => {}
                 None => return Err(syntax(line_of(text, at), "text outside the <bmap> element")),
-            },
-            Tok::Open {
-                name,
-                attrs,
-                empty,
-                at,
-            } => {
+            }
+            continue;
+        }
+        match event {
+            Event::Eof => break,
+            // The declaration, processing instructions and comments carry
+            // nothing we use.
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::DocType(_) | Event::CData(_) => {
+                return Err(syntax(
+                    line_of(text, at),
+                    "unsupported XML construct (DTD or CDATA section)",
+                ))
+            }
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let el = open_tag(text, at, e, reader.decoder())?;
                 if stack.is_empty() && root.is_some() {
                     return Err(syntax(
                         line_of(text, at),
-                        format!("a second top-level element <{name}>"),
+                        format!("a second top-level element <{}>", el.name),
                     ));
                 }
                 if stack.len() >= MAX_DEPTH {
                     return Err(syntax(line_of(text, at), "elements nested too deeply"));
                 }
-                let el = Element {
-                    name,
-                    attrs,
-                    text: String::new(),
-                    children: Vec::new(),
-                    at,
-                };
-                if empty {
+                if matches!(event, Event::Empty(_)) {
                     match stack.last_mut() {
                         Some(parent) => parent.children.push(el),
                         None => root = Some(el),
@@ -286,7 +231,16 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
                     stack.push(el);
                 }
             }
-            Tok::Close { name, at } => {
+            Event::End(ref e) => {
+                let raw_name = e.name();
+                let raw = std::str::from_utf8(raw_name.as_ref()).unwrap_or("");
+                let name = raw.trim_end();
+                if name.is_empty() || !name.chars().all(is_name_char) {
+                    return Err(syntax(
+                        line_of(text, at),
+                        format!("malformed closing tag </{raw}>"),
+                    ));
+                }
                 let el = stack.pop().ok_or_else(|| {
                     syntax(
                         line_of(text, at),
@@ -308,11 +262,12 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
                     None => root = Some(el),
                 }
             }
+            Event::Text(_) | Event::GeneralRef(_) => {}
         }
     }
     if let Some(open) = stack.last() {
         return Err(BmapError::Unclosed {
-            element: open.name.to_string(),
+            element: open.name.clone(),
             line: line_of(text, open.at),
         });
     }
@@ -322,7 +277,7 @@ fn parse_document(text: &str) -> Result<Element<'_>, BmapError> {
 // ---------------------------------------------------------------------------
 // Structure and checks
 
-fn number(text: &str, el: &Element<'_>) -> Result<u64, BmapError> {
+fn number(text: &str, el: &Element) -> Result<u64, BmapError> {
     let v = el.text.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(syntax(
@@ -339,19 +294,12 @@ fn number(text: &str, el: &Element<'_>) -> Result<u64, BmapError> {
 }
 
 fn parse_sha256(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let hex = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(hex, 16).ok()?;
-    }
+    hex::decode_to_slice(s.trim(), &mut out).ok()?;
     Some(out)
 }
 
-fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, BmapError> {
+fn leaf<'e>(text: &str, el: &'e Element) -> Result<&'e Element, BmapError> {
     if let Some(c) = el.children.first() {
         return Err(syntax(
             line_of(text, c.at),
@@ -361,7 +309,7 @@ fn leaf<'e>(text: &str, el: &'e Element<'e>) -> Result<&'e Element<'e>, BmapErro
     Ok(el)
 }
 
-fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
+fn parse_range(text: &str, el: &Element) -> Result<BmapRange, BmapError> {
     let line = line_of(text, el.at);
     let el = leaf(text, el)?;
     let v = el.text.trim();
@@ -410,7 +358,7 @@ fn parse_range(text: &str, el: &Element<'_>) -> Result<BmapRange, BmapError> {
     })
 }
 
-fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
+fn build(text: &str, root: &Element) -> Result<Bmap, BmapError> {
     if root.name != "bmap" {
         return Err(syntax(
             line_of(text, root.at),
@@ -439,7 +387,7 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
     let mut mapped_count = None;
     let mut checksum_type = None;
     let mut file_checksum = None;
-    let mut block_map: Option<&Element<'_>> = None;
+    let mut block_map: Option<&Element> = None;
     for child in &root.children {
         let slot_dup = |seen: bool| -> Result<(), BmapError> {
             if seen {
@@ -456,7 +404,7 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
             *slot = Some(number(text, leaf(text, child)?)?);
             Ok(())
         };
-        match child.name {
+        match child.name.as_str() {
             "ImageSize" => number_slot(&mut image_size)?,
             "BlockSize" => number_slot(&mut block_size)?,
             "BlocksCount" => number_slot(&mut blocks_count)?,
@@ -573,11 +521,11 @@ fn build(text: &str, root: &Element<'_>) -> Result<Bmap, BmapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::bmap::hex;
+    use hex::encode as hex;
 
     fn with_checksum(body: &str) -> String {
         // Fill in a correct BmapFileChecksum (the placeholder is 64 zeros).
-        let sum = hex(&Sha256::digest(body.as_bytes()));
+        let sum = hex(Sha256::digest(body.as_bytes()));
         body.replace(&"0".repeat(64), &sum)
     }
 
@@ -610,7 +558,7 @@ mod tests {
         assert_eq!((b.ranges[0].first, b.ranges[0].last), (0, 1));
         assert_eq!((b.ranges[1].first, b.ranges[1].last), (3, 3));
         assert!(b.ranges[2].sha256.is_none());
-        assert_eq!(hex(&b.ranges[0].sha256.unwrap()), SUM);
+        assert_eq!(hex(b.ranges[0].sha256.unwrap()), SUM);
         // The last block is partial.
         assert_eq!(b.byte_range(&b.ranges[2]), (9 * 4096, 10 * 4096 - 100));
         assert_eq!(b.mapped_bytes(), 3 * 4096 + 4096 - 100);
@@ -716,6 +664,46 @@ mod tests {
             let e = Bmap::parse(&text).expect_err(want).to_string();
             assert!(e.contains(want), "expected {want:?} in error {e:?}");
         }
+    }
+
+    /// Each XML-level rejection names the line of the construct (here the
+    /// line after `<BlockMap>`), in words of its own.
+    #[test]
+    fn every_xml_rejection_names_its_line() {
+        let cases = [
+            ("<Range>1 > 0</Range>", "stray '>'"),
+            ("<!DOCTYPE x>", "unsupported XML"),
+            ("<![CDATA[1]]>", "unsupported XML"),
+            ("<Range a=1>1</Range>", "not quoted"),
+            ("<Range a='1' a='2'>1</Range>", "repeated"),
+            ("<Range a='<'>1</Range>", "'<' in the value"),
+            ("<Range>&bogus;</Range>", "unknown entity"),
+            ("<Range>1 & 2</Range>", "does not start an entity"),
+            ("<Range a='&bogus;'>1</Range>", "unknown entity"),
+            ("<Range>1</Rang>", "closes <Range> opened on line"),
+            ("</Nothing>", "closes <BlockMap> opened on line"),
+            ("<Ra\"nge>1</Ra\"nge>", "malformed tag"),
+            ("<!-- never closed", "unterminated comment"),
+            ("<?pi never closed", "unterminated <?"),
+        ];
+        for (piece, want) in cases {
+            let text = sample(&format!("{piece}\n"), 8192, 2, 1);
+            let line = text.lines().position(|l| l.starts_with(piece)).unwrap() + 1;
+            let err = Bmap::parse(&text).expect_err(piece);
+            match &err {
+                BmapError::Syntax { line: l, reason } => {
+                    assert_eq!(*l, line, "{piece}: {err}");
+                    assert!(reason.contains(want), "{piece}: {err}");
+                }
+                other => panic!("{piece}: {other:?}"),
+            }
+        }
+        // Closing a tag never opened, at the top level.
+        let e = Bmap::parse("</bmap>").unwrap_err().to_string();
+        assert!(
+            e.contains("line 1: closing tag </bmap> without an opening tag"),
+            "{e}"
+        );
     }
 
     #[test]

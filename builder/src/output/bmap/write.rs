@@ -11,7 +11,7 @@
 //! `bmaptool copy --bmap NAME.bmap NAME.img /dev/sdX` then writes only the
 //! mapped blocks and checks every range's checksum.
 
-use super::{hex, BmapRange, BLOCK_SIZE, BMAP_VERSION};
+use super::{BmapRange, BLOCK_SIZE, BMAP_VERSION};
 use crate::io::sparse::{data_segments, read_exact_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -228,7 +228,7 @@ fn render(size: u64, ranges: &[BmapRange]) -> (Vec<u8>, BmapSummary) {
     for r in ranges {
         let chksum = r
             .sha256
-            .map(|h| format!(" chksum=\"{}\"", hex(&h)))
+            .map(|h| format!(" chksum=\"{}\"", hex::encode(h)))
             .unwrap_or_default();
         if r.first == r.last {
             t += &format!("        <Range{chksum}> {} </Range>\n", r.first);
@@ -509,6 +509,7 @@ mod tests {
     fn empty_image_is_refused() {
         let (dir, img) = testkit::scratch("e.img");
         sparse_file(&img, 0, &[]);
-        assert!(write_bmap(&img, &dir.path().join("e.bmap")).is_err());
+        let e = write_bmap(&img, &dir.path().join("e.bmap")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
     }
 }

@@ -7,14 +7,14 @@ use zeroize::Zeroizing;
 
 pub fn fetch(name: &str, path: &Path, key: &str) -> Result<Fetched, SourceError> {
     let text: Zeroizing<Vec<u8>> =
-        match crate::io::bounded::read_file(path, crate::io::bounded::MAX_VALUE_BYTES) {
+        match crate::io::limit::read_file(path, crate::io::bounded::MAX_VALUE_BYTES) {
             Ok(t) => t,
-            Err(crate::io::bounded::BoundedError::NotFound) => {
+            Err(crate::io::limit::BoundedError::NotFound) => {
                 return Ok(Fetched::Missing {
                     how: format!("create {} with a line {key}=…", path.display()),
                 })
             }
-            Err(crate::io::bounded::BoundedError::Io(source)) => {
+            Err(crate::io::limit::BoundedError::Io(source)) => {
                 return Err(SourceError::Read {
                     name: name.into(),
                     path: path.to_path_buf(),

@@ -2,11 +2,12 @@
 //! secret's size; a FIFO, device or directory is refused at once.
 
 use super::{Fetched, SourceError};
-use crate::io::bounded::{self, BoundedError};
+use crate::io::bounded;
+use crate::io::limit::{read_file, BoundedError};
 use std::path::Path;
 
 pub fn fetch(name: &str, path: &Path) -> Result<Fetched, SourceError> {
-    match bounded::read_file(path, bounded::MAX_VALUE_BYTES) {
+    match read_file(path, bounded::MAX_VALUE_BYTES) {
         Ok(v) => Ok(Fetched::Found(v)),
         Err(BoundedError::NotFound) => Ok(Fetched::Missing {
             how: format!("create the file {}", path.display()),

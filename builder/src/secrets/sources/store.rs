@@ -38,15 +38,21 @@ pub fn set_command(recipe: &Recipe, secret: &str, store_name: &str) -> String {
     )
 }
 
+/// `s` as one word for a POSIX shell: bare when it holds only safe
+/// characters, else single-quoted by the bundle's one quoting routine (the
+/// `shell` template escape).
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&c))
     {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+        return s.to_string();
     }
+    let mut out = Vec::with_capacity(s.len() + 2);
+    sealed_bundle::quote_into(&mut out, s.as_bytes(), b'\'', |b| {
+        (b == b'\'').then_some(b"'\\''")
+    });
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn source_err(secret: &str, e: StoreError) -> SourceError {
