@@ -44,6 +44,21 @@ fn every_architecture_is_static_small_and_runs() {
     }
     require_tool_from("file", "file");
     require_tool_from("qemu-aarch64-static", "qemu-user-static");
+    let absent: Vec<&str> = ARCHES
+        .iter()
+        .map(|(arch, ..)| *arch)
+        .filter(|arch| !dir.join(format!("sealed-firstboot-{arch}")).is_file())
+        .collect();
+    if !absent.is_empty() {
+        missing(
+            &format!(
+                "the device binaries for {} in {} (built for fewer architectures)",
+                absent.join(", "),
+                dir.display()
+            ),
+            "run scripts/build-device-binaries with no --arch",
+        );
+    }
     assert_checksums(&dir, "device binaries");
 
     for (arch, file_says, runner) in ARCHES {
