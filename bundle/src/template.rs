@@ -62,12 +62,7 @@ impl Escape {
             Escape::Raw => n,
             Escape::Keyfile => {
                 // Leading and trailing spaces become `\s`.
-                let lead = value.iter().take_while(|&&b| b == b' ').count();
-                let trail = value[lead..]
-                    .iter()
-                    .rev()
-                    .take_while(|&&b| b == b' ')
-                    .count();
+                let (lead, trail) = edge_spaces(value);
                 let escaped = count(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'));
                 n + (lead + trail) as u64 + escaped
             }
@@ -96,12 +91,7 @@ impl Escape {
         match self {
             Escape::Raw => out.extend_from_slice(value),
             Escape::Keyfile => {
-                let lead = value.iter().take_while(|&&b| b == b' ').count();
-                let trail = value[lead..]
-                    .iter()
-                    .rev()
-                    .take_while(|&&b| b == b' ')
-                    .count();
+                let (lead, trail) = edge_spaces(value);
                 for (i, &b) in value.iter().enumerate() {
                     match b {
                         b' ' if i < lead || i >= value.len() - trail => {
@@ -293,6 +283,18 @@ pub fn check_escapes(
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// How many spaces open and close `value` (a value of spaces only counts
+/// as leading): the keyfile escape writes exactly those as `\s`.
+fn edge_spaces(value: &[u8]) -> (usize, usize) {
+    let lead = value.iter().take_while(|&&b| b == b' ').count();
+    let trail = value[lead..]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b' ')
+        .count();
+    (lead, trail)
 }
 
 #[cfg(test)]
